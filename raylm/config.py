@@ -1,0 +1,229 @@
+"""The one typed config of raylm: a section per stage, loaded from YAML plus ``key=value`` overrides.
+
+Everything is validated here, on the driver, before Ray starts, so a typo costs a second and not
+a cluster launch. Every leaf is a plain value so that a Tune search space can address it by its
+dotted path (``train.lr``, ``data.validation_fraction``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Modality = Literal["image", "text", "audio"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names every offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    modality: Modality
+    # None: taken from the data (class folder names, or the distinct values of the label column).
+    labels: list[str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None:
+            if len(labels) < 2:
+                raise ValueError("needs at least 2 labels")
+            if len(set(labels)) != len(labels):
+                raise ValueError("labels must be distinct")
+        return labels
+
+
+class ImageDataConfig(_Section):
+    size: int = Field(32, ge=8, le=1024, description="square side images are resized to")
+
+
+class TextDataConfig(_Section):
+    text_column: str = "text"
+    max_length: int = Field(64, ge=8, le=4096, description="tokens per sequence (padded/truncated)")
+    tokenizer: str | None = Field(
+        None, description="HF tokenizer name or dir; default: model.pretrained, else bundled MiniLM"
+    )
+
+
+class AudioDataConfig(_Section):
+    sample_rate: int = Field(16000, ge=4000, le=96000)
+    clip_seconds: float = Field(1.0, gt=0, le=60)
+    n_mfcc: int = Field(22, ge=4, le=128, description="MFCC coefficients per frame (article: 22)")
+    hop_length: int = Field(256, ge=32, le=4096)
+    normalize: bool = Field(True, description="per-clip cepstral mean/variance normalization")
+
+    @property
+    def frames(self) -> int:
+        # librosa's centred STFT yields 1 + samples // hop frames.
+        return 1 + int(round(self.clip_seconds * self.sample_rate)) // self.hop_length
+
+
+class DataConfig(_Section):
+    # Exactly one source: a registered demo dataset (generated offline on first use) or a path.
+    name: str | None = Field(None, description="registered dataset, e.g. digits, topics, spoken_digits")
+    path: str | None = Field(None, description="class-folder dir, or a parquet/csv/jsonl file or dir")
+    format: Literal["auto", "folder", "parquet", "csv", "jsonl"] = "auto"
+    validation_path: str | None = Field(None, description="separate validation data; else a split")
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    label_column: str = "label"
+    samples_per_class: int = Field(0, ge=0, description="demo datasets only; 0 = the dataset's default")
+    cache_dir: str = Field("~/.cache/raylm", description="where demo datasets are generated")
+    image: ImageDataConfig = ImageDataConfig()
+    text: TextDataConfig = TextDataConfig()
+    audio: AudioDataConfig = AudioDataConfig()
+
+    @field_validator("path", "validation_path")
+    @classmethod
+    def _path_exists(cls, value: str | None) -> str | None:
+        if value is None or "://" in value:
+            return value  # remote URIs are checked by Ray Data when read
+        resolved = Path(value).expanduser()
+        if not resolved.exists():
+            raise ValueError(f"no such file or directory: {resolved}")
+        return str(resolved.resolve())
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.name is not None and self.path is not None:
+            raise ValueError("set either data.name (a demo dataset) or data.path, not both")
+        return self
+
+
+class ModelConfig(_Section):
+    backend: Literal["torch", "keras"] = "torch"
+    name: str = Field(..., description="registry name for (task.modality, name)")
+    pretrained: str | None = Field(None, description="text: HF model name or local dir")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1, le=10_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, ge=1, description="per worker")
+    num_workers: int = Field(2, ge=1, description="data-parallel Ray Train workers")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool | Literal["auto"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
+    storage_path: str = Field("~/raylm_runs", description="root of all run directories")
+    name: str | None = Field(None, description="run name; default <modality>-<model>-<time>")
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
+    seed: int = 0
+    resume_from: str | None = Field(None, description="checkpoint dir to continue from")
+    log_every_n_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+    @field_validator("resume_from")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None) -> str | None:
+        if value is None or "://" in value:
+            return value
+        resolved = Path(value).expanduser()
+        if not (resolved / "raylm.json").is_file():
+            raise ValueError(f"not a raylm checkpoint (no raylm.json): {resolved}")
+        return str(resolved.resolve())
+
+
+class RaylmConfig(_Section):
+    task: TaskConfig
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _resolve(self) -> RaylmConfig:
+        from raylm.registry import MODELS, DATASETS  # deferred: registry imports model modules
+
+        modality = self.task.modality
+        MODELS.check(modality, self.model.name, self.model.backend, field="model.name")
+        if self.data.path is None:
+            if self.data.name is None:
+                object.__setattr__(self.data, "name", DATASETS.default(modality))
+            DATASETS.check(modality, self.data.name, "any", field="data.name")
+        if self.train.name is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            object.__setattr__(self.train, "name", f"{modality}-{self.model.name}-{stamp}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """``<storage_path>/<run name>``: every stage of one run writes below it."""
+        return Path(os.path.expanduser(self.train.storage_path)).resolve() / str(self.train.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=3e-4", "task.labels=[a,b]"]`` -> nested dict; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not key=value (e.g. train.lr=3e-4)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<config>"
+        got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
+        lines.append(f"  {field}: {e['msg']}{got}")
+    return "invalid raylm config:\n" + "\n".join(lines)
+
+
+def validate_config(tree: dict[str, Any]) -> RaylmConfig:
+    try:
+        return RaylmConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> RaylmConfig:
+    """Read YAML (optional), apply ``key=value`` overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--config: no such file: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config: {p} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections")
+        tree = loaded
+    return validate_config(merge(tree, parse_overrides(overrides or [])))

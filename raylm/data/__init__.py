@@ -1,0 +1,150 @@
+"""Ray Data pipelines for the three modalities: files in, streamed model-ready batches out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raylm.data.files import (
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    detect_format,
+    list_class_folder,
+    split_files,
+    validation_mask,
+)
+from raylm.registry import DATASETS
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from raylm.config import RaylmConfig
+
+# The batch columns each modality's models take, in call order.
+MODEL_INPUTS = {"image": ("image",), "audio": ("frames",), "text": ("input_ids", "attention_mask")}
+_DECODE_BATCH = 64
+
+
+@dataclass
+class Datasets:
+    train: ray.data.Dataset
+    validation: ray.data.Dataset
+    labels: list[str]
+    source: str
+    fingerprint: str  # identifies the data a model was trained on (lineage in artifacts)
+
+
+def resolve_source(cfg: RaylmConfig) -> tuple[str, bool]:
+    """(path, is_demo): a demo dataset is generated on first use into data.cache_dir."""
+    if cfg.data.path is not None:
+        return cfg.data.path, False
+    return str(DATASETS.get(cfg.task.modality, cfg.data.name)(cfg)), True
+
+
+def _natural_sorted(values) -> list[str]:
+    labels = [str(v) for v in values]
+    return sorted(labels, key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
+
+
+def fingerprint_files(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(paths):
+        if "://" in p:
+            digest.update(p.encode())
+            continue
+        st = os.stat(p)
+        digest.update(f"{os.path.basename(p)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_table(path: str, fmt: str) -> ray.data.Dataset:
+    import ray.data
+
+    if fmt == "parquet":
+        return ray.data.read_parquet(path)
+    if fmt == "csv":
+        return ray.data.read_csv(path)
+    if fmt == "jsonl":
+        return ray.data.read_json(path, lines=True)
+    raise ValueError(f"data.format: {fmt} is not a table format")
+
+
+def _keep_split(batch, *, key_column: str, fraction: float, validation: bool):
+    mask = validation_mask(batch[key_column], fraction)
+    keep = mask if validation else ~mask
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def build_datasets(cfg: RaylmConfig) -> Datasets:
+    """Lazy Ray Data datasets for train and validation; nothing is read into the driver."""
+    import ray.data
+
+    from raylm.data.audio import decode_audio_batch
+    from raylm.data.images import decode_image_batch
+    from raylm.data.text import tokenize_batch
+
+    modality = cfg.task.modality
+    source, is_demo = resolve_source(cfg)
+    fmt = detect_format(source, cfg.data.format if not is_demo else "auto")
+    labels = cfg.task.labels
+    frac = cfg.data.validation_fraction
+
+    if fmt == "folder":
+        extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
+        if modality == "text":
+            raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
+        found, files = list_class_folder(source, extensions)
+        labels = labels or found
+        if cfg.data.validation_path:
+            _, val_files = list_class_folder(cfg.data.validation_path, extensions)
+            train_files = files
+        else:
+            train_files, val_files = split_files(files, source, frac)
+        fingerprint = fingerprint_files(files)
+        # Paths must be readable from every node (a shared or object-store path on a real
+        # cluster; docs/cluster.md), including data.cache_dir for the demo sets.
+        tables = {
+            split: ray.data.read_binary_files(fs, include_paths=True)
+            for split, fs in (("train", train_files), ("validation", val_files))
+        }
+        label_column = None
+    else:
+        tables = {"train": _read_table(source, fmt)}
+        if cfg.data.validation_path:
+            tables["validation"] = _read_table(cfg.data.validation_path, detect_format(cfg.data.validation_path, "auto"))
+        else:
+            key = cfg.data.text.text_column if modality == "text" else "image" if modality == "image" else "audio"
+            whole = tables["train"]
+            tables = {
+                split: whole.map_batches(_keep_split, batch_format="numpy",
+                                         fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
+                for split in ("train", "validation")
+            }
+        if labels is None:
+            labels = _natural_sorted(tables["train"].unique(cfg.data.label_column))
+            if cfg.data.validation_path is None:
+                labels = _natural_sorted(set(labels) | set(map(str, tables["validation"].unique(cfg.data.label_column))))
+        fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))
+        label_column = cfg.data.label_column
+
+    label_index = {label: i for i, label in enumerate(labels)}
+    if modality == "image":
+        fn, kwargs = decode_image_batch, {"size": cfg.data.image.size, "label_column": label_column,
+                                          "bytes_column": "bytes" if label_column is None else "image"}
+    elif modality == "audio":
+        fn, kwargs = decode_audio_batch, {"audio_cfg": cfg.data.audio, "label_column": label_column,
+                                          "bytes_column": "bytes" if label_column is None else "audio"}
+    else:
+        from raylm.models.text import tokenizer_source
+
+        fn, kwargs = tokenize_batch, {"tokenizer_source": tokenizer_source(cfg), "max_length": cfg.data.text.max_length,
+                                      "text_column": cfg.data.text.text_column, "label_column": label_column}
+    kwargs["label_index"] = label_index
+    prepared = {
+        split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy", fn_kwargs=kwargs)
+        for split, table in tables.items()
+    }
+    return Datasets(prepared["train"], prepared["validation"], list(labels), source, fingerprint)

@@ -1,0 +1,59 @@
+"""Connecting to Ray: the cluster in RAY_ADDRESS (as under ``ray job submit``), else an embedded one."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# What every raylm process on the cluster needs, whoever started it.
+WORKER_ENV_VARS = {
+    "TF_USE_LEGACY_KERAS": "1",  # tfmot needs Keras 2; must be set before TensorFlow is imported
+    "TOKENIZERS_PARALLELISM": "false",  # HF tokenizers' threads fight Ray Data's own parallelism
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def ensure_ray(**init_kwargs) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    for key, value in WORKER_ENV_VARS.items():
+        os.environ.setdefault(key, value)
+    runtime_env = init_kwargs.pop("runtime_env", {}) or {}
+    runtime_env.setdefault("env_vars", {}).update({k: os.environ[k] for k in WORKER_ENV_VARS})
+    ray.init(runtime_env=runtime_env, **init_kwargs)
+    log.info("Ray resources: %s", ray.cluster_resources())
+
+
+def check_cpu_budget(num_workers: int, cpus_per_worker: float) -> None:
+    """Ray Data streams on the CPUs the trainers leave free; with none left it waits forever."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    left = total - num_workers * cpus_per_worker
+    if left < 1:
+        message = (f"train.num_workers={num_workers} x train.cpus_per_worker={cpus_per_worker} leaves "
+                   f"{left:g} of the cluster's {total:g} CPUs for Ray Data, which needs at least 1: "
+                   "lower train.cpus_per_worker (fractions are fine) or add CPUs")
+        from raylm.config import ConfigError
+
+        raise ConfigError(message)
+
+
+def quiet_data_progress() -> None:
+    """Ray Data's per-operator bars drown the training log when several datasets stream at once."""
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+
+
+def resolve_use_gpu(setting: bool | str, num_workers: int) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    return gpus >= num_workers

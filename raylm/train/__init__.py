@@ -1,0 +1,75 @@
+"""Data-parallel training under Ray Train: ``fit(cfg)`` builds the data, runs TorchTrainer, and
+returns where the checkpoints are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylm.config import RaylmConfig
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, Any]
+    checkpoint: Path  # the latest checkpoint
+    best_checkpoint: Path  # highest val_accuracy among those kept
+    run_dir: Path
+    labels: list[str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None):
+    """The TorchTrainer for ``cfg`` (also used inside Tune trials)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raylm.data import build_datasets
+    from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
+    from raylm.train.loop import train_loop_per_worker
+
+    tc = cfg.train
+    check_cpu_budget(tc.num_workers, tc.cpus_per_worker)
+    quiet_data_progress()
+    data = build_datasets(cfg)
+    use_gpu = resolve_use_gpu(tc.use_gpu, tc.num_workers)
+    resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    run_config = dict(
+        name="train",
+        storage_path=str(cfg.run_dir),
+        failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
+        ),
+        worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS)},
+    ) | (run_config_overrides or {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint},
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(**run_config),
+        datasets={"train": data.train, "validation": data.validation},
+        resume_from_checkpoint=ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None,
+    )
+    return trainer, data
+
+
+def fit(cfg: RaylmConfig) -> TrainOutcome:
+    """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``)."""
+    trainer, data = build_trainer(cfg)
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    best = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))[0]
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    return TrainOutcome(
+        metrics=dict(result.metrics),
+        checkpoint=Path(result.checkpoint.path),
+        best_checkpoint=Path(best.path),
+        run_dir=cfg.run_dir,
+        labels=data.labels,
+        history=history,
+    )

@@ -1,0 +1,117 @@
+"""The per-worker training loop that Ray Train runs on every data-parallel worker."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from raylm.config import RaylmConfig
+from raylm.data import MODEL_INPUTS
+from raylm.models import build_model
+from raylm.train.checkpoint import restore_training_state, write_checkpoint
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], inputs: tuple[str, ...]) -> torch.Tensor:
+    return model(*(batch[name] for name in inputs))
+
+
+def evaluate(model: torch.nn.Module, batches, inputs: tuple[str, ...], device: torch.device, precision: str) -> dict[str, float]:
+    """Loss and accuracy summed over this worker's batches, then over all workers."""
+    model.eval()
+    loss_sum = correct = count = 0.0
+    with torch.no_grad(), _autocast(device, precision):
+        for batch in batches:
+            logits = _forward(model, batch, inputs).float()
+            loss_sum += F.cross_entropy(logits, batch["label"], reduction="sum").item()
+            correct += (logits.argmax(-1) == batch["label"]).sum().item()
+            count += len(batch["label"])
+    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+    return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1), "val_samples": int(count)}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg: RaylmConfig = loop_config["config"]
+    labels: list[str] = loop_config["labels"]
+    tc = cfg.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    inputs = MODEL_INPUTS[cfg.task.modality]
+
+    torch.manual_seed(tc.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg, len(labels))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start_epoch = 0
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as directory:
+            start_epoch = restore_training_state(directory, model, optimizer)
+        if rank == 0:
+            print(f"[raylm] resumed from {resume.path} after epoch {start_epoch}", flush=True)
+    model = ray.train.torch.prepare_model(model)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    step = 0
+    for epoch in range(start_epoch, tc.epochs):
+        model.train()
+        started = time.perf_counter()
+        loss_sum = seen = 0.0
+        batches = train_shard.iter_torch_batches(
+            batch_size=tc.batch_size, device=device, prefetch_batches=2,
+            local_shuffle_buffer_size=max(4 * tc.batch_size, 256), local_shuffle_seed=tc.seed * 1000 + epoch * world + rank,
+        )
+        for batch in batches:
+            with _autocast(device, tc.precision):
+                loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            n = len(batch["label"])
+            loss_sum += loss.item() * n
+            seen += n
+            if rank == 0 and step % tc.log_every_n_steps == 0:
+                print(f"[raylm] epoch {epoch + 1}/{tc.epochs} step {step} loss {loss.item():.4f}", flush=True)
+        elapsed = time.perf_counter() - started
+        loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
+        metrics = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_samples_per_s": seen / max(elapsed, 1e-9),
+            **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
+        }
+        if rank == 0:
+            print("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                  "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics),
+                  flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, optimizer=optimizer,
+                                 data_fingerprint=loop_config.get("data_fingerprint"))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
