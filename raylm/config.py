@@ -113,7 +113,8 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1, description="per worker")
     num_workers: int = Field(2, ge=1, description="data-parallel Ray Train workers")
     cpus_per_worker: float = Field(1.0, gt=0)
-    use_gpu: bool | Literal["auto"] = "auto"
+    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: when the cluster has a GPU per worker")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
     storage_path: str = Field("~/raylm_runs", description="root of all run directories")
     name: str | None = Field(None, description="run name; default <modality>-<model>-<time>")

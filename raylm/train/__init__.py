@@ -47,10 +47,10 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint},
-        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                                 placement_strategy=tc.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),
         datasets={"train": data.train, "validation": data.validation},
-        resume_from_checkpoint=ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None,
     )
     return trainer, data
 
@@ -64,12 +64,13 @@ def fit(cfg: RaylmConfig) -> TrainOutcome:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     best = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))[0]
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    from raylm.train.checkpoint import read_meta
+
     return TrainOutcome(
         metrics=dict(result.metrics),
         checkpoint=Path(result.checkpoint.path),
         best_checkpoint=Path(best.path),
         run_dir=cfg.run_dir,
         labels=data.labels,
-        history=history,
+        history=read_meta(result.checkpoint.path)["history"],
     )

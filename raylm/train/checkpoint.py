@@ -51,6 +51,7 @@ def write_checkpoint(
     *,
     epoch: int,
     metrics: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     data_fingerprint: str | None = None,
 ) -> Path:
@@ -73,6 +74,7 @@ def write_checkpoint(
         "labels": list(labels),
         "epoch": epoch,
         "metrics": metrics or {},
+        "history": history or [],
         "data_fingerprint": data_fingerprint,
     }
     (out / META).write_text(json.dumps(meta, indent=2))

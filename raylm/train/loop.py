@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.models import build_model
-from raylm.train.checkpoint import restore_training_state, write_checkpoint
+from raylm.train.checkpoint import read_meta, restore_training_state, write_checkpoint
 
 
 def _autocast(device: torch.device, precision: str):
@@ -64,11 +64,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(tc.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg, len(labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    start_epoch = 0
-    resume = ray.train.get_checkpoint()
+    start_epoch, history = 0, []
+    # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
+    # from train.resume_from (Train V2 dropped the trainer's resume_from_checkpoint argument).
+    resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
     if resume is not None:
         with resume.as_directory() as directory:
             start_epoch = restore_training_state(directory, model, optimizer)
+            history = read_meta(directory).get("history", [])
         if rank == 0:
             print(f"[raylm] resumed from {resume.path} after epoch {start_epoch}", flush=True)
     model = ray.train.torch.prepare_model(model)
@@ -104,13 +107,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_loss": loss_sum / max(seen, 1),
             "train_samples_per_s": seen / max(elapsed, 1e-9),
             **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
+            "time": time.time(),
         }
+        # The whole history travels in each checkpoint, so a resumed run still knows its past.
+        history.append(metrics)
         if rank == 0:
             print("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                   "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics),
                   flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, optimizer=optimizer,
+                write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history, optimizer=optimizer,
                                  data_fingerprint=loop_config.get("data_fingerprint"))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:

@@ -1,0 +1,59 @@
+"""``raylm <verb>``: the same calls the scripts in jobs/ make, from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from raylm.config import ConfigError, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (see jobs/configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    from raylm.runtime import ensure_ray
+    from raylm.train import fit
+
+    ensure_ray()
+    outcome = fit(cfg)
+    print(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
+                      "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raylm.demo import run_demo
+
+    run_demo(storage_path=args.storage_path, epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raylm", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    train = verbs.add_parser("train", help="data-parallel training under Ray Train")
+    _add_config_args(train)
+    train.set_defaults(run=cmd_train)
+    demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
+    demo.add_argument("--storage-path", default="~/raylm_runs")
+    demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as err:
+        print(f"raylm: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs raylm and everything it needs on a fresh machine (Debian/Ubuntu, Python >= 3.10).
+# torch is pinned to the 2.13.0 CPU wheel here: an unpinned torch pulls a multi-GB CUDA build.
+# On a GPU machine, install your CUDA torch first and run: pip install -e ".[test]"
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  # espeak-ng speaks the audio demo's words; without it the demo falls back to synthetic tones.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "setup.sh: espeak-ng not installed (audio demo will use synthetic tones)" >&2
+  fi
+fi
+python3 -m pip install -q "torch==2.13.0" -e ".[test]"

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real local Ray, tiny generated datasets, tiny configs."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+from raylm.config import load_config  # noqa: E402
+
+
+@pytest.fixture
+def ray_local():
+    """A real local Ray shared by the tests that need one (re-started if a test shut it down)."""
+    import ray
+
+    from raylm.runtime import ensure_ray
+
+    if not ray.is_initialized():
+        ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+
+
+def _easy_images(root: Path, per_class: int = 24) -> Path:
+    """Two classes a CNN separates in one epoch: horizontal vs vertical bars, random colours."""
+    rng = np.random.default_rng(0)
+    for label in ("horizontal", "vertical"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.zeros((40, 40, 3), np.uint8)
+            color = tuple(int(c) for c in rng.integers(120, 256, 3))
+            for k in range(0, 40, 8):
+                offset = k + int(rng.integers(0, 3))
+                if label == "horizontal":
+                    cv2.rectangle(img, (0, offset), (39, offset + 3), color, -1)
+                else:
+                    cv2.rectangle(img, (offset, 0), (offset + 3, 39), color, -1)
+            cv2.imwrite(str(root / label / f"{i:03d}.png"), img)
+    return root
+
+
+def _easy_audio(root: Path, per_class: int = 20, sr: int = 8000) -> Path:
+    """Two classes: a low tone and a high tone, with noise and random length."""
+    rng = np.random.default_rng(1)
+    for label, freq in (("low", 300.0), ("high", 2000.0)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            t = np.arange(int(sr * rng.uniform(0.3, 0.6))) / sr
+            wave = 0.5 * np.sin(2 * np.pi * freq * rng.uniform(0.9, 1.1) * t) + rng.normal(0, 0.02, len(t))
+            soundfile.write(str(root / label / f"{i:03d}.wav"), wave.astype(np.float32), sr)
+    return root
+
+
+def _easy_text(path: Path, per_class: int = 100) -> Path:
+    rng = np.random.default_rng(2)
+    vocab = {"pos": "great wonderful excellent lovely superb".split(), "neg": "awful terrible horrible dreadful poor".split()}
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(per_class):
+            for label, words in vocab.items():
+                writer.writerow([f"the film was {rng.choice(words)} and {rng.choice(words)} {i}", label])
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    return {
+        "image": _easy_images(root / "images"),
+        "audio": _easy_audio(root / "audio"),
+        "text": _easy_text(root / "text.csv"),
+    }
+
+
+@pytest.fixture
+def tiny_config(data_root, tmp_path):
+    """``tiny_config("image", "train.epochs=2")``: a validated config over the tiny data."""
+
+    models = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}
+
+    def make(modality: str, *overrides: str):
+        base = [
+            f"task.modality={modality}",
+            f"model.name={models[modality]}",
+            f"data.path={data_root[modality]}",
+            "data.validation_fraction=0.3",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.text.max_length=16",
+            "data.audio.sample_rate=8000",
+            "data.audio.clip_seconds=0.5",
+            "data.audio.hop_length=128",
+            f"train.storage_path={tmp_path / 'runs'}",
+            "train.epochs=2",
+            "train.batch_size=8",
+            "train.num_workers=2",
+            "train.cpus_per_worker=0.5",
+            "train.lr=0.005",
+        ]
+        return load_config(None, base + list(overrides))
+
+    return make

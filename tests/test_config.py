@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from raylm.config import ConfigError, load_config, parse_overrides
+
+CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_example_configs_validate(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.task.modality in name
+    assert cfg.train.name.startswith(cfg.task.modality)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(CONFIGS / "image.yaml", ["train.lr=3e-4", "train.use_gpu=false", "data.image.size=48"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.use_gpu is False
+    assert cfg.data.image.size == 48
+    assert parse_overrides(["task.labels=[a, b]"]) == {"task": {"labels": ["a", "b"]}}
+
+
+def test_run_dir_is_under_storage_path(tmp_path):
+    cfg = load_config(CONFIGS / "image.yaml", [f"train.storage_path={tmp_path}", "train.name=r1"])
+    assert cfg.run_dir == tmp_path / "r1"
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("train.num_workers=0", "train.num_workers"),
+        ("train.lr=-1", "train.lr"),
+        ("train.epochs=two", "train.epochs"),
+        ("train.bogus=1", "train.bogus"),
+        ("data.validation_fraction=1.5", "data.validation_fraction"),
+        ("data.path=/no/such/dir", "data.path"),
+        ("model.name=nope", "model.name"),
+        ("data.name=nope", "data.name"),
+        ("train.resume_from=/no/such/checkpoint", "train.resume_from"),
+        ("task.labels=[only_one]", "task.labels"),
+        ("train.precision=fp8", "train.precision"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "image.yaml", [override])
+    assert field in str(info.value)
+
+
+def test_missing_section_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="task"):
+        load_config(None, ["model.name=seed_cnn"])
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(CONFIGS / "image.yaml", ["train.lr"])
+
+
+def test_both_data_sources_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="data"):
+        load_config(CONFIGS / "image.yaml", [f"data.path={tmp_path}"])  # the YAML also sets data.name
