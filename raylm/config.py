@@ -78,6 +78,9 @@ class DataConfig(_Section):
     label_column: str = "label"
     samples_per_class: int = Field(0, ge=0, description="demo datasets only; 0 = the dataset's default")
     cache_dir: str = Field("~/.cache/raylm", description="where demo datasets are generated")
+    materialize: bool = Field(
+        False, description="keep decoded samples in Ray's object store after one pass, so later epochs "
+        "skip reading and decoding (for data that fits in the cluster's object store)")
     image: ImageDataConfig = ImageDataConfig()
     text: TextDataConfig = TextDataConfig()
     audio: AudioDataConfig = AudioDataConfig()

@@ -147,4 +147,7 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
         split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy", fn_kwargs=kwargs)
         for split, table in tables.items()
     }
+    if cfg.data.materialize:
+        # Blocks live in the object store across the cluster, not in the driver.
+        prepared = {split: ds.materialize() for split, ds in prepared.items()}
     return Datasets(prepared["train"], prepared["validation"], list(labels), source, fingerprint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from typing import Any
@@ -14,6 +15,9 @@ from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.models import build_model
 from raylm.train.checkpoint import read_meta, restore_training_state, write_checkpoint
+
+# A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
+log = logging.getLogger("raylm.train")
 
 
 def _autocast(device: torch.device, precision: str):
@@ -73,7 +77,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             start_epoch = restore_training_state(directory, model, optimizer)
             history = read_meta(directory).get("history", [])
         if rank == 0:
-            print(f"[raylm] resumed from {resume.path} after epoch {start_epoch}", flush=True)
+            log.info("[raylm] resumed from %s after epoch %d", resume.path, start_epoch)
     model = ray.train.torch.prepare_model(model)
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -98,7 +102,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             loss_sum += loss.item() * n
             seen += n
             if rank == 0 and step % tc.log_every_n_steps == 0:
-                print(f"[raylm] epoch {epoch + 1}/{tc.epochs} step {step} loss {loss.item():.4f}", flush=True)
+                log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, tc.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
         loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
         metrics = {
@@ -112,9 +116,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
         if rank == 0:
-            print("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                  "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics),
-                  flush=True)
+            log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                     "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics))
             with tempfile.TemporaryDirectory() as tmp:
                 write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history, optimizer=optimizer,
                                  data_fingerprint=loop_config.get("data_fingerprint"))
