@@ -33,6 +33,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from raylm.data.augment_preview import preview
+    from raylm.runtime import ensure_ray, quiet_data_progress
+
+    ensure_ray()
+    quiet_data_progress()
+    result = preview(cfg, args.out, samples=args.samples, epochs=args.epochs)
+    print("\n".join(result) if isinstance(result, list) else result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -43,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")
     demo.set_defaults(run=cmd_demo)
+    augment = verbs.add_parser("augment", help="look at the augmentation policy (augment section)")
+    augment_verbs = augment.add_subparsers(dest="augment_verb", required=True)
+    preview = augment_verbs.add_parser("preview", help="PNG grid: clean samples and their augmented views per epoch")
+    _add_config_args(preview)
+    preview.add_argument("--out", default="augment_preview.png", help="PNG to write (image and audio)")
+    preview.add_argument("--samples", type=int, default=8, help="training samples (columns)")
+    preview.add_argument("--epochs", type=int, default=3, help="augmented views (rows), one per epoch")
+    preview.set_defaults(run=cmd_augment_preview)
     return parser
 
 

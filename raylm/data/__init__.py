@@ -35,6 +35,8 @@ class Datasets:
     labels: list[str]
     source: str
     fingerprint: str  # identifies the data a model was trained on (lineage in artifacts)
+    # Key of the augmentation epoch clock; the training loop sets the epoch under it (augment.py).
+    augment_run_id: str | None = None
 
 
 def resolve_source(cfg: RaylmConfig) -> tuple[str, bool]:
@@ -140,7 +142,8 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     else:
         from raylm.models.text import tokenizer_source
 
-        fn, kwargs = tokenize_batch, {"tokenizer_source": tokenizer_source(cfg), "max_length": cfg.data.text.max_length,
+        text_source = tokenizer_source(cfg)
+        fn, kwargs = tokenize_batch, {"tokenizer_source": text_source, "max_length": cfg.data.text.max_length,
                                       "text_column": cfg.data.text.text_column, "label_column": label_column}
     kwargs["label_index"] = label_index
     prepared = {
@@ -150,4 +153,10 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     if cfg.data.materialize:
         # Blocks live in the object store across the cluster, not in the driver.
         prepared = {split: ds.materialize() for split, ds in prepared.items()}
-    return Datasets(prepared["train"], prepared["validation"], list(labels), source, fingerprint)
+    # Augmentation: train split only, a batched stage right after decoding (fused into its tasks).
+    # It stays after materialize: the cached samples are the clean ones, each epoch draws anew.
+    from raylm.data.augment import add_augment_stage
+
+    train, augment_run_id = add_augment_stage(prepared["train"], cfg, batch_size=_DECODE_BATCH,
+                                              tokenizer_source=text_source if modality == "text" else None)
+    return Datasets(train, prepared["validation"], list(labels), source, fingerprint, augment_run_id)

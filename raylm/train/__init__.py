@@ -46,7 +46,8 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     ) | (run_config_overrides or {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint},
+        train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
+                           "augment_run_id": data.augment_run_id},
         scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
                                                  placement_strategy=tc.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
+from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.models import build_model
 from raylm.train.checkpoint import read_meta, restore_training_state, write_checkpoint
 
@@ -85,6 +86,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     step = 0
     for epoch in range(start_epoch, tc.epochs):
         model.train()
+        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         started = time.perf_counter()
         loss_sum = seen = 0.0
         batches = train_shard.iter_torch_batches(

@@ -1,0 +1,377 @@
+"""Training-time augmentation as one batched Ray Data stage per modality (train split only).
+
+Every op has a probability or a strength and is the identity at zero, so the all-zero default
+policy adds no stage at all. Ops work on a whole batch with numpy; images take one
+``cv2.warpAffine`` per image (OpenCV has no batched warp) whose matrix composes rotation, random
+resized crop and flip, computed for the whole batch at once.
+
+Determinism. Ray Data re-executes the pipeline every epoch, on whichever worker, in whatever
+batch boundaries the scheduler picks, and the UDF is not told the epoch. So the randomness of a
+sample is a pure function of ``(train.seed, epoch, a stable key of the sample, op slot)``:
+- the key is a hash of the decoded sample's content, so it is the same on every node and run and
+  does not depend on batching, shuffling or which worker runs the task (deterministic per worker
+  for free: the worker does not enter the formula at all);
+- the epoch comes from :class:`EpochClock`, a tiny named actor the training loop sets at the start
+  of each epoch (same value from every rank; Ray Data's streaming split starts an epoch only once
+  all ranks ask for it, so no batch of epoch e+1 is produced before every rank has set e+1). A
+  resumed run sets the real epoch number, so it sees the same augmentations as an uninterrupted run;
+- draws come from a counter-based hash (splitmix64 of key, slot, index), vectorised over the
+  batch, instead of one seeded ``Generator`` per sample; each op has its own slot, so switching
+  one op on or off leaves the others' draws unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from raylm.config import AudioAugmentConfig, ImageAugmentConfig, TextAugmentConfig
+
+# --------------------------------------------------------------------------------------------
+# counter-based randomness
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic is what it wants)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+_KEY_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def sample_keys(rows: np.ndarray) -> np.ndarray:
+    """A stable 64-bit key per row from its bytes: a weighted sum of 32-bit words (vectorised)."""
+    flat = np.ascontiguousarray(rows).reshape(len(rows), -1)
+    words = flat.view(np.uint32) if flat.shape[1] * flat.itemsize % 4 == 0 else flat.view(np.uint8)
+    width = words.shape[1]
+    weights = _KEY_WEIGHTS.get(width)
+    if weights is None:
+        weights = _mix(np.arange(1, width + 1, dtype=np.uint64) * _GOLDEN) | np.uint64(1)
+        _KEY_WEIGHTS[width] = weights
+    with np.errstate(over="ignore"):
+        return _mix((words.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64))
+
+
+def sample_seeds(keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        base = _mix(np.uint64(seed % 2**64) * _GOLDEN + np.uint64(epoch % 2**64) + np.uint64(0x5EED))
+        return _mix(keys ^ base)
+
+
+def _uniform(seeds: np.ndarray, slot: int, count: int = 1) -> np.ndarray:
+    """``(n, count)`` uniforms in [0, 1): draw ``j`` of op ``slot`` for each sample seed."""
+    with np.errstate(over="ignore"):
+        counter = np.uint64(slot) * np.uint64(0xD1B54A32D192ED03) + np.arange(count, dtype=np.uint64) * _GOLDEN
+        z = _mix(seeds[:, None] + counter[None, :])
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def _normal(seeds: np.ndarray, slot: int, count: int) -> np.ndarray:
+    u1, u2 = _uniform(seeds, slot, count), _uniform(seeds, slot + 1, count)
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)  # Box-Muller
+
+
+def _between(u: np.ndarray, low: float, high: float) -> np.ndarray:
+    return low + (high - low) * u
+
+
+# --------------------------------------------------------------------------------------------
+# images: (n, h, w, c) float32 in [0, 1]
+
+
+def image_affines(seeds: np.ndarray, height: int, width: int, policy: ImageAugmentConfig) -> np.ndarray:
+    """``(n, 2, 3)`` destination->source matrices: rotate, then random resized crop, then flip.
+
+    Composed into one matrix so each image is resampled once (one interpolation, one warp)."""
+    n = len(seeds)
+    u = _uniform(seeds, 1, 8)
+    center = np.array([(width - 1) / 2, (height - 1) / 2])
+
+    angle = np.where(u[:, 0] < policy.rotate_p, _between(u[:, 1], -policy.max_rotation, policy.max_rotation), 0.0)
+    scale = np.where(u[:, 2] < policy.crop_p, _between(u[:, 3], policy.crop_scale_min, policy.crop_scale_max), 1.0)
+    flip = u[:, 4] < policy.hflip_p
+
+    # Square-aspect crop of `scale` of the area at a uniform position, resized back to full size.
+    side = np.sqrt(scale)
+    offset_x = u[:, 5] * (1 - side) * width
+    offset_y = u[:, 6] * (1 - side) * height
+
+    m = np.zeros((n, 3, 3))
+    m[:, 2, 2] = 1
+    # output pixel -> (un-flip) -> crop window in the rotated image (pixel centres line up)
+    sx = np.where(flip, -side, side)
+    m[:, 0, 0] = sx
+    m[:, 0, 2] = np.where(flip, (width - 1 + 0.5) * side, 0.5 * side) - 0.5 + offset_x
+    m[:, 1, 1] = side
+    m[:, 1, 2] = 0.5 * side - 0.5 + offset_y
+    # rotated image -> original: the inverse of cv2.getRotationMatrix2D(center, angle, 1)
+    rot = np.zeros((n, 3, 3))
+    rad = np.deg2rad(angle)
+    cos, sin = np.cos(rad), np.sin(rad)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = cos, -sin, sin, cos, 1
+    rot[:, 0, 2] = center[0] - cos * center[0] + sin * center[1]
+    rot[:, 1, 2] = center[1] - sin * center[0] - cos * center[1]
+    return np.matmul(rot, m)[:, :2, :].astype(np.float64)
+
+
+def augment_images(images: np.ndarray, seeds: np.ndarray, policy: ImageAugmentConfig) -> np.ndarray:
+    import cv2
+
+    n, height, width = images.shape[:3]
+    out = np.array(images, dtype=images.dtype, copy=True)
+    if n == 0:
+        return out
+    affines = image_affines(seeds, height, width, policy)
+    # Images whose draw is the identity (op not applied) are not resampled at all.
+    moved = np.abs(affines - np.array([[1.0, 0, 0], [0, 1.0, 0]])).max(axis=(1, 2)) > 1e-9
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for i in np.flatnonzero(moved):
+        cv2.warpAffine(images[i], affines[i], (width, height), dst=out[i], flags=flags,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    if policy.brightness > 0 or policy.contrast > 0:
+        u = _uniform(seeds, 10, 2).astype(np.float32)
+        shift = _between(u[:, 0], -policy.brightness, policy.brightness)[:, None, None, None]
+        factor = _between(u[:, 1], 1 - policy.contrast, 1 + policy.contrast)[:, None, None, None]
+        mean = out.mean(axis=(1, 2, 3), keepdims=True)
+        out -= mean
+        out *= factor
+        out += mean + shift
+        np.clip(out, 0.0, 1.0, out=out)
+
+    if policy.cutout_p > 0 and policy.cutout_size > 0:
+        u = _uniform(seeds, 12, 3)
+        apply = u[:, 0] < policy.cutout_p
+        half_h, half_w = policy.cutout_size * height / 2, policy.cutout_size * width / 2
+        # The centre may sit near an edge, so the hole is sometimes clipped (as in DeVries & Taylor).
+        cy, cx = u[:, 1] * height, u[:, 2] * width
+        rows = np.arange(height)[None, :] + 0.5
+        cols = np.arange(width)[None, :] + 0.5
+        in_rows = (np.abs(rows - cy[:, None]) < half_h) & apply[:, None]
+        in_cols = np.abs(cols - cx[:, None]) < half_w
+        hole = in_rows[:, :, None] & in_cols[:, None, :]
+        out[hole] = 0.0
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# audio: MFCC frames (n, frames, coeffs) float32
+
+
+def augment_frames(frames: np.ndarray, seeds: np.ndarray, policy: AudioAugmentConfig) -> np.ndarray:
+    """Noise, time shift and SpecAugment masks on MFCC frames.
+
+    The stage runs after decoding, on features: noise is Gaussian at an SNR relative to the
+    clip's own feature power, and masks/shift fill with each coefficient's clip mean (0 under
+    data.audio.normalize's CMVN), so a masked region carries no information either way."""
+    out = np.array(frames, dtype=frames.dtype, copy=True)
+    n, steps, coeffs = out.shape
+    if n == 0:
+        return out
+    fill = frames.mean(axis=1, keepdims=True)  # (n, 1, coeffs)
+
+    if policy.noise_p > 0:
+        u = _uniform(seeds, 20, 2)
+        apply = u[:, 0] < policy.noise_p
+        if apply.any():
+            snr_db = _between(u[:, 1], policy.snr_db_min, policy.snr_db_max)
+            power = (frames.astype(np.float64) ** 2).mean(axis=(1, 2))
+            sigma = np.where(apply, np.sqrt(power / 10 ** (snr_db / 10)), 0.0)
+            noise = _normal(seeds, 21, steps * coeffs).reshape(n, steps, coeffs)
+            out += (noise * sigma[:, None, None]).astype(out.dtype)
+
+    if policy.shift_p > 0 and policy.max_shift > 0:
+        u = _uniform(seeds, 23, 2)
+        limit = policy.max_shift * steps
+        shift = np.where(u[:, 0] < policy.shift_p, np.rint(_between(u[:, 1], -limit, limit)), 0).astype(np.int64)
+        if shift.any():
+            source = np.arange(steps)[None, :] - shift[:, None]  # out[t] = frames[t - shift]
+            valid = (source >= 0) & (source < steps)
+            shifted = np.take_along_axis(out, np.clip(source, 0, steps - 1)[:, :, None], axis=1)
+            out = np.where(valid[:, :, None], shifted, fill)
+
+    out = _masks(out, seeds, fill, axis=1, count=policy.time_masks, max_width=round(policy.time_mask_width * steps), slot=25)
+    out = _masks(out, seeds, fill, axis=2, count=policy.freq_masks, max_width=policy.freq_mask_width, slot=27)
+    return out.astype(frames.dtype, copy=False)
+
+
+def _masks(out: np.ndarray, seeds: np.ndarray, fill: np.ndarray, *, axis: int, count: int, max_width: int, slot: int) -> np.ndarray:
+    """SpecAugment: ``count`` bands of width ~ U{0..max_width} along ``axis`` set to ``fill``."""
+    length = out.shape[axis]
+    max_width = min(max_width, length)
+    if count == 0 or max_width == 0:
+        return out
+    u = _uniform(seeds, slot, 2 * count)
+    width = np.floor(u[:, :count] * (max_width + 1)).astype(np.int64)  # (n, count)
+    start = np.floor(u[:, count:] * (length - width + 1)).astype(np.int64)
+    positions = np.arange(length)[None, None, :]
+    band = ((positions >= start[:, :, None]) & (positions < (start + width)[:, :, None])).any(axis=1)  # (n, length)
+    mask = band[:, :, None] if axis == 1 else band[:, None, :]
+    return np.where(mask, fill, out)
+
+
+# --------------------------------------------------------------------------------------------
+# text: token ids (n, length) with attention_mask
+
+
+def augment_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.ndarray, policy: TextAugmentConfig, *,
+                   special_ids: list[int], unknown_id: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token dropout (-> the unknown token), adjacent swaps and deletions of content tokens.
+
+    Special tokens ([CLS], [SEP], padding) never move, so the model still sees a well-formed
+    sequence; deletions pull the rest left and pad the end."""
+    ids = np.array(input_ids, copy=True)
+    mask = np.array(attention_mask, copy=True)
+    n, length = ids.shape
+    if n == 0:
+        return ids, mask
+    content = (mask == 1) & ~np.isin(ids, np.asarray(special_ids, dtype=ids.dtype))
+
+    if policy.dropout_p > 0:
+        ids = np.where(content & (_uniform(seeds, 30, length) < policy.dropout_p), unknown_id, ids)
+
+    if policy.swap_p > 0 and length > 1:
+        pair = content[:, :-1] & content[:, 1:]
+        chosen = pair & (_uniform(seeds, 31, length - 1) < policy.swap_p)
+        # A token swaps at most once: drop a choice whose left neighbour was chosen too.
+        chosen[:, 1:] &= ~chosen[:, :-1]
+        left = np.flatnonzero(chosen.ravel())
+        rows, cols = np.divmod(left, length - 1)
+        ids[rows, cols], ids[rows, cols + 1] = ids[rows, cols + 1], ids[rows, cols].copy()
+
+    if policy.delete_p > 0:
+        delete = content & (_uniform(seeds, 32, length) < policy.delete_p)
+        # Never empty a sentence: a row that would lose every content token keeps them all.
+        delete &= ((content & ~delete).any(axis=1) | ~content.any(axis=1))[:, None]
+        if delete.any():
+            order = np.argsort(delete, axis=1, kind="stable")  # kept tokens first, in order
+            ids = np.take_along_axis(ids, order, axis=1)
+            kept = np.take_along_axis(mask.astype(bool) & ~delete, order, axis=1)
+            ids = np.where(kept, ids, pad_id)
+            mask = kept.astype(mask.dtype)
+    return ids, mask
+
+
+# --------------------------------------------------------------------------------------------
+# the Ray Data stage
+
+
+class EpochClock:
+    """Holds the current epoch of each training run for the augmentation UDFs (see module doc).
+
+    One small actor per cluster (named, detached, 0 CPUs) serves every run by run id."""
+
+    def __init__(self) -> None:
+        self._epochs: dict[str, int] = {}
+
+    def set(self, run_id: str, epoch: int) -> None:
+        self._epochs[run_id] = epoch
+
+    def get(self, run_id: str) -> int:
+        return self._epochs.get(run_id, 0)
+
+
+_CLOCK_NAME, _CLOCK_NAMESPACE = "raylm-augment-epoch-clock", "raylm"
+_clock_handle: list[Any] = []
+
+
+def _clock():
+    import ray
+
+    if not _clock_handle:
+        actor = ray.remote(num_cpus=0)(EpochClock)
+        _clock_handle.append(actor.options(name=_CLOCK_NAME, namespace=_CLOCK_NAMESPACE, lifetime="detached",
+                                           get_if_exists=True).remote())
+    return _clock_handle[0]
+
+
+def set_epoch(run_id: str | None, epoch: int) -> None:
+    """Called by the training loop at the start of every epoch (a no-op without augmentation)."""
+    if run_id is not None:
+        import ray
+
+        ray.get(_clock().set.remote(run_id, epoch))
+
+
+def current_epoch(run_id: str | None) -> int:
+    if run_id is None:
+        return 0
+    import ray
+
+    return ray.get(_clock().get.remote(run_id))
+
+
+def is_identity(policy: Any) -> bool:
+    """True when every probability/strength of the policy is zero (no stage is added)."""
+    from raylm.config import AudioAugmentConfig, ImageAugmentConfig, TextAugmentConfig
+
+    if isinstance(policy, ImageAugmentConfig):
+        return (policy.rotate_p == 0 or policy.max_rotation == 0) and (policy.crop_p == 0 or policy.crop_scale_min == 1) \
+            and policy.hflip_p == 0 and policy.brightness == 0 and policy.contrast == 0 \
+            and (policy.cutout_p == 0 or policy.cutout_size == 0)
+    if isinstance(policy, AudioAugmentConfig):
+        return policy.noise_p == 0 and (policy.shift_p == 0 or policy.max_shift == 0) \
+            and (policy.time_masks == 0 or policy.time_mask_width == 0) and (policy.freq_masks == 0 or policy.freq_mask_width == 0)
+    if isinstance(policy, TextAugmentConfig):
+        return policy.dropout_p == 0 and policy.swap_p == 0 and policy.delete_p == 0
+    raise TypeError(f"not an augmentation policy: {type(policy).__name__}")
+
+
+def augment_batch(batch: dict[str, np.ndarray], *, modality: str, policy: Any, seed: int, epoch: int,
+                  text_ids: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Augment one decoded batch for a given epoch (pure: same inputs, same output)."""
+    out = dict(batch)
+    if modality == "image":
+        seeds = sample_seeds(sample_keys(batch["image"]), seed, epoch)
+        out["image"] = augment_images(batch["image"], seeds, policy)
+    elif modality == "audio":
+        seeds = sample_seeds(sample_keys(batch["frames"]), seed, epoch)
+        out["frames"] = augment_frames(batch["frames"], seeds, policy)
+    else:
+        seeds = sample_seeds(sample_keys(batch["input_ids"]), seed, epoch)
+        out["input_ids"], out["attention_mask"] = augment_tokens(batch["input_ids"], batch["attention_mask"], seeds,
+                                                                 policy, **(text_ids or {}))
+    return out
+
+
+def _augment_udf(batch: dict[str, np.ndarray], *, run_id: str | None, **kwargs: Any) -> dict[str, np.ndarray]:
+    return augment_batch(batch, epoch=current_epoch(run_id), **kwargs)
+
+
+def text_special_ids(tokenizer_source: str) -> dict[str, Any]:
+    from raylm.models.text import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_source)
+    unknown = tok.unk_token_id if tok.unk_token_id is not None else tok.mask_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    if unknown is None:
+        raise ValueError("augment.text.dropout_p: the tokenizer has neither an unknown nor a mask token")
+    return {"special_ids": list(tok.all_special_ids), "unknown_id": int(unknown), "pad_id": int(pad)}
+
+
+def policy_for(cfg) -> Any:
+    return getattr(cfg.augment, cfg.task.modality)
+
+
+def add_augment_stage(train, cfg, *, batch_size: int, tokenizer_source: str | None = None):
+    """``(dataset, run_id)``: the train dataset with the augmentation stage, or unchanged and
+    ``None`` when the policy is the identity."""
+    import uuid
+
+    policy = policy_for(cfg)
+    if is_identity(policy):
+        return train, None
+    run_id = uuid.uuid4().hex  # one clock entry per built pipeline: concurrent runs never share one
+    set_epoch(run_id, 0)
+    kwargs: dict[str, Any] = {"run_id": run_id, "modality": cfg.task.modality, "policy": policy, "seed": cfg.train.seed}
+    if cfg.task.modality == "text":
+        kwargs["text_ids"] = text_special_ids(tokenizer_source)
+    return train.map_batches(_augment_udf, batch_size=batch_size, batch_format="numpy", fn_kwargs=kwargs), run_id

@@ -1,0 +1,109 @@
+"""``raylm augment preview``: what the configured policy does to real training samples.
+
+One column per sample; the first row is the clean sample, each further row the same sample as
+training sees it in epoch 0, 1, ... (the exact draws of a run with this ``train.seed``).
+Images are shown as they are; audio as a heat map of the MFCC frames (coefficients up, time
+right); text is printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_GAP = 2
+_LABEL_WIDTH = 74
+
+
+def preview(cfg, out: str | Path, *, samples: int = 8, epochs: int = 3) -> Path | list[str]:
+    """Write the PNG grid to ``out`` (image/audio) and return its path; for text, return lines."""
+    from raylm.config import AugmentConfig
+    from raylm.data import build_datasets
+    from raylm.data.augment import augment_batch, policy_for, text_special_ids
+
+    clean_cfg = cfg.model_copy(update={"augment": AugmentConfig()})
+    pool = build_datasets(clean_cfg).train.take_batch(max(samples, 256), batch_format="numpy")
+    clean = {k: v[_spread_over_labels(pool["label"], samples)] for k, v in pool.items()}
+    modality, policy = cfg.task.modality, policy_for(cfg)
+    extra = {}
+    if modality == "text":
+        from raylm.models.text import tokenizer_source
+
+        extra["text_ids"] = text_special_ids(tokenizer_source(cfg))
+    views = [augment_batch(clean, modality=modality, policy=policy, seed=cfg.train.seed, epoch=e, **extra)
+             for e in range(epochs)]
+
+    if modality == "text":
+        from raylm.models.text import load_tokenizer, tokenizer_source
+
+        tok = load_tokenizer(tokenizer_source(cfg))
+        lines = []
+        for i in range(len(clean["input_ids"])):
+            lines.append(f"clean:   {tok.decode(clean['input_ids'][i], skip_special_tokens=True)}")
+            for e, view in enumerate(views):
+                lines.append(f"epoch {e}: {tok.decode(view['input_ids'][i], skip_special_tokens=True)}")
+        return lines
+
+    if modality == "image":
+        rows = [_image_tiles(clean["image"])] + [_image_tiles(v["image"]) for v in views]
+    else:
+        low, high = np.percentile(clean["frames"], [1, 99])  # one scale for the grid: noise stays visible
+        rows = [_frame_tiles(clean["frames"], low, high)] + [_frame_tiles(v["frames"], low, high) for v in views]
+    names = ["clean"] + [f"epoch {e}" for e in range(epochs)]
+    return _write_grid(rows, names, Path(out))
+
+
+def _spread_over_labels(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices taking labels in turn (class folders are read in order: the head is one class)."""
+    by_label = [np.flatnonzero(labels == label).tolist() for label in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < min(count, len(labels)):
+        for indices in by_label:
+            if indices and len(picked) < count:
+                picked.append(indices.pop(0))
+    return np.array(picked, dtype=np.int64)
+
+
+def _image_tiles(images: np.ndarray, zoom: int = 4) -> list[np.ndarray]:
+    import cv2
+
+    tiles = []
+    for rgb in images:
+        bgr = cv2.cvtColor((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+        tiles.append(cv2.resize(bgr, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
+    return tiles
+
+
+def _frame_tiles(frames: np.ndarray, low: float, high: float) -> list[np.ndarray]:
+    import cv2
+
+    tiles = []
+    for clip in frames:  # (time, coeffs) -> coefficient 0 at the bottom, time to the right
+        scaled = np.clip((clip.T[::-1] - low) / max(high - low, 1e-6), 0, 1)
+        heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+        tiles.append(cv2.resize(heat, None, fx=2, fy=4, interpolation=cv2.INTER_NEAREST))
+    return tiles
+
+
+def _write_grid(rows: list[list[np.ndarray]], names: list[str], out: Path) -> Path:
+    import cv2
+
+    tile_h, tile_w = rows[0][0].shape[:2]
+    columns = max(len(r) for r in rows)
+    height = len(rows) * (tile_h + _GAP) + _GAP
+    width = _LABEL_WIDTH + columns * (tile_w + _GAP) + _GAP
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    for r, (tiles, name) in enumerate(zip(rows, names)):
+        top = _GAP + r * (tile_h + _GAP)
+        cv2.putText(canvas, name, (4, top + tile_h // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for c, tile in enumerate(tiles):
+            left = _LABEL_WIDTH + _GAP + c * (tile_w + _GAP)
+            canvas[top:top + tile_h, left:left + tile_w] = tile
+    out = out.expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    if not cv2.imwrite(str(tmp), canvas):
+        raise ValueError(f"--out: cannot write a PNG to {out}")
+    tmp.replace(out)  # whole file or nothing
+    return out
