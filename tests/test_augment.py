@@ -158,6 +158,16 @@ def test_text_op_keeps_special_tokens_and_shape(op):
         assert positions == sorted(positions)
 
 
+def test_text_rates_match_the_config():
+    ids = np.random.default_rng(0).integers(1000, 2000, (2000, 30))
+    mask = np.ones_like(ids)
+    seeds = _seeds(ids)
+    dropped, _ = augment_tokens(ids, mask, seeds, TextAugmentConfig(dropout_p=0.15), **SPECIAL)
+    _, kept = augment_tokens(ids, mask, seeds, TextAugmentConfig(delete_p=0.1), **SPECIAL)
+    assert abs((dropped == SPECIAL["unknown_id"]).mean() - 0.15) < 0.01
+    assert abs((1 - kept.mean()) - 0.1) < 0.01
+
+
 def test_text_zero_policy_is_identity():
     ids, mask = _tokens()
     assert is_identity(TextAugmentConfig())

@@ -285,17 +285,23 @@ class EpochClock:
 
 
 _CLOCK_NAME, _CLOCK_NAMESPACE = "raylm-augment-epoch-clock", "raylm"
-_clock_handle: list[Any] = []
+_clock_handles: dict[str, Any] = {}
 
 
 def _clock():
     import ray
 
-    if not _clock_handle:
+    from raylm.runtime import ensure_ray
+
+    ensure_ray()  # as Ray Data would: a lazily built pipeline may be the first Ray call
+    # Keyed by node id: a process that shut Ray down and started a new one gets a fresh handle.
+    node = ray.get_runtime_context().get_node_id()
+    if node not in _clock_handles:
         actor = ray.remote(num_cpus=0)(EpochClock)
-        _clock_handle.append(actor.options(name=_CLOCK_NAME, namespace=_CLOCK_NAMESPACE, lifetime="detached",
-                                           get_if_exists=True).remote())
-    return _clock_handle[0]
+        _clock_handles.clear()
+        _clock_handles[node] = actor.options(name=_CLOCK_NAME, namespace=_CLOCK_NAMESPACE, lifetime="detached",
+                                             get_if_exists=True).remote()
+    return _clock_handles[node]
 
 
 def set_epoch(run_id: str | None, epoch: int) -> None:

@@ -38,11 +38,15 @@ def preview(cfg, out: str | Path, *, samples: int = 8, epochs: int = 3) -> Path 
         from raylm.models.text import load_tokenizer, tokenizer_source
 
         tok = load_tokenizer(tokenizer_source(cfg))
+        hidden = set(extra["text_ids"]["special_ids"]) - {extra["text_ids"]["unknown_id"]}  # show dropouts
+
+        def text(batch, i):
+            return tok.decode([t for t, m in zip(batch["input_ids"][i], batch["attention_mask"][i]) if m and t not in hidden])
+
         lines = []
         for i in range(len(clean["input_ids"])):
-            lines.append(f"clean:   {tok.decode(clean['input_ids'][i], skip_special_tokens=True)}")
-            for e, view in enumerate(views):
-                lines.append(f"epoch {e}: {tok.decode(view['input_ids'][i], skip_special_tokens=True)}")
+            lines.append(f"clean:   {text(clean, i)}")
+            lines.extend(f"epoch {e}: {text(view, i)}" for e, view in enumerate(views))
         return lines
 
     if modality == "image":
