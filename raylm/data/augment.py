@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------
 # counter-based randomness
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
