@@ -210,7 +210,8 @@ def test_stage_augments_train_only_and_follows_the_epoch_clock(ray_local, tiny_c
 
     clean = build_datasets(tiny_config("image"))
     assert clean.augment_run_id is None  # the identity policy adds no stage
-    data = build_datasets(tiny_config("image", "augment.image.rotate_p=1", "augment.image.cutout_p=1"))
+    # materialize caches the clean decoded samples; augmentation must still draw anew each epoch
+    data = build_datasets(tiny_config("image", "augment.image.rotate_p=1", "augment.image.cutout_p=1", "data.materialize=true"))
     clean_train = clean.train.take_all()
     clean_val = np.stack(sorted((r["image"] for r in clean.validation.take_all()), key=lambda a: a.sum()))
     val = np.stack(sorted((r["image"] for r in data.validation.take_all()), key=lambda a: a.sum()))
