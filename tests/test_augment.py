@@ -268,23 +268,26 @@ def test_preview_command(ray_local, tiny_config, tmp_path, capsys, modality, ove
 
 
 SHAPES_POLICY = ["augment.image.rotate_p=1", "augment.image.max_rotation=180", "augment.image.hflip_p=0.5",
-                 "augment.image.crop_p=0.5", "augment.image.crop_scale_min=0.7", "augment.image.brightness=0.1",
-                 "augment.image.contrast=0.2"]
+                 "augment.image.brightness=0.1", "augment.image.contrast=0.2"]
 
 
 @pytest.mark.slow
 def test_rotation_augmentation_on_shapes_is_at_least_as_accurate(ray_local, tmp_path):
-    """The `shapes` demo draws every shape at a random angle; with few samples per class the
-    article's CNN sees few angles, and rotation augmentation shows it the rest."""
+    """The `shapes` demo draws every shape at a random angle; with 150 samples per class a CNN
+    sees few angles of each, and rotation (and mirror) augmentation shows it the rest.
+
+    The article's seed_cnn (one conv, then a dense layer over positions) cannot use that; its
+    accuracy is noise-level either way, so this compares resnet_small (global pooling).
+    Validation accuracy of one epoch jumps by several points (174 samples, BatchNorm), so the
+    mean of the last three epochs is compared."""
     from raylm.train import fit
 
-    base = ["task.modality=image", "model.name=seed_cnn", "data.name=shapes", "data.samples_per_class=100",
-            f"data.cache_dir={tmp_path / 'cache'}", f"train.storage_path={tmp_path / 'runs'}", "train.epochs=15",
-            "train.batch_size=32", "train.lr=0.003", "train.num_workers=2", "train.cpus_per_worker=0.5"]
-    plain = fit(load_config(None, base + ["train.name=plain"]))
-    augmented = fit(load_config(None, base + ["train.name=augmented"] + SHAPES_POLICY))
-    best = {name: max(row["val_accuracy"] for row in outcome.history)
-            for name, outcome in (("plain", plain), ("augmented", augmented))}
-    print(f"\nshapes val_accuracy: plain final {plain.metrics['val_accuracy']:.3f} best {best['plain']:.3f}; "
-          f"augmented final {augmented.metrics['val_accuracy']:.3f} best {best['augmented']:.3f}")
-    assert augmented.metrics["val_accuracy"] >= plain.metrics["val_accuracy"] - 0.02
+    base = ["task.modality=image", "model.name=resnet_small", "data.name=shapes", "data.samples_per_class=150",
+            f"data.cache_dir={tmp_path / 'cache'}", f"train.storage_path={tmp_path / 'runs'}", "train.epochs=16",
+            "train.batch_size=32", "train.lr=0.002", "train.num_workers=2", "train.cpus_per_worker=0.5"]
+    runs = {name: fit(load_config(None, base + [f"train.name={name}"] + extra))
+            for name, extra in (("plain", []), ("augmented", SHAPES_POLICY))}
+    curves = {name: [round(row["val_accuracy"], 3) for row in outcome.history] for name, outcome in runs.items()}
+    tail = {name: float(np.mean(curve[-3:])) for name, curve in curves.items()}
+    print(f"\nshapes val_accuracy per epoch: {curves}\nmean of last 3 epochs: {tail}")
+    assert tail["augmented"] >= tail["plain"] - 0.02
