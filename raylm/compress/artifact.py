@@ -55,6 +55,7 @@ def atomic_directory(final: Path):
     """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving process of another user
     try:
         yield tmp
         if final.exists():

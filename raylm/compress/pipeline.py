@@ -22,6 +22,26 @@ class CompressError(ValueError):
     """Compression cannot run or its result failed a check; the message names the field or file."""
 
 
+def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
+    """``--config`` plus overrides; without ``--config``, the checkpoint's own training config."""
+    from raylm.config import ConfigError, load_config, merge, parse_overrides
+    from raylm.train.checkpoint import CheckpointError, read_meta
+
+    if config is not None:
+        return load_config(config, overrides)
+    try:
+        meta = read_meta(Path(checkpoint).expanduser())
+    except CheckpointError as err:
+        raise CompressError(f"--checkpoint: {err}") from None
+    tree = meta["config"]
+    tree["train"]["resume_from"] = None
+    tree["task"]["labels"] = meta["labels"]
+    try:
+        return validate_config(merge(tree, parse_overrides(overrides)))
+    except ConfigError as err:  # e.g. the training data moved: name it, and the way out
+        raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
+
+
 def variant_name(cfg: RaylmConfig) -> str:
     cc = cfg.compress
     if cc.variant:
