@@ -29,6 +29,9 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     ft_cfg = validate_config(tree)
     root = cfg.run_dir / "compress" / ".finetune"
     root.mkdir(parents=True, exist_ok=True)
+    # Train V2 resumes a run found under the same storage path and name; a new fine-tune of the
+    # same variant must start from the pruned weights, not from the previous fine-tune's end.
+    shutil.rmtree(root / variant, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{variant}-init-", dir=root))
     try:
         save_model(model, str(staging / "model.safetensors"))
