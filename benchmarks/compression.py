@@ -1,7 +1,7 @@
 """Dense vs compressed variants for the MiniLM text model, the seed CNN, resnet_small and the seed
 Conv1D, in one run on the bundled demo data. Prints ONE JSON line (tables go to stderr).
 
-    python benchmarks/compression.py                  # about 5-10 minutes on 2 cores
+    python benchmarks/compression.py                  # about 10-12 minutes on 2 shared cores
     python benchmarks/compression.py --quick          # fewer epochs and latency runs
 
 Each model is trained briefly under Ray Train (short runs: the point is the ratios, not SOTA),
@@ -29,6 +29,8 @@ CASES = {
         "onnx-fp32": ONNX_FP32,
         "int8-dynamic": ["compress.quantize.mode=dynamic"],
         "magnitude50": ["compress.prune.method=magnitude", "compress.prune.sparsity=0.5"],
+        "magnitude50-ft": ["compress.prune.method=magnitude", "compress.prune.sparsity=0.5",
+                           "compress.finetune_epochs=1", "compress.finetune_lr=0.0001"],
         "structured50-int8": ["compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
                               "compress.quantize.mode=dynamic"],
     }),
@@ -41,9 +43,9 @@ CASES = {
         "onnx-fp32": ONNX_FP32,
         "int8-static": ["compress.quantize.mode=static"],
         "structured50-ft": ["compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
-                            "compress.finetune_epochs=3", "compress.finetune_lr=0.002"],
+                            "compress.finetune_epochs=5", "compress.finetune_lr=0.003"],
         "structured50-ft-int8": ["compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
-                                 "compress.finetune_epochs=3", "compress.finetune_lr=0.002",
+                                 "compress.finetune_epochs=5", "compress.finetune_lr=0.003",
                                  "compress.quantize.mode=static"],
     }),
     "audio-seed_conv1d": ("audio.yaml", ["train.epochs=8"], {
