@@ -79,3 +79,16 @@ def test_gradual_schedule_ramps_to_the_target():
     values = [gradual_sparsity(0.8, epoch, 4) for epoch in range(5)]
     assert values[0] == 0 and values[-1] == pytest.approx(0.8)
     assert all(a < b for a, b in zip(values, values[1:]))
+
+
+def test_cli_bad_sparsity_exits_2_naming_the_field_before_ray_starts(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "jobs/compress.py", "--checkpoint", str(tmp_path), "--config",
+                           "jobs/configs/image.yaml", "compress.prune.sparsity=1.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "compress.prune.sparsity" in proc.stderr
+    proc = subprocess.run([sys.executable, "jobs/compress.py", "--checkpoint", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a raylm checkpoint" in proc.stderr

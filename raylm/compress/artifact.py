@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,7 @@ class Artifact:
     meta: dict[str, Any]
     model: Any = None  # torch.nn.Module for safetensors artifacts
     session: Any = None  # onnxruntime.InferenceSession for ONNX artifacts
-    config: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    config: Any = None  # the RaylmConfig the builder was called with
 
     @property
     def labels(self) -> list[str]:

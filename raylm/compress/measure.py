@@ -66,8 +66,9 @@ def file_sizes(paths: list[Path]) -> dict[str, int]:
 
 
 def measure(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ...], *, files: list[Path],
-            counts: dict[str, float], batch_sizes: tuple[int, ...], runs: int, warmup: int, threads: int) -> dict:
-    """The report of one variant. Latency runs with ``threads`` intra-op threads (set by the caller's
+            counts: dict[str, float], batch_sizes: tuple[int, ...], runs: int, warmup: int,
+            threads: int) -> tuple[dict, np.ndarray]:
+    """The report of one variant and its predictions. Latency runs with ``threads`` intra-op threads (set by the caller's
     predict for ONNX Runtime; here for torch) so torch and ORT are compared on equal footing."""
     import torch
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raylm.compress.artifact import ONNX, WEIGHTS, ArtifactError, atomic_directory, load_artifact, write_meta
+from raylm.compress.artifact import ONNX, WEIGHTS, atomic_directory, load_artifact, write_meta
 from raylm.config import RaylmConfig, validate_config
 from raylm.data import MODEL_INPUTS
 
