@@ -26,6 +26,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from raylm.compress import ArtifactError, CompressError, compress
+    from raylm.compress.pipeline import compress_config
+    from raylm.train.checkpoint import CheckpointError
+
+    try:
+        cfg = compress_config(args.checkpoint, args.config, args.overrides)  # validated before Ray starts
+        from raylm.runtime import ensure_ray
+
+        ensure_ray()
+        report = compress(cfg, args.checkpoint)
+    except (CompressError, CheckpointError, ArtifactError) as err:
+        print(f"raylm: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raylm.demo import run_demo
 
@@ -51,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="data-parallel training under Ray Train")
     _add_config_args(train)
     train.set_defaults(run=cmd_train)
+    comp = verbs.add_parser("compress", help="prune / quantize a trained checkpoint into a measured ARTIFACT")
+    comp.add_argument("--checkpoint", required=True, help="a raylm checkpoint directory (train/checkpoint_*)")
+    comp.add_argument("--config", help="YAML config; default: the checkpoint's own config")
+    comp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. compress.quantize.mode=dynamic")
+    comp.set_defaults(run=cmd_compress)
     demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")

@@ -195,12 +195,52 @@ class AugmentConfig(_Section):
     text: TextAugmentConfig = TextAugmentConfig()
 
 
+class PruneConfig(_Section):
+    method: Literal["none", "magnitude", "structured"] = "none"
+    sparsity: float = Field(0.5, ge=0, lt=1, description="magnitude: fraction of prunable weights set to zero")
+    scope: Literal["global", "layer"] = Field("global", description="magnitude: one threshold for all layers, or per layer")
+    structured_ratio: float = Field(0.5, ge=0, lt=1, description="structured: fraction of channels / FFN neurons removed")
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot", description="gradual: sparsity ramps up (cubic) over the fine-tune epochs; magnitude only")
+
+
+class QuantizeConfig(_Section):
+    mode: Literal["none", "dynamic", "static"] = Field(
+        "none", description="ONNX Runtime int8: dynamic (weights int8, activations at run time) or static (calibrated QDQ)")
+    calibration_samples: int = Field(128, ge=1, description="static: training samples used to calibrate activations")
+    per_channel: bool = True
+
+
+class CompressConfig(_Section):
+    variant: str | None = Field(None, description="artifact name under <run_dir>/compress/; default from the recipe")
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    finetune_epochs: int = Field(0, ge=0, description="epochs of Ray Train fine-tuning after pruning (masks kept)")
+    finetune_lr: float | None = Field(None, gt=0, description="default: train.lr / 10")
+    export: Literal["auto", "safetensors", "onnx"] = Field(
+        "auto", description="auto: onnx when quantized, else safetensors")
+    parity_atol: float = Field(1e-4, gt=0, description="max |logit difference| allowed between export and in-memory model")
+    serving_batch_size: int = Field(16, ge=1, description="the second batch size latency is measured at")
+    latency_runs: int = Field(30, ge=1)
+    latency_warmup: int = Field(5, ge=0)
+    latency_threads: int = Field(1, ge=1, description="intra-op threads for torch and ONNX Runtime alike")
+    max_eval_samples: int = Field(0, ge=0, description="0: the whole validation split")
+
+    @field_validator("variant")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError("must be a plain directory name")
+        return value
+
+
 class RaylmConfig(_Section):
     task: TaskConfig
     data: DataConfig = DataConfig()
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
+    compress: CompressConfig = CompressConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

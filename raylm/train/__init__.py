@@ -20,7 +20,8 @@ class TrainOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None):
+def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
+                  extra_loop_config: dict[str, Any] | None = None):
     """The TorchTrainer for ``cfg`` (also used inside Tune trials)."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -46,8 +47,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     ) | (run_config_overrides or {})
     trainer = TorchTrainer(
         train_loop_per_worker,
+        # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
         train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
-                           "augment_run_id": data.augment_run_id},
+                           "augment_run_id": data.augment_run_id} | (extra_loop_config or {}),
         scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
                                                  placement_strategy=tc.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),

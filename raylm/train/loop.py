@@ -15,7 +15,7 @@ from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.models import build_model
-from raylm.train.checkpoint import read_meta, restore_training_state, write_checkpoint
+from raylm.train.checkpoint import read_meta, restore_training_state, unwrap, write_checkpoint
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
 log = logging.getLogger("raylm.train")
@@ -67,7 +67,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     inputs = MODEL_INPUTS[cfg.task.modality]
 
     torch.manual_seed(tc.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    model = build_model(cfg, len(labels))
+    # compress: fine-tune a pruned model (its own, possibly narrower, shapes) instead of a fresh one.
+    initial_weights = loop_config.get("initial_weights")
+    model = build_model(cfg, len(labels), load_pretrained=initial_weights is None)
+    if initial_weights:
+        from raylm.compress.architecture import load_resized
+
+        load_resized(model, initial_weights)
+    masks, prune_schedule = {}, loop_config.get("prune_schedule")
+    if loop_config.get("keep_zeros") or prune_schedule:
+        from raylm.compress.prune import apply_masks, gradual_sparsity, magnitude_masks, zero_masks
+
+        masks = zero_masks(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch, history = 0, []
     # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
@@ -85,6 +96,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("validation")
     step = 0
     for epoch in range(start_epoch, tc.epochs):
+        if prune_schedule:  # gradual magnitude pruning: the sparsity ramps up epoch by epoch
+            sparsity = gradual_sparsity(prune_schedule["sparsity"], epoch + 1, tc.epochs)
+            masks = magnitude_masks(unwrap(model), sparsity, prune_schedule["scope"])
+            apply_masks(unwrap(model), masks)
         model.train()
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         started = time.perf_counter()
@@ -99,6 +114,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if masks:  # pruned weights stay zero while the others learn
+                apply_masks(unwrap(model), masks)
             step += 1
             n = len(batch["label"])
             loss_sum += loss.item() * n

@@ -1,0 +1,16 @@
+"""Compress a trained checkpoint (prune -> fine-tune -> int8 -> export -> measure) into an ARTIFACT.
+
+    ray job submit --working-dir . -- python jobs/compress.py \
+        --checkpoint ~/raylm_runs/<run>/train/checkpoint_<time> --config jobs/configs/image.yaml \
+        compress.prune.method=structured compress.finetune_epochs=2 compress.quantize.mode=static
+
+Locally (embedded Ray): python jobs/compress.py --checkpoint <dir> compress.quantize.mode=dynamic
+Writes <train.storage_path>/<train.name>/compress/<variant>/ and prints the report's ratios.
+"""
+
+import sys
+
+from raylm.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["compress", *sys.argv[1:]]))

@@ -1,0 +1,52 @@
+"""Fine-tuning a pruned model under Ray Train: the training loop, started from the pruned weights."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from raylm.config import RaylmConfig, validate_config
+
+
+def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
+    """``cfg.compress.finetune_epochs`` epochs of data-parallel training from ``model``'s weights.
+
+    Zeros of unstructured pruning stay zeros (the loop re-applies their masks after each step);
+    with ``prune.schedule=gradual`` the loop itself ramps the sparsity up to its target.
+    Returns ``model`` architecture rebuilt with the last epoch's weights.
+    """
+    from safetensors.torch import save_model
+
+    from raylm.compress.architecture import load_resized
+    from raylm.train import build_trainer
+
+    cc = cfg.compress
+    tree = cfg.to_dict()
+    tree["train"].update(epochs=cc.finetune_epochs, lr=cc.finetune_lr or cfg.train.lr / 10, resume_from=None)
+    ft_cfg = validate_config(tree)
+    root = cfg.run_dir / "compress" / ".finetune"
+    root.mkdir(parents=True, exist_ok=True)
+    # Train V2 resumes a run found under the same storage path and name; a new fine-tune of the
+    # same variant must start from the pruned weights, not from the previous fine-tune's end.
+    shutil.rmtree(root / variant, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{variant}-init-", dir=root))
+    try:
+        save_model(model, str(staging / "model.safetensors"))
+        extra = {"initial_weights": str(staging / "model.safetensors"), "keep_zeros": cc.prune.method == "magnitude"}
+        if cc.prune.method == "magnitude" and cc.prune.schedule == "gradual":
+            extra["prune_schedule"] = {"sparsity": cc.prune.sparsity, "scope": cc.prune.scope}
+        trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},
+                                   extra_loop_config=extra)
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        if result.checkpoint is None:
+            raise RuntimeError("fine-tuning finished without a checkpoint")
+        with result.checkpoint.as_directory() as directory:
+            load_resized(model, Path(directory) / "model.safetensors")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model.eval()

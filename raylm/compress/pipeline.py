@@ -1,0 +1,240 @@
+"""``compress(cfg, checkpoint)``: prune -> fine-tune -> quantize -> export -> measure -> ARTIFACT."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylm.compress.artifact import ONNX, WEIGHTS, atomic_directory, load_artifact, write_meta
+from raylm.config import RaylmConfig, validate_config
+from raylm.data import MODEL_INPUTS
+
+
+class CompressError(ValueError):
+    """Compression cannot run or its result failed a check; the message names the field or file."""
+
+
+def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
+    """``--config`` plus overrides; without ``--config``, the checkpoint's own training config."""
+    from raylm.config import ConfigError, load_config, merge, parse_overrides
+    from raylm.train.checkpoint import CheckpointError, read_meta
+
+    if config is not None:
+        return load_config(config, overrides)
+    try:
+        meta = read_meta(Path(checkpoint).expanduser())
+    except CheckpointError as err:
+        raise CompressError(f"--checkpoint: {err}") from None
+    tree = meta["config"]
+    tree["train"]["resume_from"] = None
+    tree["task"]["labels"] = meta["labels"]
+    try:
+        return validate_config(merge(tree, parse_overrides(overrides)))
+    except ConfigError as err:  # e.g. the training data moved: name it, and the way out
+        raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
+
+
+def variant_name(cfg: RaylmConfig) -> str:
+    cc = cfg.compress
+    if cc.variant:
+        return cc.variant
+    parts = []
+    if cc.prune.method == "magnitude":
+        parts.append(f"magnitude{round(cc.prune.sparsity * 100)}-{cc.prune.scope}")
+    elif cc.prune.method == "structured":
+        parts.append(f"structured{round(cc.prune.structured_ratio * 100)}")
+    if cc.finetune_epochs and cc.prune.method != "none":
+        parts.append(f"ft{cc.finetune_epochs}")
+    parts.append(f"int8-{cc.quantize.mode}" if cc.quantize.mode != "none" else "fp32")
+    return "-".join(parts)
+
+
+def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
+    """``cfg`` with the checkpoint's model section and tokenizer, after checking they agree."""
+    trained = loaded.config
+    for field, mine, theirs in (("task.modality", cfg.task.modality, trained.task.modality),
+                                ("model.name", cfg.model.name, trained.model.name),
+                                ("model.backend", cfg.model.backend, trained.model.backend),
+                                ("model.kwargs", cfg.model.kwargs, trained.model.kwargs)):
+        if mine != theirs:
+            raise CompressError(f"{field}: the config says {mine!r} but checkpoint {checkpoint} was trained "
+                                f"with {theirs!r}")
+    if cfg.task.labels is not None and list(cfg.task.labels) != list(loaded.labels):
+        raise CompressError(f"task.labels: {cfg.task.labels} differ from the checkpoint's {loaded.labels}")
+    tree = cfg.to_dict()
+    tree["model"] = trained.to_dict()["model"]
+    if trained.data.text.tokenizer:
+        tree["data"]["text"]["tokenizer"] = trained.data.text.tokenizer
+    # The preprocessing the model was trained with wins: a different image size or MFCC
+    # setting would silently feed it other inputs.
+    tree["data"]["image"] = trained.data.image.model_dump(mode="json")
+    tree["data"]["audio"] = trained.data.audio.model_dump(mode="json")
+    tree["data"]["text"]["max_length"] = trained.data.text.max_length
+    return validate_config(tree)
+
+
+def _preprocessing(cfg: RaylmConfig) -> dict[str, Any]:
+    modality = cfg.task.modality
+    if modality == "image":
+        return {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
+                "color": "RGB", "layout": "NHWC", "scale": 1 / 255}
+    if modality == "audio":
+        return {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
+                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"}
+    return {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer", "max_length": cfg.data.text.max_length,
+            "padding": "max_length", "text_column": cfg.data.text.text_column}
+
+
+def _torch_predict(model: torch.nn.Module, inputs: tuple[str, ...]):
+    def predict(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            return model(*(torch.from_numpy(feeds[name]) for name in inputs)).float().numpy()
+    return predict
+
+
+def _prune(cfg: RaylmConfig, model: torch.nn.Module, val: dict[str, np.ndarray], num_classes: int) -> torch.nn.Module:
+    from raylm.compress.prune import magnitude_prune, structured_prune
+
+    pc = cfg.compress.prune
+    inputs = MODEL_INPUTS[cfg.task.modality]
+    if pc.method == "magnitude" and not (pc.schedule == "gradual" and cfg.compress.finetune_epochs):
+        magnitude_prune(model, pc.sparsity, pc.scope)
+    elif pc.method == "structured":
+        example = tuple(torch.from_numpy(val[name][:2]) for name in inputs)
+        structured_prune(model, pc.structured_ratio, example, num_classes)
+    return model
+
+
+def _copy_text_files(checkpoint: Path, directory: Path) -> None:
+    for name in ("tokenizer", "hf_config"):
+        if (checkpoint / name).is_dir():
+            shutil.copytree(checkpoint / name, directory / name)
+
+
+def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, Any]:
+    """Compress a trained checkpoint as ``cfg.compress`` says; write ``<run_dir>/compress/<variant>/``.
+
+    Returns the JSON report (also stored in the artifact): the dense parent and the variant
+    measured on the same validation rows, their ratios and the parity check.
+    """
+    from raylm.compress.measure import collect, format_table, measure
+    from raylm.compress.prune import sparsity_stats
+    from raylm.compress.quantize import export_onnx, onnx_session, quantize_onnx
+    from raylm.data import build_datasets
+    from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.train.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except CheckpointError as err:
+        raise CompressError(f"--checkpoint: {err}") from None
+    cfg = _matched_config(cfg, checkpoint, loaded)
+    cc, modality = cfg.compress, cfg.task.modality
+    inputs = MODEL_INPUTS[modality]
+    variant = variant_name(cfg)
+
+    ensure_ray()
+    quiet_data_progress()
+    data = build_datasets(cfg)
+    if list(data.labels) != list(loaded.labels):
+        raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
+    val = collect(data.validation, inputs + ("label",), cc.max_eval_samples)
+    batch_sizes = (1, cc.serving_batch_size)
+    timing = dict(batch_sizes=batch_sizes, runs=cc.latency_runs, warmup=cc.latency_warmup, threads=cc.latency_threads)
+
+    dense_model = loaded.model
+    dense, dense_preds = measure(_torch_predict(dense_model, inputs), val, inputs,
+                                 files=[checkpoint / "model.safetensors"], counts=sparsity_stats(dense_model), **timing)
+
+    model = _prune(cfg, copy.deepcopy(dense_model), val, len(loaded.labels))
+    if cc.finetune_epochs and cc.prune.method != "none":
+        from raylm.compress.finetune import finetune
+
+        model = finetune(cfg, model, variant)
+    model.eval()
+    counts = sparsity_stats(model)
+    export = cc.export if cc.export != "auto" else ("onnx" if cc.quantize.mode != "none" else "safetensors")
+    if cc.quantize.mode != "none" and export != "onnx":
+        raise CompressError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
+
+    parity_rows = val if len(val["label"]) <= 256 else {k: v[:256] for k, v in val.items()}
+    in_memory = _torch_predict(model, inputs)(parity_rows)
+    final = cfg.run_dir / "compress" / variant
+    with atomic_directory(final) as tmp:
+        _copy_text_files(checkpoint, tmp)
+        parity: dict[str, Any] = {"atol": cc.parity_atol, "rows": int(len(parity_rows["label"]))}
+        if export == "safetensors":
+            from safetensors.torch import save_model
+
+            save_model(model, str(tmp / WEIGHTS))
+            model_file = WEIGHTS
+        else:
+            fp32 = tmp / ONNX if cc.quantize.mode == "none" else Path(tempfile.mkdtemp(dir=tmp)) / "fp32.onnx"
+            export_onnx(model, {name: val[name][:2] for name in inputs}, fp32)
+            # Parity of the export itself (fp32 graph vs in-memory model), before int8 changes numbers.
+            exported = onnx_session(fp32, 1).run(["logits"], {n: parity_rows[n] for n in inputs})[0]
+            parity["fp32_onnx_max_abs_diff"] = float(np.abs(exported - in_memory).max())
+            if cc.quantize.mode != "none":
+                calibration = []
+                if cc.quantize.mode == "static":
+                    calib = collect(data.train, inputs, cc.quantize.calibration_samples)
+                    calibration = [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
+                quantize_onnx(fp32, tmp / ONNX, cc.quantize.mode, calibration=calibration, per_channel=cc.quantize.per_channel)
+                shutil.rmtree(fp32.parent)
+            model_file = ONNX
+        meta = {
+            "task": {"modality": modality}, "labels": list(loaded.labels), "inputs": list(inputs),
+            "preprocessing": _preprocessing(cfg),
+            "architecture": {"backend": cfg.model.backend, "name": cfg.model.name, "kwargs": cfg.model.kwargs,
+                             "num_classes": len(loaded.labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+                             "config": cfg.to_dict()},
+            "model_file": model_file,
+            "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": export},
+            "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
+                        "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": data.fingerprint,
+                        "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
+        }
+        write_meta(tmp, meta)
+        # The report is measured on the exported file, reloaded as serving will load it.
+        artifact = load_artifact(tmp, threads=cc.latency_threads)
+        reloaded = artifact.predict(parity_rows)
+        parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
+        parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
+        if cc.quantize.mode == "none":
+            parity["passed"] = parity["max_abs_diff"] <= cc.parity_atol
+        else:  # int8 changes the numbers by design: the export is checked before quantization
+            parity["passed"] = parity["fp32_onnx_max_abs_diff"] <= cc.parity_atol
+        if not parity["passed"]:
+            raise CompressError(f"parity check failed for {variant}: exported model differs from the in-memory one "
+                                f"by more than compress.parity_atol={cc.parity_atol}: {parity}")
+        report_files = [tmp / model_file]
+        compressed, preds = measure(artifact.predict, val, inputs, files=report_files, counts=counts, **timing)
+        compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
+        report = {"variant": variant, "modality": modality, "model": cfg.model.name, "artifact": str(final),
+                  "dense": dense, "compressed": compressed, "parity": parity, "ratios": _ratios(dense, compressed, batch_sizes)}
+        meta["report"] = report
+        write_meta(tmp, meta)
+    if verbose:
+        print(format_table([("dense fp32", dense), (variant, compressed)], batch_sizes))
+        print(json.dumps(report["ratios"]))
+    return report
+
+
+def _ratios(dense: dict, variant: dict, batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    out = {"accuracy_delta": variant["accuracy"] - dense["accuracy"],
+           "size_ratio": variant["file_bytes"] / dense["file_bytes"],
+           "gzip_size_ratio": variant["gzip_bytes"] / dense["gzip_bytes"],
+           "params_ratio": variant["params"] / dense["params"],
+           "nonzero_ratio": variant["nonzero_params"] / dense["nonzero_params"]}
+    for b in batch_sizes:
+        out[f"latency_p50_ratio_b{b}"] = variant["latency"][f"batch_{b}"]["p50_ms"] / dense["latency"][f"batch_{b}"]["p50_ms"]
+    return out
