@@ -135,11 +135,20 @@ class TrainConfig(_Section):
         return str(resolved.resolve())
 
 
+class CompressConfig(_Section):
+    # Minimal section for the Keras backend (issue 5); the torch compression issue owns the full one.
+    sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of prunable weights set to zero; 0 = no pruning")
+    quantize: bool = Field(True, description="int8 quantization (Keras: QAT, then a full-int8 TFLite model)")
+    finetune_epochs: int = Field(2, ge=0, le=1000, description="epochs of pruning fine-tune, and again of QAT")
+    calibration_samples: int = Field(128, ge=1, description="representative samples for int8 calibration")
+
+
 class RaylmConfig(_Section):
     task: TaskConfig
     data: DataConfig = DataConfig()
     model: ModelConfig
     train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

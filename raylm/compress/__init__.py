@@ -1,0 +1,1 @@
+"""Model compression: the Keras backend lives in raylm.compress.keras."""
