@@ -19,7 +19,12 @@ from raylm.config import load_config  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-KERAS_MODELS = [("image", "seed_cnn"), ("audio", "seed_conv1d"), ("image", "seed_mlp")]
+KERAS_MODELS = [
+    ("image", "seed_cnn"),
+    ("audio", "seed_conv1d"),
+    # The same Ray Train path a third time; opt-in to keep the default suite short.
+    pytest.param("image", "seed_mlp", marks=pytest.mark.slow),
+]
 
 
 def _keras_config(data_root, root, modality: str, name: str, *overrides: str):
@@ -34,26 +39,34 @@ def _keras_config(data_root, root, modality: str, name: str, *overrides: str):
     ])
 
 
+class _Trained:
+    """One epoch under TensorflowTrainer (2 workers) per model, run on first use and shared."""
+
+    def __init__(self, data_root, root) -> None:
+        self.data_root, self.root, self._runs = data_root, root, {}
+
+    def __call__(self, modality: str, name: str):
+        from raylm.train import fit
+
+        if name not in self._runs:
+            cfg = _keras_config(self.data_root, self.root, modality, name)
+            self._runs[name] = (cfg, fit(cfg))
+        return self._runs[name]
+
+
 @pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):
-    """One epoch of each of the article's three Keras models under TensorflowTrainer, 2 workers."""
     from raylm.runtime import ensure_ray
-    from raylm.train import fit
 
     ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
-    root = tmp_path_factory.mktemp("keras")
-    outcomes = {}
-    for modality, name in KERAS_MODELS:
-        cfg = _keras_config(data_root, root, modality, name)
-        outcomes[name] = (cfg, fit(cfg))
-    return root, outcomes
+    return _Trained(data_root, tmp_path_factory.mktemp("keras"))
 
 
 @pytest.mark.parametrize("modality, name", KERAS_MODELS)
 def test_the_articles_keras_models_train_an_epoch_with_two_workers(trained, modality, name):
     from raylm.train.checkpoint import read_meta
 
-    _, outcome = trained[1][name]
+    _, outcome = trained(modality, name)
     assert set(outcome.metrics) >= {"epoch", "train_loss", "val_loss", "val_accuracy"}
     assert outcome.metrics["epoch"] == 1 and np.isfinite(outcome.metrics["train_loss"])
     assert sorted(os.listdir(outcome.checkpoint)) == ["model.weights.h5", "optimizer.npz", "raylm.json"]
@@ -67,12 +80,11 @@ def test_keras_checkpoint_reloads_and_resumes(trained, data_root):
     from raylm.train import fit
     from raylm.train.keras_loop import load_keras_checkpoint
 
-    root, outcomes = trained
-    cfg, first = outcomes["seed_conv1d"]
+    _, first = trained("audio", "seed_conv1d")
     loaded = load_keras_checkpoint(first.checkpoint)
     assert loaded.labels == first.labels and loaded.model.output_shape == (None, 2)
 
-    resumed = fit(_keras_config(data_root, root, "audio", "seed_conv1d", "train.epochs=2",
+    resumed = fit(_keras_config(data_root, trained.root, "audio", "seed_conv1d", "train.epochs=2",
                                 "train.name=resumed", f"train.resume_from={first.checkpoint}"))
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not retrained
@@ -83,7 +95,7 @@ def test_keras_checkpoint_reloads_and_resumes(trained, data_root):
 def compressed(trained):
     from raylm.compress.keras import compress_keras_checkpoint
 
-    cfg, outcome = trained[1]["seed_cnn"]
+    cfg, outcome = trained("image", "seed_cnn")
     return compress_keras_checkpoint(cfg, outcome.checkpoint, latency_runs=20)
 
 

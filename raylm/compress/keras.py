@@ -139,9 +139,18 @@ def _arrays(dataset, feature: str, limit: int | None = None) -> tuple[np.ndarray
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
+def _copy(model: Any) -> Any:
+    """tfmot's wrappers reuse the wrapped layers' variables: work on a copy to keep the parent intact."""
+    from raylm.models.keras import keras_api
+
+    clone = keras_api().models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def prune(model: Any, x: np.ndarray, y: np.ndarray, *, sparsity: float, epochs: int, batch_size: int, lr: float,
           seed: int = 0) -> Any:
-    """Magnitude-prune ``model`` to ``sparsity`` while fine-tuning; returns the stripped Keras model."""
+    """Magnitude-prune a copy of ``model`` to ``sparsity`` while fine-tuning; returns it stripped."""
     import tensorflow_model_optimization as tfmot
 
     from raylm.models.keras import keras_api
@@ -150,7 +159,7 @@ def prune(model: Any, x: np.ndarray, y: np.ndarray, *, sparsity: float, epochs: 
     keras = keras_api()
     keras.utils.set_random_seed(seed)
     total_steps = math.ceil(len(x) / batch_size) * epochs
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=pruning_schedule(sparsity, total_steps))
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(_copy(model), pruning_schedule=pruning_schedule(sparsity, total_steps))
     compile_model(pruned, lr)
     pruned.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
@@ -170,10 +179,10 @@ def quantization_aware(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int,
     keras.utils.set_random_seed(seed)
     quantize = tfmot.quantization.keras
     if preserve_sparsity:
-        qat = quantize.quantize_apply(quantize.quantize_annotate_model(model),
+        qat = quantize.quantize_apply(quantize.quantize_annotate_model(_copy(model)),
                                       tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
     else:
-        qat = quantize.quantize_model(model)
+        qat = quantize.quantize_model(_copy(model))
     compile_model(qat, lr)
     qat.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
     return qat

@@ -76,15 +76,16 @@ def build_seed_conv1d(*, cfg, num_classes: int, load_pretrained: bool = True, ch
 
 
 def kernel_sparsity(model: Any) -> float:
-    """Fraction of zeros over the Dense/Conv kernels (the weights tfmot prunes; biases are not)."""
+    """Fraction of zeros over the Dense/Conv kernels (the weights tfmot prunes; biases are not).
+
+    Read from the variables, not ``layer.kernel``: inside a QAT wrapper that is a fake-quant tensor.
+    """
     import numpy as np
 
     zeros = total = 0
-    for layer in model.layers:
-        # Pruning and QAT wrappers keep the original layer in ``.layer``.
-        kernel = getattr(getattr(layer, "layer", layer), "kernel", None)
-        if kernel is not None:
-            values = np.asarray(kernel.numpy())
+    for weight in model.weights:
+        if weight.name.split("/")[-1].startswith("kernel"):
+            values = np.asarray(weight.numpy())
             zeros += int((values == 0).sum())
             total += values.size
     return zeros / max(total, 1)
