@@ -96,6 +96,8 @@ def load_keras_checkpoint(directory: str | os.PathLike[str]) -> LoadedModel:
 
     directory = Path(directory)
     meta = read_meta(directory)
+    if meta["config"]["model"]["backend"] != "keras":
+        raise CheckpointError(f"{directory}: a {meta['config']['model']['backend']} checkpoint, not a keras one")
     cfg = checkpoint_config(directory)
     model = build_model(cfg, len(meta["labels"]), load_pretrained=False)
     try:
