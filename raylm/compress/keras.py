@@ -166,6 +166,57 @@ def prune(model: Any, x: np.ndarray, y: np.ndarray, *, sparsity: float, epochs: 
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
 
+_CONV1D_CONFIG = None
+
+
+def _conv1d_quantize_config_class():
+    """A ``QuantizeConfig`` for Conv1D (built on first use: it subclasses a tfmot class)."""
+    global _CONV1D_CONFIG
+    if _CONV1D_CONFIG is not None:
+        return _CONV1D_CONFIG
+    import tensorflow_model_optimization as tfmot
+    # The weight quantizer tfmot's prune-preserving scheme uses for Dense (not exported publicly).
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve.\
+        prune_preserve_quantize_registry import PrunePreserveDefault8BitWeightsQuantizer
+
+    quantizers = tfmot.quantization.keras.quantizers
+
+    class Conv1DQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """Conv1D: int8 kernel and activation. ``passthrough``: MaxPooling1D, whose int8 form keeps
+        its input's scale, so there is nothing to learn."""
+
+        def __init__(self, preserve_sparsity: bool = False, passthrough: bool = False) -> None:
+            self.preserve_sparsity, self.passthrough = preserve_sparsity, passthrough
+            self.weight_quantizer = (PrunePreserveDefault8BitWeightsQuantizer() if preserve_sparsity else
+                                     quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+                                                                   narrow_range=True))
+            self.activation_quantizer = quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False,
+                                                                          symmetric=False, narrow_range=False)
+
+        def get_weights_and_quantizers(self, layer):
+            return [] if self.passthrough else [(layer.kernel, self.weight_quantizer)]
+
+        def get_activations_and_quantizers(self, layer):
+            return [] if self.passthrough else [(layer.activation, self.activation_quantizer)]
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            if not self.passthrough:
+                layer.kernel = quantize_weights[0]
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            if not self.passthrough:
+                layer.activation = quantize_activations[0]
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {"preserve_sparsity": self.preserve_sparsity, "passthrough": self.passthrough}
+
+    _CONV1D_CONFIG = Conv1DQuantizeConfig
+    return _CONV1D_CONFIG
+
+
 def quantization_aware(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
                        preserve_sparsity: bool, seed: int = 0) -> Any:
     """QAT fine-tune. A pruned model keeps its zeros (tfmot's prune-preserving scheme); plain
@@ -178,11 +229,24 @@ def quantization_aware(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int,
     keras = keras_api()
     keras.utils.set_random_seed(seed)
     quantize = tfmot.quantization.keras
-    if preserve_sparsity:
-        qat = quantize.quantize_apply(quantize.quantize_annotate_model(_copy(model)),
-                                      tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
-    else:
-        qat = quantize.quantize_model(_copy(model))
+    conv1d_config = _conv1d_quantize_config_class()
+
+    def annotate(layer):
+        # tfmot's registries leave Conv1D and MaxPooling1D out; Conv1D gets what tfmot gives Dense.
+        if isinstance(layer, keras.layers.Conv1D):
+            return quantize.quantize_annotate_layer(layer, quantize_config=conv1d_config(preserve_sparsity))
+        if isinstance(layer, keras.layers.MaxPooling1D):
+            return quantize.quantize_annotate_layer(layer, quantize_config=conv1d_config(passthrough=True))
+        return quantize.quantize_annotate_layer(layer)
+
+    copy = _copy(model)
+    annotated = quantize.quantize_annotate_model(
+        keras.models.clone_model(copy, clone_function=annotate))
+    annotated.set_weights(copy.get_weights())
+    scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
+              else quantize.default_8bit.Default8BitQuantizeScheme())
+    with quantize.quantize_scope({conv1d_config.__name__: conv1d_config}):
+        qat = quantize.quantize_apply(annotated, scheme)
     compile_model(qat, lr)
     qat.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
     return qat
