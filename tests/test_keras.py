@@ -123,6 +123,17 @@ def test_int8_tflite_runs_and_agrees_with_keras(compressed):
     assert classifier.logits(sample).shape == (2, 2)
 
 
+def test_conv1d_compresses_to_int8_although_tfmot_lacks_a_conv1d_config(trained, tmp_path):
+    from raylm.compress.keras import compress_keras_checkpoint
+
+    cfg, outcome = trained("audio", "seed_conv1d")
+    result = compress_keras_checkpoint(cfg, outcome.checkpoint, output_dir=tmp_path / "artifact", latency_runs=5)
+    int8 = result.report[-1]
+    assert int8["variant"] == "int8" and int8["input_dtype"] == "int8"
+    assert result.sparsity == pytest.approx(0.8, abs=0.02)
+    assert int8["agreement_with_keras"] >= 0.8
+
+
 def test_corrupted_artifact_is_a_clear_error(compressed, tmp_path):
     import shutil
 
