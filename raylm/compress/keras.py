@@ -273,6 +273,7 @@ def _write_artifact(directory: Path, tflite: bytes, meta: dict[str, Any]) -> Pat
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving user
         (tmp / TFLITE_FILE).write_bytes(tflite)
         (tmp / ARTIFACT_META).write_text(json.dumps(meta, indent=2))
         if directory.exists():
