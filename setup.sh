@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs raylm and everything it needs on a fresh machine (Debian/Ubuntu, Python >= 3.10).
 # torch is pinned to the 2.13.0 CPU wheel here: an unpinned torch pulls a multi-GB CUDA build.
-# On a GPU machine, install your CUDA torch first and run: pip install -e ".[test]"
+# On a GPU machine, install your CUDA torch first and run: pip install -e ".[test,keras]"
+# (the keras extra brings TensorFlow + tf-keras + tfmot + LiteRT for model.backend: keras).
 set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v espeak-ng >/dev/null 2>&1; then
@@ -14,4 +15,4 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "setup.sh: espeak-ng not installed (audio demo will use synthetic tones)" >&2
   fi
 fi
-python3 -m pip install -q "torch==2.13.0" -e ".[test]"
+python3 -m pip install -q "torch==2.13.0" -e ".[test,keras]"

@@ -36,8 +36,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from raylm.runtime import ensure_ray
 
         ensure_ray()
+        if cfg.model.backend == "keras":  # tfmot + TFLite; same compress keys, same artifact layout
+            from raylm.compress.keras import compress_keras_checkpoint
+
+            result = compress_keras_checkpoint(cfg, args.checkpoint)
+            print(json.dumps({"report": result.report, "artifact": str(result.artifact)}, indent=2, default=str))
+            return 0
         report = compress(cfg, args.checkpoint)
-    except (CompressError, CheckpointError, ArtifactError) as err:
+    except (CompressError, CheckpointError, ArtifactError, ValueError) as err:
         print(f"raylm: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))

@@ -60,5 +60,5 @@ class Registry:
         return self._defaults[task]
 
 
-MODELS = Registry("model", ["raylm.models.image", "raylm.models.audio", "raylm.models.text"])
+MODELS = Registry("model", ["raylm.models.image", "raylm.models.audio", "raylm.models.text", "raylm.models.keras"])
 DATASETS = Registry("dataset", ["raylm.data.demo"])

@@ -108,3 +108,13 @@ def tiny_config(data_root, tmp_path):
         return load_config(None, base + list(overrides))
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests are opt-in: they run only when ``-m`` names them (``-m slow``)."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

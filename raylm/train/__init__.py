@@ -3,6 +3,7 @@ returns where the checkpoints are."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,24 @@ class TrainOutcome:
 
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
                   extra_loop_config: dict[str, Any] | None = None):
-    """The TorchTrainer for ``cfg`` (also used inside Tune trials)."""
+    """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials)."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from raylm.data import build_datasets
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
-    from raylm.train.loop import train_loop_per_worker
+
+    if cfg.model.backend == "keras":
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # ray.train.tensorflow imports TensorFlow
+        from ray.train.tensorflow import TensorflowTrainer as DataParallelTrainer
+
+        from raylm.train.keras_loop import WORKER_ENV_VARS as BACKEND_ENV_VARS
+        from raylm.train.keras_loop import keras_train_loop as train_loop_per_worker
+    else:
+        from ray.train.torch import TorchTrainer as DataParallelTrainer
+
+        from raylm.train.loop import train_loop_per_worker
+
+        BACKEND_ENV_VARS = {}
 
     tc = cfg.train
     check_cpu_budget(tc.num_workers, tc.cpus_per_worker)
@@ -43,9 +55,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
         ),
-        worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS)},
+        worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
-    trainer = TorchTrainer(
+    trainer = DataParallelTrainer(
         train_loop_per_worker,
         # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
         train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,

@@ -1,0 +1,179 @@
+"""The Keras backend's per-worker loop, run by Ray Train's TensorflowTrainer.
+
+Each worker joins a ``MultiWorkerMirroredStrategy`` (Ray sets ``TF_CONFIG``), reads its shard of
+the same Ray Data datasets the torch loop reads, and reports the same metrics. Checkpoints hold the
+Keras weights (HDF5, no pickle), the optimizer's variables (``.npz``, loaded with
+``allow_pickle=False``) and the same ``raylm.json`` as torch checkpoints, so ``fit`` and the
+resume path treat both backends alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from raylm.config import RaylmConfig
+from raylm.data import MODEL_INPUTS
+from raylm.train.checkpoint import FORMAT, META, CheckpointError, LoadedModel, checkpoint_config, read_meta
+
+WEIGHTS = "model.weights.h5"  # the .h5 suffix selects Keras 2's HDF5 weights format
+OPTIMIZER = "optimizer.npz"
+# TF 2.21's oneDNN MaxPool gradient aborts the process ("Check failed: dtype() == expected_dtype")
+# under MultiWorkerMirroredStrategy; TF's own kernels are used instead.
+WORKER_ENV_VARS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def compile_model(model: Any, lr: float, weight_decay: float = 0.0) -> Any:
+    """Compile for integer labels and logits outputs (what every raylm model emits)."""
+    from raylm.models.keras import keras_api
+
+    keras = keras_api()
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay else \
+        keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def write_keras_checkpoint(directory: str | os.PathLike[str], model: Any, cfg: RaylmConfig, labels: list[str], *,
+                           epoch: int, metrics: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
+                           data_fingerprint: str | None = None, save_optimizer: bool = True) -> Path:
+    import numpy as np
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(out / WEIGHTS))
+    optimizer = getattr(model, "optimizer", None)
+    if save_optimizer and optimizer is not None and optimizer.variables:
+        np.savez(out / OPTIMIZER, *[np.asarray(v.numpy()) for v in optimizer.variables])
+    meta = {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "labels": list(labels),
+        "epoch": epoch,
+        "metrics": metrics or {},
+        "history": history or [],
+        "data_fingerprint": data_fingerprint,
+    }
+    (out / META).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def restore_keras_state(directory: str | os.PathLike[str], model: Any) -> int:
+    """Load weights (and optimizer variables, if saved) into a compiled model; returns epochs done.
+
+    Call inside the strategy's scope: the optimizer's slots are created here.
+    """
+    import numpy as np
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if meta["config"]["model"]["backend"] != "keras":
+        raise CheckpointError(f"{directory}: a {meta['config']['model']['backend']} checkpoint, not a keras one")
+    try:
+        model.load_weights(str(directory / WEIGHTS))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory}/{WEIGHTS}: does not fit the configured model or is corrupted ({err})") from None
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and (directory / OPTIMIZER).exists():
+        optimizer.build(model.trainable_variables)
+        with np.load(directory / OPTIMIZER, allow_pickle=False) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(optimizer.variables):
+            raise CheckpointError(f"{directory}/{OPTIMIZER}: {len(values)} arrays for {len(optimizer.variables)} variables")
+        for variable, value in zip(optimizer.variables, values):
+            variable.assign(value)
+    return int(meta["epoch"])
+
+
+def load_keras_checkpoint(directory: str | os.PathLike[str]) -> LoadedModel:
+    """Rebuild a trained Keras model from a checkpoint alone."""
+    from raylm.models import build_model
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if meta["config"]["model"]["backend"] != "keras":
+        raise CheckpointError(f"{directory}: a {meta['config']['model']['backend']} checkpoint, not a keras one")
+    cfg = checkpoint_config(directory)
+    model = build_model(cfg, len(meta["labels"]), load_pretrained=False)
+    try:
+        model.load_weights(str(directory / WEIGHTS))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory}/{WEIGHTS}: does not fit the configured model or is corrupted ({err})") from None
+    return LoadedModel(model, cfg, meta["labels"], meta)
+
+
+def keras_train_loop(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import tensorflow as tf
+    from ray.train.tensorflow import prepare_dataset_shard
+
+    from raylm.models import build_model
+    from raylm.models.keras import keras_api
+
+    keras = keras_api()
+    cfg: RaylmConfig = loop_config["config"]
+    labels: list[str] = loop_config["labels"]
+    tc = cfg.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    (feature,) = MODEL_INPUTS[cfg.task.modality]
+
+    keras.utils.set_random_seed(tc.seed)  # identical init on every rank
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    start_epoch, history = 0, []
+    resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
+    with strategy.scope():
+        model = compile_model(build_model(cfg, len(labels)), tc.lr, tc.weight_decay)
+        if resume is not None:
+            with resume.as_directory() as directory:
+                start_epoch = restore_keras_state(directory, model)
+                history = read_meta(directory).get("history", [])
+            if rank == 0:
+                print(f"[raylm] resumed from {resume.path} after epoch {start_epoch}", flush=True)
+
+    class _CountBatches(keras.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    for epoch in range(start_epoch, tc.epochs):
+        # Ray Data has already split the rows equally between workers (so every worker runs the
+        # same number of steps, which the strategy's collectives require): TF must not re-shard.
+        train_tf = prepare_dataset_shard(train_shard.to_tf(
+            feature, "label", batch_size=tc.batch_size, local_shuffle_buffer_size=max(4 * tc.batch_size, 256),
+            local_shuffle_seed=tc.seed * 1000 + epoch * world + rank))
+        counter = _CountBatches()
+        started = time.perf_counter()
+        fitted = model.fit(train_tf, epochs=epoch + 1, initial_epoch=epoch, callbacks=[counter], verbose=0)
+        elapsed = time.perf_counter() - started
+        val_tf = prepare_dataset_shard(val_shard.to_tf(feature, "label", batch_size=tc.batch_size))
+        val_loss, val_accuracy = model.evaluate(val_tf, verbose=0)
+        # Keras reduces loss and metrics over all workers; the sample count is an upper bound
+        # (the last batch of an epoch may be partial).
+        metrics = {
+            "epoch": epoch + 1,
+            "step": int(model.optimizer.iterations.numpy()),
+            "train_loss": float(fitted.history["loss"][-1]),
+            "train_samples_per_s": counter.batches * tc.batch_size * world / max(elapsed, 1e-9),
+            "val_loss": float(val_loss),
+            "val_accuracy": float(val_accuracy),
+            "time": time.time(),
+        }
+        history.append(metrics)
+        if rank == 0:
+            print("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                  "val_accuracy {val_accuracy:.4f}".format(total=tc.epochs, **metrics), flush=True)
+        # Every rank saves: reading the strategy's sync-on-read variables is a collective op, so a
+        # save on rank 0 alone would wait forever. Only rank 0's copy is reported.
+        with tempfile.TemporaryDirectory() as tmp:
+            write_keras_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history,
+                                   data_fingerprint=loop_config.get("data_fingerprint"))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)

@@ -1,0 +1,175 @@
+"""The Keras backend: TensorflowTrainer runs on a real local Ray, tfmot compression, TFLite export.
+
+TensorFlow starts slowly, so the trained checkpoints are made once per module and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from raylm.config import load_config  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+KERAS_MODELS = [
+    ("image", "seed_cnn"),
+    ("audio", "seed_conv1d"),
+    # The same Ray Train path a third time; opt-in to keep the default suite short.
+    pytest.param("image", "seed_mlp", marks=pytest.mark.slow),
+]
+
+
+def _keras_config(data_root, root, modality: str, name: str, *overrides: str):
+    return load_config(None, [
+        f"task.modality={modality}", f"model.name={name}", "model.backend=keras",
+        f"data.path={data_root[modality]}", "data.validation_fraction=0.3", f"data.cache_dir={root / 'cache'}",
+        "data.audio.sample_rate=8000", "data.audio.clip_seconds=0.5", "data.audio.hop_length=128",
+        f"train.storage_path={root / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.num_workers=2",
+        "train.cpus_per_worker=0.5", "train.lr=0.005", f"train.name={modality}-{name}",
+        "compress.prune.method=magnitude", "compress.prune.sparsity=0.8", "compress.quantize.mode=static",
+        "compress.finetune_epochs=2", "compress.quantize.calibration_samples=16",
+        *overrides,
+    ])
+
+
+class _Trained:
+    """One epoch under TensorflowTrainer (2 workers) per model, run on first use and shared."""
+
+    def __init__(self, data_root, root) -> None:
+        self.data_root, self.root, self._runs = data_root, root, {}
+
+    def __call__(self, modality: str, name: str):
+        from raylm.train import fit
+
+        if name not in self._runs:
+            cfg = _keras_config(self.data_root, self.root, modality, name)
+            self._runs[name] = (cfg, fit(cfg))
+        return self._runs[name]
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):
+    from raylm.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+    return _Trained(data_root, tmp_path_factory.mktemp("keras"))
+
+
+@pytest.mark.parametrize("modality, name", KERAS_MODELS)
+def test_the_articles_keras_models_train_an_epoch_with_two_workers(trained, modality, name):
+    from raylm.train.checkpoint import read_meta
+
+    _, outcome = trained(modality, name)
+    assert set(outcome.metrics) >= {"epoch", "train_loss", "val_loss", "val_accuracy"}
+    assert outcome.metrics["epoch"] == 1 and np.isfinite(outcome.metrics["train_loss"])
+    assert sorted(os.listdir(outcome.checkpoint)) == ["model.weights.h5", "optimizer.npz", "raylm.json"]
+    meta = read_meta(outcome.checkpoint)
+    assert meta["config"]["model"]["backend"] == "keras" and meta["epoch"] == 1
+    if name == "seed_cnn":  # bars vs stripes: the CNN separates them within an epoch
+        assert outcome.metrics["val_accuracy"] > 0.75
+
+
+def test_keras_checkpoint_reloads_and_resumes(trained, data_root):
+    from raylm.train import fit
+    from raylm.train.keras_loop import load_keras_checkpoint
+
+    _, first = trained("audio", "seed_conv1d")
+    loaded = load_keras_checkpoint(first.checkpoint)
+    assert loaded.labels == first.labels and loaded.model.output_shape == (None, 2)
+
+    resumed = fit(_keras_config(data_root, trained.root, "audio", "seed_conv1d", "train.epochs=2",
+                                "train.name=resumed", f"train.resume_from={first.checkpoint}"))
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not retrained
+    assert resumed.metrics["step"] > first.metrics["step"]  # the optimizer's step counter was restored
+
+
+@pytest.fixture(scope="module")
+def compressed(trained):
+    from raylm.compress.keras import compress_keras_checkpoint
+
+    cfg, outcome = trained("image", "seed_cnn")
+    return compress_keras_checkpoint(cfg, outcome.checkpoint, latency_runs=20)
+
+
+def test_pruning_reaches_the_requested_sparsity_after_strip(compressed):
+    assert compressed.sparsity == pytest.approx(0.8, abs=0.02)
+    pruned = next(row for row in compressed.report if row["variant"] == "pruned")
+    dense = compressed.report[0]
+    assert pruned["size_bytes"] == pytest.approx(dense["size_bytes"], rel=0.05)  # zeros are still stored...
+    assert pruned["gzip_bytes"] < 0.6 * dense["gzip_bytes"]  # ...and compress away
+
+
+def test_int8_tflite_runs_and_agrees_with_keras(compressed):
+    from raylm.compress.keras import load_tflite_artifact
+
+    int8 = compressed.report[-1]
+    assert int8["variant"] == "int8" and int8["input_dtype"] == "int8"
+    assert int8["agreement_with_keras"] >= 0.8
+    assert int8["size_bytes"] < 0.5 * compressed.report[0]["size_bytes"]
+    assert int8["sparsity"] == pytest.approx(0.8, abs=0.02)  # the prune-preserving QAT kept the zeros
+
+    classifier, meta = load_tflite_artifact(compressed.artifact)
+    assert meta["report"] == int8 and meta["model"]["outputs"] == "logits"
+    assert meta["lineage"]["parent_checkpoint"] and meta["recipe"]["prune"]["sparsity"] == 0.8
+    sample = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    assert classifier.logits(sample).shape == (2, 2)
+
+
+def test_conv1d_compresses_to_int8_although_tfmot_lacks_a_conv1d_config(trained, tmp_path):
+    from raylm.compress.keras import compress_keras_checkpoint
+
+    cfg, outcome = trained("audio", "seed_conv1d")
+    result = compress_keras_checkpoint(cfg, outcome.checkpoint, output_dir=tmp_path / "artifact", latency_runs=5)
+    int8 = result.report[-1]
+    assert int8["variant"] == "int8" and int8["input_dtype"] == "int8"
+    assert result.sparsity == pytest.approx(0.8, abs=0.02)
+    assert int8["agreement_with_keras"] >= 0.8
+
+
+def test_corrupted_artifact_is_a_clear_error(compressed, tmp_path):
+    import shutil
+
+    from raylm.compress.keras import load_tflite_artifact
+
+    broken = tmp_path / "broken"
+    shutil.copytree(compressed.artifact, broken)
+    (broken / "artifact.json").write_text("{not json")
+    with pytest.raises(ValueError, match="artifact.json: corrupted"):
+        load_tflite_artifact(broken)
+    meta = json.loads((compressed.artifact / "artifact.json").read_text())
+    (broken / "artifact.json").write_text(json.dumps(meta))
+    (broken / "model.tflite").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.tflite: not a loadable TFLite model"):
+        load_tflite_artifact(broken)
+
+
+def test_unknown_keras_model_names_the_field(data_root, tmp_path):
+    from raylm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.name.*backend keras.*seed_cnn"):
+        _keras_config(data_root, tmp_path, "image", "resnet_small")
+
+
+def test_a_torch_job_never_imports_tensorflow():
+    code = (
+        "import sys, raylm, raylm.train, raylm.train.loop\n"
+        "from raylm.registry import MODELS\n"
+        "from raylm.config import load_config\n"
+        "from raylm.models import build_model\n"
+        "assert 'seed_mlp' in MODELS.names('image', 'keras')\n"
+        "cfg = load_config(None, ['task.modality=image', 'model.name=seed_cnn', 'task.labels=[a,b]', 'data.path=.'])\n"
+        "build_model(cfg, 2)\n"
+        "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'TensorFlow was imported'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
