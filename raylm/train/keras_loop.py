@@ -10,6 +10,7 @@ resume path treat both backends alike.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -18,7 +19,11 @@ from typing import Any
 
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
+from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.train.checkpoint import FORMAT, META, CheckpointError, LoadedModel, checkpoint_config, read_meta
+
+# A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
+log = logging.getLogger("raylm.train")
 
 WEIGHTS = "model.weights.h5"  # the .h5 suffix selects Keras 2's HDF5 weights format
 OPTIMIZER = "optimizer.npz"
@@ -134,7 +139,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
                 start_epoch = restore_keras_state(directory, model)
                 history = read_meta(directory).get("history", [])
             if rank == 0:
-                print(f"[raylm] resumed from {resume.path} after epoch {start_epoch}", flush=True)
+                log.info("[raylm] resumed from %s after epoch %d", resume.path, start_epoch)
 
     class _CountBatches(keras.callbacks.Callback):
         batches = 0
@@ -145,6 +150,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     for epoch in range(start_epoch, tc.epochs):
+        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         # Ray Data has already split the rows equally between workers (so every worker runs the
         # same number of steps, which the strategy's collectives require): TF must not re-shard.
         train_tf = prepare_dataset_shard(train_shard.to_tf(
@@ -169,8 +175,8 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
         }
         history.append(metrics)
         if rank == 0:
-            print("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                  "val_accuracy {val_accuracy:.4f}".format(total=tc.epochs, **metrics), flush=True)
+            log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                     "val_accuracy {val_accuracy:.4f}".format(total=tc.epochs, **metrics))
         # Every rank saves: reading the strategy's sync-on-read variables is a collective op, so a
         # save on rank 0 alone would wait forever. Only rank 0's copy is reported.
         with tempfile.TemporaryDirectory() as tmp:
