@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 FAST = ("compress.latency_runs=2", "compress.latency_warmup=0", "compress.serving_batch_size=2",
         "compress.max_eval_samples=8")
-TEST_CPUS = ("serve.replica_cpus=0.2", "serve.ingress_cpus=0.1", "serve.max_replicas=1",
+TEST_CPUS = ("serve.replica_cpus=0.3", "serve.max_replicas=1",
              "serve.graceful_shutdown_timeout_s=1")
 API_KEY_ENV = "RAYLM_TEST_SERVE_KEY"
 
@@ -178,8 +178,9 @@ def test_tier_selection_by_field_header_and_default(served):
     feeds = tokenize([text], str(Path(served["artifacts"]["text-none"]) / "tokenizer"), 16)
     by_field = _post(served, "text", {"text": text, "tier": "int8"})
     by_header = _post(served, "text", {"text": text}, headers={"x-raylm-tier": "int8"})
+    by_serve_header = _post(served, "text", {"text": text}, headers={"serve_multiplexed_model_id": "int8"})
     default = _post(served, "text", {"text": text})
-    assert [r.json()["tier"] for r in (by_field, by_header, default)] == ["int8", "int8", "fp32"]
+    assert [r.json()["tier"] for r in (by_field, by_header, by_serve_header, default)] == ["int8", "int8", "int8", "fp32"]
     np.testing.assert_allclose(_probs(by_field), _direct(served, "text-dynamic", feeds), atol=1e-5)
     np.testing.assert_allclose(_probs(default), _direct(served, "text-none", feeds), atol=1e-5)
     unknown = _post(served, "text", {"text": text, "tier": "int4"})

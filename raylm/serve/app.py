@@ -1,12 +1,12 @@
-"""The Serve application: an HTTP ingress (validation + training preprocessing) in front of a
-batched, autoscaled, multiplexed deployment holding the compression tiers of one model.
+"""The Serve application: one autoscaled deployment holding the compression tiers of one model
+(``@serve.multiplexed``), with a FastAPI ingress (validation + training preprocessing) and
+``@serve.batch`` dynamic batching of the model calls.
 
     serve run raylm.serve.app:app_builder artifact=/runs/x/compress/fp32,/runs/x/compress/int8 serve.max_batch_size=8
     raylm serve --artifact int8=/runs/x/compress/dynamic-int8 --artifact /runs/x/compress/fp32
     serve deploy jobs/configs/serve.yaml          # the same builder, args from YAML
 
-Every bad request is answered by the ingress with a 4xx naming the field; only validated,
-preprocessed arrays reach the model replicas.
+Every bad request is answered with a 4xx naming the field before anything reaches the model.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
@@ -104,7 +104,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
         # Only the digest travels in the deployment's arguments (visible in Serve's status).
         key_digest = hashlib.sha256(key.encode()).hexdigest()
     paths = {name: tier["path"] for name, tier in tiers.items()}
-    model = ModelTiers.options(
+    return TierServer.options(
         autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                             "initial_replicas": max(cfg.min_replicas, 1),
                             "target_ongoing_requests": cfg.target_ongoing_requests},
@@ -112,13 +112,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
         health_check_period_s=cfg.health_check_period_s,
-    ).bind(paths, default, cfg.model_dump())
-    return Ingress.options(
-        num_replicas=cfg.ingress_replicas,
-        max_ongoing_requests=cfg.max_ongoing_requests * 4,  # cheap async work; the model deployment queues
-        ray_actor_options={"num_cpus": cfg.ingress_cpus},
-        graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
-    ).bind(model, paths, default, cfg.model_dump(), key_digest)
+    ).bind(paths, default, cfg.model_dump(), key_digest)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -135,7 +129,7 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_app(list(artifacts or []), load_serve_config(config, overrides))
 
 
-# ---------------------------------------------------------------- the model replicas
+# ---------------------------------------------------------------- the deployment
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -144,15 +138,38 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+api = FastAPI(title="raylm", description="Classifiers compressed by raylm, served by Ray Serve.",
+              docs_url="/docs", openapi_url="/openapi.json")
+
+_REQUEST_SCHEMAS = {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUESTS.values()]}
+
+
 @serve.deployment
-class ModelTiers:
-    """One model's compression tiers; the request's multiplexed model id is the tier name."""
+@serve.ingress(api)
+class TierServer:
+    """One model's compression tiers behind HTTP: validate -> training preprocessing -> batched model call.
 
-    def __init__(self, paths: dict[str, str], default: str, cfg: dict[str, Any]):
+    The ingress lives in the model replica on purpose: a separate ingress deployment cost an extra
+    hop (and a serialized copy of every input) per request, which measured slower on CPU
+    (notes/issue-7.md). Tiers are ``@serve.multiplexed`` models; a request naming its tier in
+    Serve's ``serve_multiplexed_model_id`` header is routed to a replica that has it loaded.
+    """
+
+    def __init__(self, paths: dict[str, str], default: str, cfg: dict[str, Any], key_digest: str | None):
         from raylm.compress import load_artifact
+        from raylm.compress.artifact import read_meta
 
-        self._paths = paths
         self._cfg = ServeConfig.model_validate(cfg)
+        self._paths = paths
+        self._default = default
+        self._key_digest = key_digest
+        self._metas = {name: read_meta(path) for name, path in paths.items()}
+        meta = self._metas[default]
+        self._modality = meta["task"]["modality"]
+        self._labels = list(meta["labels"])
+        self._model_name = meta.get("architecture", {}).get("name", "model")
+        self._request_model = REQUESTS[self._modality]
+        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars)
         self._threads = self._cfg.model_threads
         try:
             import torch
@@ -165,6 +182,8 @@ class ModelTiers:
         self._predict_batch.set_max_batch_size(self._cfg.max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s)
 
+    # -- model side
+
     @serve.multiplexed(max_num_models_per_replica=MAX_TIERS_PER_REPLICA)
     async def tier(self, name: str):
         if name in self._preloaded:
@@ -174,53 +193,30 @@ class ModelTiers:
         return await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # replaced from serve.* in __init__
-    async def _predict_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, int]]:
-        # Serve splits batches by multiplexed model id: every request here wants the same tier.
-        artifact = await self.tier(serve.get_multiplexed_model_id())
-        rows = [len(f[artifact.inputs[0]]) for f in feeds]
-        merged = {name: np.concatenate([f[name] for f in feeds]) for name in artifact.inputs}
-        logits = await asyncio.to_thread(artifact.predict, merged)
-        bounds = np.cumsum([0] + rows)
-        return [(logits[a:b], len(feeds)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-    async def predict(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
-        return await self._predict_batch(feeds)
-
-    async def ping(self) -> bool:
-        return True
+    async def _predict_batch(self, items: list[tuple[str, dict[str, np.ndarray]]]) -> list[tuple[np.ndarray, int]]:
+        # A tier named in the body is not Serve's multiplexed id, so one batch may mix tiers: group them.
+        out: list[Any] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (tier, _) in enumerate(items):
+            groups.setdefault(tier, []).append(i)
+        for tier, members in groups.items():
+            artifact = await self.tier(tier)
+            feeds = [items[i][1] for i in members]
+            merged = {name: np.concatenate([f[name] for f in feeds]) for name in artifact.inputs}
+            logits = await asyncio.to_thread(artifact.predict, merged)
+            start = 0
+            for i, f in zip(members, feeds):
+                rows = len(f[artifact.inputs[0]])
+                out[i] = (logits[start:start + rows], len(members))
+                start += rows
+        return out
 
     def check_health(self) -> None:
         missing = [p for p in self._paths.values() if not (Path(p) / "artifact.json").is_file()]
         if missing:
             raise RuntimeError(f"artifact(s) gone: {missing}")
 
-
-# ---------------------------------------------------------------- the HTTP ingress
-
-api = FastAPI(title="raylm", description="Classifiers compressed by raylm, served by Ray Serve.",
-              docs_url="/docs", openapi_url="/openapi.json")
-
-_REQUEST_SCHEMAS = {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUESTS.values()]}
-
-
-@serve.deployment
-@serve.ingress(api)
-class Ingress:
-    def __init__(self, model, paths: dict[str, str], default: str, cfg: dict[str, Any], key_digest: str | None):
-        from raylm.compress.artifact import read_meta
-
-        self._model = model
-        self._cfg = ServeConfig.model_validate(cfg)
-        self._default = default
-        self._key_digest = key_digest
-        self._metas = {name: read_meta(path) for name, path in paths.items()}
-        self._paths = paths
-        meta = self._metas[default]
-        self._modality = meta["task"]["modality"]
-        self._labels = list(meta["labels"])
-        self._request_model = REQUESTS[self._modality]
-        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars)
-        self._model_name = meta.get("architecture", {}).get("name", "model")
+    # -- HTTP side
 
     def _check_key(self, request: Request) -> None:
         if self._key_digest is None:
@@ -256,7 +252,7 @@ class Ingress:
         except ValidationError as err:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()[:5])
             raise HTTPException(422, reasons) from None
-        tier = parsed.tier or request.headers.get(TIER_HEADER) or self._default
+        tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
         if tier not in self._metas:
             raise HTTPException(422, f"tier: unknown {tier!r}; one of {sorted(self._metas)}")
         items = getattr(parsed, self._modality)
@@ -266,13 +262,14 @@ class Ingress:
         if len(items) > self._cfg.max_items:
             raise HTTPException(422, f"{self._modality}: {len(items)} items, more than serve.max_items={self._cfg.max_items}")
         try:
-            feeds = await asyncio.to_thread(self._preprocess, items)
+            # Tokenizing a short text is cheaper than a thread hop; decoding images and audio is not.
+            feeds = self._preprocess(items) if self._modality == "text" else await asyncio.to_thread(self._preprocess, items)
         except InputError as err:
             raise HTTPException(422, str(err)) from None
         except Exception as err:  # a decoder choking on hostile bytes is still the input's fault
             log.warning("preprocessing failed: %r", err)
             raise HTTPException(422, f"{self._modality}: could not be preprocessed ({type(err).__name__})") from None
-        logits, batch_requests = await self._model.options(multiplexed_model_id=tier).predict.remote(feeds)
+        logits, batch_requests = await self._predict_batch((tier, feeds))
         probs = _softmax(logits)
         predictions = [{"label": self._labels[int(p.argmax())],
                         "probabilities": {label: float(v) for label, v in zip(self._labels, p)}} for p in probs]
@@ -287,5 +284,4 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        await self._model.ping.remote()
         return {"status": "ok", "modality": self._modality, "tiers": sorted(self._metas), "default": self._default}

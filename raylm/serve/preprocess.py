@@ -33,7 +33,7 @@ def _b64(value: str, field: str) -> bytes:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Built once per ingress replica from an artifact's directory and ``preprocessing`` record."""
+    """Built once per replica from an artifact's directory and ``preprocessing`` record."""
 
     modality: str
     settings: dict[str, Any]
