@@ -7,7 +7,7 @@
 Locally (embedded Ray, blocks until Ctrl-C): python jobs/serve.py --artifact <dir>
 Then: curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "great film"}'
 The same application from Serve's own tools: serve run raylm.serve.app:app_builder artifact=<dir>,
-or serve deploy jobs/configs/serve.yaml.
+or serve deploy cluster/serve-config.yaml.
 """
 
 import sys

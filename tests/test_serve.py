@@ -251,3 +251,19 @@ def test_bad_serving_config_is_a_clear_error(served, monkeypatch):
         app_builder({"artifact": served["artifacts"]["image-none"], "serve.api_key_env": "RAYLM_UNSET_KEY"})
     with pytest.raises(ConfigError, match="unknown argument"):
         app_builder({"artifact": served["artifacts"]["image-none"], "max_batch_size": "4"})
+
+
+def test_cluster_serve_config_is_a_valid_serve_deploy_file():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    root = Path(__file__).resolve().parent.parent
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((root / "cluster" / "serve-config.yaml").read_text()))
+    assert schema.applications[0].import_path == "raylm.serve.app:app_builder"
+
+
+def test_cli_rejects_bad_artifacts_before_starting_anything(capsys):
+    from raylm.cli import main
+
+    assert main(["serve", "--artifact", "/nonexistent"]) == 2
+    assert "not a raylm artifact" in capsys.readouterr().err

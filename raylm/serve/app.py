@@ -4,7 +4,7 @@
 
     serve run raylm.serve.app:app_builder artifact=/runs/x/compress/fp32,/runs/x/compress/int8 serve.max_batch_size=8
     raylm serve --artifact int8=/runs/x/compress/dynamic-int8 --artifact /runs/x/compress/fp32
-    serve deploy jobs/configs/serve.yaml          # the same builder, args from YAML
+    serve deploy cluster/serve-config.yaml          # the same builder, args from YAML
 
 Every bad request is answered with a 4xx naming the field before anything reaches the model.
 """
