@@ -80,6 +80,7 @@ def plain_server(artifact: str, port: int) -> None:
 
     model = load_artifact(artifact, threads=1)
     prep = Preprocessor("text", model.meta["preprocessing"], artifact)
+    prep.warm_up()  # before the thread pool sees traffic: transformers' lazy import is not thread-safe
     app = FastAPI()
 
     @app.post("/predict")
@@ -218,7 +219,7 @@ def main() -> None:
     mixed["5xx"] = sum(v for k, v in mixed["status"].items() if k.startswith("5"))
     results["malformed_10pct"] = mixed
     log("malformed", mixed)
-    serve.shutdown()
+    serve.delete("malformed")
 
     c32 = {k: results[k]["c32"] for k in ("serve_batched", "serve_unbatched", "uvicorn")}
     results["ratios"] = {

@@ -170,6 +170,7 @@ class TierServer:
         self._model_name = meta.get("architecture", {}).get("name", "model")
         self._request_model = REQUESTS[self._modality]
         self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars)
+        self._preprocess.warm_up()
         self._threads = self._cfg.model_threads
         try:
             import torch

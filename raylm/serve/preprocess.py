@@ -44,6 +44,26 @@ class Preprocessor:
         field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]
         return getattr(self, f"_{self.modality}")(items, field)
 
+    def warm_up(self) -> None:
+        """Run once on a synthetic item: imports (transformers, librosa load lazily and are not safe to
+        first-import from several threads at once) and the tokenizer load happen before traffic."""
+        if self.modality == "text":
+            self(["warm up"])
+            return
+        if self.modality == "image":
+            import cv2
+
+            data = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+        else:
+            import io
+
+            import soundfile
+
+            buf = io.BytesIO()
+            soundfile.write(buf, np.zeros(800, np.float32), 8000, format="WAV")
+            data = buf.getvalue()
+        self([base64.b64encode(data).decode()])
+
     def _text(self, texts: list[str], field: str) -> dict[str, np.ndarray]:
         from raylm.data.text import tokenize
 
