@@ -50,6 +50,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from raylm.serve import build_app, load_serve_config
+
+    cfg = load_serve_config(args.config, args.overrides)
+    app = build_app(args.artifact, cfg)  # artifacts and config checked before Ray starts
+    from ray import serve
+
+    from raylm.runtime import ensure_ray
+
+    ensure_ray()
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=not args.detach)
+    print(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raylm.demo import run_demo
 
@@ -80,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--config", help="YAML config; default: the checkpoint's own config")
     comp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. compress.quantize.mode=dynamic")
     comp.set_defaults(run=cmd_compress)
+    srv = verbs.add_parser("serve", help="serve ARTIFACT tiers of one model over HTTP with Ray Serve")
+    srv.add_argument("--artifact", action="append", required=True, metavar="[TIER=]DIR",
+                     help="an artifact directory; repeat for tiers (first = default unless serve.default_tier)")
+    srv.add_argument("--config", help="YAML whose 'serve' section is used")
+    srv.add_argument("--name", default="raylm", help="Serve application name")
+    srv.add_argument("--route-prefix", default="/")
+    srv.add_argument("--detach", action="store_true", help="return once deployed (the app keeps running on the cluster)")
+    srv.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.max_batch_size=32")
+    srv.set_defaults(run=cmd_serve)
     demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")

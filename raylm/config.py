@@ -234,6 +234,35 @@ class CompressConfig(_Section):
         return value
 
 
+class ServeConfig(_Section):
+    """Ray Serve of ARTIFACTs (raylm/serve): batching, autoscaling, request limits, API key."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 in a cluster)")
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_size: int = Field(16, ge=1, description="@serve.batch size; 1 = batching off")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=10, description="how long a batch waits to fill")
+    min_replicas: int = Field(1, ge=0, description="replicas (autoscaling_config)")
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
+    max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
+    model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")
+    default_tier: str | None = Field(None, description="tier used when a request names none; default: the first artifact")
+    max_payload_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
+    max_text_chars: int = Field(2000, ge=1, description="longer texts answer 422")
+    max_items: int = Field(64, ge=1, description="texts / images / clips per request")
+    api_key_env: str | None = Field(None, description="env var holding the API key; None = no key (local use)")
+    api_key_header: str = "x-api-key"
+    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    health_check_period_s: float = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> ServeConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.min_replicas={self.min_replicas} exceeds serve.max_replicas={self.max_replicas}")
+        return self
+
+
 class RaylmConfig(_Section):
     task: TaskConfig
     data: DataConfig = DataConfig()
@@ -241,6 +270,7 @@ class RaylmConfig(_Section):
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
     compress: CompressConfig = CompressConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

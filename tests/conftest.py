@@ -81,31 +81,37 @@ def data_root(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+_TINY_MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}
+
+
+def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overrides: str):
+    """The tiny config rooted at ``root`` (for fixtures wider than one test, e.g. module scope)."""
+    base = [
+        f"task.modality={modality}",
+        f"model.name={_TINY_MODELS[modality]}",
+        f"data.path={data_root[modality]}",
+        "data.validation_fraction=0.3",
+        f"data.cache_dir={root / 'cache'}",
+        "data.text.max_length=16",
+        "data.audio.sample_rate=8000",
+        "data.audio.clip_seconds=0.5",
+        "data.audio.hop_length=128",
+        f"train.storage_path={root / 'runs'}",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "train.lr=0.005",
+    ]
+    return load_config(None, base + list(overrides))
+
+
 @pytest.fixture
 def tiny_config(data_root, tmp_path):
     """``tiny_config("image", "train.epochs=2")``: a validated config over the tiny data."""
 
-    models = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}
-
     def make(modality: str, *overrides: str):
-        base = [
-            f"task.modality={modality}",
-            f"model.name={models[modality]}",
-            f"data.path={data_root[modality]}",
-            "data.validation_fraction=0.3",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.text.max_length=16",
-            "data.audio.sample_rate=8000",
-            "data.audio.clip_seconds=0.5",
-            "data.audio.hop_length=128",
-            f"train.storage_path={tmp_path / 'runs'}",
-            "train.epochs=2",
-            "train.batch_size=8",
-            "train.num_workers=2",
-            "train.cpus_per_worker=0.5",
-            "train.lr=0.005",
-        ]
-        return load_config(None, base + list(overrides))
+        return tiny_config_in(tmp_path, data_root, modality, *overrides)
 
     return make
 

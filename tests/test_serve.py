@@ -1,0 +1,267 @@
+"""Real HTTP against a real local Ray Serve: labels, batching, tiers, bad input, API key."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+import soundfile
+
+from conftest import tiny_config_in
+from raylm.config import ConfigError
+
+pytestmark = pytest.mark.integration
+
+FAST = ("compress.latency_runs=2", "compress.latency_warmup=0", "compress.serving_batch_size=2",
+        "compress.max_eval_samples=8")
+TEST_CPUS = ("serve.replica_cpus=0.3", "serve.max_replicas=1",
+             "serve.graceful_shutdown_timeout_s=1")
+API_KEY_ENV = "RAYLM_TEST_SERVE_KEY"
+
+
+def _checkpoint(cfg, labels: list[str]) -> str:
+    """An untrained (seeded) model is enough: serving must reproduce the artifact, whatever it says."""
+    import torch
+
+    from raylm.models import build_model
+    from raylm.train.checkpoint import save_checkpoint_atomic
+
+    torch.manual_seed(0)
+    model = build_model(cfg, len(labels)).eval()
+    return str(save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_untrained", model, cfg, labels,
+                                      epoch=0, data_fingerprint="test"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(data_root, tmp_path_factory):
+    """Three applications (text with two tiers, image, audio behind an API key) on one Serve."""
+    import os
+
+    from ray import serve
+
+    from raylm.compress import compress, load_artifact
+    from raylm.runtime import ensure_ray
+    from raylm.serve import build_app, load_serve_config
+
+    ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+    root = tmp_path_factory.mktemp("serve")
+    labels = {"text": ["neg", "pos"], "image": ["horizontal", "vertical"], "audio": ["high", "low"]}
+    artifacts: dict[str, str] = {}
+    for modality, mode in (("text", "none"), ("text", "dynamic"), ("image", "none"), ("audio", "none")):
+        cfg = tiny_config_in(root, data_root, modality, f"task.labels=[{','.join(labels[modality])}]",
+                             f"train.name={modality}", f"compress.quantize.mode={mode}", *FAST)
+        checkpoint = cfg.run_dir / "train" / "checkpoint_untrained"
+        parent = str(checkpoint) if checkpoint.exists() else _checkpoint(cfg, labels[modality])
+        artifacts[f"{modality}-{mode}"] = compress(cfg, parent, verbose=False)["artifact"]
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ[API_KEY_ENV] = "s3cret"
+    apps = {
+        "text": build_app([f"fp32={artifacts['text-none']}", f"int8={artifacts['text-dynamic']}"],
+                          load_serve_config(None, [*TEST_CPUS, "serve.max_batch_size=8", "serve.batch_wait_timeout_s=0.25",
+                                                   "serve.max_text_chars=200", "serve.max_payload_bytes=4096"])),
+        "image": build_app([artifacts["image-none"]], load_serve_config(None, list(TEST_CPUS))),
+        "audio": build_app([artifacts["audio-none"]], load_serve_config(None, [*TEST_CPUS, f"serve.api_key_env={API_KEY_ENV}"])),
+    }
+    for name, app in apps.items():
+        serve.run(app, name=name, route_prefix=f"/{name}")
+    yield {"url": f"http://127.0.0.1:{port}", "artifacts": artifacts, "load": load_artifact}
+    serve.shutdown()
+
+
+def _softmax(logits):
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _direct(served, key: str, feeds) -> np.ndarray:
+    return _softmax(served["load"](served["artifacts"][key]).predict(feeds).astype(np.float64))
+
+
+def _png(label: str) -> bytes:
+    img = np.zeros((40, 40, 3), np.uint8)
+    for k in range(0, 40, 8):
+        if label == "horizontal":
+            cv2.rectangle(img, (0, k), (39, k + 3), (200, 150, 90), -1)
+        else:
+            cv2.rectangle(img, (k, 0), (k + 3, 39), (90, 150, 200), -1)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def _wav(freq: float) -> bytes:
+    t = np.arange(4000) / 8000
+    buf = io.BytesIO()
+    soundfile.write(buf, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, format="WAV")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _post(served, app: str, body=None, *, raw: bytes | None = None, headers=None) -> requests.Response:
+    headers = dict(headers or {})
+    if raw is not None:
+        headers.setdefault("content-type", "application/json")
+        return requests.post(f"{served['url']}/{app}/predict", data=raw, headers=headers, timeout=60)
+    return requests.post(f"{served['url']}/{app}/predict", json=body, headers=headers, timeout=60)
+
+
+def _probs(response) -> np.ndarray:
+    body = response.json()
+    labels = list(body["predictions"][0]["probabilities"])
+    return np.array([[p["probabilities"][label] for label in labels] for p in body["predictions"]])
+
+
+def test_each_modality_answers_like_the_artifact(served):
+    from raylm.data.audio import decode_audio, mfcc_frames
+    from raylm.data.images import decode_image
+    from raylm.data.text import tokenize
+
+    texts = ["the film was great and lovely", "awful terrible"]
+    r = _post(served, "text", {"text": texts})
+    assert r.status_code == 200, r.text
+    assert r.json()["tier"] == "fp32" and len(r.json()["predictions"]) == 2
+    meta = served["load"](served["artifacts"]["text-none"]).meta
+    expected = _direct(served, "text-none", tokenize(texts, str(Path(served["artifacts"]["text-none"]) / "tokenizer"),
+                                                     meta["preprocessing"]["max_length"]))
+    np.testing.assert_allclose(_probs(r), expected, atol=1e-5)
+    assert [p["label"] for p in r.json()["predictions"]] == [meta["labels"][i] for i in expected.argmax(-1)]
+
+    png = _png("vertical")
+    r = _post(served, "image", {"image": _b64(png)})
+    assert r.status_code == 200, r.text
+    size = served["load"](served["artifacts"]["image-none"]).meta["preprocessing"]["size"]
+    np.testing.assert_allclose(_probs(r), _direct(served, "image-none", {"image": decode_image(png, size)[None]}), atol=1e-5)
+
+    wav = _wav(2000.0)
+    r = _post(served, "audio", {"audio": _b64(wav)}, headers={"x-api-key": "s3cret"})
+    assert r.status_code == 200, r.text
+    from raylm.config import AudioDataConfig
+
+    settings = served["load"](served["artifacts"]["audio-none"]).meta["preprocessing"]
+    cfg = AudioDataConfig(**{k: settings[k] for k in AudioDataConfig.model_fields})
+    frames = mfcc_frames(decode_audio(wav, cfg.sample_rate), cfg)[None]
+    np.testing.assert_allclose(_probs(r), _direct(served, "audio-none", {"frames": frames}), atol=1e-5)
+
+
+def test_concurrent_requests_are_batched(served):
+    texts = [f"the film was great {i}" for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda t: _post(served, "text", {"text": t}), texts))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    sizes = [r.json()["batch_requests"] for r in responses]
+    assert max(sizes) > 1, sizes
+    assert max(sizes) <= 8  # serve.max_batch_size
+
+
+def test_tier_selection_by_field_header_and_default(served):
+    from raylm.data.text import tokenize
+
+    text = "the film was dreadful and poor"
+    feeds = tokenize([text], str(Path(served["artifacts"]["text-none"]) / "tokenizer"), 16)
+    by_field = _post(served, "text", {"text": text, "tier": "int8"})
+    by_header = _post(served, "text", {"text": text}, headers={"x-raylm-tier": "int8"})
+    by_serve_header = _post(served, "text", {"text": text}, headers={"serve_multiplexed_model_id": "int8"})
+    default = _post(served, "text", {"text": text})
+    assert [r.json()["tier"] for r in (by_field, by_header, by_serve_header, default)] == ["int8", "int8", "int8", "fp32"]
+    np.testing.assert_allclose(_probs(by_field), _direct(served, "text-dynamic", feeds), atol=1e-5)
+    np.testing.assert_allclose(_probs(default), _direct(served, "text-none", feeds), atol=1e-5)
+    unknown = _post(served, "text", {"text": text, "tier": "int4"})
+    assert unknown.status_code == 422 and "int4" in unknown.json()["detail"]
+    listing = requests.get(f"{served['url']}/text/models", timeout=30).json()
+    assert [(t["tier"], t["default"]) for t in listing["tiers"]] == [("fp32", True), ("int8", False)]
+    assert listing["tiers"][1]["report"]["variant"] == "int8-dynamic"
+    assert requests.get(f"{served['url']}/text/healthz", timeout=30).json()["status"] == "ok"
+    assert "/predict" in requests.get(f"{served['url']}/text/openapi.json", timeout=30).json()["paths"]
+
+
+BAD_TEXT = [
+    ("malformed json", None, b'{"text": "unterminated', 400, "malformed JSON"),
+    ("missing field", {"tier": "fp32"}, None, 422, "text"),
+    ("misspelled field", {"txt": "hello"}, None, 422, "txt"),
+    ("wrong type", {"text": 42}, None, 422, "text"),
+    ("not an object", ["hello"], None, 422, "JSON object"),
+    ("empty text", {"text": ""}, None, 422, "text"),
+    ("blank text", {"text": "   "}, None, 422, "empty text"),
+    ("empty list", {"text": []}, None, 422, "empty list"),
+    ("over-long text", {"text": "word " * 100}, None, 422, "max_text_chars"),
+    ("oversized payload", {"text": ["word"] * 2000}, None, 413, "max_payload_bytes"),
+]
+
+
+@pytest.mark.parametrize("case, body, raw, status, reason", BAD_TEXT, ids=[c[0] for c in BAD_TEXT])
+def test_bad_text_gets_its_4xx_and_the_next_request_succeeds(served, case, body, raw, status, reason):
+    r = _post(served, "text", body, raw=raw)
+    assert r.status_code == status, (case, r.status_code, r.text)
+    assert reason in str(r.json()["detail"])
+    assert _post(served, "text", {"text": "still serving"}).status_code == 200
+
+
+def test_undecodable_image_and_audio_get_422(served):
+    key = {"x-api-key": "s3cret"}
+    cases = [("image", {"image": "%%%not base64%%%"}, {}, "not valid base64"),
+             ("image", {"image": _b64(b"GIF89a not really an image")}, {}, "not a decodable image"),
+             ("image", {"image": [_b64(_png("vertical")), _b64(b"\x00" * 64)]}, {}, "image[1]"),
+             ("audio", {"audio": _b64(b"RIFF\x00\x00\x00\x00WAVEjunk")}, key, "not a decodable audio"),
+             ("audio", {"audio": 3.5}, key, "audio")]
+    for app, body, headers, reason in cases:
+        r = _post(served, app, body, headers=headers)
+        assert r.status_code == 422 and reason in r.json()["detail"], (app, body, r.status_code, r.text)
+    assert _post(served, "image", {"image": _b64(_png("horizontal"))}).status_code == 200
+    assert _post(served, "audio", {"audio": _b64(_wav(300.0))}, headers=key).status_code == 200
+
+
+def test_api_key_is_enforced_when_set(served):
+    body = {"audio": _b64(_wav(300.0))}
+    assert _post(served, "audio", body).status_code == 401
+    assert _post(served, "audio", body, headers={"x-api-key": "wrong"}).status_code == 401
+    assert requests.get(f"{served['url']}/audio/models", timeout=30).status_code == 401
+    assert _post(served, "audio", body, headers={"x-api-key": "s3cret"}).status_code == 200
+    assert _post(served, "text", {"text": "no key needed here"}).status_code == 200  # off by default
+
+
+def test_bad_serving_config_is_a_clear_error(served, monkeypatch):
+    from raylm.serve import app_builder, load_serve_config
+
+    with pytest.raises(ConfigError, match="serve.max_batch_size"):
+        load_serve_config(None, ["serve.max_batch_size=0"])
+    with pytest.raises(ConfigError, match="not a raylm artifact"):
+        app_builder({"artifact": "/nonexistent"})
+    with pytest.raises(ConfigError, match="differs from"):
+        app_builder({"artifact": f"t={served['artifacts']['text-none']},i={served['artifacts']['image-none']}"})
+    monkeypatch.delenv("RAYLM_UNSET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="RAYLM_UNSET_KEY is not set"):
+        app_builder({"artifact": served["artifacts"]["image-none"], "serve.api_key_env": "RAYLM_UNSET_KEY"})
+    with pytest.raises(ConfigError, match="unknown argument"):
+        app_builder({"artifact": served["artifacts"]["image-none"], "max_batch_size": "4"})
+
+
+def test_cluster_serve_config_is_a_valid_serve_deploy_file():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    root = Path(__file__).resolve().parent.parent
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((root / "cluster" / "serve-config.yaml").read_text()))
+    assert schema.applications[0].import_path == "raylm.serve.app:app_builder"
+
+
+def test_cli_rejects_bad_artifacts_before_starting_anything(capsys):
+    from raylm.cli import main
+
+    assert main(["serve", "--artifact", "/nonexistent"]) == 2
+    assert "not a raylm artifact" in capsys.readouterr().err
