@@ -3,11 +3,9 @@
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
-from raylm.config import load_config
 from raylm.train import fit
 from raylm.train.checkpoint import load_checkpoint
 

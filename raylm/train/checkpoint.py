@@ -68,6 +68,14 @@ def write_checkpoint(
         from raylm.models.text import load_tokenizer, tokenizer_source
 
         load_tokenizer(tokenizer_source(cfg)).save_pretrained(out / "tokenizer")
+    write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
+    return out
+
+
+def write_meta(directory: Path, cfg: RaylmConfig, labels: list[str], *, epoch: int,
+               metrics: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
+               data_fingerprint: str | None = None) -> None:
+    """``raylm.json``: the part of a checkpoint every backend writes alike."""
     meta = {
         "format": FORMAT,
         "config": cfg.to_dict(),
@@ -77,8 +85,7 @@ def write_checkpoint(
         "history": history or [],
         "data_fingerprint": data_fingerprint,
     }
-    (out / META).write_text(json.dumps(meta, indent=2))
-    return out
+    (directory / META).write_text(json.dumps(meta, indent=2))
 
 
 def save_checkpoint_atomic(directory: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Path:

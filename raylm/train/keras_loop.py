@@ -9,7 +9,6 @@ resume path treat both backends alike.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -20,7 +19,7 @@ from typing import Any
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
-from raylm.train.checkpoint import FORMAT, META, CheckpointError, LoadedModel, checkpoint_config, read_meta
+from raylm.train.checkpoint import CheckpointError, LoadedModel, checkpoint_config, read_meta, write_meta
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
 log = logging.getLogger("raylm.train")
@@ -55,16 +54,7 @@ def write_keras_checkpoint(directory: str | os.PathLike[str], model: Any, cfg: R
     optimizer = getattr(model, "optimizer", None)
     if save_optimizer and optimizer is not None and optimizer.variables:
         np.savez(out / OPTIMIZER, *[np.asarray(v.numpy()) for v in optimizer.variables])
-    meta = {
-        "format": FORMAT,
-        "config": cfg.to_dict(),
-        "labels": list(labels),
-        "epoch": epoch,
-        "metrics": metrics or {},
-        "history": history or [],
-        "data_fingerprint": data_fingerprint,
-    }
-    (out / META).write_text(json.dumps(meta, indent=2))
+    write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
     return out
 
 
