@@ -18,9 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,29 +45,6 @@ def sha256(path: Path) -> str:
 def checksums(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
             if p.is_file() and p.name != META}
-
-
-@contextmanager
-def atomic_directory(final: Path):
-    """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving process of another user
-    try:
-        yield tmp
-        if final.exists():
-            # Move the old one aside first, so a crash between the two renames never leaves
-            # a half-written artifact under the final name.
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-            old.rmdir()
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 
@@ -269,19 +270,9 @@ def measure_tflite(path: str | os.PathLike[str], x_val: np.ndarray, y_val: np.nd
 
 
 def _write_artifact(directory: Path, tflite: bytes, meta: dict[str, Any]) -> Path:
-    """Artifact directory written under a temporary name and renamed when whole."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving user
+    with atomic_directory(directory) as tmp:
         (tmp / TFLITE_FILE).write_bytes(tflite)
         (tmp / ARTIFACT_META).write_text(json.dumps(meta, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from raylm.compress.artifact import ONNX, WEIGHTS, atomic_directory, load_artifact, write_meta
+from raylm.atomic import atomic_directory
+from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, write_meta
 from raylm.config import RaylmConfig, validate_config
 from raylm.data import MODEL_INPUTS
 

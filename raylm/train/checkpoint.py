@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 
 FORMAT = "raylm.checkpoint/1"
@@ -91,16 +90,8 @@ def write_meta(directory: Path, cfg: RaylmConfig, labels: list[str], *, epoch: i
 def save_checkpoint_atomic(directory: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Path:
     """``write_checkpoint`` into a temporary sibling, renamed into place when whole."""
     final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    with atomic_directory(final) as tmp:
         write_checkpoint(tmp, *args, **kwargs)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
