@@ -66,6 +66,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raylm.tune import check_space, sweep
+
+    if args.resume is None:
+        if args.config is None:
+            raise ConfigError("--config: needed to start a sweep (or --resume DIR to continue one)")
+        cfg = load_config(args.config, args.overrides)
+        check_space(cfg)  # bad spaces are rejected before Ray starts
+    elif args.overrides or args.config:
+        raise ConfigError("--resume: continues a sweep with its own saved config; drop --config and overrides")
+    else:
+        cfg = None
+    result = sweep(cfg, resume=args.resume, export=args.export)
+    summary = {"tune_dir": str(result.tune_dir), "objectives": result.objectives,
+               "trials": {s: sum(r["status"] == s for r in result.rows) for s in ("completed", "stopped", "error", "pending")},
+               "pareto_front": [r["trial_id"] for r in result.front],
+               "best": {k: result.best[k] for k in ("trial_id", "params", "accuracy", "latency_ms", "size_mb")} if result.best else None,
+               "files": {k: str(v) for k, v in result.files.items()},
+               "exported": {k: str(v) for k, v in result.exported.items()}}
+    print(json.dumps(summary, indent=2, default=str))
+    if result.exported:
+        tiers = " ".join(f"--artifact {name}={path}" for name, path in result.exported.items())
+        print(f"serve it: raylm serve {tiers}")
+    return 0 if result.best is not None else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raylm.demo import run_demo
 
@@ -105,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--detach", action="store_true", help="return once deployed (the app keeps running on the cluster)")
     srv.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.max_batch_size=32")
     srv.set_defaults(run=cmd_serve)
+    tun = verbs.add_parser("tune", help="sweep augmentation, training and compression together (Ray Tune)")
+    _add_config_args(tun)
+    tun.add_argument("--resume", metavar="DIR", help="continue the sweep in this run (or run/tune) directory")
+    tun.add_argument("--export", choices=["best", "pareto", "none"], default=None,
+                     help="artifacts copied to <run>/compress/: the best trial's, or each Pareto member's (default: tune.export)")
+    tun.set_defaults(run=cmd_tune)
     demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")

@@ -263,6 +263,86 @@ class ServeConfig(_Section):
         return self
 
 
+Objective = Literal["accuracy", "latency_ms", "size_mb"]
+# Fixed directions: nobody wants a less accurate, slower or bigger model.
+OBJECTIVE_MODES: dict[str, str] = {"accuracy": "max", "latency_ms": "min", "size_mb": "min"}
+
+
+class SearchDimension(_Section):
+    """One dimension of a search space; exactly one key, e.g. ``{loguniform: [1e-4, 1e-2]}``."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = Field(None, description="integers in [low, high)")
+    choice: list[Any] | None = None
+    grid: list[Any] | None = Field(None, description="every value is tried (x tune.num_samples)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimension:
+        given = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of uniform, loguniform, randint, choice, grid (got {given or 'none'})")
+        kind = given[0]
+        value = getattr(self, kind)
+        if kind in ("choice", "grid"):
+            if not value:
+                raise ValueError(f"{kind}: needs at least one value")
+        else:
+            low, high = value
+            if not low < high:
+                raise ValueError(f"{kind}: low={low} must be below high={high}")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: low={low} must be > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class TuneConfig(_Section):
+    """A sweep: each trial trains (Ray Train), compresses and measures one point of ``space``."""
+
+    space: dict[str, SearchDimension] = Field(
+        default_factory=dict, description="dotted config path -> distribution, e.g. train.lr: {loguniform: [1e-4, 1e-2]}")
+    search: Literal["random", "optuna"] = Field("random", description="random (and grid dimensions) or Optuna TPE")
+    scheduler: Literal["fifo", "asha"] = Field("fifo", description="asha: stop weak trials early on val_accuracy")
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["accuracy"],
+        description="accuracy (max), latency_ms (min, p50 at compress.serving_batch_size), size_mb (min); "
+                    "more than one: multi-objective, the result is a Pareto front")
+    num_samples: int = Field(8, ge=1, description="trials (with grid dimensions: repeats of the grid)")
+    max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster's CPUs/GPUs fit")
+    trial_cpus: float = Field(0.25, gt=0, description="CPUs for each trial's driver (its workers ask for their own)")
+    grace_period: int = Field(1, ge=1, description="asha: epochs every trial gets before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
+    seed: int | None = Field(0, description="searcher seed (random and Optuna); None: not reproducible")
+    export: Literal["best", "pareto", "none"] = Field(
+        "best", description="best: the top trial's artifact to <run>/compress/tune-best; pareto: every front member")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one objective")
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeats an objective: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _searchable(self) -> TuneConfig:
+        grid = [path for path, dim in self.space.items() if dim.kind == "grid"]
+        if grid and self.search == "optuna":
+            raise ValueError(f"tune.space.{grid[0]}: grid dimensions need tune.search=random (Optuna samples; "
+                             "use choice)")
+        return self
+
+
 class RaylmConfig(_Section):
     task: TaskConfig
     data: DataConfig = DataConfig()
@@ -271,6 +351,7 @@ class RaylmConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     compress: CompressConfig = CompressConfig()
     serve: ServeConfig = ServeConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

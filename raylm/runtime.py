@@ -23,9 +23,46 @@ def ensure_ray(**init_kwargs) -> None:
     for key, value in WORKER_ENV_VARS.items():
         os.environ.setdefault(key, value)
     runtime_env = init_kwargs.pop("runtime_env", {}) or {}
-    runtime_env.setdefault("env_vars", {}).update({k: os.environ[k] for k in WORKER_ENV_VARS})
-    ray.init(runtime_env=runtime_env, **init_kwargs)
+    env_vars = runtime_env.setdefault("env_vars", {})
+    env_vars.update({k: os.environ[k] for k in WORKER_ENV_VARS})
+    pinned_port = None
+    if "address" not in init_kwargs:
+        address, pinned_port = _cluster_address()
+        if address:
+            # Ray's own helpers inside workers (e.g. Train's placement-group cleaner, which frees
+            # the resources of a trial Tune stopped early) look the cluster up by address; with
+            # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
+            env_vars.setdefault("RAY_ADDRESS", address)
+    try:
+        ray.init(runtime_env=runtime_env, **init_kwargs)
+    finally:
+        if pinned_port is not None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
     log.info("Ray resources: %s", ray.cluster_resources())
+
+
+def _cluster_address() -> tuple[str | None, int | None]:
+    """The GCS address ``ray.init()`` will use: RAY_ADDRESS, a ``ray start`` cluster on this
+    machine, or (embedded) a port pinned now through RAY_GCS_SERVER_PORT."""
+    import socket
+
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address
+
+    env = os.environ.get("RAY_ADDRESS", "")
+    if env:
+        return (env if "://" not in env and env != "auto" else None), None
+    try:
+        existing = canonicalize_bootstrap_address(None)
+    except Exception:  # an unreadable ray_current_cluster file: let ray.init decide, as before
+        return None, None
+    if existing:
+        return existing, None
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    return f"{ray.util.get_node_ip_address()}:{port}", port
 
 
 def check_cpu_budget(num_workers: int, cpus_per_worker: float) -> None:

@@ -1,0 +1,184 @@
+"""What a sweep leaves behind: one row per trial, the Pareto front, the table, CSV/JSON, the plot,
+and exported artifacts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from raylm.atomic import atomic_directory
+from raylm.config import OBJECTIVE_MODES
+
+_STATUS_ORDER = {"completed": 0, "stopped": 1, "error": 2, "pending": 3}
+
+
+def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
+    """Flatten Tune's ResultGrid: ``completed`` trials were trained and compressed; ``stopped``
+    ones were ended early by the scheduler; ``error`` ones raised (the message is kept)."""
+    rows = []
+    for r in result_grid:
+        m = r.metrics or {}
+        config = r.config or {}
+        if r.error is not None:
+            status = "error"
+        elif m.get("compressed"):
+            status = "completed"
+        elif m:
+            status = "stopped"
+        else:
+            status = "pending"
+        row: dict[str, Any] = {
+            "trial_id": m.get("trial_id") or Path(r.path).name, "status": status,
+            "params": {p: config.get(p) for p in space_paths},
+            "epochs": m.get("epochs", m.get("epoch")), "val_accuracy": m.get("val_accuracy"),
+            "accuracy": m.get("accuracy"), "latency_ms": m.get("latency_ms"), "size_mb": m.get("size_mb"),
+            "latency_batch_size": m.get("latency_batch_size"), "variant": m.get("variant"),
+            "artifact": m.get("artifact"), "checkpoint": m.get("checkpoint"), "trial_dir": r.path,
+            "time_s": m.get("time_total_s"),
+        }
+        if r.error is not None:
+            row["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:300]}"
+        rows.append(row)
+    rows.sort(key=lambda row: (_STATUS_ORDER[row["status"]], row["trial_id"]))
+    return rows
+
+
+def _dominates(a: dict, b: dict, objectives: list[str]) -> bool:
+    better = False
+    for name in objectives:
+        sign = 1 if OBJECTIVE_MODES[name] == "max" else -1
+        diff = sign * (a[name] - b[name])
+        if diff < 0:
+            return False
+        better |= diff > 0
+    return better
+
+
+def pareto_front(rows: list[dict[str, Any]], objectives: list[str]) -> list[dict[str, Any]]:
+    """The completed trials no other completed trial dominates (on every objective at least as good,
+    on one strictly better). With one objective: the trials tied for the best value."""
+    done = [r for r in rows if r["status"] == "completed"]
+    return [r for r in done if not any(_dominates(o, r, objectives) for o in done if o is not r)]
+
+
+def best_row(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any] | None:
+    """The completed trial best on the first objective, ties broken by the next ones."""
+    done = [r for r in rows if r["status"] == "completed"]
+    if not done:
+        return None
+    return max(done, key=lambda r: tuple(r[o] if OBJECTIVE_MODES[o] == "max" else -r[o] for o in objectives))
+
+
+def _short(path: str) -> str:
+    return ".".join(path.split(".")[-2:])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
+    params = list(rows[0]["params"]) if rows else []
+    header = ["trial", *(_short(p) for p in params), "status", "epochs", "val_acc", "accuracy", "MB", "p50 ms", "pareto"]
+    front_ids = {r["trial_id"] for r in front}
+    lines = []
+    for r in rows:
+        mark = ("*" if r["trial_id"] in front_ids else "") + (" best" if best is not None and r is best else "")
+        lines.append([r["trial_id"], *(_cell(r["params"][p]) for p in params), r["status"], _cell(r["epochs"]),
+                      _cell(r["val_accuracy"]), _cell(r["accuracy"]), _cell(r["size_mb"]), _cell(r["latency_ms"]),
+                      mark.strip()])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *lines])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
+                  best: dict[str, Any] | None, objectives: list[str]) -> dict[str, Path]:
+    """``trials.csv`` (one line per trial, params as columns), ``trials.json`` (rows, front, best)."""
+    params = list(rows[0]["params"]) if rows else []
+    front_ids = {r["trial_id"] for r in front}
+    fields = ["trial_id", *params, "status", "epochs", "val_accuracy", "accuracy", "latency_ms", "size_mb",
+              "pareto", "artifact", "error"]
+    buffer = []
+    for r in rows:
+        buffer.append({**{k: r.get(k) for k in fields if k not in params}, **r["params"],
+                       "pareto": r["trial_id"] in front_ids})
+    csv_path, json_path = tune_dir / "trials.csv", tune_dir / "trials.json"
+    with tempfile.NamedTemporaryFile("w", dir=tune_dir, delete=False, newline="", suffix=".csv") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(buffer)
+    os.replace(f.name, csv_path)
+    _write_atomic(json_path, json.dumps({
+        "objectives": {o: OBJECTIVE_MODES[o] for o in objectives}, "trials": rows,
+        "pareto_front": [r["trial_id"] for r in front], "best": best["trial_id"] if best else None}, indent=2, default=str))
+    return {"csv": csv_path, "json": json_path}
+
+
+def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]]) -> Path | None:
+    """Accuracy vs p50 latency, marker area by size, the front drawn as a step line."""
+    done = [r for r in rows if r["status"] == "completed"]
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    sizes = [r["size_mb"] for r in done]
+    biggest = max(sizes) or 1.0
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([r["latency_ms"] for r in done], [r["accuracy"] for r in done],
+               s=[40 + 400 * s / biggest for s in sizes], alpha=0.5, label="trial (area: size on disk)")
+    if front:
+        pts = sorted((r["latency_ms"], r["accuracy"]) for r in front)
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="C3", label="Pareto front")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="C3", s=20, zorder=3)
+    for r in done:
+        ax.annotate(r["trial_id"][-5:], (r["latency_ms"], r["accuracy"]), fontsize=7, alpha=0.7)
+    batch = done[0].get("latency_batch_size")
+    ax.set_xlabel(f"p50 latency (ms, batch {batch})")
+    ax.set_ylabel("validation accuracy (compressed)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
+                     best: dict[str, Any] | None, mode: str) -> dict[str, Path]:
+    """Copy the chosen trials' artifacts to ``<run_dir>/compress/`` (where ``raylm serve`` and the
+    pipeline look): ``tune-best``, or ``pareto-1..n`` (front members, most accurate first)."""
+    if mode == "none":
+        return {}
+    chosen = [("tune-best", best)] if mode == "best" else [
+        (f"pareto-{i}", r) for i, r in enumerate(sorted(front, key=lambda r: -r["accuracy"]), 1)]
+    out = {}
+    for name, row in chosen:
+        if row is None or not row.get("artifact"):
+            continue
+        with atomic_directory(run_dir / "compress" / name) as tmp:
+            shutil.copytree(row["artifact"], tmp, dirs_exist_ok=True)
+            (tmp / "tune_trial.json").write_text(json.dumps(row, indent=2, default=str))
+        out[name] = run_dir / "compress" / name
+    return out

@@ -1,0 +1,181 @@
+"""``sweep(cfg)``: a Ray Tune run over ``cfg.tune.space``; every trial trains, compresses, measures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylm.config import OBJECTIVE_MODES, ConfigError, RaylmConfig, validate_config
+
+SWEEP_CONFIG = "raylm_sweep.json"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    tune_dir: Path
+    objectives: list[str]
+    rows: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    files: dict[str, Path] = field(default_factory=dict)
+    exported: dict[str, Path] = field(default_factory=dict)
+
+
+def _optuna_search(metric: str | list[str], mode: str | list[str], seed: int | None):
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _ObjectivesAtTheEnd(OptunaSearch):
+        """Our objectives exist only in a trial's last report (after compression). Epoch reports
+        (for ASHA) lack them, and a trial ASHA stopped has none: Optuna records it as pruned."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            names = self.metric if isinstance(self.metric, list) else [self.metric]
+            if all(n in result for n in names):
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            names = self.metric if isinstance(self.metric, list) else [self.metric]
+            if result is not None and not all(result.get(n) is not None for n in names):
+                result = None
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return _ObjectivesAtTheEnd(metric=metric, mode=mode, seed=seed)
+
+
+def concurrency(cfg: RaylmConfig) -> int:
+    """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold."""
+    import ray
+
+    from raylm.runtime import resolve_use_gpu
+
+    tc, tr = cfg.tune, cfg.train
+    per_trial = tc.trial_cpus + tr.num_workers * tr.cpus_per_worker
+    resources = ray.cluster_resources()
+    cpus = resources.get("CPU", 0.0)
+    fits = math.floor((cpus - 1 + 1e-9) / per_trial)
+    if resolve_use_gpu(tr.use_gpu, tr.num_workers):
+        fits = min(fits, math.floor(resources.get("GPU", 0.0) / tr.num_workers))
+    if tc.max_concurrent_trials:
+        if tc.max_concurrent_trials > max(fits, 1):
+            raise ConfigError(
+                f"tune.max_concurrent_trials={tc.max_concurrent_trials}: each trial takes tune.trial_cpus + "
+                f"train.num_workers x train.cpus_per_worker = {per_trial:g} CPUs and Ray Data needs 1 more; "
+                f"the cluster's {cpus:g} CPUs fit {max(fits, 0)} at once")
+        return tc.max_concurrent_trials
+    if fits < 1:
+        raise ConfigError(f"one trial needs {per_trial:g} CPUs (tune.trial_cpus + train.num_workers x "
+                          f"train.cpus_per_worker) plus 1 for Ray Data; the cluster has {cpus:g}")
+    return fits
+
+
+def _tuner_parts(cfg: RaylmConfig):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    tc = cfg.tune
+    limit = concurrency(cfg)
+    objectives = list(tc.objectives)
+    modes = [OBJECTIVE_MODES[o] for o in objectives]
+    if tc.search == "optuna":
+        single = len(objectives) == 1
+        search = _optuna_search(objectives[0] if single else objectives, modes[0] if single else modes, tc.seed)
+    else:
+        # Tune applies max_concurrent_trials to a default generator only, not to one passed in.
+        search = BasicVariantGenerator(random_state=tc.seed, max_concurrent=limit)
+    if tc.scheduler == "asha":
+        # One more iteration than epochs: a trial's last report is its compressed measurement,
+        # which ASHA must not cut off at max_t.
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
+                                  max_t=cfg.train.epochs + 1, grace_period=tc.grace_period,
+                                  reduction_factor=tc.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tc.num_samples,
+                           max_concurrent_trials=limit if tc.search == "optuna" else None, time_budget_s=tc.time_budget_s)
+
+
+def _trainable(base: dict[str, Any], tune_dir: Path, trial_cpus: float):
+    from ray import tune
+
+    from raylm.tune.trial import run_trial
+
+    trainable = tune.with_parameters(run_trial, base=base, trials_dir=str(tune_dir / "trials"))
+    return tune.with_resources(trainable, {"CPU": trial_cpus})
+
+
+def load_sweep_config(tune_dir: Path) -> RaylmConfig:
+    path = Path(tune_dir) / SWEEP_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"--resume: {tune_dir} holds no raylm sweep ({SWEEP_CONFIG} missing)")
+    return validate_config(json.loads(path.read_text()))
+
+
+def sweep_dir(path: str | os.PathLike[str]) -> Path:
+    """A run directory or its ``tune/`` directory -> the ``tune/`` directory."""
+    path = Path(path).expanduser().resolve()
+    return path if (path / SWEEP_CONFIG).is_file() or path.name == "tune" else path / "tune"
+
+
+def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | None = None,
+          export: str | None = None, verbose: bool = True) -> SweepResult:
+    """Run (or, with ``resume=<run or tune dir>``, continue) the sweep; write results; export.
+
+    A resumed sweep keeps finished trials and reruns only the unfinished ones.
+    """
+    from ray import tune
+    from ray.tune.logger import TBXLoggerCallback
+
+    from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.tune.results import best_row, export_artifacts, format_table, pareto_front, plot_front, trial_rows, write_results
+    from raylm.tune.space import check_space, tune_param_space
+
+    # A trial's objectives arrive only in its last report; its epoch reports (read by ASHA) lack them.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if resume is not None:
+        tune_dir = sweep_dir(resume)
+        cfg = load_sweep_config(tune_dir)
+    else:
+        if cfg is None:
+            raise ValueError("sweep() needs a config or resume=")
+        check_space(cfg)
+        tune_dir = cfg.run_dir / "tune"
+        if (tune_dir / SWEEP_CONFIG).exists():
+            raise ConfigError(f"train.name: {tune_dir} already holds a sweep; continue it with "
+                              f"--resume {cfg.run_dir} or choose another train.name")
+    ensure_ray()
+    quiet_data_progress()
+    base = cfg.to_dict()
+    trainable = _trainable(base, tune_dir, cfg.tune.trial_cpus)
+    if resume is not None:
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+    else:
+        tune_config = _tuner_parts(cfg)  # checks concurrency before writing anything
+        tune_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
+        tmp.write_text(json.dumps(base, indent=2))
+        os.replace(tmp, tune_dir / SWEEP_CONFIG)
+        tuner = tune.Tuner(
+            trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
+            run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent),
+                                      callbacks=[TBXLoggerCallback()], verbose=1 if verbose else 0))
+    grid = tuner.fit()
+
+    objectives = list(cfg.tune.objectives)
+    rows = trial_rows(grid, list(cfg.tune.space))
+    front = pareto_front(rows, objectives)
+    best = best_row(rows, objectives)
+    files = write_results(tune_dir, rows, front, best, objectives)
+    plot = plot_front(tune_dir / "pareto.png", rows, front)
+    if plot is not None:
+        files["plot"] = plot
+    exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export)
+    if verbose:
+        print(format_table(rows, front, best))
+    return SweepResult(tune_dir, objectives, rows, front, best, files, exported)
