@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -23,9 +24,24 @@ def ensure_ray(**init_kwargs) -> None:
     for key, value in WORKER_ENV_VARS.items():
         os.environ.setdefault(key, value)
     runtime_env = init_kwargs.pop("runtime_env", {}) or {}
-    runtime_env.setdefault("env_vars", {}).update({k: os.environ[k] for k in WORKER_ENV_VARS})
+    # Under `ray job submit --runtime-env jobs/runtime_env.yaml` the job's env vars already reach
+    # every process, and ray.init refuses a driver runtime env that sets the same keys again.
+    job_env_vars = _submitted_job_env_vars()
+    env_vars = {k: os.environ[k] for k in WORKER_ENV_VARS if k not in job_env_vars}
+    if env_vars:
+        runtime_env.setdefault("env_vars", {}).update(env_vars)
     ray.init(runtime_env=runtime_env, **init_kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """The env_vars of the runtime env this driver was submitted with (``ray job submit``), if any."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return {}
+    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
 def check_cpu_budget(num_workers: int, cpus_per_worker: float) -> None:
