@@ -163,3 +163,16 @@ def test_train_job_succeeds_and_a_bad_config_job_fails_naming_the_field(token_cl
     assert _job_status(address, env, "raylm-train-bad") == "FAILED"
     logs = _ray(env, "job", "logs", "--address", address, "raylm-train-bad", timeout=60).stdout
     assert "train.num_workers" in logs
+
+
+def test_driver_leaves_the_submitted_jobs_env_vars_to_the_job(monkeypatch):
+    """ray.init refuses a driver runtime env that repeats a key of the job's own (ray job submit)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    from raylm.runtime import _submitted_job_env_vars
+
+    monkeypatch.delenv(RAY_JOB_CONFIG_JSON_ENV_VAR, raising=False)
+    assert _submitted_job_env_vars() == {}
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip", "env_vars": {"TF_USE_LEGACY_KERAS": "1"}}}
+    monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, json.dumps(job))
+    assert _submitted_job_env_vars() == {"TF_USE_LEGACY_KERAS": "1"}
