@@ -1,7 +1,13 @@
 """Compress a Keras checkpoint with tfmot and export a full-int8 TFLite artifact.
 
-    python jobs/compress_keras.py --config jobs/configs/keras_image.yaml --checkpoint <run>/train/checkpoint_... \
+    RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
+        --runtime-env jobs/runtime_env.yaml -- python jobs/compress_keras.py \
+        --config jobs/configs/keras_image.yaml --checkpoint /mnt/raylm/runs/<run>/train/checkpoint_... \
         compress.prune.method=magnitude compress.prune.sparsity=0.8 compress.quantize.mode=static
+
+Locally (embedded Ray): the same command from `python jobs/compress_keras.py` on. The cluster's
+image needs the keras extra (pip install -e ".[keras]"); TF_USE_LEGACY_KERAS=1 comes from
+jobs/runtime_env.yaml.
 
 Prints the measured report (one row per variant: dense, pruned, int8) and the artifact's path.
 """

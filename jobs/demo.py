@@ -1,6 +1,7 @@
 """Train one model per modality on the bundled offline demo data and print their metrics.
 
-    ray job submit --working-dir . -- python jobs/demo.py --epochs 2
+    RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
+        --runtime-env jobs/runtime_env.yaml -- python jobs/demo.py --epochs 2 --storage-path /mnt/raylm/runs
     python jobs/demo.py          # embedded local Ray
 """
 

@@ -1,9 +1,12 @@
 """Train one model under Ray Train.
 
-    ray job submit --working-dir . --runtime-env-json '{"env_vars": {"TF_USE_LEGACY_KERAS": "1"}}' \
-        -- python jobs/train.py --config jobs/configs/image.yaml train.epochs=3
+    RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
+        --runtime-env jobs/runtime_env.yaml -- python jobs/train.py --config jobs/configs/image.yaml \
+        train.epochs=3 train.use_gpu=true train.storage_path=/mnt/raylm/runs
 
 Locally (embedded Ray): python jobs/train.py --config jobs/configs/image.yaml
+Prints the run directory, checkpoints and final metrics as JSON; a bad config fails before Ray
+starts, naming the field. Clusters and the token: docs/cluster.md.
 """
 
 import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -23,16 +24,20 @@ def ensure_ray(**init_kwargs) -> None:
     for key, value in WORKER_ENV_VARS.items():
         os.environ.setdefault(key, value)
     runtime_env = init_kwargs.pop("runtime_env", {}) or {}
-    env_vars = runtime_env.setdefault("env_vars", {})
-    env_vars.update({k: os.environ[k] for k in WORKER_ENV_VARS})
+    # Under `ray job submit --runtime-env jobs/runtime_env.yaml` the job's env vars already reach
+    # every process, and ray.init refuses a driver runtime env that sets the same keys again.
+    job_env_vars = _submitted_job_env_vars()
+    env_vars = {k: os.environ[k] for k in WORKER_ENV_VARS if k not in job_env_vars}
     pinned_port = None
-    if "address" not in init_kwargs:
+    if "address" not in init_kwargs and "RAY_ADDRESS" not in job_env_vars:
         address, pinned_port = _cluster_address()
         if address:
             # Ray's own helpers inside workers (e.g. Train's placement-group cleaner, which frees
             # the resources of a trial Tune stopped early) look the cluster up by address; with
             # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
-            env_vars.setdefault("RAY_ADDRESS", address)
+            env_vars["RAY_ADDRESS"] = address
+    if env_vars:
+        runtime_env.setdefault("env_vars", {}).update(env_vars)
     try:
         ray.init(runtime_env=runtime_env, **init_kwargs)
     finally:
@@ -63,6 +68,16 @@ def _cluster_address() -> tuple[str | None, int | None]:
         port = sock.getsockname()[1]
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     return f"{ray.util.get_node_ip_address()}:{port}", port
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """The env_vars of the runtime env this driver was submitted with (``ray job submit``), if any."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return {}
+    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
 def check_cpu_budget(num_workers: int, cpus_per_worker: float) -> None:
