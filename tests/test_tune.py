@@ -1,0 +1,165 @@
+"""Sweeps: bad spaces rejected before any trial; ASHA stops weak trials; the multi-objective front;
+exports that load; an interrupted sweep resumed without rerunning finished trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from raylm.config import ConfigError, OBJECTIVE_MODES
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Two learning rates: one learns the bars in an epoch, one stays at chance. In grid order with one
+# trial at a time, ASHA has a good trial's rung-1 result to compare every weak one against.
+_SWEEP = ["train.num_workers=1", "train.epochs=3", "compress.latency_runs=3", "compress.latency_warmup=1",
+          "tune.max_concurrent_trials=1", "tune.trial_cpus=0.25"]
+
+
+def _front_is_non_dominated(rows, front, objectives):
+    done = [r for r in rows if r["status"] == "completed"]
+    for member in front:
+        for other in done:
+            no_worse = all((other[o] >= member[o]) if OBJECTIVE_MODES[o] == "max" else (other[o] <= member[o])
+                           for o in objectives)
+            better = any(other[o] != member[o] for o in objectives)
+            assert not (no_worse and better), f"{member['trial_id']} is dominated by {other['trial_id']}"
+
+
+# ------------------------------------------------------------------ bad spaces, before Ray
+
+
+@pytest.mark.parametrize("space, message", [
+    ("{train.learning_rate: {uniform: [0.1, 0.2]}}", "tune.space.train.learning_rate: unknown field 'learning_rate'"),
+    ("{train.lr: {choice: []}}", "tune.space.train.lr: Value error, choice: needs at least one value"),
+    ("{train.lr: {uniform: [0.2, 0.1]}}", "low=0.2 must be below high=0.1"),
+    ("{compress.prune.sparsity: {uniform: [0.0, 1.5]}}", "tune.space.compress.prune.sparsity: uniform value 1.5 is not valid"),
+    ("{compress.quantize.mode: {choice: [none, int4]}}", "choice value 'int4' is not valid"),
+    ("{train.storage_path: {choice: [a, b]}}", "train.storage_path is fixed for a whole sweep"),
+    ("{compress.prune: {choice: [a]}}", "is a whole section"),
+    ("{train.lr.x: {choice: [1]}}", "'train.lr' is a value, not a section"),
+])
+def test_bad_spaces_are_rejected_naming_the_field(tiny_config, space, message):
+    from raylm.tune import check_space
+
+    with pytest.raises(ConfigError, match=None) as err:
+        check_space(tiny_config("image", f"tune.space={space}"))
+    assert message in str(err.value)
+
+
+def test_grid_needs_random_search_and_an_empty_space_is_refused(tiny_config):
+    from raylm.tune import check_space
+
+    with pytest.raises(ConfigError, match="grid dimensions need tune.search=random"):
+        tiny_config("image", "tune.space={train.lr: {grid: [0.1, 0.01]}}", "tune.search=optuna")
+    with pytest.raises(ConfigError, match="tune.space: empty"):
+        check_space(tiny_config("image"))
+
+
+def test_cli_rejects_a_bad_space_before_ray_starts(tiny_config, tmp_path):
+    cfg = tiny_config("image", "tune.space={train.lr: {uniform: [0.001, 20.0]}}")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    proc = subprocess.run([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert "tune.space.train.lr: uniform value 20.0 is not valid" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+
+
+# ------------------------------------------------------------------ real sweeps
+
+
+@pytest.mark.integration
+def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_config):
+    from raylm.compress import load_artifact
+    from raylm.tune import sweep
+
+    cfg = tiny_config("image", *_SWEEP, "tune.space={train.lr: {grid: [0.01, 1.0e-7]}}", "tune.num_samples=2",
+                      "tune.scheduler=asha", "tune.export=best")
+    result = sweep(cfg, verbose=False)
+
+    statuses = [r["status"] for r in result.rows]
+    assert statuses.count("completed") >= 1 and "error" not in statuses, result.rows
+    stopped = [r for r in result.rows if r["status"] == "stopped"]
+    assert stopped, f"ASHA stopped no trial: {result.rows}"
+    assert all(r["epochs"] < cfg.train.epochs and r["params"]["train.lr"] == 1e-7 for r in stopped)
+    assert result.best["params"]["train.lr"] == 0.01 and result.best["accuracy"] > 0.7
+
+    tune_dir = result.tune_dir
+    assert {"trials.csv", "trials.json", "pareto.png"} <= {p.name for p in tune_dir.iterdir()}
+    assert list(tune_dir.glob("run_trial_*/events.out.tfevents.*")), "no TensorBoard logs"
+    assert len(json.loads((tune_dir / "trials.json").read_text())["trials"]) == 4
+
+    exported = result.exported["tune-best"]
+    assert exported == cfg.run_dir / "compress" / "tune-best"
+    artifact = load_artifact(exported)
+    batch = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    assert artifact.predict({"image": batch}).shape == (3, 2)
+
+
+@pytest.mark.integration
+def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_config):
+    from raylm.compress import load_artifact
+    from raylm.tune import sweep
+
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "compress.prune.method=magnitude",
+                      "tune.space={compress.prune.sparsity: {choice: [0.0, 0.9]}, compress.quantize.mode: {choice: [none, dynamic]}}",
+                      "tune.search=optuna", "tune.num_samples=3", "tune.objectives=[accuracy, latency_ms, size_mb]",
+                      "tune.export=pareto")
+    result = sweep(cfg, verbose=False)
+
+    assert [r["status"] for r in result.rows].count("completed") == 3, result.rows
+    assert result.front
+    _front_is_non_dominated(result.rows, result.front, result.objectives)
+    recorded = json.loads((result.tune_dir / "trials.json").read_text())
+    assert recorded["pareto_front"] == [r["trial_id"] for r in result.front]
+    assert len(result.exported) == len(result.front)
+    for path in result.exported.values():
+        assert load_artifact(path).meta["labels"] == ["horizontal", "vertical"]
+
+
+@pytest.mark.integration
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, tiny_config, tmp_path):
+    import ray
+
+    from raylm.tune import sweep
+
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=1", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
+                      "tune.num_samples=1", "tune.export=none", "train.name=interrupted")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    trials = cfg.run_dir / "tune" / "trials"
+    # A second driver on the test's cluster, interrupted (Ctrl-C) once its first trial finished.
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(trials.glob("*/raylm_trial.json")):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/raylm_trial.json")}
+    assert 1 <= len(finished) < 3
+
+    result = sweep(resume=cfg.run_dir, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 3, result.rows
+    for trial_id, mtime in finished.items():  # kept, not trained again
+        assert (trials / trial_id / "raylm_trial.json").stat().st_mtime_ns == mtime
+        assert len(list((trials / trial_id / "train").glob("checkpoint_*"))) == 1
+    assert {r["params"]["train.lr"] for r in result.rows} == {0.01, 0.005, 0.002}
