@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from raylm.config import ConfigError, load_config
 
@@ -92,6 +94,33 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0 if result.best is not None else 1
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    import ray
+
+    from raylm.pipeline import PipelineError, format_summary, run_pipeline
+
+    cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    embedded = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    try:
+        record = run_pipeline(cfg, start=args.start, stop=args.stop)
+    except PipelineError as err:
+        print(f"raylm: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(record))
+    keep = cfg.pipeline.keep_serving
+    if keep == "auto":
+        keep = embedded and sys.stdout.isatty()
+    if "serve" in record["stages"] and keep:
+        # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
+        print("serving until Ctrl-C ...", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raylm.demo import run_demo
 
@@ -137,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--export", choices=["best", "pareto", "none"], default=None,
                      help="artifacts copied to <run>/compress/: the best trial's, or each Pareto member's (default: tune.export)")
     tun.set_defaults(run=cmd_tune)
+    pipe = verbs.add_parser("pipeline", help="tune -> retrain -> compress -> evaluate -> serve -> smoke request")
+    _add_config_args(pipe)
+    pipe.add_argument("--from", dest="start", default="tune", choices=["tune", "train", "compress", "evaluate", "serve"],
+                      help="re-enter at this stage, reusing the earlier stages' outputs (needs train.name=<run>)")
+    pipe.add_argument("--to", dest="stop", default="serve", choices=["tune", "train", "compress", "evaluate", "serve"],
+                      help="stop after this stage (e.g. evaluate, and serve with a RayService)")
+    pipe.set_defaults(run=cmd_pipeline)
     demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")

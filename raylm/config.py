@@ -343,6 +343,18 @@ class TuneConfig(_Section):
         return self
 
 
+class PipelineConfig(_Section):
+    """``raylm pipeline``: tune -> retrain the chosen point -> compress -> evaluate -> serve -> smoke request."""
+
+    retrain_epochs: int | None = Field(None, ge=1, description="epochs of the final retrain; default train.epochs")
+    retrain_workers: int | None = Field(None, ge=1, description="Ray Train workers of the final retrain; default train.num_workers")
+    choose_within: float = Field(
+        0.0, ge=0, le=1, description="pick the lowest-latency Pareto member within this much accuracy of the most "
+                                     "accurate one (0: the best trial by tune.objectives)")
+    keep_serving: bool | Literal["auto"] = Field(
+        "auto", description="block after the smoke request; auto: when this process started Ray and has a terminal")
+
+
 class RaylmConfig(_Section):
     task: TaskConfig
     data: DataConfig = DataConfig()
@@ -352,6 +364,7 @@ class RaylmConfig(_Section):
     compress: CompressConfig = CompressConfig()
     serve: ServeConfig = ServeConfig()
     tune: TuneConfig = TuneConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

@@ -25,7 +25,7 @@ def ray_local():
     from raylm.runtime import ensure_ray
 
     if not ray.is_initialized():
-        ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+        ensure_ray(num_cpus=2, configure_logging=False)
     yield ray
 
 

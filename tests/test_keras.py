@@ -59,7 +59,7 @@ class _Trained:
 def trained(data_root, tmp_path_factory):
     from raylm.runtime import ensure_ray
 
-    ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ensure_ray(num_cpus=2, configure_logging=False)
     return _Trained(data_root, tmp_path_factory.mktemp("keras"))
 
 

@@ -56,7 +56,7 @@ def served(data_root, tmp_path_factory):
     from raylm.runtime import ensure_ray
     from raylm.serve import build_app, load_serve_config
 
-    ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ensure_ray(num_cpus=2, configure_logging=False)
     root = tmp_path_factory.mktemp("serve")
     labels = {"text": ["neg", "pos"], "image": ["horizontal", "vertical"], "audio": ["high", "low"]}
     artifacts: dict[str, str] = {}

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from raylm.config import ConfigError, RaylmConfig, SearchDimension, _set_dotted, merge, validate_config
 
 # A sweep's trials must share these: they decide where a trial writes and what it learns.
-_FIXED = ("task", "tune", "train.name", "train.storage_path", "train.resume_from", "serve")
+_FIXED = ("task", "tune", "pipeline", "train.name", "train.storage_path", "train.resume_from", "serve")
 
 
 def _field_kind(path: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from typing import Any
 from raylm.config import OBJECTIVE_MODES, ConfigError, RaylmConfig, validate_config
 
 SWEEP_CONFIG = "raylm_sweep.json"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +70,22 @@ def concurrency(cfg: RaylmConfig) -> int:
         raise ConfigError(f"one trial needs {per_trial:g} CPUs (tune.trial_cpus + train.num_workers x "
                           f"train.cpus_per_worker) plus 1 for Ray Data; the cluster has {cpus:g}")
     return fits
+
+
+def _check_state_api(cfg: RaylmConfig) -> None:
+    """A trial ASHA stops is killed mid-training; Ray Train's placement-group cleaner then frees its
+    workers' CPUs/GPUs, and it learns of the death through the State API (the dashboard). Without
+    it every stopped trial keeps its resources and the sweep starves."""
+    if cfg.tune.scheduler != "asha":
+        return
+    import ray
+    from ray.util.state import list_nodes
+
+    try:
+        list_nodes(address=ray.get_runtime_context().gcs_address, limit=1, raise_on_missing_output=False)
+    except Exception as err:
+        raise ConfigError(f"tune.scheduler=asha needs Ray's State API (the dashboard), which is unreachable "
+                          f"({type(err).__name__}): start Ray with the dashboard, or use tune.scheduler=fifo") from None
 
 
 def _tuner_parts(cfg: RaylmConfig):
@@ -156,6 +170,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     if resume is not None:
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
     else:
+        _check_state_api(cfg)
         tune_config = _tuner_parts(cfg)  # checks concurrency before writing anything
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"

@@ -1,0 +1,29 @@
+"""The measurements a sweep optimizes and the pipeline reports, the same for both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from raylm.config import RaylmConfig
+
+
+def compress_and_measure(cfg: RaylmConfig, checkpoint: Path) -> dict[str, Any]:
+    """Compress ``checkpoint`` as ``cfg.compress`` says (torch or Keras backend); the artifact and its
+    measured objectives: accuracy, size_mb, latency_ms (p50 at the serving batch size)."""
+    if cfg.model.backend == "keras":
+        from raylm.compress.keras import compress_keras_checkpoint
+
+        result = compress_keras_checkpoint(cfg, checkpoint, latency_runs=cfg.compress.latency_runs)
+        row = result.report[-1]
+        return {"accuracy": row["accuracy"], "size_mb": row["size_bytes"] / 1e6,
+                "latency_ms": row["latency_ms_batch1"]["p50"], "latency_batch_size": 1,
+                "artifact": str(result.artifact), "variant": row["variant"]}
+    from raylm.compress import compress
+
+    report = compress(cfg, checkpoint, verbose=False)
+    batch = cfg.compress.serving_batch_size
+    c = report["compressed"]
+    return {"accuracy": c["accuracy"], "size_mb": c["file_bytes"] / 1e6,
+            "latency_ms": c["latency"][f"batch_{batch}"]["p50_ms"], "latency_batch_size": batch,
+            "artifact": report["artifact"], "variant": report["variant"]}

@@ -1,0 +1,244 @@
+"""``run_pipeline(cfg)``: tune -> retrain the chosen point -> compress -> evaluate -> serve -> smoke request.
+
+Every stage writes below one run directory and records what it produced in
+``<run_dir>/pipeline.json``; ``start="compress"`` re-enters there, reading the earlier stages'
+outputs from that record instead of redoing them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from raylm.config import ConfigError, RaylmConfig, validate_config
+
+STAGES = ("tune", "train", "compress", "evaluate", "serve")
+RECORD = "pipeline.json"
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run (its inputs are missing) or its result failed a check."""
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RECORD
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, run_dir / RECORD)
+
+
+def choose(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: dict[str, Any] | None,
+           within: float) -> dict[str, Any]:
+    """The sweep's best trial, or the fastest Pareto member within ``within`` of the top accuracy."""
+    if best is None:
+        raise PipelineError("tune: no trial completed, nothing to retrain (see <run>/tune/trials.csv for errors)")
+    if within <= 0 or not front:
+        return best
+    top = max(r["accuracy"] for r in front)
+    return min((r for r in front if r["accuracy"] >= top - within), key=lambda r: (r["latency_ms"], -r["accuracy"]))
+
+
+def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
+    """The sweep's config with the chosen trial's values, at the pipeline's full training budget."""
+    from raylm.tune.space import trial_config
+
+    pc = cfg.pipeline
+    chosen = trial_config(cfg.to_dict(), params, storage_path=cfg.train.storage_path, name=str(cfg.train.name))
+    tree = chosen.to_dict()
+    tree["train"]["epochs"] = pc.retrain_epochs or cfg.train.epochs
+    tree["train"]["num_workers"] = pc.retrain_workers or cfg.train.num_workers
+    return validate_config(tree)
+
+
+def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
+    """One validation item as an HTTP body, and its label; None where the source has no raw files."""
+    from raylm.data import resolve_source
+    from raylm.data.files import detect_format, label_of_path, list_class_folder, split_files
+
+    source, _ = resolve_source(cfg)
+    modality = cfg.task.modality
+    fmt = detect_format(source, cfg.data.format)
+    if modality == "text" and fmt in ("csv", "jsonl", "parquet"):
+        import pyarrow.csv
+        import pyarrow.json
+        import pyarrow.parquet
+
+        read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[fmt]
+        row = read(source).slice(0, 1).to_pylist()[0]
+        return {"text": row[cfg.data.text.text_column]}, str(row[cfg.data.label_column])
+    if modality != "text" and fmt == "folder":
+        extensions = (".png", ".jpg", ".jpeg", ".bmp") if modality == "image" else (".wav", ".flac", ".ogg")
+        _, files = list_class_folder(source, extensions)
+        _, val = split_files(files, source, cfg.data.validation_fraction)
+        path = (val or files)[0]
+        return {modality: base64.b64encode(Path(path).read_bytes()).decode()}, label_of_path(path)
+    return None
+
+
+def _stage_tune(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    from raylm.tune import sweep
+    from raylm.tune.sweep import SWEEP_CONFIG
+
+    tune_dir = cfg.run_dir / "tune"
+    # A pipeline rerun after a crash continues its sweep rather than refusing or starting over.
+    result = sweep(resume=tune_dir) if (tune_dir / SWEEP_CONFIG).is_file() else sweep(cfg)
+    row = choose(result.rows, result.front, result.best, cfg.pipeline.choose_within)
+    return {"tune_dir": str(result.tune_dir), "trials": len(result.rows),
+            "completed": sum(r["status"] == "completed" for r in result.rows),
+            "pareto_front": [r["trial_id"] for r in result.front], "chosen": row["trial_id"], "params": row["params"],
+            "sweep_measurement": {k: row[k] for k in ("val_accuracy", "accuracy", "latency_ms", "size_mb")}}
+
+
+def _stage_train(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    from raylm.train import fit
+
+    params = record["stages"]["tune"]["params"]
+    outcome = fit(_chosen_config(cfg, params))
+    return {"checkpoint": str(outcome.best_checkpoint), "metrics": {k: outcome.metrics.get(k) for k in
+                                                                     ("epoch", "val_accuracy", "val_loss", "train_loss")}}
+
+
+def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    from raylm.compress.objectives import compress_and_measure
+
+    chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
+    return compress_and_measure(chosen, Path(record["stages"]["train"]["checkpoint"]))
+
+
+def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """The artifact reloaded from disk, as serving loads it, on the whole validation split."""
+    import numpy as np
+
+    from raylm.compress import load_artifact
+    from raylm.compress.measure import collect
+    from raylm.data import MODEL_INPUTS, build_datasets
+
+    artifact_dir = Path(record["stages"]["compress"]["artifact"])
+    artifact = load_artifact(artifact_dir)
+    chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
+    data = build_datasets(chosen)
+    inputs = MODEL_INPUTS[cfg.task.modality]
+    val = collect(data.validation, inputs + ("label",))
+    preds = np.concatenate([artifact.predict({n: val[n][i:i + 256] for n in inputs}).argmax(-1)
+                            for i in range(0, len(val["label"]), 256)])
+    labels = artifact.meta.get("labels") or artifact.meta["task"]["labels"]
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, (val["label"], preds), 1)
+    size = sum(f.stat().st_size for f in artifact_dir.iterdir() if f.name.startswith("model."))
+    return {"artifact": str(artifact_dir), "accuracy": float((preds == val["label"]).mean()),
+            "samples": int(len(val["label"])), "size_mb": size / 1e6,
+            "latency_ms": record["stages"]["compress"]["latency_ms"], "labels": labels,
+            "confusion": confusion.tolist()}
+
+
+def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """Deploy the artifact on Serve and send one real request to it."""
+    import requests
+    from ray import serve
+
+    from raylm.serve import build_app
+
+    sc = cfg.serve
+    app = build_app([f"{record['stages']['compress']['variant']}={record['stages']['compress']['artifact']}"], sc)
+    serve.start(http_options={"host": sc.host, "port": sc.port})
+    serve.run(app, name="raylm", route_prefix="/", blocking=False)
+    host = "127.0.0.1" if sc.host in ("0.0.0.0", "::") else sc.host
+    url = f"http://{host}:{sc.port}/predict"
+    out: dict[str, Any] = {"url": url, "app": "raylm"}
+    sample = _smoke_sample(cfg)
+    if sample is None:
+        out["smoke"] = "skipped: the data source holds no raw items to send"
+        return out
+    body, expected = sample
+    headers = {sc.api_key_header: os.environ[sc.api_key_env]} if sc.api_key_env else {}
+    started = time.perf_counter()
+    response = requests.post(url, json=body, headers=headers, timeout=60)
+    if response.status_code != 200:
+        raise PipelineError(f"serve: the smoke request to {url} answered {response.status_code}: {response.text[:300]}")
+    predicted = response.json()["predictions"][0]["label"]
+    out["smoke"] = {"status": 200, "expected": expected, "predicted": predicted,
+                    "latency_ms": round((time.perf_counter() - started) * 1e3, 1)}
+    return out
+
+
+_RUNNERS = {"tune": _stage_tune, "train": _stage_train, "compress": _stage_compress,
+            "evaluate": _stage_evaluate, "serve": _stage_serve}
+
+
+def run_pipeline(cfg: RaylmConfig, *, start: str = "tune", stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
+    """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``."""
+    from raylm.runtime import ensure_ray, quiet_data_progress
+
+    if start not in STAGES or stop not in STAGES or STAGES.index(start) > STAGES.index(stop):
+        raise ConfigError(f"--from {start} --to {stop}: stages run in the order {' -> '.join(STAGES)}")
+    run_dir = cfg.run_dir
+    record = _read_record(run_dir)
+    for earlier in STAGES[:STAGES.index(start)]:
+        if earlier not in record["stages"]:
+            raise ConfigError(f"--from {start}: {run_dir / RECORD} has no '{earlier}' stage; run from {earlier} "
+                              f"(or pass the run's train.name)")
+    if start == "tune":
+        from raylm.tune import check_space
+
+        check_space(cfg)
+    record["config"] = cfg.to_dict()
+    ensure_ray()
+    quiet_data_progress()
+    for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:
+        began = time.perf_counter()
+        if verbose:
+            print(f"[raylm pipeline] {stage} ...", file=sys.stderr, flush=True)
+        result = _RUNNERS[stage](cfg, record)
+        result["seconds"] = round(time.perf_counter() - began, 1)
+        record["stages"][stage] = result
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            record["stages"].pop(later, None)  # made from the old output: stale now
+        _write_record(run_dir, record)
+    record["run_dir"] = str(run_dir)
+    return record
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    """The final table: what the sweep predicted for the chosen point, and what the pipeline got."""
+    st = record["stages"]
+    lines = []
+    if "tune" in st:
+        t = st["tune"]
+        lines.append(f"sweep     {t['completed']}/{t['trials']} trials completed, Pareto front {len(t['pareto_front'])}, "
+                     f"chosen {t['chosen']}: " + ", ".join(f"{k}={v}" for k, v in t["params"].items()))
+    rows = [("stage", "accuracy", "MB", "p50 ms", "seconds")]
+    if "tune" in st:
+        m = st["tune"]["sweep_measurement"]
+        rows.append(("sweep trial", f"{m['accuracy']:.3f}", f"{m['size_mb']:.3f}", f"{m['latency_ms']:.2f}",
+                     str(st["tune"]["seconds"])))
+    if "train" in st:
+        rows.append((f"retrain ({st['train']['metrics']['epoch']} ep)", f"{st['train']['metrics']['val_accuracy']:.3f}",
+                     "-", "-", str(st["train"]["seconds"])))
+    if "compress" in st:
+        c = st["compress"]
+        rows.append((f"compress {c['variant']}", f"{c['accuracy']:.3f}", f"{c['size_mb']:.3f}", f"{c['latency_ms']:.2f}",
+                     str(c["seconds"])))
+    if "evaluate" in st:
+        e = st["evaluate"]
+        rows.append((f"evaluate ({e['samples']} val)", f"{e['accuracy']:.3f}", f"{e['size_mb']:.3f}",
+                     f"{e['latency_ms']:.2f}", str(e["seconds"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if "serve" in st:
+        s = st["serve"]
+        smoke = s["smoke"]
+        if isinstance(smoke, dict):
+            smoke = f"{smoke['status']}, predicted {smoke['predicted']!r} (expected {smoke['expected']!r}) in {smoke['latency_ms']} ms"
+        lines.append(f"serving   {s['url']}   smoke request: {smoke}")
+    lines.append(f"run dir   {record['run_dir']}")
+    return "\n".join(lines)
