@@ -109,10 +109,16 @@ def _stage_train(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    from raylm.compress import variant_name
     from raylm.compress.objectives import compress_and_measure
 
     chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
-    return compress_and_measure(chosen, Path(record["stages"]["train"]["checkpoint"]))
+    recipe = variant_name(chosen)
+    # A stable name: a RayService or `raylm serve` config points at <run>/compress/pipeline.
+    tree = chosen.to_dict()
+    tree["compress"]["variant"] = cfg.compress.variant or "pipeline"
+    out = compress_and_measure(validate_config(tree), Path(record["stages"]["train"]["checkpoint"]))
+    return out | {"recipe": recipe}
 
 
 def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +155,8 @@ def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     from raylm.serve import build_app
 
     sc = cfg.serve
-    app = build_app([f"{record['stages']['compress']['variant']}={record['stages']['compress']['artifact']}"], sc)
+    compressed = record["stages"]["compress"]
+    app = build_app([f"{compressed['recipe']}={compressed['artifact']}"], sc)
     serve.start(http_options={"host": sc.host, "port": sc.port})
     serve.run(app, name="raylm", route_prefix="/", blocking=False)
     host = "127.0.0.1" if sc.host in ("0.0.0.0", "::") else sc.host
@@ -215,7 +222,8 @@ def format_summary(record: dict[str, Any]) -> str:
     if "tune" in st:
         t = st["tune"]
         lines.append(f"sweep     {t['completed']}/{t['trials']} trials completed, Pareto front {len(t['pareto_front'])}, "
-                     f"chosen {t['chosen']}: " + ", ".join(f"{k}={v}" for k, v in t["params"].items()))
+                     f"chosen {t['chosen']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                           for k, v in t["params"].items()))
     rows = [("stage", "accuracy", "MB", "p50 ms", "seconds")]
     if "tune" in st:
         m = st["tune"]["sweep_measurement"]
@@ -226,7 +234,7 @@ def format_summary(record: dict[str, Any]) -> str:
                      "-", "-", str(st["train"]["seconds"])))
     if "compress" in st:
         c = st["compress"]
-        rows.append((f"compress {c['variant']}", f"{c['accuracy']:.3f}", f"{c['size_mb']:.3f}", f"{c['latency_ms']:.2f}",
+        rows.append((f"compress {c['recipe']}", f"{c['accuracy']:.3f}", f"{c['size_mb']:.3f}", f"{c['latency_ms']:.2f}",
                      str(c["seconds"])))
     if "evaluate" in st:
         e = st["evaluate"]

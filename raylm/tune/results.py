@@ -150,7 +150,7 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="C3", label="Pareto front")
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="C3", s=20, zorder=3)
     for r in done:
-        ax.annotate(r["trial_id"][-5:], (r["latency_ms"], r["accuracy"]), fontsize=7, alpha=0.7)
+        ax.annotate(r["trial_id"], (r["latency_ms"], r["accuracy"]), fontsize=7, alpha=0.7)
     batch = done[0].get("latency_batch_size")
     ax.set_xlabel(f"p50 latency (ms, batch {batch})")
     ax.set_ylabel("validation accuracy (compressed)")
