@@ -131,6 +131,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_samples_per_s": seen / max(elapsed, 1e-9),
             **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
             "time": time.time(),
+            "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
         }
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
