@@ -35,6 +35,20 @@ def _front_is_non_dominated(rows, front, objectives):
             assert not (no_worse and better), f"{member['trial_id']} is dominated by {other['trial_id']}"
 
 
+def _finished_trials(tune_dir: Path) -> set[str]:
+    """Trials whose measured (final) result Tune's driver has logged: finished, as Tune sees it."""
+    done = set()
+    for log in tune_dir.glob("run_trial_*/result.json"):
+        for line in log.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:  # the line being written right now
+                continue
+            if result.get("compressed"):
+                done.add(result["trial_id"])
+    return done
+
+
 # ------------------------------------------------------------------ bad spaces, before Ray
 
 
@@ -145,7 +159,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not list(trials.glob("*/raylm_trial.json")):
+        while not _finished_trials(cfg.run_dir / "tune"):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.5)
@@ -154,7 +168,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
     finally:
         if proc.poll() is None:
             proc.kill()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/raylm_trial.json")}
+    finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(cfg.run_dir / "tune")}
     assert 1 <= len(finished) < 3
 
     result = sweep(resume=cfg.run_dir, verbose=False)

@@ -41,4 +41,6 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str) 
     tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
     tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
     os.replace(tmp, trial_dir / TRIAL_RECORD)
-    tune.report(final)
+    # done=True: Tune marks the trial finished as it processes this very result, so an interrupt
+    # right after it cannot leave a measured trial "running" (and rerun on resume).
+    tune.report(final | {"done": True})
