@@ -94,6 +94,21 @@ def test_cli_rejects_a_bad_space_before_ray_starts(tiny_config, tmp_path):
 
 
 @pytest.mark.integration
+def test_concurrency_is_what_the_cluster_holds(ray_local, tiny_config):
+    from raylm.tune.sweep import concurrency
+
+    space = "tune.space={train.lr: {choice: [0.01]}}"
+    # 2 CPUs: one stays for Ray Data; a trial takes 0.25 + 1 x 0.5.
+    assert concurrency(tiny_config("image", space, "train.num_workers=1")) == 1
+    with pytest.raises(ConfigError, match="tune.max_concurrent_trials=3: each trial takes .* fit 1 at once"):
+        concurrency(tiny_config("image", space, "train.num_workers=1", "tune.max_concurrent_trials=3"))
+    with pytest.raises(ConfigError, match="one trial needs 2.25 CPUs"):
+        concurrency(tiny_config("image", space, "train.num_workers=2", "train.cpus_per_worker=1"))
+    # GPU workers the autoscaler has not started yet: not counted against the sweep.
+    assert concurrency(tiny_config("image", space, "train.use_gpu=true", "tune.max_concurrent_trials=2")) == 2
+
+
+@pytest.mark.integration
 def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_config):
     from raylm.compress import load_artifact
     from raylm.tune import sweep

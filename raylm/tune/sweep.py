@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from raylm.config import OBJECTIVE_MODES, ConfigError, RaylmConfig, validate_config
 
 SWEEP_CONFIG = "raylm_sweep.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,15 +52,19 @@ def concurrency(cfg: RaylmConfig) -> int:
     """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold."""
     import ray
 
-    from raylm.runtime import resolve_use_gpu
-
     tc, tr = cfg.tune, cfg.train
     per_trial = tc.trial_cpus + tr.num_workers * tr.cpus_per_worker
     resources = ray.cluster_resources()
-    cpus = resources.get("CPU", 0.0)
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if tr.use_gpu is True and gpus < tr.num_workers:
+        # GPU workers scaled to zero: the autoscaler adds them (and their CPUs) once trials ask,
+        # so today's resources say nothing; run what the user asked for.
+        log.warning("the cluster has %g GPUs now; running %d trial(s) at a time and leaving the GPU workers "
+                    "to the autoscaler", gpus, tc.max_concurrent_trials or 1)
+        return tc.max_concurrent_trials or 1
     fits = math.floor((cpus - 1 + 1e-9) / per_trial)
-    if resolve_use_gpu(tr.use_gpu, tr.num_workers):
-        fits = min(fits, math.floor(resources.get("GPU", 0.0) / tr.num_workers))
+    if tr.use_gpu is not False and gpus >= tr.num_workers:
+        fits = min(fits, math.floor(gpus / tr.num_workers))
     if tc.max_concurrent_trials:
         if tc.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
@@ -165,12 +171,12 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
                               f"--resume {cfg.run_dir} or choose another train.name")
     ensure_ray()
     quiet_data_progress()
+    _check_state_api(cfg)
     base = cfg.to_dict()
     trainable = _trainable(base, tune_dir, cfg.tune.trial_cpus)
     if resume is not None:
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
     else:
-        _check_state_api(cfg)
         tune_config = _tuner_parts(cfg)  # checks concurrency before writing anything
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
