@@ -36,6 +36,11 @@ def ensure_ray(**init_kwargs) -> None:
             # the resources of a trial Tune stopped early) look the cluster up by address; with
             # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
             env_vars["RAY_ADDRESS"] = address
+    if pinned_port is not None and init_kwargs.get("include_dashboard") is False:
+        # Without a dashboard Ray still advertises 127.0.0.1:8265 as this cluster's state API; if
+        # another Ray instance on the machine serves there, Train's placement-group cleaner asks it
+        # about our controller, hears "not found", and removes a live trial's placement group.
+        init_kwargs.setdefault("dashboard_port", _free_port())
     if env_vars:
         runtime_env.setdefault("env_vars", {}).update(env_vars)
     try:
@@ -68,6 +73,14 @@ def _cluster_address() -> tuple[str | None, int | None]:
         port = sock.getsockname()[1]
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     return f"{ray.util.get_node_ip_address()}:{port}", port
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def _submitted_job_env_vars() -> dict[str, str]:
