@@ -36,8 +36,8 @@ def ensure_ray(**init_kwargs) -> None:
             # the resources of a trial Tune stopped early) look the cluster up by address; with
             # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
             env_vars["RAY_ADDRESS"] = address
-    if pinned_port is not None and init_kwargs.get("include_dashboard") is False:
-        # Without a dashboard Ray still advertises 127.0.0.1:8265 as this cluster's state API; if
+    if pinned_port is not None:
+        # An embedded Ray's state API is 127.0.0.1:8265 by default, even without a dashboard. If
         # another Ray instance on the machine serves there, Train's placement-group cleaner asks it
         # about our controller, hears "not found", and removes a live trial's placement group.
         init_kwargs.setdefault("dashboard_port", _free_port())
@@ -54,8 +54,6 @@ def ensure_ray(**init_kwargs) -> None:
 def _cluster_address() -> tuple[str | None, int | None]:
     """The GCS address ``ray.init()`` will use: RAY_ADDRESS, a ``ray start`` cluster on this
     machine, or (embedded) a port pinned now through RAY_GCS_SERVER_PORT."""
-    import socket
-
     import ray
     from ray._private.services import canonicalize_bootstrap_address
 
@@ -68,9 +66,7 @@ def _cluster_address() -> tuple[str | None, int | None]:
         return None, None
     if existing:
         return existing, None
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     return f"{ray.util.get_node_ip_address()}:{port}", port
 
