@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -78,12 +77,6 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=8)
@@ -104,7 +97,7 @@ def main() -> None:
     # With a dashboard: it is the cluster's state API, which Train's placement-group cleaner asks
     # whether a run's controller lives; a trial ASHA stops gets its CPUs back only through it. On a
     # free port, so no other Ray instance on this machine asks ours (or ours theirs).
-    ensure_ray(num_cpus=2, include_dashboard=True, dashboard_port=_free_port(), log_to_driver=False)
+    ensure_ray(num_cpus=2, log_to_driver=False)  # a dashboard on a free port: ASHA needs the State API
     with tempfile.TemporaryDirectory() as tmp:
         asha = _sweep(args, "asha", tmp)
         fifo = _sweep(args, "fifo", tmp)

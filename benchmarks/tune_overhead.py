@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -101,12 +100,6 @@ def _raylm_direct(args, storage: str) -> list[float]:
     return walls
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=40, help="trivial trials")
@@ -124,7 +117,7 @@ def main() -> None:
     # With a dashboard: it is the cluster's state API, which Train's placement-group cleaner asks
     # whether a run's controller lives; a trial ASHA stops gets its CPUs back only through it. On a
     # free port, so no other Ray instance on this machine asks ours (or ours theirs).
-    ensure_ray(num_cpus=2, include_dashboard=True, dashboard_port=_free_port(), log_to_driver=False)
+    ensure_ray(num_cpus=2, log_to_driver=False)  # a dashboard on a free port: ASHA needs the State API
     ideal = args.trials * args.trial_s / args.concurrency
     line = {"benchmark": "tune_overhead", "cores": os.cpu_count(), "trivial_trials": args.trials,
             "trial_s": args.trial_s, "concurrency": args.concurrency, "ideal_s": round(ideal, 2)}
