@@ -37,7 +37,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str) 
     final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
              "epochs": result.metrics.get("epoch"), **measured,
              "checkpoint": best.path, "compressed": True}
-    # The trial's own record, beside Tune's: export and the pipeline read it, and resume tests count it.
+    # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
     tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
     tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
     os.replace(tmp, trial_dir / TRIAL_RECORD)
