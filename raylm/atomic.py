@@ -1,32 +1,111 @@
-"""Directories that appear whole or not at all: checkpoints and artifacts are read by other
-processes (serving, resumed runs), which must never see a half-written one."""
+"""Files and directories that appear whole or not at all: checkpoints, artifacts and run records
+are read by other processes (serving, resumed runs), which must never see a half-written one.
+
+Everything is fsynced before it is renamed into place, and the rename of a directory that
+replaces another is an atomic exchange (``renameat2(RENAME_EXCHANGE)``) where the kernel and
+file system offer it; elsewhere the old directory is moved aside first, moved back if the second
+rename fails, and put back by the next write if a crash came between the two renames.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (and ``root``), so a rename publishes data, not holes."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if not os.path.islink(os.path.join(directory, name)):
+                fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` through a uniquely named temporary sibling: two writers never share a temp file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users' processes
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the platform or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _aside_prefix(final: Path) -> str:
+    return f".{final.name}-old-"
+
+
+def recover(final: Path) -> None:
+    """After a crash between the fallback's two renames, put the copy moved aside back under ``final``."""
+    if final.exists():
+        return
+    aside = sorted(final.parent.glob(_aside_prefix(final) + "*"), key=lambda p: p.stat().st_mtime)
+    if aside:
+        aside[-1].rename(final)
+
 
 @contextmanager
 def atomic_directory(final: Path):
-    """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed."""
+    """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed
+    and ``final`` is left as it was."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving process of another user
     try:
         yield tmp
-        if final.exists():
-            # Move the old one aside first, so a crash between the two renames never leaves
-            # a half-written artifact under the final name.
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
+        fsync_tree(tmp)
+        if not final.exists():
+            tmp.rename(final)
+        elif _exchange(tmp, final):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old directory
+        else:
+            old = Path(tempfile.mkdtemp(prefix=_aside_prefix(final), dir=final.parent))
             old.rmdir()
             final.rename(old)
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except BaseException:
+                old.rename(final)  # roll back: the good copy keeps its name
+                raise
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        fsync_path(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

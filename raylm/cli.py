@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from raylm.runtime import ensure_ray
 
     ensure_ray()
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options=cfg.http_options())
     serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=not args.detach)
     print(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
     return 0

@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Modality = Literal["image", "text", "audio"]
 
@@ -25,6 +26,44 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# A name that becomes one directory under a run: never a path, never hidden, never "..".
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def plain_name(value: str) -> str:
+    """``value`` if it is a plain directory name (letters, digits, ``._-``; not hidden, no ``/``)."""
+    if not _PLAIN_NAME.fullmatch(value):
+        raise ValueError("must be a plain directory name of letters, digits, '.', '_' and '-', "
+                         "not starting with '.'")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(plain_name)]
+
+
+class InputLimits(_Section):
+    """What the image and audio decoders accept, checked from a file's header before it is decoded.
+
+    The same limits apply to training data (``data.limits``) and to requests (``serve.limits``):
+    a decompression bomb or a file of an unexpected format is refused, naming the reason.
+    """
+
+    image_formats: list[Literal["png", "jpeg", "bmp", "webp", "tiff"]] = Field(
+        ["png", "jpeg", "bmp", "webp"], min_length=1, description="told by magic bytes, not by the file name")
+    max_image_pixels: int = Field(16_777_216, ge=64, description="width x height as the header declares it")
+    audio_formats: list[Literal["wav", "flac", "ogg"]] = Field(["wav", "flac", "ogg"], min_length=1)
+    min_sample_rate: int = Field(4000, ge=1, description="Hz, as the header declares it")
+    max_sample_rate: int = Field(192_000, ge=1)
+    max_channels: int = Field(8, ge=1, le=256)
+    max_audio_seconds: float = Field(60.0, gt=0, description="longer files are refused (only the clip is decoded)")
+
+    @model_validator(mode="after")
+    def _rate_range(self) -> InputLimits:
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError(f"min_sample_rate ({self.min_sample_rate}) exceeds max_sample_rate ({self.max_sample_rate})")
+        return self
 
 
 class TaskConfig(_Section):
@@ -84,6 +123,7 @@ class DataConfig(_Section):
     image: ImageDataConfig = ImageDataConfig()
     text: TextDataConfig = TextDataConfig()
     audio: AudioDataConfig = AudioDataConfig()
+    limits: InputLimits = InputLimits()
 
     @field_validator("path", "validation_path")
     @classmethod
@@ -120,7 +160,7 @@ class TrainConfig(_Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
     storage_path: str = Field("~/raylm_runs", description="root of all run directories")
-    name: str | None = Field(None, description="run name; default <modality>-<model>-<time>")
+    name: PlainName | None = Field(None, description="run name (one directory under storage_path); default <modality>-<model>-<time>")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     seed: int = 0
     resume_from: str | None = Field(None, description="checkpoint dir to continue from")
@@ -212,7 +252,7 @@ class QuantizeConfig(_Section):
 
 
 class CompressConfig(_Section):
-    variant: str | None = Field(None, description="artifact name under <run_dir>/compress/; default from the recipe")
+    variant: PlainName | None = Field(None, description="artifact name under <run_dir>/compress/; default from the recipe")
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     finetune_epochs: int = Field(0, ge=0, description="epochs of Ray Train fine-tuning after pruning (masks kept)")
@@ -226,12 +266,6 @@ class CompressConfig(_Section):
     latency_threads: int = Field(1, ge=1, description="intra-op threads for torch and ONNX Runtime alike")
     max_eval_samples: int = Field(0, ge=0, description="0: the whole validation split")
 
-    @field_validator("variant")
-    @classmethod
-    def _plain_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "/" in value or value.startswith(".")):
-            raise ValueError("must be a plain directory name")
-        return value
 
 
 class ServeConfig(_Section):
@@ -251,10 +285,17 @@ class ServeConfig(_Section):
     max_payload_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
     max_text_chars: int = Field(2000, ge=1, description="longer texts answer 422")
     max_items: int = Field(64, ge=1, description="texts / images / clips per request")
-    api_key_env: str | None = Field(None, description="env var holding the API key; None = no key (local use)")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="env var holding the API key; leave out for no key (local use)")
     api_key_header: str = "x-api-key"
     graceful_shutdown_timeout_s: float = Field(20, ge=0)
     health_check_period_s: float = Field(10, gt=0)
+    request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
+    limits: InputLimits = InputLimits()
+
+    def http_options(self) -> dict[str, Any]:
+        """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
+        return {"host": self.host, "port": self.port, "request_timeout_s": self.request_timeout_s}
 
     @model_validator(mode="after")
     def _replica_range(self) -> ServeConfig:
@@ -372,6 +413,7 @@ class RaylmConfig(_Section):
 
         modality = self.task.modality
         MODELS.check(modality, self.model.name, self.model.backend, field="model.name")
+        MODELS.check_kwargs(modality, self.model.name, self.model.backend, self.model.kwargs, field="model.kwargs")
         if self.data.path is None:
             if self.data.name is None:
                 object.__setattr__(self.data, "name", DATASETS.default(modality))

@@ -31,10 +31,10 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    from raylm.atomic import atomic_write_text
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, run_dir / RECORD)
+    atomic_write_text(run_dir / RECORD, json.dumps(record, indent=2, default=str))
 
 
 def choose(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: dict[str, Any] | None,
@@ -157,7 +157,7 @@ def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     sc = cfg.serve
     compressed = record["stages"]["compress"]
     app = build_app([f"{compressed['recipe']}={compressed['artifact']}"], sc)
-    serve.start(http_options={"host": sc.host, "port": sc.port})
+    serve.start(http_options=sc.http_options())
     serve.run(app, name="raylm", route_prefix="/", blocking=False)
     host = "127.0.0.1" if sc.host in ("0.0.0.0", "::") else sc.host
     url = f"http://{host}:{sc.port}/predict"

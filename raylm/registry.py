@@ -8,10 +8,12 @@ imports TensorFlow.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 _Key = tuple[str, str, str]
+_FRAMEWORK_ARGS = {"cfg", "num_classes", "load_pretrained"}  # passed by raylm itself, never by a config
 
 
 class Registry:
@@ -54,6 +56,19 @@ class Registry:
     def get(self, task: str, name: str, backend: str = "torch") -> Callable[..., Any]:
         self.check(task, name, backend)
         return self._builders.get((task, name, backend)) or self._builders[(task, name, "any")]
+
+    def check_kwargs(self, task: str, name: str, backend: str, kwargs: dict[str, Any], *, field: str) -> None:
+        """Builders get only the arguments they declare, with plain values: a config (or an artifact's
+        recorded config) cannot hand a builder anything else (e.g. ``trust_remote_code``)."""
+        params = inspect.signature(self.get(task, name, backend)).parameters.values()
+        accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - _FRAMEWORK_ARGS
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise ValueError(f"{field}: {unknown} not accepted by {self.kind} '{name}' (accepted: {sorted(accepted) or 'none'})")
+        for key, value in kwargs.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(v is None or isinstance(v, (bool, int, float, str)) for v in items):
+                raise ValueError(f"{field}.{key}: must be a number, string, bool or a list of them")
 
     def default(self, task: str) -> str:
         self._load()

@@ -6,6 +6,7 @@ from raylm.config import load_config
 from raylm.data.audio import decode_audio, fix_length, mfcc_frames
 from raylm.data.files import in_validation, list_class_folder, split_files
 from raylm.data.images import decode_image, decode_image_batch
+from raylm.data.limits import DecodeError
 from raylm.data.text import tokenize
 
 
@@ -31,7 +32,7 @@ def test_image_batch_labels_from_folders():
 
 
 def test_undecodable_image_is_a_clear_error():
-    with pytest.raises(ValueError, match="not a decodable image"):
+    with pytest.raises(DecodeError, match="not an image file of an accepted format"):
         decode_image(b"not an image", 32)
 
 
@@ -54,7 +55,7 @@ def test_fix_length_centres():
 
 
 def test_undecodable_audio_is_a_clear_error():
-    with pytest.raises(ValueError, match="not a decodable audio"):
+    with pytest.raises(DecodeError, match="not an audio file of an accepted format"):
         decode_audio(b"RIFF nonsense", 16000)
 
 

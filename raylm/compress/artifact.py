@@ -10,7 +10,10 @@ Layout::
     hf_config/          text: the HF architecture config the builder starts from
 
 Written into a hidden temporary sibling and renamed into place when whole; loaded from json,
-safetensors and ONNX only (no pickle); every file is checked against its recorded sha256.
+safetensors and ONNX only (no pickle). An artifact may come from elsewhere, so it is data, never
+code: every file of the tree must be listed in ``files`` and match its sha256 (an empty list, an
+unlisted file, a link or a name leading outside the directory is refused), the builder gets only
+the arguments it declares, and Hugging Face files load offline without remote code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +47,23 @@ def sha256(path: Path) -> str:
 
 
 def checksums(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*"))
+    return {p.relative_to(directory).as_posix(): sha256(p) for p in sorted(directory.rglob("*"))
             if p.is_file() and p.name != META}
+
+
+def confined(directory: Path, name: Any, what: str) -> Path:
+    """``directory / name`` if ``name`` is a relative path that stays inside ``directory``, through no link."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise ArtifactError(f"{directory / META}: {what} {name!r} is not a relative file name")
+    parts = Path(name).parts
+    if Path(name).is_absolute() or any(part in ("..", ".") for part in parts):
+        raise ArtifactError(f"{directory / META}: {what} {name!r} leads outside the artifact directory")
+    path = directory
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise ArtifactError(f"{path}: a link; an artifact holds plain files only")
+    return path
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
@@ -58,20 +77,47 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ArtifactError(f"{directory}: not a raylm artifact (no {META})")
     try:
         meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{path}: corrupted ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ArtifactError(f"{path}: corrupted ({type(err).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ArtifactError(f"{path}: format {found!r}, expected {FORMAT!r}")
     for key in ("task", "labels", "inputs", "architecture", "model_file", "files"):
         if key not in meta:
             raise ArtifactError(f"{path}: corrupted (no '{key}')")
+    from raylm.data import MODEL_INPUTS
+
+    modality = meta["task"].get("modality") if isinstance(meta["task"], dict) else None
+    if modality not in MODEL_INPUTS:
+        raise ArtifactError(f"{path}: task.modality {modality!r} is not one of {sorted(MODEL_INPUTS)}")
+    if meta["inputs"] != list(MODEL_INPUTS[modality]):
+        raise ArtifactError(f"{path}: inputs {meta['inputs']!r} are not the {modality} inputs {list(MODEL_INPUTS[modality])}")
+    labels = meta["labels"]
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise ArtifactError(f"{path}: labels must be a list of at least 2 strings")
     return meta
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def verify_files(directory: Path, meta: dict[str, Any]) -> None:
-    for name, expected in meta["files"].items():
-        path = directory / name
+    """Every file under ``directory`` is listed in ``files`` with its sha256, and every listed one is there."""
+    files = meta["files"]
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{directory / META}: 'files' lists no checksums; an artifact lists every file it holds")
+    if not isinstance(meta["model_file"], str) or meta["model_file"] not in files:
+        raise ArtifactError(f"{directory / META}: model_file {meta['model_file']!r} is not listed in 'files'")
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink():
+            raise ArtifactError(f"{path}: a link; an artifact holds plain files only")
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name != META and name not in files:
+            raise ArtifactError(f"{path}: not listed in {META} (unlisted files are refused)")
+    for name, expected in files.items():
+        path = confined(directory, name, "file")
+        if not isinstance(expected, str) or not _SHA256.fullmatch(expected):
+            raise ArtifactError(f"{directory / META}: files[{name!r}] is not a sha256")
         if not path.is_file():
             raise ArtifactError(f"{path}: missing (listed in {META})")
         if sha256(path) != expected:
@@ -79,18 +125,19 @@ def verify_files(directory: Path, meta: dict[str, Any]) -> None:
 
 
 def artifact_config(directory: Path, meta: dict[str, Any]):
-    """The RaylmConfig the builder needs, pointed at the files the artifact carries."""
-    from raylm.config import RaylmConfig
+    """The RaylmConfig the builder needs, pointed at the files the artifact carries (and no others)."""
+    from pydantic import ValidationError
 
-    tree = json.loads(json.dumps(meta["architecture"]["config"]))
-    tree["task"]["labels"] = meta["labels"]
-    tree["data"].update(path=None, validation_path=None)
-    tree["train"]["resume_from"] = None
-    if (directory / "hf_config").is_dir():
-        tree["model"]["pretrained"] = str(directory / "hf_config")
-    if (directory / "tokenizer").is_dir():
-        tree["data"]["text"]["tokenizer"] = str(directory / "tokenizer")
-    return RaylmConfig.model_validate(tree)
+    from raylm.config import RaylmConfig, format_validation_error
+    from raylm.train.checkpoint import own_files_config
+
+    try:
+        tree = own_files_config(meta["architecture"]["config"], meta["labels"], directory)
+        return RaylmConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ArtifactError(f"{directory / META}: architecture.config is {format_validation_error(err)}") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ArtifactError(f"{directory / META}: corrupted architecture.config ({err!r})") from None
 
 
 @dataclass
@@ -120,16 +167,15 @@ class Artifact:
             return self.model(*(torch.from_numpy(np.asarray(feeds[name])) for name in self.inputs)).float().numpy()
 
 
-def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None, verify: bool = True) -> Artifact:
+def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None) -> Artifact:
     """Rebuild a ready model from an artifact directory (eval mode, CPU); no pickle involved.
 
     ``threads``: ONNX Runtime intra-op threads (default: the artifact's measured setting).
     """
     directory = Path(path)
     meta = read_meta(directory)
-    if verify:
-        verify_files(directory, meta)
-    model_file = directory / meta["model_file"]
+    verify_files(directory, meta)
+    model_file = confined(directory, meta["model_file"], "model_file")
     config = artifact_config(directory, meta)
     if model_file.suffix == ".onnx":
         from raylm.compress.quantize import onnx_session
@@ -142,7 +188,10 @@ def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None, v
     from raylm.compress.architecture import ArchitectureError, load_resized
     from raylm.models import build_model
 
-    model = build_model(config, len(meta["labels"]), load_pretrained=False)
+    try:
+        model = build_model(config, len(meta["labels"]), load_pretrained=False)
+    except (OSError, ValueError) as err:  # e.g. an hf_config/ that transformers refuses offline
+        raise ArtifactError(f"{directory}: the model cannot be built from the artifact ({str(err)[:300]})") from None
     try:
         load_resized(model, model_file)
     except ArchitectureError as err:

@@ -270,9 +270,11 @@ def measure_tflite(path: str | os.PathLike[str], x_val: np.ndarray, y_val: np.nd
 
 
 def _write_artifact(directory: Path, tflite: bytes, meta: dict[str, Any]) -> Path:
+    from raylm.compress.artifact import checksums
+
     with atomic_directory(directory) as tmp:
         (tmp / TFLITE_FILE).write_bytes(tflite)
-        (tmp / ARTIFACT_META).write_text(json.dumps(meta, indent=2))
+        (tmp / ARTIFACT_META).write_text(json.dumps(dict(meta, files=checksums(tmp)), indent=2))
     return directory
 
 
@@ -375,17 +377,22 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
 
 def load_tflite_artifact(directory: str | os.PathLike[str]) -> tuple[TFLiteClassifier, dict[str, Any]]:
     """A Keras artifact's runnable model and its ``artifact.json``."""
+    from raylm.compress.artifact import confined, verify_files
+
     directory = Path(directory)
     try:
         meta = json.loads((directory / ARTIFACT_META).read_text())
     except FileNotFoundError:
         raise ValueError(f"{directory}: not a raylm artifact (no {ARTIFACT_META})") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{directory}/{ARTIFACT_META}: corrupted ({err})") from None
-    if meta.get("format") != ARTIFACT_FORMAT or meta.get("backend") != "keras":
-        raise ValueError(f"{directory}: format {meta.get('format')!r}/{meta.get('backend')!r}, "
-                         f"expected {ARTIFACT_FORMAT!r}/'keras'")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{directory}/{ARTIFACT_META}: corrupted ({type(err).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT or meta.get("backend") != "keras" \
+            or not isinstance(meta.get("model"), dict):
+        found = (meta.get("format"), meta.get("backend")) if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{directory}: format {found!r}, expected {ARTIFACT_FORMAT!r}/'keras'")
+    # The same checks as torch artifacts: every file listed with its sha256, all inside the directory.
+    verify_files(directory, {"files": meta.get("files"), "model_file": meta["model"].get("file")})
     try:
-        return TFLiteClassifier(directory / meta["model"]["file"]), meta
+        return TFLiteClassifier(confined(directory, meta["model"]["file"], "model.file")), meta
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{directory}/{meta['model']['file']}: not a loadable TFLite model ({err})") from None

@@ -133,10 +133,10 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
 
     label_index = {label: i for i, label in enumerate(labels)}
     if modality == "image":
-        fn, kwargs = decode_image_batch, {"size": cfg.data.image.size, "label_column": label_column,
+        fn, kwargs = decode_image_batch, {"size": cfg.data.image.size, "label_column": label_column, "limits": cfg.data.limits,
                                           "bytes_column": "bytes" if label_column is None else "image"}
     elif modality == "audio":
-        fn, kwargs = decode_audio_batch, {"audio_cfg": cfg.data.audio, "label_column": label_column,
+        fn, kwargs = decode_audio_batch, {"audio_cfg": cfg.data.audio, "label_column": label_column, "limits": cfg.data.limits,
                                           "bytes_column": "bytes" if label_column is None else "audio"}
     else:
         from raylm.models.text import tokenizer_source

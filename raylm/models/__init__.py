@@ -18,6 +18,8 @@ def build_model(cfg: RaylmConfig, num_classes: int, *, load_pretrained: bool = T
     ``load_pretrained=False`` builds the architecture only (weights come from a checkpoint).
     """
     builder = MODELS.get(cfg.task.modality, cfg.model.name, cfg.model.backend)
+    # Checked again here: a config built with model_construct or changed after validation skips it.
+    MODELS.check_kwargs(cfg.task.modality, cfg.model.name, cfg.model.backend, cfg.model.kwargs, field="model.kwargs")
     return builder(cfg=cfg, num_classes=num_classes, load_pretrained=load_pretrained, **cfg.model.kwargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -24,12 +25,18 @@ def tokenizer_source(cfg) -> str:
     return cfg.data.text.tokenizer or cfg.model.pretrained or bundled_text_model_dir()
 
 
+def offline_if_local(source: str) -> dict[str, Any]:
+    """Loading arguments that never run code from ``source``, and never reach the hub for a directory
+    (a checkpoint's or artifact's own files)."""
+    return {"trust_remote_code": False, "local_files_only": os.path.isdir(source)}
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(source: str):
     """One tokenizer per process and source: Ray Data reuses worker processes across batches."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, **offline_if_local(source))
 
 
 class SequenceClassifier(nn.Module):
@@ -44,15 +51,20 @@ class SequenceClassifier(nn.Module):
 
 
 @MODELS.register("text", "hf")
-def build_hf(*, cfg, num_classes: int, load_pretrained: bool = True, **hf_kwargs: Any) -> nn.Module:
+def build_hf(*, cfg, num_classes: int, load_pretrained: bool = True, hidden_dropout_prob: float | None = None,
+             attention_probs_dropout_prob: float | None = None, classifier_dropout: float | None = None) -> nn.Module:
+    """``model.kwargs`` may set the dropouts only: other HF arguments (``trust_remote_code``, ``revision``,
+    ``cache_dir``...) would let a config or an artifact decide what code and files get loaded."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     source = cfg.model.pretrained or bundled_text_model_dir()
+    dropouts = {k: v for k, v in (("hidden_dropout_prob", hidden_dropout_prob), ("classifier_dropout", classifier_dropout),
+                                  ("attention_probs_dropout_prob", attention_probs_dropout_prob)) if v is not None}
+    config = AutoConfig.from_pretrained(source, num_labels=num_classes, **dropouts, **offline_if_local(source))
     if load_pretrained:
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes, **hf_kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **offline_if_local(source))
     else:
-        config = AutoConfig.from_pretrained(source, num_labels=num_classes, **hf_kwargs)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     return SequenceClassifier(model)
 
 

@@ -31,8 +31,9 @@ from raylm.serve.schemas import REQUESTS, TIER_HEADER, ModelsResponse, PredictRe
 
 log = logging.getLogger("ray.serve")
 
-# Tiers a replica keeps loaded at once (LRU beyond that); several variants of one small model fit.
-MAX_TIERS_PER_REPLICA = 4
+# A replica keeps every tier it has loaded: the tiers are the operator's fixed list, and an LRU
+# smaller than that list reloaded an artifact on every request of a client cycling through them.
+MAX_TIERS_PER_REPLICA = -1
 
 
 # ---------------------------------------------------------------- building the application
@@ -81,8 +82,15 @@ def load_serve_config(config: str | None = None, overrides: list[str] | None = N
     unknown = sorted(set(tree) - {"serve"} - set(_OTHER_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}: serving reads only 'serve.*'")
+    section = dict(tree.get("serve") or {})
+    if "api_key_env" in section and section["api_key_env"] is None:
+        # YAML reads `~` and `null` as None: a typo must not switch the key off unnoticed.
+        raise ConfigError("invalid raylm config:\n  serve.api_key_env: null (YAML `~`) would serve without an API key; "
+                          "leave serve.api_key_env out to serve without one, or name an environment variable")
+    if "limits" not in section and isinstance(tree.get("data"), dict) and "limits" in tree["data"]:
+        section["limits"] = tree["data"]["limits"]  # a run YAML: serve with the limits its data was read with
     try:
-        return ServeConfig.model_validate(tree.get("serve") or {})
+        return ServeConfig.model_validate(section)
     except ValidationError as err:
         lines = [f"  serve.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
         raise ConfigError("invalid raylm config:\n" + "\n".join(lines)) from None
@@ -132,6 +140,13 @@ def app_builder(args: dict[str, Any]) -> Application:
 # ---------------------------------------------------------------- the deployment
 
 
+class TierUnavailable:
+    """What ``_predict_batch`` returns for the requests of a tier that failed to load."""
+
+    def __init__(self, tier: str):
+        self.tier = tier
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -169,7 +184,8 @@ class TierServer:
         self._labels = list(meta["labels"])
         self._model_name = meta.get("architecture", {}).get("name", "model")
         self._request_model = REQUESTS[self._modality]
-        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars)
+        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars,
+                                        self._cfg.limits)
         self._preprocess.warm_up()
         self._threads = self._cfg.model_threads
         try:
@@ -201,7 +217,13 @@ class TierServer:
         for i, (tier, _) in enumerate(items):
             groups.setdefault(tier, []).append(i)
         for tier, members in groups.items():
-            artifact = await self.tier(tier)
+            try:
+                artifact = await self.tier(tier)
+            except Exception as err:  # a broken tier fails its own requests, not the whole batch
+                log.error("tier %r could not be loaded: %s", tier, err)
+                for i in members:
+                    out[i] = (TierUnavailable(tier), len(members))
+                continue
             feeds = [items[i][1] for i in members]
             merged = {name: np.concatenate([f[name] for f in feeds]) for name in artifact.inputs}
             logits = await asyncio.to_thread(artifact.predict, merged)
@@ -240,6 +262,8 @@ class TierServer:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise HTTPException(400, f"malformed JSON: {err}") from None
+        except RecursionError:  # json's C parser recurses once per nesting level
+            raise HTTPException(400, "malformed JSON: nested too deeply") from None
 
     @api.post("/predict", response_model=PredictResponse,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMAS}}}})
@@ -255,7 +279,7 @@ class TierServer:
             raise HTTPException(422, reasons) from None
         tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
         if tier not in self._metas:
-            raise HTTPException(422, f"tier: unknown {tier!r}; one of {sorted(self._metas)}")
+            raise HTTPException(422, f"tier: unknown {tier[:64]!r}; one of {sorted(self._metas)}")
         items = getattr(parsed, self._modality)
         items = [items] if isinstance(items, str) else items
         if not items:
@@ -271,7 +295,12 @@ class TierServer:
             log.warning("preprocessing failed: %r", err)
             raise HTTPException(422, f"{self._modality}: could not be preprocessed ({type(err).__name__})") from None
         logits, batch_requests = await self._predict_batch((tier, feeds))
+        if isinstance(logits, TierUnavailable):
+            raise HTTPException(503, f"tier: {tier!r} could not be loaded on this replica; try another tier")
         probs = _softmax(logits)
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=-1))
+        if bad.size:  # JSON has no NaN: the answer would be null probabilities
+            raise HTTPException(422, f"{self._modality}[{int(bad[0])}]: the model's output is not finite for this input")
         predictions = [{"label": self._labels[int(p.argmax())],
                         "probabilities": {label: float(v) for label, v in zip(self._labels, p)}} for p in probs]
         return PredictResponse(model=self._model_name, tier=tier, predictions=predictions, batch_requests=batch_requests)
@@ -279,7 +308,7 @@ class TierServer:
     @api.get("/models", response_model=ModelsResponse)
     async def models(self, request: Request) -> ModelsResponse:
         self._check_key(request)
-        tiers = [TierInfo(tier=name, path=self._paths[name], model_file=meta["model_file"], default=name == self._default,
+        tiers = [TierInfo(tier=name, model_file=meta["model_file"], default=name == self._default,
                           report=meta.get("report", {})) for name, meta in self._metas.items()]
         return ModelsResponse(modality=self._modality, labels=self._labels, tiers=tiers)
 

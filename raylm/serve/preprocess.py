@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from raylm.config import InputLimits
+
 
 class InputError(ValueError):
     """A request item that cannot become a model input; ``field`` names where it is."""
@@ -39,6 +41,7 @@ class Preprocessor:
     settings: dict[str, Any]
     artifact_dir: str
     max_text_chars: int = 2000
+    limits: InputLimits = InputLimits()
 
     def __call__(self, items: list[str]) -> dict[str, np.ndarray]:
         field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]
@@ -73,7 +76,9 @@ class Preprocessor:
                 raise InputError(where, "empty text")
             if len(text) > self.max_text_chars:
                 raise InputError(where, f"{len(text)} characters, more than serve.max_text_chars={self.max_text_chars}")
-        tokenizer = str(Path(self.artifact_dir) / self.settings["tokenizer"])
+        from raylm.compress.artifact import confined
+
+        tokenizer = str(confined(Path(self.artifact_dir), self.settings["tokenizer"], "preprocessing.tokenizer"))
         return tokenize(texts, tokenizer, int(self.settings["max_length"]))
 
     def _image(self, images: list[str], field: str) -> dict[str, np.ndarray]:
@@ -83,7 +88,7 @@ class Preprocessor:
         for i, value in enumerate(images):
             where = field if len(images) == 1 else f"{field}[{i}]"
             try:
-                out.append(decode_image(_b64(value, where), int(self.settings["size"])))
+                out.append(decode_image(_b64(value, where), int(self.settings["size"]), self.limits))
             except ValueError as err:
                 raise InputError(where, str(err)) from None
         return {"image": np.stack(out)}
@@ -97,10 +102,8 @@ class Preprocessor:
         for i, value in enumerate(clips):
             where = field if len(clips) == 1 else f"{field}[{i}]"
             try:
-                audio = decode_audio(_b64(value, where), cfg.sample_rate)
+                audio = decode_audio(_b64(value, where), cfg.sample_rate, clip_seconds=cfg.clip_seconds, limits=self.limits)
+                out.append(mfcc_frames(audio, cfg))
             except ValueError as err:
                 raise InputError(where, str(err)) from None
-            if audio.size == 0 or not np.isfinite(audio).all():
-                raise InputError(where, "no finite audio samples")
-            out.append(mfcc_frames(audio, cfg))
         return {"frames": np.stack(out)}

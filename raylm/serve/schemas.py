@@ -52,7 +52,6 @@ class PredictResponse(BaseModel):
 
 class TierInfo(BaseModel):
     tier: str
-    path: str
     model_file: str
     default: bool
     report: dict

@@ -7,6 +7,10 @@ Layout::
     optimizer.pt         optimizer state (tensors and plain values; loaded with weights_only=True)
     hf_config/           text models: the HF architecture config, so no hub is needed to rebuild
     tokenizer/           text models: the tokenizer the data was encoded with
+
+A checkpoint is data, never code: it is rebuilt from its own files only (the recorded config's
+hub names and paths are replaced by the checkpoint's ``hf_config/`` and ``tokenizer/``), offline,
+with no remote code and with the builder arguments the builder declares.
 """
 
 from __future__ import annotations
@@ -101,26 +105,44 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: not a raylm checkpoint (no {META})") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: corrupted ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: corrupted ({type(err).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("labels"), list):
+        raise CheckpointError(f"{path}: corrupted (no 'config' or 'labels')")
     return meta
+
+
+def own_files_config(config: dict[str, Any], labels: list[str], directory: Path) -> dict[str, Any]:
+    """A recorded config tree made to rebuild the model from ``directory``'s own files only: its
+    ``hf_config/`` and ``tokenizer/`` (else the bundled model), never a hub name or another path."""
+    tree = json.loads(json.dumps(config))
+    tree["task"]["labels"] = labels
+    hf_config, tokenizer = directory / "hf_config", directory / "tokenizer"
+    tree["model"]["pretrained"] = str(hf_config) if hf_config.is_dir() and not hf_config.is_symlink() else None
+    tree["data"].setdefault("text", {})["tokenizer"] = (
+        str(tokenizer) if tokenizer.is_dir() and not tokenizer.is_symlink() else None)
+    tree["train"]["resume_from"] = None
+    # The data paths may not exist where the model is loaded; they are not needed to rebuild it.
+    tree["data"].update(path=None, validation_path=None)
+    return tree
 
 
 def checkpoint_config(directory: str | os.PathLike[str]) -> RaylmConfig:
     """The config a checkpoint was trained with, pointed at the files the checkpoint carries."""
+    from pydantic import ValidationError
+
+    from raylm.config import format_validation_error
+
     meta = read_meta(directory)
-    tree = meta["config"]
-    tree["task"]["labels"] = meta["labels"]
-    if (Path(directory) / "hf_config").is_dir():
-        tree["model"]["pretrained"] = str(Path(directory) / "hf_config")
-    if (Path(directory) / "tokenizer").is_dir():
-        tree["data"]["text"]["tokenizer"] = str(Path(directory) / "tokenizer")
-    tree["train"]["resume_from"] = None
-    # The data paths may not exist where the checkpoint is loaded; they are not needed to rebuild.
-    tree["data"].update(path=None, validation_path=None)
-    return RaylmConfig.model_validate(tree)
+    try:
+        return RaylmConfig.model_validate(own_files_config(meta["config"], meta["labels"], Path(directory)))
+    except ValidationError as err:
+        raise CheckpointError(f"{Path(directory) / META}: config is {format_validation_error(err)}") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{Path(directory) / META}: corrupted config ({err!r})") from None
 
 
 def load_weights(directory: str | os.PathLike[str], model: torch.nn.Module) -> None:
@@ -163,6 +185,9 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> LoadedModel:
     directory = Path(directory)
     meta = read_meta(directory)
     cfg = checkpoint_config(directory)
-    model = build_model(cfg, len(meta["labels"]), load_pretrained=False)
+    try:
+        model = build_model(cfg, len(meta["labels"]), load_pretrained=False)
+    except (OSError, ValueError) as err:  # e.g. an hf_config/ that transformers refuses offline
+        raise CheckpointError(f"{directory}: the model cannot be built from the checkpoint ({str(err)[:300]})") from None
     load_weights(directory, model)
     return LoadedModel(model.eval(), cfg, meta["labels"], meta)
