@@ -62,7 +62,10 @@ def decode_audio(data: bytes, sample_rate: int, *, clip_seconds: float | None = 
     if sr != sample_rate:
         import librosa
 
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=sample_rate)
+        with np.errstate(over="ignore", invalid="ignore"):
+            audio = librosa.resample(audio, orig_sr=sr, target_sr=sample_rate)
+        if not np.isfinite(audio).all():
+            raise DecodeError("the audio file's samples are out of range (not finite once resampled)")
     return audio
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class Preprocessor:
     settings: dict[str, Any]
     artifact_dir: str
     max_text_chars: int = 2000
-    limits: InputLimits = InputLimits()
+    limits: InputLimits = dataclasses.field(default_factory=InputLimits)
 
     def __call__(self, items: list[str]) -> dict[str, np.ndarray]:
         field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]

@@ -57,6 +57,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         ),
         worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
+    _check_resumable(cfg, data, run_config)
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
@@ -68,6 +69,20 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         datasets={"train": data.train, "validation": data.validation},
     )
     return trainer, data
+
+
+def _check_resumable(cfg: RaylmConfig, data, run_config: dict[str, Any]) -> None:
+    """Ray Train continues from the latest checkpoint under ``storage_path/name`` (a re-run with the
+    same ``train.name``) or from ``train.resume_from``: both must be checkpoints of this very run."""
+    from raylm.train.checkpoint import check_belongs, run_checkpoints
+
+    candidates = []
+    if cfg.train.resume_from and "://" not in cfg.train.resume_from:
+        candidates.append(Path(cfg.train.resume_from))
+    if "://" not in str(run_config["storage_path"]):
+        candidates += run_checkpoints(Path(run_config["storage_path"]) / run_config["name"])
+    for checkpoint in candidates:
+        check_belongs(checkpoint, cfg, data.labels, data.fingerprint)
 
 
 def fit(cfg: RaylmConfig) -> TrainOutcome:

@@ -159,6 +159,32 @@ def load_weights(directory: str | os.PathLike[str], model: torch.nn.Module) -> N
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
 
 
+def run_checkpoints(run: Path) -> list[Path]:
+    """The raylm checkpoints a Ray Train run directory holds (Ray resumes from its latest one)."""
+    return sorted(meta.parent for meta in run.glob(f"checkpoint_*/{META}"))
+
+
+def check_belongs(directory: str | os.PathLike[str], cfg: RaylmConfig, labels: list[str],
+                  data_fingerprint: str | None) -> None:
+    """Refuse to continue from a checkpoint of another run: other labels (or their order), another
+    model, or other data. A silent resume would train on, or swap, the wrong classes."""
+    meta = read_meta(directory)
+    where = f"checkpoint {directory}"
+    if list(meta["labels"]) != list(labels):
+        raise CheckpointError(f"{where} was trained with labels {meta['labels']}, but this run's data has {list(labels)} "
+                              "(resuming needs the same labels in the same order; use another train.name)")
+    mine, theirs = cfg.to_dict(), meta["config"]
+    for section, key in (("task", "modality"), ("model", "backend"), ("model", "name"), ("model", "kwargs")):
+        recorded = theirs.get(section, {}).get(key) if isinstance(theirs.get(section), dict) else None
+        if recorded != mine[section][key]:
+            raise CheckpointError(f"{where} was trained with {section}.{key}={recorded!r}, this run has "
+                                  f"{mine[section][key]!r} (use another train.name)")
+    recorded = meta.get("data_fingerprint")
+    if data_fingerprint and recorded and recorded != data_fingerprint:
+        raise CheckpointError(f"{where} was trained on other data (fingerprint {recorded}, this run's data "
+                              f"{data_fingerprint}); use another train.name")
+
+
 def restore_training_state(directory: str | os.PathLike[str], model: torch.nn.Module,
                            optimizer: torch.optim.Optimizer | None) -> int:
     """Load weights (and optimizer state) in place; returns the number of epochs already done."""
