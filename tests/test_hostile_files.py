@@ -7,48 +7,22 @@ clear error type, with nothing executed and nothing read or written outside the 
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 import threading
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import soundfile
 
 from raylm.compress.artifact import ArtifactError, checksums, load_artifact
 from raylm.config import ConfigError, InputLimits
 from raylm.data.audio import decode_audio, mfcc_frames
 from raylm.data.images import decode_image
 from raylm.data.limits import DecodeError
+from tests.fixtures.hostile import huge_samples, jpeg_declaring, png_declaring, wav
 
 # ---------------------------------------------------------------- hostile bytes for the decoders
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A valid 8x8 JPEG whose frame header (SOF0) is patched to declare ``width`` x ``height``."""
-    data = bytearray(cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A valid 8x8 PNG whose IHDR declares ``width`` x ``height`` (CRC fixed, so decoders trust it)."""
-    data = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def wav(samples: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
-    buf = io.BytesIO()
-    soundfile.write(buf, samples, sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
 
 HOSTILE_IMAGES = {
     "jpeg bomb (631 bytes, 16000x16000)": (jpeg_declaring(16000, 16000), "pixels"),
@@ -87,8 +61,7 @@ HOSTILE_AUDIO = {
     "two minutes of silence": (wav(np.zeros(120 * 4000, np.float32), 4000, "PCM_U8"), "longer than max_audio_seconds"),
     "flac of an hour, declared": (wav(np.zeros(61 * 4000, np.float32), 4000, "PCM_16", "FLAC"), "longer than"),
     "NaN samples": (wav(np.full(800, np.nan, np.float32), 8000, "FLOAT"), "non-finite"),
-    "samples near float32 max": (wav(np.full(8000, 3e38, np.float32) * np.sign(np.sin(np.arange(8000))), SR, "FLOAT"),
-                                 "not finite"),
+    "samples near float32 max": (wav(huge_samples(8000), SR, "FLOAT"), "not finite"),
     "aiff (not accepted)": (wav(np.zeros(800, np.float32), 8000, "PCM_16", "AIFF"), "accepted format"),
     "mp3 tag": (b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(100), "accepted format"),
     "riff but avi": (b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(64), "accepted format"),

@@ -155,7 +155,7 @@ def test_each_modality_answers_like_the_artifact(served):
 
     settings = served["load"](served["artifacts"]["audio-none"]).meta["preprocessing"]
     cfg = AudioDataConfig(**{k: settings[k] for k in AudioDataConfig.model_fields})
-    frames = mfcc_frames(decode_audio(wav, cfg.sample_rate), cfg)[None]
+    frames = mfcc_frames(decode_audio(wav, cfg.sample_rate, clip_seconds=cfg.clip_seconds), cfg)[None]
     np.testing.assert_allclose(_probs(r), _direct(served, "audio-none", {"frames": frames}), atol=1e-5)
 
 
@@ -215,15 +215,64 @@ def test_bad_text_gets_its_4xx_and_the_next_request_succeeds(served, case, body,
 def test_undecodable_image_and_audio_get_422(served):
     key = {"x-api-key": "s3cret"}
     cases = [("image", {"image": "%%%not base64%%%"}, {}, "not valid base64"),
-             ("image", {"image": _b64(b"GIF89a not really an image")}, {}, "not a decodable image"),
+             ("image", {"image": _b64(b"GIF89a not really an image")}, {}, "not an image file of an accepted format"),
              ("image", {"image": [_b64(_png("vertical")), _b64(b"\x00" * 64)]}, {}, "image[1]"),
-             ("audio", {"audio": _b64(b"RIFF\x00\x00\x00\x00WAVEjunk")}, key, "not a decodable audio"),
+             ("audio", {"audio": _b64(b"RIFF\x00\x00\x00\x00WAVEjunk")}, key, "not a readable wav audio file"),
              ("audio", {"audio": 3.5}, key, "audio")]
     for app, body, headers, reason in cases:
         r = _post(served, app, body, headers=headers)
         assert r.status_code == 422 and reason in r.json()["detail"], (app, body, r.status_code, r.text)
     assert _post(served, "image", {"image": _b64(_png("horizontal"))}).status_code == 200
     assert _post(served, "audio", {"audio": _b64(_wav(300.0))}, headers=key).status_code == 200
+
+
+def test_hostile_corpus_gets_4xx_with_reasons_and_never_5xx(served):
+    statuses = []
+    from tests.fixtures.hostile import request_corpus
+
+    for case, app, raw, headers, status, reason in request_corpus({"x-api-key": "s3cret"}):
+        r = _post(served, app, raw=raw, headers=headers)
+        statuses.append(r.status_code)
+        assert r.status_code == status and reason in str(r.json()["detail"]), (case, r.status_code, r.text[:300])
+        assert "0x" not in r.text, (case, r.text[:300])  # no heap addresses
+    assert max(statuses) < 500
+    assert _post(served, "image", {"image": _b64(_png("vertical"))}).status_code == 200
+    assert _post(served, "audio", {"audio": _b64(_wav(300.0))}, headers={"x-api-key": "s3cret"}).status_code == 200
+
+
+def test_models_listing_shows_no_server_paths(served):
+    listing = requests.get(f"{served['url']}/image/models", timeout=30)
+    assert listing.status_code == 200
+    assert str(Path(served["artifacts"]["image-none"]).parent) not in listing.text
+
+
+def test_a_tier_that_fails_to_load_fails_only_its_own_requests(served, tmp_path):
+    """Two tiers in one batch, one whose files were damaged after deployment: its requests get 503
+    with the reason, the other tier's requests in the same batch still get their predictions."""
+    import shutil
+
+    from ray import serve
+
+    from raylm.serve import build_app, load_serve_config
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    shutil.copytree(served["artifacts"]["image-none"], good)
+    shutil.copytree(served["artifacts"]["image-none"], bad)
+    app = build_app([f"good={good}", f"bad={bad}"], load_serve_config(None, [
+        "serve.replica_cpus=0.1", "serve.max_replicas=1", "serve.graceful_shutdown_timeout_s=1",
+        "serve.max_batch_size=8", "serve.batch_wait_timeout_s=0.5"]))
+    serve.run(app, name="tiers", route_prefix="/tiers")
+    try:
+        weights = bad / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+        bodies = [{"image": _b64(_png("vertical")), "tier": tier} for tier in ("good", "bad") * 4]
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda b: _post(served, "tiers", b), bodies))
+        by_tier = {tier: [r.status_code for r, b in zip(responses, bodies) if b["tier"] == tier] for tier in ("good", "bad")}
+        assert by_tier == {"good": [200] * 4, "bad": [503] * 4}, by_tier
+        assert "could not be loaded" in responses[1].json()["detail"]
+    finally:
+        serve.delete("tiers")
 
 
 def test_api_key_is_enforced_when_set(served):

@@ -260,8 +260,8 @@ class TierServer:
                 raise HTTPException(413, f"payload exceeds serve.max_payload_bytes={limit}")
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HTTPException(400, f"malformed JSON: {err}") from None
+        except (ValueError, UnicodeDecodeError) as err:  # also ints past Python's digit limit
+            raise HTTPException(400, f"malformed JSON: {str(err)[:200]}") from None
         except RecursionError:  # json's C parser recurses once per nesting level
             raise HTTPException(400, "malformed JSON: nested too deeply") from None
 
