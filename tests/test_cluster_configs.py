@@ -114,6 +114,10 @@ def test_launcher_turns_token_auth_on_and_keeps_the_dashboard_on_loopback(name):
     setup = raw["head_setup_commands"] + raw["worker_setup_commands"]
     assert sum(_torch_pin() in c for c in setup) == 2  # torch pinned to the tested version, head and workers
     assert any("-e ~/raylm" in c for c in raw["head_setup_commands"])
+    # Core dumps of Ray's processes would hold the cluster token and the Serve API key.
+    assert "ulimit -c unlimited" not in head_start + worker_start
+    if name == "local.yaml":
+        assert "ulimit -c 0" in head_start
 
 
 def test_aws_security_group_opens_nothing_beyond_the_launchers_ssh_rule():
@@ -227,6 +231,7 @@ def test_serve_configs_parse_with_serves_schema_and_raylms_serve_section(where):
     assert artifacts and all(re.fullmatch(r"\w+=/mnt/raylm/\S+", a) for a in artifacts)  # tiers on shared storage
     cfg = load_serve_config(None, [f"{k}={v}" for k, v in args.items()])  # every arg is a real serve.* field
     assert cfg.api_key_env == "RAYLM_API_KEY"
+    assert 0 < schema.http_options.request_timeout_s <= 60  # the proxies end slow or stalled requests
 
 
 def test_rayservice_serves_exactly_cluster_serve_config():
