@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 # A name that becomes one directory under a run: never a path, never hidden, never "..".
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def plain_name(value: str) -> str:

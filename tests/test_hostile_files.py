@@ -203,6 +203,42 @@ def test_artifact_refuses_tampered_unlisted_and_linked_files(text_artifact, tmp_
         load_artifact(text_artifact)
 
 
+def test_onnx_artifact_naming_external_tensor_data_is_refused(tiny_config, tmp_path):
+    """An ONNX initializer whose data lives in ``../outside.bin``: ONNX Runtime would read it from there."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from raylm.compress.artifact import write_meta
+
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    weight.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../outside.bin"), ("offset", "0"), ("length", "16")):
+        weight.external_data.add(key=k, value=v)
+    graph = helper.make_graph([helper.make_node("Add", ["image", "w"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], [weight])
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    onnx.save(helper.make_model(graph), str(artifact / "model.onnx"))
+    write_meta(artifact, {"task": {"modality": "image"}, "labels": ["a", "b"], "inputs": ["image"], "preprocessing": {"size": 32},
+                          "architecture": {"config": tiny_config("image").to_dict()}, "model_file": "model.onnx"})
+    with pytest.raises(ArtifactError, match="external tensor data"):
+        load_artifact(artifact)
+
+
+def test_preprocessing_record_is_held_to_the_config_bounds():
+    from pydantic import ValidationError
+
+    from raylm.serve.preprocess import Preprocessor
+
+    with pytest.raises(ValidationError, match="size"):
+        Preprocessor("image", {"size": 1_000_000}, "/nonexistent")
+    with pytest.raises(ValidationError, match="clip_seconds"):
+        Preprocessor("audio", {"sample_rate": 16000, "clip_seconds": 36000}, "/nonexistent")
+
+
 def test_checkpoint_cannot_run_code_it_carries(tiny_config, tmp_path):
     import torch
 

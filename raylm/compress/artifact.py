@@ -140,6 +140,20 @@ def artifact_config(directory: Path, meta: dict[str, Any]):
         raise ArtifactError(f"{directory / META}: corrupted architecture.config ({err!r})") from None
 
 
+def refuse_external_data(model_file: Path) -> None:
+    """ONNX tensors may name an external file to read their data from, anywhere on disk: raylm
+    writes none, so a graph that has any is refused before ONNX Runtime follows the name."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        graph = onnx.load(str(model_file), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and onnx's own types
+        raise ArtifactError(f"{model_file}: corrupted ({str(err)[:200]})") from None
+    if any(uses_external_data(tensor) for tensor in _get_all_tensors(graph)):
+        raise ArtifactError(f"{model_file}: names external tensor data; an artifact's graph must hold its own weights")
+
+
 @dataclass
 class Artifact:
     """A loaded artifact: ``predict(feeds) -> logits`` whichever file format it holds."""
@@ -180,6 +194,7 @@ def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None) -
     if model_file.suffix == ".onnx":
         from raylm.compress.quantize import onnx_session
 
+        refuse_external_data(model_file)
         try:
             session = onnx_session(model_file, threads or meta.get("report", {}).get("threads", 1))
         except Exception as err:  # ORT raises its own types for invalid graphs

@@ -44,6 +44,14 @@ class Preprocessor:
     max_text_chars: int = 2000
     limits: InputLimits = dataclasses.field(default_factory=InputLimits)
 
+    def __post_init__(self) -> None:
+        # The record comes from the artifact: hold it to the bounds of the config it was made from
+        # (an image size of 10**6 would make every request allocate terabytes).
+        from raylm.config import AudioDataConfig, ImageDataConfig, TextDataConfig
+
+        section = {"image": ImageDataConfig, "audio": AudioDataConfig, "text": TextDataConfig}[self.modality]
+        section.model_validate({k: self.settings[k] for k in section.model_fields if k in self.settings})
+
     def __call__(self, items: list[str]) -> dict[str, np.ndarray]:
         field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]
         return getattr(self, f"_{self.modality}")(items, field)
