@@ -140,13 +140,6 @@ def app_builder(args: dict[str, Any]) -> Application:
 # ---------------------------------------------------------------- the deployment
 
 
-class TierUnavailable:
-    """What ``_predict_batch`` returns for the requests of a tier that failed to load."""
-
-    def __init__(self, tier: str):
-        self.tier = tier
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -222,7 +215,7 @@ class TierServer:
             except Exception as err:  # a broken tier fails its own requests, not the whole batch
                 log.error("tier %r could not be loaded: %s", tier, err)
                 for i in members:
-                    out[i] = (TierUnavailable(tier), len(members))
+                    out[i] = (err, len(members))  # answered 503 by predict(), without the server's details
                 continue
             feeds = [items[i][1] for i in members]
             merged = {name: np.concatenate([f[name] for f in feeds]) for name in artifact.inputs}
@@ -295,7 +288,7 @@ class TierServer:
             log.warning("preprocessing failed: %r", err)
             raise HTTPException(422, f"{self._modality}: could not be preprocessed ({type(err).__name__})") from None
         logits, batch_requests = await self._predict_batch((tier, feeds))
-        if isinstance(logits, TierUnavailable):
+        if isinstance(logits, Exception):
             raise HTTPException(503, f"tier: {tier!r} could not be loaded on this replica; try another tier")
         probs = _softmax(logits)
         bad = np.flatnonzero(~np.isfinite(probs).all(axis=-1))
