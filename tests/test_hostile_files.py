@@ -298,6 +298,27 @@ def test_checkpoint_of_another_run_is_refused(tiny_config, tmp_path):
     check_belongs(path, cfg, ["b", "a"], "f1")  # its own run: fine
 
 
+@pytest.mark.integration
+def test_training_refuses_to_continue_another_runs_checkpoint(ray_local, tiny_config, tmp_path):
+    """Ray Train resumes from what ``storage_path/name`` holds, and from ``train.resume_from``: a
+    checkpoint with the labels in another order (or another model, or other data) is refused."""
+    from raylm.models import build_model
+    from raylm.train import build_trainer
+    from raylm.train.checkpoint import CheckpointError, save_checkpoint_atomic
+
+    cfg = tiny_config("image", "train.name=reused")  # the data's labels: horizontal, vertical
+    swapped = ["vertical", "horizontal"]
+    save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_2026-01-01_00-00-00.000000", build_model(cfg, 2), cfg,
+                           swapped, epoch=1)
+    with pytest.raises(CheckpointError, match="same labels in the same order"):
+        build_trainer(cfg)
+    other = save_checkpoint_atomic(tmp_path / "elsewhere", build_model(cfg, 2), cfg, swapped, epoch=1)
+    with pytest.raises(CheckpointError, match="same labels in the same order"):
+        build_trainer(tiny_config("image", "train.name=fresh", f"train.resume_from={other}"))
+    trainer, data = build_trainer(tiny_config("image", "train.name=new-run"))  # nothing to continue: fine
+    assert data.labels == ["horizontal", "vertical"]
+
+
 # ---------------------------------------------------------------- config names and paths
 
 
