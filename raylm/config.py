@@ -241,7 +241,8 @@ class PruneConfig(_Section):
     scope: Literal["global", "layer"] = Field("global", description="magnitude: one threshold for all layers, or per layer")
     structured_ratio: float = Field(0.5, ge=0, lt=1, description="structured: fraction of channels / FFN neurons removed")
     schedule: Literal["oneshot", "gradual"] = Field(
-        "oneshot", description="gradual: sparsity ramps up (cubic) over the fine-tune epochs; magnitude only")
+        "gradual", description="gradual: the mask ramps up (cubic, as tfmot's PolynomialDecay) while the fine-tune "
+                               "epochs train around it; oneshot: prune once, then fine-tune (if any) with it fixed")
 
 
 class QuantizeConfig(_Section):
@@ -249,6 +250,11 @@ class QuantizeConfig(_Section):
         "none", description="ONNX Runtime int8: dynamic (weights int8, activations at run time) or static (calibrated QDQ)")
     calibration_samples: int = Field(128, ge=1, description="static: training samples used to calibrate activations")
     per_channel: bool = True
+    # ORT's dynamic ConvInteger is ~13x slower than fp32 Conv on the seed CNN (2-core x86, measured);
+    # MatMul/Gemm int8 is faster and holds almost all of these models' weights. Convs go int8 with static.
+    op_types: list[str] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"],
+        description="dynamic: the ONNX op types quantized (Conv also possible, slow on CPU); static quantizes all")
 
 
 class CompressConfig(_Section):
@@ -265,6 +271,14 @@ class CompressConfig(_Section):
     latency_warmup: int = Field(5, ge=0)
     latency_threads: int = Field(1, ge=1, description="intra-op threads for torch and ONNX Runtime alike")
     max_eval_samples: int = Field(0, ge=0, description="0: the whole validation split")
+    sparse_storage: bool = Field(
+        True, description="store mostly-zero ONNX weights as sparse initializers (values + int32 indices), "
+                          "rebuilt exactly by ONNX Runtime at load: unstructured sparsity then shrinks the file")
+    min_size_gain: float = Field(1.5, ge=1, description="gain gate: the artifact counts if it is this many times "
+                                                        "smaller than the dense reference ...")
+    min_speedup: float = Field(1.2, ge=1, description="... or this many times faster at serving_batch_size")
+    gain_tolerance: float = Field(0.1, ge=0, le=1, description="... and costs at most this fraction more on the "
+                                                               "other (size or p50) than the dense reference")
 
 
 
@@ -392,6 +406,15 @@ class PipelineConfig(_Section):
     choose_within: float = Field(
         0.0, ge=0, le=1, description="pick the lowest-latency Pareto member within this much accuracy of the most "
                                      "accurate one (0: the best trial by tune.objectives)")
+    max_accuracy_drop: float = Field(
+        1.0, ge=0, le=100, description="accuracy guard, in points: the served artifact vs the dense retrained model, "
+                                       "on the whole validation split, measured from the exported file")
+    prune_epochs: int = Field(3, ge=0, description="a pruning recipe without compress.finetune_epochs: epochs the "
+                                                  "retrained model trains around its ramping mask (0: one-shot)")
+    recovery_epochs: int = Field(2, ge=0, description="guard missed: epochs of a recovery fine-tune (pruned "
+                                                      "recipes) before the next front member is tried")
+    serve_over_budget: bool = Field(False, description="serve the chosen recipe even when it misses the guard "
+                                                       "or the gain gate (recorded); false: fall back, finally dense")
     keep_serving: bool | Literal["auto"] = Field(
         "auto", description="block after the smoke request; auto: when this process started Ray and has a terminal")
 

@@ -37,15 +37,23 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
     atomic_write_text(run_dir / RECORD, json.dumps(record, indent=2, default=str))
 
 
-def choose(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: dict[str, Any] | None,
-           within: float) -> dict[str, Any]:
-    """The sweep's best trial, or the fastest Pareto member within ``within`` of the top accuracy."""
+def choose(front: list[dict[str, Any]], best: dict[str, Any] | None, within: float,
+           max_accuracy_drop: float) -> list[dict[str, Any]]:
+    """The sweep's candidates in the order the pipeline tries them, the chosen one first.
+
+    Only front members within ``max_accuracy_drop`` points of their own trial's dense model
+    qualify; with ``within > 0`` the fastest of those within ``within`` of the top accuracy leads,
+    else the best by ``tune.objectives``. The rest follow, most accurate first.
+    """
     if best is None:
         raise PipelineError("tune: no trial completed, nothing to retrain (see <run>/tune/trials.csv for errors)")
-    if within <= 0 or not front:
-        return best
-    top = max(r["accuracy"] for r in front)
-    return min((r for r in front if r["accuracy"] >= top - within), key=lambda r: (r["latency_ms"], -r["accuracy"]))
+    pool = [r for r in front if (r.get("accuracy_drop_pts") or 0.0) <= max_accuracy_drop] or [best]
+    top = max(r["accuracy"] for r in pool)
+    if within > 0:
+        lead = min((r for r in pool if r["accuracy"] >= top - within), key=lambda r: (r["latency_ms"], -r["accuracy"]))
+    else:
+        lead = best if best in pool else max(pool, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+    return [lead] + sorted((r for r in pool if r is not lead), key=lambda r: (-r["accuracy"], r["latency_ms"]))
 
 
 def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
@@ -92,14 +100,19 @@ def _stage_tune(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     tune_dir = cfg.run_dir / "tune"
     # A pipeline rerun after a crash continues its sweep rather than refusing or starting over.
     result = sweep(resume=tune_dir) if (tune_dir / SWEEP_CONFIG).is_file() else sweep(cfg)
-    row = choose(result.rows, result.front, result.best, cfg.pipeline.choose_within)
+    ranked = choose(result.front, result.best, cfg.pipeline.choose_within, cfg.pipeline.max_accuracy_drop)
+    row = ranked[0]
     return {"tune_dir": str(result.tune_dir), "trials": len(result.rows),
             "completed": sum(r["status"] == "completed" for r in result.rows),
             "pareto_front": [r["trial_id"] for r in result.front], "chosen": row["trial_id"], "params": row["params"],
-            "sweep_measurement": {k: row[k] for k in ("val_accuracy", "accuracy", "latency_ms", "size_mb")}}
+            "alternates": [{"trial_id": r["trial_id"], "params": r["params"]} for r in ranked[1:]],
+            "sweep_measurement": {k: row.get(k) for k in ("val_accuracy", "accuracy", "latency_ms", "size_mb",
+                                                          "dense_accuracy", "accuracy_drop_pts", "gain_reason")}}
 
 
 def _stage_train(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """The chosen point's hyperparameters at full budget, dense: the reference every compressed
+    candidate is judged against. Pruning recipes then train around their mask in ``compress``."""
     from raylm.train import fit
 
     params = record["stages"]["tune"]["params"]
@@ -108,17 +121,89 @@ def _stage_train(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
                                                                      ("epoch", "val_accuracy", "val_loss", "train_loss")}}
 
 
+def _recipes(cfg: RaylmConfig, record: dict[str, Any]) -> list[tuple[str, RaylmConfig]]:
+    """The compression attempts in order: the chosen recipe, its recovery fine-tune, the other front
+    members' recipes, the dense model."""
+    from raylm.compress.pipeline import prunes
+    from raylm.tune.results import DENSE_RECIPE
+
+    pc = cfg.pipeline
+    tune = record["stages"]["tune"]
+    out: list[tuple[str, RaylmConfig]] = []
+    for label, params in [(f"chosen {tune['chosen']}", tune["params"])] + [
+            (f"front {a['trial_id']}", a["params"]) for a in tune.get("alternates", [])]:
+        tree = _chosen_config(cfg, params).to_dict()
+        pruned = prunes(validate_config(tree).compress)
+        if pruned and not tree["compress"]["finetune_epochs"]:
+            tree["compress"]["finetune_epochs"] = pc.prune_epochs  # train around the mask, not one-shot
+        out.append((label, validate_config(tree)))
+        if pruned and pc.recovery_epochs and label.startswith("chosen"):
+            tree = json.loads(json.dumps(tree))
+            tree["compress"]["finetune_epochs"] += pc.recovery_epochs
+            out.append((f"recovery fine-tune (+{pc.recovery_epochs} ep)", validate_config(tree)))
+    dense = _chosen_config(cfg, tune["params"] | DENSE_RECIPE)
+    out.append(("dense", dense))
+    seen, unique = set(), []
+    for label, c in out:  # front members can share a recipe: try each once
+        key = json.dumps(c.compress.model_dump(mode="json"), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append((label, c))
+    return unique
+
+
+def _is_dense(c: RaylmConfig) -> bool:
+    from raylm.compress.pipeline import prunes
+
+    return not prunes(c.compress) and c.compress.quantize.mode == "none"
+
+
 def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """Compress the retrained model; serve only what gains and keeps within the accuracy guard.
+
+    Each attempt is measured against the dense retrained model (fp32 ONNX Runtime, whole
+    validation split, from the exported file). The first attempt that passes is copied to the
+    stable ``<run>/compress/pipeline`` that serving configs point at; every attempt is recorded.
+    """
+    import shutil
+
+    from raylm.atomic import atomic_directory
     from raylm.compress import variant_name
     from raylm.compress.objectives import compress_and_measure
 
-    chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
-    recipe = variant_name(chosen)
+    pc = cfg.pipeline
+    checkpoint = Path(record["stages"]["train"]["checkpoint"])
+    attempts, served = [], None
+    for label, candidate in _recipes(cfg, record):
+        out = compress_and_measure(candidate, checkpoint) | {"recipe": variant_name(candidate), "tried_as": label}
+        dense = _is_dense(candidate)
+        within = out["accuracy_drop_pts"] <= pc.max_accuracy_drop
+        if dense:
+            verdict, why = True, "the dense model: nothing compressed passed"
+        elif within and out["gain"]:
+            verdict, why = True, f"{out['gain_reason']}, {out['accuracy_drop_pts']:+.2f} pts"
+        elif not within:
+            verdict, why = False, (f"accuracy drop {out['accuracy_drop_pts']:.2f} pts exceeds "
+                                   f"pipeline.max_accuracy_drop={pc.max_accuracy_drop}")
+        else:
+            verdict, why = False, out["gain_reason"]
+        if not verdict and pc.serve_over_budget and not attempts:
+            verdict, why = True, f"served over budget (pipeline.serve_over_budget=true): {why}"
+        attempts.append({"tried_as": label, "recipe": out["recipe"], "passed": verdict, "why": why,
+                         **{k: out[k] for k in ("accuracy", "size_mb", "latency_ms", "accuracy_drop_pts", "size_ratio",
+                                                "latency_ratio", "artifact")}})
+        if verdict:
+            served = out
+            break
+    assert served is not None  # the dense attempt always passes
+    stable = cfg.run_dir / "compress" / (cfg.compress.variant or "pipeline")
     # A stable name: a RayService or `raylm serve` config points at <run>/compress/pipeline.
-    tree = chosen.to_dict()
-    tree["compress"]["variant"] = cfg.compress.variant or "pipeline"
-    out = compress_and_measure(validate_config(tree), Path(record["stages"]["train"]["checkpoint"]))
-    return out | {"recipe": recipe}
+    with atomic_directory(stable) as tmp:
+        shutil.copytree(served["artifact"], tmp, dirs_exist_ok=True)
+    dense = {"accuracy": served["dense_accuracy"], "size_mb": served["dense_size_mb"],
+             "latency_ms": served["dense_latency_ms"], "runtime": "onnx-fp32"}
+    return served | {"artifact": str(stable), "source_artifact": served["artifact"], "dense": dense,
+                     "attempts": attempts}
 
 
 def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -141,10 +226,15 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     np.add.at(confusion, (val["label"], preds), 1)
     size = sum(f.stat().st_size for f in artifact_dir.iterdir() if f.name.startswith("model."))
-    return {"artifact": str(artifact_dir), "accuracy": float((preds == val["label"]).mean()),
+    compressed = record["stages"]["compress"]
+    accuracy = float((preds == val["label"]).mean())
+    drop = round((compressed["dense"]["accuracy"] - accuracy) * 100, 3)
+    if drop > cfg.pipeline.max_accuracy_drop and not cfg.pipeline.serve_over_budget:
+        raise PipelineError(f"evaluate: {artifact_dir} scores {accuracy:.4f}, {drop:.2f} points under the dense "
+                            f"model (pipeline.max_accuracy_drop={cfg.pipeline.max_accuracy_drop}): not served")
+    return {"artifact": str(artifact_dir), "accuracy": accuracy, "accuracy_drop_pts": drop,
             "samples": int(len(val["label"])), "size_mb": size / 1e6,
-            "latency_ms": record["stages"]["compress"]["latency_ms"], "labels": labels,
-            "confusion": confusion.tolist()}
+            "latency_ms": compressed["latency_ms"], "labels": labels, "confusion": confusion.tolist()}
 
 
 def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +263,7 @@ def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     if response.status_code != 200:
         raise PipelineError(f"serve: the smoke request to {url} answered {response.status_code}: {response.text[:300]}")
     predicted = response.json()["predictions"][0]["label"]
-    out["smoke"] = {"status": 200, "expected": expected, "predicted": predicted,
+    out["smoke"] = {"status": 200, "expected": expected, "predicted": predicted, "correct": predicted == expected,
                     "latency_ms": round((time.perf_counter() - started) * 1e3, 1)}
     return out
 
@@ -224,22 +314,32 @@ def format_summary(record: dict[str, Any]) -> str:
         lines.append(f"sweep     {t['completed']}/{t['trials']} trials completed, Pareto front {len(t['pareto_front'])}, "
                      f"chosen {t['chosen']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in t["params"].items()))
-    rows = [("stage", "accuracy", "MB", "p50 ms", "seconds")]
+    rows = [("stage", "accuracy", "MB", "p50 ms", "vs dense", "seconds")]
     if "tune" in st:
         m = st["tune"]["sweep_measurement"]
-        rows.append(("sweep trial", f"{m['accuracy']:.3f}", f"{m['size_mb']:.3f}", f"{m['latency_ms']:.2f}",
+        rows.append(("sweep trial", f"{m['accuracy']:.3f}", f"{m['size_mb']:.3f}", f"{m['latency_ms']:.2f}", "-",
                      str(st["tune"]["seconds"])))
     if "train" in st:
-        rows.append((f"retrain ({st['train']['metrics']['epoch']} ep)", f"{st['train']['metrics']['val_accuracy']:.3f}",
-                     "-", "-", str(st["train"]["seconds"])))
+        rows.append((f"retrain ({st['train']['metrics']['epoch']} ep, dense)", f"{st['train']['metrics']['val_accuracy']:.3f}",
+                     "-", "-", "-", str(st["train"]["seconds"])))
     if "compress" in st:
         c = st["compress"]
+        d = c.get("dense")
+        if d:  # the reference every compressed row is judged against
+            rows.append(("dense fp32 onnx", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
+                         "1.00x 1.00x", "-"))
+        for a in c.get("attempts", [])[:-1]:
+            rows.append((f"  tried {a['recipe']}", f"{a['accuracy']:.3f}", f"{a['size_mb']:.3f}",
+                         f"{a['latency_ms']:.2f}", f"rejected: {a['why']}", "-"))
+        versus = (f"{-c['accuracy_drop_pts']:+.1f}pt {c['size_ratio']:.2f}x {c['latency_ratio']:.2f}x"
+                  if "size_ratio" in c else "-")
         rows.append((f"compress {c['recipe']}", f"{c['accuracy']:.3f}", f"{c['size_mb']:.3f}", f"{c['latency_ms']:.2f}",
-                     str(c["seconds"])))
+                     versus, str(c["seconds"])))
     if "evaluate" in st:
         e = st["evaluate"]
         rows.append((f"evaluate ({e['samples']} val)", f"{e['accuracy']:.3f}", f"{e['size_mb']:.3f}",
-                     f"{e['latency_ms']:.2f}", str(e["seconds"])))
+                     f"{e['latency_ms']:.2f}", f"{-e.get('accuracy_drop_pts', 0):+.1f}pt" if "accuracy_drop_pts" in e else "-",
+                     str(e["seconds"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if "serve" in st:

@@ -26,7 +26,10 @@ _SWEEP = ["train.num_workers=1", "train.epochs=3", "compress.latency_runs=3", "c
 
 
 def _front_is_non_dominated(rows, front, objectives):
-    done = [r for r in rows if r["status"] == "completed"]
+    from raylm.tune.results import candidates
+
+    done = candidates(rows)  # each trial's dense model, and its compressed one where that gains
+    assert {r["kind"] for r in front} <= {"dense", "compressed"}
     for member in front:
         for other in done:
             no_worse = all((other[o] >= member[o]) if OBJECTIVE_MODES[o] == "max" else (other[o] <= member[o])
@@ -149,6 +152,10 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
 
     assert [r["status"] for r in result.rows].count("completed") == 3, result.rows
     assert result.front
+    for row in result.rows:  # every trial measured its own dense model beside its compressed one
+        assert row["dense_accuracy"] is not None and row["size_ratio"] > 0 and isinstance(row["gain"], bool)
+        if row["params"]["compress.prune.sparsity"] == 0.0 and row["params"]["compress.quantize.mode"] == "none":
+            assert row["gain"] is False and row not in result.front  # the dense model again: no gain
     _front_is_non_dominated(result.rows, result.front, result.objectives)
     recorded = json.loads((result.tune_dir / "trials.json").read_text())
     assert recorded["pareto_front"] == [r["trial_id"] for r in result.front]

@@ -23,7 +23,13 @@ def compress_and_measure(cfg: RaylmConfig, checkpoint: Path) -> dict[str, Any]:
 
     report = compress(cfg, checkpoint, verbose=False)
     batch = cfg.compress.serving_batch_size
-    c = report["compressed"]
+    c, d, ratios = report["compressed"], report["dense"], report["ratios"]
     return {"accuracy": c["accuracy"], "size_mb": c["file_bytes"] / 1e6,
             "latency_ms": c["latency"][f"batch_{batch}"]["p50_ms"], "latency_batch_size": batch,
-            "artifact": report["artifact"], "variant": report["variant"]}
+            "artifact": report["artifact"], "variant": report["variant"],
+            # The dense model of the same training on fp32 ONNX Runtime, measured beside it.
+            "dense_accuracy": d["accuracy"], "dense_size_mb": d["file_bytes"] / 1e6,
+            "dense_latency_ms": d["latency"][f"batch_{batch}"]["p50_ms"],
+            "accuracy_drop_pts": ratios["accuracy_drop_pts"], "size_ratio": ratios["size_ratio"],
+            "latency_ratio": ratios["latency_ratio"], "gain": ratios["gain"]["passed"],
+            "gain_reason": ratios["gain"]["reason"]}

@@ -56,8 +56,11 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global") ->
 
 
 def gradual_sparsity(target: float, epoch: int, epochs: int) -> float:
-    """Zhu & Gupta's cubic schedule: sparsity after ``epoch`` (1-based) of ``epochs``."""
-    progress = min(max(epoch / max(epochs, 1), 0.0), 1.0)
+    """Zhu & Gupta's cubic schedule (tfmot's ``PolynomialDecay``, power 3): the sparsity to train
+    ``epoch`` (1-based) of ``epochs`` at. From 3 epochs on, the ramp ends one epoch early, so the
+    model trains a whole epoch around its final mask before it is exported."""
+    ramp = epochs - 1 if epochs >= 3 else max(epochs, 1)
+    progress = min(max(epoch / ramp, 0.0), 1.0)
     return target * (1 - (1 - progress) ** 3)
 
 

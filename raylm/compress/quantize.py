@@ -50,7 +50,8 @@ class _Calibration:
 
 
 def quantize_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], mode: str, *,
-                  calibration: Iterable[dict[str, np.ndarray]] = (), per_channel: bool = True) -> Path:
+                  calibration: Iterable[dict[str, np.ndarray]] = (), per_channel: bool = True,
+                  op_types: list[str] | None = None) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -60,7 +61,8 @@ def quantize_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         if mode == "dynamic":
-            quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel)
+            quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=op_types or None)
         elif mode == "static":
             feeds = list(calibration)
             if not feeds:

@@ -39,13 +39,46 @@ def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
             "accuracy": m.get("accuracy"), "latency_ms": m.get("latency_ms"), "size_mb": m.get("size_mb"),
             "latency_batch_size": m.get("latency_batch_size"), "variant": m.get("variant"),
             "artifact": m.get("artifact"), "checkpoint": m.get("checkpoint"), "trial_dir": r.path,
-            "time_s": m.get("time_total_s"),
+            "time_s": m.get("time_total_s"), "kind": "compressed",
+            **{k: m.get(k) for k in _DENSE_KEYS},
         }
         if r.error is not None:
             row["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:300]}"
         rows.append(row)
     rows.sort(key=lambda row: (_STATUS_ORDER[row["status"]], row["trial_id"]))
     return rows
+
+
+_DENSE_KEYS = ("dense_accuracy", "dense_size_mb", "dense_latency_ms", "accuracy_drop_pts", "size_ratio",
+               "latency_ratio", "gain", "gain_reason")
+# What makes a trial's recipe the dense model: no pruning, no quantization.
+DENSE_RECIPE = {"compress.prune.method": "none", "compress.quantize.mode": "none"}
+
+
+def dense_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The trial's own dense model (fp32 ONNX Runtime) as a candidate of its own."""
+    params = {k: v for k, v in row["params"].items() if not k.startswith("compress.")} | DENSE_RECIPE
+    return {**row, "trial_id": f"{row['trial_id']}-dense", "kind": "dense", "params": params,
+            "accuracy": row["dense_accuracy"], "size_mb": row["dense_size_mb"], "latency_ms": row["dense_latency_ms"],
+            "accuracy_drop_pts": 0.0, "size_ratio": 1.0, "latency_ratio": 1.0, "gain": None,
+            "gain_reason": "dense reference", "artifact": None, "variant": "dense"}
+
+
+def candidates(rows: list[dict[str, Any]], max_accuracy_drop: float | None = None) -> list[dict[str, Any]]:
+    """What a sweep may choose from: each completed trial's dense model, and its compressed model
+    where that passed the gain gate (and, given a budget, lost at most ``max_accuracy_drop`` points
+    against its own dense model). A trial measured without a dense reference counts as before."""
+    out = []
+    for r in rows:
+        if r["status"] != "completed":
+            continue
+        if r.get("dense_accuracy") is None:
+            out.append(r)
+            continue
+        out.append(dense_row(r))
+        if r.get("gain") and (max_accuracy_drop is None or r["accuracy_drop_pts"] <= max_accuracy_drop):
+            out.append(r)
+    return out
 
 
 def _dominates(a: dict, b: dict, objectives: list[str]) -> bool:
@@ -60,15 +93,16 @@ def _dominates(a: dict, b: dict, objectives: list[str]) -> bool:
 
 
 def pareto_front(rows: list[dict[str, Any]], objectives: list[str]) -> list[dict[str, Any]]:
-    """The completed trials no other completed trial dominates (on every objective at least as good,
-    on one strictly better). With one objective: the trials tied for the best value."""
-    done = [r for r in rows if r["status"] == "completed"]
+    """The candidates (see ``candidates``: dense models and compressed ones that gain) that no other
+    candidate dominates (on every objective at least as good, on one strictly better). With one
+    objective: the candidates tied for the best value."""
+    done = candidates(rows)
     return [r for r in done if not any(_dominates(o, r, objectives) for o in done if o is not r)]
 
 
 def best_row(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any] | None:
-    """The completed trial best on the first objective, ties broken by the next ones."""
-    done = [r for r in rows if r["status"] == "completed"]
+    """The candidate best on the first objective, ties broken by the next ones."""
+    done = candidates(rows)
     if not done:
         return None
     return max(done, key=lambda r: tuple(r[o] if OBJECTIVE_MODES[o] == "max" else -r[o] for o in objectives))
@@ -88,14 +122,19 @@ def _cell(value: Any) -> str:
 
 def format_table(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
     params = list(rows[0]["params"]) if rows else []
-    header = ["trial", *(_short(p) for p in params), "status", "epochs", "val_acc", "accuracy", "MB", "p50 ms", "pareto"]
+    header = ["trial", *(_short(p) for p in params), "status", "epochs", "val_acc", "accuracy", "MB", "p50 ms",
+              "vs dense", "pareto"]
     front_ids = {r["trial_id"] for r in front}
+    best_id = best["trial_id"] if best is not None else None
     lines = []
-    for r in rows:
-        mark = ("*" if r["trial_id"] in front_ids else "") + (" best" if best is not None and r is best else "")
-        lines.append([r["trial_id"], *(_cell(r["params"][p]) for p in params), r["status"], _cell(r["epochs"]),
+    for r in rows + [dense_row(r) for r in rows if r["status"] == "completed" and r.get("dense_accuracy") is not None]:
+        mark = ("*" if r["trial_id"] in front_ids else "") + (" best" if r["trial_id"] == best_id else "")
+        versus = "-" if r.get("size_ratio") is None or r["kind"] == "dense" else (
+            f"{-r['accuracy_drop_pts']:+.1f}pt {r['size_ratio']:.2f}x {r['latency_ratio']:.2f}x"
+            + ("" if r.get("gain") else " no gain"))
+        lines.append([r["trial_id"], *(_cell(r["params"].get(p)) for p in params), r["status"], _cell(r["epochs"]),
                       _cell(r["val_accuracy"]), _cell(r["accuracy"]), _cell(r["size_mb"]), _cell(r["latency_ms"]),
-                      mark.strip()])
+                      versus, mark.strip()])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *lines])
 
@@ -113,7 +152,7 @@ def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[s
     params = list(rows[0]["params"]) if rows else []
     front_ids = {r["trial_id"] for r in front}
     fields = ["trial_id", *params, "status", "epochs", "val_accuracy", "accuracy", "latency_ms", "size_mb",
-              "pareto", "artifact", "error"]
+              *_DENSE_KEYS, "pareto", "artifact", "error"]
     buffer = []
     for r in rows:
         buffer.append({**{k: r.get(k) for k in fields if k not in params}, **r["params"],
@@ -145,6 +184,11 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["latency_ms"] for r in done], [r["accuracy"] for r in done],
                s=[40 + 400 * s / biggest for s in sizes], alpha=0.5, label="trial (area: size on disk)")
+    dense = [dense_row(r) for r in done if r.get("dense_accuracy") is not None]
+    if dense:
+        ax.scatter([r["latency_ms"] for r in dense], [r["accuracy"] for r in dense], marker="s", color="k",
+                   s=[40 + 400 * r["size_mb"] / max(biggest, r["size_mb"]) for r in dense], alpha=0.35,
+                   label="dense reference (fp32 ONNX Runtime)")
     if front:
         pts = sorted((r["latency_ms"], r["accuracy"]) for r in front)
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="C3", label="Pareto front")
@@ -153,7 +197,7 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
         ax.annotate(r["trial_id"], (r["latency_ms"], r["accuracy"]), fontsize=7, alpha=0.7)
     batch = done[0].get("latency_batch_size")
     ax.set_xlabel(f"p50 latency (ms, batch {batch})")
-    ax.set_ylabel("validation accuracy (compressed)")
+    ax.set_ylabel("validation accuracy (from the exported file)")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -163,6 +207,14 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _dense_artifact(checkpoint: str) -> str:
+    """A trial's dense model exported as serving loads it (fp32 ONNX), made when a front member needs it."""
+    from raylm.compress.pipeline import compress, compress_config
+
+    cfg = compress_config(checkpoint, None, [f"{k}={v}" for k, v in DENSE_RECIPE.items()] + ["compress.variant=dense"])
+    return compress(cfg, checkpoint, verbose=False)["artifact"]
 
 
 def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
@@ -175,6 +227,8 @@ def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict
         (f"pareto-{i}", r) for i, r in enumerate(sorted(front, key=lambda r: -r["accuracy"]), 1)]
     out = {}
     for name, row in chosen:
+        if row is not None and row.get("kind") == "dense" and not row.get("artifact"):
+            row = row | {"artifact": _dense_artifact(row["checkpoint"])}
         if row is None or not row.get("artifact"):
             continue
         with atomic_directory(run_dir / "compress" / name) as tmp:

@@ -1,0 +1,40 @@
+"""The product's promise as a check: a compressed model counts only if it gains and stays accurate.
+
+Every candidate is compared with the dense model of the same training, measured the same way
+(fp32 ONNX Runtime, the serving batch size, the same validation rows). It *gains* when it is
+``min_size_gain`` times smaller without being more than ``gain_tolerance`` slower, or
+``min_speedup`` times faster without being more than ``gain_tolerance`` larger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def gain_verdict(size_ratio: float, latency_ratio: float, *, min_size_gain: float, min_speedup: float,
+                 tolerance: float) -> dict[str, Any]:
+    """``{"passed": bool, "reason": str}`` for ratios compressed / dense (below 1 is better)."""
+    smaller = size_ratio <= 1 / min_size_gain
+    faster = latency_ratio <= 1 / min_speedup
+    if smaller and latency_ratio <= 1 + tolerance:
+        return {"passed": True, "reason": f"{1 / size_ratio:.2f}x smaller, p50 {latency_ratio:.2f}x"}
+    if faster and size_ratio <= 1 + tolerance:
+        return {"passed": True, "reason": f"{1 / latency_ratio:.2f}x faster, size {size_ratio:.2f}x"}
+    if smaller or faster:
+        return {"passed": False, "reason": f"no gain: size {size_ratio:.2f}x but p50 {latency_ratio:.2f}x of dense "
+                                           f"(the other may cost at most {tolerance:.0%} more)"}
+    return {"passed": False, "reason": f"no gain: size {size_ratio:.2f}x, p50 {latency_ratio:.2f}x of dense (needs "
+                                       f"<= {1 / min_size_gain:.2f}x size or <= {1 / min_speedup:.2f}x p50)"}
+
+
+def compression_ratios(dense: dict[str, Any], compressed: dict[str, Any], batch_size: int, cc) -> dict[str, Any]:
+    """What the candidate costs and buys against the dense reference; ``cc``: the compress section."""
+    def p50(r):
+        return r["latency"][f"batch_{batch_size}"]["p50_ms"]
+
+    size_ratio = compressed["file_bytes"] / dense["file_bytes"]
+    latency_ratio = p50(compressed) / p50(dense)
+    return {"accuracy_drop_pts": round((dense["accuracy"] - compressed["accuracy"]) * 100, 3),
+            "size_ratio": size_ratio, "latency_ratio": latency_ratio, "latency_batch_size": batch_size,
+            "gain": gain_verdict(size_ratio, latency_ratio, min_size_gain=cc.min_size_gain,
+                                 min_speedup=cc.min_speedup, tolerance=cc.gain_tolerance)}
