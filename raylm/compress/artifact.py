@@ -150,7 +150,8 @@ def refuse_external_data(model_file: Path) -> None:
         graph = onnx.load(str(model_file), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError and onnx's own types
         raise ArtifactError(f"{model_file}: corrupted ({str(err)[:200]})") from None
-    if any(uses_external_data(tensor) for tensor in _get_all_tensors(graph)):
+    sparse = [t for sp in graph.graph.sparse_initializer for t in (sp.values, sp.indices)]
+    if any(uses_external_data(tensor) for tensor in [*_get_all_tensors(graph), *sparse]):
         raise ArtifactError(f"{model_file}: names external tensor data; an artifact's graph must hold its own weights")
 
 

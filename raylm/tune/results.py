@@ -221,6 +221,8 @@ def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict
                      best: dict[str, Any] | None, mode: str) -> dict[str, Path]:
     """Copy the chosen trials' artifacts to ``<run_dir>/compress/`` (where ``raylm serve`` and the
     pipeline look): ``tune-best``, or ``pareto-1..n`` (front members, most accurate first)."""
+    from raylm.compress.artifact import read_meta, write_meta
+
     if mode == "none":
         return {}
     chosen = [("tune-best", best)] if mode == "best" else [
@@ -234,5 +236,6 @@ def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict
         with atomic_directory(run_dir / "compress" / name) as tmp:
             shutil.copytree(row["artifact"], tmp, dirs_exist_ok=True)
             (tmp / "tune_trial.json").write_text(json.dumps(row, indent=2, default=str))
+            write_meta(tmp, read_meta(tmp))  # list (and hash) the added record: loaders refuse unlisted files
         out[name] = run_dir / "compress" / name
     return out
