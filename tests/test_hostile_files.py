@@ -8,6 +8,7 @@ clear error type, with nothing executed and nothing read or written outside the 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_hostile_audio_is_refused_with_a_plain_reason(name):
     cfg = AudioDataConfig(sample_rate=SR)
     with pytest.raises(DecodeError, match=reason) as err:
         mfcc_frames(decode_audio(data, SR, clip_seconds=cfg.clip_seconds), cfg)
-    assert "0x" not in str(err.value)  # no heap addresses of the decoder's objects
+    assert not re.search(r"0x[0-9a-f]{6,}", str(err.value))  # no heap addresses of the decoder's objects
 
 
 def test_audio_is_cropped_to_the_clip_before_resampling():

@@ -301,8 +301,10 @@ class TierServer:
     @api.get("/models", response_model=ModelsResponse)
     async def models(self, request: Request) -> ModelsResponse:
         self._check_key(request)
+        # No server paths: the report's "artifact" is where the artifact was written.
         tiers = [TierInfo(tier=name, model_file=meta["model_file"], default=name == self._default,
-                          report=meta.get("report", {})) for name, meta in self._metas.items()]
+                          report={k: v for k, v in meta.get("report", {}).items() if k != "artifact"})
+                 for name, meta in self._metas.items()]
         return ModelsResponse(modality=self._modality, labels=self._labels, tiers=tiers)
 
     @api.get("/healthz")
