@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 GOAL_MB = 200
 KEY_ENV = "RAYLM_BENCH_SERVE_KEY"
+APP_PREFIX = "hostile-bench-"
 
 
 def log(*args) -> None:
@@ -55,6 +56,10 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
     for modality in ("image", "audio", "text"):
         cfg = tiny_config_in(workdir, roots, modality, f"train.name=hostile-{modality}", "compress.latency_runs=2",
                              "compress.latency_warmup=0", "compress.max_eval_samples=8")
+        done = sorted((cfg.run_dir / "compress").glob("*/artifact.json"))
+        if done:  # an earlier run of this benchmark in the same --workdir
+            artifacts[modality] = str(done[0].parent)
+            continue
         torch.manual_seed(0)
         model = build_model(cfg, 2).eval()
         labels = {"image": ["horizontal", "vertical"], "audio": ["high", "low"], "text": ["neg", "pos"]}[modality]
@@ -64,10 +69,17 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
 
 
 def replica_pids() -> dict[str, int]:
-    from ray.util.state import list_actors
+    """The replica processes of this benchmark's apps, by process title (``ray::ServeReplica:<app>:...``):
+    other Ray instances on the machine make Ray's state API ambiguous."""
+    import psutil
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.class_name.split(":")[1]: a.pid for a in actors if a.class_name.startswith("ServeReplica:")}
+    pids = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        for modality in ("image", "audio", "text"):
+            if title.startswith(f"ray::ServeReplica:{APP_PREFIX}{modality}:"):
+                pids[modality] = proc.info["pid"]
+    return pids
 
 
 class PeakSampler:
@@ -143,7 +155,8 @@ def main() -> None:
     pinned = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.3"]
     for modality, artifact in artifacts.items():
         extra = [f"serve.api_key_env={KEY_ENV}"] if modality == "audio" else []
-        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=modality, route_prefix=f"/{modality}")
+        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=f"{APP_PREFIX}{modality}",
+                  route_prefix=f"/{modality}")
     url = f"http://127.0.0.1:{port}"
     corpus = request_corpus(key)
     pids = replica_pids()
