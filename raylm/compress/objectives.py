@@ -14,11 +14,21 @@ def compress_and_measure(cfg: RaylmConfig, checkpoint: Path) -> dict[str, Any]:
     if cfg.model.backend == "keras":
         from raylm.compress.keras import compress_keras_checkpoint
 
-        result = compress_keras_checkpoint(cfg, checkpoint, latency_runs=cfg.compress.latency_runs)
-        row = result.report[-1]
+        from raylm.compress.gate import gain_verdict
+
+        cc = cfg.compress
+        result = compress_keras_checkpoint(cfg, checkpoint, latency_runs=cc.latency_runs)
+        row, dense = result.report[-1], result.report[0]  # the first row is the dense float TFLite model
+        gain = gain_verdict(row["size_ratio"], row["latency_ratio"], min_size_gain=cc.min_size_gain,
+                            min_speedup=cc.min_speedup, tolerance=cc.gain_tolerance)
         return {"accuracy": row["accuracy"], "size_mb": row["size_bytes"] / 1e6,
                 "latency_ms": row["latency_ms_batch1"]["p50"], "latency_batch_size": 1,
-                "artifact": str(result.artifact), "variant": row["variant"]}
+                "artifact": str(result.artifact), "variant": row["variant"],
+                "dense_accuracy": dense["accuracy"], "dense_size_mb": dense["size_bytes"] / 1e6,
+                "dense_latency_ms": dense["latency_ms_batch1"]["p50"],
+                "accuracy_drop_pts": round((dense["accuracy"] - row["accuracy"]) * 100, 3),
+                "size_ratio": row["size_ratio"], "latency_ratio": row["latency_ratio"],
+                "gain": gain["passed"] and row is not dense, "gain_reason": gain["reason"]}
     from raylm.compress import compress
 
     report = compress(cfg, checkpoint, verbose=False)

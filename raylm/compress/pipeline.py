@@ -206,7 +206,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
                     calib = collect(data.train, inputs, cc.quantize.calibration_samples)
                     calibration = [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
                 quantize_onnx(fp32, tmp / ONNX, cc.quantize.mode, calibration=calibration,
-                              per_channel=cc.quantize.per_channel, op_types=cc.quantize.op_types)
+                              per_channel=cc.quantize.per_channel, skip_op_types=cc.quantize.skip_op_types)
                 shutil.rmtree(fp32.parent)
             elif cc.sparse_storage:
                 parity["sparse_tensors"] = sparsify_onnx(fp32)

@@ -51,7 +51,7 @@ class _Calibration:
 
 def quantize_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], mode: str, *,
                   calibration: Iterable[dict[str, np.ndarray]] = (), per_channel: bool = True,
-                  op_types: list[str] | None = None) -> Path:
+                  skip_op_types: Iterable[str] = ()) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -61,8 +61,11 @@ def quantize_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         if mode == "dynamic":
+            from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+            op_types = [op for op in IntegerOpsRegistry if op not in set(skip_op_types)]
             quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=op_types or None)
+                             op_types_to_quantize=op_types)
         elif mode == "static":
             feeds = list(calibration)
             if not feeds:
