@@ -212,12 +212,14 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
 def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
     """Trials 1 and 3 share a config; trial 3 runs in the actor trial 2 used (same pid). A reused actor
     that kept any training state (Train's report handler, its last checkpoint, data iterators) would
-    resume, fail or train differently; a clean one gives exactly trial 1's model."""
+    resume, fail or train differently; a clean one gives trial 1's model. One batch per epoch (the
+    whole train split): Ray Data's block order, which varies from run to run, then changes only the
+    float summation order of the gradient, not the weights beyond rounding."""
     from safetensors.numpy import load_file
 
     from raylm.tune import sweep
 
-    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "data.materialize=true", "tune.scheduler=fifo",
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "train.batch_size=64", "data.materialize=true", "tune.scheduler=fifo",
                       "tune.space={train.lr: {grid: [0.01, 0.002, 0.01]}}", "tune.num_samples=1", "tune.export=none")
     result = sweep(cfg, verbose=False)
     assert [r["status"] for r in result.rows] == ["completed"] * 3, result.rows
@@ -235,4 +237,4 @@ def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
     weights = [load_file(str(Path(f["checkpoint"]) / "model.safetensors")) for f in (first, third)]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
-        np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=0, atol=1e-4, err_msg=name)
