@@ -94,11 +94,12 @@ def test_asha_rungs_sit_at_fractions_of_the_budget(tiny_config):
     from raylm.tune.sweep import grace_period
 
     space = "tune.space={train.lr: {choice: [0.01]}}"
-    # 8 epochs, factor 3: rungs at 8/3 and 8 (not at epoch 1, and not at 3 and 9 whatever the budget).
-    assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.reduction_factor=3")) == pytest.approx(8 / 3)
-    assert grace_period(tiny_config("image", space, "train.epochs=16", "tune.reduction_factor=2")) == 2
-    # A short budget still gets one rung, at budget / factor.
-    assert grace_period(tiny_config("image", space, "train.epochs=3", "tune.reduction_factor=2")) == 1.5
+    # 8 epochs + the measurement = 9 iterations, factor 3: rungs at 3 and 9 (not at epoch 1).
+    assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.reduction_factor=3")) == 3
+    # 17 iterations, factor 2: rungs at 2.125, 4.25, 8.5, 17; never at epoch 16, before the measurement.
+    assert grace_period(tiny_config("image", space, "train.epochs=16", "tune.reduction_factor=2")) == 2.125
+    # A short budget still gets a rung below the top: 3 epochs, factor 4 -> 1 (4 / 4).
+    assert grace_period(tiny_config("image", space, "train.epochs=3", "tune.reduction_factor=4")) == 1
     assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.grace_period=1")) == 1
 
 

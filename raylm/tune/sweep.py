@@ -140,15 +140,18 @@ def _tuner_parts(cfg: RaylmConfig):
 
 
 def grace_period(cfg: RaylmConfig) -> float:
-    """Epochs before ASHA may stop a trial. ``tune.grace_period`` if set; else the rungs sit at the
-    budget divided by powers of ``tune.reduction_factor`` (the top rung is the full budget), the
-    lowest at 2 epochs or more where the budget leaves room for a rung there (one epoch on a small
-    validation split is mostly noise), else at budget / reduction_factor."""
-    tc, epochs = cfg.tune, cfg.train.epochs
+    """Iterations before ASHA may stop a trial (one per epoch, then one for the compressed
+    measurement). ``tune.grace_period`` if set; else ASHA's rungs sit at the trial's budget of
+    ``epochs + 1`` iterations divided by powers of ``tune.reduction_factor``: the top rung is the
+    last report, so no trial is stopped after its last epoch and before its measurement, and the
+    lowest is at 2 epochs or more where the budget leaves room for a rung there (one epoch on a
+    small validation split is mostly noise), else at the budget / reduction_factor."""
+    tc = cfg.tune
     if tc.grace_period is not None:
         return tc.grace_period
-    lowest = min(2.0, epochs / tc.reduction_factor)
-    grace = float(epochs)
+    budget = cfg.train.epochs + 1
+    lowest = min(2.0, budget / tc.reduction_factor)
+    grace = float(budget)
     while grace / tc.reduction_factor >= lowest - 1e-9:
         grace /= tc.reduction_factor
     return grace
