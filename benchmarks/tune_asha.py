@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +138,10 @@ def main() -> None:
     # free port, so no other Ray instance on this machine asks ours (or ours theirs).
     ensure_ray(num_cpus=2, log_to_driver=False)  # a dashboard on a free port: ASHA needs the State API
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [_one_seed(args, tmp, seed) for seed in args.seeds]
+        runs = []
+        for seed in args.seeds:
+            runs.append(_one_seed(args, tmp, seed))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # progress; the result line is stdout's
         grace = grace_period(_config(args, "asha", tmp, args.seeds[0]))
 
     summary = {key: _spread(runs, key) for key in ("ratio_asha_over_fifo", "best_gap_points", "fifo_wall_s", "asha_wall_s",
