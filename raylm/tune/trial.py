@@ -131,19 +131,19 @@ class InProcessTrial(tune.Trainable):
 
     def _end_thread(self, timeout_s: float) -> bool:
         self._stopping = True
-        if self._paused:
-            self._paused = False
-            self._resume.release()
+        self._paused = False
+        self._resume.release()  # a thread waiting in a report (or reaching the next one) sees _stopping and ends
         self._thread.join(timeout=timeout_s)
         return not self._thread.is_alive()
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        # The thread waits inside a report when Tune stops or finishes a trial, so it ends at once;
-        # if it somehow does not, Tune starts a fresh actor instead.
+        # Tune reuses the actor after a trial finished or was stopped at a report, so the thread ends
+        # at once; if it somehow does not, Tune starts a fresh actor instead.
         if not self._end_thread(timeout_s=30):
             return False
         self._start(new_config)
         return True
 
     def cleanup(self) -> None:
-        self._end_thread(timeout_s=30)
+        # The actor is going away (sweep over, or Ctrl-C mid-epoch): no reason to wait for the epoch.
+        self._end_thread(timeout_s=5)
