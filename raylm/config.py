@@ -372,8 +372,11 @@ class TuneConfig(_Section):
                     "more than one: multi-objective, the result is a Pareto front")
     num_samples: int = Field(8, ge=1, description="trials (with grid dimensions: repeats of the grid)")
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster's CPUs/GPUs fit")
-    trial_cpus: float = Field(0.25, gt=0, description="CPUs for each trial's driver (its workers ask for their own)")
-    grace_period: int = Field(1, ge=1, description="asha: epochs every trial gets before it can be stopped")
+    trial_cpus: float = Field(0.25, gt=0, description="CPUs for each trial's driver (its workers ask for their own); "
+                                                      "a one-worker CPU trial trains in its actor and holds train.cpus_per_worker")
+    grace_period: int | None = Field(
+        None, ge=1, description="asha: epochs every trial gets before it can be stopped; None: rungs at "
+                                "(epochs + 1) / reduction_factor^k, the lowest at >= 2 epochs where the budget allows")
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     seed: int | None = Field(0, description="searcher seed (random and Optuna); None: not reproducible")
     export: Literal["best", "pareto", "none"] = Field(

@@ -41,7 +41,7 @@ def _front_is_non_dominated(rows, front, objectives):
 def _finished_trials(tune_dir: Path) -> set[str]:
     """Trials whose measured (final) result Tune's driver has logged: finished, as Tune sees it."""
     done = set()
-    for log in tune_dir.glob("run_trial_*/result.json"):
+    for log in tune_dir.glob("*/result.json"):
         for line in log.read_text().splitlines():
             try:
                 result = json.loads(line)
@@ -93,6 +93,19 @@ def test_cli_rejects_a_bad_space_before_ray_starts(tiny_config, tmp_path):
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
 
 
+def test_asha_rungs_sit_at_fractions_of_the_budget(tiny_config):
+    from raylm.tune.sweep import grace_period
+
+    space = "tune.space={train.lr: {choice: [0.01]}}"
+    # 8 epochs + the measurement = 9 iterations, factor 3: rungs at 3 and 9 (not at epoch 1).
+    assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.reduction_factor=3")) == 3
+    # 17 iterations, factor 2: rungs at 2.125, 4.25, 8.5, 17; never at epoch 16, before the measurement.
+    assert grace_period(tiny_config("image", space, "train.epochs=16", "tune.reduction_factor=2")) == 2.125
+    # A short budget still gets a rung below the top: 3 epochs, factor 4 -> 1 (4 / 4).
+    assert grace_period(tiny_config("image", space, "train.epochs=3", "tune.reduction_factor=4")) == 1
+    assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.grace_period=1")) == 1
+
+
 # ------------------------------------------------------------------ real sweeps
 
 
@@ -101,10 +114,12 @@ def test_concurrency_is_what_the_cluster_holds(ray_local, tiny_config):
     from raylm.tune.sweep import concurrency
 
     space = "tune.space={train.lr: {choice: [0.01]}}"
-    # 2 CPUs: one stays for Ray Data; a trial takes 0.25 + 1 x 0.5.
-    assert concurrency(tiny_config("image", space, "train.num_workers=1")) == 1
-    with pytest.raises(ConfigError, match="tune.max_concurrent_trials=3: each trial takes .* fit 1 at once"):
+    # 2 CPUs: one stays for Ray Data; a one-worker trial trains in its own actor and takes its 0.5.
+    assert concurrency(tiny_config("image", space, "train.num_workers=1")) == 2
+    with pytest.raises(ConfigError, match="tune.max_concurrent_trials=3: each trial takes .* fit 2 at once"):
         concurrency(tiny_config("image", space, "train.num_workers=1", "tune.max_concurrent_trials=3"))
+    # A Keras trial keeps Train's worker group: a 0.25-CPU driver + 1 x 0.5.
+    assert concurrency(tiny_config("image", space, "train.num_workers=1", "model.backend=keras")) == 1
     with pytest.raises(ConfigError, match="one trial needs 2.25 CPUs"):
         concurrency(tiny_config("image", space, "train.num_workers=2", "train.cpus_per_worker=1"))
     # GPU workers the autoscaler has not started yet: not counted against the sweep.
@@ -129,7 +144,7 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
 
     tune_dir = result.tune_dir
     assert {"trials.csv", "trials.json", "pareto.png"} <= {p.name for p in tune_dir.iterdir()}
-    assert list(tune_dir.glob("run_trial_*/events.out.tfevents.*")), "no TensorBoard logs"
+    assert list(tune_dir.glob("*/events.out.tfevents.*")), "no TensorBoard logs"
     assert len(json.loads((tune_dir / "trials.json").read_text())["trials"]) == 4
 
     exported = result.exported["tune-best"]
@@ -170,8 +185,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
 
     from raylm.tune import sweep
 
-    cfg = tiny_config("image", *_SWEEP, "train.epochs=1", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
-                      "tune.num_samples=1", "tune.export=none", "train.name=interrupted")
+    # Six short trials (one-worker trials take about a second here): some still unfinished when Ctrl-C lands.
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
+                      "tune.num_samples=2", "tune.export=none", "train.name=interrupted")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     trials = cfg.run_dir / "tune" / "trials"
@@ -191,11 +207,43 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
         if proc.poll() is None:
             proc.kill()
     finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(cfg.run_dir / "tune")}
-    assert 1 <= len(finished) < 3
+    assert 1 <= len(finished) < 6
 
     result = sweep(resume=cfg.run_dir, verbose=False)
-    assert [r["status"] for r in result.rows] == ["completed"] * 3, result.rows
+    assert [r["status"] for r in result.rows] == ["completed"] * 6, result.rows
     for trial_id, mtime in finished.items():  # kept, not trained again
         assert (trials / trial_id / "raylm_trial.json").stat().st_mtime_ns == mtime
-        assert len([p for p in (trials / trial_id / "train").glob("checkpoint_*") if p.is_dir()]) == 1
+        assert len([p for p in (trials / trial_id / "train").glob("checkpoint_*") if p.is_dir()]) == 2
     assert {r["params"]["train.lr"] for r in result.rows} == {0.01, 0.005, 0.002}
+
+
+@pytest.mark.integration
+def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
+    """Trials 1 and 3 share a config; trial 3 runs in the actor trial 2 used (same pid). A reused actor
+    that kept any training state (Train's report handler, its last checkpoint, data iterators) would
+    resume, fail or train differently; a clean one gives trial 1's model. One batch per epoch (the
+    whole train split): Ray Data's block order, which varies from run to run, then changes only the
+    float summation order of the gradient, not the weights beyond rounding."""
+    from safetensors.numpy import load_file
+
+    from raylm.tune import sweep
+
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "train.batch_size=64", "data.materialize=true", "tune.scheduler=fifo",
+                      "tune.space={train.lr: {grid: [0.01, 0.002, 0.01]}}", "tune.num_samples=1", "tune.export=none")
+    result = sweep(cfg, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 3, result.rows
+
+    finals = {}
+    for log in result.tune_dir.glob("*/result.json"):
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        finals[lines[-1]["trial_id"]] = lines[-1]
+    order = sorted(finals)  # trial ids count up in the order Tune started them
+    assert len({finals[t]["pid"] for t in order}) == 1, "the trials did not share one actor"
+    first, _, third = (finals[t] for t in order)
+    assert first["config"] == third["config"] == {"train.lr": 0.01}
+    assert first["epochs"] == third["epochs"] == 2
+    assert first["val_accuracy"] == third["val_accuracy"] and first["accuracy"] == third["accuracy"]
+    weights = [load_file(str(Path(f["checkpoint"]) / "model.safetensors")) for f in (first, third)]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=0, atol=1e-4, err_msg=name)

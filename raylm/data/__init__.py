@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from raylm.data.decoded import DecodedSplits, decode_key
 from raylm.data.files import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -80,7 +81,26 @@ def _keep_split(batch, *, key_column: str, fraction: float, validation: bool):
 
 
 def build_datasets(cfg: RaylmConfig) -> Datasets:
-    """Lazy Ray Data datasets for train and validation; nothing is read into the driver."""
+    """Lazy Ray Data datasets for train and validation; nothing is read into the driver.
+
+    Inside a sweep's trial the clean splits come from the sweep's one decode (``decoded.sharing``)."""
+    from raylm.data.augment import add_augment_stage
+    from raylm.data.decoded import shared_for
+
+    decoded = shared_for(cfg) or decode_splits(cfg)
+    text_source = None
+    if cfg.task.modality == "text":
+        from raylm.models.text import tokenizer_source
+
+        text_source = tokenizer_source(cfg)
+    # Augmentation: train split only, a batched stage right after decoding (fused into its tasks).
+    # It stays after materialize: the cached samples are the clean ones, each epoch draws anew.
+    train, augment_run_id = add_augment_stage(decoded.train, cfg, batch_size=_DECODE_BATCH, tokenizer_source=text_source)
+    return Datasets(train, decoded.validation, list(decoded.labels), decoded.source, decoded.fingerprint, augment_run_id)
+
+
+def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
+    """The clean train and validation splits, decoded (materialized with ``data.materialize``)."""
     import ray.data
 
     from raylm.data.audio import decode_audio_batch
@@ -152,10 +172,4 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     if cfg.data.materialize:
         # Blocks live in the object store across the cluster, not in the driver.
         prepared = {split: ds.materialize() for split, ds in prepared.items()}
-    # Augmentation: train split only, a batched stage right after decoding (fused into its tasks).
-    # It stays after materialize: the cached samples are the clean ones, each epoch draws anew.
-    from raylm.data.augment import add_augment_stage
-
-    train, augment_run_id = add_augment_stage(prepared["train"], cfg, batch_size=_DECODE_BATCH,
-                                              tokenizer_source=text_source if modality == "text" else None)
-    return Datasets(train, prepared["validation"], list(labels), source, fingerprint, augment_run_id)
+    return DecodedSplits(decode_key(cfg), prepared["train"], prepared["validation"], list(labels), source, fingerprint)

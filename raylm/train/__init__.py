@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from raylm.config import RaylmConfig
 
@@ -21,9 +21,21 @@ class TrainOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def trains_in_process(cfg: RaylmConfig) -> bool:
+    """One torch worker on CPU: Train V2's local mode in the calling process (``in_process.py``)
+    instead of a controller and a one-worker group. Several workers or a GPU keep the worker group."""
+    from raylm.runtime import resolve_use_gpu
+
+    return cfg.model.backend == "torch" and cfg.train.num_workers == 1 and not resolve_use_gpu(cfg.train.use_gpu, 1)
+
+
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
-                  extra_loop_config: dict[str, Any] | None = None):
-    """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials)."""
+                  extra_loop_config: dict[str, Any] | None = None, in_process: bool = False,
+                  on_report: Callable[[dict[str, Any]], None] | None = None):
+    """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
+
+    ``in_process`` (see :func:`trains_in_process`): an :class:`InProcessTrainer` instead, which
+    hands each epoch's metrics to ``on_report`` (e.g. a Tune trial's)."""
     import ray.train
 
     from raylm.data import build_datasets
@@ -46,6 +58,15 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     check_cpu_budget(tc.num_workers, tc.cpus_per_worker)
     quiet_data_progress()
     data = build_datasets(cfg)
+    # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
+    loop_config = {"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
+                   "augment_run_id": data.augment_run_id} | (extra_loop_config or {})
+    datasets = {"train": data.train, "validation": data.validation}
+    if in_process:
+        from raylm.train.in_process import InProcessTrainer
+
+        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, cfg.run_dir, tc.keep_checkpoints,
+                                on_report), data
     use_gpu = resolve_use_gpu(tc.use_gpu, tc.num_workers)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
@@ -60,13 +81,11 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     _check_resumable(cfg, data, run_config)
     trainer = DataParallelTrainer(
         train_loop_per_worker,
-        # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
-        train_loop_config={"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
-                           "augment_run_id": data.augment_run_id} | (extra_loop_config or {}),
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
                                                  placement_strategy=tc.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),
-        datasets={"train": data.train, "validation": data.validation},
+        datasets=datasets,
     )
     return trainer, data
 

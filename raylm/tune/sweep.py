@@ -48,12 +48,27 @@ def _optuna_search(metric: str | list[str], mode: str | list[str], seed: int | N
     return _ObjectivesAtTheEnd(metric=metric, mode=mode, seed=seed)
 
 
+def trial_resources(cfg: RaylmConfig) -> dict[str, float]:
+    """What a trial's own actor asks for: a trial that trains in its process (one CPU worker) holds
+    that worker's CPUs; otherwise it is a light driver (``tune.trial_cpus``) whose Train workers
+    ask for their own."""
+    from raylm.train import trains_in_process
+
+    return {"CPU": cfg.train.cpus_per_worker if trains_in_process(cfg) else cfg.tune.trial_cpus}
+
+
 def concurrency(cfg: RaylmConfig) -> int:
     """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold."""
     import ray
 
+    from raylm.train import trains_in_process
+
     tc, tr = cfg.tune, cfg.train
-    per_trial = tc.trial_cpus + tr.num_workers * tr.cpus_per_worker
+    if trains_in_process(cfg):
+        per_trial, needs = tr.cpus_per_worker, "train.cpus_per_worker (the trial trains in its own process)"
+    else:
+        per_trial = tc.trial_cpus + tr.num_workers * tr.cpus_per_worker
+        needs = "tune.trial_cpus + train.num_workers x train.cpus_per_worker"
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if tr.use_gpu is True and gpus < tr.num_workers:
@@ -68,13 +83,11 @@ def concurrency(cfg: RaylmConfig) -> int:
     if tc.max_concurrent_trials:
         if tc.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
-                f"tune.max_concurrent_trials={tc.max_concurrent_trials}: each trial takes tune.trial_cpus + "
-                f"train.num_workers x train.cpus_per_worker = {per_trial:g} CPUs and Ray Data needs 1 more; "
-                f"the cluster's {cpus:g} CPUs fit {max(fits, 0)} at once")
+                f"tune.max_concurrent_trials={tc.max_concurrent_trials}: each trial takes {needs} = "
+                f"{per_trial:g} CPUs and Ray Data needs 1 more; the cluster's {cpus:g} CPUs fit {max(fits, 0)} at once")
         return tc.max_concurrent_trials
     if fits < 1:
-        raise ConfigError(f"one trial needs {per_trial:g} CPUs (tune.trial_cpus + train.num_workers x "
-                          f"train.cpus_per_worker) plus 1 for Ray Data; the cluster has {cpus:g}")
+        raise ConfigError(f"one trial needs {per_trial:g} CPUs ({needs}) plus 1 for Ray Data; the cluster has {cpus:g}")
     return fits
 
 
@@ -113,21 +126,57 @@ def _tuner_parts(cfg: RaylmConfig):
         # One more iteration than epochs: a trial's last report is its compressed measurement,
         # which ASHA must not cut off at max_t.
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
-                                  max_t=cfg.train.epochs + 1, grace_period=tc.grace_period,
+                                  max_t=cfg.train.epochs + 1, grace_period=grace_period(cfg),
                                   reduction_factor=tc.reduction_factor)
     else:
         scheduler = FIFOScheduler()
+    # A trial that trains in its own actor leaves it clean (in_process.py; tests/test_tune.py
+    # proves it), so the next trial reuses it instead of starting a process and importing torch.
+    from raylm.train import trains_in_process
+
     return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tc.num_samples,
-                           max_concurrent_trials=limit if tc.search == "optuna" else None, time_budget_s=tc.time_budget_s)
+                           max_concurrent_trials=limit if tc.search == "optuna" else None, time_budget_s=tc.time_budget_s,
+                           reuse_actors=trains_in_process(cfg))
 
 
-def _trainable(base: dict[str, Any], tune_dir: Path, trial_cpus: float):
+def grace_period(cfg: RaylmConfig) -> float:
+    """Iterations before ASHA may stop a trial (one per epoch, then one for the compressed
+    measurement). ``tune.grace_period`` if set; else ASHA's rungs sit at the trial's budget of
+    ``epochs + 1`` iterations divided by powers of ``tune.reduction_factor``: the top rung is the
+    last report, so no trial is stopped after its last epoch and before its measurement, and the
+    lowest is at 2 epochs or more where the budget leaves room for a rung there (one epoch on a
+    small validation split is mostly noise), else at the budget / reduction_factor."""
+    tc = cfg.tune
+    if tc.grace_period is not None:
+        return tc.grace_period
+    budget = cfg.train.epochs + 1
+    lowest = min(2.0, budget / tc.reduction_factor)
+    grace = float(budget)
+    while grace / tc.reduction_factor >= lowest - 1e-9:
+        grace /= tc.reduction_factor
+    return grace
+
+
+def _trainable(cfg: RaylmConfig, tune_dir: Path):
     from ray import tune
 
-    from raylm.tune.trial import run_trial
+    from raylm.train import trains_in_process
+    from raylm.tune.trial import InProcessTrial, run_trial
 
-    trainable = tune.with_parameters(run_trial, base=base, trials_dir=str(tune_dir / "trials"))
-    return tune.with_resources(trainable, {"CPU": trial_cpus})
+    # tune.with_parameters puts the decoded splits in the object store once for all trials.
+    trainable = tune.with_parameters(InProcessTrial if trains_in_process(cfg) else run_trial, base=cfg.to_dict(),
+                                     trials_dir=str(tune_dir / "trials"), decoded=_decode_once(cfg))
+    return tune.with_resources(trainable, trial_resources(cfg))
+
+
+def _decode_once(cfg: RaylmConfig):
+    """The sweep's splits decoded (and materialized with ``data.materialize``) once, here, for every
+    trial; None when the space searches ``data.*``, so that each trial decodes its own."""
+    if any(path.startswith("data.") for path in cfg.tune.space):
+        return None
+    from raylm.data import decode_splits
+
+    return decode_splits(cfg)
 
 
 def load_sweep_config(tune_dir: Path) -> RaylmConfig:
@@ -173,11 +222,11 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     quiet_data_progress()
     _check_state_api(cfg)
     base = cfg.to_dict()
-    trainable = _trainable(base, tune_dir, cfg.tune.trial_cpus)
     if resume is not None:
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(cfg, tune_dir), resume_errored=True)
     else:
-        tune_config = _tuner_parts(cfg)  # checks concurrency before writing anything
+        tune_config = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
+        trainable = _trainable(cfg, tune_dir)
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
@@ -185,7 +234,9 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
             run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent),
-                                      callbacks=[TBXLoggerCallback()], verbose=1 if verbose else 0))
+                                      callbacks=[TBXLoggerCallback()], verbose=1 if verbose else 0,
+                                      # A trial keeps its own checkpoints (train/); Tune's would be a second copy.
+                                      checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     grid = tuner.fit()
 
     objectives = list(cfg.tune.objectives)

@@ -1,39 +1,63 @@
 """One trial: a Ray Train run for the sampled config, then its compression, measured.
 
-Ray 2.60 (Train V2) runs a trainer *inside* a Tune function trainable: the trial's own process
-is a light driver, the Train workers ask the cluster for their own resources, and
-``TuneReportCallback`` forwards each epoch's metrics so ASHA can stop the trial between epochs.
+Two ways to run it, the same result:
+
+- :class:`InProcessTrial`, for a trial that trains on one CPU worker: the trial's own actor trains,
+  under Ray Train V2's local mode (``raylm/train/in_process.py``), with no Train controller and no
+  worker group; Tune reuses the actor for the next trial. A class trainable, because inside a
+  function trainable's Tune session Ray Train's APIs (``get_context``, ``report``, ...) refuse to
+  run, local mode included.
+- :func:`run_trial`, for a trial asking for several workers or a GPU: Ray 2.60's Train V2 pattern,
+  the trial's process is a light driver, the Train workers ask the cluster for their own
+  resources, and ``TuneReportCallback`` forwards each epoch.
+
+Either way each epoch is one Tune iteration (ASHA can stop the trial between epochs) and the last
+one is the compressed measurement. Inside a sweep the trial starts from the sweep's decoded splits
+(``raylm/data/decoded.py``) instead of decoding the data again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+from ray import tune
+
+if TYPE_CHECKING:
+    from raylm.data.decoded import DecodedSplits
 
 TRIAL_RECORD = "raylm_trial.json"
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str) -> None:
-    """Tune function trainable. ``params``: ``{dotted path: value}``; ``base``: the sweep's config;
-    the trial writes ``<trials_dir>/<trial id>/{train,compress}/``."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, trial_id: str,
+                      decoded: DecodedSplits | None, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Train ``params`` over ``base``, compress the best checkpoint, measure it, record it; the final
+    result. ``on_epoch`` given: train in this process and hand it each epoch; else a Ray Train run
+    whose epochs reach the calling Tune function trial through ``TuneReportCallback``."""
     from raylm.compress.objectives import compress_and_measure
+    from raylm.data.decoded import sharing
     from raylm.train import build_trainer
     from raylm.tune.space import trial_config
 
-    # Not Tune's get_trial_dir(): that is a scratch directory on the node, not the run's storage.
-    trial_dir = Path(trials_dir) / tune.get_context().get_trial_id()
+    # Not Tune's trial directory: that is a scratch directory on the node, not the run's storage.
+    trial_dir = Path(trials_dir) / trial_id
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_dir.name)
-    trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]})
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
-    measured = compress_and_measure(cfg, Path(best.path))
+    with sharing(decoded):
+        if on_epoch is not None:
+            trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch)
+        else:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]})
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
+        measured = compress_and_measure(cfg, Path(best.path))
     final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
              "epochs": result.metrics.get("epoch"), **measured,
              "checkpoint": best.path, "compressed": True}
@@ -41,6 +65,85 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str) 
     tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
     tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
     os.replace(tmp, trial_dir / TRIAL_RECORD)
+    return final
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, decoded: DecodedSplits | None = None) -> None:
+    """Tune function trainable (trials on several workers or a GPU). ``params``: ``{dotted path: value}``;
+    ``base``: the sweep's config; the trial writes ``<trials_dir>/<trial id>/{train,compress}/``."""
+    final = train_and_measure(params, base=base, trials_dir=trials_dir, trial_id=tune.get_context().get_trial_id(),
+                              decoded=decoded, on_epoch=None)
     # done=True: Tune marks the trial finished as it processes this very result, so an interrupt
     # right after it cannot leave a measured trial "running" (and rerun on resume).
     tune.report(final | {"done": True})
+
+
+class _Stopped(Exception):
+    """Raised in the training thread when Tune ends the trial (ASHA's stop, actor reuse, shutdown)."""
+
+
+class InProcessTrial(tune.Trainable):
+    """Tune class trainable for trials on one CPU worker: the training runs on a thread of this actor
+    and waits at each epoch's report until Tune asks for the next step, so stopping between epochs
+    costs no extra epoch. ``reset_config`` ends the old thread and starts the next trial's."""
+
+    def setup(self, config: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
+              decoded: DecodedSplits | None = None) -> None:
+        self._sweep = {"base": base, "trials_dir": trials_dir, "decoded": decoded}
+        self._start(config)
+
+    def _start(self, params: dict[str, Any]) -> None:
+        self._results: queue.Queue = queue.Queue()
+        self._resume = threading.Semaphore(0)
+        self._paused = self._stopping = False
+        self._thread = threading.Thread(target=self._train, args=(dict(params), self.trial_id), daemon=True,
+                                        name=f"raylm-trial-{self.trial_id}")
+        self._thread.start()
+
+    def _train(self, params: dict[str, Any], trial_id: str) -> None:
+        try:
+            self._results.put(("final", train_and_measure(params, trial_id=trial_id, on_epoch=self._hand_over,
+                                                          **self._sweep)))
+        except _Stopped:
+            pass
+        except BaseException as err:  # noqa: BLE001 - step() re-raises it: Tune records the trial's error
+            self._results.put(("error", err))
+
+    def _hand_over(self, metrics: dict[str, Any]) -> None:
+        self._results.put(("epoch", metrics))
+        self._resume.acquire()
+        if self._stopping:
+            raise _Stopped
+
+    def step(self) -> dict[str, Any]:
+        if self._paused:
+            self._paused = False
+            self._resume.release()
+        kind, payload = self._results.get()
+        if kind == "error":
+            raise payload
+        if kind == "final":
+            # done=True: Tune marks the trial finished as it processes this very result, so an interrupt
+            # right after it cannot leave a measured trial "running" (and rerun on resume).
+            return payload | {"done": True}
+        self._paused = True
+        return payload
+
+    def _end_thread(self, timeout_s: float) -> bool:
+        self._stopping = True
+        self._paused = False
+        self._resume.release()  # a thread waiting in a report (or reaching the next one) sees _stopping and ends
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        # Tune reuses the actor after a trial finished or was stopped at a report, so the thread ends
+        # at once; if it somehow does not, Tune starts a fresh actor instead.
+        if not self._end_thread(timeout_s=30):
+            return False
+        self._start(new_config)
+        return True
+
+    def cleanup(self) -> None:
+        # The actor is going away (sweep over, or Ctrl-C mid-epoch): no reason to wait for the epoch.
+        self._end_thread(timeout_s=5)
