@@ -13,7 +13,10 @@ def decode_audio(data: bytes, sample_rate: int) -> np.ndarray:
     try:
         audio, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad input
-        raise ValueError(f"not a decodable audio file: {err}") from None
+        # Its message starts "Error opening <_io.BytesIO object at 0x...>: "; keep only the reason.
+        raise ValueError(f"not a decodable audio file: {str(err).rpartition(': ')[2]}") from None
+    if audio.size == 0 or not np.isfinite(audio).all():
+        raise ValueError("no finite audio samples")  # a 0-sample file is refused in training as in serving
     audio = audio.mean(axis=1)
     if sr != sample_rate:
         import librosa
