@@ -246,7 +246,7 @@ def _plan(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
     return plan
 
 
-def _dataset(entry: dict[str, Any], cfg: RaylmConfig):
+def _dataset(entry: dict[str, Any], cfg: RaylmConfig, stop_at_first: bool):
     import ray.data
 
     modality, labels = cfg.task.modality, cfg.task.labels
@@ -258,7 +258,7 @@ def _dataset(entry: dict[str, Any], cfg: RaylmConfig):
     return ray.data.from_items([{"path": f} for f in entry["files"]]).map_batches(
         check_table_batch, batch_size=1, batch_format="numpy",
         fn_kwargs=common | {"fmt": entry["format"], "value_column": entry["value_column"],
-                            "label_column": cfg.data.label_column, "stop_at_first": cfg.data.on_bad_input == "fail"})
+                            "label_column": cfg.data.label_column, "stop_at_first": stop_at_first})
 
 
 def _cache_key(cfg: RaylmConfig, plan: list[dict[str, Any]]) -> str:
@@ -276,20 +276,19 @@ def _first_bad_message(bad: dict[str, Any]) -> str:
             "data.on_bad_input=skip leaves bad ones out and lists them in <run>/data_report.json)")
 
 
-def _run_pass(cfg: RaylmConfig, plan: list[dict[str, Any]]) -> dict[str, Any]:
-    fail = cfg.data.on_bad_input == "fail"
+def _run_pass(cfg: RaylmConfig, plan: list[dict[str, Any]], stop_at_first: bool) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     bad: list[dict[str, Any]] = []
     for entry in plan:
         counts: Counter = Counter()
         checked = 0
-        for row in _dataset(entry, cfg).iter_rows():
+        for row in _dataset(entry, cfg, stop_at_first).iter_rows():
             summary = json.loads(row["summary"])
             checked += summary["checked"]
             counts.update(summary["counts"])
             for item in summary["bad"]:
                 bad.append(item | {"split": entry["split"]})
-                if fail:
+                if stop_at_first:
                     raise DataError(_first_bad_message(item))
         splits[entry["split"]] = {"path": entry["root"], "format": entry["format"], "checked": checked,
                                   "accepted": sum(counts.values()), "classes": dict(sorted(counts.items()))}
@@ -322,7 +321,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | None) -> dict[str, Any]:
+def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | None,
+               enforce_policy: bool = True) -> dict[str, Any]:
     """Check ``source`` (and ``data.validation_path``) once; reuse the outcome while the files and
     acceptance settings are unchanged (Tune trials over the same data do not repeat it). Writes
     ``<report_dir>/data_report.json``, prints a one-line count, and raises DataError when the data
@@ -333,14 +333,16 @@ def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | No
         report = json.loads(cached.read_text(encoding="utf-8"))
         report |= {"on_bad_input": cfg.data.on_bad_input, "max_bad_fraction": cfg.data.max_bad_fraction}
     else:
-        report = _run_pass(cfg, plan)
+        # fail: stop at the first bad sample; the check alone (enforce_policy=False) lists them all.
+        report = _run_pass(cfg, plan, stop_at_first=enforce_policy and cfg.data.on_bad_input == "fail")
         _write_json(cached, report)
     report["files"] = {e["split"]: e["files"] for e in plan}  # kept in memory only: the accepted files are read
     where = report_dir / REPORT if report_dir is not None else None
     if where is not None:
         _write_json(where, {k: v for k, v in report.items() if k != "files"})
     print(format_summary(report, where), file=sys.stderr, flush=True)
-    enforce(report, cfg, where)
+    if enforce_policy:
+        enforce(report, cfg, where)
     return report
 
 
