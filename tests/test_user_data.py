@@ -145,6 +145,11 @@ def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp
     assert not (tmp_path / "runs").exists()  # nothing trained, no run directory
     assert main(args + ["data.on_bad_input=fail"]) == 1
     assert "training would refuse this data" in capsys.readouterr().err
+    # Training stops in the check, before any trainer starts: one line naming the file, no traceback.
+    train = ["train", *args[2:], "data.on_bad_input=fail", "train.cpus_per_worker=0.5"]
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert "raylm: " in err and any(f in err for f in messy[name].bad) and "Traceback" not in err
 
 
 @pytest.mark.integration

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from raylm.config import ConfigError
 from raylm.data.files import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, label_of_file, scan_class_folder
 
 if TYPE_CHECKING:
@@ -33,8 +34,9 @@ _TABLE_CHUNK = 256
 _TABLE_SUFFIXES = {"csv": (".csv",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
 
 
-class DataError(ValueError):
-    """Data raylm refuses; the message names the file (and row) and the key to change."""
+class DataError(ConfigError):
+    """Data raylm refuses; the message names the file (and row) and the key to change. A ConfigError,
+    so the CLI prints it as one line (``raylm: ...``, exit 2) instead of a traceback."""
 
 
 def label_text(value: Any) -> str:
@@ -224,7 +226,16 @@ def _settings(cfg: RaylmConfig) -> Any:
 
 
 def _plan(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
-    """Per split source: its files, what the layout rule ignores, and the Ray Data pass over it."""
+    try:
+        return _plan_splits(cfg, source, fmt)
+    except DataError:
+        raise
+    except ValueError as err:  # the layout rule or an unknown format, already naming the key
+        raise DataError(str(err)) from None
+
+
+def _plan_splits(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
+    """Per split source: its files and what the layout rule ignores."""
     modality = cfg.task.modality
     roots = {"train": source} | ({"validation": cfg.data.validation_path} if cfg.data.validation_path else {})
     plan = []
