@@ -124,7 +124,8 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     frac = cfg.data.validation_fraction
     if fmt == "folder" and modality == "text":
         raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
-    report = None if is_demo else check_data(cfg, source, fmt, report_dir=cfg.run_dir)
+    # Remote sources (s3://, gs://) are read by Ray Data alone: the check lists local files.
+    report = None if is_demo or "://" in source else check_data(cfg, source, fmt, report_dir=cfg.run_dir)
     if report is not None:
         labels = labels or _natural_sorted(report["classes"])
         fingerprint = fingerprint_files(sum(report["files"].values(), []))
@@ -165,10 +166,13 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
                                          fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
                 for split in ("train", "validation")
             }
-        if labels is None:  # a demo table: its label column's values
-            labels = _natural_sorted(tables["train"].unique(cfg.data.label_column))
+        if labels is None:  # an unchecked table: its label column's non-empty values
+            from raylm.data.check import label_text
+
+            values = tables["train"].unique(cfg.data.label_column)
             if cfg.data.validation_path is None:
-                labels = _natural_sorted(set(labels) | set(map(str, tables["validation"].unique(cfg.data.label_column))))
+                values += tables["validation"].unique(cfg.data.label_column)
+            labels = _natural_sorted({label_text(v) for v in values} - {""})
         if report is None:
             fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))
         label_column = cfg.data.label_column

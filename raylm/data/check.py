@@ -250,7 +250,8 @@ def _plan_splits(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]
         else:
             files = table_files(root, split_fmt)
             value_column = cfg.data.text.text_column if modality == "text" else getattr(cfg.data, f"{modality}_column")
-            _require_columns(files[0], split_fmt, {value_column_key(modality): value_column,
+            for file in files:  # every file: Ray Data would stop at one without the column
+                _require_columns(file, split_fmt, {value_column_key(modality): value_column,
                                                    "data.label_column": cfg.data.label_column})
             plan.append({"split": split, "root": root, "format": split_fmt, "files": files, "ignored": [],
                          "value_column": value_column})
