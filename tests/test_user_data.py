@@ -12,7 +12,7 @@ import pytest
 from fixtures.messy import messy_audio, messy_image_parquet, messy_images, messy_text_csv, messy_text_jsonl
 from raylm.config import load_config
 from raylm.data.check import DataError, check_data, label_text
-from raylm.data.files import IMAGE_EXTENSIONS, detect_format, scan_class_folder
+from raylm.data.files import IMAGE_EXTENSIONS, detect_format, label_of_file, scan_class_folder
 
 # (modality, generator, file name, overrides naming the user's own columns)
 MESSY = {
@@ -54,6 +54,12 @@ def test_layout_rule_includes_nested_folders_and_lists_what_it_ignores(tmp_path)
     assert any("batch2/scans" in f for f in folder.files)
     assert sorted(item["file"] for item in folder.ignored) == sorted(data.ignored)
     assert not any(".DS_Store" in f for f in folder.files + [i["file"] for i in folder.ignored])
+
+
+def test_a_files_class_is_its_top_level_folder():
+    assert label_of_file("/data/cats/2024/june/a.jpg", "/data") == "cats"
+    assert label_of_file("/data/cats/a.jpg", "/data/") == "cats"
+    assert label_of_file("/mnt/link/dogs/b.jpg", "/data") == "dogs"  # spelled differently: its own folder
 
 
 def test_blank_and_missing_labels_are_never_a_class():

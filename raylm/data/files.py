@@ -71,7 +71,10 @@ def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str]
 
 def label_of_file(path: str, root: str) -> str:
     """The class of a file: its top-level folder under ``root``, however deep the file is."""
-    return Path(os.path.relpath(path, root)).parts[0]
+    relative = Path(os.path.relpath(path, root))
+    if relative.parts[0] == "..":  # a path spelled differently from root (a symlink): its folder
+        return Path(path).parent.name
+    return relative.parts[0]
 
 
 def split_files(files: list[str], root: str, fraction: float) -> tuple[list[str], list[str]]:
