@@ -140,6 +140,33 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """The data check training runs first, alone: prints the report; exit 1 when the data is refused."""
+    cfg = load_config(args.config, args.overrides)
+    from raylm.data import resolve_source
+    from raylm.data.check import DataError, check_data, enforce
+    from raylm.data.files import detect_format
+    from raylm.runtime import ensure_ray, quiet_data_progress
+
+    source, is_demo = resolve_source(cfg)
+    if is_demo:
+        raise ConfigError("data.path: the data check is for your own data; set data.path=<folder or table>")
+    ensure_ray()
+    quiet_data_progress()
+    try:
+        report = check_data(cfg, source, detect_format(source, cfg.data.format), report_dir=None, enforce_policy=False)
+    except DataError as err:  # a layout or column error: nothing could be checked
+        print(f"raylm: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=2, ensure_ascii=False))
+    try:
+        enforce(report, cfg, None)
+    except DataError as err:
+        print(f"raylm: training would refuse this data: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -185,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--samples", type=int, default=8, help="training samples (columns)")
     preview.add_argument("--epochs", type=int, default=3, help="augmented views (rows), one per epoch")
     preview.set_defaults(run=cmd_augment_preview)
+    data = verbs.add_parser("data", help="look at your own data before training")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True)
+    check = data_verbs.add_parser("check", help="decode every file or row once and print the data report (no training)")
+    _add_config_args(check)
+    check.set_defaults(run=cmd_data_check)
     return parser
 
 

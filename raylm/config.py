@@ -11,6 +11,7 @@ import copy
 import datetime as _dt
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,6 +116,13 @@ class DataConfig(_Section):
     validation_path: str | None = Field(None, description="separate validation data; else a split")
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     label_column: str = "label"
+    image_column: str = Field("image", description="table column holding encoded image bytes (parquet)")
+    audio_column: str = Field("audio", description="table column holding encoded audio bytes (parquet)")
+    on_bad_input: Literal["skip", "fail"] = Field(
+        "skip", description="a file or row that does not decode (or has an empty text/label): skip it and list it "
+        "in <run>/data_report.json, or stop at the first one")
+    max_bad_fraction: float = Field(
+        0.1, ge=0, le=1, description="skip: refuse the data when more than this fraction of it is bad")
     samples_per_class: int = Field(0, ge=0, description="demo datasets only; 0 = the dataset's default")
     cache_dir: str = Field("~/.cache/raylm", description="where demo datasets are generated")
     materialize: bool = Field(
@@ -137,8 +145,10 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
+        # Every example config names a demo set; a data.path given on top of one is the user's own
+        # data, so it wins (the CLI prints a notice) instead of asking for data.name=null.
         if self.name is not None and self.path is not None:
-            raise ValueError("set either data.name (a demo dataset) or data.path, not both")
+            object.__setattr__(self, "name", None)
         return self
 
 
@@ -520,4 +530,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config: {p} must hold a mapping of sections")
         tree = loaded
-    return validate_config(merge(tree, parse_overrides(overrides or [])))
+    tree = merge(tree, parse_overrides(overrides or []))
+    data = tree.get("data")
+    if isinstance(data, dict) and data.get("name") is not None and data.get("path") is not None:
+        print(f"raylm: data.path={data['path']} replaces the demo dataset data.name={data['name']}", file=sys.stderr)
+    return validate_config(tree)

@@ -62,6 +62,7 @@ def test_missing_section_and_bad_files(tmp_path):
         load_config(CONFIGS / "image.yaml", ["train.lr"])
 
 
-def test_both_data_sources_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="data"):
-        load_config(CONFIGS / "image.yaml", [f"data.path={tmp_path}"])  # the YAML also sets data.name
+def test_data_path_replaces_the_configs_demo_set(tmp_path, capsys):
+    cfg = load_config(CONFIGS / "image.yaml", [f"data.path={tmp_path}"])  # the YAML also sets data.name
+    assert cfg.data.path == str(tmp_path.resolve()) and cfg.data.name is None
+    assert "replaces the demo dataset data.name=" in capsys.readouterr().err

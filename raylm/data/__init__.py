@@ -7,11 +7,14 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from raylm.data.decoded import DecodedSplits, decode_key
 from raylm.data.files import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
     detect_format,
+    label_of_file,
     list_class_folder,
     split_files,
     validation_mask,
@@ -68,7 +71,10 @@ def _read_table(path: str, fmt: str) -> ray.data.Dataset:
     if fmt == "parquet":
         return ray.data.read_parquet(path)
     if fmt == "csv":
-        return ray.data.read_csv(path)
+        from raylm.data.check import csv_parse_options
+
+        # Malformed lines are skipped here; the check has listed them in data_report.json.
+        return ray.data.read_csv(path, parse_options=csv_parse_options())
     if fmt == "jsonl":
         return ray.data.read_json(path, lines=True)
     raise ValueError(f"data.format: {fmt} is not a table format")
@@ -78,6 +84,30 @@ def _keep_split(batch, *, key_column: str, fraction: float, validation: bool):
     mask = validation_mask(batch[key_column], fraction)
     keep = mask if validation else ~mask
     return {k: v[keep] for k, v in batch.items()}
+
+
+def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[str, int], bytes_column: str,
+                    label_column: str | None = None, root: str | None = None, limits=None) -> dict[str, np.ndarray]:
+    """Ray Data UDF: encoded bytes -> model inputs and label ids, leaving out what the check refused
+    (same rule, ``decode_sample``); a class folder's label is its top-level folder under ``root``."""
+    from raylm.data.check import decode_sample, label_text
+
+    raw = batch[label_column] if label_column else [label_of_file(p, root) for p in batch["path"]]
+    inputs, labels = [], []
+    for data, raw_label in zip(batch[bytes_column], raw):
+        label = label_text(raw_label)
+        if label not in label_index:
+            continue
+        try:
+            inputs.append(decode_sample(modality, data, settings, limits))
+        except Exception:  # listed in data_report.json by the check (skip mode)
+            continue
+        labels.append(label_index[label])
+    key = MODEL_INPUTS[modality][0]
+    if not inputs:
+        shape = (settings.size, settings.size, 3) if modality == "image" else (settings.frames, settings.n_mfcc)
+        return {key: np.zeros((0, *shape), np.float32), "label": np.zeros(0, np.int64)}
+    return {key: np.stack(inputs), "label": np.asarray(labels, np.int64)}
 
 
 def build_datasets(cfg: RaylmConfig) -> Datasets:
@@ -100,11 +130,11 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
 
 
 def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
-    """The clean train and validation splits, decoded (materialized with ``data.materialize``)."""
+    """The clean train and validation splits, decoded (materialized with ``data.materialize``). A
+    user's data (``data.path``) is checked once first (raylm.data.check); demo sets are generated clean."""
     import ray.data
 
-    from raylm.data.audio import decode_audio_batch
-    from raylm.data.images import decode_image_batch
+    from raylm.data.check import check_data
     from raylm.data.text import tokenize_batch
 
     modality = cfg.task.modality
@@ -112,19 +142,30 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
     fmt = detect_format(source, cfg.data.format if not is_demo else "auto")
     labels = cfg.task.labels
     frac = cfg.data.validation_fraction
+    if fmt == "folder" and modality == "text":
+        raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
+    # Remote sources (s3://, gs://) are read by Ray Data alone: the check lists local files.
+    report = None if is_demo or "://" in source else check_data(cfg, source, fmt, report_dir=cfg.run_dir)
+    if report is not None:
+        labels = labels or _natural_sorted(report["classes"])
+        fingerprint = fingerprint_files(sum(report["files"].values(), []))
+    settings = cfg.data.image if modality == "image" else cfg.data.audio
 
     if fmt == "folder":
         extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
-        if modality == "text":
-            raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
-        found, files = list_class_folder(source, extensions)
-        labels = labels or found
-        if cfg.data.validation_path:
-            _, val_files = list_class_folder(cfg.data.validation_path, extensions)
-            train_files = files
+        if report is None:
+            found, files = list_class_folder(source, extensions)
+            labels = labels or found
+            fingerprint = fingerprint_files(files)
+            val_files = list_class_folder(cfg.data.validation_path, extensions)[1] if cfg.data.validation_path else []
         else:
-            train_files, val_files = split_files(files, source, frac)
-        fingerprint = fingerprint_files(files)
+            refused = {b["file"] for b in report["bad"]}
+            files = [f for f in report["files"]["train"] if f not in refused]
+            val_files = [f for f in report["files"].get("validation", []) if f not in refused]
+        if cfg.data.validation_path:
+            train_files, roots = files, {"train": source, "validation": cfg.data.validation_path}
+        else:
+            (train_files, val_files), roots = split_files(files, source, frac), {"train": source, "validation": source}
         # Paths must be readable from every node (a shared or object-store path on a real
         # cluster; docs/cluster.md), including data.cache_dir for the demo sets.
         tables = {
@@ -133,40 +174,44 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         }
         label_column = None
     else:
+        roots = {}
         tables = {"train": _read_table(source, fmt)}
         if cfg.data.validation_path:
             tables["validation"] = _read_table(cfg.data.validation_path, detect_format(cfg.data.validation_path, "auto"))
         else:
-            key = cfg.data.text.text_column if modality == "text" else "image" if modality == "image" else "audio"
+            key = cfg.data.text.text_column if modality == "text" else getattr(cfg.data, f"{modality}_column")
             whole = tables["train"]
             tables = {
                 split: whole.map_batches(_keep_split, batch_format="numpy",
                                          fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
                 for split in ("train", "validation")
             }
-        if labels is None:
-            labels = _natural_sorted(tables["train"].unique(cfg.data.label_column))
+        if labels is None:  # an unchecked table: its label column's non-empty values
+            from raylm.data.check import label_text
+
+            values = tables["train"].unique(cfg.data.label_column)
             if cfg.data.validation_path is None:
-                labels = _natural_sorted(set(labels) | set(map(str, tables["validation"].unique(cfg.data.label_column))))
-        fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))
+                values += tables["validation"].unique(cfg.data.label_column)
+            labels = _natural_sorted({label_text(v) for v in values} - {""})
+        if report is None:
+            fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))
         label_column = cfg.data.label_column
 
     label_index = {label: i for i, label in enumerate(labels)}
-    if modality == "image":
-        fn, kwargs = decode_image_batch, {"size": cfg.data.image.size, "label_column": label_column, "limits": cfg.data.limits,
-                                          "bytes_column": "bytes" if label_column is None else "image"}
-    elif modality == "audio":
-        fn, kwargs = decode_audio_batch, {"audio_cfg": cfg.data.audio, "label_column": label_column, "limits": cfg.data.limits,
-                                          "bytes_column": "bytes" if label_column is None else "audio"}
-    else:
+    if modality == "text":
         from raylm.models.text import tokenizer_source
 
         text_source = tokenizer_source(cfg)
         fn, kwargs = tokenize_batch, {"tokenizer_source": text_source, "max_length": cfg.data.text.max_length,
                                       "text_column": cfg.data.text.text_column, "label_column": label_column}
+    else:
+        fn, kwargs = decode_accepted, {"modality": modality, "settings": settings, "label_column": label_column,
+                                       "limits": cfg.data.limits,
+                                       "bytes_column": "bytes" if label_column is None else getattr(cfg.data, f"{modality}_column")}
     kwargs["label_index"] = label_index
     prepared = {
-        split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy", fn_kwargs=kwargs)
+        split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy",
+                                 fn_kwargs=kwargs | ({"root": roots[split]} if roots else {}))
         for split, table in tables.items()
     }
     if cfg.data.materialize:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 def in_validation(key: str | bytes, fraction: float) -> bool:
     """Stable split by content key: the same sample lands in the same split on every run and
     node, so later stages (compression, tuning) evaluate on exactly the data training held out."""
-    data = key.encode() if isinstance(key, str) else key
+    data = key.encode() if isinstance(key, str) else bytes(key or b"")  # a missing value is a bad row, dropped later
     return (zlib.crc32(data) % 10_000) < fraction * 10_000
 
 
@@ -23,21 +24,57 @@ def validation_mask(keys, fraction: float) -> np.ndarray:
     return np.fromiter((in_validation(k, fraction) for k in keys), dtype=bool, count=len(keys))
 
 
-def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """``root/<label>/<file>`` -> (sorted labels, sorted file paths). Only names are listed here;
-    the bytes are read by Ray Data on its workers."""
+@dataclass
+class ClassFolder:
+    """What a class folder holds: the files raylm reads and the ones it leaves out (and why)."""
+
+    labels: list[str]
+    files: list[str]
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+
+def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
+    """The layout rule: ``root/<label>/**/<file>``. Every file with a matching extension below a
+    class folder, in sub-folders too, belongs to that top-level class; hidden names (``.*``) are
+    skipped; files directly in ``root`` or with another extension are listed as ignored. Only names
+    are listed here; the bytes are read by Ray Data on its workers."""
     base = Path(root)
-    labels = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [
-        str(base / label / name)
-        for label in labels
-        for name in sorted(os.listdir(base / label))
-        if name.lower().endswith(extensions)
-    ]
-    if len(labels) < 2 or not files:
+    files: list[str] = []
+    ignored: list[dict[str, str]] = []
+    for name in sorted(os.listdir(base)):
+        entry = base / name
+        if name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored.append({"file": str(entry), "reason": "not inside a class folder"})
+            continue
+        for folder, dirs, names in os.walk(entry):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for file in sorted(n for n in names if not n.startswith(".")):
+                path = os.path.join(folder, file)
+                if file.lower().endswith(extensions):
+                    files.append(path)
+                else:
+                    ignored.append({"file": path, "reason": f"not a {'/'.join(extensions)} file"})
+    labels = sorted({label_of_file(p, root) for p in files})
+    if len(labels) < 2:
         raise ValueError(f"data.path: {root} must hold at least 2 class folders of "
-                         f"{'/'.join(extensions)} files (found {len(labels)} folders, {len(files)} files)")
-    return labels, files
+                         f"{'/'.join(extensions)} files (found {len(labels)} with such files, {len(files)} files)")
+    return ClassFolder(labels, files, ignored)
+
+
+def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(sorted labels, sorted file paths) under the layout rule of ``scan_class_folder``."""
+    folder = scan_class_folder(root, extensions)
+    return folder.labels, folder.files
+
+
+def label_of_file(path: str, root: str) -> str:
+    """The class of a file: its top-level folder under ``root``, however deep the file is."""
+    relative = Path(os.path.relpath(path, root))
+    if relative.parts[0] == "..":  # a path spelled differently from root (a symlink): its folder
+        return Path(path).parent.name
+    return relative.parts[0]
 
 
 def split_files(files: list[str], root: str, fraction: float) -> tuple[list[str], list[str]]:

@@ -7,10 +7,19 @@ import numpy as np
 
 def tokenize_batch(batch: dict, *, tokenizer_source: str, max_length: int, label_index: dict[str, int],
                    text_column: str, label_column: str) -> dict[str, np.ndarray]:
-    from raylm.data.images import encode_labels
+    """Ray Data UDF: rows -> token ids and label ids. Rows the data check refuses (empty text or
+    label, a label outside task.labels) are left out here too: a blank row is never a class."""
+    from raylm.data.check import label_text, text_problem
 
-    encoded = tokenize(list(map(str, batch[text_column])), tokenizer_source, max_length)
-    encoded["label"] = encode_labels(batch[label_column], label_index)
+    texts, labels = [], []
+    for text, raw_label in zip(batch[text_column], batch[label_column]):
+        label = label_text(raw_label)
+        if text_problem(text, label) is None and label in label_index:
+            texts.append(str(text))
+            labels.append(label_index[label])
+    encoded = tokenize(texts, tokenizer_source, max_length) if texts else {
+        "input_ids": np.zeros((0, max_length), np.int64), "attention_mask": np.zeros((0, max_length), np.int64)}
+    encoded["label"] = np.asarray(labels, np.int64)
     return encoded
 
 

@@ -4,7 +4,8 @@ Layout::
 
     raylm.json           format, resolved config, labels, epoch, metrics, data fingerprint
     model.safetensors    the unwrapped model's state dict
-    optimizer.pt         optimizer state (tensors and plain values; loaded with weights_only=True)
+    optimizer.pt         optimizer state (tensors and plain values; loaded with weights_only=True);
+                         only in a run's latest checkpoint (drop_stale_optimizer_states)
     hf_config/           text models: the HF architecture config, so no hub is needed to rebuild
     tokenizer/           text models: the tokenizer the data was encoded with
 
@@ -73,6 +74,40 @@ def write_checkpoint(
         load_tokenizer(tokenizer_source(cfg)).save_pretrained(out / "tokenizer")
     write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
     return out
+
+
+def drop_stale_optimizer_states(latest: Any, epoch: int, names: tuple[str, ...] = (OPTIMIZER, "optimizer.npz")) -> int:
+    """Keep the optimizer state only in the latest checkpoint of a run, where resuming needs it.
+
+    ``latest`` is ``ray.train.get_checkpoint()`` after this epoch's report (a checkpoint of this run,
+    in the run's storage); from its sibling checkpoints of earlier epochs the optimizer files are
+    removed. AdamW's state is twice the weights, so the best checkpoint kept beside the latest one
+    no longer triples its size. Returns how many files were removed."""
+    if latest is None:
+        return 0
+    import posixpath
+
+    import pyarrow.fs
+
+    fs, parent = latest.filesystem, posixpath.dirname(latest.path.rstrip("/"))
+    removed = 0
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True)):
+        if info.type != pyarrow.fs.FileType.Directory:
+            continue
+        try:
+            with fs.open_input_stream(posixpath.join(info.path, META)) as f:
+                saved_epoch = int(json.loads(f.read()).get("epoch", epoch))
+        except (OSError, ValueError):  # not a checkpoint, or one Ray is deleting right now
+            continue
+        if saved_epoch >= epoch:
+            continue
+        for name in names:
+            try:
+                fs.delete_file(posixpath.join(info.path, name))
+                removed += 1
+            except (FileNotFoundError, OSError):
+                pass
+    return removed
 
 
 def write_meta(directory: Path, cfg: RaylmConfig, labels: list[str], *, epoch: int,

@@ -19,7 +19,14 @@ from typing import Any
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
-from raylm.train.checkpoint import CheckpointError, LoadedModel, checkpoint_config, read_meta, write_meta
+from raylm.train.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    checkpoint_config,
+    drop_stale_optimizer_states,
+    read_meta,
+    write_meta,
+)
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
 log = logging.getLogger("raylm.train")
@@ -173,3 +180,5 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
             write_keras_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history,
                                    data_fingerprint=loop_config.get("data_fingerprint"))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+        if rank == 0:
+            drop_stale_optimizer_states(ray.train.get_checkpoint(), epoch + 1)

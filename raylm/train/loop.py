@@ -15,7 +15,13 @@ from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.models import build_model
-from raylm.train.checkpoint import read_meta, restore_training_state, unwrap, write_checkpoint
+from raylm.train.checkpoint import (
+    drop_stale_optimizer_states,
+    read_meta,
+    restore_training_state,
+    unwrap,
+    write_checkpoint,
+)
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
 log = logging.getLogger("raylm.train")
@@ -142,5 +148,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history, optimizer=optimizer,
                                  data_fingerprint=loop_config.get("data_fingerprint"))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            drop_stale_optimizer_states(ray.train.get_checkpoint(), epoch + 1)
         else:
             ray.train.report(metrics, checkpoint=None)
