@@ -7,7 +7,7 @@ not a silently empty request.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -58,7 +58,42 @@ class TierInfo(BaseModel):
     report: dict
 
 
+class Batching(BaseModel):
+    max_batch_size: int = Field(..., description="rows per model call (1 = batching off)")
+    batch_wait_timeout_s: float = Field(..., description="longest wait for a batch to fill while requests arrive")
+
+
 class ModelsResponse(BaseModel):
     modality: str
     labels: list[str]
     tiers: list[TierInfo]
+    batching: Batching
+
+
+class ErrorDetail(BaseModel):
+    detail: str = Field(..., description="what is wrong, naming the field")
+
+
+# Routes whose body the handler reads itself (size limit, 400 for malformed JSON) and so FastAPI cannot
+# describe: the request model each one takes, by modality.
+def _bodies(modality: str) -> dict[str, type[BaseModel]]:
+    from raylm.serve.v2 import InferRequest
+
+    return {"/predict": REQUESTS[modality], "/v2/models/{name}/infer": InferRequest}
+
+
+def openapi_document(app: Any, root_path: str, modality: str) -> dict[str, Any]:
+    """The app's OpenAPI document with the request bodies of this replica's modality in ``components``,
+    so that every ``$ref`` resolves (code generators and schemathesis read it as is)."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                      servers=[{"url": root_path}] if root_path else None)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for path, model in _bodies(modality).items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        body = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+        doc["paths"][path]["post"]["requestBody"] = body
+    return doc
