@@ -248,6 +248,7 @@ class ServeConfig(_Section):
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
     upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
+    look_back_period_s: float = Field(30, gt=0, description="autoscaling_config: window the load is averaged over")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")
