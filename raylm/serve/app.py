@@ -386,7 +386,8 @@ class TierServer:
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> JSONResponse:
-        return JSONResponse(openapi_document(request.app, request.scope.get("root_path", ""), self._modality))
+        return JSONResponse(openapi_document(request.app, request.scope.get("root_path", ""), self._modality,
+                                             sorted(self._metas)))
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request) -> HTMLResponse:

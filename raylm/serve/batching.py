@@ -16,7 +16,8 @@ def choose_batching(meta: dict[str, Any], cfg: ServeConfig) -> tuple[int, float,
 
     Batching pays when rows per second at batch B beat batch 1 by MIN_BATCH_GAIN; then a batch may hold B rows
     and waits at most one batch-1 model call for them -- and only while other requests are on their way."""
-    latency = meta.get("report", {}).get("latency", {})
+    report = meta.get("report", {})
+    latency = report.get("compressed", report).get("latency", {})  # compress's report: the variant's own numbers
     curve = {int(k.split("_", 1)[1]): v["p50_ms"] for k, v in latency.items() if k.startswith("batch_")}
     big = max(curve, default=1)
     if 1 not in curve or big == 1:
