@@ -341,31 +341,34 @@ class TierServer:
     async def predict(self, request: Request) -> Response:
         self._in_handler += 1
         try:
-            timing = {"start": time.perf_counter()}
-            self._check_key(request)
-            body = await self._read_json(request)
-            if not isinstance(body, dict):
-                raise HTTPException(422, f"body: expected a JSON object with field '{self._modality}', got {type(body).__name__}")
-            try:
-                parsed = self._request_model.model_validate(body)
-            except ValidationError as err:
-                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()[:5])
-                raise HTTPException(422, reasons) from None
-            tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
-            if tier not in self._metas:
-                raise HTTPException(422, f"tier: unknown {tier!r}; one of {sorted(self._metas)}")
-            items = getattr(parsed, self._modality)
-            items = [items] if isinstance(items, str) else items
-            if not items:
-                raise HTTPException(422, f"{self._modality}: empty list")
-            if len(items) > self._cfg.max_items:
-                raise HTTPException(422, f"{self._modality}: {len(items)} items, more than serve.max_items={self._cfg.max_items}")
-            timing["read"] = (time.perf_counter() - timing["start"]) * 1000
-            probs, batch_requests = await self._classify(tier, items, timing)
+            return await self._predict(request)
         finally:
             self._in_handler -= 1
-        # Serialized here rather than through response_model: FastAPI's re-validation of the response cost more
-        # than the model call on small models (docs/serving.md).
+
+    async def _predict(self, request: Request) -> Response:
+        timing = {"start": time.perf_counter()}
+        self._check_key(request)
+        body = await self._read_json(request)
+        if not isinstance(body, dict):
+            raise HTTPException(422, f"body: expected a JSON object with field '{self._modality}', got {type(body).__name__}")
+        try:
+            parsed = self._request_model.model_validate(body)
+        except ValidationError as err:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()[:5])
+            raise HTTPException(422, reasons) from None
+        tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
+        if tier not in self._metas:
+            raise HTTPException(422, f"tier: unknown {tier!r}; one of {sorted(self._metas)}")
+        items = getattr(parsed, self._modality)
+        items = [items] if isinstance(items, str) else items
+        if not items:
+            raise HTTPException(422, f"{self._modality}: empty list")
+        if len(items) > self._cfg.max_items:
+            raise HTTPException(422, f"{self._modality}: {len(items)} items, more than serve.max_items={self._cfg.max_items}")
+        timing["read"] = (time.perf_counter() - timing["start"]) * 1000
+        probs, batch_requests = await self._classify(tier, items, timing)
+        # Serialized here rather than through response_model, whose re-validation of every prediction costs ~6x
+        # json.dumps (docs/serving.md); the OpenAPI document still declares PredictResponse.
         predictions = [{"label": self._labels[int(p.argmax())], "probabilities": dict(zip(self._labels, p.tolist()))}
                        for p in probs]
         content = json.dumps({"model": self._model_name, "tier": tier, "predictions": predictions,
@@ -427,19 +430,22 @@ class TierServer:
     async def v2_infer(self, name: str, request: Request) -> Response:
         self._in_handler += 1
         try:
-            timing = {"start": time.perf_counter()}
-            self._v2_tier(request, name)
-            body = await self._read_body(request)
-            try:
-                parsed, items = v2.parse_infer(body, request.headers.get(v2.BINARY_HEADER), self._modality)
-            except v2.V2Error as err:
-                raise HTTPException(400, str(err)) from None
-            if len(items) > self._cfg.max_items:
-                raise HTTPException(400, f"inputs ({self._modality}): {len(items)} elements, "
-                                         f"more than serve.max_items={self._cfg.max_items}")
-            timing["read"] = (time.perf_counter() - timing["start"]) * 1000
-            probs, _ = await self._classify(name, items, timing)
+            return await self._v2_infer(name, request)
         finally:
             self._in_handler -= 1
+
+    async def _v2_infer(self, name: str, request: Request) -> Response:
+        timing = {"start": time.perf_counter()}
+        self._v2_tier(request, name)
+        body = await self._read_body(request)
+        try:
+            parsed, items = v2.parse_infer(body, request.headers.get(v2.BINARY_HEADER), self._modality)
+        except v2.V2Error as err:
+            raise HTTPException(400, str(err)) from None
+        if len(items) > self._cfg.max_items:
+            raise HTTPException(400, f"inputs ({self._modality}): {len(items)} elements, "
+                                     f"more than serve.max_items={self._cfg.max_items}")
+        timing["read"] = (time.perf_counter() - timing["start"]) * 1000
+        probs, _ = await self._classify(name, items, timing)
         return Response(v2.infer_response(name, parsed, probs, self._labels), media_type="application/json",
                         headers={"server-timing": server_timing(timing)})
