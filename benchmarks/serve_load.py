@@ -398,6 +398,32 @@ def _subprocess_json(argv: list[str], env: dict[str, str], timeout: float, tries
     return {"error": f"exit {run.returncode} after {tries} tries"}
 
 
+_PLAIN: list[subprocess.Popen] = []
+
+
+def _start_plain_server(artifact: str) -> str:
+    """The uvicorn baseline on a free port; another port when something else took this one meanwhile."""
+    import http.client
+    import urllib.request
+
+    for _ in range(3):
+        port = _free_port()
+        plain = subprocess.Popen([sys.executable, __file__, "--artifact", artifact, "--plain-server", str(port)])
+        for _ in range(240):
+            if plain.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1) as r:
+                    if b'"/predict"' in r.read():
+                        _PLAIN.append(plain)
+                        return f"http://127.0.0.1:{port}"
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.5)
+        plain.terminate()
+        plain.wait(30)
+    raise RuntimeError("the plain uvicorn server did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", help="an int8 text artifact; default: build one (MiniLM, dynamic int8)")
@@ -430,21 +456,9 @@ def main() -> None:
     results["in_process"] = in_process(artifact)
     log("in process", results["in_process"])
 
-    port = _free_port()
-    plain = subprocess.Popen([sys.executable, __file__, "--artifact", artifact, "--plain-server", str(port)])
-    try:
-        import urllib.request
-
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/openapi.json"), timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        results["uvicorn"] = sweep("uvicorn", f"http://127.0.0.1:{port}/predict", args)
-    finally:
-        plain.terminate()
-        plain.wait(30)
+    results["uvicorn"] = sweep("uvicorn", f"{_start_plain_server(artifact)}/predict", args)
+    _PLAIN[0].terminate()
+    _PLAIN[0].wait(30)
 
     forwarded = ["--artifact", artifact, "--requests", str(args.requests), "--seconds", str(args.seconds),
                  "--ramp-seconds", str(args.ramp_seconds), "--malformed-requests", str(args.malformed_requests),
