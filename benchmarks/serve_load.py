@@ -398,10 +398,7 @@ def _subprocess_json(argv: list[str], env: dict[str, str], timeout: float, tries
     return {"error": f"exit {run.returncode} after {tries} tries"}
 
 
-_PLAIN: list[subprocess.Popen] = []
-
-
-def _start_plain_server(artifact: str) -> str:
+def _start_plain_server(artifact: str) -> tuple[str, subprocess.Popen]:
     """The uvicorn baseline on a free port; another port when something else took this one meanwhile."""
     import http.client
     import urllib.request
@@ -415,8 +412,7 @@ def _start_plain_server(artifact: str) -> str:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1) as r:
                     if b'"/predict"' in r.read():
-                        _PLAIN.append(plain)
-                        return f"http://127.0.0.1:{port}"
+                        return f"http://127.0.0.1:{port}", plain
             except (OSError, http.client.HTTPException):
                 time.sleep(0.5)
         plain.terminate()
@@ -456,9 +452,12 @@ def main() -> None:
     results["in_process"] = in_process(artifact)
     log("in process", results["in_process"])
 
-    results["uvicorn"] = sweep("uvicorn", f"{_start_plain_server(artifact)}/predict", args)
-    _PLAIN[0].terminate()
-    _PLAIN[0].wait(30)
+    url, plain = _start_plain_server(artifact)
+    try:
+        results["uvicorn"] = sweep("uvicorn", f"{url}/predict", args)
+    finally:
+        plain.terminate()
+        plain.wait(30)
 
     forwarded = ["--artifact", artifact, "--requests", str(args.requests), "--seconds", str(args.seconds),
                  "--ramp-seconds", str(args.ramp_seconds), "--malformed-requests", str(args.malformed_requests),
