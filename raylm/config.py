@@ -297,11 +297,16 @@ class ServeConfig(_Section):
 
     host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 in a cluster)")
     port: int = Field(8000, ge=1, le=65535)
-    max_batch_size: int = Field(16, ge=1, description="@serve.batch size; 1 = batching off")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=10, description="how long a batch waits to fill")
+    max_batch_size: int | None = Field(None, ge=1, description="rows per model call; 1 = batching off; "
+                                       "None = from the default tier's measured latency curve")
+    batch_wait_timeout_s: float | None = Field(None, ge=0, le=10, description="how long a batch waits to fill while "
+                                               "other requests are arriving (never when none is); None = batch-1 latency")
     min_replicas: int = Field(1, ge=0, description="replicas (autoscaling_config)")
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
+    upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
+    look_back_period_s: float = Field(30, gt=0, description="autoscaling_config: window the load is averaged over")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")

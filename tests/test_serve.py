@@ -200,7 +200,7 @@ BAD_TEXT = [
     ("not an object", ["hello"], None, 422, "JSON object"),
     ("empty text", {"text": ""}, None, 422, "text"),
     ("blank text", {"text": "   "}, None, 422, "empty text"),
-    ("empty list", {"text": []}, None, 422, "empty list"),
+    ("empty list", {"text": []}, None, 422, "at least 1 item"),
     ("over-long text", {"text": "word " * 100}, None, 422, "max_text_chars"),
     ("oversized payload", {"text": ["word"] * 2000}, None, 413, "max_payload_bytes"),
 ]
@@ -316,3 +316,147 @@ def test_cli_rejects_bad_artifacts_before_starting_anything(capsys):
 
     assert main(["serve", "--artifact", "/nonexistent"]) == 2
     assert "not a raylm artifact" in capsys.readouterr().err
+
+
+def _timing(response) -> dict[str, float]:
+    """The replica's Server-Timing header as {stage: ms}."""
+    parts = (p.strip().split(";dur=") for p in response.headers["server-timing"].split(","))
+    return {name: float(value) for name, value in parts}
+
+
+def test_lone_requests_never_wait_for_a_batch_that_cannot_fill(served):
+    # The text app waits up to 250 ms for a batch to fill, but only while other requests are on their way.
+    lone = [_timing(_post(served, "text", {"text": f"only me {i}"})) for i in range(3)]
+    assert [t["wait_limit"] for t in lone] == [0.0, 0.0, 0.0]
+    with ThreadPoolExecutor(16) as pool:
+        crowd = list(pool.map(lambda i: _post(served, "text", {"text": f"one of many {i}"}), range(16)))
+    assert all(r.status_code == 200 for r in crowd)
+    assert {_timing(r)["wait_limit"] for r in crowd} <= {0.0, 250.0}
+    assert max(r.json()["batch_requests"] for r in crowd) > 1
+    listing = requests.get(f"{served['url']}/text/models", timeout=30).json()
+    assert listing["batching"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.25}
+
+
+def test_batching_is_chosen_from_the_artifacts_latency_curve():
+    from raylm.serve import load_serve_config
+    from raylm.serve.batching import choose_batching
+
+    def meta(b1: float, b16: float) -> dict:
+        return {"report": {"compressed": {"latency": {"batch_1": {"p50_ms": b1}, "batch_16": {"p50_ms": b16}}}}}
+
+    auto = load_serve_config(None, [])
+    size, wait, why = choose_batching(meta(2.0, 8.0), auto)  # 16 rows in 4x the time of one: batch
+    assert (size, wait) == (16, 0.002) and "4.00x" in why
+    size, wait, why = choose_batching(meta(1.0, 15.0), auto)  # 16 rows cost 15 single calls: do not wait for them
+    assert (size, wait) == (1, 0.0) and "1.07x" in why
+    size, wait, why = choose_batching(meta(1.0, 15.0), load_serve_config(None, ["serve.max_batch_size=4"]))
+    assert (size, wait) == (4, 0.0) and "max_batch_size=4" in why
+    assert choose_batching({"report": {}}, auto)[:2] == (16, 0.005)
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+@pytest.mark.parametrize("app, modality", [("text", "Text"), ("image", "Image"), ("audio", "Audio")])
+def test_openapi_document_is_valid_and_every_ref_resolves(served, app, modality):
+    from openapi_spec_validator import validate
+
+    doc = requests.get(f"{served['url']}/{app}/openapi.json", timeout=30).json()
+    validate(doc)
+    for ref in _refs(doc):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in doc["components"]["schemas"], ref
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": f"#/components/schemas/{modality}Request"}
+    assert app in doc["components"]["schemas"][f"{modality}Request"]["required"]
+    assert "/v2/models/{name}/infer" in doc["paths"]
+    assert requests.get(f"{served['url']}/{app}/docs", timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("app", ["text", "image", "audio"])
+def test_schemathesis_finds_no_5xx_and_no_undocumented_answer_in_predict(served, app, tmp_path):
+    import shutil
+    import subprocess
+
+    command = [shutil.which("schemathesis") or "schemathesis", "run", f"{served['url']}/{app}/openapi.json",
+               "--url", f"{served['url']}/{app}", "--include-path", "/predict", "--max-examples", "25",
+               "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+               "--generation-deterministic", "--report-dir", str(tmp_path)]
+    if app == "audio":
+        command += ["--header", "x-api-key: s3cret"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "Tested: 1" in run.stdout, run.stdout[-4000:]
+
+
+def test_open_inference_protocol_with_tritons_client(served):
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from raylm.data.images import decode_image
+    from raylm.data.text import tokenize
+
+    host = served["url"].removeprefix("http://")
+    text = triton.InferenceServerClient(url=f"{host}/text")
+    assert text.is_server_live() and text.is_server_ready()
+    assert text.is_model_ready("int8") and text.is_model_ready("fp32")
+    meta = text.get_model_metadata("int8")
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label"]
+
+    texts = ["the film was great and lovely", "awful terrible"]
+    feeds = tokenize(texts, str(Path(served["artifacts"]["text-none"]) / "tokenizer"), 16)
+    for binary in (True, False):  # the binary tensor extension (the client's default) and plain JSON
+        tensor = triton.InferInput("text", [2], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object), binary_data=binary)
+        for tier, key in (("fp32", "text-none"), ("int8", "text-dynamic")):
+            result = text.infer(tier, [tensor])
+            expected = _direct(served, key, feeds)
+            np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
+            labels = served["load"](served["artifacts"][key]).labels
+            # JSON answers come back as str, binary ones as bytes
+            got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
+            assert got == [labels[i] for i in expected.argmax(-1)]
+
+    image = triton.InferenceServerClient(url=f"{host}/image")
+    png = _png("horizontal")
+    tensor = triton.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([png], dtype=object))
+    tier = requests.get(f"{served['url']}/image/models", timeout=30).json()["tiers"][0]["tier"]
+    size = served["load"](served["artifacts"]["image-none"]).meta["preprocessing"]["size"]
+    np.testing.assert_allclose(image.infer(tier, [tensor], outputs=[triton.InferRequestedOutput("probabilities")])
+                               .as_numpy("probabilities"),
+                               _direct(served, "image-none", {"image": decode_image(png, size)[None]}), atol=1e-5)
+
+    audio = triton.InferenceServerClient(url=f"{host}/audio")
+    clip = triton.InferInput("audio", [1], "BYTES")
+    clip.set_data_from_numpy(np.array([_wav(300.0)], dtype=object))
+    audio_tier = requests.get(f"{served['url']}/audio/models", headers={"x-api-key": "s3cret"}, timeout=30).json()["tiers"][0]["tier"]
+    assert audio.infer(audio_tier, [clip], headers={"x-api-key": "s3cret"}).as_numpy("probabilities").shape == (1, 2)
+
+    bad = triton.InferInput("txt", [1], "BYTES")
+    bad.set_data_from_numpy(np.array([b"hello"], dtype=object))
+    cases = [(lambda: text.infer("int4", [tensor]), "int4"), (lambda: text.infer("int8", [bad]), "txt"),
+             (lambda: image.infer(tier, [_bytes_input("image", b"GIF89a no image")]), "not a decodable image"),
+             (lambda: audio.infer(audio_tier, [clip]), "API key")]
+    for call, reason in cases:
+        with pytest.raises(InferenceServerException, match=reason) as err:
+            call()
+        assert err.value.status() in ("400", "401", "404"), err.value.status()
+    raw = requests.post(f"{served['url']}/text/v2/models/int8/infer", data=b'{"inputs": [', timeout=30)
+    assert raw.status_code == 400 and "error" in raw.json()
+
+
+def _bytes_input(name: str, data: bytes):
+    import tritonclient.http as triton
+
+    tensor = triton.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([data], dtype=object))
+    return tensor

@@ -16,18 +16,26 @@ import hmac
 import json
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
 from raylm.config import ConfigError, ServeConfig, parse_overrides, merge
 from raylm.serve.preprocess import InputError, Preprocessor
-from raylm.serve.schemas import REQUESTS, TIER_HEADER, ModelsResponse, PredictResponse, TierInfo
+from raylm.serve import v2
+from raylm.serve.batching import choose_batching
+from raylm.serve.schemas import (REQUESTS, TIER_HEADER, ErrorDetail, ModelsResponse, PredictResponse, TierInfo,
+                                 openapi_document)
+from raylm.serve.v2 import ErrorBody
 
 log = logging.getLogger("ray.serve")
 
@@ -112,10 +120,16 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
         # Only the digest travels in the deployment's arguments (visible in Serve's status).
         key_digest = hashlib.sha256(key.encode()).hexdigest()
     paths = {name: tier["path"] for name, tier in tiers.items()}
+    max_batch_size, wait_s, why = choose_batching(tiers[default]["meta"], cfg)
+    print(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})",
+          file=sys.stderr, flush=True)
+    cfg = cfg.model_copy(update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s})
     return TierServer.options(
         autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                             "initial_replicas": max(cfg.min_replicas, 1),
-                            "target_ongoing_requests": cfg.target_ongoing_requests},
+                            "target_ongoing_requests": cfg.target_ongoing_requests,
+                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
+                            "look_back_period_s": cfg.look_back_period_s},
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
@@ -146,10 +160,39 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-api = FastAPI(title="raylm", description="Classifiers compressed by raylm, served by Ray Serve.",
-              docs_url="/docs", openapi_url="/openapi.json")
+def _rows(items: list[tuple[str, Any, int]]) -> int:
+    """@serve.batch's batch size: rows (texts, images, clips), not requests, since a request may carry a list."""
+    return sum(rows for _, _, rows in items)
 
-_REQUEST_SCHEMAS = {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUESTS.values()]}
+
+def server_timing(timing: dict[str, float]) -> str:
+    """The Server-Timing header (ms per stage inside the replica), read by benchmarks/serve_load.py's profile."""
+    total = (time.perf_counter() - timing.pop("start")) * 1000
+    return ", ".join(f"{k};dur={v:.3f}" for k, v in (*timing.items(), ("replica", total)))
+
+
+# Everything the routes use must be defined above the class: @serve.ingress pickles the app (and with it the
+# route functions and the globals they name) when the class is decorated.
+# The documents are built per replica (routes below), where the modality is known: see schemas.openapi_document.
+api = FastAPI(title="raylm", description="Classifiers compressed by raylm, served by Ray Serve.",
+              docs_url=None, openapi_url=None)
+
+
+@api.exception_handler(HTTPException)
+async def _error_body(request: Request, err: HTTPException) -> JSONResponse:
+    """The Open Inference Protocol's error body is ``{"error": reason}`` (a 422 there is a 400); raylm's own routes
+    keep FastAPI's ``{"detail": reason}``."""
+    if "/v2/" in request.url.path:
+        return JSONResponse({"error": str(err.detail)}, status_code=400 if err.status_code == 422 else err.status_code)
+    return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+
+
+_ERRORS = {code: {"model": ErrorDetail, "description": why} for code, why in (
+    (400, "malformed JSON"), (401, "missing or wrong API key"), (413, "payload over serve.max_payload_bytes"),
+    (422, "invalid request, naming the field"))}
+_V2_ERRORS = {code: {"model": ErrorBody, "description": why} for code, why in (
+    (400, "invalid request, naming the field"), (401, "missing or wrong API key"), (404, "no such model (tier)"),
+    (413, "payload over serve.max_payload_bytes"))}
 
 
 @serve.deployment
@@ -161,6 +204,7 @@ class TierServer:
     hop (and a serialized copy of every input) per request, which measured slower on CPU
     (notes/issue-7.md). Tiers are ``@serve.multiplexed`` models; a request naming its tier in
     Serve's ``serve_multiplexed_model_id`` header is routed to a replica that has it loaded.
+    Texts are tokenized once per batch, inside it; images and clips are decoded per request.
     """
 
     def __init__(self, paths: dict[str, str], default: str, cfg: dict[str, Any], key_digest: str | None):
@@ -189,8 +233,13 @@ class TierServer:
             pass
         # Load the default tier now: a broken artifact fails the deployment, not the first request.
         self._preloaded = {default: load_artifact(paths[default], threads=self._threads)}
-        self._predict_batch.set_max_batch_size(self._cfg.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s)
+        self._max_batch_size = self._cfg.max_batch_size or 1  # resolved by build_app
+        self._wait_s = self._cfg.batch_wait_timeout_s or 0.0
+        self._predict_batch.set_max_batch_size(self._max_batch_size)
+        # Requests inside the handlers, and those of them queued for / inside a model call: the difference is
+        # what a batch could still gain by waiting.
+        self._in_handler = 0
+        self._in_batch = 0
 
     # -- model side
 
@@ -202,12 +251,22 @@ class TierServer:
 
         return await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # replaced from serve.* in __init__
-    async def _predict_batch(self, items: list[tuple[str, dict[str, np.ndarray]]]) -> list[tuple[np.ndarray, int]]:
+    def _run_model(self, artifact, payloads: list[Any]) -> tuple[np.ndarray, float]:
+        """One model call over the payloads of several requests: texts are tokenized here, all at once."""
+        if self._modality == "text":
+            feeds = self._preprocess.encode_text([text for texts in payloads for text in texts])
+        else:
+            feeds = {name: np.concatenate([p[name] for p in payloads]) for name in artifact.inputs}
+        start = time.perf_counter()
+        logits = artifact.predict(feeds)
+        return logits, (time.perf_counter() - start) * 1000
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=_rows)  # size from serve.* in __init__
+    async def _predict_batch(self, items: list[tuple[str, Any, int]]) -> list[tuple[np.ndarray, int, float]]:
         # A tier named in the body is not Serve's multiplexed id, so one batch may mix tiers: group them.
         out: list[Any] = [None] * len(items)
         groups: dict[str, list[int]] = {}
-        for i, (tier, _) in enumerate(items):
+        for i, (tier, _, _) in enumerate(items):
             groups.setdefault(tier, []).append(i)
         for tier, members in groups.items():
             try:
@@ -215,17 +274,60 @@ class TierServer:
             except Exception as err:  # a broken tier fails its own requests, not the whole batch
                 log.error("tier %r could not be loaded: %s", tier, err)
                 for i in members:
-                    out[i] = (err, len(members))  # answered 503 by predict(), without the server's details
+                    out[i] = (err, len(members), 0.0)  # answered 503 by _classify(), without the server's details
                 continue
-            feeds = [items[i][1] for i in members]
-            merged = {name: np.concatenate([f[name] for f in feeds]) for name in artifact.inputs}
-            logits = await asyncio.to_thread(artifact.predict, merged)
+            logits, model_ms = await asyncio.to_thread(self._run_model, artifact, [items[i][1] for i in members])
             start = 0
-            for i, f in zip(members, feeds):
-                rows = len(f[artifact.inputs[0]])
-                out[i] = (logits[start:start + rows], len(members))
+            for i in members:
+                rows = items[i][2]
+                out[i] = (logits[start:start + rows], len(members), model_ms)
                 start += rows
         return out
+
+    async def _classify(self, tier: str, items: list, timing: dict[str, float]) -> tuple[np.ndarray, int]:
+        """Items of one request -> class probabilities: preprocessing, then the batch (or alone when the request
+        fills a batch by itself). Bad items raise a 422 naming the field; ``timing`` gets each stage in ms."""
+        start = time.perf_counter()
+        try:
+            if self._modality == "text":
+                self._preprocess.check_text(items)
+                payload: Any = items
+            else:
+                payload = await asyncio.to_thread(self._preprocess, items)
+        except InputError as err:
+            raise HTTPException(422, str(err)) from None
+        except Exception as err:  # a decoder choking on hostile bytes is still the input's fault
+            log.warning("preprocessing failed: %r", err)
+            raise HTTPException(422, f"{self._modality}: could not be preprocessed ({type(err).__name__})") from None
+        queued = time.perf_counter()
+        timing["preprocess"] = (queued - start) * 1000
+        if len(items) >= self._max_batch_size:
+            try:
+                artifact = await self.tier(tier)
+            except Exception as err:
+                log.error("tier %r could not be loaded: %s", tier, err)
+                raise HTTPException(503, f"tier: {tier!r} could not be loaded on this replica; try another tier") from None
+            logits, model_ms = await asyncio.to_thread(self._run_model, artifact, [payload])
+            batch_requests = 1
+        else:
+            # Flush at once when no other request is on its way to the batch: waiting could only add latency.
+            arriving = self._in_handler - self._in_batch - 1
+            timing["wait_limit"] = 1000 * (self._wait_s if arriving > 0 else 0.0)
+            self._predict_batch.set_batch_wait_timeout_s(timing["wait_limit"] / 1000)
+            self._in_batch += 1
+            try:
+                logits, batch_requests, model_ms = await self._predict_batch((tier, payload, len(items)))
+            finally:
+                self._in_batch -= 1
+        if isinstance(logits, Exception):
+            raise HTTPException(503, f"tier: {tier!r} could not be loaded on this replica; try another tier")
+        timing["model"] = model_ms
+        timing["queue"] = (time.perf_counter() - queued) * 1000 - model_ms
+        probs = _softmax(logits)
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=-1))
+        if bad.size:  # JSON has no NaN: the answer would be null probabilities
+            raise HTTPException(422, f"{self._modality}[{int(bad[0])}]: the model's output is not finite for this input")
+        return probs, batch_requests
 
     def check_health(self) -> None:
         missing = [p for p in self._paths.values() if not (Path(p) / "artifact.json").is_file()]
@@ -241,7 +343,7 @@ class TierServer:
         if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._key_digest):
             raise HTTPException(401, f"missing or wrong API key (header {self._cfg.api_key_header})")
 
-    async def _read_json(self, request: Request) -> Any:
+    async def _read_body(self, request: Request) -> bytes:
         limit = self._cfg.max_payload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -251,6 +353,10 @@ class TierServer:
             body += chunk
             if len(body) > limit:
                 raise HTTPException(413, f"payload exceeds serve.max_payload_bytes={limit}")
+        return bytes(body)
+
+    async def _read_json(self, request: Request) -> Any:
+        body = await self._read_body(request)
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as err:  # also ints past Python's digit limit
@@ -258,9 +364,17 @@ class TierServer:
         except RecursionError:  # json's C parser recurses once per nesting level
             raise HTTPException(400, "malformed JSON: nested too deeply") from None
 
-    @api.post("/predict", response_model=PredictResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMAS}}}})
-    async def predict(self, request: Request) -> PredictResponse:
+    @api.post("/predict", response_model=PredictResponse, responses=_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}})
+    async def predict(self, request: Request) -> Response:
+        self._in_handler += 1
+        try:
+            return await self._predict(request)
+        finally:
+            self._in_handler -= 1
+
+    async def _predict(self, request: Request) -> Response:
+        timing = {"start": time.perf_counter()}
         self._check_key(request)
         body = await self._read_json(request)
         if not isinstance(body, dict):
@@ -279,34 +393,89 @@ class TierServer:
             raise HTTPException(422, f"{self._modality}: empty list")
         if len(items) > self._cfg.max_items:
             raise HTTPException(422, f"{self._modality}: {len(items)} items, more than serve.max_items={self._cfg.max_items}")
-        try:
-            # Tokenizing a short text is cheaper than a thread hop; decoding images and audio is not.
-            feeds = self._preprocess(items) if self._modality == "text" else await asyncio.to_thread(self._preprocess, items)
-        except InputError as err:
-            raise HTTPException(422, str(err)) from None
-        except Exception as err:  # a decoder choking on hostile bytes is still the input's fault
-            log.warning("preprocessing failed: %r", err)
-            raise HTTPException(422, f"{self._modality}: could not be preprocessed ({type(err).__name__})") from None
-        logits, batch_requests = await self._predict_batch((tier, feeds))
-        if isinstance(logits, Exception):
-            raise HTTPException(503, f"tier: {tier!r} could not be loaded on this replica; try another tier")
-        probs = _softmax(logits)
-        bad = np.flatnonzero(~np.isfinite(probs).all(axis=-1))
-        if bad.size:  # JSON has no NaN: the answer would be null probabilities
-            raise HTTPException(422, f"{self._modality}[{int(bad[0])}]: the model's output is not finite for this input")
-        predictions = [{"label": self._labels[int(p.argmax())],
-                        "probabilities": {label: float(v) for label, v in zip(self._labels, p)}} for p in probs]
-        return PredictResponse(model=self._model_name, tier=tier, predictions=predictions, batch_requests=batch_requests)
+        timing["read"] = (time.perf_counter() - timing["start"]) * 1000
+        probs, batch_requests = await self._classify(tier, items, timing)
+        # Serialized here rather than through response_model, whose re-validation of every prediction costs ~6x
+        # json.dumps (docs/serving.md); the OpenAPI document still declares PredictResponse.
+        predictions = [{"label": self._labels[int(p.argmax())], "probabilities": dict(zip(self._labels, p.tolist()))}
+                       for p in probs]
+        content = json.dumps({"model": self._model_name, "tier": tier, "predictions": predictions,
+                              "batch_requests": batch_requests})
+        return Response(content, media_type="application/json", headers={"server-timing": server_timing(timing)})
 
-    @api.get("/models", response_model=ModelsResponse)
+    @api.get("/models", response_model=ModelsResponse, responses={401: _ERRORS[401]})
     async def models(self, request: Request) -> ModelsResponse:
         self._check_key(request)
         # No server paths: the report's "artifact" is where the artifact was written.
         tiers = [TierInfo(tier=name, model_file=meta["model_file"], default=name == self._default,
                           report={k: v for k, v in meta.get("report", {}).items() if k != "artifact"})
                  for name, meta in self._metas.items()]
-        return ModelsResponse(modality=self._modality, labels=self._labels, tiers=tiers)
+        return ModelsResponse(modality=self._modality, labels=self._labels, tiers=tiers,
+                              batching={"max_batch_size": self._max_batch_size, "batch_wait_timeout_s": self._wait_s})
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "modality": self._modality, "tiers": sorted(self._metas), "default": self._default}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        return JSONResponse(openapi_document(request.app, request.scope.get("root_path", ""), self._modality,
+                                             sorted(self._metas)))
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=f"{request.scope.get('root_path', '')}/openapi.json", title="raylm")
+
+    # -- the Open Inference Protocol (KServe v2 REST); tiers are its models
+
+    @api.get("/v2", response_model=v2.ServerMetadata)
+    async def v2_server(self) -> dict[str, Any]:
+        return {"name": "raylm", "version": "2", "extensions": ["binary_tensor_data"]}
+
+    @api.get("/v2/health/live", response_model=v2.Live)
+    async def v2_live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/v2/health/ready", response_model=v2.Ready)
+    async def v2_ready(self) -> dict[str, bool]:
+        return {"ready": True}
+
+    def _v2_tier(self, request: Request, name: str) -> None:
+        self._check_key(request)
+        if name not in self._metas:
+            raise HTTPException(404, f"model {name!r}: unknown; the models are the tiers {sorted(self._metas)}")
+
+    @api.get("/v2/models/{name}", response_model=v2.ModelMetadata, responses=_V2_ERRORS)
+    async def v2_model(self, name: str, request: Request) -> dict[str, Any]:
+        self._v2_tier(request, name)
+        return v2.model_metadata(name, self._metas[name])
+
+    @api.get("/v2/models/{name}/ready", response_model=v2.Ready, responses=_V2_ERRORS)
+    async def v2_model_ready(self, name: str, request: Request) -> dict[str, bool]:
+        self._v2_tier(request, name)
+        return {"ready": True}
+
+    @api.post("/v2/models/{name}/infer", response_model=v2.InferResponse, responses=_V2_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}})
+    async def v2_infer(self, name: str, request: Request) -> Response:
+        self._in_handler += 1
+        try:
+            return await self._v2_infer(name, request)
+        finally:
+            self._in_handler -= 1
+
+    async def _v2_infer(self, name: str, request: Request) -> Response:
+        timing = {"start": time.perf_counter()}
+        self._v2_tier(request, name)
+        body = await self._read_body(request)
+        try:
+            parsed, items = v2.parse_infer(body, request.headers.get(v2.BINARY_HEADER), self._modality)
+        except v2.V2Error as err:
+            raise HTTPException(400, str(err)) from None
+        if len(items) > self._cfg.max_items:
+            raise HTTPException(400, f"inputs ({self._modality}): {len(items)} elements, "
+                                     f"more than serve.max_items={self._cfg.max_items}")
+        timing["read"] = (time.perf_counter() - timing["start"]) * 1000
+        probs, _ = await self._classify(name, items, timing)
+        return Response(v2.infer_response(name, parsed, probs, self._labels), media_type="application/json",
+                        headers={"server-timing": server_timing(timing)})

@@ -27,7 +27,9 @@ class InputError(ValueError):
         self.field = field
 
 
-def _b64(value: str, field: str) -> bytes:
+def _b64(value: str | bytes, field: str) -> bytes:
+    if isinstance(value, bytes):  # the Open Inference Protocol's binary tensors arrive as raw bytes
+        return value
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -52,7 +54,7 @@ class Preprocessor:
         section = {"image": ImageDataConfig, "audio": AudioDataConfig, "text": TextDataConfig}[self.modality]
         section.model_validate({k: self.settings[k] for k in section.model_fields if k in self.settings})
 
-    def __call__(self, items: list[str]) -> dict[str, np.ndarray]:
+    def __call__(self, items: list[str] | list[bytes]) -> dict[str, np.ndarray]:
         field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]
         return getattr(self, f"_{self.modality}")(items, field)
 
@@ -77,15 +79,21 @@ class Preprocessor:
         self([base64.b64encode(data).decode()])
 
     def _text(self, texts: list[str], field: str) -> dict[str, np.ndarray]:
-        from raylm.data.text import tokenize
+        self.check_text(texts, field)
+        return self.encode_text(texts)
 
+    def check_text(self, texts: list[str], field: str = "text") -> None:
+        """What a text request must satisfy; the tokenizer itself runs later, once per batch (encode_text)."""
         for i, text in enumerate(texts):
             where = field if len(texts) == 1 else f"{field}[{i}]"
             if not text.strip():
                 raise InputError(where, "empty text")
             if len(text) > self.max_text_chars:
                 raise InputError(where, f"{len(text)} characters, more than serve.max_text_chars={self.max_text_chars}")
+
+    def encode_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         from raylm.compress.artifact import confined
+        from raylm.data.text import tokenize
 
         tokenizer = str(confined(Path(self.artifact_dir), self.settings["tokenizer"], "preprocessing.tokenizer"))
         return tokenize(texts, tokenizer, int(self.settings["max_length"]))

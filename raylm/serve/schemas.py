@@ -7,7 +7,7 @@ not a silently empty request.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -15,6 +15,8 @@ TIER_HEADER = "x-raylm-tier"
 
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
 Base64 = Annotated[str, StringConstraints(min_length=1)]
+TextList = Annotated[list[NonEmptyText], Field(min_length=1)]
+Base64List = Annotated[list[Base64], Field(min_length=1)]
 
 
 class _Request(BaseModel):
@@ -24,15 +26,15 @@ class _Request(BaseModel):
 
 
 class TextRequest(_Request):
-    text: NonEmptyText | list[NonEmptyText] = Field(..., description="one text or a list of texts")
+    text: NonEmptyText | TextList = Field(..., description="one text or a list of texts")
 
 
 class ImageRequest(_Request):
-    image: Base64 | list[Base64] = Field(..., description="base64 PNG/JPEG bytes, or a list of them")
+    image: Base64 | Base64List = Field(..., description="base64 PNG/JPEG bytes, or a list of them")
 
 
 class AudioRequest(_Request):
-    audio: Base64 | list[Base64] = Field(..., description="base64 WAV/FLAC/OGG bytes, or a list of them")
+    audio: Base64 | Base64List = Field(..., description="base64 WAV/FLAC/OGG bytes, or a list of them")
 
 
 REQUESTS: dict[str, type[_Request]] = {"text": TextRequest, "image": ImageRequest, "audio": AudioRequest}
@@ -57,7 +59,48 @@ class TierInfo(BaseModel):
     report: dict
 
 
+class Batching(BaseModel):
+    max_batch_size: int = Field(..., description="rows per model call (1 = batching off)")
+    batch_wait_timeout_s: float = Field(..., description="longest wait for a batch to fill while requests arrive")
+
+
 class ModelsResponse(BaseModel):
     modality: str
     labels: list[str]
     tiers: list[TierInfo]
+    batching: Batching
+
+
+class ErrorDetail(BaseModel):
+    detail: str = Field(..., description="what is wrong, naming the field")
+
+
+# Routes whose body the handler reads itself (size limit, 400 for malformed JSON) and so FastAPI cannot
+# describe: the request model each one takes, by modality.
+def _bodies(modality: str) -> dict[str, type[BaseModel]]:
+    from raylm.serve.v2 import InferRequest
+
+    return {"/predict": REQUESTS[modality], "/v2/models/{name}/infer": InferRequest}
+
+
+def openapi_document(app: Any, root_path: str, modality: str, tiers: list[str]) -> dict[str, Any]:
+    """The app's OpenAPI document with the request bodies of this replica's modality in ``components``,
+    so that every ``$ref`` resolves (code generators and schemathesis read it as is), and the tiers as
+    the values of the Open Inference Protocol's ``{name}``."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                      servers=[{"url": root_path}] if root_path else None)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for path, model in _bodies(modality).items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        body = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+        doc["paths"][path]["post"]["requestBody"] = body
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if "{name}" in path and parameter["name"] == "name":
+                    parameter["schema"] = {"type": "string", "enum": tiers, "title": "tier"}
+    return doc
