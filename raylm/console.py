@@ -1,0 +1,251 @@
+"""What a person running raylm reads: one progress line per stage, results, warnings, errors.
+
+Ray, Ray Data, Train, Tune and Serve write a great deal (dataset plans, every worker's reports,
+controller messages); ``raylm.runtime.send_logs_to`` moves all of it to ``<run>/logs/ray.log`` and
+this console keeps a copy of the real stdout/stderr for raylm's own lines. On a terminal the
+progress lines are live rich bars; elsewhere (``ray job logs``, CI, a pipe, ``--verbose``) each
+update is one plain line, so nothing depends on cursor movement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Console:
+    """raylm's lines on the real stdout/stderr; live bars when ``live`` (a terminal)."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, live: bool) -> None:
+        self.out, self.err, self.live = out, err, live
+        self._rich = RichConsole(file=out, force_terminal=live, highlight=False, soft_wrap=True)
+        self._progress: Progress | None = None
+
+    def line(self, text: str = "") -> None:
+        if self.live:
+            self._rich.print(text, markup=False)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def warn(self, text: str) -> None:
+        self._to_err(f"raylm: warning: {text}")
+
+    def error(self, text: str) -> None:
+        self._to_err(f"raylm: {text}")
+
+    def _to_err(self, text: str) -> None:
+        if self.live and self._progress is not None:
+            self._rich.print(text, markup=False, style="red")  # above the live bars, not through them
+        else:
+            print(text, file=self.err, flush=True)
+
+    def bar(self, label: str, total: int | None, unit: str) -> Bar:
+        if self.live and self._progress is None:
+            # Epochs and trials take tens of seconds each: estimate speed over minutes, not Rich's 30 s.
+            self._progress = Progress(
+                TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), console=self._rich, speed_estimate_period=3600,
+                redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
+            self._progress.start()
+        return Bar(self, label, total, unit)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class Bar:
+    """One stage's progress: a live bar on a terminal, else a plain line per ``update(..., say=True)``."""
+
+    def __init__(self, console: Console, label: str, total: int | None, unit: str) -> None:
+        self.console, self.label, self.total, self.unit = console, label, total, unit
+        self.started = time.monotonic()
+        self.completed = 0
+        self._task = console._progress.add_task(label, total=total, unit=unit, info="") if console._progress else None
+
+    def update(self, completed: int | None = None, info: str = "", *, say: bool = False) -> None:
+        if completed is not None:
+            self.completed = completed
+        if self._task is not None:
+            self.console._progress.update(self._task, completed=self.completed, info=info)
+        elif say:
+            count = f" {self.completed}/{self.total} {self.unit}" if self.total else ""
+            eta = self._eta()
+            self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {eta}' if eta else ''}".rstrip())
+
+    def finish(self, info: str) -> None:
+        elapsed = _clock(time.monotonic() - self.started)
+        if self._task is not None:
+            if self.total is None or not self.completed:
+                self.console._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
+            self.console._progress.update(self._task, info=info)
+            self.console._progress.stop_task(self._task)
+        else:
+            self.console.line(f"[{self.label}] done in {elapsed}  {info}".rstrip())
+
+    def _eta(self) -> str:
+        if not self.total or not self.completed or self.completed >= self.total:
+            return ""
+        per_unit = (time.monotonic() - self.started) / self.completed
+        return _clock(per_unit * (self.total - self.completed))
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+_active: Console | None = None
+
+
+def current() -> Console:
+    """The console the CLI started; for library callers, plain lines on this process's streams."""
+    return _active or Console(sys.stdout, sys.stderr, live=False)
+
+
+def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
+    """Make this process's console (``raylm <verb>`` calls it once, before Ray starts)."""
+    global _active
+    if _active is not None:
+        _active.close()
+    _active = Console(out, err, live=live)
+    handler = logging.StreamHandler(_ConsoleStream(_active))
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("raylm: %(levelname)s: %(message)s"))
+    raylm_log = logging.getLogger("raylm")
+    raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
+    handler.raylm_console = True  # type: ignore[attr-defined]
+    raylm_log.addHandler(handler)
+    return _active
+
+
+class _ConsoleStream:
+    """raylm's own warnings (``logging.getLogger("raylm...")``) printed as console lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            self.console._to_err(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+
+# ---- what each stage shows -------------------------------------------------------------------
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+@contextmanager
+def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> Iterator[Bar]:
+    """An epoch bar for a Ray Train run, read from the checkpoints it persists (the driver has no
+    other view of the workers: Train V2 reports reach the controller actor, not this process)."""
+    bar = current().bar(label, total_epochs, "epochs")
+    stop = threading.Event()
+    seen = {"epoch": 0}
+
+    def poll() -> None:
+        while not stop.wait(2.0):
+            latest = latest_epoch(train_dir)
+            if latest and latest.get("epoch", 0) > seen["epoch"]:
+                seen["epoch"] = latest["epoch"]
+                bar.update(latest["epoch"], _epoch_info(latest), say=True)
+
+    thread = threading.Thread(target=poll, name="raylm-train-progress", daemon=True)
+    thread.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        latest = latest_epoch(train_dir)
+        if latest:
+            bar.update(latest["epoch"])
+        bar.finish(_epoch_info(latest) if latest else "")
+
+
+def latest_epoch(train_dir: Path) -> dict[str, Any] | None:
+    """The newest epoch's metrics among ``train_dir/checkpoint_*/raylm.json`` (None before the first)."""
+    best: dict[str, Any] | None = None
+    for meta_path in Path(train_dir).glob("checkpoint_*/raylm.json"):
+        try:
+            metrics = json.loads(meta_path.read_text()).get("metrics") or {}
+        except (OSError, ValueError):  # being written right now
+            continue
+        if isinstance(metrics.get("epoch"), int) and (best is None or metrics["epoch"] > best["epoch"]):
+            best = metrics
+    return best
+
+
+def _epoch_info(metrics: dict[str, Any]) -> str:
+    return (f"val_acc {_fmt(metrics.get('val_accuracy'))}  loss {_fmt(metrics.get('train_loss'))}  "
+            f"{_fmt(metrics.get('train_samples_per_s'), '.0f')} samples/s")
+
+
+@contextmanager
+def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
+    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``."""
+    out = current()
+    shown: dict[str, Any] = {}
+
+    def done(result: dict[str, Any]) -> None:
+        shown["result"] = result
+
+    if stage == "train":
+        epochs = cfg.pipeline.retrain_epochs or cfg.train.epochs
+        with watch_training(cfg.run_dir / "train", epochs, label="retrain"):
+            yield done
+        return
+    if stage == "tune":
+        yield done  # the sweep shows its own bar (raylm.tune.progress); then its table
+        table = sweep_table(cfg.run_dir / "tune")
+        if table:
+            out.line(table)
+        return
+    bar = out.bar(stage, 1, "step")
+    bar.update(0, {"compress": "pruning, quantizing, measuring", "evaluate": "whole validation split, from disk",
+                   "serve": "deploying on Ray Serve"}.get(stage, ""), say=True)
+    yield done
+    bar.update(1)
+    bar.finish(_stage_info(stage, shown.get("result") or {}))
+
+
+def _stage_info(stage: str, result: dict[str, Any]) -> str:
+    if stage in ("compress", "evaluate"):
+        return (f"accuracy {_fmt(result.get('accuracy'))}  {_fmt(result.get('size_mb'))} MB  "
+                f"p50 {_fmt(result.get('latency_ms'), '.2f')} ms")
+    if stage == "serve":
+        smoke = result.get("smoke")
+        status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
+        return f"{result.get('url', '')}  {status}"
+    return ""
+
+
+def sweep_table(tune_dir: Path) -> str:
+    """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
+    from raylm.tune.results import format_table
+
+    path = Path(tune_dir) / "trials.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    rows = saved.get("trials") or []
+    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
+    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
+    return format_table(rows, front, best) if rows else ""
