@@ -123,7 +123,7 @@ def summarize(run_dir: Path) -> dict[str, Any] | None:
         stage = "train" if meta else "tune" if kind != "train" else "-"
     if stage == "train" and meta:
         total = (meta.get("config") or {}).get("train", {}).get("epochs")
-        stage = f"train {meta['epoch']}/{total} ep" if total else "train"
+        stage = f"train({meta['epoch']}/{total})" if total else "train"
     accuracies = [(stages.get("evaluate") or {}).get("accuracy"), (stages.get("compress") or {}).get("accuracy"),
                   ((meta or {}).get("metrics") or {}).get("val_accuracy")]
     accuracies += [r.get("accuracy") for r in sweep.get("trials") or [] if r.get("status") == "completed"]
