@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from rich.console import Console as RichConsole
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -44,7 +45,7 @@ class Console:
 
     def _to_err(self, text: str) -> None:
         if self.live and self._progress is not None:
-            self._rich.print(text, markup=False, style="red")  # above the live bars, not through them
+            self._rich.print(Text(text, style="red"))  # above the live bars, not through them
         else:
             print(text, file=self.err, flush=True)
 
