@@ -81,7 +81,7 @@ class Bar:
         if self._task is not None:
             self.console._progress.update(self._task, completed=self.completed, info=info)
         elif say:
-            count = f" {self.completed}/{self.total} {self.unit}" if self.total else ""
+            count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
             eta = self._eta()
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {eta}' if eta else ''}".rstrip())
 

@@ -204,6 +204,12 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
             proc.communicate()
     assert proc.returncode != 0
     assert RAY_LINE.search(output), output[-2000:]  # -v: Ray's stream on the console
+    # A training run alone has a report too: its curves, nothing it does not have.
+    reported = _cli("report", str(train_dir.parent), "--no-preview", timeout=120)
+    assert reported.returncode == 0, reported.stderr
+    page = _Page()
+    page.feed((train_dir.parent / "report.html").read_text())
+    assert page.headings == ["Training curves"] and len(page.images) == 1
 
     listed = _cli("runs", str(root / "runs"), timeout=120)
     assert listed.returncode == 0, listed.stderr

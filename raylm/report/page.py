@@ -3,7 +3,6 @@ no fonts, no links out) that opens offline from a laptop or a cluster's shared s
 
 from __future__ import annotations
 
-import base64
 import shlex
 import time
 from html import escape
@@ -25,9 +24,9 @@ def _num(value: Any, spec: str = ".4g") -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Html) else _num(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 class _Html(str):
@@ -150,7 +149,7 @@ def _certificate_section(run: dict[str, Any]) -> str:
     ]
     return ("<h2>Certificate of the artifact</h2>" + _table(["measure", "artifact", "dense reference", "vs dense"], rows)
             + f"<p class=muted>dense reference: {escape(str(dense.get('label', 'not recorded')))}</p>"
-            + _table(["", ""], facts))
+            + _table([], facts))
 
 
 def _serving_section(run: dict[str, Any]) -> str:
@@ -197,7 +196,3 @@ def render(run: dict[str, Any]) -> str:
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
             f"<p class=muted>{escape(str(run['run_dir']))} &middot; written {stamp}</p>{body}</body></html>")
 
-
-def decode_png_uri(uri: str) -> bytes:
-    """The bytes of a data URI this page embeds (for checks)."""
-    return base64.b64decode(uri.split(",", 1)[1])

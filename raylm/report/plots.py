@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def png_uri(data: bytes) -> str:
@@ -47,6 +48,7 @@ def curves(histories: dict[str, list[dict[str, Any]]], statuses: dict[str, str],
     acc_ax.legend(fontsize=7, ncol=2)
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _uri(fig)
 
 

@@ -60,4 +60,4 @@ class SweepProgress(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self.running.clear()
-        self.bar.finish(self._info())
+        self.bar.finish(self._info().replace("running 0  ", ""))
