@@ -69,10 +69,11 @@ def send_logs_to(log_dir: Path, *, verbose: bool = False):
     global _log_dir
     from raylm import console
 
-    if verbose:
-        return console.start(sys.stdout, sys.stderr, live=False)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    _log_dir = log_dir
+    if verbose:
+        return console.start(sys.stdout, sys.stderr, live=False)
     sys.stdout.flush()
     sys.stderr.flush()
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
@@ -81,7 +82,6 @@ def send_logs_to(log_dir: Path, *, verbose: bool = False):
     os.dup2(target, 1)
     os.dup2(target, 2)
     os.close(target)
-    _log_dir = log_dir
     return console.start(out, err, live=out.isatty() and os.environ.get("TERM") != "dumb")
 
 
