@@ -31,8 +31,9 @@ class SweepProgress(Callback):
 
     def _info(self) -> str:
         best = f"best acc {self.best[0]:.3f} ({self.best[1]})" if self.best else "best acc -"
+        errors = f"error {self.counts['error']}  " if self.counts["error"] else ""
         return (f"running {len(self.running)}  completed {self.counts['completed']}  "
-                f"stopped {self.counts['stopped']}  error {self.counts['error']}  {best}")
+                f"stopped {self.counts['stopped']}  {errors}{best}")
 
     def _show(self, say: bool) -> None:
         self.bar.update(sum(self.counts.values()), self._info(), say=say)
