@@ -121,7 +121,6 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     import ray
 
     from raylm.pipeline import PipelineError, format_summary, run_pipeline
-
     from raylm.report import write_report
     from raylm.report.runs import run_status
 
@@ -133,13 +132,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     try:
         with run_status(cfg.run_dir, "pipeline"):
             record = run_pipeline(cfg, start=args.start, stop=args.stop)
-            report = write_report(cfg.run_dir, preview=True)
     except PipelineError as err:
         out.error(str(err))
         return 1
+    try:
+        report = write_report(cfg.run_dir, preview=True)
+    except Exception as err:  # the run itself succeeded; `raylm report` can try again
+        out.warn(f"report not written ({type(err).__name__}: {err}); retry with: raylm report {cfg.run_dir}")
+        report = None
     out.close()
     out.line(format_summary(record))
-    out.line(f"report    {report}")
+    if report is not None:
+        out.line(f"report    {report}")
     keep = cfg.pipeline.keep_serving
     if keep == "auto":
         keep = embedded and interactive
