@@ -155,13 +155,19 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> Iterator[Bar]:
     """An epoch bar for a Ray Train run, read from the checkpoints it persists (the driver has no
     other view of the workers: Train V2 reports reach the controller actor, not this process)."""
+    from raylm.report.collect import newest_checkpoint_meta
+
     bar = current().bar(label, total_epochs, "epochs")
     stop = threading.Event()
     seen = {"epoch": 0}
+    began = time.time()  # an earlier run's checkpoints in the same directory are not this one's progress
+
+    def latest_epoch() -> dict[str, Any] | None:
+        return (newest_checkpoint_meta(train_dir, since=began) or {}).get("metrics")
 
     def poll() -> None:
         while not stop.wait(2.0):
-            latest = latest_epoch(train_dir)
+            latest = latest_epoch()
             if latest and latest.get("epoch", 0) > seen["epoch"]:
                 seen["epoch"] = latest["epoch"]
                 bar.update(latest["epoch"], _epoch_info(latest), say=True)
@@ -173,23 +179,10 @@ def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> 
     finally:
         stop.set()
         thread.join(timeout=5)
-        latest = latest_epoch(train_dir)
+        latest = latest_epoch()
         if latest:
             bar.update(latest["epoch"])
         bar.finish(_epoch_info(latest) if latest else "")
-
-
-def latest_epoch(train_dir: Path) -> dict[str, Any] | None:
-    """The newest epoch's metrics among ``train_dir/checkpoint_*/raylm.json`` (None before the first)."""
-    best: dict[str, Any] | None = None
-    for meta_path in Path(train_dir).glob("checkpoint_*/raylm.json"):
-        try:
-            metrics = json.loads(meta_path.read_text()).get("metrics") or {}
-        except (OSError, ValueError):  # being written right now
-            continue
-        if isinstance(metrics.get("epoch"), int) and (best is None or metrics["epoch"] > best["epoch"]):
-            best = metrics
-    return best
 
 
 def _epoch_info(metrics: dict[str, Any]) -> str:

@@ -21,11 +21,17 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def newest_checkpoint_meta(train_dir: Path) -> dict[str, Any] | None:
+def newest_checkpoint_meta(train_dir: Path, since: float = 0.0) -> dict[str, Any] | None:
     """``raylm.json`` of the checkpoint with the highest epoch under a Ray Train run directory
-    (Ray always keeps the latest checkpoint, whose history holds every epoch)."""
+    (Ray always keeps the latest checkpoint, whose history holds every epoch); ``since``: only
+    checkpoints written after this time."""
     best = None
     for path in Path(train_dir).glob("checkpoint_*/raylm.json"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+        except OSError:  # deleted by Ray's checkpoint manager meanwhile
+            continue
         meta = read_json(path)
         if isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and (best is None or meta["epoch"] > best["epoch"]):
             best = meta | {"path": str(path.parent)}
