@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from rich.console import Console as RichConsole
 from rich.text import Text
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class Console:
@@ -51,11 +51,12 @@ class Console:
 
     def bar(self, label: str, total: int | None, unit: str) -> Bar:
         if self.live and self._progress is None:
-            # Epochs and trials take tens of seconds each: estimate speed over minutes, not Rich's 30 s.
+            # The ETA is the bar's own (time per epoch or trial so far): Rich's needs two updates
+            # within 30 s, and epochs and trials take longer than that.
             self._progress = Progress(
                 TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=self._rich, speed_estimate_period=3600,
+                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                TextColumn("{task.fields[info]}"), console=self._rich,
                 redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
             self._progress.start()
         return Bar(self, label, total, unit)
@@ -73,16 +74,16 @@ class Bar:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.started = time.monotonic()
         self.completed = 0
-        self._task = console._progress.add_task(label, total=total, unit=unit, info="") if console._progress else None
+        self._task = console._progress.add_task(label, total=total, unit=unit, info="", eta="") if console._progress else None
 
     def update(self, completed: int | None = None, info: str = "", *, say: bool = False) -> None:
         if completed is not None:
             self.completed = completed
+        eta = self._eta()
         if self._task is not None:
-            self.console._progress.update(self._task, completed=self.completed, info=info)
+            self.console._progress.update(self._task, completed=self.completed, info=info, eta=f"ETA {eta}" if eta else "")
         elif say:
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
-            eta = self._eta()
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {eta}' if eta else ''}".rstrip())
 
     def finish(self, info: str) -> None:
@@ -90,7 +91,7 @@ class Bar:
         if self._task is not None:
             if self.total is None or not self.completed:
                 self.console._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
-            self.console._progress.update(self._task, info=info)
+            self.console._progress.update(self._task, info=info, eta="")
             self.console._progress.stop_task(self._task)
         else:
             self.console.line(f"[{self.label}] done in {elapsed}  {info}".rstrip())
