@@ -20,7 +20,9 @@ th{background:#f4f4f4}pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-
 
 
 def _num(value: Any, spec: str = ".4g") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else escape(str(value or "-"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return "-" if value is None or value == "" else escape(str(value))
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -152,6 +154,20 @@ def _certificate_section(run: dict[str, Any]) -> str:
             + _table([], facts))
 
 
+def _attempts_section(run: dict[str, Any]) -> str:
+    """The candidates the pipeline's accuracy guard and gain gate judged (stages.compress.attempts),
+    shown as recorded: one row per attempt, its plain fields as columns."""
+    compress = run["stages"].get("compress") or {}
+    attempts = [a for a in compress.get("attempts") or [] if isinstance(a, dict)]
+    if not attempts:
+        return ""
+    columns = [k for k in dict.fromkeys(k for a in attempts for k in a)
+               if all(not isinstance(a.get(k), (dict, list)) for a in attempts)]
+    served = compress.get("served")
+    note = f"<p>served: <b>{escape(str(served))}</b></p>" if served is not None and not isinstance(served, (dict, list)) else ""
+    return "<h2>Compression candidates</h2>" + note + _table(columns, [[a.get(k) for k in columns] for a in attempts])
+
+
 def _serving_section(run: dict[str, Any]) -> str:
     serve, artifact_dir = run["stages"].get("serve") or {}, run["artifact_dir"]
     if not serve and not artifact_dir:
@@ -187,7 +203,7 @@ def _stages_section(run: dict[str, Any]) -> str:
 
 def render(run: dict[str, Any]) -> str:
     kind = "pipeline" if run["stages"] else "sweep" if run["sweep"] else "training run"
-    parts = [_stages_section(run), _certificate_section(run), _serving_section(run), _sweep_section(run),
+    parts = [_stages_section(run), _certificate_section(run), _attempts_section(run), _serving_section(run), _sweep_section(run),
              _curves_section(run), _confusion_section(run), _preview_section(run)]
     body = "".join(p for p in parts if p) or "<p>This run has nothing to report yet.</p>"
     title = f"raylm {kind} {run['name']}"
