@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from rich.console import Console as RichConsole
 from rich.text import Text
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
 
 class Console:
@@ -51,11 +51,9 @@ class Console:
 
     def bar(self, label: str, total: int | None, unit: str) -> Bar:
         if self.live and self._progress is None:
-            # The ETA is the bar's own (time per epoch or trial so far): Rich's needs two updates
-            # within 30 s, and epochs and trials take longer than that.
             self._progress = Progress(
                 TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), _CountdownColumn(),
                 TextColumn("{task.fields[info]}"), console=self._rich,
                 redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
             self._progress.start()
@@ -74,33 +72,43 @@ class Bar:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.started = time.monotonic()
         self.completed = 0
-        self._task = console._progress.add_task(label, total=total, unit=unit, info="", eta="") if console._progress else None
+        self._task = console._progress.add_task(label, total=total, unit=unit, info="", deadline=None) if console._progress else None
 
     def update(self, completed: int | None = None, info: str = "", *, say: bool = False) -> None:
         if completed is not None:
             self.completed = completed
-        eta = self._eta()
+        left = self._seconds_left()
         if self._task is not None:
-            self.console._progress.update(self._task, completed=self.completed, info=info, eta=f"ETA {eta}" if eta else "")
+            deadline = time.monotonic() + left if left is not None else None
+            self.console._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
         elif say:
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
-            self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {eta}' if eta else ''}".rstrip())
+            self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
 
     def finish(self, info: str) -> None:
         elapsed = _clock(time.monotonic() - self.started)
         if self._task is not None:
             if self.total is None or not self.completed:
                 self.console._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
-            self.console._progress.update(self._task, info=info, eta="")
+            self.console._progress.update(self._task, info=info, deadline=None)
             self.console._progress.stop_task(self._task)
         else:
             self.console.line(f"[{self.label}] done in {elapsed}  {info}".rstrip())
 
-    def _eta(self) -> str:
+    def _seconds_left(self) -> float | None:
+        """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
+        within 30 s, and epochs and trials take longer than that."""
         if not self.total or not self.completed or self.completed >= self.total:
-            return ""
-        per_unit = (time.monotonic() - self.started) / self.completed
-        return _clock(per_unit * (self.total - self.completed))
+            return None
+        return (time.monotonic() - self.started) / self.completed * (self.total - self.completed)
+
+
+class _CountdownColumn(ProgressColumn):
+    """The bar's ETA, counting down between updates."""
+
+    def render(self, task) -> Text:
+        deadline = task.fields.get("deadline")
+        return Text(f"ETA {_clock(max(deadline - time.monotonic(), 0))}" if deadline else "", style="cyan")
 
 
 def _clock(seconds: float) -> str:
