@@ -27,14 +27,15 @@ def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
 @contextmanager
 def run_status(run_dir: Path, command: str) -> Iterator[None]:
     """``<run>/logs/status.json``: running (with this process's pid and host) while the block runs,
-    then finished, failed (with the error) or interrupted. A run whose process died without a
+    then finished, failed (with the error) or interrupted (raylm itself never exits mid-run, so a
+    SystemExit there is a signal handler's, e.g. Ray Train's on Ctrl-C). A run whose process died without a
     word still says running; ``raylm runs`` sees its pid gone and calls it interrupted."""
     status = {"command": command, "state": "running", "pid": os.getpid(), "host": socket.gethostname(),
               "started": time.time()}
     _write_status(run_dir, status)
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; Ray Train's own SIGINT handler calls sys.exit
         _write_status(run_dir, status | {"state": "interrupted", "ended": time.time()})
         raise
     except BaseException as err:
