@@ -113,7 +113,8 @@ def kind_of(run_dir: Path) -> str | None:
         return "sweep"
     if (run_dir / "train").is_dir():
         return "train"
-    return None
+    status = read_json(run_dir / "logs" / "status.json")  # a run that failed before writing anything
+    return status.get("command") if isinstance(status, dict) else None
 
 
 def summarize(run_dir: Path) -> dict[str, Any] | None:
