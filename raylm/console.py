@@ -93,7 +93,8 @@ class Bar:
             self.console._progress.update(self._task, info=info, deadline=None)
             self.console._progress.stop_task(self._task)
         else:
-            self.console.line(f"[{self.label}] done in {elapsed}  {info}".rstrip())
+            verb = "stopped after" if info.startswith(("interrupted", "failed")) else "done in"
+            self.console.line(f"[{self.label}] {verb} {elapsed}  {info}".rstrip())
 
     def _seconds_left(self) -> float | None:
         """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
@@ -183,15 +184,22 @@ def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> 
 
     thread = threading.Thread(target=poll, name="raylm-train-progress", daemon=True)
     thread.start()
+    ended = ""
     try:
         yield bar
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler exits with SystemExit
+        ended = "interrupted  "
+        raise
+    except BaseException:
+        ended = "failed  "
+        raise
     finally:
         stop.set()
         thread.join(timeout=5)
         latest = latest_epoch()
         if latest:
             bar.update(latest["epoch"])
-        bar.finish(_epoch_info(latest) if latest else "")
+        bar.finish(ended + (_epoch_info(latest) if latest else ""))
 
 
 def _epoch_info(metrics: dict[str, Any]) -> str:
