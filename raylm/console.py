@@ -85,7 +85,7 @@ class Bar:
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
 
-    def finish(self, info: str) -> None:
+    def finish(self, info: str, *, ok: bool = True) -> None:
         elapsed = _clock(time.monotonic() - self.started)
         if self._task is not None:
             if self.total is None or not self.completed:
@@ -93,8 +93,7 @@ class Bar:
             self.console._progress.update(self._task, info=info, deadline=None)
             self.console._progress.stop_task(self._task)
         else:
-            verb = "stopped after" if info.startswith(("interrupted", "failed")) else "done in"
-            self.console.line(f"[{self.label}] {verb} {elapsed}  {info}".rstrip())
+            self.console.line(f"[{self.label}] {'done in' if ok else 'stopped after'} {elapsed}  {info}".rstrip())
 
     def _seconds_left(self) -> float | None:
         """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
@@ -199,7 +198,7 @@ def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> 
         latest = latest_epoch()
         if latest:
             bar.update(latest["epoch"])
-        bar.finish(ended + (_epoch_info(latest) if latest else ""))
+        bar.finish(ended + (_epoch_info(latest) if latest else ""), ok=not ended)
 
 
 def _epoch_info(metrics: dict[str, Any]) -> str:
