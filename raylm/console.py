@@ -29,11 +29,11 @@ class Console:
     def __init__(self, out: TextIO, err: TextIO, *, live: bool) -> None:
         self.out, self.err, self.live = out, err, live
         self._rich = RichConsole(file=out, force_terminal=live, highlight=False, soft_wrap=True)
-        self._progress: Progress | None = None
+        self._bars: list[Bar] = []
 
     def line(self, text: str = "") -> None:
         if self.live:
-            self._rich.print(text, markup=False)
+            self._rich.print(text, markup=False)  # above a live bar, not through it
         else:
             print(text, file=self.out, flush=True)
 
@@ -44,56 +44,67 @@ class Console:
         self._to_err(f"raylm: {text}")
 
     def _to_err(self, text: str) -> None:
-        if self.live and self._progress is not None:
-            self._rich.print(Text(text, style="red"))  # above the live bars, not through them
+        if self.live and self._bars:
+            self._rich.print(Text(text, style="red"))
         else:
             print(text, file=self.err, flush=True)
 
     def bar(self, label: str, total: int | None, unit: str) -> Bar:
-        if self.live and self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), _CountdownColumn(),
-                TextColumn("{task.fields[info]}"), console=self._rich,
-                redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
-            self._progress.start()
-        return Bar(self, label, total, unit)
+        bar = Bar(self, label, total, unit)
+        self._bars.append(bar)
+        return bar
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        """Stop what is still live (a stage that raised), so later lines print below it."""
+        for bar in self._bars:
+            bar.stop()
+        self._bars.clear()
 
 
 class Bar:
-    """One stage's progress: a live bar on a terminal, else a plain line per ``update(..., say=True)``."""
+    """One stage's progress: on a terminal a live bar of its own (stages run one after another, so
+    each finished bar stays where it was, above the next stage's lines); elsewhere a plain line
+    per ``update(..., say=True)``."""
 
     def __init__(self, console: Console, label: str, total: int | None, unit: str) -> None:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.started = time.monotonic()
         self.completed = 0
-        self._task = console._progress.add_task(label, total=total, unit=unit, info="", deadline=None) if console._progress else None
+        self._progress: Progress | None = None
+        if console.live:
+            self._progress = Progress(
+                TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), _CountdownColumn(),
+                TextColumn("{task.fields[info]}"), console=console._rich,
+                redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
+            self._task = self._progress.add_task(label, total=total, unit=unit, info="", deadline=None)
+            self._progress.start()
 
     def update(self, completed: int | None = None, info: str = "", *, say: bool = False) -> None:
         if completed is not None:
             self.completed = completed
         left = self._seconds_left()
-        if self._task is not None:
+        if self._progress is not None:
             deadline = time.monotonic() + left if left is not None else None
-            self.console._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
+            self._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
         elif say:
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
 
     def finish(self, info: str, *, ok: bool = True) -> None:
         elapsed = _clock(time.monotonic() - self.started)
-        if self._task is not None:
-            if self.total is None or not self.completed:
-                self.console._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
-            self.console._progress.update(self._task, info=info, deadline=None)
-            self.console._progress.stop_task(self._task)
+        if self._progress is not None:
+            if ok and (self.total is None or not self.completed):
+                self._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
+            self._progress.update(self._task, info=info, deadline=None)
+            self.stop()
         else:
             self.console.line(f"[{self.label}] {'done in' if ok else 'stopped after'} {elapsed}  {info}".rstrip())
+
+    def stop(self) -> None:
+        if self._progress is not None and self._progress.live.is_started:
+            self._progress.stop_task(self._task)
+            self._progress.stop()
 
     def _seconds_left(self) -> float | None:
         """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
