@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -150,6 +151,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if "serve" in record["stages"] and keep:
         # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
         out.line("serving until Ctrl-C ...")
+        # Ray Train's fit() left its own SIGINT handler behind (it aborts a training run that has
+        # ended, and waits on it): Ctrl-C here must simply stop this process.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while True:
                 time.sleep(3600)
