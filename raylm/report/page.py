@@ -15,7 +15,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2re
 h1{font-size:1.5rem}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f4f4f4}pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.8rem}img{max-width:100%}
-.muted{color:#777;font-size:.85rem}.good{color:#17703a}.bad{color:#b3261e}
+.wide{overflow-x:auto}.muted{color:#777;font-size:.85rem}.good{color:#17703a}.bad{color:#b3261e}
 """
 
 
@@ -28,7 +28,7 @@ def _num(value: Any, spec: str = ".4g") -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Html) else _num(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
+    return f'<div class="wide"><table>{head}{body}</table></div>'
 
 
 class _Html(str):
@@ -73,10 +73,11 @@ def _sweep_section(run: dict[str, Any]) -> str:
             for r in run["trials"]]
     dense = dense_reference(run)
     if dense:
-        rows.append([_Html("<b>dense reference</b>"), *([""] * len(params)), "", "", dense.get("accuracy"),
+        rows.append([_Html("<b>dense</b>"), *([""] * len(params)), "", "", dense.get("accuracy"),
                      dense.get("size_mb"), dense.get("latency_ms"), dense.get("label")])
     return ("<h2>Sweep: the Pareto front</h2>" + _img(uri, "Pareto plot") +
-            _table(["trial", *params, "status", "epochs", "accuracy", "MB", "p50 ms", ""], rows))
+            _table(["trial", *(".".join(p.split(".")[-2:]) for p in params), "status", "epochs", "accuracy", "MB",
+                    "p50 ms", ""], rows))
 
 
 def _curves_section(run: dict[str, Any]) -> str:

@@ -79,7 +79,7 @@ def pareto(trials: list[dict[str, Any]], front_ids: set[str], chosen: str | None
         ax.scatter([served["latency_ms"]], [served["accuracy"]], marker="D", s=90, color="C2", edgecolor="k",
                    zorder=4, label="served artifact (evaluated)")
     ax.set(xlabel=f"p50 latency (ms, batch {done[0].get('latency_batch_size') or '?'})", ylabel="validation accuracy")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     return _uri(fig)
 
