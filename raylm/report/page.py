@@ -188,7 +188,7 @@ def _serving_section(run: dict[str, Any]) -> str:
             f"(expected {smoke.get('expected')!r}) in {smoke.get('latency_ms')} ms") if isinstance(smoke, dict) else (smoke or "")
     where = f"served at <b>{escape(url)}</b>. {escape(str(said))}" if serve else "not served by this run"
     return (f"<h2>How it is served</h2><p>{where}</p><pre>{escape(curl)}</pre>"
-            + (f"<p>serve it again (Ray Serve, batching, autoscaling):</p><pre>{escape(serve_cmd)}</pre>" if serve_cmd else ""))
+            + (f"<p>serve it with Ray Serve (batching, autoscaling):</p><pre>{escape(serve_cmd)}</pre>" if serve_cmd else ""))
 
 
 def _stages_section(run: dict[str, Any]) -> str:
