@@ -118,11 +118,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0 if result.best is not None else 1
 
 
+def _try_report(out, run_dir: Path, *, preview: bool) -> Path | None:
+    from raylm.report import write_report
+
+    try:
+        return write_report(run_dir, preview=preview)
+    except Exception as err:  # the run's own outcome stands; `raylm report` can try again
+        out.warn(f"report not written ({type(err).__name__}: {err}); retry with: raylm report {run_dir}")
+        return None
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     import ray
 
     from raylm.pipeline import PipelineError, format_summary, run_pipeline
-    from raylm.report import write_report
     from raylm.report.runs import run_status
 
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
@@ -135,12 +144,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             record = run_pipeline(cfg, start=args.start, stop=args.stop)
     except PipelineError as err:
         out.error(str(err))
+        report = _try_report(out, cfg.run_dir, preview=False)  # what the stages that ran did, and why it stopped
+        if report is not None:
+            out.line(f"report    {report}")
         return 1
-    try:
-        report = write_report(cfg.run_dir, preview=True)
-    except Exception as err:  # the run itself succeeded; `raylm report` can try again
-        out.warn(f"report not written ({type(err).__name__}: {err}); retry with: raylm report {cfg.run_dir}")
-        report = None
+    report = _try_report(out, cfg.run_dir, preview=True)
     out.close()
     out.line(format_summary(record))
     if report is not None:
