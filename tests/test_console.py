@@ -36,11 +36,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _cli(*args: str, timeout: float, **popen) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="1")
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "raylm.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, **popen)
+def _env() -> dict[str, str]:
+    """A driver on the test session's Ray, as under ``ray job submit`` (and no second Ray to start)."""
+    import ray
+
+    return dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+
+
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raylm.cli", *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _tiny(root: Path, data_root: dict[str, Path], name: str) -> list[str]:
@@ -52,6 +57,13 @@ def _tiny(root: Path, data_root: dict[str, Path], name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def piped_run(tmp_path_factory, data_root):
     """``raylm pipeline`` of a tiny sweep, its output piped (as under ``ray job submit``): not verbose."""
+    import ray
+    from ray import serve
+
+    from raylm.runtime import ensure_ray
+
+    if not ray.is_initialized():
+        ensure_ray(num_cpus=2, configure_logging=False)
     root = tmp_path_factory.mktemp("console")
     args = _tiny(root, data_root, "piped") + [
         "train.num_workers=1", "train.epochs=1",
@@ -59,7 +71,8 @@ def piped_run(tmp_path_factory, data_root):
         "tune.objectives=[accuracy, latency_ms]", "compress.latency_runs=3", "compress.latency_warmup=1",
         "pipeline.retrain_epochs=2", f"serve.port={_free_port()}", "serve.replica_cpus=0.25", "serve.max_replicas=1"]
     done = _cli("pipeline", *args, timeout=1500)
-    return root, done
+    yield root, done
+    serve.shutdown()  # the pipeline's app outlives its driver on a cluster
 
 
 def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
@@ -185,10 +198,8 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
     Ray's stream (-v), and ``raylm runs`` tells it apart from the finished pipeline."""
     root, done = piped_run
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
     args = _tiny(root, data_root, "stopped") + ["train.num_workers=1", "train.epochs=50"]
-    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "train", "-v", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "train", "-v", *args], cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     train_dir = root / "runs" / "stopped" / "train"
     try:
