@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 from raylm.config import ConfigError, load_config
 
@@ -16,15 +18,28 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4")
 
 
+def _console(args: argparse.Namespace, run_dir: Path):
+    """raylm's console; Ray's stream goes to ``<run>/logs/`` unless ``-v``."""
+    from raylm.runtime import send_logs_to
+
+    return send_logs_to(run_dir / "logs", verbose=args.verbose)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    from raylm.console import watch_training
+    from raylm.report.runs import run_status
     from raylm.runtime import ensure_ray
     from raylm.train import fit
 
-    ensure_ray()
-    outcome = fit(cfg)
-    print(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
-                      "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
+    out = _console(args, cfg.run_dir)
+    out.line(f"raylm train  {cfg.run_dir}")
+    with run_status(cfg.run_dir, "train"):
+        ensure_ray()
+        with watch_training(cfg.run_dir / "train", cfg.train.epochs):
+            outcome = fit(cfg)
+    out.line(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
+                         "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
     return 0
 
 
@@ -80,39 +95,73 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--resume: continues a sweep with its own saved config; drop --config and overrides")
     else:
         cfg = None
-    result = sweep(cfg, resume=args.resume, export=args.export)
+    from raylm.console import sweep_table
+    from raylm.report.runs import run_status
+    from raylm.tune.sweep import sweep_dir
+
+    run_dir = cfg.run_dir if cfg is not None else sweep_dir(args.resume).parent
+    out = _console(args, run_dir)
+    with run_status(run_dir, "tune"):
+        result = sweep(cfg, resume=args.resume, export=args.export)
+    out.line(sweep_table(result.tune_dir))
     summary = {"tune_dir": str(result.tune_dir), "objectives": result.objectives,
                "trials": {s: sum(r["status"] == s for r in result.rows) for s in ("completed", "stopped", "error", "pending")},
                "pareto_front": [r["trial_id"] for r in result.front],
                "best": {k: result.best[k] for k in ("trial_id", "params", "accuracy", "latency_ms", "size_mb")} if result.best else None,
                "files": {k: str(v) for k, v in result.files.items()},
                "exported": {k: str(v) for k, v in result.exported.items()}}
-    print(json.dumps(summary, indent=2, default=str))
+    out.line(json.dumps(summary, indent=2, default=str))
     if result.exported:
         tiers = " ".join(f"--artifact {name}={path}" for name, path in result.exported.items())
-        print(f"serve it: raylm serve {tiers}")
+        out.line(f"serve it: raylm serve {tiers}")
+    out.line(f"report: raylm report {run_dir}")
     return 0 if result.best is not None else 1
+
+
+def _try_report(out, run_dir: Path, *, preview: bool) -> Path | None:
+    from raylm.report import write_report
+
+    try:
+        return write_report(run_dir, preview=preview)
+    except Exception as err:  # the run's own outcome stands; `raylm report` can try again
+        out.warn(f"report not written ({type(err).__name__}: {err}); retry with: raylm report {run_dir}")
+        return None
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     import ray
 
     from raylm.pipeline import PipelineError, format_summary, run_pipeline
+    from raylm.report.runs import run_status
 
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
     embedded = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    interactive = sys.stdout.isatty()  # before the console takes stdout over
+    out = _console(args, cfg.run_dir)
+    out.line(f"raylm pipeline  {cfg.run_dir}  (Ray's logs: {cfg.run_dir / 'logs'}{'' if args.verbose else ', -v to show them'})")
     try:
-        record = run_pipeline(cfg, start=args.start, stop=args.stop)
+        with run_status(cfg.run_dir, "pipeline"):
+            record = run_pipeline(cfg, start=args.start, stop=args.stop)
     except PipelineError as err:
-        print(f"raylm: {err}", file=sys.stderr)
+        out.error(str(err))
+        report = _try_report(out, cfg.run_dir, preview=False)  # what the stages that ran did, and why it stopped
+        if report is not None:
+            out.line(f"report    {report}")
         return 1
-    print(format_summary(record))
+    report = _try_report(out, cfg.run_dir, preview=True)
+    out.close()
+    out.line(format_summary(record))
+    if report is not None:
+        out.line(f"report    {report}")
     keep = cfg.pipeline.keep_serving
     if keep == "auto":
-        keep = embedded and sys.stdout.isatty()
+        keep = embedded and interactive
     if "serve" in record["stages"] and keep:
         # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
-        print("serving until Ctrl-C ...", flush=True)
+        out.line("serving until Ctrl-C ...")
+        # Ray Train's fit() left its own SIGINT handler behind (it aborts a training run that has
+        # ended, and waits on it): Ctrl-C here must simply stop this process.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while True:
                 time.sleep(3600)
@@ -167,10 +216,37 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from raylm.report import write_report
+    from raylm.report.collect import kind_of
+
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    if not run_dir.is_dir() or kind_of(run_dir) is None:
+        raise ConfigError(f"run: {run_dir} is not a raylm run directory (no pipeline.json, tune/ or train/)")
+    out = _console(args, run_dir)
+    out.line(str(write_report(run_dir, preview=not args.no_preview)))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from raylm.config import TrainConfig
+    from raylm.report.runs import format_runs, list_runs
+
+    storage = Path(args.storage_path or TrainConfig().storage_path).expanduser()
+    if not storage.is_dir():
+        raise ConfigError(f"storage_path: {storage} is not a directory")
+    runs = list_runs(storage)
+    print(format_runs(runs) if runs else f"no raylm runs under {storage}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    train = verbs.add_parser("train", help="data-parallel training under Ray Train")
+    loud = argparse.ArgumentParser(add_help=False)
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="show Ray's own log stream on the console (default: <run>/logs/ray.log)")
+    train = verbs.add_parser("train", parents=[loud], help="data-parallel training under Ray Train")
     _add_config_args(train)
     train.set_defaults(run=cmd_train)
     comp = verbs.add_parser("compress", help="prune / quantize a trained checkpoint into a measured ARTIFACT")
@@ -187,13 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--detach", action="store_true", help="return once deployed (the app keeps running on the cluster)")
     srv.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.max_batch_size=32")
     srv.set_defaults(run=cmd_serve)
-    tun = verbs.add_parser("tune", help="sweep augmentation, training and compression together (Ray Tune)")
+    tun = verbs.add_parser("tune", parents=[loud], help="sweep augmentation, training and compression together (Ray Tune)")
     _add_config_args(tun)
     tun.add_argument("--resume", metavar="DIR", help="continue the sweep in this run (or run/tune) directory")
     tun.add_argument("--export", choices=["best", "pareto", "none"], default=None,
                      help="artifacts copied to <run>/compress/: the best trial's, or each Pareto member's (default: tune.export)")
     tun.set_defaults(run=cmd_tune)
-    pipe = verbs.add_parser("pipeline", help="tune -> retrain -> compress -> evaluate -> serve -> smoke request")
+    pipe = verbs.add_parser("pipeline", parents=[loud], help="tune -> retrain -> compress -> evaluate -> serve -> smoke request")
     _add_config_args(pipe)
     pipe.add_argument("--from", dest="start", default="tune", choices=["tune", "train", "compress", "evaluate", "serve"],
                       help="re-enter at this stage, reusing the earlier stages' outputs (needs train.name=<run>)")
@@ -217,16 +293,38 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_verbs.add_parser("check", help="decode every file or row once and print the data report (no training)")
     _add_config_args(check)
     check.set_defaults(run=cmd_data_check)
+    report = verbs.add_parser("report", parents=[loud], help="write <run>/report.html for a pipeline, sweep or training run")
+    report.add_argument("run_dir", metavar="RUN", help="the run directory (<train.storage_path>/<train.name>)")
+    report.add_argument("--no-preview", action="store_true", help="skip the augmentation preview (it reads training data)")
+    report.set_defaults(run=cmd_report)
+    runs = verbs.add_parser("runs", help="a table of the runs under a storage path: stage, state, best accuracy, URL")
+    runs.add_argument("storage_path", nargs="?", help="default: train.storage_path's default (~/raylm_runs)")
+    runs.set_defaults(run=cmd_runs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raylm import console
+
     try:
         return args.run(args)
     except ConfigError as err:
-        print(f"raylm: {err}", file=sys.stderr)
+        console.current().error(str(err))
         return 2
+    except KeyboardInterrupt:
+        console.current().error("interrupted")
+        return 130
+    except Exception as err:
+        if console.current().out is sys.stdout:  # Ray's stream is on the console: so is the traceback
+            raise
+        import traceback
+
+        traceback.print_exc()  # into <run>/logs/ray.log, where the console's stdout went
+        console.current().error(f"{type(err).__name__}: {err}\n  (traceback in the run's logs/ray.log)")
+        return 1
+    finally:
+        console.current().close()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,7 @@ _RUNNERS = {"tune": _stage_tune, "train": _stage_train, "compress": _stage_compr
 
 def run_pipeline(cfg: RaylmConfig, *, start: str = "tune", stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
     """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``."""
+    from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
 
     if start not in STAGES or stop not in STAGES or STAGES.index(start) > STAGES.index(stop):
@@ -293,9 +294,9 @@ def run_pipeline(cfg: RaylmConfig, *, start: str = "tune", stop: str = "serve", 
     quiet_data_progress()
     for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:
         began = time.perf_counter()
-        if verbose:
-            print(f"[raylm pipeline] {stage} ...", file=sys.stderr, flush=True)
-        result = _RUNNERS[stage](cfg, record)
+        with pipeline_stage(stage, cfg, record) if verbose else nullcontext(lambda result: None) as shown:
+            result = _RUNNERS[stage](cfg, record)
+            shown(result)
         result["seconds"] = round(time.perf_counter() - began, 1)
         record["stages"][stage] = result
         for later in STAGES[STAGES.index(stage) + 1:]:

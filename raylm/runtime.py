@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# Where send_logs_to() sent this process's stdout/stderr: ensure_ray records the Ray session there.
+_log_dir: Path | None = None
+RAY_LOG = "ray.log"
+SESSION_RECORD = "ray_session.json"
 
 # What every raylm process on the cluster needs, whoever started it.
 WORKER_ENV_VARS = {
@@ -49,6 +56,49 @@ def ensure_ray(**init_kwargs) -> None:
         if pinned_port is not None:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
     log.info("Ray resources: %s", ray.cluster_resources())
+    if _log_dir is not None:
+        _record_session(_log_dir)
+
+
+def send_logs_to(log_dir: Path, *, verbose: bool = False):
+    """Start raylm's console. Unless ``verbose``, this process's stdout and stderr (file
+    descriptors 1 and 2, so Ray's own stream, the lines Ray forwards from every worker and actor,
+    Tune's tables, library warnings and C++ logs alike) go to ``<log_dir>/ray.log`` for the rest of
+    the process, and the console writes to copies of the original ones. Under ``ray job submit``
+    those are what ``ray job logs`` shows: raylm's lines only."""
+    global _log_dir
+    from raylm import console
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _log_dir = log_dir
+    if verbose:
+        return console.start(sys.stdout, sys.stderr, live=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    target = os.open(log_dir / RAY_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    return console.start(out, err, live=out.isatty() and os.environ.get("TERM") != "dumb")
+
+
+def _record_session(log_dir: Path) -> None:
+    """``<run>/logs/ray_session.json``: where this Ray session keeps the logs of its own processes
+    (raylet, GCS, workers, Serve), which ray.log only has the forwarded part of."""
+    import ray
+
+    try:
+        node = ray._private.worker.global_worker.node
+        session = {"session_dir": node.get_session_dir_path(), "logs_dir": node.get_logs_dir_path()}
+    except AttributeError:  # a Ray Client connection has no local node
+        session = {}
+    session |= {"gcs_address": ray.get_runtime_context().gcs_address, "driver_log": str(log_dir / RAY_LOG)}
+    tmp = log_dir / f".{SESSION_RECORD}.tmp"
+    tmp.write_text(json.dumps(session, indent=2))
+    os.replace(tmp, log_dir / SESSION_RECORD)
 
 
 def _cluster_address() -> tuple[str | None, int | None]:

@@ -202,6 +202,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     from ray.tune.logger import TBXLoggerCallback
 
     from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.tune.progress import SweepProgress
     from raylm.tune.results import best_row, export_artifacts, format_table, pareto_front, plot_front, trial_rows, write_results
     from raylm.tune.space import check_space, tune_param_space
 
@@ -222,6 +223,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     quiet_data_progress()
     _check_state_api(cfg)
     base = cfg.to_dict()
+    progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
     if resume is not None:
         tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(cfg, tune_dir), resume_errored=True)
     else:
@@ -234,7 +236,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
             run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent),
-                                      callbacks=[TBXLoggerCallback()], verbose=1 if verbose else 0,
+                                      callbacks=[TBXLoggerCallback(), *progress], verbose=1 if verbose else 0,
                                       # A trial keeps its own checkpoints (train/); Tune's would be a second copy.
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     grid = tuner.fit()

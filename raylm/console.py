@@ -1,0 +1,272 @@
+"""What a person running raylm reads: one progress line per stage, results, warnings, errors.
+
+Ray, Ray Data, Train, Tune and Serve write a great deal (dataset plans, every worker's reports,
+controller messages); ``raylm.runtime.send_logs_to`` moves all of it to ``<run>/logs/ray.log`` and
+this console keeps a copy of the real stdout/stderr for raylm's own lines. On a terminal the
+progress lines are live rich bars; elsewhere (``ray job logs``, CI, a pipe, ``--verbose``) each
+update is one plain line, so nothing depends on cursor movement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+
+from rich.console import Console as RichConsole
+from rich.text import Text
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+
+
+class Console:
+    """raylm's lines on the real stdout/stderr; live bars when ``live`` (a terminal)."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, live: bool) -> None:
+        self.out, self.err, self.live = out, err, live
+        self._rich = RichConsole(file=out, force_terminal=live, highlight=False, soft_wrap=True)
+        self._bars: list[Bar] = []
+
+    def line(self, text: str = "") -> None:
+        if self.live:
+            self._rich.print(text, markup=False)  # above a live bar, not through it
+        else:
+            print(text, file=self.out, flush=True)
+
+    def warn(self, text: str) -> None:
+        self._to_err(f"raylm: warning: {text}")
+
+    def error(self, text: str) -> None:
+        self._to_err(f"raylm: {text}")
+
+    def _to_err(self, text: str) -> None:
+        if self.live and self._bars:
+            self._rich.print(Text(text, style="red"))
+        else:
+            print(text, file=self.err, flush=True)
+
+    def bar(self, label: str, total: int | None, unit: str) -> Bar:
+        bar = Bar(self, label, total, unit)
+        self._bars.append(bar)
+        return bar
+
+    def close(self) -> None:
+        """Stop what is still live (a stage that raised), so later lines print below it."""
+        for bar in self._bars:
+            bar.stop()
+        self._bars.clear()
+
+
+class Bar:
+    """One stage's progress: on a terminal a live bar of its own (stages run one after another, so
+    each finished bar stays where it was, above the next stage's lines); elsewhere a plain line
+    per ``update(..., say=True)``."""
+
+    def __init__(self, console: Console, label: str, total: int | None, unit: str) -> None:
+        self.console, self.label, self.total, self.unit = console, label, total, unit
+        self.started = time.monotonic()
+        self.completed = 0
+        self._progress: Progress | None = None
+        if console.live:
+            self._progress = Progress(
+                TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), _CountdownColumn(),
+                TextColumn("{task.fields[info]}"), console=console._rich,
+                redirect_stdout=False, redirect_stderr=False)  # stdout is Ray's log file, not ours to proxy
+            self._task = self._progress.add_task(label, total=total, unit=unit, info="", deadline=None)
+            self._progress.start()
+
+    def update(self, completed: int | None = None, info: str = "", *, say: bool = False) -> None:
+        if completed is not None:
+            self.completed = completed
+        left = self._seconds_left()
+        if self._progress is not None:
+            deadline = time.monotonic() + left if left is not None else None
+            self._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
+        elif say:
+            count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
+            self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
+
+    def finish(self, info: str, *, ok: bool = True) -> None:
+        elapsed = _clock(time.monotonic() - self.started)
+        if self._progress is not None:
+            if ok and (self.total is None or not self.completed):
+                self._progress.update(self._task, total=max(self.completed, 1), completed=max(self.completed, 1))
+            self._progress.update(self._task, info=info, deadline=None)
+            self.stop()
+        else:
+            self.console.line(f"[{self.label}] {'done in' if ok else 'stopped after'} {elapsed}  {info}".rstrip())
+
+    def stop(self) -> None:
+        if self._progress is not None and self._progress.live.is_started:
+            self._progress.stop_task(self._task)
+            self._progress.stop()
+
+    def _seconds_left(self) -> float | None:
+        """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
+        within 30 s, and epochs and trials take longer than that."""
+        if not self.total or not self.completed or self.completed >= self.total:
+            return None
+        return (time.monotonic() - self.started) / self.completed * (self.total - self.completed)
+
+
+class _CountdownColumn(ProgressColumn):
+    """The bar's ETA, counting down between updates."""
+
+    def render(self, task) -> Text:
+        deadline = task.fields.get("deadline")
+        return Text(f"ETA {_clock(max(deadline - time.monotonic(), 0))}" if deadline else "", style="cyan")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+_active: Console | None = None
+
+
+def current() -> Console:
+    """The console the CLI started; for library callers, plain lines on this process's streams."""
+    return _active or Console(sys.stdout, sys.stderr, live=False)
+
+
+def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
+    """Make this process's console (``raylm <verb>`` calls it once, before Ray starts)."""
+    global _active
+    if _active is not None:
+        _active.close()
+    _active = Console(out, err, live=live)
+    handler = logging.StreamHandler(_ConsoleStream(_active))
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("raylm: %(levelname)s: %(message)s"))
+    raylm_log = logging.getLogger("raylm")
+    raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
+    handler.raylm_console = True  # type: ignore[attr-defined]
+    raylm_log.addHandler(handler)
+    return _active
+
+
+class _ConsoleStream:
+    """raylm's own warnings (``logging.getLogger("raylm...")``) printed as console lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            self.console._to_err(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+
+# ---- what each stage shows -------------------------------------------------------------------
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+@contextmanager
+def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> Iterator[Bar]:
+    """An epoch bar for a Ray Train run, read from the checkpoints it persists (the driver has no
+    other view of the workers: Train V2 reports reach the controller actor, not this process)."""
+    from raylm.report.collect import newest_checkpoint_meta
+
+    bar = current().bar(label, total_epochs, "epochs")
+    stop = threading.Event()
+    seen = {"epoch": 0}
+    began = time.time()  # an earlier run's checkpoints in the same directory are not this one's progress
+
+    def latest_epoch() -> dict[str, Any] | None:
+        return (newest_checkpoint_meta(train_dir, since=began) or {}).get("metrics")
+
+    def poll() -> None:
+        while not stop.wait(2.0):
+            latest = latest_epoch()
+            if latest and latest.get("epoch", 0) > seen["epoch"]:
+                seen["epoch"] = latest["epoch"]
+                bar.update(latest["epoch"], _epoch_info(latest), say=True)
+
+    thread = threading.Thread(target=poll, name="raylm-train-progress", daemon=True)
+    thread.start()
+    ended = ""
+    try:
+        yield bar
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler exits with SystemExit
+        ended = "interrupted  "
+        raise
+    except BaseException:
+        ended = "failed  "
+        raise
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        latest = latest_epoch()
+        if latest:
+            bar.update(latest["epoch"])
+        bar.finish(ended + (_epoch_info(latest) if latest else ""), ok=not ended)
+
+
+def _epoch_info(metrics: dict[str, Any]) -> str:
+    return (f"val_acc {_fmt(metrics.get('val_accuracy'))}  loss {_fmt(metrics.get('train_loss'))}  "
+            f"{_fmt(metrics.get('train_samples_per_s'), '.0f')} samples/s")
+
+
+@contextmanager
+def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
+    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``."""
+    out = current()
+    shown: dict[str, Any] = {}
+
+    def done(result: dict[str, Any]) -> None:
+        shown["result"] = result
+
+    if stage == "train":
+        epochs = cfg.pipeline.retrain_epochs or cfg.train.epochs
+        with watch_training(cfg.run_dir / "train", epochs, label="retrain"):
+            yield done
+        return
+    if stage == "tune":
+        yield done  # the sweep shows its own bar (raylm.tune.progress); then its table
+        table = sweep_table(cfg.run_dir / "tune")
+        if table:
+            out.line(table)
+        return
+    bar = out.bar(stage, 1, "step")
+    bar.update(0, {"compress": "pruning, quantizing, measuring", "evaluate": "whole validation split, from disk",
+                   "serve": "deploying on Ray Serve"}.get(stage, ""), say=True)
+    yield done
+    bar.update(1)
+    bar.finish(_stage_info(stage, shown.get("result") or {}))
+
+
+def _stage_info(stage: str, result: dict[str, Any]) -> str:
+    if stage in ("compress", "evaluate"):
+        return (f"accuracy {_fmt(result.get('accuracy'))}  {_fmt(result.get('size_mb'))} MB  "
+                f"p50 {_fmt(result.get('latency_ms'), '.2f')} ms")
+    if stage == "serve":
+        smoke = result.get("smoke")
+        status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
+        return f"{result.get('url', '')}  {status}"
+    return ""
+
+
+def sweep_table(tune_dir: Path) -> str:
+    """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
+    from raylm.tune.results import format_table
+
+    path = Path(tune_dir) / "trials.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    rows = saved.get("trials") or []
+    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
+    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
+    return format_table(rows, front, best) if rows else ""

@@ -1,0 +1,145 @@
+"""What a run directory holds, read defensively: a pipeline, a sweep alone, or a training run alone
+(a missing or half-written file leaves its part out rather than failing the report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PIPELINE_RECORD = "pipeline.json"
+SWEEP_CONFIG = "tune/raylm_sweep.json"
+SWEEP_RESULTS = "tune/trials.json"
+PREVIEW_PNG = "augment_preview.png"
+PREVIEW_TXT = "augment_preview.txt"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def newest_checkpoint_meta(train_dir: Path, since: float = 0.0) -> dict[str, Any] | None:
+    """``raylm.json`` of the checkpoint with the highest epoch under a Ray Train run directory
+    (Ray always keeps the latest checkpoint, whose history holds every epoch); ``since``: only
+    checkpoints written after this time."""
+    best = None
+    for path in Path(train_dir).glob("checkpoint_*/raylm.json"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+        except OSError:  # deleted by Ray's checkpoint manager meanwhile
+            continue
+        meta = read_json(path)
+        if isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and (best is None or meta["epoch"] > best["epoch"]):
+            best = meta | {"path": str(path.parent)}
+    return best
+
+
+def _tune_history(trial_dir: str | None) -> list[dict[str, Any]]:
+    """A trial's epoch reports from Tune's ``result.json`` (its last line is the compressed measurement)."""
+    if not trial_dir:
+        return []
+    try:
+        lines = (Path(trial_dir) / "result.json").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict) and "epoch" in result and "val_accuracy" in result and not result.get("compressed"):
+            out.append(result)
+    return out
+
+
+def trial_histories(run_dir: Path, trials: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per trial id, its epochs: Tune's result.json, else the trial's newest checkpoint's history."""
+    out = {}
+    for row in trials:
+        trial_id = row.get("trial_id")
+        history = _tune_history(row.get("trial_dir"))
+        if not history:
+            meta = newest_checkpoint_meta(run_dir / "tune" / "trials" / str(trial_id) / "train")
+            history = (meta or {}).get("history") or []
+        if history:
+            out[str(trial_id)] = history
+    return out
+
+
+def served_artifact(run_dir: Path, stages: dict[str, Any], sweep: dict[str, Any] | None) -> Path | None:
+    """The artifact the pipeline compressed (and served), else what a sweep exported or its best trial's."""
+    for stage in ("serve", "evaluate", "compress"):
+        path = (stages.get(stage) or {}).get("artifact")
+        if path and (Path(path) / "artifact.json").is_file():
+            return Path(path)
+    exported = run_dir / "compress" / "tune-best"
+    if (exported / "artifact.json").is_file():
+        return exported
+    if sweep:
+        best = next((r for r in sweep.get("trials") or [] if r.get("trial_id") == sweep.get("best")), None)
+        if best and best.get("artifact") and (Path(best["artifact"]) / "artifact.json").is_file():
+            return Path(best["artifact"])
+    return None
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """Everything the report shows, each part None/empty where the run does not have it."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    record = read_json(run_dir / PIPELINE_RECORD) or {}
+    stages = record.get("stages") or {}
+    sweep = read_json(run_dir / SWEEP_RESULTS)
+    trials = (sweep or {}).get("trials") or []
+    artifact_dir = served_artifact(run_dir, stages, sweep)
+    artifact = read_json(artifact_dir / "artifact.json") if artifact_dir else None
+    return {
+        "run_dir": run_dir, "name": run_dir.name, "stages": stages, "config": record.get("config"),
+        "sweep": sweep, "trials": trials, "histories": trial_histories(run_dir, trials),
+        "retrain": newest_checkpoint_meta(run_dir / "train"), "artifact_dir": artifact_dir, "artifact": artifact,
+        "session": read_json(run_dir / "logs" / "ray_session.json"),
+        "preview_png": run_dir / PREVIEW_PNG if (run_dir / PREVIEW_PNG).is_file() else None,
+        "preview_text": (run_dir / PREVIEW_TXT).read_text() if (run_dir / PREVIEW_TXT).is_file() else None,
+    }
+
+
+def kind_of(run_dir: Path) -> str | None:
+    if (run_dir / PIPELINE_RECORD).is_file():
+        return "pipeline"
+    if (run_dir / SWEEP_CONFIG).is_file():
+        return "sweep"
+    if (run_dir / "train").is_dir():
+        return "train"
+    status = read_json(run_dir / "logs" / "status.json")  # a run that failed before writing anything
+    return status.get("command") if isinstance(status, dict) else None
+
+
+def summarize(run_dir: Path) -> dict[str, Any] | None:
+    """One ``raylm runs`` row: kind, the last stage reached, the best accuracy, the served URL."""
+    kind = kind_of(run_dir)
+    if kind is None:
+        return None
+    stages = (read_json(run_dir / PIPELINE_RECORD) or {}).get("stages") or {}
+    sweep = read_json(run_dir / SWEEP_RESULTS) or {}
+    meta = newest_checkpoint_meta(run_dir / "train")
+    stage = next(reversed(stages), None) if stages else None
+    if stage is None:
+        stage = "train" if meta else "tune" if kind != "train" else "-"
+    if stage == "train" and meta:
+        total = (meta.get("config") or {}).get("train", {}).get("epochs")
+        stage = f"train({meta['epoch']}/{total})" if total else "train"
+    accuracies = [(stages.get("evaluate") or {}).get("accuracy"), (stages.get("compress") or {}).get("accuracy"),
+                  ((meta or {}).get("metrics") or {}).get("val_accuracy")]
+    accuracies += [r.get("accuracy") for r in sweep.get("trials") or [] if r.get("status") == "completed"]
+    found = [a for a in accuracies if isinstance(a, (int, float))]
+    return {"name": run_dir.name, "path": str(run_dir), "kind": kind, "stage": stage,
+            "best_accuracy": float(max(found)) if found else None,
+            "url": (stages.get("serve") or {}).get("url"), "modified": _modified(run_dir)}
+
+
+def _modified(run_dir: Path) -> float:
+    paths = [run_dir / PIPELINE_RECORD, run_dir / "logs" / "status.json", run_dir / SWEEP_RESULTS, run_dir]
+    return max(p.stat().st_mtime for p in paths if p.exists())

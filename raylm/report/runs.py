@@ -1,0 +1,91 @@
+"""``raylm runs``: one line per run under a storage path, and the status file that tells a
+finished run from one that is still running or was interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from raylm.report.collect import read_json, summarize
+
+STATUS = "status.json"
+
+
+def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    log_dir = run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tmp = log_dir / f".{STATUS}.tmp"
+    tmp.write_text(json.dumps(status, indent=2))
+    os.replace(tmp, log_dir / STATUS)
+
+
+@contextmanager
+def run_status(run_dir: Path, command: str) -> Iterator[None]:
+    """``<run>/logs/status.json``: running (with this process's pid and host) while the block runs,
+    then finished, failed (with the error) or interrupted (raylm itself never exits mid-run, so a
+    SystemExit there is a signal handler's, e.g. Ray Train's on Ctrl-C). A run whose process died without a
+    word still says running; ``raylm runs`` sees its pid gone and calls it interrupted."""
+    status = {"command": command, "state": "running", "pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.time()}
+    _write_status(run_dir, status)
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; Ray Train's own SIGINT handler calls sys.exit
+        _write_status(run_dir, status | {"state": "interrupted", "ended": time.time()})
+        raise
+    except BaseException as err:
+        _write_status(run_dir, status | {"state": "failed", "error": f"{type(err).__name__}: {err}"[:500],
+                                         "ended": time.time()})
+        raise
+    _write_status(run_dir, status | {"state": "finished", "ended": time.time()})
+
+
+def run_state(run_dir: Path) -> str:
+    """finished / failed / interrupted / running, or ``-`` for a run made without the CLI."""
+    status = read_json(run_dir / "logs" / STATUS)
+    if not status:
+        return "-"
+    state = status.get("state", "-")
+    if state == "running" and status.get("host") == socket.gethostname() and not _alive(status.get("pid")):
+        return "interrupted"
+    return state
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def list_runs(storage_path: Path) -> list[dict[str, Any]]:
+    """Every run directory directly under ``storage_path``, newest first."""
+    runs = []
+    for run_dir in sorted(Path(storage_path).expanduser().iterdir() if Path(storage_path).expanduser().is_dir() else []):
+        if not run_dir.is_dir():
+            continue
+        row = summarize(run_dir)
+        if row is None:
+            continue
+        runs.append(row | {"state": run_state(run_dir)})
+    return sorted(runs, key=lambda r: -r["modified"])
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    header = ("run", "kind", "stage", "state", "best acc", "served at", "modified")
+    rows = [(r["name"], r["kind"], r["stage"], r["state"],
+             f"{r['best_accuracy']:.3f}" if isinstance(r.get("best_accuracy"), float) else "-",
+             r.get("url") or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r["modified"])))
+            for r in runs]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -1,0 +1,64 @@
+"""The sweep's line on raylm's console: trials completed / stopped / failed of ``tune.num_samples``,
+how many run now, and the best compressed accuracy so far. A Tune callback runs in the driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import Callback
+
+from raylm.console import Bar, current
+
+
+class SweepProgress(Callback):
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples = num_samples
+        self.running: set[str] = set()
+        self.counts = {"completed": 0, "stopped": 0, "error": 0}
+        self.best: tuple[float, str] | None = None
+        self._bar: Bar | None = None
+
+    # Tune pickles its run config (callbacks included) into tuner.pkl for --resume; the bar holds
+    # the console's streams, so it is made on first use in whichever process shows it.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_bar"} | {"_bar": None}
+
+    @property
+    def bar(self) -> Bar:
+        if self._bar is None:
+            self._bar = current().bar("sweep", self.num_samples, "trials")
+        return self._bar
+
+    def _info(self) -> str:
+        best = f"best acc {self.best[0]:.3f} ({self.best[1]})" if self.best else "best acc -"
+        errors = f"error {self.counts['error']}  " if self.counts["error"] else ""
+        return (f"running {len(self.running)}  completed {self.counts['completed']}  "
+                f"stopped {self.counts['stopped']}  {errors}{best}")
+
+    def _show(self, say: bool) -> None:
+        self.bar.update(sum(self.counts.values()), self._info(), say=say)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.trial_id)
+        self._show(False)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        # Epoch reports (for ASHA) lack the compressed accuracy; a trial's last report has it.
+        if result.get("compressed") and isinstance(result.get("accuracy"), (int, float)):
+            if self.best is None or result["accuracy"] > self.best[0]:
+                self.best = (float(result["accuracy"]), trial.trial_id)
+        self._show(False)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self.counts["completed" if (trial.last_result or {}).get("compressed") else "stopped"] += 1
+        self._show(True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self.counts["error"] += 1
+        self._show(True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.running.clear()
+        self.bar.finish(self._info().replace("running 0  ", ""))
