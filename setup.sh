@@ -5,14 +5,18 @@
 # (the keras extra brings TensorFlow + tf-keras + tfmot + LiteRT for model.backend: keras).
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v espeak-ng >/dev/null 2>&1; then
-  # espeak-ng speaks the audio demo's words; without it the demo falls back to synthetic tones.
+# espeak-ng speaks the audio demo's words (without it the demo falls back to synthetic tones);
+# chromium + chromium-driver render the run report once in a real browser (that test skips without them).
+missing=""
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "setup.sh: espeak-ng not installed (audio demo will use synthetic tones)" >&2
+    echo "setup.sh: not installed:$missing (audio demo uses synthetic tones; the browser test skips)" >&2
   fi
 fi
 python3 -m pip install -q "torch==2.13.0" -e ".[test,keras]"
