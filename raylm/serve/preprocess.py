@@ -106,6 +106,8 @@ class Preprocessor:
             where = field if len(images) == 1 else f"{field}[{i}]"
             try:
                 out.append(decode_image(_b64(value, where), int(self.settings["size"]), self.limits))
+            except InputError:  # already names its field (e.g. not valid base64)
+                raise
             except ValueError as err:
                 raise InputError(where, str(err)) from None
         return {"image": np.stack(out)}
@@ -121,6 +123,8 @@ class Preprocessor:
             try:
                 audio = decode_audio(_b64(value, where), cfg.sample_rate, clip_seconds=cfg.clip_seconds, limits=self.limits)
                 out.append(mfcc_frames(audio, cfg))
+            except InputError:  # already names its field (e.g. not valid base64)
+                raise
             except ValueError as err:
                 raise InputError(where, str(err)) from None
         return {"frames": np.stack(out)}
