@@ -53,7 +53,11 @@ def choose(front: list[dict[str, Any]], best: dict[str, Any] | None, within: flo
         lead = min((r for r in pool if r["accuracy"] >= top - within), key=lambda r: (r["latency_ms"], -r["accuracy"]))
     else:
         lead = best if best in pool else max(pool, key=lambda r: (r["accuracy"], -r["latency_ms"]))
-    return [lead] + sorted((r for r in pool if r is not lead), key=lambda r: (-r["accuracy"], r["latency_ms"]))
+    rest = sorted((r for r in pool if r is not lead), key=lambda r: (-r["accuracy"], r["latency_ms"]))
+    # Compressed members over budget in the sweep are still worth a try after those: a trial prunes
+    # one-shot, the retrain trains around the mask, and the guard judges the result anyway.
+    over = sorted((r for r in front if r not in pool and r.get("kind") == "compressed"), key=lambda r: -r["accuracy"])
+    return [lead] + rest + over
 
 
 def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
@@ -132,6 +136,8 @@ def _recipes(cfg: RaylmConfig, record: dict[str, Any]) -> list[tuple[str, RaylmC
     out: list[tuple[str, RaylmConfig]] = []
     for label, params in [(f"chosen {tune['chosen']}", tune["params"])] + [
             (f"front {a['trial_id']}", a["params"]) for a in tune.get("alternates", [])]:
+        if _is_dense(_chosen_config(cfg, params)):
+            continue  # the dense model is the last resort, tried once at the end
         tree = _chosen_config(cfg, params).to_dict()
         pruned = prunes(validate_config(tree).compress)
         if pruned and not tree["compress"]["finetune_epochs"]:

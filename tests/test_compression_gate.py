@@ -80,6 +80,7 @@ def test_pipeline_tries_the_budgeted_choice_first_then_the_rest():
     rows = [good, lossy]
     front = pareto_front(rows, ["accuracy", "latency_ms", "size_mb"])
     ranked = choose(front, best_row(rows, ["accuracy", "latency_ms"]), within=0.01, max_accuracy_drop=1.0)
-    assert ranked[0]["trial_id"] == "good"  # fastest within 1 point of the top, lossy is over budget
-    assert "lossy" not in [r["trial_id"] for r in ranked]
+    ids = [r["trial_id"] for r in ranked]
+    assert ids[0] == "good"  # fastest within 1 point of the top; lossy is over budget in the sweep ...
+    assert ids[-1] == "lossy"  # ... and tried last: the retrain may recover it, the guard decides
     assert any(r["kind"] == "dense" for r in ranked[1:])  # the fallback is always there
