@@ -62,6 +62,14 @@ def test_pipeline_end_to_end_then_reentry_at_compress(ray_local, tiny_config):
         destroy = tiny_config(*_ARGS, "compress.prune.method=magnitude", "compress.prune.sparsity=0.995",
                               "compress.prune.scope=layer", "pipeline.prune_epochs=0", "pipeline.recovery_epochs=0",
                               f"serve.port={port}")  # Serve keeps the port it started with
+        # As if the sweep had chosen a compressed recipe: the record's choice keeps only the hyperparameters,
+        # so the destroying compress section of the config is what the pipeline tries first.
+        import json
+
+        saved = json.loads((cfg.run_dir / "pipeline.json").read_text())
+        saved["stages"]["tune"] |= {"params": {"train.lr": stages["tune"]["params"]["train.lr"]}, "alternates": []}
+        (cfg.run_dir / "pipeline.json").write_text(json.dumps(saved))
+        swept = dict(saved["stages"]["tune"])
         again = run_pipeline(destroy, start="compress", verbose=False)["stages"]
         assert again["tune"] == swept and again["train"]["checkpoint"] == checkpoint  # records kept, not redone
         first, served = again["compress"]["attempts"][0], again["compress"]["attempts"][-1]

@@ -445,7 +445,7 @@ def test_open_inference_protocol_with_tritons_client(served):
     bad = triton.InferInput("txt", [1], "BYTES")
     bad.set_data_from_numpy(np.array([b"hello"], dtype=object))
     cases = [(lambda: text.infer("int4", [tensor]), "int4"), (lambda: text.infer("int8", [bad]), "txt"),
-             (lambda: image.infer(tier, [_bytes_input("image", b"GIF89a no image")]), "not a decodable image"),
+             (lambda: image.infer(tier, [_bytes_input("image", b"GIF89a no image")]), "not an image file of an accepted format"),
              (lambda: audio.infer(audio_tier, [clip]), "API key")]
     for call, reason in cases:
         with pytest.raises(InferenceServerException, match=reason) as err:

@@ -137,7 +137,9 @@ def test_more_bad_samples_than_allowed_refuse_the_data(ray_local, messy, tmp_pat
 
 
 @pytest.mark.integration
-def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp_path, capsys):
+def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp_path, capfd):
+    # capfd: the console writes raylm's lines to its own copy of the real stderr, below sys.stderr.
+    capsys = capfd
     from raylm.cli import main
 
     name = "image-folder"
