@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from raylm.atomic import atomic_directory
+from raylm.atomic import atomic_directory, atomic_write_text
 from raylm.config import OBJECTIVE_MODES
 
 _STATUS_ORDER = {"completed": 0, "stopped": 1, "error": 2, "pending": 3}
@@ -139,13 +139,6 @@ def format_table(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: 
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *lines])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
                   best: dict[str, Any] | None, objectives: list[str]) -> dict[str, Path]:
     """``trials.csv`` (one line per trial, params as columns), ``trials.json`` (rows, front, best)."""
@@ -163,7 +156,7 @@ def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[s
         writer.writeheader()
         writer.writerows(buffer)
     os.replace(f.name, csv_path)
-    _write_atomic(json_path, json.dumps({
+    atomic_write_text(json_path, json.dumps({
         "objectives": {o: OBJECTIVE_MODES[o] for o in objectives}, "trials": rows,
         "pareto_front": [r["trial_id"] for r in front], "best": best["trial_id"] if best else None}, indent=2, default=str))
     return {"csv": csv_path, "json": json_path}
