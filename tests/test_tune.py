@@ -185,8 +185,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
 
     from raylm.tune import sweep
 
-    # Six short trials (one-worker trials take about a second here): some still unfinished when Ctrl-C lands.
-    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
+    # Six trials of eight epochs (a few seconds each on 2 cores, about one with two epochs: CI once
+    # finished all six before Ctrl-C landed): some still unfinished when it does.
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=8", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
                       "tune.num_samples=2", "tune.export=none", "train.name=interrupted")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
@@ -200,7 +201,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
         while not _finished_trials(cfg.run_dir / "tune"):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.5)
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
     finally:
@@ -213,7 +214,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
     assert [r["status"] for r in result.rows] == ["completed"] * 6, result.rows
     for trial_id, mtime in finished.items():  # kept, not trained again
         assert (trials / trial_id / "raylm_trial.json").stat().st_mtime_ns == mtime
-        assert len([p for p in (trials / trial_id / "train").glob("checkpoint_*") if p.is_dir()]) == 2
+        assert len([p for p in (trials / trial_id / "train").glob("checkpoint_*") if p.is_dir()]) in (2, 3)  # two best (+ the latest)
     assert {r["params"]["train.lr"] for r in result.rows} == {0.01, 0.005, 0.002}
 
 
