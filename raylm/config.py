@@ -162,6 +162,8 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1, le=10_000)
     lr: float = Field(1e-3, gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays epoch by epoch towards 0 over train.epochs (torch backend)")
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1, description="per worker")
     num_workers: int = Field(2, ge=1, description="data-parallel Ray Train workers")

@@ -66,3 +66,16 @@ def test_data_path_replaces_the_configs_demo_set(tmp_path, capsys):
     cfg = load_config(CONFIGS / "image.yaml", [f"data.path={tmp_path}"])  # the YAML also sets data.name
     assert cfg.data.path == str(tmp_path.resolve()) and cfg.data.name is None
     assert "replaces the demo dataset data.name=" in capsys.readouterr().err
+
+
+def test_cosine_schedule_decays_from_lr_and_resumes_from_the_epoch_alone():
+    from raylm.config import validate_config
+    from raylm.train.loop import epoch_lr
+
+    base = {"task": {"modality": "image"}, "model": {"name": "seed_cnn"}}
+    cosine = validate_config(base | {"train": {"lr": 0.01, "epochs": 4, "lr_schedule": "cosine"}}).train
+    lrs = [epoch_lr(cosine, e) for e in range(4)]
+    assert lrs[0] == 0.01 and all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
+    assert lrs == [epoch_lr(cosine, e) for e in range(4)]  # no state: a resumed epoch gets the same lr
+    constant = validate_config(base | {"train": {"lr": 0.01, "epochs": 4}}).train
+    assert {epoch_lr(constant, e) for e in range(4)} == {0.01}

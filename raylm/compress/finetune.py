@@ -21,7 +21,7 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     from safetensors.torch import save_model
 
     from raylm.compress.architecture import load_resized
-    from raylm.train import build_trainer
+    from raylm.train import build_trainer, trains_in_process
 
     cc = cfg.compress
     tree = cfg.to_dict()
@@ -38,8 +38,10 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
         extra = {"initial_weights": str(staging / "model.safetensors"), "keep_zeros": cc.prune.method == "magnitude"}
         if cc.prune.method == "magnitude" and cc.prune.schedule == "gradual":
             extra["prune_schedule"] = {"sparsity": cc.prune.sparsity, "scope": cc.prune.scope}
+        # One CPU worker trains here (Train V2 local mode), as a sweep trial does: a TorchTrainer
+        # started from inside an in-process trial waited forever for its controller and worker group.
         trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},
-                                   extra_loop_config=extra)
+                                   extra_loop_config=extra, in_process=trains_in_process(ft_cfg))
         result = trainer.fit()
         if result.error is not None:
             raise result.error

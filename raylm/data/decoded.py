@@ -43,9 +43,15 @@ def decode_key(cfg: RaylmConfig) -> str:
     """Everything that decides the decoded splits: the task, the data section, and for text the tokenizer."""
     parts = {"task": cfg.task.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")}
     if cfg.task.modality == "text":
-        from raylm.models.text import tokenizer_source
+        from raylm.models.text import load_tokenizer, tokenizer_source
 
-        parts["tokenizer"] = tokenizer_source(cfg)
+        # What the tokenizer does, not where it lies: a trial's compression step names the copy
+        # saved in its checkpoint, the sweep the bundled original; a path key decoded (and, for a
+        # table without checked labels, shuffled) everything again inside the trial.
+        del parts["data"]["text"]["tokenizer"]
+        tokenizer = load_tokenizer(tokenizer_source(cfg))
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        parts["tokenizer"] = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -65,7 +65,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
-        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, cfg.run_dir, tc.keep_checkpoints,
+        where = run_config_overrides or {}
+        run_dir = Path(where["storage_path"]) / where["name"] if "storage_path" in where else cfg.run_dir
+        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, run_dir, tc.keep_checkpoints,
                                 on_report), data
     use_gpu = resolve_use_gpu(tc.use_gpu, tc.num_workers)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from typing import Any
@@ -60,6 +61,14 @@ def evaluate(model: torch.nn.Module, batches, inputs: tuple[str, ...], device: t
     return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1), "val_samples": int(count)}
 
 
+def epoch_lr(tc, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based), from the epoch alone: a run resumed from a
+    checkpoint continues the same curve without scheduler state."""
+    if tc.lr_schedule == "cosine":
+        return tc.lr * 0.5 * (1 + math.cos(math.pi * epoch / tc.epochs))
+    return tc.lr
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -102,6 +111,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("validation")
     step = 0
     for epoch in range(start_epoch, tc.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(tc, epoch)
         if prune_schedule:  # gradual magnitude pruning: the sparsity ramps up epoch by epoch
             sparsity = gradual_sparsity(prune_schedule["sparsity"], epoch + 1, tc.epochs)
             masks = magnitude_masks(unwrap(model), sparsity, prune_schedule["scope"])
