@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
+from raylm.data.shards import local_shuffle
 from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
@@ -112,7 +113,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loss_sum = seen = 0.0
         batches = train_shard.iter_torch_batches(
             batch_size=tc.batch_size, device=device, prefetch_batches=2,
-            local_shuffle_buffer_size=max(4 * tc.batch_size, 256), local_shuffle_seed=tc.seed * 1000 + epoch * world + rank,
+            **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
         )
         for batch in batches:
             with _autocast(device, tc.precision):
