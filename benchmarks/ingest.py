@@ -58,8 +58,8 @@ class RssSampler(threading.Thread):
                 except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                     continue
                 rss, pss, count = rss + memory.rss, pss + memory.pss, count + 1
-                key = f"{proc.pid} {name[:40]}"
-                self.peaks[key] = max(self.peaks.get(key, 0), memory.rss)
+                peak = self.peaks.get(proc.pid, ("", 0))[1]
+                self.peaks[proc.pid] = (name[:40], max(peak, memory.rss))  # the name of its latest task
             self.samples.append((time.time(), rss, pss))
             if self.trace is not None:
                 with open(self.trace, "a") as f:
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--slice", type=float, default=0.05, help="fraction of the training rows in the in-memory baseline")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
     parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
     args = parser.parse_args()
 
@@ -156,7 +157,7 @@ def main() -> None:
         cfg = load_config(None, [
             "model.name=seed_cnn", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
-            "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache",
+            "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
         ])
         outcome = fit(cfg)
         store_stats = _store_stats()
@@ -184,6 +185,7 @@ def main() -> None:
         "streamed_samples_per_s": round(streamed, 1),
         "in_memory_samples_per_s": [round(v, 1) for v in in_memory],
         "in_memory_rows": slice_rows,
+        "block_mib": args.block_mib,
         "streamed_over_in_memory": round(streamed / baseline, 3),
         "rss_total_mib_at_10pct": round(rss_10 / mib, 1),
         "rss_total_mib_peak_after_10pct": round(peak_after / mib, 1),
@@ -194,7 +196,8 @@ def main() -> None:
         # [seconds from the epoch's start, summed RSS MiB, summed PSS MiB], about 40 points
         "memory_mib_over_time": [[round(t - begin, 1), round(r / mib), round(p / mib)]
                                  for t, r, p in sampler.samples[:: max(1, len(sampler.samples) // 40)]],
-        "rss_peak_mib_per_process": {k: round(v / mib) for k, v in sorted(sampler.peaks.items(), key=lambda kv: -kv[1])[:12]},
+        "rss_peak_mib_per_process": {f"{pid} {name}": round(peak / mib)
+                                     for pid, (name, peak) in sorted(sampler.peaks.items(), key=lambda kv: -kv[1][1])[:12]},
         **store_stats,
         "goal_rss_flat": peak_after <= 1.2 * rss_10,
         "goal_streaming_0_9x": streamed >= 0.9 * baseline,

@@ -62,13 +62,18 @@ def test_the_training_split_is_reshuffled_every_epoch_without_loss(ray_local, im
     from raylm.data.images import decode_image
     from raylm.data.shards import local_shuffle
 
-    cfg = _config(image_shards, tmp_path)
+    from ray.data import DataContext
+
+    cfg = _config(image_shards, tmp_path, "data.block_mib=2")
+    default_block = DataContext.get_current().target_max_block_size
     # On-disk order: shard by shard, row by row, decoded as training decodes.
     on_disk = {}
     for index, shard in enumerate(sorted(Path(image_shards["splits"]["train"]["path"]).glob("*.parquet"))):
         for row, data in enumerate(pq.read_table(shard).column("image").to_pylist()):
             on_disk[_digest(decode_image(data, cfg.data.image.size))] = (index, row)
     train = build_datasets(cfg).train
+    # The datasets keep data.block_mib; datasets created later get Ray's default again.
+    assert train.context.target_max_block_size == 2 * 2**20 != default_block == DataContext.get_current().target_max_block_size
 
     def epoch_order(**shuffle) -> list[str]:
         return [_digest(image) for batch in train.iter_batches(batch_size=16, batch_format="numpy", **shuffle)
@@ -99,3 +104,32 @@ def test_a_sharded_set_streams_through_two_workers_to_accuracy_a_constant_cannot
     assert outcome.labels == _IMAGE.labels
     assert outcome.metrics["val_accuracy"] >= max(0.7, majority + 0.3)  # four classes: a constant gets ~0.25
     assert outcome.metrics["val_samples"] >= 0.9 * image_shards["splits"]["validation"]["rows"]
+
+
+def test_data_synth_cli_prints_the_manifest_and_refuses_a_bad_size(tmp_path, capsys):
+    from raylm.cli import main
+
+    assert main(["data", "synth", "--modality", "text", "--size", "300KB", "--shard-size", "100KB", "--classes", "3",
+                 "--out", str(tmp_path / "set")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["modality"] == "text" and printed["splits"]["train"]["rows"] > 0
+    assert printed["bytes"] == json.loads((tmp_path / "set" / MANIFEST).read_text())["bytes"]
+    assert main(["data", "synth", "--modality", "text", "--size", "lots", "--out", str(tmp_path / "other")]) == 2
+    assert "--size" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("modality, model", [("audio", "seed_conv1d"), ("text", "bert_tiny")])
+def test_audio_and_text_shards_stream_as_model_inputs(ray_local, tmp_path, modality, model):
+    from raylm.data import MODEL_INPUTS, build_datasets
+
+    spec = SynthSpec(modality, 400_000, num_classes=3, shard_bytes=100_000, validation_fraction=0.25, clip_seconds=0.25)
+    manifest = synthesize(spec, tmp_path / "set")
+    cfg = load_config(None, [f"model.name={model}", f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16",
+                             f"train.storage_path={tmp_path / 'runs'}", *train_overrides(manifest)])
+    rows = labels = 0
+    for batch in build_datasets(cfg).train.iter_batches(batch_size=64, batch_format="numpy"):
+        assert set(MODEL_INPUTS[modality]) <= set(batch) and batch["label"].max() < 3
+        rows += len(batch["label"])
+        labels |= int(np.bitwise_or.reduce(1 << batch["label"]))
+    assert rows == manifest["splits"]["train"]["rows"] and labels == 0b111  # every row, every class

@@ -136,7 +136,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
     import ray.data
 
     from raylm.data.check import check_data
-    from raylm.data.shards import file_shuffle
+    from raylm.data.shards import block_size, file_shuffle
     from raylm.data.text import tokenize_batch
 
     modality = cfg.task.modality
@@ -175,17 +175,19 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         train_files = [train_files[i] for i in np.random.default_rng(cfg.train.seed).permutation(len(train_files))]
         # Paths must be readable from every node (a shared or object-store path on a real
         # cluster; docs/cluster.md), including data.cache_dir for the demo sets.
-        tables = {
-            split: ray.data.read_binary_files(fs, include_paths=True, shuffle=file_shuffle(cfg) if split == "train" else None)
-            for split, fs in (("train", train_files), ("validation", val_files))
-        }
+        with block_size(cfg):
+            tables = {
+                split: ray.data.read_binary_files(fs, include_paths=True, shuffle=file_shuffle(cfg) if split == "train" else None)
+                for split, fs in (("train", train_files), ("validation", val_files))
+            }
         label_column = None
     else:
         roots = {}
         # Only the training read is file-shuffled; validation is read in its own order.
         val_source = cfg.data.validation_path or source
-        raw = {"train": _read_table(source, fmt, file_shuffle(cfg)),
-               "validation": _read_table(val_source, detect_format(val_source, "auto") if cfg.data.validation_path else fmt)}
+        with block_size(cfg):
+            raw = {"train": _read_table(source, fmt, file_shuffle(cfg)),
+                   "validation": _read_table(val_source, detect_format(val_source, "auto") if cfg.data.validation_path else fmt)}
         if cfg.data.validation_path:
             tables = raw
         else:

@@ -15,6 +15,8 @@ rows cannot undo a shard that holds one class (``raylm data synth`` writes mixed
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,24 @@ def file_shuffle(cfg: RaylmConfig) -> Any:
     from ray.data import FileShuffleConfig
 
     return FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True)
+
+
+@contextlib.contextmanager
+def block_size(cfg: RaylmConfig) -> Iterator[None]:
+    """Datasets created inside take ``data.block_mib`` as Ray Data's target block size (a dataset
+    keeps the context it was created with, and so do the stages derived from it). Ray's default,
+    128 MiB, is sized for an object store of 30 % of RAM: with a small store two such blocks fill
+    it and the rest spills to disk."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = context.target_max_block_size
+    if cfg.data.block_mib:
+        context.target_max_block_size = cfg.data.block_mib * 2**20
+    try:
+        yield
+    finally:
+        context.target_max_block_size = before
 
 
 def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dict[str, int]:
