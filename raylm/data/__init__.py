@@ -197,7 +197,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
                                          fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
                 for split, table in raw.items()
             }
-        if labels is None:  # an unchecked table: its label column's non-empty values (that column alone is read)
+        if labels is None:  # an unchecked table: its label column's non-empty values
             from raylm.data.check import label_text
 
             values = raw["train"].unique(cfg.data.label_column)  # the whole table when validation is split off it
