@@ -216,6 +216,31 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """A large learnable synthetic set in parquet shards (raylm/data/synth.py), streamed to disk."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    from raylm.data.synth import SynthSpec, synthesize, train_overrides
+
+    try:
+        size, shard = (int(TypeAdapter(ByteSize).validate_python(v)) for v in (args.size, args.shard_size))
+    except ValidationError:
+        raise ConfigError(f"--size/--shard-size: not a size ({args.size!r}, {args.shard_size!r}); e.g. 2GB, 500MiB") from None
+    if args.classes < 2 or size <= 0 or shard <= 0:
+        raise ConfigError("--classes must be >= 2, --size and --shard-size above 0")
+    spec = SynthSpec(args.modality, size, num_classes=args.classes, shard_bytes=shard, seed=args.seed,
+                     image_size=args.image_size)
+    try:
+        manifest = synthesize(spec, args.out, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    print(json.dumps({k: manifest[k] for k in ("modality", "bytes", "splits")}, indent=2))
+    model = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}[args.modality]
+    print(f"train on it: raylm train --config jobs/configs/{args.modality}.yaml model.name={model} "
+          + " ".join(train_overrides(manifest)), file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from raylm.report import write_report
     from raylm.report.collect import kind_of
@@ -293,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_verbs.add_parser("check", help="decode every file or row once and print the data report (no training)")
     _add_config_args(check)
     check.set_defaults(run=cmd_data_check)
+    synth = data_verbs.add_parser("synth", help="write a large learnable synthetic dataset as parquet shards (streamed)")
+    synth.add_argument("--modality", required=True, choices=["image", "text", "audio"])
+    synth.add_argument("--size", required=True, help="bytes on disk, train + validation: 2GB, 500MiB, ...")
+    synth.add_argument("--out", required=True, help="directory: <out>/train/, <out>/validation/, <out>/raylm_synth.json")
+    synth.add_argument("--shard-size", default="32MiB", help="bytes per shard (default 32MiB)")
+    synth.add_argument("--classes", type=int, default=10)
+    synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=cmd_data_synth)
     report = verbs.add_parser("report", parents=[loud], help="write <run>/report.html for a pipeline, sweep or training run")
     report.add_argument("run_dir", metavar="RUN", help="the run directory (<train.storage_path>/<train.name>)")
     report.add_argument("--no-preview", action="store_true", help="skip the augmentation preview (it reads training data)")

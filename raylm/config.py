@@ -128,6 +128,17 @@ class DataConfig(_Section):
     materialize: bool = Field(
         False, description="keep decoded samples in Ray's object store after one pass, so later epochs "
         "skip reading and decoding (for data that fits in the cluster's object store)")
+    # Large sharded sets (raylm/data/shards.py): shuffled without holding the set anywhere.
+    shuffle_files: bool = Field(
+        True, description="read the training files (shards) in a new seeded order every epoch")
+    shuffle_buffer: int = Field(
+        0, ge=0, description="rows in each training worker's local shuffle buffer; 0 = max(4 x train.batch_size, 256)")
+    block_mib: int = Field(
+        0, ge=0, le=1024, description="Ray Data's target block size (MiB) for this data; 0 = Ray's default (128). "
+        "Blocks of a few MiB keep memory flat when the object store is small")
+    check: bool = Field(
+        True, description="decode every sample once before training and list the bad ones (raylm data check); "
+        "false skips that pass for very large sets: bad samples are still left out, but not listed")
     image: ImageDataConfig = ImageDataConfig()
     text: TextDataConfig = TextDataConfig()
     audio: AudioDataConfig = AudioDataConfig()

@@ -65,18 +65,19 @@ def fingerprint_files(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_table(path: str, fmt: str) -> ray.data.Dataset:
+def _read_table(path: str, fmt: str, shuffle=None) -> ray.data.Dataset:
+    """A table or a directory of shards, read lazily; ``shuffle``: file order (raylm.data.shards)."""
     import ray.data
 
     if fmt == "parquet":
-        return ray.data.read_parquet(path)
+        return ray.data.read_parquet(path, shuffle=shuffle)
     if fmt == "csv":
         from raylm.data.check import csv_parse_options
 
         # Malformed lines are skipped here; the check has listed them in data_report.json.
-        return ray.data.read_csv(path, parse_options=csv_parse_options())
+        return ray.data.read_csv(path, parse_options=csv_parse_options(), shuffle=shuffle)
     if fmt == "jsonl":
-        return ray.data.read_json(path, lines=True)
+        return ray.data.read_json(path, lines=True, shuffle=shuffle)
     raise ValueError(f"data.format: {fmt} is not a table format")
 
 
@@ -135,6 +136,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
     import ray.data
 
     from raylm.data.check import check_data
+    from raylm.data.shards import block_size, file_shuffle
     from raylm.data.text import tokenize_batch
 
     modality = cfg.task.modality
@@ -145,7 +147,8 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
     if fmt == "folder" and modality == "text":
         raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
     # Remote sources (s3://, gs://) are read by Ray Data alone: the check lists local files.
-    report = None if is_demo or "://" in source else check_data(cfg, source, fmt, report_dir=cfg.run_dir)
+    checked = cfg.data.check and not is_demo and "://" not in source
+    report = check_data(cfg, source, fmt, report_dir=cfg.run_dir) if checked else None
     if report is not None:
         labels = labels or _natural_sorted(report["classes"])
         fingerprint = fingerprint_files(sum(report["files"].values(), []))
@@ -172,30 +175,32 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         train_files = [train_files[i] for i in np.random.default_rng(cfg.train.seed).permutation(len(train_files))]
         # Paths must be readable from every node (a shared or object-store path on a real
         # cluster; docs/cluster.md), including data.cache_dir for the demo sets.
-        tables = {
-            split: ray.data.read_binary_files(fs, include_paths=True)
-            for split, fs in (("train", train_files), ("validation", val_files))
-        }
+        with block_size(cfg):
+            tables = {
+                split: ray.data.read_binary_files(fs, include_paths=True, shuffle=file_shuffle(cfg) if split == "train" else None)
+                for split, fs in (("train", train_files), ("validation", val_files))
+            }
         label_column = None
     else:
         roots = {}
-        tables = {"train": _read_table(source, fmt)}
+        # Only the training read is file-shuffled; validation is read in its own order.
+        val_source = cfg.data.validation_path or source
+        with block_size(cfg):
+            raw = {"train": _read_table(source, fmt, file_shuffle(cfg)),
+                   "validation": _read_table(val_source, detect_format(val_source, "auto") if cfg.data.validation_path else fmt)}
         if cfg.data.validation_path:
-            tables["validation"] = _read_table(cfg.data.validation_path, detect_format(cfg.data.validation_path, "auto"))
+            tables = raw
         else:
             key = cfg.data.text.text_column if modality == "text" else getattr(cfg.data, f"{modality}_column")
-            whole = tables["train"]
             tables = {
-                split: whole.map_batches(_keep_split, batch_format="numpy",
+                split: table.map_batches(_keep_split, batch_format="numpy",
                                          fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
-                for split in ("train", "validation")
+                for split, table in raw.items()
             }
         if labels is None:  # an unchecked table: its label column's non-empty values
             from raylm.data.check import label_text
 
-            values = tables["train"].unique(cfg.data.label_column)
-            if cfg.data.validation_path is None:
-                values += tables["validation"].unique(cfg.data.label_column)
+            values = raw["train"].unique(cfg.data.label_column)  # the whole table when validation is split off it
             labels = _natural_sorted({label_text(v) for v in values} - {""})
         if report is None:
             fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))

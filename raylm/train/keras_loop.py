@@ -19,6 +19,7 @@ from typing import Any
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
+from raylm.data.shards import local_shuffle
 from raylm.train.checkpoint import (
     CheckpointError,
     LoadedModel,
@@ -151,8 +152,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
         # Ray Data has already split the rows equally between workers (so every worker runs the
         # same number of steps, which the strategy's collectives require): TF must not re-shard.
         train_tf = prepare_dataset_shard(train_shard.to_tf(
-            feature, "label", batch_size=tc.batch_size, local_shuffle_buffer_size=max(4 * tc.batch_size, 256),
-            local_shuffle_seed=tc.seed * 1000 + epoch * world + rank))
+            feature, "label", batch_size=tc.batch_size, **local_shuffle(cfg, epoch=epoch, rank=rank, world=world)))
         counter = _CountBatches()
         started = time.perf_counter()
         fitted = model.fit(train_tf, epochs=epoch + 1, initial_epoch=epoch, callbacks=[counter], verbose=0)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
+from raylm.data.shards import local_shuffle
 from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
@@ -119,11 +120,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             apply_masks(unwrap(model), masks)
         model.train()
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         loss_sum = seen = 0.0
         batches = train_shard.iter_torch_batches(
             batch_size=tc.batch_size, device=device, prefetch_batches=2,
-            local_shuffle_buffer_size=max(4 * tc.batch_size, 256), local_shuffle_seed=tc.seed * 1000 + epoch * world + rank,
+            **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
         )
         for batch in batches:
             with _autocast(device, tc.precision):
@@ -146,6 +147,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "step": step,
             "train_loss": loss_sum / max(seen, 1),
             "train_samples_per_s": seen / max(elapsed, 1e-9),
+            "train_started": started_at,  # wall clock: the epoch's training window (benchmarks/ingest.py)
+            "train_seconds": elapsed,
             **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)

@@ -1,0 +1,209 @@
+"""A dataset several times Ray's object store streamed through one epoch of raylm training.
+
+    python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--data DIR] [--batch-size 128]
+
+Writes (or reuses) a learnable synthetic image set of ``--size`` in parquet shards (``raylm data
+synth``: 64x64 PNGs, 10 classes), starts Ray with its object store capped at ``--object-store``,
+and trains raylm's seed CNN for one epoch on 1 Ray Train worker (1 CPU) while Ray Data reads and
+decodes the shards on the other CPU(s): ``data.materialize=false``, ``data.check=false``, shard
+order shuffled, validation from its own shards. Meanwhile every Ray process (this driver and all
+its descendants: GCS, raylet, Data and Train workers) has its RSS sampled with psutil.
+
+Baseline: the same model, batch size, optimizer and thread count on an in-memory tensor holding
+``--slice`` of the training rows, decoded up front (``plain_loop.py``, 1 thread), run before and
+after the streamed epoch (the machine is shared: the mean of the two is the baseline).
+
+Prints one JSON line: streamed samples/s and its ratio to the in-memory feed; the summed RSS of
+all processes at 10 % of the epoch, its peak after that and their ratio; each process's peak; the
+object store's spilled / restored bytes; and whether the issue's goals were met (peak RSS <= 1.2x
+its 10 % value; streaming >= 0.9x in-memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RssSampler(threading.Thread):
+    """RSS (and PSS, which counts shared object-store pages once) of this process and all its
+    descendants every ``interval`` seconds, until stopped; each sample also appended to ``trace``."""
+
+    def __init__(self, interval: float = 1.0, trace: Path | None = None):
+        super().__init__(daemon=True)
+        self.interval, self.trace, self.samples, self.peaks = interval, trace, [], {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop_event.is_set():
+            rss = pss = count = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    memory = proc.memory_full_info()
+                    name = "driver" if proc is me else Path(proc.cmdline()[0] if proc.cmdline() else proc.name()).name
+                except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+                    continue
+                rss, pss, count = rss + memory.rss, pss + memory.pss, count + 1
+                peak = self.peaks.get(proc.pid, ("", 0))[1]
+                self.peaks[proc.pid] = (name[:40], max(peak, memory.rss))  # the name of its latest task
+            self.samples.append((time.time(), rss, pss))
+            if self.trace is not None:
+                with open(self.trace, "a") as f:
+                    f.write(json.dumps({"time": time.time(), "rss": rss, "pss": pss, "processes": count}) + "\n")
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def _store_stats() -> dict[str, int]:
+    """Object-store spill/restore counters of the connected cluster (Ray's memory-summary source)."""
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    stats = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address)).store_stats
+    return {"spilled_bytes": int(stats.spilled_bytes_total), "restored_bytes": int(stats.restored_bytes_total),
+            "store_used_bytes": int(stats.object_store_bytes_used)}
+
+
+def _in_memory_slice(manifest: dict, fraction: float, size: int, out: Path) -> int:
+    """The first ``fraction`` of the training rows, decoded as raylm decodes them, as an npz for plain_loop.py."""
+    import pyarrow.parquet as pq
+
+    from raylm.data.images import decode_image
+
+    labels = manifest["labels"]
+    wanted = int(manifest["splits"]["train"]["rows"] * fraction)
+    images, ids = [], []
+    for shard in sorted(Path(manifest["splits"]["train"]["path"]).glob("*.parquet")):
+        table = pq.read_table(shard)
+        for data, label in zip(table.column("image").to_pylist(), table.column("label").to_pylist()):
+            images.append(decode_image(data, size))
+            ids.append(labels.index(label))
+        if len(ids) >= wanted:
+            break
+    np.savez(out, image=np.stack(images[:wanted]), label=np.asarray(ids[:wanted], np.int64), num_classes=len(labels))
+    return wanted
+
+
+def _plain(npz: Path, args) -> float:
+    # Two passes over the slice; plain_loop.py reports the second (the first warms up).
+    cmd = [sys.executable, "benchmarks/plain_loop.py", "--data", str(npz), "--model", "seed_cnn", "--epochs", "2",
+           "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+
+
+def _flatness(samples: list[tuple], begin: float, seconds: float, column: int) -> tuple[int, int]:
+    """(the summed memory at 10 % of the epoch, its peak from there to the epoch's end)."""
+    at_10 = min(samples, key=lambda s: abs(s[0] - (begin + 0.1 * seconds)))[column]
+    during = [s[column] for s in samples if begin + 0.1 * seconds <= s[0] <= begin + seconds]
+    return at_10, max(during, default=at_10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1.5GB", help="synthetic set on disk, train + validation")
+    parser.add_argument("--object-store", default="256MB", help="Ray's object store cap")
+    parser.add_argument("--data", default=None, help="where the set lives (default /tmp/raylm-ingest/image-<size>)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--slice", type=float, default=0.05, help="fraction of the training rows in the in-memory baseline")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
+    parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
+    args = parser.parse_args()
+
+    from pydantic import ByteSize, TypeAdapter
+
+    from raylm.data.synth import SynthSpec, synthesize, train_overrides
+
+    size, store = (int(TypeAdapter(ByteSize).validate_python(v)) for v in (args.size, args.object_store))
+    data_dir = Path(args.data or f"/tmp/raylm-ingest/image-{args.size}")
+    started = time.time()
+    manifest = synthesize(SynthSpec("image", size), data_dir)  # the same spec as `raylm data synth` defaults
+    synth_s = time.time() - started
+
+    with tempfile.TemporaryDirectory(prefix="raylm-ingest-") as tmp:
+        npz = Path(tmp) / "slice.npz"
+        slice_rows = _in_memory_slice(manifest, args.slice, 32, npz)
+        in_memory = [_plain(npz, args)]
+
+        import ray
+
+        from raylm.config import load_config
+        from raylm.runtime import ensure_ray
+        from raylm.train import fit
+
+        sampler = RssSampler(trace=Path(args.trace) if args.trace else None)
+        sampler.start()
+        ensure_ray(num_cpus=args.num_cpus, object_store_memory=store, configure_logging=False)
+        cfg = load_config(None, [
+            "model.name=seed_cnn", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
+            f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
+            "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
+        ])
+        outcome = fit(cfg)
+        store_stats = _store_stats()
+        sampler.stop()
+        ray.shutdown()
+        in_memory.append(_plain(npz, args))
+
+    metrics = outcome.metrics
+    begin, seconds = metrics["train_started"], metrics["train_seconds"]
+    rss_10, peak_after = _flatness(sampler.samples, begin, seconds, 1)
+    pss_10, pss_peak = _flatness(sampler.samples, begin, seconds, 2)
+    baseline = float(np.mean(in_memory))
+    streamed = metrics["train_samples_per_s"]
+    mib = 2**20
+    result = {
+        "benchmark": "ingest",
+        "data_bytes": manifest["bytes"],
+        "object_store_bytes": store,
+        "data_over_store": round(manifest["bytes"] / store, 2),
+        "train_rows": manifest["splits"]["train"]["rows"],
+        "shards": manifest["splits"]["train"]["shards"],
+        "synth_seconds": round(synth_s, 1),
+        "epoch_seconds": round(seconds, 1),
+        "val_accuracy": round(metrics["val_accuracy"], 4),
+        "streamed_samples_per_s": round(streamed, 1),
+        "in_memory_samples_per_s": [round(v, 1) for v in in_memory],
+        "in_memory_rows": slice_rows,
+        "block_mib": args.block_mib,
+        "streamed_over_in_memory": round(streamed / baseline, 3),
+        "rss_total_mib_at_10pct": round(rss_10 / mib, 1),
+        "rss_total_mib_peak_after_10pct": round(peak_after / mib, 1),
+        "rss_peak_over_10pct": round(peak_after / rss_10, 3),
+        "pss_total_mib_at_10pct": round(pss_10 / mib, 1),
+        "pss_total_mib_peak_after_10pct": round(pss_peak / mib, 1),
+        "pss_peak_over_10pct": round(pss_peak / pss_10, 3),
+        # [seconds from the epoch's start, summed RSS MiB, summed PSS MiB], about 40 points
+        "memory_mib_over_time": [[round(t - begin, 1), round(r / mib), round(p / mib)]
+                                 for t, r, p in sampler.samples[:: max(1, len(sampler.samples) // 40)]],
+        "rss_peak_mib_per_process": {f"{pid} {name}": round(peak / mib)
+                                     for pid, (name, peak) in sorted(sampler.peaks.items(), key=lambda kv: -kv[1][1])[:12]},
+        **store_stats,
+        "goal_rss_flat": peak_after <= 1.2 * rss_10,
+        "goal_streaming_0_9x": streamed >= 0.9 * baseline,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
