@@ -231,6 +231,29 @@ def restore_training_state(directory: str | os.PathLike[str], model: torch.nn.Mo
     return int(meta["epoch"])
 
 
+def restore_newest(candidates: list[str | os.PathLike[str]], model: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer | None) -> tuple[Path, int] | None:
+    """Restore the candidate checkpoint with the highest epoch that loads whole; ``None`` if none does.
+
+    A restarted worker group (``train.max_failures``) hears from Ray only of the checkpoints whose
+    report reached the Train controller; a worker killed between persisting a checkpoint and that
+    report leaves a newer, complete checkpoint on disk that Ray does not know. Resuming from the
+    newest one that loads redoes at most the epoch in progress. A torn one (its writer died while
+    Ray copied it) fails to load and the next older is tried; each restore overwrites every weight."""
+    ranked = []
+    for directory in {Path(c) for c in candidates}:
+        try:
+            ranked.append((int(read_meta(directory)["epoch"]), directory))
+        except (CheckpointError, KeyError, TypeError, ValueError, OSError):
+            continue
+    for epoch, directory in sorted(ranked, key=lambda ed: ed[0], reverse=True):
+        try:
+            return directory, restore_training_state(directory, model, optimizer)
+        except (CheckpointError, RuntimeError, OSError, ValueError, EOFError):
+            continue
+    return None
+
+
 @dataclass
 class LoadedModel:
     model: torch.nn.Module

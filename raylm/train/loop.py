@@ -6,6 +6,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +19,9 @@ from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
     read_meta,
+    restore_newest,
     restore_training_state,
+    run_checkpoints,
     unwrap,
     write_checkpoint,
 )
@@ -90,7 +93,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
     # from train.resume_from (Train V2 dropped the trainer's resume_from_checkpoint argument).
     resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
-    if resume is not None:
+    train_dir = loop_config.get("train_dir")  # local storage: also the checkpoints Ray never heard of
+    if train_dir is not None:
+        candidates = run_checkpoints(Path(train_dir)) + ([Path(resume.path)] if resume is not None else [])
+        restored = restore_newest(candidates, model, optimizer)
+        if restored is not None:
+            directory, start_epoch = restored
+            history = read_meta(directory).get("history", [])
+            if rank == 0:
+                log.info("[raylm] resumed from %s after epoch %d", directory, start_epoch)
+    elif resume is not None:
         with resume.as_directory() as directory:
             start_epoch = restore_training_state(directory, model, optimizer)
             history = read_meta(directory).get("history", [])
