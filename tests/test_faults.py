@@ -111,3 +111,111 @@ def test_a_kill_beyond_max_failures_fails_clearly_and_keeps_the_latest_checkpoin
     loaded = load_checkpoint(latest)  # whole: it loads, with its weights and its epoch
     assert loaded.meta["epoch"] >= killer.killed[0]["saved_epoch"] >= 1
     assert loaded.labels == ["horizontal", "vertical"]
+
+
+# ------------------------------------------------------------------ storage faults
+
+_WRITE_OVER_CHECKPOINT = """
+import resource, sys, torch
+from pathlib import Path
+from raylm.config import load_config
+from raylm.models import build_model
+from raylm.train.checkpoint import save_checkpoint_atomic
+limit = int(sys.argv[2])
+cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", "task.labels=[a,b]"])
+torch.manual_seed(1)
+model = build_model(cfg, 2)
+if limit:  # the storage is "full": no file may grow past `limit` bytes (EFBIG; Python ignores SIGXFSZ)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    save_checkpoint_atomic(Path(sys.argv[1]), model, cfg, ["a", "b"], epoch=2)
+except OSError as err:
+    print(f"{type(err).__name__}: {err}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def _good_checkpoint(final: Path) -> dict[str, bytes]:
+    import torch
+
+    from raylm.config import load_config
+    from raylm.models import build_model
+    from raylm.train.checkpoint import save_checkpoint_atomic
+
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", "task.labels=[a,b]"])
+    torch.manual_seed(0)
+    save_checkpoint_atomic(final, build_model(cfg, 2), cfg, ["a", "b"], epoch=1)
+    return {p.name: p.read_bytes() for p in final.iterdir()}
+
+
+def _write_over(final: Path, limit: int = 0):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-c", _WRITE_OVER_CHECKPOINT, str(final), str(limit)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_untouched(final: Path, before: dict[str, bytes]) -> None:
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    assert load_checkpoint(final).meta["epoch"] == 1
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temporary or half-written sibling
+
+
+def test_a_full_disk_names_the_path_and_keeps_the_previous_checkpoint(tmp_path):
+    final = tmp_path / "run" / "checkpoint_000001"
+    before = _good_checkpoint(final)
+    proc = _write_over(final, limit=4096)  # smaller than the weights
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert f"StorageError: [Errno 27] cannot write {final}: File too large (the previous copy is intact)" in proc.stderr
+    _assert_untouched(final, before)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory the process cannot write: a read-only tmpfs where we may mount one (root), else
+    a mode-0555 directory (which root would write anyway)."""
+    import subprocess
+
+    root = tmp_path / "ro"
+    root.mkdir()
+    if os.geteuid() != 0:
+        yield root, lambda: root.chmod(0o555)
+        root.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("root without mount permission: no way to make a read-only directory")
+    try:
+        yield root, lambda: subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_read_only_path_names_the_path_and_keeps_the_previous_checkpoint(read_only_dir):
+    root, make_read_only = read_only_dir
+    final = root / "checkpoint_000001"
+    before = _good_checkpoint(final)
+    make_read_only()
+    proc = _write_over(final)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert f"cannot write {final}:" in proc.stderr and "StorageError" in proc.stderr, proc.stderr[-2000:]
+    _assert_untouched(final, before)
+
+
+def test_a_full_disk_while_writing_run_records_keeps_the_previous_record(tmp_path):
+    import subprocess
+    import sys
+
+    from raylm.atomic import atomic_write_text
+
+    record = tmp_path / "trials.json"
+    atomic_write_text(record, json.dumps({"trials": [1, 2]}))
+    script = ("import resource, sys; from pathlib import Path; from raylm.atomic import atomic_write_text\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))\n"
+              "atomic_write_text(Path(sys.argv[1]), 'x' * 1000)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", script, str(record)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and f"cannot write {record}: File too large" in proc.stderr, proc.stderr[-2000:]
+    assert json.loads(record.read_text()) == {"trials": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.json"]

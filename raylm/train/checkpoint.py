@@ -63,7 +63,7 @@ def write_checkpoint(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
-    save_model(model, str(out / WEIGHTS))
+    save_weights(model, out / WEIGHTS)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), out / OPTIMIZER)
     hf = getattr(model, "hf", None)
@@ -74,6 +74,21 @@ def write_checkpoint(
         load_tokenizer(tokenizer_source(cfg)).save_pretrained(out / "tokenizer")
     write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
     return out
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """safetensors' ``save_model``, whose I/O failures (a full disk) surface as the ``OSError`` they are."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        save_model(model, str(path))
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
 
 
 def drop_stale_optimizer_states(latest: Any, epoch: int, names: tuple[str, ...] = (OPTIMIZER, "optimizer.npz")) -> int:
