@@ -219,3 +219,154 @@ def test_a_full_disk_while_writing_run_records_keeps_the_previous_record(tmp_pat
     assert proc.returncode == 1 and f"cannot write {record}: File too large" in proc.stderr, proc.stderr[-2000:]
     assert json.loads(record.read_text()) == {"trials": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["trials.json"]
+
+
+# ------------------------------------------------------------------ Serve replica killed under load
+
+
+class SteadyLoad(threading.Thread):
+    """``concurrency`` clients posting one image each, back to back, until stopped; every answer's
+    status (or the exception, for a connection error or a timeout) and how long it took."""
+
+    def __init__(self, url: str, body: dict, concurrency: int, timeout_s: float):
+        super().__init__(daemon=True)
+        self.url, self.body, self.concurrency, self.timeout_s = url, body, concurrency, timeout_s
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, object, float]] = []  # (sent at, status or exception name, seconds)
+        self.lock = threading.Lock()
+
+    def _client(self) -> None:
+        import requests
+
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                sent = time.time()
+                try:
+                    status = session.post(self.url, json=self.body, timeout=self.timeout_s).status_code
+                except requests.RequestException as err:
+                    status = type(err).__name__
+                with self.lock:
+                    self.answers.append((sent, status, time.time() - sent))
+
+    def run(self) -> None:
+        clients = [threading.Thread(target=self._client, daemon=True) for _ in range(self.concurrency)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+
+    def failed(self) -> list[tuple[float, object, float]]:
+        return [a for a in self.answers if a[1] != 200]
+
+
+def _image_artifact(root: Path, data_root: dict[str, Path], name: str) -> str:
+    from conftest import tiny_config_in
+    from test_serve import FAST, _checkpoint
+
+    from raylm.compress import compress
+
+    cfg = tiny_config_in(root, data_root, "image", "task.labels=[horizontal,vertical]", f"train.name={name}", *FAST)
+    return compress(cfg, _checkpoint(cfg, ["horizontal", "vertical"]), verbose=False)["artifact"]
+
+
+def _running_replicas(app: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None:
+        return 0
+    return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
+
+
+def _wait_for(predicate, deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def serving(data_root, tmp_path_factory):
+    from ray import serve
+
+    from raylm.runtime import ensure_ray
+    from test_serve import _free_port
+
+    ensure_ray(num_cpus=2, configure_logging=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 20})
+    yield {"url": f"http://127.0.0.1:{port}", "root": tmp_path_factory.mktemp("faults-serve"), "data_root": data_root}
+    serve.shutdown()
+
+
+def test_a_killed_replica_under_load_fails_few_requests_cleanly_and_is_replaced(serving):
+    import requests
+    from ray import serve
+
+    from raylm.serve import build_app, load_serve_config
+    from test_serve import _b64, _png
+
+    artifact = _image_artifact(serving["root"], serving["data_root"], "replicas")
+    cfg = load_serve_config(None, ["serve.min_replicas=2", "serve.max_replicas=2", "serve.replica_cpus=0.25",
+                                   "serve.graceful_shutdown_timeout_s=1", "serve.health_check_period_s=1"])
+    serve.run(build_app([artifact], cfg), name="replicas", route_prefix="/replicas")
+    _wait_for(lambda: _running_replicas("replicas") == 2, 120, "two running replicas")
+    url = f"{serving['url']}/replicas"
+    timeout_s = 20
+    load = SteadyLoad(f"{url}/predict", {"image": _b64(_png("horizontal"))}, concurrency=4, timeout_s=timeout_s)
+    load.start()
+    try:
+        _wait_for(lambda: len(load.answers) >= 100, 120, "100 answers before the kill")
+        victims = _alive_actor_pids("ServeReplica:replicas:TierServer")
+        assert len(victims) == 2
+        os.kill(victims[0], signal.SIGKILL)
+        killed_at = time.time()
+        _wait_for(lambda: victims[0] not in _alive_actor_pids("ServeReplica:replicas:TierServer")
+                  and len(_alive_actor_pids("ServeReplica:replicas:TierServer")) == 2
+                  and _running_replicas("replicas") == 2, 180, "the killed replica to be replaced")
+        replaced_at = time.time()
+        _wait_for(lambda: len([a for a in load.answers if a[0] > replaced_at]) >= 50, 120, "answers after the replacement")
+    finally:
+        load.stop.set()
+        load.join(timeout=timeout_s + 10)
+    answers, failed = load.answers, load.failed()
+    during = [a for a in answers if a[0] >= killed_at]
+    assert len(answers) >= 200 and during
+    assert len(failed) <= 0.01 * len(answers), f"{len(failed)} of {len(answers)} failed: {failed[:10]}"
+    # A failure is an HTTP status, never a hang or a dropped connection; nothing outlasts the timeout.
+    assert all(isinstance(status, int) for _, status, _ in failed), failed
+    assert max(seconds for _, _, seconds in answers) < timeout_s
+    health = requests.get(f"{url}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert requests.post(f"{url}/predict", json={"image": _b64(_png("vertical"))}, timeout=30).status_code == 200
+    serve.delete("replicas")
+
+
+def test_a_deleted_artifact_turns_health_red_with_a_reason_and_never_500s(serving):
+    import shutil
+
+    import requests
+    from ray import serve
+
+    from raylm.serve import build_app, load_serve_config
+    from test_serve import _b64, _png
+
+    artifact = _image_artifact(serving["root"], serving["data_root"], "deleted")
+    cfg = load_serve_config(None, ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.25",
+                                   "serve.graceful_shutdown_timeout_s=1", "serve.health_check_period_s=1"])
+    serve.run(build_app([artifact], cfg), name="deleted", route_prefix="/deleted")
+    url = f"{serving['url']}/deleted"
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    shutil.rmtree(artifact)
+    health = requests.get(f"{url}/healthz", timeout=30)
+    assert health.status_code == 503, health.text
+    assert health.json()["status"] == "unhealthy" and "deleted or moved" in health.json()["reason"]
+    assert str(serving["root"]) not in health.text  # no server paths
+    # Several health-check periods later the replica still answers with the model it loaded.
+    statuses = []
+    for _ in range(10):
+        statuses.append(requests.post(f"{url}/predict", json={"image": _b64(_png("vertical"))}, timeout=30).status_code)
+        time.sleep(0.5)
+    assert statuses == [200] * 10
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 503
+    serve.delete("deleted")
