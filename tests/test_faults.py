@@ -370,3 +370,58 @@ def test_a_deleted_artifact_turns_health_red_with_a_reason_and_never_500s(servin
     assert statuses == [200] * 10
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 503
     serve.delete("deleted")
+
+
+# ------------------------------------------------------------------ Tune driver SIGKILLed mid-sweep
+
+
+def _cpus_free_again(total: float, deadline_s: float) -> None:
+    import ray
+
+    _wait_for(lambda: ray.available_resources().get("CPU", 0) >= total - 1e-6, deadline_s,
+              f"all {total} CPUs free (still reserved: {total - ray.available_resources().get('CPU', 0)})")
+
+
+def test_a_sigkilled_sweep_driver_resumes_from_the_cli_without_rerunning_finished_trials(ray_local, tiny_config, tmp_path):
+    import subprocess
+    import sys
+
+    import ray
+    import yaml
+
+    from test_tune import _SWEEP, _finished_trials
+
+    total = ray.cluster_resources()["CPU"]
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
+                      "tune.num_samples=1", "tune.export=none", "tune.scheduler=fifo", "train.name=driver-killed")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    tune_dir, trials = cfg.run_dir / "tune", cfg.run_dir / "tune" / "trials"
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(repo))
+    driver = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=repo, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
+        assert driver.poll() is None, "the sweep ended before the kill: " + driver.stderr.read()[-3000:]
+        driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == -signal.SIGKILL
+    finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(tune_dir)}
+    assert 1 <= len(finished) < 3
+    # The dead driver's trials (their actors, placement groups) give their CPUs back.
+    _cpus_free_again(total, 120)
+
+    resumed = subprocess.run([sys.executable, "-m", "raylm.cli", "tune", "--resume", str(cfg.run_dir)], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = json.loads((tune_dir / "trials.json").read_text())
+    rows = rows["trials"] if isinstance(rows, dict) else rows
+    assert [r["status"] for r in rows] == ["completed"] * 3, rows
+    assert {r["params"]["train.lr"] for r in rows} == {0.01, 0.005, 0.002}
+    for trial_id, mtime in finished.items():  # kept, not trained again
+        assert (trials / trial_id / "raylm_trial.json").stat().st_mtime_ns == mtime
+    _cpus_free_again(total, 60)
