@@ -425,3 +425,75 @@ def test_a_sigkilled_sweep_driver_resumes_from_the_cli_without_rerunning_finishe
     for trial_id, mtime in finished.items():  # kept, not trained again
         assert (trials / trial_id / "raylm_trial.json").stat().st_mtime_ns == mtime
     _cpus_free_again(total, 60)
+
+
+# ------------------------------------------------------------------ pipeline SIGKILLed in a stage
+
+
+def _recorded_stages(run_dir: Path) -> list[str]:
+    try:
+        return list(json.loads((run_dir / "pipeline.json").read_text())["stages"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+
+
+def _snapshot(paths: list[Path]) -> dict[str, int]:
+    """Every file under ``paths`` with its mtime: what a rerun must leave untouched."""
+    return {str(f): f.stat().st_mtime_ns for p in paths for f in sorted(p.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("killed_in", [
+    pytest.param("train", marks=pytest.mark.faults),
+    "compress",
+    pytest.param("evaluate", marks=pytest.mark.faults),
+])
+def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_local, tiny_config, tmp_path, killed_in):
+    import subprocess
+    import sys
+
+    import ray
+    import yaml
+
+    from raylm.compress.artifact import read_meta as read_artifact_meta
+    from raylm.compress.artifact import verify_files
+    from raylm.pipeline import STAGES
+    from test_pipeline import _ARGS
+
+    cfg = tiny_config(*_ARGS, "train.name=pipe-killed")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(repo))
+    command = [sys.executable, "-m", "raylm.cli", "pipeline", "--config", str(path), "--to", "evaluate"]
+    earlier = list(STAGES[:STAGES.index(killed_in)])
+    driver = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _recorded_stages(cfg.run_dir) == earlier or driver.poll() is not None, 600,
+                  f"the pipeline to enter {killed_in}")
+        assert driver.poll() is None, "the pipeline ended before the kill: " + driver.stderr.read()[-3000:]
+        time.sleep(1.0)  # inside the stage, not at its first line
+        driver.kill()
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert _recorded_stages(cfg.run_dir) == earlier, "the stage finished before the kill landed"
+    record = json.loads((cfg.run_dir / "pipeline.json").read_text())
+    kept = _snapshot([cfg.run_dir / "tune"] + ([cfg.run_dir / "train"] if "train" in earlier else []))
+
+    rerun = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = json.loads((cfg.run_dir / "pipeline.json").read_text())
+    assert list(again["stages"]) == list(STAGES[:STAGES.index("evaluate") + 1])
+    for stage in earlier:  # re-entered at the killed stage: the earlier ones were not run again
+        assert again["stages"][stage] == record["stages"][stage], stage
+    assert {k: v for k, v in _snapshot([cfg.run_dir / "tune"] + ([cfg.run_dir / "train"] if "train" in earlier else [])).items()
+            if k in kept} == kept
+    # Only whole artifacts under their names (a killed writer leaves at most a hidden temporary),
+    # and the one evaluated verifies against its checksums.
+    for artifact in (cfg.run_dir / "compress").iterdir():
+        if not artifact.name.startswith("."):
+            verify_files(artifact, read_artifact_meta(artifact))
+    served = Path(again["stages"]["compress"]["artifact"])
+    verify_files(served, read_artifact_meta(served))
+    assert again["stages"]["evaluate"]["accuracy"] > 0.7
