@@ -497,3 +497,43 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
     served = Path(again["stages"]["compress"]["artifact"])
     verify_files(served, read_artifact_meta(served))
     assert again["stages"]["evaluate"]["accuracy"] > 0.7
+
+
+# ------------------------------------------------------------------ elastic training, a node removed
+
+
+@pytest.mark.faults
+def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(tiny_config):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raylm.train import fit
+
+    ray.shutdown()  # the shared local Ray; the ray_local fixture restarts it for later tests
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    doomed = cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        cfg = tiny_config("image", "train.epochs=6", "train.batch_size=4", "train.num_workers=[1,2]",
+                          "train.cpus_per_worker=1", "train.placement_strategy=SPREAD", "train.max_failures=2",
+                          "train.name=elastic")
+        removed = threading.Event()
+
+        def remove_the_node_mid_run() -> None:
+            _wait_for(lambda: _latest_epoch(cfg.run_dir / "train") >= 1, 300, "the first checkpoint")
+            cluster.remove_node(doomed)
+            removed.set()
+
+        remover = threading.Thread(target=remove_the_node_mid_run, daemon=True)
+        remover.start()
+        outcome = fit(cfg)
+        remover.join(timeout=5)
+        assert removed.is_set()
+        workers = [row["workers"] for row in outcome.history]
+        assert workers[0] == 2 and workers[-1] == 1, workers  # started on both nodes, finished on one
+        assert [row["epoch"] for row in outcome.history] == list(range(1, 7))
+        assert outcome.metrics["val_accuracy"] > 0.75
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -55,7 +55,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         BACKEND_ENV_VARS = {}
 
     tc = cfg.train
-    check_cpu_budget(tc.num_workers, tc.cpus_per_worker)
+    check_cpu_budget(tc.max_workers, tc.cpus_per_worker)  # at full size, Ray Data still needs a CPU
     quiet_data_progress()
     data = build_datasets(cfg)
     # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
@@ -67,7 +67,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
 
         return InProcessTrainer(train_loop_per_worker, loop_config, datasets, cfg.run_dir, tc.keep_checkpoints,
                                 on_report), data
-    use_gpu = resolve_use_gpu(tc.use_gpu, tc.num_workers)
+    use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
         name="train",

@@ -150,6 +150,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
+            "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
         }
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
