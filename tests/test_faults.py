@@ -15,61 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from raylm.train.checkpoint import load_checkpoint, read_meta, run_checkpoints
+from fixtures.faults import (
+    SteadyLoad,
+    WorkerKiller,
+    alive_actor_pids,
+    epochs_redone,
+    latest_epoch,
+    running_replicas,
+    wait_for,
+)
+from raylm.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _latest_epoch(train_dir: Path) -> int:
-    epochs = [0]
-    for checkpoint in run_checkpoints(train_dir):
-        try:
-            epochs.append(int(read_meta(checkpoint)["epoch"]))
-        except Exception:  # noqa: BLE001 - one Ray is writing or deleting right now
-            continue
-    return max(epochs)
-
-
-def _alive_actor_pids(class_name: str) -> list[int]:
-    """PIDs of this cluster's live actors of ``class_name`` (State API: never another Ray's processes)."""
-    import ray
-    from ray.util.state import list_actors
-
-    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], raise_on_missing_output=False)
-    return sorted(int(a.pid) for a in actors if a.pid)
-
-
-class WorkerKiller(threading.Thread):
-    """Kills one Ray Train worker (SIGKILL to its PID) once the run has saved ``after_epoch``, i.e.
-    while the next epoch trains; records when and what was on disk at that moment."""
-
-    def __init__(self, train_dir: Path, after_epoch: int = 1, kills: int = 1, deadline_s: float = 300):
-        super().__init__(daemon=True)
-        self.train_dir, self.after_epoch, self.kills, self.deadline_s = train_dir, after_epoch, kills, deadline_s
-        self.killed: list[dict] = []  # {"pid", "time", "saved_epoch"}
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.deadline_s
-        target = self.after_epoch
-        while len(self.killed) < self.kills and time.monotonic() < deadline:
-            saved = _latest_epoch(self.train_dir)
-            pids = _alive_actor_pids("RayTrainWorker") if saved >= target else []
-            if pids:
-                os.kill(pids[-1], signal.SIGKILL)
-                self.killed.append({"pid": pids[-1], "time": time.time(), "saved_epoch": saved})
-                target = saved + 1  # the next kill: after the restarted group saved another epoch
-                time.sleep(1.0)
-            time.sleep(0.05)
-
-
-def _epochs_redone(history: list[dict], kill: dict) -> int:
-    """Epochs trained again because of the kill: from the epoch the run resumed at to the one in
-    progress when it died (which counts as one even if it was nearly done)."""
-    first_after = min(row["epoch"] for row in history if row["time"] > kill["time"])
-    return kill["saved_epoch"] + 1 - first_after + 1
 
 
 # ------------------------------------------------------------------ 1. Train worker killed mid-epoch
@@ -86,12 +43,12 @@ def test_a_killed_train_worker_restarts_from_the_latest_checkpoint(ray_local, ti
     killer.join(timeout=5)
     assert len(killer.killed) == 1, "no worker was killed: the run ended before its first checkpoint was seen"
     kill = killer.killed[0]
-    assert kill["pid"] not in _alive_actor_pids("RayTrainWorker")
+    assert kill["pid"] not in alive_actor_pids("RayTrainWorker")
     history = outcome.history
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     # Saved epochs were not trained again; at most the epoch in progress was.
     assert all(row["time"] < kill["time"] for row in history if row["epoch"] <= kill["saved_epoch"])
-    assert _epochs_redone(history, kill) <= 1
+    assert epochs_redone(history, kill) <= 1
     assert outcome.metrics["val_accuracy"] > 0.75  # two balanced classes: chance is 0.5
 
 
@@ -224,41 +181,6 @@ def test_a_full_disk_while_writing_run_records_keeps_the_previous_record(tmp_pat
 # ------------------------------------------------------------------ Serve replica killed under load
 
 
-class SteadyLoad(threading.Thread):
-    """``concurrency`` clients posting one image each, back to back, until stopped; every answer's
-    status (or the exception, for a connection error or a timeout) and how long it took."""
-
-    def __init__(self, url: str, body: dict, concurrency: int, timeout_s: float):
-        super().__init__(daemon=True)
-        self.url, self.body, self.concurrency, self.timeout_s = url, body, concurrency, timeout_s
-        self.stop = threading.Event()
-        self.answers: list[tuple[float, object, float]] = []  # (sent at, status or exception name, seconds)
-        self.lock = threading.Lock()
-
-    def _client(self) -> None:
-        import requests
-
-        with requests.Session() as session:
-            while not self.stop.is_set():
-                sent = time.time()
-                try:
-                    status = session.post(self.url, json=self.body, timeout=self.timeout_s).status_code
-                except requests.RequestException as err:
-                    status = type(err).__name__
-                with self.lock:
-                    self.answers.append((sent, status, time.time() - sent))
-
-    def run(self) -> None:
-        clients = [threading.Thread(target=self._client, daemon=True) for _ in range(self.concurrency)]
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join()
-
-    def failed(self) -> list[tuple[float, object, float]]:
-        return [a for a in self.answers if a[1] != 200]
-
-
 def _image_artifact(root: Path, data_root: dict[str, Path], name: str) -> str:
     from conftest import tiny_config_in
     from test_serve import FAST, _checkpoint
@@ -267,22 +189,6 @@ def _image_artifact(root: Path, data_root: dict[str, Path], name: str) -> str:
 
     cfg = tiny_config_in(root, data_root, "image", "task.labels=[horizontal,vertical]", f"train.name={name}", *FAST)
     return compress(cfg, _checkpoint(cfg, ["horizontal", "vertical"]), verbose=False)["artifact"]
-
-
-def _running_replicas(app: str) -> int:
-    from ray import serve
-
-    status = serve.status().applications.get(app)
-    if status is None:
-        return 0
-    return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
-
-
-def _wait_for(predicate, deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
@@ -310,22 +216,22 @@ def test_a_killed_replica_under_load_fails_few_requests_cleanly_and_is_replaced(
     cfg = load_serve_config(None, ["serve.min_replicas=2", "serve.max_replicas=2", "serve.replica_cpus=0.25",
                                    "serve.graceful_shutdown_timeout_s=1", "serve.health_check_period_s=1"])
     serve.run(build_app([artifact], cfg), name="replicas", route_prefix="/replicas")
-    _wait_for(lambda: _running_replicas("replicas") == 2, 120, "two running replicas")
+    wait_for(lambda: running_replicas("replicas") == 2, 120, "two running replicas")
     url = f"{serving['url']}/replicas"
     timeout_s = 20
     load = SteadyLoad(f"{url}/predict", {"image": _b64(_png("horizontal"))}, concurrency=4, timeout_s=timeout_s)
     load.start()
     try:
-        _wait_for(lambda: len(load.answers) >= 100, 120, "100 answers before the kill")
-        victims = _alive_actor_pids("ServeReplica:replicas:TierServer")
+        wait_for(lambda: len(load.answers) >= 100, 120, "100 answers before the kill")
+        victims = alive_actor_pids("ServeReplica:replicas:TierServer")
         assert len(victims) == 2
         os.kill(victims[0], signal.SIGKILL)
         killed_at = time.time()
-        _wait_for(lambda: victims[0] not in _alive_actor_pids("ServeReplica:replicas:TierServer")
-                  and len(_alive_actor_pids("ServeReplica:replicas:TierServer")) == 2
-                  and _running_replicas("replicas") == 2, 180, "the killed replica to be replaced")
+        wait_for(lambda: victims[0] not in alive_actor_pids("ServeReplica:replicas:TierServer")
+                  and len(alive_actor_pids("ServeReplica:replicas:TierServer")) == 2
+                  and running_replicas("replicas") == 2, 180, "the killed replica to be replaced")
         replaced_at = time.time()
-        _wait_for(lambda: len([a for a in load.answers if a[0] > replaced_at]) >= 50, 120, "answers after the replacement")
+        wait_for(lambda: len([a for a in load.answers if a[0] > replaced_at]) >= 50, 120, "answers after the replacement")
     finally:
         load.stop.set()
         load.join(timeout=timeout_s + 10)
@@ -378,7 +284,7 @@ def test_a_deleted_artifact_turns_health_red_with_a_reason_and_never_500s(servin
 def _cpus_free_again(total: float, deadline_s: float) -> None:
     import ray
 
-    _wait_for(lambda: ray.available_resources().get("CPU", 0) >= total - 1e-6, deadline_s,
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= total - 1e-6, deadline_s,
               f"all {total} CPUs free (still reserved: {total - ray.available_resources().get('CPU', 0)})")
 
 
@@ -402,7 +308,7 @@ def test_a_sigkilled_sweep_driver_resumes_from_the_cli_without_rerunning_finishe
     driver = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=repo, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
+        wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
         assert driver.poll() is None, "the sweep ended before the kill: " + driver.stderr.read()[-3000:]
         driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
         driver.wait(timeout=30)
@@ -468,7 +374,7 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
     earlier = list(STAGES[:STAGES.index(killed_in)])
     driver = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _recorded_stages(cfg.run_dir) == earlier or driver.poll() is not None, 600,
+        wait_for(lambda: _recorded_stages(cfg.run_dir) == earlier or driver.poll() is not None, 600,
                   f"the pipeline to enter {killed_in}")
         assert driver.poll() is None, "the pipeline ended before the kill: " + driver.stderr.read()[-3000:]
         time.sleep(1.0)  # inside the stage, not at its first line
@@ -521,7 +427,7 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
         removed = threading.Event()
 
         def remove_the_node_mid_run() -> None:
-            _wait_for(lambda: _latest_epoch(cfg.run_dir / "train") >= 1, 300, "the first checkpoint")
+            wait_for(lambda: latest_epoch(cfg.run_dir / "train") >= 1, 300, "the first checkpoint")
             cluster.remove_node(doomed)
             removed.set()
 
