@@ -89,19 +89,14 @@ def replica_kill(tiny, root: Path, concurrency: int) -> dict:
 
 def driver_sigkill(tiny, root: Path) -> dict:
     import ray
-    import yaml
-    from fixtures.faults import wait_for
+    from fixtures.faults import raylm_cli, wait_for
     from test_tune import _SWEEP, _finished_trials
 
     total = ray.cluster_resources()["CPU"]
     cfg = tiny("image", *_SWEEP, "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
                "tune.num_samples=1", "tune.export=none", "tune.scheduler=fifo", "train.name=sweep")
-    path = root / "sweep.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
     tune_dir, trials = cfg.run_dir / "tune", cfg.run_dir / "tune" / "trials"
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(ROOT))
-    driver = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = raylm_cli("tune", config=cfg, config_path=root / "sweep.yaml", stderr=subprocess.DEVNULL)
     wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
     driver.kill()
     driver.wait(timeout=30)
@@ -109,8 +104,8 @@ def driver_sigkill(tiny, root: Path) -> dict:
     killed_at = time.monotonic()
     wait_for(lambda: ray.available_resources().get("CPU", 0) >= total - 1e-6, 120, "CPUs freed")
     freed_s = time.monotonic() - killed_at
-    resumed = subprocess.run([sys.executable, "-m", "raylm.cli", "tune", "--resume", str(cfg.run_dir)], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=900)
+    resumed = raylm_cli("tune", "--resume", str(cfg.run_dir), stderr=subprocess.DEVNULL)
+    resumed.wait(timeout=900)
     rerun = sum((trials / t / "raylm_trial.json").stat().st_mtime_ns != m for t, m in finished.items())
     return {"trials_finished_before_kill": len(finished), "trials_rerun_after_driver_sigkill": rerun,
             "resume_exit_code": resumed.returncode, "cpus_freed_after_s": round(freed_s, 1),

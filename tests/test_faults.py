@@ -1,8 +1,10 @@
 """Fault injection: processes killed on purpose (Train workers, a Tune driver, Serve replicas, the
-pipeline) and storage that fails; the runs survive and lose nothing they had saved.
+pipeline, a node) and storage that fails; the runs survive and lose nothing they had saved.
 
-One fast case of each kind runs in the default suite; the longer ones are in the opt-in ``faults``
-tier (``pytest -m faults``)."""
+The default suite runs the cheapest case of each kind that has one (a worker kill and restart,
+the storage faults, a deleted artifact; the sweep's Ctrl-C resume is in test_tune.py); the cases
+that need several runs, a second driver or a second node are in the opt-in ``faults`` tier
+(``pytest -m faults``)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from fixtures.faults import (
     alive_actor_pids,
     epochs_redone,
     latest_epoch,
+    raylm_cli,
     running_replicas,
     wait_for,
 )
@@ -52,6 +55,23 @@ def test_a_killed_train_worker_restarts_from_the_latest_checkpoint(ray_local, ti
     assert outcome.metrics["val_accuracy"] > 0.75  # two balanced classes: chance is 0.5
 
 
+@pytest.mark.faults
+def test_a_killed_run_ends_within_a_point_of_an_unkilled_one_with_the_same_seed(ray_local, tiny_config):
+    from raylm.train import fit
+
+    common = ("image", "train.epochs=4", "train.batch_size=4", "train.max_failures=1", "train.seed=5")
+    unkilled = fit(tiny_config(*common, "train.name=unkilled"))
+    cfg = tiny_config(*common, "train.name=killed-once")
+    killer = WorkerKiller(cfg.run_dir / "train", after_epoch=1)
+    killer.start()
+    killed = fit(cfg)
+    killer.join(timeout=5)
+    assert len(killer.killed) == 1 and epochs_redone(killed.history, killer.killed[0]) <= 1
+    assert abs(killed.metrics["val_accuracy"] - unkilled.metrics["val_accuracy"]) <= 0.01
+    assert killed.metrics["val_accuracy"] > 0.75
+
+
+@pytest.mark.faults
 def test_a_kill_beyond_max_failures_fails_clearly_and_keeps_the_latest_checkpoint(ray_local, tiny_config):
     from raylm.train import TrainingFailed, fit
 
@@ -205,6 +225,7 @@ def serving(data_root, tmp_path_factory):
     serve.shutdown()
 
 
+@pytest.mark.faults
 def test_a_killed_replica_under_load_fails_few_requests_cleanly_and_is_replaced(serving):
     import requests
     from ray import serve
@@ -288,25 +309,17 @@ def _cpus_free_again(total: float, deadline_s: float) -> None:
               f"all {total} CPUs free (still reserved: {total - ray.available_resources().get('CPU', 0)})")
 
 
+@pytest.mark.faults
 def test_a_sigkilled_sweep_driver_resumes_from_the_cli_without_rerunning_finished_trials(ray_local, tiny_config, tmp_path):
-    import subprocess
-    import sys
-
     import ray
-    import yaml
 
     from test_tune import _SWEEP, _finished_trials
 
     total = ray.cluster_resources()["CPU"]
     cfg = tiny_config("image", *_SWEEP, "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
                       "tune.num_samples=1", "tune.export=none", "tune.scheduler=fifo", "train.name=driver-killed")
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
     tune_dir, trials = cfg.run_dir / "tune", cfg.run_dir / "tune" / "trials"
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(repo))
-    driver = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=repo, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = raylm_cli("tune", config=cfg, config_path=tmp_path / "sweep.yaml")
     try:
         wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
         assert driver.poll() is None, "the sweep ended before the kill: " + driver.stderr.read()[-3000:]
@@ -321,9 +334,9 @@ def test_a_sigkilled_sweep_driver_resumes_from_the_cli_without_rerunning_finishe
     # The dead driver's trials (their actors, placement groups) give their CPUs back.
     _cpus_free_again(total, 120)
 
-    resumed = subprocess.run([sys.executable, "-m", "raylm.cli", "tune", "--resume", str(cfg.run_dir)], cwd=repo, env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = raylm_cli("tune", "--resume", str(cfg.run_dir))
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
     rows = json.loads((tune_dir / "trials.json").read_text())
     rows = rows["trials"] if isinstance(rows, dict) else rows
     assert [r["status"] for r in rows] == ["completed"] * 3, rows
@@ -348,31 +361,17 @@ def _snapshot(paths: list[Path]) -> dict[str, int]:
     return {str(f): f.stat().st_mtime_ns for p in paths for f in sorted(p.rglob("*")) if f.is_file()}
 
 
-@pytest.mark.parametrize("killed_in", [
-    pytest.param("train", marks=pytest.mark.faults),
-    "compress",
-    pytest.param("evaluate", marks=pytest.mark.faults),
-])
+@pytest.mark.faults
+@pytest.mark.parametrize("killed_in", ["train", "compress", "evaluate"])
 def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_local, tiny_config, tmp_path, killed_in):
-    import subprocess
-    import sys
-
-    import ray
-    import yaml
-
     from raylm.compress.artifact import read_meta as read_artifact_meta
     from raylm.compress.artifact import verify_files
     from raylm.pipeline import STAGES
     from test_pipeline import _ARGS
 
     cfg = tiny_config(*_ARGS, "train.name=pipe-killed")
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(repo))
-    command = [sys.executable, "-m", "raylm.cli", "pipeline", "--config", str(path), "--to", "evaluate"]
     earlier = list(STAGES[:STAGES.index(killed_in)])
-    driver = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = raylm_cli("pipeline", "--to", "evaluate", config=cfg, config_path=tmp_path / "pipeline.yaml")
     try:
         wait_for(lambda: _recorded_stages(cfg.run_dir) == earlier or driver.poll() is not None, 600,
                   f"the pipeline to enter {killed_in}")
@@ -387,8 +386,9 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
     record = json.loads((cfg.run_dir / "pipeline.json").read_text())
     kept = _snapshot([cfg.run_dir / "tune"] + ([cfg.run_dir / "train"] if "train" in earlier else []))
 
-    rerun = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rerun = raylm_cli("pipeline", "--to", "evaluate", config=cfg, config_path=tmp_path / "pipeline.yaml")
+    _, stderr = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, stderr[-3000:]
     again = json.loads((cfg.run_dir / "pipeline.json").read_text())
     assert list(again["stages"]) == list(STAGES[:STAGES.index("evaluate") + 1])
     for stage in earlier:  # re-entered at the killed stage: the earlier ones were not run again
