@@ -416,13 +416,15 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
     from raylm.train import fit
 
     ray.shutdown()  # the shared local Ray; the ray_local fixture restarts it for later tests
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    doomed = cluster.add_node(num_cpus=1)
+    # 2-CPU workers: one fits each node, and after the removal the head (3 CPUs) holds one worker and
+    # still has a CPU for Ray Data.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    doomed = cluster.add_node(num_cpus=2)
     try:
         ray.init(address=cluster.address)
         cluster.wait_for_nodes()
         cfg = tiny_config("image", "train.epochs=6", "train.batch_size=4", "train.num_workers=[1,2]",
-                          "train.cpus_per_worker=1", "train.placement_strategy=SPREAD", "train.max_failures=2",
+                          "train.cpus_per_worker=2", "train.max_failures=2",
                           "train.name=elastic")
         removed = threading.Event()
 
@@ -443,3 +445,21 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.parametrize("value, expected", [("2", 2), ("[1, 2]", (1, 2)), ("[2, 2]", 2)])
+def test_num_workers_takes_a_count_or_an_elastic_range(value, expected):
+    from raylm.config import load_config
+
+    train = load_config(None, ["task.modality=image", "model.name=seed_cnn", f"train.num_workers={value}"]).train
+    assert train.num_workers == expected
+    assert (train.min_workers, train.max_workers) == ((expected, expected) if isinstance(expected, int) else expected)
+
+
+@pytest.mark.parametrize("value, message", [("0", "greater than or equal to 1"), ("[0, 2]", "greater than or equal to 1"),
+                                            ("[3, 2]", "min 3 exceeds max 2")])
+def test_a_bad_worker_range_names_the_field(value, message):
+    from raylm.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=rf"train\.num_workers: .*{message}"):
+        load_config(None, ["task.modality=image", "model.name=seed_cnn", f"train.num_workers={value}"])
