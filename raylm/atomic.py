@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 # The storage itself refused: full, over quota or a file-size limit, read-only, not permitted, failing.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -32,7 +33,6 @@ def _storage_error(final: Path, err: OSError) -> OSError:
         return err
     kept = "the previous copy is intact" if final.exists() else "nothing was written under that name"
     return StorageError(err.errno, f"cannot write {final}: {err.strerror} ({kept})")
-_RENAME_EXCHANGE = 2
 
 
 def fsync_path(path: Path) -> None:
