@@ -140,9 +140,13 @@ def main() -> None:
         def tiny(modality: str, *overrides: str):
             return tiny_config_in(root, data_root, modality, *overrides)
 
+        figures = {"full_disk": full_disk(root)}
         ensure_ray(num_cpus=2, configure_logging=False)
-        figures = {"full_disk": full_disk(root), "worker_kill": worker_kill(tiny, args.epochs),
-                   "replica_kill": replica_kill(tiny, root, args.concurrency), "driver_sigkill": driver_sigkill(tiny, root)}
+        for name, measure in (("worker_kill", lambda: worker_kill(tiny, args.epochs)),
+                              ("replica_kill", lambda: replica_kill(tiny, root, args.concurrency)),
+                              ("driver_sigkill", lambda: driver_sigkill(tiny, root))):
+            figures[name] = measure()
+            print(f"faults: {name} {json.dumps(figures[name])}", file=sys.stderr, flush=True)  # progress
     print(json.dumps({"benchmark": "faults"} | figures))
 
 
