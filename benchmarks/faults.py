@@ -1,7 +1,7 @@
 """Fault injection, measured: what a killed Train worker, a killed Serve replica, a SIGKILLed sweep
 driver and a full disk cost a run.
 
-    python benchmarks/faults.py [--epochs 6] [--concurrency 4]
+    python benchmarks/faults.py [--epochs 6] [--concurrency 4] [--only worker_kill replica_kill driver_sigkill]
 
 On one embedded 2-CPU Ray, with the tests' tiny image data (tests/conftest.py) and fault helpers
 (tests/fixtures/faults.py), in one run:
@@ -10,7 +10,7 @@ On one embedded 2-CPU Ray, with the tests' tiny image data (tests/conftest.py) a
     validation accuracy of each (goal: within 1 point);
   * replica kill: steady load on an app with two replicas, one SIGKILLed: requests failed
     (goal <= 1 %), the slowest answer, seconds until the replica was replaced;
-  * driver SIGKILL: a 3-trial sweep's driver killed after its first finished trial, then
+  * driver SIGKILL: a 6-trial sweep's driver killed after its first finished trial, then
     `raylm tune --resume`: finished trials rerun (goal 0), CPUs still reserved after the kill;
   * full disk: a checkpoint rewritten under RLIMIT_FSIZE: bytes of the previous one lost (goal 0).
 Prints one JSON line.
@@ -93,11 +93,12 @@ def driver_sigkill(tiny, root: Path) -> dict:
     from test_tune import _SWEEP, _finished_trials
 
     total = ray.cluster_resources()["CPU"]
-    cfg = tiny("image", *_SWEEP, "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
-               "tune.num_samples=1", "tune.export=none", "tune.scheduler=fifo", "train.name=sweep")
+    cfg = tiny("image", *_SWEEP, "train.epochs=8", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
+               "tune.num_samples=2", "tune.export=none", "tune.scheduler=fifo", "train.name=sweep")
     tune_dir, trials = cfg.run_dir / "tune", cfg.run_dir / "tune" / "trials"
     driver = raylm_cli("tune", config=cfg, config_path=root / "sweep.yaml", stderr=subprocess.DEVNULL)
     wait_for(lambda: _finished_trials(tune_dir) or driver.poll() is not None, 300, "a finished trial")
+    killed_mid_sweep = driver.poll() is None
     driver.kill()
     driver.wait(timeout=30)
     finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(tune_dir)}
@@ -107,7 +108,7 @@ def driver_sigkill(tiny, root: Path) -> dict:
     resumed = raylm_cli("tune", "--resume", str(cfg.run_dir), stderr=subprocess.DEVNULL)
     resumed.wait(timeout=900)
     rerun = sum((trials / t / "raylm_trial.json").stat().st_mtime_ns != m for t, m in finished.items())
-    return {"trials_finished_before_kill": len(finished), "trials_rerun_after_driver_sigkill": rerun,
+    return {"killed_mid_sweep": killed_mid_sweep, "trials": 6, "trials_finished_before_kill": len(finished), "trials_rerun_after_driver_sigkill": rerun,
             "resume_exit_code": resumed.returncode, "cpus_freed_after_s": round(freed_s, 1),
             "cpus_reserved_after_resume": round(total - ray.available_resources().get("CPU", 0), 3)}
 
@@ -127,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--only", nargs="*", default=["worker_kill", "replica_kill", "driver_sigkill"],
+                        help="scenarios to run (the full-disk one always runs: it takes a second)")
     args = parser.parse_args()
 
     from conftest import _easy_images, tiny_config_in
@@ -145,6 +148,8 @@ def main() -> None:
         for name, measure in (("worker_kill", lambda: worker_kill(tiny, args.epochs)),
                               ("replica_kill", lambda: replica_kill(tiny, root, args.concurrency)),
                               ("driver_sigkill", lambda: driver_sigkill(tiny, root))):
+            if name not in args.only:
+                continue
             figures[name] = measure()
             print(f"faults: {name} {json.dumps(figures[name])}", file=sys.stderr, flush=True)  # progress
     print(json.dumps({"benchmark": "faults"} | figures))
