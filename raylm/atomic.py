@@ -19,6 +19,20 @@ from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+# The storage itself refused: full, over quota or a file-size limit, read-only, not permitted, failing.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+class StorageError(OSError):
+    """A write refused by the storage, naming the file or directory that was being written; the
+    copy already under that name (if any) is untouched."""
+
+
+def _storage_error(final: Path, err: OSError) -> OSError:
+    if isinstance(err, StorageError) or err.errno not in _STORAGE_ERRNOS:
+        return err
+    kept = "the previous copy is intact" if final.exists() else "nothing was written under that name"
+    return StorageError(err.errno, f"cannot write {final}: {err.strerror} ({kept})")
 
 
 def fsync_path(path: Path) -> None:
@@ -40,7 +54,10 @@ def fsync_tree(root: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` through a uniquely named temporary sibling: two writers never share a temp file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _storage_error(path, err) from err
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -48,6 +65,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users' processes
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _storage_error(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -84,9 +104,12 @@ def recover(final: Path) -> None:
 def atomic_directory(final: Path):
     """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed
     and ``final`` is left as it was."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        recover(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    except OSError as err:
+        raise _storage_error(final, err) from err
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a serving process of another user
     try:
         yield tmp
@@ -106,6 +129,9 @@ def atomic_directory(final: Path):
                 raise
             shutil.rmtree(old, ignore_errors=True)
         fsync_path(final.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _storage_error(final, err) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -296,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     tun.set_defaults(run=cmd_tune)
     pipe = verbs.add_parser("pipeline", parents=[loud], help="tune -> retrain -> compress -> evaluate -> serve -> smoke request")
     _add_config_args(pipe)
-    pipe.add_argument("--from", dest="start", default="tune", choices=["tune", "train", "compress", "evaluate", "serve"],
-                      help="re-enter at this stage, reusing the earlier stages' outputs (needs train.name=<run>)")
+    pipe.add_argument("--from", dest="start", default=None, choices=["tune", "train", "compress", "evaluate", "serve"],
+                      help="re-enter at this stage, reusing the earlier stages' outputs (needs train.name=<run>); "
+                           "default: where an earlier run of the same config stopped, else tune")
     pipe.add_argument("--to", dest="stop", default="serve", choices=["tune", "train", "compress", "evaluate", "serve"],
                       help="stop after this stage (e.g. evaluate, and serve with a RayService)")
     pipe.set_defaults(run=cmd_pipeline)

@@ -177,7 +177,8 @@ class TrainConfig(_Section):
         "constant", description="cosine: lr decays epoch by epoch towards 0 over train.epochs (torch backend)")
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1, description="per worker")
-    num_workers: int = Field(2, ge=1, description="data-parallel Ray Train workers")
+    num_workers: int | tuple[int, int] = Field(2, description="data-parallel Ray Train workers; [min, max]: elastic "
+                                                               "(Train V2 runs on what the cluster holds, within the range)")
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool | Literal["auto"] = Field("auto", description="auto: when the cluster has a GPU per worker")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -189,6 +190,24 @@ class TrainConfig(_Section):
     resume_from: str | None = Field(None, description="checkpoint dir to continue from")
     log_every_n_steps: int = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _worker_range(cls, value: int | tuple[int, int]) -> int | tuple[int, int]:
+        low, high = (value, value) if isinstance(value, int) else value
+        if low < 1:
+            raise ValueError("Input should be greater than or equal to 1")
+        if low > high:
+            raise ValueError(f"[min, max]: min {low} exceeds max {high}")
+        return low if low == high else (low, high)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[0]
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[1]
 
     @field_validator("resume_from")
     @classmethod

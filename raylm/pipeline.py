@@ -278,11 +278,25 @@ _RUNNERS = {"tune": _stage_tune, "train": _stage_train, "compress": _stage_compr
             "evaluate": _stage_evaluate, "serve": _stage_serve}
 
 
-def run_pipeline(cfg: RaylmConfig, *, start: str = "tune", stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
-    """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``."""
+def reentry_stage(cfg: RaylmConfig, record: dict[str, Any], stop: str) -> str:
+    """Where a rerun of the same command continues: after the stages the record holds for this very
+    config (a run killed in ``compress`` keeps its sweep and its retrain), else from the start."""
+    if record.get("config") != cfg.to_dict():
+        return STAGES[0]
+    for stage in STAGES[:STAGES.index(stop) + 1]:
+        if stage not in record["stages"]:
+            return stage
+    return stop  # a finished run: its last stage again (e.g. serve the recorded artifact once more)
+
+
+def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
+    """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
+    ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
     from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
 
+    if start is None:
+        start = reentry_stage(cfg, _read_record(cfg.run_dir), stop) if stop in STAGES else STAGES[0]
     if start not in STAGES or stop not in STAGES or STAGES.index(start) > STAGES.index(stop):
         raise ConfigError(f"--from {start} --to {stop}: stages run in the order {' -> '.join(STAGES)}")
     run_dir = cfg.run_dir

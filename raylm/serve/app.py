@@ -329,10 +329,11 @@ class TierServer:
             raise HTTPException(422, f"{self._modality}[{int(bad[0])}]: the model's output is not finite for this input")
         return probs, batch_requests
 
-    def check_health(self) -> None:
-        missing = [p for p in self._paths.values() if not (Path(p) / "artifact.json").is_file()]
-        if missing:
-            raise RuntimeError(f"artifact(s) gone: {missing}")
+    def _gone_tiers(self) -> list[str]:
+        return sorted(name for name, path in self._paths.items() if not (Path(path) / "artifact.json").is_file())
+
+    # No check_health: Serve restarts a replica whose check fails, and one whose artifact was deleted
+    # could not start again; the replica keeps answering with the model it loaded, /healthz says why it is red.
 
     # -- HTTP side
 
@@ -413,9 +414,14 @@ class TierServer:
         return ModelsResponse(modality=self._modality, labels=self._labels, tiers=tiers,
                               batching={"max_batch_size": self._max_batch_size, "batch_wait_timeout_s": self._wait_s})
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "modality": self._modality, "tiers": sorted(self._metas), "default": self._default}
+    @api.get("/healthz", responses={503: {"description": "an artifact was deleted or moved: the reason"}})
+    async def healthz(self) -> Response:
+        body = {"status": "ok", "modality": self._modality, "tiers": sorted(self._metas), "default": self._default}
+        gone = self._gone_tiers()
+        if gone:  # tier names only: no server paths in answers
+            body |= {"status": "unhealthy", "reason": f"artifact of tier(s) {gone} deleted or moved: a restarted replica "
+                                                      "could not load it; the loaded model still answers"}
+        return JSONResponse(body, status_code=503 if gone else 200)
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> JSONResponse:

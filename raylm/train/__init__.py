@@ -55,7 +55,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         BACKEND_ENV_VARS = {}
 
     tc = cfg.train
-    check_cpu_budget(tc.num_workers, tc.cpus_per_worker)
+    check_cpu_budget(tc.max_workers, tc.cpus_per_worker)  # at full size, Ray Data still needs a CPU
     quiet_data_progress()
     data = build_datasets(cfg)
     # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
@@ -69,7 +69,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         run_dir = Path(where["storage_path"]) / where["name"] if "storage_path" in where else cfg.run_dir
         return InProcessTrainer(train_loop_per_worker, loop_config, datasets, run_dir, tc.keep_checkpoints,
                                 on_report), data
-    use_gpu = resolve_use_gpu(tc.use_gpu, tc.num_workers)
+    use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
         name="train",
@@ -81,6 +81,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
     _check_resumable(cfg, data, run_config)
+    if "://" not in str(run_config["storage_path"]) and cfg.model.backend == "torch" and not extra_loop_config:
+        # A restarted worker group resumes from the newest whole checkpoint there (loop.py).
+        loop_config["train_dir"] = str(Path(run_config["storage_path"]) / run_config["name"])
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -106,12 +109,37 @@ def _check_resumable(cfg: RaylmConfig, data, run_config: dict[str, Any]) -> None
         check_belongs(checkpoint, cfg, data.labels, data.fingerprint)
 
 
+class TrainingFailed(RuntimeError):
+    """A run that stopped for good: more worker-group failures than ``train.max_failures`` allows."""
+
+
+def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
+    from raylm.train.checkpoint import CheckpointError, read_meta, run_checkpoints
+
+    saved = []
+    for checkpoint in run_checkpoints(cfg.run_dir / "train"):
+        try:
+            saved.append((int(read_meta(checkpoint)["epoch"]), checkpoint))
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            continue
+    latest = (f"the latest checkpoint, epoch {max(saved)[0]}, is {max(saved)[1]} (train.resume_from= continues it)"
+              if saved else "no checkpoint was saved")
+    cause = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return (f"training {cfg.run_dir.name} failed and was not restarted (train.max_failures={cfg.train.max_failures}); "
+            f"{latest}; cause: {type(error).__name__}: {cause[:300]}")
+
+
 def fit(cfg: RaylmConfig) -> TrainOutcome:
     """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``)."""
     trainer, data = build_trainer(cfg)
-    result = trainer.fit()
+    import ray.train
+
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error
+        raise TrainingFailed(_failure_message(cfg, err)) from err
     if result.error is not None:
-        raise result.error
+        raise TrainingFailed(_failure_message(cfg, result.error)) from result.error
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     best = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))[0]

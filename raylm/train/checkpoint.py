@@ -63,7 +63,7 @@ def write_checkpoint(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
-    save_model(model, str(out / WEIGHTS))
+    save_weights(model, out / WEIGHTS)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), out / OPTIMIZER)
     hf = getattr(model, "hf", None)
@@ -74,6 +74,21 @@ def write_checkpoint(
         load_tokenizer(tokenizer_source(cfg)).save_pretrained(out / "tokenizer")
     write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
     return out
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """safetensors' ``save_model``, whose I/O failures (a full disk) surface as the ``OSError`` they are."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        save_model(model, str(path))
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
 
 
 def drop_stale_optimizer_states(latest: Any, epoch: int, names: tuple[str, ...] = (OPTIMIZER, "optimizer.npz")) -> int:
@@ -229,6 +244,29 @@ def restore_training_state(directory: str | os.PathLike[str], model: torch.nn.Mo
     if optimizer is not None and opt_path.exists():
         optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
     return int(meta["epoch"])
+
+
+def restore_newest(candidates: list[str | os.PathLike[str]], model: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer | None) -> tuple[Path, int] | None:
+    """Restore the candidate checkpoint with the highest epoch that loads whole; ``None`` if none does.
+
+    A restarted worker group (``train.max_failures``) hears from Ray only of the checkpoints whose
+    report reached the Train controller; a worker killed between persisting a checkpoint and that
+    report leaves a newer, complete checkpoint on disk that Ray does not know. Resuming from the
+    newest one that loads redoes at most the epoch in progress. A torn one (its writer died while
+    Ray copied it) fails to load and the next older is tried; each restore overwrites every weight."""
+    ranked = []
+    for directory in {Path(c) for c in candidates}:
+        try:
+            ranked.append((int(read_meta(directory)["epoch"]), directory))
+        except (CheckpointError, KeyError, TypeError, ValueError, OSError):
+            continue
+    for epoch, directory in sorted(ranked, key=lambda ed: ed[0], reverse=True):
+        try:
+            return directory, restore_training_state(directory, model, optimizer)
+        except (CheckpointError, RuntimeError, OSError, ValueError, EOFError):
+            continue
+    return None
 
 
 @dataclass

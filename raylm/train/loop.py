@@ -7,6 +7,7 @@ import logging
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,9 @@ from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
     read_meta,
+    restore_newest,
     restore_training_state,
+    run_checkpoints,
     unwrap,
     write_checkpoint,
 )
@@ -100,7 +103,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
     # from train.resume_from (Train V2 dropped the trainer's resume_from_checkpoint argument).
     resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
-    if resume is not None:
+    train_dir = loop_config.get("train_dir")  # local storage: also the checkpoints Ray never heard of
+    if train_dir is not None:
+        candidates = run_checkpoints(Path(train_dir)) + ([Path(resume.path)] if resume is not None else [])
+        restored = restore_newest(candidates, model, optimizer)
+        if restored is not None:
+            directory, start_epoch = restored
+            history = read_meta(directory).get("history", [])
+            if rank == 0:
+                log.info("[raylm] resumed from %s after epoch %d", directory, start_epoch)
+    elif resume is not None:
         with resume.as_directory() as directory:
             start_epoch = restore_training_state(directory, model, optimizer)
             history = read_meta(directory).get("history", [])
@@ -152,6 +164,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
+            "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
         }
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)

@@ -67,19 +67,19 @@ def concurrency(cfg: RaylmConfig) -> int:
     if trains_in_process(cfg):
         per_trial, needs = tr.cpus_per_worker, "train.cpus_per_worker (the trial trains in its own process)"
     else:
-        per_trial = tc.trial_cpus + tr.num_workers * tr.cpus_per_worker
+        per_trial = tc.trial_cpus + tr.max_workers * tr.cpus_per_worker
         needs = "tune.trial_cpus + train.num_workers x train.cpus_per_worker"
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    if tr.use_gpu is True and gpus < tr.num_workers:
+    if tr.use_gpu is True and gpus < tr.max_workers:
         # GPU workers scaled to zero: the autoscaler adds them (and their CPUs) once trials ask,
         # so today's resources say nothing; run what the user asked for.
         log.warning("the cluster has %g GPUs now; running %d trial(s) at a time and leaving the GPU workers "
                     "to the autoscaler", gpus, tc.max_concurrent_trials or 1)
         return tc.max_concurrent_trials or 1
     fits = math.floor((cpus - 1 + 1e-9) / per_trial)
-    if tr.use_gpu is not False and gpus >= tr.num_workers:
-        fits = min(fits, math.floor(gpus / tr.num_workers))
+    if tr.use_gpu is not False and gpus >= tr.max_workers:
+        fits = min(fits, math.floor(gpus / tr.max_workers))
     if tc.max_concurrent_trials:
         if tc.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
