@@ -44,7 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from raylm.compress import ArtifactError, CompressError, compress
+    from raylm.compress import ArtifactError, CompressError
+    from raylm.compress.objectives import compress_checkpoint
     from raylm.compress.pipeline import compress_config
     from raylm.train.checkpoint import CheckpointError
 
@@ -53,13 +54,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from raylm.runtime import ensure_ray
 
         ensure_ray()
-        if cfg.model.backend == "keras":  # tfmot + TFLite; same compress keys, same artifact layout
-            from raylm.compress.keras import compress_keras_checkpoint
-
-            result = compress_keras_checkpoint(cfg, args.checkpoint)
-            print(json.dumps({"report": result.report, "artifact": str(result.artifact)}, indent=2, default=str))
-            return 0
-        report = compress(cfg, args.checkpoint)
+        report = compress_checkpoint(cfg, args.checkpoint, verbose=True)
     except (CompressError, CheckpointError, ArtifactError, ValueError) as err:
         print(f"raylm: {err}", file=sys.stderr)
         return 2

@@ -207,7 +207,7 @@ def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     with atomic_directory(stable) as tmp:
         shutil.copytree(served["artifact"], tmp, dirs_exist_ok=True)
     dense = {"accuracy": served["dense_accuracy"], "size_mb": served["dense_size_mb"],
-             "latency_ms": served["dense_latency_ms"], "runtime": "onnx-fp32"}
+             "latency_ms": served["dense_latency_ms"], "runtime": served["dense_runtime"]}
     return served | {"artifact": str(stable), "source_artifact": served["artifact"], "dense": dense,
                      "attempts": attempts}
 
@@ -333,7 +333,7 @@ def format_summary(record: dict[str, Any]) -> str:
         c = st["compress"]
         d = c.get("dense")
         if d:  # the reference every compressed row is judged against
-            rows.append(("dense fp32 onnx", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
+            rows.append((f"dense {d.get('runtime', 'onnx-fp32')}", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
                          "1.00x 1.00x", "-"))
         for a in c.get("attempts", [])[:-1]:
             rows.append((f"  tried {a['recipe']}", f"{a['accuracy']:.3f}", f"{a['size_mb']:.3f}",

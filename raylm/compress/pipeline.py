@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from raylm.atomic import atomic_directory
-from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, write_meta
+from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, preprocessing_record, write_meta
 from raylm.config import RaylmConfig, validate_config
 from raylm.data import MODEL_INPUTS
 
@@ -84,18 +84,6 @@ def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
     return validate_config(tree)
 
 
-def _preprocessing(cfg: RaylmConfig) -> dict[str, Any]:
-    modality = cfg.task.modality
-    if modality == "image":
-        return {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
-                "color": "RGB", "layout": "NHWC", "scale": 1 / 255}
-    if modality == "audio":
-        return {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
-                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"}
-    return {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer", "max_length": cfg.data.text.max_length,
-            "padding": "max_length", "text_column": cfg.data.text.text_column}
-
-
 def _torch_predict(model: torch.nn.Module, inputs: tuple[str, ...]):
     def predict(feeds: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -134,7 +122,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     Returns the JSON report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
-    from raylm.compress.gate import compression_ratios
+    from raylm.compress.gate import compression_ratios, ratios_to_dense
     from raylm.compress.measure import collect, format_table, measure
     from raylm.compress.prune import sparsity_stats
     from raylm.compress.sparse import sparsify_onnx
@@ -213,7 +201,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
             model_file = ONNX
         meta = {
             "task": {"modality": modality}, "labels": list(loaded.labels), "inputs": list(inputs),
-            "preprocessing": _preprocessing(cfg),
+            "preprocessing": preprocessing_record(cfg),
             "architecture": {"backend": cfg.model.backend, "name": cfg.model.name, "kwargs": cfg.model.kwargs,
                              "num_classes": len(loaded.labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
                              "config": cfg.to_dict()},
@@ -240,7 +228,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         compressed, preds = measure(artifact.predict, val, inputs, files=report_files, counts=counts, **timing)
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
         compressed["runtime"] = "onnx-" + ("fp32" if cc.quantize.mode == "none" else "int8") if export == "onnx" else "torch"
-        ratios = _ratios(dense, compressed, batch_sizes) | compression_ratios(dense, compressed, cc.serving_batch_size, cc)
+        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(dense, compressed, cc.serving_batch_size, cc)
         if not prunes(cc) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
             ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
         report = {"variant": variant, "modality": modality, "model": cfg.model.name, "artifact": str(final),
@@ -252,14 +240,3 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         print(f"vs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
               f"p50 {ratios['latency_ratio']:.3f}x at batch {cc.serving_batch_size}: {ratios['gain']['reason']}")
     return report
-
-
-def _ratios(dense: dict, variant: dict, batch_sizes: tuple[int, ...]) -> dict[str, float]:
-    out = {"accuracy_delta": variant["accuracy"] - dense["accuracy"],
-           "size_ratio": variant["file_bytes"] / dense["file_bytes"],
-           "gzip_size_ratio": variant["gzip_bytes"] / dense["gzip_bytes"],
-           "params_ratio": variant["params"] / dense["params"],
-           "nonzero_ratio": variant["nonzero_params"] / dense["nonzero_params"]}
-    for b in batch_sizes:
-        out[f"latency_p50_ratio_b{b}"] = variant["latency"][f"batch_{b}"]["p50_ms"] / dense["latency"][f"batch_{b}"]["p50_ms"]
-    return out

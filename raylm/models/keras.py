@@ -89,3 +89,11 @@ def kernel_sparsity(model: Any) -> float:
             zeros += int((values == 0).sum())
             total += values.size
     return zeros / max(total, 1)
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """``params`` and ``nonzero_params`` over the trainable variables, as torch's ``sparsity_stats`` counts them."""
+    import numpy as np
+
+    values = [np.asarray(w.numpy()) for w in model.trainable_weights]
+    return {"params": int(sum(v.size for v in values)), "nonzero_params": int(sum(np.count_nonzero(v) for v in values))}
