@@ -18,10 +18,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raylm.errors import RaylmError
+
 Modality = Literal["image", "text", "audio"]
 
 
-class ConfigError(ValueError):
+class ConfigError(RaylmError):
     """A config that cannot run; the message names every offending field."""
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import ConfigError, RaylmConfig, validate_config
+from raylm.errors import RaylmError
 
 STAGES = ("tune", "train", "compress", "evaluate", "serve")
 RECORD = "pipeline.json"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RaylmError, RuntimeError):
     """A stage cannot run (its inputs are missing) or its result failed a check."""
 
 

@@ -242,3 +242,45 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
         assert bad.status_code == 422 and "image" in bad.text
     finally:
         serve.shutdown()
+
+
+def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config):
+    """``raylm pipeline`` with ``model.backend: keras`` on tiny settings: a Keras sweep, the retrain,
+    tfmot prune + QAT to int8 TFLite, evaluation from the file, and real HTTP to the served model."""
+    import socket
+
+    from ray import serve
+
+    from raylm.pipeline import format_summary, run_pipeline
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tiny_config(
+        "image", "model.backend=keras", "train.name=keras-pipe", "train.num_workers=1", "train.epochs=1",
+        "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=2", "tune.max_concurrent_trials=1",
+        "tune.export=none", "tune.scheduler=fifo", "tune.objectives=[accuracy, latency_ms]",
+        "compress.prune.method=magnitude", "compress.prune.sparsity=0.5", "compress.quantize.mode=static",
+        "compress.finetune_epochs=1", "compress.finetune_lr=0.005", "compress.quantize.calibration_samples=16",
+        "compress.latency_runs=3", "compress.latency_warmup=1", "compress.serving_batch_size=4",
+        "pipeline.retrain_epochs=2", "pipeline.retrain_workers=1", "pipeline.max_accuracy_drop=100",
+        "pipeline.recovery_epochs=0", "compress.gain_tolerance=1", f"serve.port={port}", "serve.replica_cpus=0.25", "serve.max_replicas=1")
+    try:
+        record = run_pipeline(cfg, verbose=False)
+        stages = record["stages"]
+        assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
+        assert stages["tune"]["completed"] == 2
+        compressed = stages["compress"]
+        assert compressed["dense"]["runtime"] == "tflite-fp32" and compressed["attempts"][0]["tried_as"].startswith("chosen")
+        served = compressed["attempts"][-1]
+        assert served["passed"] and served["recipe"].endswith("int8-static"), compressed["attempts"]
+        assert compressed["size_ratio"] < 0.5  # int8 TFLite against the float TFLite of the same retrain
+        from raylm.compress import load_artifact
+
+        assert load_artifact(compressed["artifact"]).runtime == "tflite"
+        assert stages["evaluate"]["accuracy"] > 0.7 and stages["evaluate"]["samples"] > 0
+        smoke = stages["serve"]["smoke"]
+        assert smoke["status"] == 200 and smoke["correct"], smoke
+        assert "tflite-fp32" in format_summary(record)
+    finally:
+        serve.shutdown()

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from raylm.errors import RaylmError
+
 FORMAT = "raylm.artifact/1"
 META = "artifact.json"
 WEIGHTS = "model.safetensors"
@@ -40,7 +42,7 @@ Runtime = Literal["safetensors", "onnx", "tflite"]
 RUNTIME_OF_FILE = {".safetensors": "safetensors", ".onnx": "onnx", ".tflite": "tflite"}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RaylmError):
     """An artifact that cannot be loaded; the message names the file and what is wrong."""
 
 

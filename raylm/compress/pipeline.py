@@ -17,9 +17,10 @@ from raylm.atomic import atomic_directory
 from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, preprocessing_record, write_meta
 from raylm.config import RaylmConfig, validate_config
 from raylm.data import MODEL_INPUTS
+from raylm.errors import RaylmError
 
 
-class CompressError(ValueError):
+class CompressError(RaylmError):
     """Compression cannot run or its result failed a check; the message names the field or file."""
 
 
