@@ -461,10 +461,30 @@ class RaylmConfig(_Section):
             if self.data.name is None:
                 object.__setattr__(self.data, "name", DATASETS.default(modality))
             DATASETS.check(modality, self.data.name, "any", field="data.name")
+        self._check_compress_for_backend()
         if self.train.name is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             object.__setattr__(self.train, "name", f"{modality}-{self.model.name}-{stamp}")
         return self
+
+    def _check_compress_for_backend(self) -> None:
+        """Rules between ``model.backend`` and ``compress``: checked here, so before Ray starts and for
+        every value of a sweep's space (``check_space`` validates each), not after a trial trained."""
+        cc = self.compress
+        int8 = cc.quantize.mode != "none"
+        if self.model.backend == "torch":
+            if int8 and cc.export == "safetensors":
+                raise ValueError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
+            return
+        # keras: tfmot + TFLite
+        if cc.export != "auto":
+            raise ValueError(f"compress.export: keras models are exported as TFLite; leave export=auto (got {cc.export})")
+        if cc.prune.method == "structured":
+            raise ValueError("compress.prune.method: structured pruning is not available for the keras backend "
+                             "(tfmot prunes weights, not channels); use magnitude")
+        if cc.prune.method == "magnitude" and cc.prune.sparsity > 0 and cc.finetune_epochs < 1:
+            raise ValueError("compress.finetune_epochs: the keras backend prunes while fine-tuning (tfmot): "
+                             "at least 1 epoch with compress.prune.sparsity > 0")
 
     @property
     def run_dir(self) -> Path:
@@ -510,9 +530,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<config>"
+        field = ".".join(str(p) for p in e["loc"])
         got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
-        lines.append(f"  {field}: {e['msg']}{got}")
+        if not field and e["type"] == "value_error":  # a rule across sections: its message names the fields
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {field or '<config>'}: {e['msg']}{got}")
     return "invalid raylm config:\n" + "\n".join(lines)
 
 

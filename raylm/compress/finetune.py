@@ -18,10 +18,14 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     with ``prune.schedule=gradual`` the loop itself ramps the sparsity up to its target.
     Returns ``model`` architecture rebuilt with the last epoch's weights.
     """
+    from functools import partial
+
     from safetensors.torch import save_model
 
     from raylm.compress.architecture import load_resized
+    from raylm.compress.prune import scheduled_masks, zero_masks
     from raylm.train import build_trainer
+    from raylm.train.hooks import TrainHooks
 
     cc = cfg.compress
     tree = cfg.to_dict()
@@ -35,11 +39,14 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     staging = Path(tempfile.mkdtemp(prefix=f"{variant}-init-", dir=root))
     try:
         save_model(model, str(staging / "model.safetensors"))
-        extra = {"initial_weights": str(staging / "model.safetensors"), "keep_zeros": cc.prune.method == "magnitude"}
-        if cc.prune.method == "magnitude" and cc.prune.schedule == "gradual":
-            extra["prune_schedule"] = {"sparsity": cc.prune.sparsity, "scope": cc.prune.scope}
+        magnitude = cc.prune.method == "magnitude"
+        hooks = TrainHooks(
+            initial_weights=partial(load_resized, weights=str(staging / "model.safetensors")),
+            masks=zero_masks if magnitude else None,
+            sparsity_schedule=(partial(scheduled_masks, target=cc.prune.sparsity, scope=cc.prune.scope)
+                               if magnitude and cc.prune.schedule == "gradual" else None))
         trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},
-                                   extra_loop_config=extra)
+                                   hooks=hooks)
         result = trainer.fit()
         if result.error is not None:
             raise result.error

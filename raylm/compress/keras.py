@@ -32,7 +32,7 @@ from raylm.data import MODEL_INPUTS
 class KerasCompression:
     report: list[dict[str, Any]]  # one row per variant (measure()'s keys), the dense parent first
     artifact: Path  # the last variant's artifact directory
-    sparsity: float  # measured on the stripped model's kernels (0 without pruning)
+    sparsity: float  # the served variant's kernels (the weights tfmot prunes), measured
     summary: dict[str, Any]  # the torch path's report: dense, compressed, parity, ratios (also in artifact.json)
 
 
@@ -182,12 +182,12 @@ def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.n
     """``measure()``'s row for one TFLite file, plus what only TFLite has (its input dtype, its agreement
     with the Keras model it was converted from); and its predictions."""
     from raylm.compress.measure import measure
-    from raylm.models.keras import parameter_counts
+    from raylm.models.keras import sparsity_stats
 
     cc = cfg.compress
     keras_preds = np.asarray(keras_model(val[feature], training=False)).argmax(-1)
     row, preds = measure(lambda feeds: runner(feeds[feature]), val, (feature,), files=[path],
-                         counts=parameter_counts(keras_model), batch_sizes=(1, cc.serving_batch_size),
+                         counts=sparsity_stats(keras_model), batch_sizes=(1, cc.serving_batch_size),
                          runs=cc.latency_runs, warmup=cc.latency_warmup, threads=cc.latency_threads)
     int8 = runner.input_dtype != "float32"
     return row | {"runtime": "tflite-int8" if int8 else "tflite-fp32", "input_dtype": runner.input_dtype,
@@ -206,7 +206,6 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     from raylm.compress.pipeline import CompressError, prunes, variant_name
     from raylm.compress.tflite import TFLiteRunner, to_tflite
     from raylm.data import build_datasets
-    from raylm.models.keras import kernel_sparsity
     from raylm.train.keras_loop import load_keras_checkpoint
 
     checkpoint = Path(checkpoint).expanduser().resolve()
@@ -215,15 +214,11 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         raise CompressError(f"model.name: checkpoint {checkpoint} holds {loaded.config.task.modality}/"
                             f"{loaded.config.model.name}, but the config says {cfg.task.modality}/{cfg.model.name}")
     cc, tc = cfg.compress, cfg.train
-    # The same keys as the torch path: tfmot prunes weights by magnitude; any int8 mode means
-    # quantization-aware training (post-training int8 without fine-tune epochs), full-int8 TFLite.
-    if cc.prune.method == "structured":
-        raise CompressError("compress.prune.method: structured pruning is not available for the keras backend "
-                            "(tfmot prunes weights, not channels); use magnitude")
+    # The same keys as the torch path (the config refuses what tfmot cannot do): tfmot prunes weights
+    # by magnitude; any int8 mode means quantization-aware training (post-training int8 without
+    # fine-tune epochs) and a full-int8 TFLite model.
     target_sparsity = cc.prune.sparsity if prunes(cc) else 0.0
     quantize = cc.quantize.mode != "none"
-    if cc.finetune_epochs < 1 and target_sparsity > 0:
-        raise CompressError("compress.finetune_epochs: tfmot prunes while fine-tuning: at least 1 epoch")
     lr = cc.finetune_lr or tc.lr / 10
     variant = variant_name(cfg)
     data = build_datasets(cfg)
@@ -235,19 +230,17 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     val = {feature: x_val, "label": y_val}
     calibration = x_train[: cc.quantize.calibration_samples]
 
-    model, sparsity = loaded.model, 0.0
+    model = loaded.model
     variants: list[tuple[str, bytes, Any]] = [("dense", to_tflite(model), model)]
     if target_sparsity > 0:
         model = prune(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
                       batch_size=tc.batch_size, lr=lr, seed=tc.seed)
-        sparsity = kernel_sparsity(model)
         variants.append(("pruned", to_tflite(model), model))
     if quantize:
         if cc.finetune_epochs:
             model = quantization_aware(model, x_train, y_train, epochs=cc.finetune_epochs, batch_size=tc.batch_size,
                                        lr=lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
         variants.append(("int8", to_tflite(model, int8_calibration=calibration), model))
-        sparsity = kernel_sparsity(model) if target_sparsity > 0 else sparsity
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
     rows: list[dict[str, Any]] = []
@@ -259,7 +252,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
             path.write_bytes(tflite)
             row, preds = _measure_file(path, TFLiteRunner(path, cc.latency_threads), keras_model, val, feature, cfg)
             dense_preds = preds if name == "dense" else dense_preds
-            rows.append({"variant": name, **row, "sparsity": kernel_sparsity(keras_model)})
+            rows.append({"variant": name, **row})
         (tmp / TFLITE).write_bytes(last_tflite)
         meta = {
             "task": {"modality": cfg.task.modality}, "labels": list(loaded.labels), "inputs": [feature],
@@ -276,7 +269,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         # The artifact's own file is measured as serving loads it.
         artifact = load_artifact(tmp, threads=cc.latency_threads)
         row, preds = _measure_file(tmp / TFLITE, artifact.tflite, last_model, val, feature, cfg)
-        rows.append({"variant": last_name, **row, "sparsity": sparsity if intermediate else kernel_sparsity(last_model)})
+        rows.append({"variant": last_name, **row})
         if intermediate:
             rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
         dense, compressed = rows[0], rows[-1]
@@ -295,4 +288,4 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
                    "parity": parity, "ratios": ratios, "variants": rows}
         meta["report"] = summary
         write_meta(tmp, meta)
-    return KerasCompression(rows, final, sparsity, summary)
+    return KerasCompression(rows, final, rows[-1]["sparsity"], summary)

@@ -169,8 +169,6 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     model.eval()
     counts = sparsity_stats(model)
     export = "onnx" if cc.export == "auto" else cc.export  # the runtime the dense reference is measured on
-    if cc.quantize.mode != "none" and export != "onnx":
-        raise CompressError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
 
     parity_rows = val if len(val["label"]) <= 256 else {k: v[:256] for k, v in val.items()}
     in_memory = _torch_predict(model, inputs)(parity_rows)

@@ -91,9 +91,13 @@ def kernel_sparsity(model: Any) -> float:
     return zeros / max(total, 1)
 
 
-def parameter_counts(model: Any) -> dict[str, int]:
-    """``params`` and ``nonzero_params`` over the trainable variables, as torch's ``sparsity_stats`` counts them."""
+def sparsity_stats(model: Any) -> dict[str, float]:
+    """The keys of torch's ``sparsity_stats``: parameter counts over the trainable variables, and the
+    sparsity of the kernels (the weights tfmot prunes) and overall."""
     import numpy as np
 
     values = [np.asarray(w.numpy()) for w in model.trainable_weights]
-    return {"params": int(sum(v.size for v in values)), "nonzero_params": int(sum(np.count_nonzero(v) for v in values))}
+    params = int(sum(v.size for v in values))
+    nonzero = int(sum(np.count_nonzero(v) for v in values))
+    return {"params": params, "nonzero_params": nonzero, "sparsity": kernel_sparsity(model),
+            "overall_sparsity": 1 - nonzero / max(params, 1)}
