@@ -76,7 +76,8 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
 def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
     """One validation item as an HTTP body, and its label; None where the source has no raw files."""
     from raylm.data import resolve_source
-    from raylm.data.files import detect_format, label_of_path, list_class_folder, split_files
+    from raylm.data.files import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, label_of_path, list_class_folder,
+                                  split_files)
 
     source, _ = resolve_source(cfg)
     modality = cfg.task.modality
@@ -90,7 +91,7 @@ def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
         row = read(source).slice(0, 1).to_pylist()[0]
         return {"text": row[cfg.data.text.text_column]}, str(row[cfg.data.label_column])
     if modality != "text" and fmt == "folder":
-        extensions = (".png", ".jpg", ".jpeg", ".bmp") if modality == "image" else (".wav", ".flac", ".ogg")
+        extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS  # the ones training reads
         _, files = list_class_folder(source, extensions)
         _, val = split_files(files, source, cfg.data.validation_fraction)
         path = (val or files)[0]
