@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import os
 import re
 import sys
@@ -486,6 +487,22 @@ class RaylmConfig(_Section):
             raise ValueError("compress.finetune_epochs: the keras backend prunes while fine-tuning (tfmot): "
                              "at least 1 epoch with compress.prune.sparsity > 0")
 
+    def override(self, changes: dict[str, Any] | list[str]) -> RaylmConfig:
+        """A validated copy with ``changes``: ``{"train.epochs": 3, "model": {...}}`` (dotted paths;
+        a section's dict merges into it) or CLI-style ``["train.epochs=3"]``. ConfigError names the field."""
+        return validate_config(merge(self.to_dict(), _changes_tree(changes)))
+
+    @classmethod
+    def from_saved(cls, tree: dict[str, Any], *, labels: list[str] | None = None,
+                   changes: dict[str, Any] | list[str] = ()) -> RaylmConfig:
+        """The config a checkpoint or artifact recorded, made to run again: its labels fixed, no
+        ``train.resume_from``, then ``changes`` (before validation, so a moved ``data.path`` can be fixed)."""
+        tree = json.loads(json.dumps(tree))
+        tree.setdefault("train", {})["resume_from"] = None
+        if labels is not None:
+            tree.setdefault("task", {})["labels"] = list(labels)
+        return validate_config(merge(tree, _changes_tree(changes)))
+
     @property
     def run_dir(self) -> Path:
         """``<storage_path>/<run name>``: every stage of one run writes below it."""
@@ -504,6 +521,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"{dotted}: '{key}' is a value, not a section")
         node = child
     node[keys[-1]] = value
+
+
+def _changes_tree(changes: dict[str, Any] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    if isinstance(changes, (list, tuple)):
+        return parse_overrides(list(changes))
+    tree: dict[str, Any] = {}
+    for dotted, value in changes.items():
+        _set_dotted(tree, dotted, value)
+    return tree
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

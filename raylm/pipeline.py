@@ -67,10 +67,8 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
 
     pc = cfg.pipeline
     chosen = trial_config(cfg.to_dict(), params, storage_path=cfg.train.storage_path, name=str(cfg.train.name))
-    tree = chosen.to_dict()
-    tree["train"]["epochs"] = pc.retrain_epochs or cfg.train.epochs
-    tree["train"]["num_workers"] = pc.retrain_workers or cfg.train.num_workers
-    return validate_config(tree)
+    return chosen.override({"train.epochs": pc.retrain_epochs or cfg.train.epochs,
+                            "train.num_workers": pc.retrain_workers or cfg.train.num_workers})
 
 
 def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:

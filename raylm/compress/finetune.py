@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from raylm.config import RaylmConfig, validate_config
+from raylm.config import RaylmConfig
 
 
 def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
@@ -28,9 +28,8 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     from raylm.train.hooks import TrainHooks
 
     cc = cfg.compress
-    tree = cfg.to_dict()
-    tree["train"].update(epochs=cc.finetune_epochs, lr=cc.finetune_lr or cfg.train.lr / 10, resume_from=None)
-    ft_cfg = validate_config(tree)
+    ft_cfg = cfg.override({"train.epochs": cc.finetune_epochs, "train.lr": cc.finetune_lr or cfg.train.lr / 10,
+                           "train.resume_from": None})
     root = cfg.run_dir / "compress" / ".finetune"
     root.mkdir(parents=True, exist_ok=True)
     # Train V2 resumes a run found under the same storage path and name; a new fine-tune of the

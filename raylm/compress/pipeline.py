@@ -15,7 +15,7 @@ import torch
 
 from raylm.atomic import atomic_directory
 from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, preprocessing_record, write_meta
-from raylm.config import RaylmConfig, validate_config
+from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
 
@@ -26,7 +26,7 @@ class CompressError(RaylmError):
 
 def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
     """``--config`` plus overrides; without ``--config``, the checkpoint's own training config."""
-    from raylm.config import ConfigError, load_config, merge, parse_overrides
+    from raylm.config import ConfigError, load_config
     from raylm.train.checkpoint import CheckpointError, read_meta
 
     if config is not None:
@@ -35,11 +35,8 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
         meta = read_meta(Path(checkpoint).expanduser())
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
-    tree = meta["config"]
-    tree["train"]["resume_from"] = None
-    tree["task"]["labels"] = meta["labels"]
     try:
-        return validate_config(merge(tree, parse_overrides(overrides)))
+        return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
 
@@ -73,16 +70,13 @@ def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
                                 f"with {theirs!r}")
     if cfg.task.labels is not None and list(cfg.task.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: {cfg.task.labels} differ from the checkpoint's {loaded.labels}")
-    tree = cfg.to_dict()
-    tree["model"] = trained.to_dict()["model"]
-    if trained.data.text.tokenizer:
-        tree["data"]["text"]["tokenizer"] = trained.data.text.tokenizer
     # The preprocessing the model was trained with wins: a different image size or MFCC
     # setting would silently feed it other inputs.
-    tree["data"]["image"] = trained.data.image.model_dump(mode="json")
-    tree["data"]["audio"] = trained.data.audio.model_dump(mode="json")
-    tree["data"]["text"]["max_length"] = trained.data.text.max_length
-    return validate_config(tree)
+    changes = {"model": trained.to_dict()["model"], "data.image": trained.data.image.model_dump(mode="json"),
+               "data.audio": trained.data.audio.model_dump(mode="json"), "data.text.max_length": trained.data.text.max_length}
+    if trained.data.text.tokenizer:
+        changes["data.text.tokenizer"] = trained.data.text.tokenizer
+    return cfg.override(changes)
 
 
 def _torch_predict(model: torch.nn.Module, inputs: tuple[str, ...]):
