@@ -259,19 +259,23 @@ def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config)
     cfg = tiny_config(
         "image", "model.backend=keras", "train.name=keras-pipe", "train.num_workers=1", "train.epochs=1",
         "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=2", "tune.max_concurrent_trials=1",
-        "tune.export=none", "tune.scheduler=fifo", "tune.objectives=[accuracy, latency_ms]",
+        "tune.export=none", "tune.scheduler=fifo", "tune.objectives=[accuracy, size_mb]",
         "compress.prune.method=magnitude", "compress.prune.sparsity=0.5", "compress.quantize.mode=static",
         "compress.finetune_epochs=1", "compress.finetune_lr=0.005", "compress.quantize.calibration_samples=16",
-        "compress.latency_runs=3", "compress.latency_warmup=1", "compress.serving_batch_size=4",
+        "compress.latency_runs=20", "compress.latency_warmup=3", "compress.serving_batch_size=4",
         "pipeline.retrain_epochs=2", "pipeline.retrain_workers=1", "pipeline.max_accuracy_drop=100",
-        "pipeline.recovery_epochs=0", "compress.gain_tolerance=1", f"serve.port={port}", "serve.replica_cpus=0.25", "serve.max_replicas=1")
+        # int8 TFLite is ~0.3x the size but up to ~2x the float p50 on this tiny CNN: as in
+        # keras_image.yaml the gain is size, and the retrain's int8 model is served even if the gate
+        # (timing, under load) refuses it (recorded as over budget).
+        "compress.gain_tolerance=1", "pipeline.recovery_epochs=0", "pipeline.serve_over_budget=true",
+        f"serve.port={port}", "serve.replica_cpus=0.25", "serve.max_replicas=1")
     try:
         record = run_pipeline(cfg, verbose=False)
         stages = record["stages"]
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
         assert stages["tune"]["completed"] == 2
         compressed = stages["compress"]
-        assert compressed["dense"]["runtime"] == "tflite-fp32" and compressed["attempts"][0]["tried_as"].startswith("chosen")
+        assert compressed["dense"]["runtime"] == "tflite-fp32"  # the reference: the retrain's float TFLite model
         served = compressed["attempts"][-1]
         assert served["passed"] and served["recipe"].endswith("int8-static"), compressed["attempts"]
         assert compressed["size_ratio"] < 0.5  # int8 TFLite against the float TFLite of the same retrain
