@@ -12,10 +12,11 @@ Layout::
 
 ``artifact.json`` is one schema for every backend (``ArtifactMeta``); its ``runtime`` says which
 of the three files serving runs. Written into a hidden temporary sibling and renamed into place
-when whole; loaded from json, safetensors, ONNX and TFLite only (no pickle). An artifact may come from elsewhere, so it is data, never
-code: every file of the tree must be listed in ``files`` and match its sha256 (an empty list, an
-unlisted file, a link or a name leading outside the directory is refused), the builder gets only
-the arguments it declares, and Hugging Face files load offline without remote code.
+when whole; loaded from json, safetensors, ONNX and TFLite only (no pickle). An artifact may come
+from elsewhere, so it is data, never code: every file of the tree must be listed in ``files`` and
+match its sha256 (an empty list, an unlisted file, a link or a name leading outside the directory
+is refused), the builder gets only the arguments it declares, and Hugging Face files load offline
+without remote code.
 """
 
 from __future__ import annotations
