@@ -8,6 +8,7 @@ output are (de)quantized here with the scales the file records, so callers alway
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -29,10 +30,12 @@ def interpreter(model_path: str | os.PathLike[str], threads: int = 1) -> Any:
 
 class TFLiteRunner:
     """``runner(x) -> logits`` for a batch of any size: the input is resized to the batch on change
-    (a Keras model converts with batch 1 and a free batch dimension)."""
+    (a Keras model converts with batch 1 and a free batch dimension). One call at a time: an
+    interpreter is not thread-safe, and a Serve replica may run a batch and a lone request at once."""
 
     def __init__(self, model_path: str | os.PathLike[str], threads: int = 1) -> None:
         self.interpreter = interpreter(model_path, threads)
+        self._lock = threading.Lock()
         self._details()
 
     def _details(self) -> None:
@@ -44,7 +47,10 @@ class TFLiteRunner:
         return np.dtype(self._input["dtype"]).name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        with self._lock:
+            return self._run(np.asarray(x, dtype=np.float32))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         if tuple(self._input["shape"]) != x.shape:
             self.interpreter.resize_tensor_input(self._input["index"], list(x.shape))
             self.interpreter.allocate_tensors()
