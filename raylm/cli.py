@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from raylm.config import ConfigError, load_config
+from raylm.errors import RaylmError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -44,25 +45,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from raylm.compress import ArtifactError, CompressError, compress
+    from raylm.compress.objectives import compress_checkpoint
     from raylm.compress.pipeline import compress_config
-    from raylm.train.checkpoint import CheckpointError
+    from raylm.runtime import ensure_ray
 
-    try:
-        cfg = compress_config(args.checkpoint, args.config, args.overrides)  # validated before Ray starts
-        from raylm.runtime import ensure_ray
-
-        ensure_ray()
-        if cfg.model.backend == "keras":  # tfmot + TFLite; same compress keys, same artifact layout
-            from raylm.compress.keras import compress_keras_checkpoint
-
-            result = compress_keras_checkpoint(cfg, args.checkpoint)
-            print(json.dumps({"report": result.report, "artifact": str(result.artifact)}, indent=2, default=str))
-            return 0
-        report = compress(cfg, args.checkpoint)
-    except (CompressError, CheckpointError, ArtifactError, ValueError) as err:
-        print(f"raylm: {err}", file=sys.stderr)
-        return 2
+    cfg = compress_config(args.checkpoint, args.config, args.overrides)  # validated before Ray starts
+    ensure_ray()
+    report = compress_checkpoint(cfg, args.checkpoint, verbose=True)
     print(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
     return 0
 
@@ -344,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except ConfigError as err:
+    except RaylmError as err:  # a field, file or checkpoint the user can fix: the message names it
         console.current().error(str(err))
         return 2
     except KeyboardInterrupt:

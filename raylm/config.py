@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import os
 import re
 import sys
@@ -18,10 +19,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raylm.errors import RaylmError
+
 Modality = Literal["image", "text", "audio"]
 
 
-class ConfigError(ValueError):
+class ConfigError(RaylmError):
     """A config that cannot run; the message names every offending field."""
 
 
@@ -491,10 +494,46 @@ class RaylmConfig(_Section):
             if self.data.name is None:
                 object.__setattr__(self.data, "name", DATASETS.default(modality))
             DATASETS.check(modality, self.data.name, "any", field="data.name")
+        self._check_compress_for_backend()
         if self.train.name is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             object.__setattr__(self.train, "name", f"{modality}-{self.model.name}-{stamp}")
         return self
+
+    def _check_compress_for_backend(self) -> None:
+        """Rules between ``model.backend`` and ``compress``: checked here, so before Ray starts and for
+        every value of a sweep's space (``check_space`` validates each), not after a trial trained."""
+        cc = self.compress
+        int8 = cc.quantize.mode != "none"
+        if self.model.backend == "torch":
+            if int8 and cc.export == "safetensors":
+                raise ValueError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
+            return
+        # keras: tfmot + TFLite
+        if cc.export != "auto":
+            raise ValueError(f"compress.export: keras models are exported as TFLite; leave export=auto (got {cc.export})")
+        if cc.prune.method == "structured":
+            raise ValueError("compress.prune.method: structured pruning is not available for the keras backend "
+                             "(tfmot prunes weights, not channels); use magnitude")
+        if cc.prune.method == "magnitude" and cc.prune.sparsity > 0 and cc.finetune_epochs < 1:
+            raise ValueError("compress.finetune_epochs: the keras backend prunes while fine-tuning (tfmot): "
+                             "at least 1 epoch with compress.prune.sparsity > 0")
+
+    def override(self, changes: dict[str, Any] | list[str]) -> RaylmConfig:
+        """A validated copy with ``changes``: ``{"train.epochs": 3, "model": {...}}`` (dotted paths;
+        a section's dict merges into it) or CLI-style ``["train.epochs=3"]``. ConfigError names the field."""
+        return validate_config(merge(self.to_dict(), _changes_tree(changes)))
+
+    @classmethod
+    def from_saved(cls, tree: dict[str, Any], *, labels: list[str] | None = None,
+                   changes: dict[str, Any] | list[str] = ()) -> RaylmConfig:
+        """The config a checkpoint or artifact recorded, made to run again: its labels fixed, no
+        ``train.resume_from``, then ``changes`` (before validation, so a moved ``data.path`` can be fixed)."""
+        tree = json.loads(json.dumps(tree))
+        tree.setdefault("train", {})["resume_from"] = None
+        if labels is not None:
+            tree.setdefault("task", {})["labels"] = list(labels)
+        return validate_config(merge(tree, _changes_tree(changes)))
 
     @property
     def run_dir(self) -> Path:
@@ -514,6 +553,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"{dotted}: '{key}' is a value, not a section")
         node = child
     node[keys[-1]] = value
+
+
+def _changes_tree(changes: dict[str, Any] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    if isinstance(changes, (list, tuple)):
+        return parse_overrides(list(changes))
+    tree: dict[str, Any] = {}
+    for dotted, value in changes.items():
+        _set_dotted(tree, dotted, value)
+    return tree
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -540,9 +588,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<config>"
+        field = ".".join(str(p) for p in e["loc"])
         got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
-        lines.append(f"  {field}: {e['msg']}{got}")
+        if not field and e["type"] == "value_error":  # a rule across sections: its message names the fields
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {field or '<config>'}: {e['msg']}{got}")
     return "invalid raylm config:\n" + "\n".join(lines)
 
 

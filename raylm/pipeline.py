@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import ConfigError, RaylmConfig, validate_config
+from raylm.errors import RaylmError
 
 STAGES = ("tune", "train", "compress", "evaluate", "serve")
 RECORD = "pipeline.json"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RaylmError, RuntimeError):
     """A stage cannot run (its inputs are missing) or its result failed a check."""
 
 
@@ -66,16 +67,15 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
 
     pc = cfg.pipeline
     chosen = trial_config(cfg.to_dict(), params, storage_path=cfg.train.storage_path, name=str(cfg.train.name))
-    tree = chosen.to_dict()
-    tree["train"]["epochs"] = pc.retrain_epochs or cfg.train.epochs
-    tree["train"]["num_workers"] = pc.retrain_workers or cfg.train.num_workers
-    return validate_config(tree)
+    return chosen.override({"train.epochs": pc.retrain_epochs or cfg.train.epochs,
+                            "train.num_workers": pc.retrain_workers or cfg.train.num_workers})
 
 
 def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
     """One validation item as an HTTP body, and its label; None where the source has no raw files."""
     from raylm.data import resolve_source
-    from raylm.data.files import detect_format, label_of_path, list_class_folder, split_files
+    from raylm.data.files import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, label_of_path, list_class_folder,
+                                  split_files)
 
     source, _ = resolve_source(cfg)
     modality = cfg.task.modality
@@ -89,7 +89,7 @@ def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
         row = read(source).slice(0, 1).to_pylist()[0]
         return {"text": row[cfg.data.text.text_column]}, str(row[cfg.data.label_column])
     if modality != "text" and fmt == "folder":
-        extensions = (".png", ".jpg", ".jpeg", ".bmp") if modality == "image" else (".wav", ".flac", ".ogg")
+        extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS  # the ones training reads
         _, files = list_class_folder(source, extensions)
         _, val = split_files(files, source, cfg.data.validation_fraction)
         path = (val or files)[0]
@@ -207,7 +207,7 @@ def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     with atomic_directory(stable) as tmp:
         shutil.copytree(served["artifact"], tmp, dirs_exist_ok=True)
     dense = {"accuracy": served["dense_accuracy"], "size_mb": served["dense_size_mb"],
-             "latency_ms": served["dense_latency_ms"], "runtime": "onnx-fp32"}
+             "latency_ms": served["dense_latency_ms"], "runtime": served["dense_runtime"]}
     return served | {"artifact": str(stable), "source_artifact": served["artifact"], "dense": dense,
                      "attempts": attempts}
 
@@ -347,7 +347,7 @@ def format_summary(record: dict[str, Any]) -> str:
         c = st["compress"]
         d = c.get("dense")
         if d:  # the reference every compressed row is judged against
-            rows.append(("dense fp32 onnx", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
+            rows.append((f"dense {d.get('runtime', 'onnx-fp32')}", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
                          "1.00x 1.00x", "-"))
         for a in c.get("attempts", [])[:-1]:
             rows.append((f"  tried {a['recipe']}", f"{a['accuracy']:.3f}", f"{a['size_mb']:.3f}",

@@ -79,3 +79,36 @@ def test_cosine_schedule_decays_from_lr_and_resumes_from_the_epoch_alone():
     assert lrs == [epoch_lr(cosine, e) for e in range(4)]  # no state: a resumed epoch gets the same lr
     constant = validate_config(base | {"train": {"lr": 0.01, "epochs": 4}}).train
     assert {epoch_lr(constant, e) for e in range(4)} == {0.01}
+def test_override_and_from_saved_replace_hand_written_surgery():
+    from raylm.config import RaylmConfig
+
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", "data.path=.", "task.labels=[a,b]"])
+    changed = cfg.override({"train.epochs": 7, "data.image": {"size": 24}})
+    assert (changed.train.epochs, changed.data.image.size, cfg.train.epochs) == (7, 24, cfg.train.epochs)
+    assert cfg.override(["train.lr=0.02"]).train.lr == 0.02
+    with pytest.raises(ConfigError, match="train.epochs"):
+        cfg.override({"train.epochs": 0})
+    saved = cfg.to_dict() | {"train": cfg.to_dict()["train"] | {"resume_from": "/old/checkpoint"}}
+    again = RaylmConfig.from_saved(saved, labels=["x", "y"], changes=["train.epochs=2"])
+    assert again.task.labels == ["x", "y"] and again.train.resume_from is None and again.train.epochs == 2
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["compress.quantize.mode=static", "compress.export=safetensors"], "compress.export: int8 models are exported as onnx"),
+    (["model.backend=keras", "compress.prune.method=structured"], "compress.prune.method: structured pruning"),
+    (["model.backend=keras", "compress.prune.method=magnitude", "compress.prune.sparsity=0.5"], "compress.finetune_epochs"),
+    (["model.backend=keras", "compress.export=onnx"], "compress.export: keras models are exported as TFLite"),
+])
+def test_backend_rules_are_refused_before_ray_starts(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(None, ["task.modality=image", "model.name=seed_cnn", "data.path=.", "task.labels=[a,b]", *overrides])
+
+
+def test_a_sweep_space_that_breaks_a_backend_rule_is_refused():
+    from raylm.tune import check_space
+
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", "model.backend=keras", "data.path=.",
+                             "task.labels=[a,b]", "compress.prune.method=magnitude", "compress.prune.sparsity=0", "compress.finetune_epochs=0",
+                             "tune.space={compress.prune.sparsity: {choice: [0.0, 0.5]}}"])
+    with pytest.raises(ConfigError, match="tune.space.compress.prune.sparsity: choice value 0.5 .*finetune_epochs"):
+        check_space(cfg)

@@ -229,23 +229,26 @@ def test_onnx_artifact_naming_external_tensor_data_is_refused(tiny_config, tmp_p
         load_artifact(artifact)
 
 
-def test_keras_artifact_files_are_listed_hashed_and_confined(tmp_path):
-    from raylm.compress.keras import load_tflite_artifact
-
+def test_keras_artifact_files_are_listed_hashed_and_confined(tmp_path, tiny_config):
     artifact = tmp_path / "keras-int8"
     artifact.mkdir()
     (artifact / "model.tflite").write_bytes(b"TFL3" + bytes(60))
-    meta = {"format": "raylm.artifact/1", "backend": "keras", "model": {"file": "model.tflite"}}
+    meta = {"format": "raylm.artifact/1", "task": {"modality": "image"}, "labels": ["a", "b"], "inputs": ["image"],
+            "architecture": {"config": tiny_config("image", "model.backend=keras").to_dict()},
+            "model_file": "model.tflite", "runtime": "tflite", "files": {}}
     (artifact / "artifact.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="lists no checksums"):
-        load_tflite_artifact(artifact)
+        load_artifact(artifact)
     (artifact / "artifact.json").write_text(json.dumps(dict(meta, files={"model.tflite": "0" * 64})))
     with pytest.raises(ArtifactError, match="corrupted"):
-        load_tflite_artifact(artifact)
-    outside = dict(meta, model={"file": "../x.tflite"}, files={"../x.tflite": "0" * 64})
+        load_artifact(artifact)
+    outside = dict(meta, model_file="../x.tflite", files={"../x.tflite": "0" * 64})
     (artifact / "artifact.json").write_text(json.dumps(outside))
     with pytest.raises(ArtifactError, match="not listed|leads outside"):
-        load_tflite_artifact(artifact)
+        load_artifact(artifact)
+    (artifact / "artifact.json").write_text(json.dumps(dict(meta, runtime="onnx", files={"model.tflite": "0" * 64})))
+    with pytest.raises(ArtifactError, match="runtime 'onnx' does not run model_file"):
+        load_artifact(artifact)
 
 
 def test_preprocessing_record_is_held_to_the_config_bounds():

@@ -461,3 +461,17 @@ def _bytes_input(name: str, data: bytes):
     tensor = triton.InferInput(name, [1], "BYTES")
     tensor.set_data_from_numpy(np.array([data], dtype=object))
     return tensor
+
+
+def test_serve_reads_the_serve_section_of_any_run_yaml(tmp_path):
+    """``raylm serve --config`` takes a sweep's or a pipeline's YAML too (their tune/pipeline sections
+    are not serving's business), and still refuses a section no raylm config has."""
+    from raylm.serve import load_serve_config
+
+    configs = Path(__file__).resolve().parents[1] / "jobs" / "configs"
+    assert load_serve_config(str(configs / "image_tune.yaml"), []).max_replicas == 2
+    assert load_serve_config(str(configs / "keras_image.yaml"), ["serve.max_replicas=3"]).max_replicas == 3
+    bogus = tmp_path / "bogus.yaml"
+    bogus.write_text("serving:\n  max_replicas: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown config section\(s\) \['serving'\]"):
+        load_serve_config(str(bogus), [])

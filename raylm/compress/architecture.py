@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raylm.errors import RaylmError
 
-class ArchitectureError(ValueError):
+
+class ArchitectureError(RaylmError):
     pass
 
 

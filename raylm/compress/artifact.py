@@ -6,14 +6,17 @@ Layout::
                         after pruning), compression recipe, lineage, measured report, file checksums
     model.safetensors   float weights (rebuilt with the registry builder, resized to the shapes)
       or model.onnx     an ONNX graph (int8 when quantized), run with ONNX Runtime
+      or model.tflite   a TFLite flatbuffer (Keras backend; full int8 when quantized), run with LiteRT
     tokenizer/          text: the tokenizer the data was encoded with
     hf_config/          text: the HF architecture config the builder starts from
 
-Written into a hidden temporary sibling and renamed into place when whole; loaded from json,
-safetensors and ONNX only (no pickle). An artifact may come from elsewhere, so it is data, never
-code: every file of the tree must be listed in ``files`` and match its sha256 (an empty list, an
-unlisted file, a link or a name leading outside the directory is refused), the builder gets only
-the arguments it declares, and Hugging Face files load offline without remote code.
+``artifact.json`` is one schema for every backend (``ArtifactMeta``); its ``runtime`` says which
+of the three files serving runs. Written into a hidden temporary sibling and renamed into place
+when whole; loaded from json, safetensors, ONNX and TFLite only (no pickle). An artifact may come
+from elsewhere, so it is data, never code: every file of the tree must be listed in ``files`` and
+match its sha256 (an empty list, an unlisted file, a link or a name leading outside the directory
+is refused), the builder gets only the arguments it declares, and Hugging Face files load offline
+without remote code.
 """
 
 from __future__ import annotations
@@ -24,18 +27,67 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from raylm.errors import RaylmError
 
 FORMAT = "raylm.artifact/1"
 META = "artifact.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
+TFLITE = "model.tflite"
+Runtime = Literal["safetensors", "onnx", "tflite"]
+RUNTIME_OF_FILE = {".safetensors": "safetensors", ".onnx": "onnx", ".tflite": "tflite"}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RaylmError):
     """An artifact that cannot be loaded; the message names the file and what is wrong."""
+
+
+class ArtifactMeta(BaseModel):
+    """``artifact.json``, the same for every backend and runtime. Unknown keys are kept (a report's
+    extra rows, a sweep's record), the ones loading relies on are checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["raylm.artifact/1"]
+    task: dict[str, Any]
+    labels: list[str]
+    inputs: list[str]
+    preprocessing: dict[str, Any] = {}
+    architecture: dict[str, Any]
+    model_file: str
+    runtime: Runtime
+    files: dict[str, Any]
+    recipe: dict[str, Any] = {}
+    lineage: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_from_file(cls, data: Any) -> Any:
+        # Artifacts written before the field existed: the model file's suffix says it.
+        if isinstance(data, dict) and "runtime" not in data and isinstance(data.get("model_file"), str):
+            data = dict(data, runtime=RUNTIME_OF_FILE.get(Path(data["model_file"]).suffix))
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ArtifactMeta":
+        from raylm.data import MODEL_INPUTS
+
+        modality = self.task.get("modality")
+        if modality not in MODEL_INPUTS:
+            raise ValueError(f"task.modality {modality!r} is not one of {sorted(MODEL_INPUTS)}")
+        if self.inputs != list(MODEL_INPUTS[modality]):
+            raise ValueError(f"inputs {self.inputs!r} are not the {modality} inputs {list(MODEL_INPUTS[modality])}")
+        if len(self.labels) < 2:
+            raise ValueError("labels must be a list of at least 2 strings")
+        if RUNTIME_OF_FILE.get(Path(self.model_file).suffix, self.runtime) != self.runtime:
+            raise ValueError(f"runtime {self.runtime!r} does not run model_file {self.model_file!r}")
+        return self
 
 
 def sha256(path: Path) -> str:
@@ -68,6 +120,7 @@ def confined(directory: Path, name: Any, what: str) -> Path:
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     meta = dict(meta, format=FORMAT, files=checksums(directory))
+    meta.setdefault("runtime", RUNTIME_OF_FILE.get(Path(str(meta.get("model_file"))).suffix))
     (directory / META).write_text(json.dumps(meta, indent=2))
 
 
@@ -85,17 +138,11 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("task", "labels", "inputs", "architecture", "model_file", "files"):
         if key not in meta:
             raise ArtifactError(f"{path}: corrupted (no '{key}')")
-    from raylm.data import MODEL_INPUTS
-
-    modality = meta["task"].get("modality") if isinstance(meta["task"], dict) else None
-    if modality not in MODEL_INPUTS:
-        raise ArtifactError(f"{path}: task.modality {modality!r} is not one of {sorted(MODEL_INPUTS)}")
-    if meta["inputs"] != list(MODEL_INPUTS[modality]):
-        raise ArtifactError(f"{path}: inputs {meta['inputs']!r} are not the {modality} inputs {list(MODEL_INPUTS[modality])}")
-    labels = meta["labels"]
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise ArtifactError(f"{path}: labels must be a list of at least 2 strings")
-    return meta
+    try:
+        return ArtifactMeta.model_validate(meta).model_dump()
+    except ValidationError as err:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'artifact'}: {e['msg']}" for e in err.errors())
+        raise ArtifactError(f"{path}: {reasons}") from None
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -140,6 +187,19 @@ def artifact_config(directory: Path, meta: dict[str, Any]):
         raise ArtifactError(f"{directory / META}: corrupted architecture.config ({err!r})") from None
 
 
+def preprocessing_record(cfg) -> dict[str, Any]:
+    """How serving turns a request into model inputs: the function and settings training used."""
+    modality = cfg.task.modality
+    if modality == "image":
+        return {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
+                "color": "RGB", "layout": "NHWC", "scale": 1 / 255}
+    if modality == "audio":
+        return {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
+                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"}
+    return {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer", "max_length": cfg.data.text.max_length,
+            "padding": "max_length", "text_column": cfg.data.text.text_column}
+
+
 def refuse_external_data(model_file: Path) -> None:
     """ONNX tensors may name an external file to read their data from, anywhere on disk: raylm
     writes none, so a graph that has any is refused before ONNX Runtime follows the name."""
@@ -164,6 +224,11 @@ class Artifact:
     model: Any = None  # torch.nn.Module for safetensors artifacts
     session: Any = None  # onnxruntime.InferenceSession for ONNX artifacts
     config: Any = None  # the RaylmConfig the builder was called with
+    tflite: Any = None  # raylm.compress.tflite.TFLiteRunner for TFLite artifacts
+
+    @property
+    def runtime(self) -> str:
+        return self.meta["runtime"]
 
     @property
     def labels(self) -> list[str]:
@@ -174,6 +239,8 @@ class Artifact:
         return tuple(self.meta["inputs"])
 
     def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.tflite is not None:  # Keras models take their one input positionally
+            return self.tflite(feeds[self.inputs[0]])
         if self.session is not None:
             return self.session.run(["logits"], {name: feeds[name] for name in self.inputs})[0]
         import torch
@@ -185,19 +252,28 @@ class Artifact:
 def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None) -> Artifact:
     """Rebuild a ready model from an artifact directory (eval mode, CPU); no pickle involved.
 
-    ``threads``: ONNX Runtime intra-op threads (default: the artifact's measured setting).
+    ``threads``: ONNX Runtime / LiteRT intra-op threads (default: the artifact's measured setting).
     """
     directory = Path(path)
     meta = read_meta(directory)
     verify_files(directory, meta)
     model_file = confined(directory, meta["model_file"], "model_file")
     config = artifact_config(directory, meta)
-    if model_file.suffix == ".onnx":
+    threads = threads or _measured_threads(meta)
+    if meta["runtime"] == "tflite":
+        from raylm.compress.tflite import TFLiteRunner
+
+        try:
+            runner = TFLiteRunner(model_file, threads)
+        except (ValueError, RuntimeError) as err:  # LiteRT's errors for a file that is not a model
+            raise ArtifactError(f"{model_file}: corrupted, not a loadable TFLite model ({str(err)[:300]})") from None
+        return Artifact(directory, meta, config=config, tflite=runner)
+    if meta["runtime"] == "onnx":
         from raylm.compress.quantize import onnx_session
 
         refuse_external_data(model_file)
         try:
-            session = onnx_session(model_file, threads or meta.get("report", {}).get("threads", 1))
+            session = onnx_session(model_file, threads)
         except Exception as err:  # ORT raises its own types for invalid graphs
             raise ArtifactError(f"{model_file}: corrupted ({str(err)[:300]})") from None
         return Artifact(directory, meta, session=session, config=config)
@@ -213,3 +289,9 @@ def load_artifact(path: str | os.PathLike[str], *, threads: int | None = None) -
     except ArchitectureError as err:
         raise ArtifactError(str(err)) from None
     return Artifact(directory, meta, model=model.eval(), config=config)
+
+
+def _measured_threads(meta: dict[str, Any]) -> int:
+    report = meta.get("report") or {}
+    threads = (report.get("compressed") or report).get("threads", 1)
+    return threads if isinstance(threads, int) and threads >= 1 else 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from raylm.config import RaylmConfig, validate_config
+from raylm.config import RaylmConfig
 
 
 def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
@@ -18,15 +18,18 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     with ``prune.schedule=gradual`` the loop itself ramps the sparsity up to its target.
     Returns ``model`` architecture rebuilt with the last epoch's weights.
     """
+    from functools import partial
+
     from safetensors.torch import save_model
 
     from raylm.compress.architecture import load_resized
+    from raylm.compress.prune import scheduled_masks, zero_masks
     from raylm.train import build_trainer, trains_in_process
+    from raylm.train.hooks import TrainHooks
 
     cc = cfg.compress
-    tree = cfg.to_dict()
-    tree["train"].update(epochs=cc.finetune_epochs, lr=cc.finetune_lr or cfg.train.lr / 10, resume_from=None)
-    ft_cfg = validate_config(tree)
+    ft_cfg = cfg.override({"train.epochs": cc.finetune_epochs, "train.lr": cc.finetune_lr or cfg.train.lr / 10,
+                           "train.resume_from": None})
     root = cfg.run_dir / "compress" / ".finetune"
     root.mkdir(parents=True, exist_ok=True)
     # Train V2 resumes a run found under the same storage path and name; a new fine-tune of the
@@ -35,13 +38,16 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     staging = Path(tempfile.mkdtemp(prefix=f"{variant}-init-", dir=root))
     try:
         save_model(model, str(staging / "model.safetensors"))
-        extra = {"initial_weights": str(staging / "model.safetensors"), "keep_zeros": cc.prune.method == "magnitude"}
-        if cc.prune.method == "magnitude" and cc.prune.schedule == "gradual":
-            extra["prune_schedule"] = {"sparsity": cc.prune.sparsity, "scope": cc.prune.scope}
+        magnitude = cc.prune.method == "magnitude"
+        hooks = TrainHooks(
+            initial_weights=partial(load_resized, weights=str(staging / "model.safetensors")),
+            masks=zero_masks if magnitude else None,
+            sparsity_schedule=(partial(scheduled_masks, target=cc.prune.sparsity, scope=cc.prune.scope)
+                               if magnitude and cc.prune.schedule == "gradual" else None))
         # One CPU worker trains here (Train V2 local mode), as a sweep trial does: a TorchTrainer
         # started from inside an in-process trial waited forever for its controller and worker group.
         trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},
-                                   extra_loop_config=extra, in_process=trains_in_process(ft_cfg))
+                                   hooks=hooks, in_process=trains_in_process(ft_cfg))
         result = trainer.fit()
         if result.error is not None:
             raise result.error

@@ -38,3 +38,15 @@ def compression_ratios(dense: dict[str, Any], compressed: dict[str, Any], batch_
             "size_ratio": size_ratio, "latency_ratio": latency_ratio, "latency_batch_size": batch_size,
             "gain": gain_verdict(size_ratio, latency_ratio, min_size_gain=cc.min_size_gain,
                                  min_speedup=cc.min_speedup, tolerance=cc.gain_tolerance)}
+
+
+def ratios_to_dense(dense: dict, variant: dict, batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    """Every measured ratio of ``variant`` to ``dense`` (below 1: the variant is smaller / faster)."""
+    out = {"accuracy_delta": variant["accuracy"] - dense["accuracy"],
+           "size_ratio": variant["file_bytes"] / dense["file_bytes"],
+           "gzip_size_ratio": variant["gzip_bytes"] / dense["gzip_bytes"],
+           "params_ratio": variant["params"] / dense["params"],
+           "nonzero_ratio": variant["nonzero_params"] / dense["nonzero_params"]}
+    for b in batch_sizes:
+        out[f"latency_p50_ratio_b{b}"] = variant["latency"][f"batch_{b}"]["p50_ms"] / dense["latency"][f"batch_{b}"]["p50_ms"]
+    return out

@@ -4,21 +4,19 @@
                        ─► quantization-aware fine-tune ─► full-int8 TFLite ─► measure ─► ARTIFACT
 
 Every variant (the dense parent, the pruned model, the int8 model) is converted to TFLite and
-measured the same way from its file: accuracy on the validation split, size, gzip size (zeros only
-pay off once compressed) and batch-1 latency in the LiteRT interpreter. The fine-tunes run in this
-process on the run's Ray Data datasets; the models are small.
+measured from its file by the same ``measure()`` as torch artifacts: accuracy on the validation
+split, size and gzip size, p50 at batch 1 and at ``compress.serving_batch_size``. The artifact is
+the same ``artifact.json`` as torch's (``runtime: tflite``), so ``load_artifact`` serves it. The
+fine-tunes run in this process on the run's Ray Data datasets; the models are small.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,87 +27,13 @@ from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 
-ARTIFACT_FORMAT = "raylm.artifact/1"
-ARTIFACT_META = "artifact.json"
-TFLITE_FILE = "model.tflite"
-
 
 @dataclass
 class KerasCompression:
-    report: list[dict[str, Any]]  # one row per variant, the dense parent first
+    report: list[dict[str, Any]]  # one row per variant (measure()'s keys), the dense parent first
     artifact: Path  # the last variant's artifact directory
-    sparsity: float  # measured on the stripped model's kernels (0 without pruning)
-
-
-def _interpreter(model_path: str | os.PathLike[str]):
-    """LiteRT's interpreter (tf.lite.Interpreter is deprecated); TF's own if ai-edge-litert is missing."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - depends on the install
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=str(model_path), num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-class TFLiteClassifier:
-    """A TFLite model file run one sample at a time, (de)quantizing int8 inputs and outputs."""
-
-    def __init__(self, model_path: str | os.PathLike[str]) -> None:
-        self.interpreter = _interpreter(model_path)
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-
-    def _feed(self, sample: np.ndarray) -> None:
-        x = sample[None].astype(np.float32)
-        if self._input["dtype"] != np.float32:
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(self._input["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._input["dtype"])
-        self.interpreter.set_tensor(self._input["index"], x)
-
-    def _read(self) -> np.ndarray:
-        y = self.interpreter.get_tensor(self._output["index"])[0]
-        if self._output["dtype"] != np.float32:
-            scale, zero = self._output["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        rows = []
-        for sample in inputs:
-            self._feed(sample)
-            self.interpreter.invoke()
-            rows.append(self._read())
-        return np.stack(rows)
-
-    def latency_ms(self, sample: np.ndarray, runs: int = 200, warmup: int = 20) -> dict[str, float]:
-        self._feed(sample)
-        for _ in range(warmup):
-            self.interpreter.invoke()
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            self.interpreter.invoke()
-            times.append((time.perf_counter() - started) * 1e3)
-        return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
-
-
-def _to_tflite(model: Any, *, int8_calibration: np.ndarray | None = None) -> bytes:
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8_calibration is not None:
-        # Full integer: int8 weights, activations, inputs and outputs; the representative samples
-        # fix the ranges QAT did not learn (the input's).
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([sample[None].astype(np.float32)] for sample in int8_calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+    sparsity: float  # the served variant's kernels (the weights tfmot prunes), measured
+    summary: dict[str, Any]  # the torch path's report: dense, compressed, parity, ratios (also in artifact.json)
 
 
 def pruning_schedule(sparsity: float, total_steps: int):
@@ -253,146 +177,115 @@ def quantization_aware(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int,
     return qat
 
 
-def measure_tflite(path: str | os.PathLike[str], x_val: np.ndarray, y_val: np.ndarray, *,
-                   latency_runs: int = 200) -> tuple[dict[str, Any], np.ndarray]:
-    """The report row of one TFLite file, computed from the file; also returns its logits."""
-    data = Path(path).read_bytes()
-    classifier = TFLiteClassifier(path)
-    logits = classifier.logits(x_val)
-    row = {
-        "accuracy": float((logits.argmax(-1) == y_val).mean()),
-        "size_bytes": len(data),
-        "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
-        "latency_ms_batch1": classifier.latency_ms(x_val[0], runs=latency_runs),
-        "input_dtype": np.dtype(classifier._input["dtype"]).name,
-    }
-    return row, logits
+def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.ndarray], feature: str,
+                  cfg: RaylmConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """``measure()``'s row for one TFLite file, plus what only TFLite has (its input dtype, its agreement
+    with the Keras model it was converted from); and its predictions."""
+    from raylm.compress.measure import measure
+    from raylm.models.keras import sparsity_stats
 
-
-def _write_artifact(directory: Path, tflite: bytes, meta: dict[str, Any]) -> Path:
-    from raylm.compress.artifact import checksums
-
-    with atomic_directory(directory) as tmp:
-        (tmp / TFLITE_FILE).write_bytes(tflite)
-        (tmp / ARTIFACT_META).write_text(json.dumps(dict(meta, files=checksums(tmp)), indent=2))
-    return directory
-
-
-def _preprocessing(cfg: RaylmConfig) -> dict[str, Any]:
-    if cfg.task.modality == "image":
-        return {"modality": "image", **cfg.data.image.model_dump(), "layout": "NHWC", "range": [0, 1], "color": "RGB"}
-    return {"modality": "audio", **cfg.data.audio.model_dump(), "frames": cfg.data.audio.frames}
+    cc = cfg.compress
+    keras_preds = np.asarray(keras_model(val[feature], training=False)).argmax(-1)
+    row, preds = measure(lambda feeds: runner(feeds[feature]), val, (feature,), files=[path],
+                         counts=sparsity_stats(keras_model), batch_sizes=(1, cc.serving_batch_size),
+                         runs=cc.latency_runs, warmup=cc.latency_warmup, threads=cc.latency_threads)
+    int8 = runner.input_dtype != "float32"
+    return row | {"runtime": "tflite-int8" if int8 else "tflite-fp32", "input_dtype": runner.input_dtype,
+                  "agreement_with_keras": float((preds == keras_preds).mean())}, preds
 
 
 def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[str], *,
-                              output_dir: str | os.PathLike[str] | None = None, latency_runs: int = 200) -> KerasCompression:
+                              output_dir: str | os.PathLike[str] | None = None) -> KerasCompression:
     """Prune / quantize the Keras model in ``checkpoint`` as ``cfg.compress`` says; write the artifact.
 
     ``cfg`` supplies the data and the recipe; the checkpoint must hold a model of ``cfg.model``.
-    Artifacts go to ``output_dir`` (default ``<run dir>/compress/<variant>``).
+    Artifacts go to ``output_dir`` (default ``<run dir>/compress/<variant>``, as torch's).
     """
+    from raylm.compress.artifact import TFLITE, load_artifact, preprocessing_record, write_meta
+    from raylm.compress.gate import compression_ratios, ratios_to_dense
+    from raylm.compress.pipeline import CompressError, prunes, variant_name
+    from raylm.compress.tflite import TFLiteRunner, to_tflite
     from raylm.data import build_datasets
-    from raylm.models.keras import kernel_sparsity
     from raylm.train.keras_loop import load_keras_checkpoint
 
-    checkpoint = Path(checkpoint)
+    checkpoint = Path(checkpoint).expanduser().resolve()
     loaded = load_keras_checkpoint(checkpoint)
     if (loaded.config.task.modality, loaded.config.model.name) != (cfg.task.modality, cfg.model.name):
-        raise ValueError(f"checkpoint: holds {loaded.config.task.modality}/{loaded.config.model.name}, "
-                         f"but the config says {cfg.task.modality}/{cfg.model.name}")
+        raise CompressError(f"model.name: checkpoint {checkpoint} holds {loaded.config.task.modality}/"
+                            f"{loaded.config.model.name}, but the config says {cfg.task.modality}/{cfg.model.name}")
     cc, tc = cfg.compress, cfg.train
-    # The same keys as the torch path: tfmot prunes weights by magnitude; any int8 mode means
-    # quantization-aware training followed by a full-int8 TFLite conversion.
-    if cc.prune.method == "structured":
-        raise ValueError("compress.prune.method: structured pruning is not available for the keras backend "
-                         "(tfmot prunes weights, not channels); use magnitude")
-    target_sparsity = cc.prune.sparsity if cc.prune.method == "magnitude" else 0.0
+    # The same keys as the torch path (the config refuses what tfmot cannot do): tfmot prunes weights
+    # by magnitude; any int8 mode means quantization-aware training (post-training int8 without
+    # fine-tune epochs) and a full-int8 TFLite model.
+    target_sparsity = cc.prune.sparsity if prunes(cc) else 0.0
     quantize = cc.quantize.mode != "none"
-    if cc.finetune_epochs < 1 and (target_sparsity > 0 or quantize):
-        raise ValueError("compress.finetune_epochs: pruning and quantization-aware training need at least 1 epoch")
+    lr = cc.finetune_lr or tc.lr / 10
+    variant = variant_name(cfg)
     data = build_datasets(cfg)
-    if data.labels != loaded.labels:
-        raise ValueError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
+    if list(data.labels) != list(loaded.labels):
+        raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
     (feature,) = MODEL_INPUTS[cfg.task.modality]
     x_train, y_train = _arrays(data.train, feature)
-    x_val, y_val = _arrays(data.validation, feature)
+    x_val, y_val = _arrays(data.validation, feature, cc.max_eval_samples or None)
+    val = {feature: x_val, "label": y_val}
     calibration = x_train[: cc.quantize.calibration_samples]
 
-    work = Path(tempfile.mkdtemp(prefix="raylm-keras-compress-"))
-    report: list[dict[str, Any]] = []
-    model, sparsity = loaded.model, 0.0
-    try:
-        variants: list[tuple[str, bytes, Any]] = [("dense", _to_tflite(model), model)]
-        if target_sparsity > 0:
-            model = prune(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
-                          batch_size=tc.batch_size, lr=tc.lr, seed=tc.seed)
-            sparsity = kernel_sparsity(model)
-            variants.append(("pruned", _to_tflite(model), model))
-        if quantize:
+    model = loaded.model
+    variants: list[tuple[str, bytes, Any]] = [("dense", to_tflite(model), model)]
+    if target_sparsity > 0:
+        model = prune(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
+                      batch_size=tc.batch_size, lr=lr, seed=tc.seed)
+        variants.append(("pruned", to_tflite(model), model))
+    if quantize:
+        if cc.finetune_epochs:
             model = quantization_aware(model, x_train, y_train, epochs=cc.finetune_epochs, batch_size=tc.batch_size,
-                                       lr=tc.lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
-            if target_sparsity > 0:
-                sparsity = kernel_sparsity(model)
-            variants.append(("int8", _to_tflite(model, int8_calibration=calibration), model))
+                                       lr=lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
+        variants.append(("int8", to_tflite(model, int8_calibration=calibration), model))
 
-        for name, tflite, keras_model in variants:
-            path = work / f"{name}.tflite"
+    final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
+    rows: list[dict[str, Any]] = []
+    dense_preds = None
+    with tempfile.TemporaryDirectory(prefix="raylm-keras-compress-") as work, atomic_directory(final) as tmp:
+        *intermediate, (last_name, last_tflite, last_model) = variants
+        for name, tflite, keras_model in intermediate:
+            path = Path(work) / f"{name}.tflite"
             path.write_bytes(tflite)
-            row, logits = measure_tflite(path, x_val, y_val, latency_runs=latency_runs)
-            keras_pred = np.asarray(keras_model(x_val, training=False)).argmax(-1)
-            row = {"variant": name, **row,
-                   "agreement_with_keras": float((logits.argmax(-1) == keras_pred).mean()),
-                   "sparsity": sparsity if name != "dense" else kernel_sparsity(loaded.model)}
-            report.append(row)
-        base = report[0]
-        for row in report:
-            row["accuracy_delta"] = row["accuracy"] - base["accuracy"]
-            row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
-            row["gzip_ratio"] = row["gzip_bytes"] / base["gzip_bytes"]
-            row["latency_ratio"] = row["latency_ms_batch1"]["p50"] / base["latency_ms_batch1"]["p50"]
-            row["validation_samples"] = len(y_val)
-
-        final_name, final_tflite, _ = variants[-1]
-        final_row = report[-1]
+            row, preds = _measure_file(path, TFLiteRunner(path, cc.latency_threads), keras_model, val, feature, cfg)
+            dense_preds = preds if name == "dense" else dense_preds
+            rows.append({"variant": name, **row})
+        (tmp / TFLITE).write_bytes(last_tflite)
         meta = {
-            "format": ARTIFACT_FORMAT,
-            "backend": "keras",
-            "task": {"modality": cfg.task.modality, "labels": loaded.labels},
-            "preprocessing": _preprocessing(cfg),
-            "model": {"name": cfg.model.name, "file": TFLITE_FILE, "runtime": "tflite", "outputs": "logits",
-                      "input": feature, "input_dtype": final_row["input_dtype"],
-                      "kwargs": cfg.model.kwargs},
-            "recipe": {"variant": final_name, **cc.model_dump()},
-            "lineage": {"parent_checkpoint": str(checkpoint.resolve()), "data_fingerprint": data.fingerprint,
+            "task": {"modality": cfg.task.modality}, "labels": list(loaded.labels), "inputs": [feature],
+            "preprocessing": preprocessing_record(cfg),
+            "architecture": {"backend": "keras", "name": cfg.model.name, "kwargs": cfg.model.kwargs,
+                             "num_classes": len(loaded.labels), "config": cfg.to_dict()},
+            "model_file": TFLITE, "runtime": "tflite",
+            "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": "tflite"},
+            "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
+                        "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": data.fingerprint,
                         "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
-            "report": final_row,
-            "variants": report,
         }
-        target = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / f"keras-{final_name}"
-        artifact = _write_artifact(target, final_tflite, meta)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return KerasCompression(report, artifact, sparsity)
-
-
-def load_tflite_artifact(directory: str | os.PathLike[str]) -> tuple[TFLiteClassifier, dict[str, Any]]:
-    """A Keras artifact's runnable model and its ``artifact.json``."""
-    from raylm.compress.artifact import confined, verify_files
-
-    directory = Path(directory)
-    try:
-        meta = json.loads((directory / ARTIFACT_META).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{directory}: not a raylm artifact (no {ARTIFACT_META})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{directory}/{ARTIFACT_META}: corrupted ({type(err).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT or meta.get("backend") != "keras" \
-            or not isinstance(meta.get("model"), dict):
-        found = (meta.get("format"), meta.get("backend")) if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{directory}: format {found!r}, expected {ARTIFACT_FORMAT!r}/'keras'")
-    # The same checks as torch artifacts: every file listed with its sha256, all inside the directory.
-    verify_files(directory, {"files": meta.get("files"), "model_file": meta["model"].get("file")})
-    try:
-        return TFLiteClassifier(confined(directory, meta["model"]["file"], "model.file")), meta
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{directory}/{meta['model']['file']}: not a loadable TFLite model ({err})") from None
+        write_meta(tmp, meta)
+        # The artifact's own file is measured as serving loads it.
+        artifact = load_artifact(tmp, threads=cc.latency_threads)
+        row, preds = _measure_file(tmp / TFLITE, artifact.tflite, last_model, val, feature, cfg)
+        rows.append({"variant": last_name, **row})
+        if intermediate:
+            rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
+        dense, compressed = rows[0], rows[-1]
+        batch_sizes = (1, cc.serving_batch_size)
+        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(dense, compressed,
+                                                                                       cc.serving_batch_size, cc)
+        if len(variants) == 1:  # a p50 ratio below 1 here is timing noise
+            ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+        parity_rows = x_val[:256]
+        reloaded = artifact.predict({feature: parity_rows})
+        in_memory = np.asarray(last_model(parity_rows, training=False))
+        parity = {"rows": len(parity_rows), "max_abs_diff": float(np.abs(reloaded - in_memory).max()),
+                  "top1_agreement": float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean()), "passed": True}
+        summary = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
+                   "dense": dense, "compressed": compressed,
+                   "parity": parity, "ratios": ratios, "variants": rows}
+        meta["report"] = summary
+        write_meta(tmp, meta)
+    return KerasCompression(rows, final, rows[-1]["sparsity"], summary)

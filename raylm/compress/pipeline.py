@@ -14,18 +14,19 @@ import numpy as np
 import torch
 
 from raylm.atomic import atomic_directory
-from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, write_meta
-from raylm.config import RaylmConfig, validate_config
+from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, preprocessing_record, write_meta
+from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
+from raylm.errors import RaylmError
 
 
-class CompressError(ValueError):
+class CompressError(RaylmError):
     """Compression cannot run or its result failed a check; the message names the field or file."""
 
 
 def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
     """``--config`` plus overrides; without ``--config``, the checkpoint's own training config."""
-    from raylm.config import ConfigError, load_config, merge, parse_overrides
+    from raylm.config import ConfigError, load_config
     from raylm.train.checkpoint import CheckpointError, read_meta
 
     if config is not None:
@@ -34,11 +35,8 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
         meta = read_meta(Path(checkpoint).expanduser())
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
-    tree = meta["config"]
-    tree["train"]["resume_from"] = None
-    tree["task"]["labels"] = meta["labels"]
     try:
-        return validate_config(merge(tree, parse_overrides(overrides)))
+        return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
 
@@ -72,28 +70,13 @@ def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
                                 f"with {theirs!r}")
     if cfg.task.labels is not None and list(cfg.task.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: {cfg.task.labels} differ from the checkpoint's {loaded.labels}")
-    tree = cfg.to_dict()
-    tree["model"] = trained.to_dict()["model"]
-    if trained.data.text.tokenizer:
-        tree["data"]["text"]["tokenizer"] = trained.data.text.tokenizer
     # The preprocessing the model was trained with wins: a different image size or MFCC
     # setting would silently feed it other inputs.
-    tree["data"]["image"] = trained.data.image.model_dump(mode="json")
-    tree["data"]["audio"] = trained.data.audio.model_dump(mode="json")
-    tree["data"]["text"]["max_length"] = trained.data.text.max_length
-    return validate_config(tree)
-
-
-def _preprocessing(cfg: RaylmConfig) -> dict[str, Any]:
-    modality = cfg.task.modality
-    if modality == "image":
-        return {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
-                "color": "RGB", "layout": "NHWC", "scale": 1 / 255}
-    if modality == "audio":
-        return {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
-                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"}
-    return {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer", "max_length": cfg.data.text.max_length,
-            "padding": "max_length", "text_column": cfg.data.text.text_column}
+    changes = {"model": trained.to_dict()["model"], "data.image": trained.data.image.model_dump(mode="json"),
+               "data.audio": trained.data.audio.model_dump(mode="json"), "data.text.max_length": trained.data.text.max_length}
+    if trained.data.text.tokenizer:
+        changes["data.text.tokenizer"] = trained.data.text.tokenizer
+    return cfg.override(changes)
 
 
 def _torch_predict(model: torch.nn.Module, inputs: tuple[str, ...]):
@@ -134,7 +117,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     Returns the JSON report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
-    from raylm.compress.gate import compression_ratios
+    from raylm.compress.gate import compression_ratios, ratios_to_dense
     from raylm.compress.measure import collect, format_table, measure
     from raylm.compress.prune import sparsity_stats
     from raylm.compress.sparse import sparsify_onnx
@@ -180,8 +163,6 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     model.eval()
     counts = sparsity_stats(model)
     export = "onnx" if cc.export == "auto" else cc.export  # the runtime the dense reference is measured on
-    if cc.quantize.mode != "none" and export != "onnx":
-        raise CompressError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
 
     parity_rows = val if len(val["label"]) <= 256 else {k: v[:256] for k, v in val.items()}
     in_memory = _torch_predict(model, inputs)(parity_rows)
@@ -213,7 +194,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
             model_file = ONNX
         meta = {
             "task": {"modality": modality}, "labels": list(loaded.labels), "inputs": list(inputs),
-            "preprocessing": _preprocessing(cfg),
+            "preprocessing": preprocessing_record(cfg),
             "architecture": {"backend": cfg.model.backend, "name": cfg.model.name, "kwargs": cfg.model.kwargs,
                              "num_classes": len(loaded.labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
                              "config": cfg.to_dict()},
@@ -240,7 +221,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         compressed, preds = measure(artifact.predict, val, inputs, files=report_files, counts=counts, **timing)
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
         compressed["runtime"] = "onnx-" + ("fp32" if cc.quantize.mode == "none" else "int8") if export == "onnx" else "torch"
-        ratios = _ratios(dense, compressed, batch_sizes) | compression_ratios(dense, compressed, cc.serving_batch_size, cc)
+        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(dense, compressed, cc.serving_batch_size, cc)
         if not prunes(cc) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
             ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
         report = {"variant": variant, "modality": modality, "model": cfg.model.name, "artifact": str(final),
@@ -252,14 +233,3 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         print(f"vs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
               f"p50 {ratios['latency_ratio']:.3f}x at batch {cc.serving_batch_size}: {ratios['gain']['reason']}")
     return report
-
-
-def _ratios(dense: dict, variant: dict, batch_sizes: tuple[int, ...]) -> dict[str, float]:
-    out = {"accuracy_delta": variant["accuracy"] - dense["accuracy"],
-           "size_ratio": variant["file_bytes"] / dense["file_bytes"],
-           "gzip_size_ratio": variant["gzip_bytes"] / dense["gzip_bytes"],
-           "params_ratio": variant["params"] / dense["params"],
-           "nonzero_ratio": variant["nonzero_params"] / dense["nonzero_params"]}
-    for b in batch_sizes:
-        out[f"latency_p50_ratio_b{b}"] = variant["latency"][f"batch_{b}"]["p50_ms"] / dense["latency"][f"batch_{b}"]["p50_ms"]
-    return out

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from raylm.train.hooks import apply_masks
+
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
@@ -81,12 +83,9 @@ def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
             if bool((m.weight == 0).any())}
 
 
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    modules = dict(model.named_modules())
-    for name, mask in masks.items():
-        weight = modules[name].weight
-        weight.mul_(mask.to(weight.device))
+def scheduled_masks(model: nn.Module, epoch: int, epochs: int, *, target: float, scope: str) -> dict[str, torch.Tensor]:
+    """The fine-tune's ``TrainHooks.sparsity_schedule``: magnitude masks at the cubic ramp's sparsity for ``epoch``."""
+    return magnitude_masks(model, gradual_sparsity(target, epoch, epochs), scope)
 
 
 def _output_layer(model: nn.Module, num_classes: int) -> nn.Module:

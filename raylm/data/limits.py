@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from raylm.errors import RaylmError
+
 # (format, offset, magic): the signatures of the formats the decoders may be allowed to read.
 _SIGNATURES = (
     ("png", 0, b"\x89PNG\r\n\x1a\n"),
@@ -23,7 +25,7 @@ _SIGNATURES = (
 )
 
 
-class DecodeError(ValueError):
+class DecodeError(RaylmError):
     """A file a decoder refuses or cannot read; the message is a plain sentence saying why."""
 
 

@@ -89,3 +89,15 @@ def kernel_sparsity(model: Any) -> float:
             zeros += int((values == 0).sum())
             total += values.size
     return zeros / max(total, 1)
+
+
+def sparsity_stats(model: Any) -> dict[str, float]:
+    """The keys of torch's ``sparsity_stats``: parameter counts over the trainable variables, and the
+    sparsity of the kernels (the weights tfmot prunes) and overall."""
+    import numpy as np
+
+    values = [np.asarray(w.numpy()) for w in model.trainable_weights]
+    params = int(sum(v.size for v in values))
+    nonzero = int(sum(np.count_nonzero(v) for v in values))
+    return {"params": params, "nonzero_params": nonzero, "sparsity": kernel_sparsity(model),
+            "overall_sparsity": 1 - nonzero / max(params, 1)}

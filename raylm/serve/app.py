@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
-from raylm.config import ConfigError, ServeConfig, parse_overrides, merge
+from raylm.config import ConfigError, RaylmConfig, ServeConfig, parse_overrides, merge
 from raylm.serve.preprocess import InputError, Preprocessor
 from raylm.serve import v2
 from raylm.serve.batching import choose_batching
@@ -104,7 +104,8 @@ def load_serve_config(config: str | None = None, overrides: list[str] | None = N
         raise ConfigError("invalid raylm config:\n" + "\n".join(lines)) from None
 
 
-_OTHER_SECTIONS = ("task", "data", "model", "train", "compress")  # a full run YAML is accepted as is
+# A full run YAML (a sweep's or a pipeline's too) is accepted as is: serving reads its serve section.
+_OTHER_SECTIONS = tuple(name for name in RaylmConfig.model_fields if name != "serve")
 
 
 def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from raylm.config import InputLimits
+from raylm.errors import RaylmError
 
 
-class InputError(ValueError):
+class InputError(RaylmError):
     """A request item that cannot become a model input; ``field`` names where it is."""
 
     def __init__(self, field: str, reason: str):

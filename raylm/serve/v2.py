@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raylm.errors import RaylmError
+
 BINARY_HEADER = "inference-header-content-length"
 OUTPUTS = ("probabilities", "label")
 
 
-class V2Error(ValueError):
+class V2Error(RaylmError):
     """A request the protocol answers with 400 and ``{"error": reason}``."""
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from raylm.config import RaylmConfig
+
+if TYPE_CHECKING:
+    from raylm.train.hooks import TrainHooks
 
 
 @dataclass
@@ -30,7 +33,7 @@ def trains_in_process(cfg: RaylmConfig) -> bool:
 
 
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
-                  extra_loop_config: dict[str, Any] | None = None, in_process: bool = False,
+                  hooks: TrainHooks | None = None, in_process: bool = False,
                   on_report: Callable[[dict[str, Any]], None] | None = None):
     """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
 
@@ -40,6 +43,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
 
     from raylm.data import build_datasets
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
+    from raylm.train.hooks import TrainHooks
 
     if cfg.model.backend == "keras":
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # ray.train.tensorflow imports TensorFlow
@@ -58,9 +62,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     check_cpu_budget(tc.max_workers, tc.cpus_per_worker)  # at full size, Ray Data still needs a CPU
     quiet_data_progress()
     data = build_datasets(cfg)
-    # extra_loop_config: e.g. compress's initial_weights / keep_zeros / prune_schedule (loop.py).
+    # hooks: what a stage above training changes about the run (compression's fine-tune), typed.
     loop_config = {"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
-                   "augment_run_id": data.augment_run_id} | (extra_loop_config or {})
+                   "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks()}
     datasets = {"train": data.train, "validation": data.validation}
     if in_process:
         from raylm.train.in_process import InProcessTrainer
@@ -81,7 +85,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
     _check_resumable(cfg, data, run_config)
-    if "://" not in str(run_config["storage_path"]) and cfg.model.backend == "torch" and not extra_loop_config:
+    if "://" not in str(run_config["storage_path"]) and cfg.model.backend == "torch" and hooks is None:
         # A restarted worker group resumes from the newest whole checkpoint there (loop.py).
         loop_config["train_dir"] = str(Path(run_config["storage_path"]) / run_config["name"])
     trainer = DataParallelTrainer(

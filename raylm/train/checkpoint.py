@@ -27,6 +27,7 @@ from safetensors.torch import load_model, save_model
 
 from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
+from raylm.errors import RaylmError
 
 FORMAT = "raylm.checkpoint/1"
 META = "raylm.json"
@@ -34,7 +35,7 @@ WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RaylmError):
     pass
 
 

@@ -27,6 +27,7 @@ from raylm.train.checkpoint import (
     unwrap,
     write_checkpoint,
 )
+from raylm.train.hooks import TrainHooks, apply_masks
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
 log = logging.getLogger("raylm.train")
@@ -86,18 +87,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     inputs = MODEL_INPUTS[cfg.task.modality]
 
     torch.manual_seed(tc.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    # compress: fine-tune a pruned model (its own, possibly narrower, shapes) instead of a fresh one.
-    initial_weights = loop_config.get("initial_weights")
-    model = build_model(cfg, len(labels), load_pretrained=initial_weights is None)
-    if initial_weights:
-        from raylm.compress.architecture import load_resized
-
-        load_resized(model, initial_weights)
-    masks, prune_schedule = {}, loop_config.get("prune_schedule")
-    if loop_config.get("keep_zeros") or prune_schedule:
-        from raylm.compress.prune import apply_masks, gradual_sparsity, magnitude_masks, zero_masks
-
-        masks = zero_masks(model)
+    # Compression's fine-tune starts from a pruned model (its own, possibly narrower, shapes) and
+    # keeps or ramps its masks, through typed hooks: training never imports compression.
+    hooks: TrainHooks = loop_config.get("hooks") or TrainHooks()
+    model = build_model(cfg, len(labels), load_pretrained=hooks.initial_weights is None)
+    if hooks.initial_weights is not None:
+        hooks.initial_weights(model)
+    masks = hooks.masks(model) if hooks.masks is not None else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch, history = 0, []
     # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
@@ -126,9 +122,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, tc.epochs):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(tc, epoch)
-        if prune_schedule:  # gradual magnitude pruning: the sparsity ramps up epoch by epoch
-            sparsity = gradual_sparsity(prune_schedule["sparsity"], epoch + 1, tc.epochs)
-            masks = magnitude_masks(unwrap(model), sparsity, prune_schedule["scope"])
+        if hooks.sparsity_schedule is not None:  # gradual pruning: the sparsity ramps up epoch by epoch
+            masks = hooks.sparsity_schedule(unwrap(model), epoch + 1, tc.epochs)
             apply_masks(unwrap(model), masks)
         model.train()
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
