@@ -27,15 +27,19 @@ def gain_verdict(size_ratio: float, latency_ratio: float, *, min_size_gain: floa
                                        f"<= {1 / min_size_gain:.2f}x size or <= {1 / min_speedup:.2f}x p50)"}
 
 
-def compression_ratios(dense: dict[str, Any], compressed: dict[str, Any], batch_size: int, cc) -> dict[str, Any]:
-    """What the candidate costs and buys against the dense reference; ``cc``: the compress section."""
+def compression_ratios(dense: dict[str, Any], compressed: dict[str, Any], batch_size: int, cc,
+                       paired_latency_ratio: float | None = None) -> dict[str, Any]:
+    """What the candidate costs and buys against the dense reference; ``cc``: the compress section.
+    ``paired_latency_ratio`` (measure.paired_latency_ratio), when given, decides over the two p50s
+    measured apart."""
     def p50(r):
         return r["latency"][f"batch_{batch_size}"]["p50_ms"]
 
     size_ratio = compressed["file_bytes"] / dense["file_bytes"]
-    latency_ratio = p50(compressed) / p50(dense)
+    latency_ratio = paired_latency_ratio if paired_latency_ratio is not None else p50(compressed) / p50(dense)
     return {"accuracy_drop_pts": round((dense["accuracy"] - compressed["accuracy"]) * 100, 3),
             "size_ratio": size_ratio, "latency_ratio": latency_ratio, "latency_batch_size": batch_size,
+            "latency_ratio_timing": "paired" if paired_latency_ratio is not None else "apart",
             "gain": gain_verdict(size_ratio, latency_ratio, min_size_gain=cc.min_size_gain,
                                  min_speedup=cc.min_speedup, tolerance=cc.gain_tolerance)}
 

@@ -118,7 +118,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     measured on the same validation rows, their ratios and the parity check.
     """
     from raylm.compress.gate import compression_ratios, ratios_to_dense
-    from raylm.compress.measure import collect, format_table, measure
+    from raylm.compress.measure import collect, format_table, measure, paired_latency_ratio
     from raylm.compress.prune import sparsity_stats
     from raylm.compress.sparse import sparsify_onnx
     from raylm.compress.quantize import export_onnx, onnx_session, quantize_onnx
@@ -151,8 +151,11 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     with tempfile.TemporaryDirectory() as scratch:
         dense_onnx = export_onnx(dense_model, {name: val[name][:2] for name in inputs}, Path(scratch) / "dense.onnx")
         dense_session = onnx_session(dense_onnx, cc.latency_threads)
-        dense, dense_preds = measure(lambda feeds: dense_session.run(["logits"], {n: feeds[n] for n in inputs})[0],
-                                     val, inputs, files=[dense_onnx], counts=sparsity_stats(dense_model), **timing)
+        def dense_predict(feeds):
+            return dense_session.run(["logits"], {n: feeds[n] for n in inputs})[0]
+
+        dense, dense_preds = measure(dense_predict, val, inputs, files=[dense_onnx], counts=sparsity_stats(dense_model),
+                                     **timing)
     dense["runtime"] = "onnx-fp32"
 
     model = _prune(cfg, copy.deepcopy(dense_model), val, len(loaded.labels))
@@ -221,7 +224,10 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         compressed, preds = measure(artifact.predict, val, inputs, files=report_files, counts=counts, **timing)
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
         compressed["runtime"] = "onnx-" + ("fp32" if cc.quantize.mode == "none" else "int8") if export == "onnx" else "torch"
-        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(dense, compressed, cc.serving_batch_size, cc)
+        paired = paired_latency_ratio(artifact.predict, dense_predict, val, inputs, cc.serving_batch_size,
+                                      cc.latency_runs, cc.latency_warmup)
+        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(
+            dense, compressed, cc.serving_batch_size, cc, paired_latency_ratio=paired)
         if not prunes(cc) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
             ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
         report = {"variant": variant, "modality": modality, "model": cfg.model.name, "artifact": str(final),

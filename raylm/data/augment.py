@@ -296,10 +296,16 @@ def _clock():
     # Keyed by node id: a process that shut Ray down and started a new one gets a fresh handle.
     node = ray.get_runtime_context().get_node_id()
     if node not in _clock_handles:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         actor = ray.remote(num_cpus=0)(EpochClock)
         _clock_handles.clear()
+        # Outside any placement group: created from a sweep trial, the clock was captured into that
+        # trial's group and died with it, failing the trials that shared it (one of 12 in a sweep).
         _clock_handles[node] = actor.options(name=_CLOCK_NAME, namespace=_CLOCK_NAMESPACE, lifetime="detached",
-                                             get_if_exists=True).remote()
+                                             get_if_exists=True,
+                                             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)
+                                             ).remote()
     return _clock_handles[node]
 
 
