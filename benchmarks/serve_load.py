@@ -318,8 +318,14 @@ def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
         stop.set()
         sampler.join(5)
         serve.delete("ramp")
-    return {"max_replicas_seen": max(n for _, n in counts), "seconds_to_2_replicas": first(up_start, 2),
-            "seconds_back_to_1": first(down_start + 0.01, 1) if first(up_start, 2) is not None else None,
+    to_2 = first(up_start, 2)
+    # Back to 1 counts from when the load dropped, or from the scale-up if that came later (Serve
+    # decides on metrics pushed every 10 s: the second replica may arrive after the high phase).
+    scaled_down_from = max(down_start, up_start + to_2) if to_2 is not None else None
+    return {"max_replicas_seen": max(n for _, n in counts), "seconds_to_2_replicas": to_2,
+            "seconds_back_to_1": (round(scaled_down_from - down_start + first(scaled_down_from + 0.01, 1), 1)
+                                  if scaled_down_from is not None and first(scaled_down_from + 0.01, 1) is not None
+                                  else None),
             "high_c16": high, "low_c1": low}
 
 

@@ -230,6 +230,7 @@ def test_stage_augments_train_only_and_follows_the_epoch_clock(ray_local, tiny_c
     assert sorted(float(r["image"].sum()) for r in first) != clean_sums
 
 
+@pytest.mark.slow  # ~2 min; the epoch clock case stays in the default suite
 @pytest.mark.integration
 def test_training_with_augmentation_sets_the_epoch_and_learns(ray_local, tiny_config):
     from raylm.data.augment import current_epoch

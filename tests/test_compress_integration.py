@@ -117,6 +117,7 @@ def test_checkpoint_that_does_not_match_the_config_is_rejected(trained, tiny_con
         compress(tiny_config("image"), "/nonexistent", verbose=False)
 
 
+@pytest.mark.slow  # ~1 min; the in-process fine-tune runs in the pipeline case
 def test_finetune_under_ray_train_keeps_the_zeros(trained, tiny_config):
     import onnx
 

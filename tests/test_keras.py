@@ -20,9 +20,9 @@ from raylm.config import load_config  # noqa: E402
 pytestmark = pytest.mark.integration
 
 KERAS_MODELS = [
-    ("image", "seed_cnn"),
-    ("audio", "seed_conv1d"),
-    # The same Ray Train path a third time; opt-in to keep the default suite short.
+    pytest.param("image", "seed_cnn", marks=pytest.mark.slow),  # ~40 s; the served Keras artifact is trained by TensorflowTrainer
+    # The same Ray Train path again (~50 s each); opt-in to keep the default suite short.
+    pytest.param("audio", "seed_conv1d", marks=pytest.mark.slow),
     pytest.param("image", "seed_mlp", marks=pytest.mark.slow),
 ]
 
@@ -77,6 +77,7 @@ def test_the_articles_keras_models_train_an_epoch_with_two_workers(trained, moda
         assert outcome.metrics["val_accuracy"] > 0.75
 
 
+@pytest.mark.slow  # ~40 s; Keras training and serving stay
 def test_keras_checkpoint_reloads_and_resumes(trained, data_root):
     from raylm.train import fit
     from raylm.train.keras_loop import load_keras_checkpoint
@@ -244,6 +245,7 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
         serve.shutdown()
 
 
+@pytest.mark.slow  # ~3 min; the default suite serves a Keras int8 artifact over HTTP
 def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config):
     """``raylm pipeline`` with ``model.backend: keras`` on tiny settings: a Keras sweep, the retrain,
     tfmot prune + QAT to int8 TFLite, evaluation from the file, and real HTTP to the served model."""

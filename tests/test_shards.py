@@ -91,6 +91,7 @@ def test_the_training_split_is_reshuffled_every_epoch_without_loss(ray_local, im
     assert in_file_order < len(rows) // 4
 
 
+@pytest.mark.slow  # ~1 min of training; the shard streaming and shuffle cases stay
 @pytest.mark.integration
 def test_a_sharded_set_streams_through_two_workers_to_accuracy_a_constant_cannot_reach(ray_local, image_shards, tmp_path):
     from raylm.train import fit

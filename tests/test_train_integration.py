@@ -14,8 +14,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("modality, overrides", [
     ("image", []),
-    ("audio", []),
-    ("text", ["train.lr=0.003", "train.epochs=6"]),  # tiny random-init BERT needs ~40 steps
+    pytest.param("audio", [], marks=pytest.mark.slow),  # ~1 min each; image keeps the two-worker case
+    pytest.param("text", ["train.lr=0.003", "train.epochs=6"], marks=pytest.mark.slow),  # tiny BERT needs ~40 steps
 ])
 def test_each_modality_trains_with_two_workers_and_beats_chance(ray_local, tiny_config, modality, overrides):
     outcome = fit(tiny_config(modality, *overrides))
@@ -41,6 +41,7 @@ def test_checkpoint_reloads_to_the_reported_accuracy(ray_local, tiny_config):
     assert loaded.labels == ["horizontal", "vertical"]
 
 
+@pytest.mark.slow  # ~1 min; test_faults' killed-worker restart resumes from a checkpoint by default
 def test_resume_continues_from_the_saved_epoch(ray_local, tiny_config):
     import time
 

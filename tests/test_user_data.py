@@ -160,6 +160,7 @@ def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp
     assert "raylm: " in err and any(f in err for f in messy[name].bad) and "Traceback" not in err
 
 
+@pytest.mark.slow  # ~1 min of training; the messy-data checks stay
 @pytest.mark.integration
 def test_a_messy_review_table_trains_without_a_phantom_class(ray_local, messy, tmp_path):
     from raylm.train import fit
