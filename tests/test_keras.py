@@ -157,6 +157,7 @@ def test_keras_and_torch_reports_share_one_schema(compressed, tiny_config, ray_l
     assert keras_report["dense"]["runtime"] == "tflite-fp32"
 
 
+@pytest.mark.slow  # ~1 min; int8 TFLite of the image CNN is served by default
 def test_conv1d_compresses_to_int8_although_tfmot_lacks_a_conv1d_config(trained, tmp_path):
     from raylm.compress.keras import compress_keras_checkpoint
 
