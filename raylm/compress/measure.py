@@ -42,12 +42,16 @@ def predictions(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str
     return np.concatenate([predict(take(data, inputs, i, i + batch_size)).argmax(-1) for i in range(0, n, batch_size)])
 
 
+def batch_of(data: dict[str, np.ndarray], inputs: tuple[str, ...], batch_size: int) -> dict[str, np.ndarray]:
+    """``batch_size`` rows of ``inputs`` (rows repeated if too few), contiguous as a runtime wants them."""
+    index = np.arange(batch_size) % len(data[inputs[0]])
+    return {name: np.ascontiguousarray(data[name][index]) for name in inputs}
+
+
 def latency(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ...], batch_size: int,
             runs: int, warmup: int) -> dict[str, float]:
     """p50/p95 milliseconds of one forward pass at ``batch_size`` (rows repeated if too few)."""
-    n = len(data[inputs[0]])
-    index = np.arange(batch_size) % n
-    feeds = {name: np.ascontiguousarray(data[name][index]) for name in inputs}
+    feeds = batch_of(data, inputs, batch_size)
     for _ in range(warmup):
         predict(feeds)
     times = []
@@ -65,9 +69,7 @@ def paired_latency_ratio(candidate: Predict, reference: Predict, data: dict[str,
     Measured one after the other, each model met different load (a sweep runs trials side by
     side): a pruned fp32 model, the dense graph once loaded, measured 0.77x-1.10x of dense.
     Alternating runs share the load, so the ratio is the models' own."""
-    n = len(data[inputs[0]])
-    index = np.arange(batch_size) % n
-    feeds = {name: np.ascontiguousarray(data[name][index]) for name in inputs}
+    feeds = batch_of(data, inputs, batch_size)
     for _ in range(warmup):
         candidate(feeds), reference(feeds)
     times: dict[int, list[float]] = {0: [], 1: []}
