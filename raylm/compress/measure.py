@@ -74,11 +74,11 @@ def paired_latency_ratio(candidate: Predict, reference: Predict, data: dict[str,
         candidate(feeds), reference(feeds)
     times: dict[int, list[float]] = {0: [], 1: []}
     for i in range(runs):
-        order = (candidate, reference) if i % 2 == 0 else (reference, candidate)  # neither always goes first
-        for predict in order:
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):  # neither always goes first
+            predict = candidate if which == 0 else reference
             started = time.perf_counter()
             predict(feeds)
-            times[0 if predict is candidate else 1].append(time.perf_counter() - started)
+            times[which].append(time.perf_counter() - started)
     return float(np.median(times[0]) / np.median(times[1]))
 
 
