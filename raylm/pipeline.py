@@ -7,7 +7,6 @@ outputs from that record instead of redoing them.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -72,29 +71,31 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
 
 
 def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
-    """One validation item as an HTTP body, and its label; None where the source has no raw files."""
+    """One item as an HTTP body, and its label: from a class folder a validation file, from a table its
+    first row; None where the source cannot be read here (remote)."""
     from raylm.data import resolve_source
-    from raylm.data.files import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, label_of_path, list_class_folder,
-                                  split_files)
+    from raylm.data.files import detect_format, label_of_path, list_class_folder, split_files
+    from raylm.data.modality import modality_record
 
+    record = modality_record(cfg.task.modality)
     source, _ = resolve_source(cfg)
-    modality = cfg.task.modality
+    if "://" in source:
+        return None
     fmt = detect_format(source, cfg.data.format)
-    if modality == "text" and fmt in ("csv", "jsonl", "parquet"):
-        import pyarrow.csv
-        import pyarrow.json
-        import pyarrow.parquet
-
-        read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[fmt]
-        row = read(source).slice(0, 1).to_pylist()[0]
-        return {"text": row[cfg.data.text.text_column]}, str(row[cfg.data.label_column])
-    if modality != "text" and fmt == "folder":
-        extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS  # the ones training reads
-        _, files = list_class_folder(source, extensions)
+    if fmt == "folder":
+        _, files = list_class_folder(source, record.extensions)  # the ones training reads
         _, val = split_files(files, source, cfg.data.validation_fraction)
         path = (val or files)[0]
-        return {modality: base64.b64encode(Path(path).read_bytes()).decode()}, label_of_path(path)
-    return None
+        return {record.name: record.to_request(Path(path).read_bytes())}, label_of_path(path)
+    import pyarrow.csv
+    import pyarrow.json
+    import pyarrow.parquet
+
+    from raylm.data.check import table_files
+
+    read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[fmt]
+    row = read(table_files(source, fmt)[0]).slice(0, 1).to_pylist()[0]
+    return {record.name: record.to_request(row[record.value_column(cfg)])}, str(row[cfg.data.label_column])
 
 
 def _stage_tune(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def test_text_zero_policy_is_identity():
     ids, mask = _tokens()
     assert is_identity(TextAugmentConfig())
     out = augment_batch({"input_ids": ids, "attention_mask": mask}, modality="text", policy=TextAugmentConfig(),
-                        seed=0, epoch=0, text_ids=SPECIAL)
+                        seed=0, epoch=0, extra=SPECIAL)
     np.testing.assert_array_equal(out["input_ids"], ids)
     np.testing.assert_array_equal(out["attention_mask"], mask)
 

@@ -189,15 +189,9 @@ def artifact_config(directory: Path, meta: dict[str, Any]):
 
 def preprocessing_record(cfg) -> dict[str, Any]:
     """How serving turns a request into model inputs: the function and settings training used."""
-    modality = cfg.task.modality
-    if modality == "image":
-        return {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
-                "color": "RGB", "layout": "NHWC", "scale": 1 / 255}
-    if modality == "audio":
-        return {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
-                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"}
-    return {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer", "max_length": cfg.data.text.max_length,
-            "padding": "max_length", "text_column": cfg.data.text.text_column}
+    from raylm.data.modality import modality_record
+
+    return modality_record(cfg.task.modality).preprocessing(cfg)
 
 
 def refuse_external_data(model_file: Path) -> None:

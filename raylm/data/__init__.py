@@ -10,15 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raylm.data.decoded import DecodedSplits, decode_key
-from raylm.data.files import (
-    AUDIO_EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    detect_format,
-    label_of_file,
-    list_class_folder,
-    split_files,
-    validation_mask,
-)
+from raylm.data.files import detect_format, label_of_file, list_class_folder, split_files, validation_mask
+from raylm.data.modality import MODEL_INPUTS, modality_record
 from raylm.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -26,8 +19,6 @@ if TYPE_CHECKING:
 
     from raylm.config import RaylmConfig
 
-# The batch columns each modality's models take, in call order.
-MODEL_INPUTS = {"image": ("image",), "audio": ("frames",), "text": ("input_ids", "attention_mask")}
 _DECODE_BATCH = 64
 
 
@@ -90,9 +81,10 @@ def _keep_split(batch, *, key_column: str, fraction: float, validation: bool):
 def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[str, int], bytes_column: str,
                     label_column: str | None = None, root: str | None = None, limits=None) -> dict[str, np.ndarray]:
     """Ray Data UDF: encoded bytes -> model inputs and label ids, leaving out what the check refused
-    (same rule, ``decode_sample``); a class folder's label is its top-level folder under ``root``."""
-    from raylm.data.check import decode_sample, label_text
+    (same rule, ``check.acceptance_problem``); a class folder's label is its top-level folder under ``root``."""
+    from raylm.data.check import label_text
 
+    record = modality_record(modality)
     raw = batch[label_column] if label_column else [label_of_file(p, root) for p in batch["path"]]
     inputs, labels = [], []
     for data, raw_label in zip(batch[bytes_column], raw):
@@ -100,14 +92,13 @@ def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[s
         if label not in label_index:
             continue
         try:
-            inputs.append(decode_sample(modality, data, settings, limits))
+            inputs.append(record.decode(data, settings, limits))
         except Exception:  # listed in data_report.json by the check (skip mode)
             continue
         labels.append(label_index[label])
-    key = MODEL_INPUTS[modality][0]
+    key = record.inputs[0]
     if not inputs:
-        shape = (settings.size, settings.size, 3) if modality == "image" else (settings.frames, settings.n_mfcc)
-        return {key: np.zeros((0, *shape), np.float32), "label": np.zeros(0, np.int64)}
+        return {key: np.zeros((0, *record.sample_shape(settings)), np.float32), "label": np.zeros(0, np.int64)}
     return {key: np.stack(inputs), "label": np.asarray(labels, np.int64)}
 
 
@@ -119,14 +110,9 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     from raylm.data.decoded import shared_for
 
     decoded = shared_for(cfg) or decode_splits(cfg)
-    text_source = None
-    if cfg.task.modality == "text":
-        from raylm.models.text import tokenizer_source
-
-        text_source = tokenizer_source(cfg)
     # Augmentation: train split only, a batched stage right after decoding (fused into its tasks).
     # It stays after materialize: the cached samples are the clean ones, each epoch draws anew.
-    train, augment_run_id = add_augment_stage(decoded.train, cfg, batch_size=_DECODE_BATCH, tokenizer_source=text_source)
+    train, augment_run_id = add_augment_stage(decoded.train, cfg, batch_size=_DECODE_BATCH)
     return Datasets(train, decoded.validation, list(decoded.labels), decoded.source, decoded.fingerprint, augment_run_id)
 
 
@@ -137,25 +123,23 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
 
     from raylm.data.check import check_data
     from raylm.data.shards import block_size, file_shuffle
-    from raylm.data.text import tokenize_batch
 
-    modality = cfg.task.modality
+    record = modality_record(cfg.task.modality)
     source, is_demo = resolve_source(cfg)
     fmt = detect_format(source, cfg.data.format if not is_demo else "auto")
     labels = cfg.task.labels
     frac = cfg.data.validation_fraction
-    if fmt == "folder" and modality == "text":
-        raise ValueError("data.format: text data must be csv, jsonl or parquet, not a folder")
+    if fmt == "folder" and not record.extensions:
+        raise ValueError(f"data.format: {record.name} data must be csv, jsonl or parquet, not a folder")
     # Remote sources (s3://, gs://) are read by Ray Data alone: the check lists local files.
     checked = cfg.data.check and not is_demo and "://" not in source
     report = check_data(cfg, source, fmt, report_dir=cfg.run_dir) if checked else None
     if report is not None:
         labels = labels or _natural_sorted(report["classes"])
         fingerprint = fingerprint_files(sum(report["files"].values(), []))
-    settings = cfg.data.image if modality == "image" else cfg.data.audio
 
     if fmt == "folder":
-        extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
+        extensions = record.extensions
         if report is None:
             found, files = list_class_folder(source, extensions)
             labels = labels or found
@@ -191,7 +175,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         if cfg.data.validation_path:
             tables = raw
         else:
-            key = cfg.data.text.text_column if modality == "text" else getattr(cfg.data, f"{modality}_column")
+            key = record.value_column(cfg)
             tables = {
                 split: table.map_batches(_keep_split, batch_format="numpy",
                                          fn_kwargs={"key_column": key, "fraction": frac, "validation": split == "validation"})
@@ -207,16 +191,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         label_column = cfg.data.label_column
 
     label_index = {label: i for i, label in enumerate(labels)}
-    if modality == "text":
-        from raylm.models.text import tokenizer_source
-
-        text_source = tokenizer_source(cfg)
-        fn, kwargs = tokenize_batch, {"tokenizer_source": text_source, "max_length": cfg.data.text.max_length,
-                                      "text_column": cfg.data.text.text_column, "label_column": label_column}
-    else:
-        fn, kwargs = decode_accepted, {"modality": modality, "settings": settings, "label_column": label_column,
-                                       "limits": cfg.data.limits,
-                                       "bytes_column": "bytes" if label_column is None else getattr(cfg.data, f"{modality}_column")}
+    fn, kwargs = record.prepare_stage(cfg, label_column)
     kwargs["label_index"] = label_index
     prepared = {
         split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy",

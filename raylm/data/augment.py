@@ -342,20 +342,14 @@ def is_identity(policy: Any) -> bool:
 
 
 def augment_batch(batch: dict[str, np.ndarray], *, modality: str, policy: Any, seed: int, epoch: int,
-                  text_ids: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Augment one decoded batch for a given epoch (pure: same inputs, same output)."""
-    out = dict(batch)
-    if modality == "image":
-        seeds = sample_seeds(sample_keys(batch["image"]), seed, epoch)
-        out["image"] = augment_images(batch["image"], seeds, policy)
-    elif modality == "audio":
-        seeds = sample_seeds(sample_keys(batch["frames"]), seed, epoch)
-        out["frames"] = augment_frames(batch["frames"], seeds, policy)
-    else:
-        seeds = sample_seeds(sample_keys(batch["input_ids"]), seed, epoch)
-        out["input_ids"], out["attention_mask"] = augment_tokens(batch["input_ids"], batch["attention_mask"], seeds,
-                                                                 policy, **(text_ids or {}))
-    return out
+                  extra: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Augment one decoded batch for a given epoch (pure: same inputs, same output); ``extra``: what
+    the modality record's ``augment_extra`` gave (e.g. a tokenizer's special ids)."""
+    from raylm.data.modality import modality_record
+
+    record = modality_record(modality)
+    seeds = sample_seeds(sample_keys(batch[record.inputs[0]]), seed, epoch)
+    return dict(batch) | record.augment(batch, seeds, policy, extra or {})
 
 
 def _augment_udf(batch: dict[str, np.ndarray], *, run_id: str | None, **kwargs: Any) -> dict[str, np.ndarray]:
@@ -363,7 +357,7 @@ def _augment_udf(batch: dict[str, np.ndarray], *, run_id: str | None, **kwargs: 
 
 
 def text_special_ids(tokenizer_source: str) -> dict[str, Any]:
-    from raylm.models.text import load_tokenizer
+    from raylm.data.text import load_tokenizer
 
     tok = load_tokenizer(tokenizer_source)
     unknown = tok.unk_token_id if tok.unk_token_id is not None else tok.mask_token_id
@@ -377,17 +371,19 @@ def policy_for(cfg) -> Any:
     return getattr(cfg.augment, cfg.task.modality)
 
 
-def add_augment_stage(train, cfg, *, batch_size: int, tokenizer_source: str | None = None):
+def add_augment_stage(train, cfg, *, batch_size: int):
     """``(dataset, run_id)``: the train dataset with the augmentation stage, or unchanged and
     ``None`` when the policy is the identity."""
     import uuid
+
+    from raylm.data.modality import modality_record
 
     policy = policy_for(cfg)
     if is_identity(policy):
         return train, None
     run_id = uuid.uuid4().hex  # one clock entry per built pipeline: concurrent runs never share one
     set_epoch(run_id, 0)
-    kwargs: dict[str, Any] = {"run_id": run_id, "modality": cfg.task.modality, "policy": policy, "seed": cfg.train.seed}
-    if cfg.task.modality == "text":
-        kwargs["text_ids"] = text_special_ids(tokenizer_source)
+    record = modality_record(cfg.task.modality)
+    kwargs: dict[str, Any] = {"run_id": run_id, "modality": record.name, "policy": policy, "seed": cfg.train.seed,
+                              "extra": record.augment_extra(cfg) if record.augment_extra else None}
     return train.map_batches(_augment_udf, batch_size=batch_size, batch_format="numpy", fn_kwargs=kwargs), run_id

@@ -20,42 +20,48 @@ def preview(cfg, out: str | Path, *, samples: int = 8, epochs: int = 3) -> Path 
     """Write the PNG grid to ``out`` (image/audio) and return its path; for text, return lines."""
     from raylm.config import AugmentConfig
     from raylm.data import build_datasets
-    from raylm.data.augment import augment_batch, policy_for, text_special_ids
+    from raylm.data.augment import augment_batch, policy_for
+    from raylm.data.modality import modality_record
 
+    record = modality_record(cfg.task.modality)
+    if record.preview is None:
+        raise ValueError(f"augment preview: no preview for {record.name} data")
     clean_cfg = cfg.model_copy(update={"augment": AugmentConfig()})
     pool = build_datasets(clean_cfg).train.take_batch(max(samples, 256), batch_format="numpy")
     clean = {k: v[_spread_over_labels(pool["label"], samples)] for k, v in pool.items()}
-    modality, policy = cfg.task.modality, policy_for(cfg)
-    extra = {}
-    if modality == "text":
-        from raylm.models.text import tokenizer_source
-
-        extra["text_ids"] = text_special_ids(tokenizer_source(cfg))
-    views = [augment_batch(clean, modality=modality, policy=policy, seed=cfg.train.seed, epoch=e, **extra)
+    extra = record.augment_extra(cfg) if record.augment_extra else {}
+    views = [augment_batch(clean, modality=record.name, policy=policy_for(cfg), seed=cfg.train.seed, epoch=e, extra=extra)
              for e in range(epochs)]
-
-    if modality == "text":
-        from raylm.models.text import load_tokenizer, tokenizer_source
-
-        tok = load_tokenizer(tokenizer_source(cfg))
-        hidden = set(extra["text_ids"]["special_ids"]) - {extra["text_ids"]["unknown_id"]}  # show dropouts
-
-        def text(batch, i):
-            return tok.decode([t for t, m in zip(batch["input_ids"][i], batch["attention_mask"][i]) if m and t not in hidden])
-
-        lines = []
-        for i in range(len(clean["input_ids"])):
-            lines.append(f"clean:   {text(clean, i)}")
-            lines.extend(f"epoch {e}: {text(view, i)}" for e, view in enumerate(views))
-        return lines
-
-    if modality == "image":
-        rows = [_image_tiles(clean["image"])] + [_image_tiles(v["image"]) for v in views]
-    else:
-        low, high = np.percentile(clean["frames"], [1, 99])  # one scale for the grid: noise stays visible
-        rows = [_frame_tiles(clean["frames"], low, high)] + [_frame_tiles(v["frames"], low, high) for v in views]
+    rows = record.preview(cfg, clean, views, extra)
+    if all(isinstance(row, str) for row in rows):  # text: lines to print
+        return rows
     names = ["clean"] + [f"epoch {e}" for e in range(epochs)]
     return _write_grid(rows, names, Path(out))
+
+
+def text_lines(cfg, clean: dict, views: list[dict], extra: dict) -> list[str]:
+    from raylm.data.text import load_tokenizer, tokenizer_source
+
+    tok = load_tokenizer(tokenizer_source(cfg))
+    hidden = set(extra["special_ids"]) - {extra["unknown_id"]}  # show dropouts
+
+    def text(batch, i):
+        return tok.decode([t for t, m in zip(batch["input_ids"][i], batch["attention_mask"][i]) if m and t not in hidden])
+
+    lines = []
+    for i in range(len(clean["input_ids"])):
+        lines.append(f"clean:   {text(clean, i)}")
+        lines.extend(f"epoch {e}: {text(view, i)}" for e, view in enumerate(views))
+    return lines
+
+
+def image_rows(cfg, clean: dict, views: list[dict], extra: dict) -> list[list[np.ndarray]]:
+    return [_image_tiles(clean["image"])] + [_image_tiles(v["image"]) for v in views]
+
+
+def frame_rows(cfg, clean: dict, views: list[dict], extra: dict) -> list[list[np.ndarray]]:
+    low, high = np.percentile(clean["frames"], [1, 99])  # one scale for the grid: noise stays visible
+    return [_frame_tiles(clean["frames"], low, high)] + [_frame_tiles(v["frames"], low, high) for v in views]
 
 
 def _spread_over_labels(labels: np.ndarray, count: int) -> np.ndarray:

@@ -6,7 +6,7 @@ lists every bad file or row with its reason, the files the layout rule leaves ou
 accepted samples per class; the labels of a run are the classes it found. ``data.on_bad_input``
 says what a bad sample does: ``skip`` leaves it out (up to ``data.max_bad_fraction`` of the data),
 ``fail`` stops at the first one. Training's decode stage applies the same acceptance rule
-(``decode_sample``) with the same decoders serving uses, so what the check accepts is what trains.
+(``acceptance_problem``) with the same decoders serving uses, so what the check accepts is what trains.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from raylm.config import ConfigError
-from raylm.data.files import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, label_of_file, scan_class_folder
+from raylm.data.files import detect_format, label_of_file, scan_class_folder
+from raylm.data.modality import modality_record
 
 if TYPE_CHECKING:
     from raylm.config import RaylmConfig
@@ -51,45 +52,18 @@ def label_text(value: Any) -> str:
     return str(value).strip()
 
 
-def decode_sample(modality: str, data: Any, settings: Any, limits: Any = None) -> np.ndarray:
-    """Encoded bytes -> model input, or ValueError with the reason: the acceptance rule of the check
-    and of training's decode stage, on the decoders serving calls (raylm.data.images / audio)."""
-    if data is None or len(data) == 0:
-        raise ValueError("empty (0 bytes)")
-    if modality == "image":
-        from raylm.data.images import decode_image
-
-        return decode_image(bytes(data), settings.size, *([limits] if limits is not None else []))
-    from raylm.data.audio import decode_audio, mfcc_frames
-
-    extra = {"limits": limits} if limits is not None else {}
-    return mfcc_frames(decode_audio(bytes(data), settings.sample_rate, clip_seconds=settings.clip_seconds, **extra),
-                       settings)
-
-
-def text_problem(text: Any, label: str) -> str | None:
-    if text is None or not str(text).strip():
-        return "empty text"
-    if not label:
-        return "empty label"
-    return None
-
-
-def _problem(modality: str, value: Any, label: str, settings: Any, label_index: dict[str, int] | None,
+def acceptance_problem(modality: str, value: Any, label: str, settings: Any, label_index: dict[str, int] | None,
              limits: Any = None) -> str | None:
-    if modality == "text":
-        reason = text_problem(value, label)
-        if reason:
-            return reason
-    elif not label:
+    """Why a sample is refused, or None: the acceptance rule of the check and of training's decode stage,
+    on the decoders serving calls (the modality record's ``decode``)."""
+    if not label:
         return "empty label"
     if label_index is not None and label not in label_index:
         return f"label {label!r} is not one of task.labels"
-    if modality != "text":
-        try:
-            decode_sample(modality, value, settings, limits)
-        except Exception as err:  # any decoder failure is a bad sample, never a crashed run
-            return str(err) or "cannot be decoded"
+    try:
+        modality_record(modality).decode(value, settings, limits)
+    except Exception as err:  # any decoder failure is a bad sample, never a crashed run
+        return str(err) or "cannot be decoded"
     return None
 
 
@@ -103,7 +77,7 @@ def check_file_batch(batch: dict, *, modality: str, settings: Any, root: str,
     counts, bad = Counter(), []
     for path, data in zip(batch["path"], batch["bytes"]):
         label = label_of_file(path, root)
-        reason = _problem(modality, data, label, settings, label_index, limits)
+        reason = acceptance_problem(modality, data, label, settings, label_index, limits)
         if reason:
             bad.append({"file": path, "label": label, "reason": reason})
         else:
@@ -161,7 +135,7 @@ def check_table_batch(batch: dict, *, modality: str, settings: Any, fmt: str, va
             for value, raw_label in zip(chunk[value_column], chunk[label_column]):
                 row += 1
                 label = label_text(raw_label)
-                reason = _problem(modality, value, label, settings, label_index, limits)
+                reason = acceptance_problem(modality, value, label, settings, label_index, limits)
                 if reason:
                     bad.append({"file": path, "row": row, "label": label, "reason": reason})
                 else:
@@ -201,11 +175,6 @@ def table_columns(path: str, fmt: str) -> list[str]:
         raise DataError(f"{path}: the first line is not a JSON object (data.format=jsonl needs one object per line)") from None
 
 
-def value_column_key(modality: str) -> str:
-    """The config key naming the column that holds a table's inputs."""
-    return {"text": "data.text.text_column", "image": "data.image_column", "audio": "data.audio_column"}[modality]
-
-
 def _require_columns(path: str, fmt: str, wanted: dict[str, str]) -> None:
     """A missing column names the key to set and lists the table's columns."""
     columns = table_columns(path, fmt)
@@ -225,10 +194,6 @@ def fingerprint(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _settings(cfg: RaylmConfig) -> Any:
-    return cfg.data.image if cfg.task.modality == "image" else cfg.data.audio if cfg.task.modality == "audio" else None
-
-
 def _plan(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
     try:
         return _plan_splits(cfg, source, fmt)
@@ -240,22 +205,22 @@ def _plan(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
 
 def _plan_splits(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
     """Per split source: its files and what the layout rule ignores."""
-    modality = cfg.task.modality
+    record = modality_record(cfg.task.modality)
     roots = {"train": source} | ({"validation": cfg.data.validation_path} if cfg.data.validation_path else {})
     plan = []
     for split, root in roots.items():
         split_fmt = fmt if split == "train" else detect_format(root, "auto")
         if split_fmt == "folder":
-            if modality == "text":
-                raise DataError("data.format: text data must be csv, jsonl or parquet, not a folder")
-            folder = scan_class_folder(root, IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS)
+            if not record.extensions:
+                raise DataError(f"data.format: {record.name} data must be csv, jsonl or parquet, not a folder")
+            folder = scan_class_folder(root, record.extensions)
             plan.append({"split": split, "root": root, "format": "folder", "files": folder.files,
                          "ignored": folder.ignored})
         else:
             files = table_files(root, split_fmt)
-            value_column = cfg.data.text.text_column if modality == "text" else getattr(cfg.data, f"{modality}_column")
+            value_column = record.value_column(cfg)
             for file in files:  # every file: Ray Data would stop at one without the column
-                _require_columns(file, split_fmt, {value_column_key(modality): value_column,
+                _require_columns(file, split_fmt, {record.value_column_key: value_column,
                                                    "data.label_column": cfg.data.label_column})
             plan.append({"split": split, "root": root, "format": split_fmt, "files": files, "ignored": [],
                          "value_column": value_column})
@@ -267,7 +232,8 @@ def _dataset(entry: dict[str, Any], cfg: RaylmConfig, stop_at_first: bool):
 
     modality, labels = cfg.task.modality, cfg.task.labels
     label_index = {label: i for i, label in enumerate(labels)} if labels else None
-    common = {"modality": modality, "settings": _settings(cfg), "label_index": label_index, "limits": cfg.data.limits}
+    settings = modality_record(modality).settings(cfg)
+    common = {"modality": modality, "settings": settings, "label_index": label_index, "limits": cfg.data.limits}
     if entry["format"] == "folder":
         return ray.data.read_binary_files(entry["files"], include_paths=True).map_batches(
             check_file_batch, batch_size=_CHECK_BATCH, batch_format="numpy", fn_kwargs=common | {"root": entry["root"]})
@@ -278,9 +244,8 @@ def _dataset(entry: dict[str, Any], cfg: RaylmConfig, stop_at_first: bool):
 
 
 def _cache_key(cfg: RaylmConfig, plan: list[dict[str, Any]]) -> str:
-    settings = _settings(cfg)
     identity = {"format": FORMAT, "modality": cfg.task.modality, "labels": cfg.task.labels,
-                "settings": settings.model_dump() if settings is not None else None,
+                "settings": modality_record(cfg.task.modality).settings(cfg).model_dump(),
                 "limits": cfg.data.limits.model_dump(mode="json"),
                 "columns": [cfg.data.text.text_column, cfg.data.image_column, cfg.data.audio_column, cfg.data.label_column],
                 "splits": [(e["split"], e["root"], e["format"], fingerprint(e["files"])) for e in plan]}

@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from raylm.data.modality import modality_record
+
 if TYPE_CHECKING:
     import ray.data
 
@@ -42,16 +44,9 @@ _shared: ContextVar[DecodedSplits | None] = ContextVar("raylm_shared_decoded_spl
 def decode_key(cfg: RaylmConfig) -> str:
     """Everything that decides the decoded splits: the task, the data section, and for text the tokenizer."""
     parts = {"task": cfg.task.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")}
-    if cfg.task.modality == "text":
-        from raylm.models.text import load_tokenizer, tokenizer_source
-
-        # What the tokenizer does, not where it lies: a trial's compression step names the copy
-        # saved in its checkpoint, the sweep the bundled original; a path key decoded (and, for a
-        # table without checked labels, shuffled) everything again inside the trial.
-        del parts["data"]["text"]["tokenizer"]
-        tokenizer = load_tokenizer(tokenizer_source(cfg))
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        parts["tokenizer"] = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    record = modality_record(cfg.task.modality)
+    if record.decode_identity is not None:
+        parts = record.decode_identity(cfg, parts)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

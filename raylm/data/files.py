@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+from raylm.data.modality import AUDIO, IMAGE
+
+# Kept for callers of the old names; the modality records are where extensions are defined.
+IMAGE_EXTENSIONS = IMAGE.extensions
+AUDIO_EXTENSIONS = AUDIO.extensions
 
 
 def in_validation(key: str | bytes, fraction: float) -> bool:

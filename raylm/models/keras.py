@@ -23,11 +23,10 @@ def keras_api() -> Any:
 
 
 def _input_shape(cfg) -> tuple[int, ...]:
-    if cfg.task.modality == "image":
-        return (cfg.data.image.size, cfg.data.image.size, 3)
-    if cfg.task.modality == "audio":
-        return (cfg.data.audio.frames, cfg.data.audio.n_mfcc)
-    raise ValueError(f"model.backend: keras models take image or audio input, not {cfg.task.modality}")
+    from raylm.data.modality import modality_record
+
+    record = modality_record(cfg.task.modality)
+    return record.sample_shape(record.settings(cfg))
 
 
 def _sequential(name: str, input_shape: tuple[int, ...], layers: list) -> Any:

@@ -4,6 +4,7 @@
     serve.run(app)          # POST /predict {"text": "..."}; GET /models, /healthz, /docs
 """
 
-from raylm.serve.app import app_builder, build_app, load_serve_config, resolve_tiers
+from raylm.serve.app import app_builder, build_app
+from raylm.serve.loading import load_serve_config, resolve_tiers
 
 __all__ = ["app_builder", "build_app", "load_serve_config", "resolve_tiers"]

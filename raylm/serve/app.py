@@ -12,7 +12,6 @@ Every bad request is answered with a 4xx naming the field before anything reache
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -29,13 +28,14 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
-from raylm.config import ConfigError, RaylmConfig, ServeConfig, parse_overrides, merge
-from raylm.serve.preprocess import InputError, Preprocessor
+from raylm.config import ConfigError, ServeConfig
 from raylm.serve import v2
 from raylm.serve.batching import choose_batching
-from raylm.serve.schemas import (REQUESTS, TIER_HEADER, ErrorDetail, ModelsResponse, PredictResponse, TierInfo,
-                                 openapi_document)
-from raylm.serve.v2 import ErrorBody
+from raylm.serve.http import check_key, json_body, read_body
+from raylm.serve.loading import load_serve_config, resolve_tiers
+from raylm.serve.preprocess import InputError, Preprocessor
+from raylm.serve.schemas import (ERRORS, TIER_HEADER, V2_ERRORS, ModelsResponse, PredictResponse, TierInfo,
+                                 openapi_document, request_model)
 
 log = logging.getLogger("ray.serve")
 
@@ -45,67 +45,6 @@ MAX_TIERS_PER_REPLICA = -1
 
 
 # ---------------------------------------------------------------- building the application
-
-
-def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
-    """``["int8=/a/b", "/a/c"]`` -> {tier: {"path", "meta"}}; all tiers must be one model's variants."""
-    from raylm.compress.artifact import ArtifactError, read_meta
-
-    if not artifacts:
-        raise ConfigError("--artifact: at least one artifact directory is required")
-    tiers: dict[str, dict[str, Any]] = {}
-    for entry in artifacts:
-        name, sep, path = entry.partition("=")
-        if not sep:
-            name, path = "", entry
-        path = str(Path(path).expanduser().resolve())
-        try:
-            meta = read_meta(path)
-        except ArtifactError as err:
-            raise ConfigError(f"--artifact: {err}") from None
-        name = name or meta.get("recipe", {}).get("variant") or Path(path).name
-        if name in tiers:
-            raise ConfigError(f"--artifact: tier name {name!r} given twice (name them: --artifact NAME=DIR)")
-        tiers[name] = {"path": path, "meta": meta}
-    first_name, first = next(iter(tiers.items()))
-    for name, tier in tiers.items():
-        for key in ("task", "labels", "inputs", "preprocessing"):
-            if tier["meta"].get(key) != first["meta"].get(key):
-                raise ConfigError(f"--artifact: tier {name!r} differs from {first_name!r} in '{key}': "
-                                  "tiers must be variants of one model (serve other models as other applications)")
-    return tiers
-
-
-def load_serve_config(config: str | None = None, overrides: list[str] | None = None) -> ServeConfig:
-    """The ``serve`` section of a raylm YAML (optional) plus ``serve.key=value`` overrides."""
-    import yaml
-
-    tree: dict[str, Any] = {}
-    if config:
-        path = Path(config).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"--config: no such file: {path}")
-        tree = yaml.safe_load(path.read_text()) or {}
-    tree = merge(tree, parse_overrides(list(overrides or [])))
-    unknown = sorted(set(tree) - {"serve"} - set(_OTHER_SECTIONS))
-    if unknown:
-        raise ConfigError(f"unknown config section(s) {unknown}: serving reads only 'serve.*'")
-    section = dict(tree.get("serve") or {})
-    if "api_key_env" in section and section["api_key_env"] is None:
-        # YAML reads `~` and `null` as None: a typo must not switch the key off unnoticed.
-        raise ConfigError("invalid raylm config:\n  serve.api_key_env: null (YAML `~`) would serve without an API key; "
-                          "leave serve.api_key_env out to serve without one, or name an environment variable")
-    if "limits" not in section and isinstance(tree.get("data"), dict) and "limits" in tree["data"]:
-        section["limits"] = tree["data"]["limits"]  # a run YAML: serve with the limits its data was read with
-    try:
-        return ServeConfig.model_validate(section)
-    except ValidationError as err:
-        lines = [f"  serve.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigError("invalid raylm config:\n" + "\n".join(lines)) from None
-
-
-# A full run YAML (a sweep's or a pipeline's too) is accepted as is: serving reads its serve section.
-_OTHER_SECTIONS = tuple(name for name in RaylmConfig.model_fields if name != "serve")
 
 
 def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
@@ -188,14 +127,6 @@ async def _error_body(request: Request, err: HTTPException) -> JSONResponse:
     return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
 
 
-_ERRORS = {code: {"model": ErrorDetail, "description": why} for code, why in (
-    (400, "malformed JSON"), (401, "missing or wrong API key"), (413, "payload over serve.max_payload_bytes"),
-    (422, "invalid request, naming the field"))}
-_V2_ERRORS = {code: {"model": ErrorBody, "description": why} for code, why in (
-    (400, "invalid request, naming the field"), (401, "missing or wrong API key"), (404, "no such model (tier)"),
-    (413, "payload over serve.max_payload_bytes"))}
-
-
 @serve.deployment
 @serve.ingress(api)
 class TierServer:
@@ -221,7 +152,7 @@ class TierServer:
         self._modality = meta["task"]["modality"]
         self._labels = list(meta["labels"])
         self._model_name = meta.get("architecture", {}).get("name", "model")
-        self._request_model = REQUESTS[self._modality]
+        self._request_model = request_model(self._modality)
         self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars,
                                         self._cfg.limits)
         self._preprocess.warm_up()
@@ -254,10 +185,7 @@ class TierServer:
 
     def _run_model(self, artifact, payloads: list[Any]) -> tuple[np.ndarray, float]:
         """One model call over the payloads of several requests: texts are tokenized here, all at once."""
-        if self._modality == "text":
-            feeds = self._preprocess.encode_text([text for texts in payloads for text in texts])
-        else:
-            feeds = {name: np.concatenate([p[name] for p in payloads]) for name in artifact.inputs}
+        feeds = self._preprocess.feeds(payloads)
         start = time.perf_counter()
         logits = artifact.predict(feeds)
         return logits, (time.perf_counter() - start) * 1000
@@ -290,11 +218,10 @@ class TierServer:
         fills a batch by itself). Bad items raise a 422 naming the field; ``timing`` gets each stage in ms."""
         start = time.perf_counter()
         try:
-            if self._modality == "text":
-                self._preprocess.check_text(items)
-                payload: Any = items
-            else:
-                payload = await asyncio.to_thread(self._preprocess, items)
+            if self._preprocess.decodes_items:
+                payload = await asyncio.to_thread(self._preprocess.prepare, items)
+            else:  # only checked here: the batch encodes every request's items at once
+                payload = self._preprocess.prepare(items)
         except InputError as err:
             raise HTTPException(422, str(err)) from None
         except Exception as err:  # a decoder choking on hostile bytes is still the input's fault
@@ -339,34 +266,12 @@ class TierServer:
     # -- HTTP side
 
     def _check_key(self, request: Request) -> None:
-        if self._key_digest is None:
-            return
-        given = request.headers.get(self._cfg.api_key_header, "")
-        if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._key_digest):
-            raise HTTPException(401, f"missing or wrong API key (header {self._cfg.api_key_header})")
+        check_key(request, self._cfg.api_key_header, self._key_digest)
 
     async def _read_body(self, request: Request) -> bytes:
-        limit = self._cfg.max_payload_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPException(413, f"payload of {declared} bytes exceeds serve.max_payload_bytes={limit}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPException(413, f"payload exceeds serve.max_payload_bytes={limit}")
-        return bytes(body)
+        return await read_body(request, self._cfg.max_payload_bytes)
 
-    async def _read_json(self, request: Request) -> Any:
-        body = await self._read_body(request)
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:  # also ints past Python's digit limit
-            raise HTTPException(400, f"malformed JSON: {str(err)[:200]}") from None
-        except RecursionError:  # json's C parser recurses once per nesting level
-            raise HTTPException(400, "malformed JSON: nested too deeply") from None
-
-    @api.post("/predict", response_model=PredictResponse, responses=_ERRORS,
+    @api.post("/predict", response_model=PredictResponse, responses=ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}})
     async def predict(self, request: Request) -> Response:
         self._in_handler += 1
@@ -378,7 +283,7 @@ class TierServer:
     async def _predict(self, request: Request) -> Response:
         timing = {"start": time.perf_counter()}
         self._check_key(request)
-        body = await self._read_json(request)
+        body = json_body(await self._read_body(request))
         if not isinstance(body, dict):
             raise HTTPException(422, f"body: expected a JSON object with field '{self._modality}', got {type(body).__name__}")
         try:
@@ -405,7 +310,7 @@ class TierServer:
                               "batch_requests": batch_requests})
         return Response(content, media_type="application/json", headers={"server-timing": server_timing(timing)})
 
-    @api.get("/models", response_model=ModelsResponse, responses={401: _ERRORS[401]})
+    @api.get("/models", response_model=ModelsResponse, responses={401: ERRORS[401]})
     async def models(self, request: Request) -> ModelsResponse:
         self._check_key(request)
         # No server paths: the report's "artifact" is where the artifact was written.
@@ -452,17 +357,17 @@ class TierServer:
         if name not in self._metas:
             raise HTTPException(404, f"model {name!r}: unknown; the models are the tiers {sorted(self._metas)}")
 
-    @api.get("/v2/models/{name}", response_model=v2.ModelMetadata, responses=_V2_ERRORS)
+    @api.get("/v2/models/{name}", response_model=v2.ModelMetadata, responses=V2_ERRORS)
     async def v2_model(self, name: str, request: Request) -> dict[str, Any]:
         self._v2_tier(request, name)
         return v2.model_metadata(name, self._metas[name])
 
-    @api.get("/v2/models/{name}/ready", response_model=v2.Ready, responses=_V2_ERRORS)
+    @api.get("/v2/models/{name}/ready", response_model=v2.Ready, responses=V2_ERRORS)
     async def v2_model_ready(self, name: str, request: Request) -> dict[str, bool]:
         self._v2_tier(request, name)
         return {"ready": True}
 
-    @api.post("/v2/models/{name}/infer", response_model=v2.InferResponse, responses=_V2_ERRORS,
+    @api.post("/v2/models/{name}/infer", response_model=v2.InferResponse, responses=V2_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}})
     async def v2_infer(self, name: str, request: Request) -> Response:
         self._in_handler += 1

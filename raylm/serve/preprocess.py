@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from raylm.config import InputLimits
+from raylm.data.modality import Modality, modality_record
 from raylm.errors import RaylmError
 
 
@@ -39,49 +40,65 @@ def _b64(value: str | bytes, field: str) -> bytes:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Built once per replica from an artifact's directory and ``preprocessing`` record."""
+    """Built once per replica from an artifact's directory and ``preprocessing`` record.
+
+    A request's items are prepared when it arrives (``prepare``: checked, and decoded where the modality
+    decodes item by item); the model's feeds are built once per model call from the payloads of every
+    request in it (``feeds``: tokenized modalities tokenize the whole batch at once)."""
 
     modality: str
     settings: dict[str, Any]
     artifact_dir: str
     max_text_chars: int = 2000
     limits: InputLimits = dataclasses.field(default_factory=InputLimits)
+    decoder_settings: Any = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The record comes from the artifact: hold it to the bounds of the config it was made from
         # (an image size of 10**6 would make every request allocate terabytes).
-        from raylm.config import AudioDataConfig, ImageDataConfig, TextDataConfig
+        section = self.record.settings_type()
+        settings = section.model_validate({k: self.settings[k] for k in section.model_fields if k in self.settings})
+        object.__setattr__(self, "decoder_settings", settings)  # what the modality's decoder reads
 
-        section = {"image": ImageDataConfig, "audio": AudioDataConfig, "text": TextDataConfig}[self.modality]
-        section.model_validate({k: self.settings[k] for k in section.model_fields if k in self.settings})
+    @property
+    def record(self) -> Modality:
+        return modality_record(self.modality)
 
-    def __call__(self, items: list[str] | list[bytes]) -> dict[str, np.ndarray]:
-        field = {"text": "text", "image": "image", "audio": "audio"}[self.modality]
-        return getattr(self, f"_{self.modality}")(items, field)
+    @property
+    def decodes_items(self) -> bool:
+        """Whether ``prepare`` decodes (CPU work worth a thread) rather than only checking."""
+        return not self.record.batched_encoding
+
+    def __call__(self, items: list[Any]) -> dict[str, np.ndarray]:
+        return self.feeds([self.prepare(items)])
 
     def warm_up(self) -> None:
         """Run once on a synthetic item: imports (transformers, librosa load lazily and are not safe to
         first-import from several threads at once) and the tokenizer load happen before traffic."""
-        if self.modality == "text":
-            self(["warm up"])
-            return
-        if self.modality == "image":
-            import cv2
+        self([self.record.warm_up_item()])
 
-            data = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
-        else:
-            import io
+    def prepare(self, items: list[Any]) -> Any:
+        """One request's items -> its payload for ``feeds``; InputError naming the item."""
+        if self.record.batched_encoding:
+            self.check_text(items, self.modality)
+            return items
+        record, settings = self.record, self.decoder_settings
+        out = []
+        for i, value in enumerate(items):
+            where = self.modality if len(items) == 1 else f"{self.modality}[{i}]"
+            try:
+                out.append(record.decode(_b64(value, where) if record.request_bytes else value, settings, self.limits))
+            except InputError:  # already names its field (e.g. not valid base64)
+                raise
+            except ValueError as err:
+                raise InputError(where, str(err)) from None
+        return {record.inputs[0]: np.stack(out)}
 
-            import soundfile
-
-            buf = io.BytesIO()
-            soundfile.write(buf, np.zeros(800, np.float32), 8000, format="WAV")
-            data = buf.getvalue()
-        self([base64.b64encode(data).decode()])
-
-    def _text(self, texts: list[str], field: str) -> dict[str, np.ndarray]:
-        self.check_text(texts, field)
-        return self.encode_text(texts)
+    def feeds(self, payloads: list[Any]) -> dict[str, np.ndarray]:
+        """The model's inputs for the payloads of the requests in one model call, in order."""
+        if self.record.batched_encoding:
+            return self.encode_text([text for texts in payloads for text in texts])
+        return {name: np.concatenate([p[name] for p in payloads]) for name in self.record.inputs}
 
     def check_text(self, texts: list[str], field: str = "text") -> None:
         """What a text request must satisfy; the tokenizer itself runs later, once per batch (encode_text)."""
@@ -99,33 +116,3 @@ class Preprocessor:
         tokenizer = str(confined(Path(self.artifact_dir), self.settings["tokenizer"], "preprocessing.tokenizer"))
         return tokenize(texts, tokenizer, int(self.settings["max_length"]))
 
-    def _image(self, images: list[str], field: str) -> dict[str, np.ndarray]:
-        from raylm.data.images import decode_image
-
-        out = []
-        for i, value in enumerate(images):
-            where = field if len(images) == 1 else f"{field}[{i}]"
-            try:
-                out.append(decode_image(_b64(value, where), int(self.settings["size"]), self.limits))
-            except InputError:  # already names its field (e.g. not valid base64)
-                raise
-            except ValueError as err:
-                raise InputError(where, str(err)) from None
-        return {"image": np.stack(out)}
-
-    def _audio(self, clips: list[str], field: str) -> dict[str, np.ndarray]:
-        from raylm.config import AudioDataConfig
-        from raylm.data.audio import decode_audio, mfcc_frames
-
-        cfg = AudioDataConfig(**{k: self.settings[k] for k in AudioDataConfig.model_fields})
-        out = []
-        for i, value in enumerate(clips):
-            where = field if len(clips) == 1 else f"{field}[{i}]"
-            try:
-                audio = decode_audio(_b64(value, where), cfg.sample_rate, clip_seconds=cfg.clip_seconds, limits=self.limits)
-                out.append(mfcc_frames(audio, cfg))
-            except InputError:  # already names its field (e.g. not valid base64)
-                raise
-            except ValueError as err:
-                raise InputError(where, str(err)) from None
-        return {"frames": np.stack(out)}

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API, one request model per modality.
+"""Request and response bodies of the HTTP API, one request model per modality (from its record).
 
 A request carries one item or a list of them; ``tier`` (or the ``x-raylm-tier`` header) picks the
 compression tier. Unknown fields are rejected so that a typo ("txt") is a 422 naming the field,
@@ -7,16 +7,15 @@ not a silently empty request.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from raylm.data.modality import modality_record
+from raylm.serve.v2 import ErrorBody, InferRequest
 
 TIER_HEADER = "x-raylm-tier"
-
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
-Base64 = Annotated[str, StringConstraints(min_length=1)]
-TextList = Annotated[list[NonEmptyText], Field(min_length=1)]
-Base64List = Annotated[list[Base64], Field(min_length=1)]
 
 
 class _Request(BaseModel):
@@ -25,19 +24,16 @@ class _Request(BaseModel):
     tier: str | None = Field(None, description=f"compression tier; else the {TIER_HEADER} header, else the default")
 
 
-class TextRequest(_Request):
-    text: NonEmptyText | TextList = Field(..., description="one text or a list of texts")
+@functools.cache
+def request_model(modality: str) -> type[_Request]:
+    """``/predict``'s body for a modality: its field (named as the modality) holds one item or a non-empty list."""
+    record = modality_record(modality)
+    item = record.request_item
+    field = (item | Annotated[list[item], Field(min_length=1)], Field(..., description=record.request_doc))
+    return create_model(f"{modality.capitalize()}Request", __base__=_Request, **{modality: field})
 
 
-class ImageRequest(_Request):
-    image: Base64 | Base64List = Field(..., description="base64 PNG/JPEG bytes, or a list of them")
-
-
-class AudioRequest(_Request):
-    audio: Base64 | Base64List = Field(..., description="base64 WAV/FLAC/OGG bytes, or a list of them")
-
-
-REQUESTS: dict[str, type[_Request]] = {"text": TextRequest, "image": ImageRequest, "audio": AudioRequest}
+TextRequest = request_model("text")  # the name benchmarks/serve_load.py's bare FastAPI baseline uses
 
 
 class Prediction(BaseModel):
@@ -75,12 +71,19 @@ class ErrorDetail(BaseModel):
     detail: str = Field(..., description="what is wrong, naming the field")
 
 
+# The error answers each route documents (OpenAPI ``responses``): raylm's own routes, and the Open Inference Protocol's.
+ERRORS = {code: {"model": ErrorDetail, "description": why} for code, why in (
+    (400, "malformed JSON"), (401, "missing or wrong API key"), (413, "payload over serve.max_payload_bytes"),
+    (422, "invalid request, naming the field"))}
+V2_ERRORS = {code: {"model": ErrorBody, "description": why} for code, why in (
+    (400, "invalid request, naming the field"), (401, "missing or wrong API key"), (404, "no such model (tier)"),
+    (413, "payload over serve.max_payload_bytes"))}
+
+
 # Routes whose body the handler reads itself (size limit, 400 for malformed JSON) and so FastAPI cannot
 # describe: the request model each one takes, by modality.
 def _bodies(modality: str) -> dict[str, type[BaseModel]]:
-    from raylm.serve.v2 import InferRequest
-
-    return {"/predict": REQUESTS[modality], "/v2/models/{name}/infer": InferRequest}
+    return {"/predict": request_model(modality), "/v2/models/{name}/infer": InferRequest}
 
 
 def openapi_document(app: Any, root_path: str, modality: str, tiers: list[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raylm.data.modality import modality_record
 from raylm.errors import RaylmError
 
 BINARY_HEADER = "inference-header-content-length"
@@ -157,7 +158,7 @@ def parse_infer(body: bytes, header_length: str | None, modality: str) -> tuple[
         found = values
     if not found:
         raise V2Error(f"inputs: no input named {modality!r}, or it has no elements")
-    if modality == "text":
+    if not modality_record(modality).request_bytes:  # BYTES elements of a text input are its UTF-8 texts
         try:
             found = [v.decode("utf-8") if isinstance(v, bytes) else v for v in found]
         except UnicodeDecodeError:

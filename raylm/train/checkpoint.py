@@ -70,7 +70,7 @@ def write_checkpoint(
     hf = getattr(model, "hf", None)
     if hf is not None:
         hf.config.save_pretrained(out / "hf_config")
-        from raylm.models.text import load_tokenizer, tokenizer_source
+        from raylm.data.text import load_tokenizer, tokenizer_source
 
         load_tokenizer(tokenizer_source(cfg)).save_pretrained(out / "tokenizer")
     write_meta(out, cfg, labels, epoch=epoch, metrics=metrics, history=history, data_fingerprint=data_fingerprint)
