@@ -329,6 +329,8 @@ def is_identity(policy: Any) -> bool:
     """True when every probability/strength of the policy is zero (no stage is added)."""
     from raylm.config import AudioAugmentConfig, ImageAugmentConfig, TextAugmentConfig
 
+    if policy is None:  # a modality without augmentation
+        return True
     if isinstance(policy, ImageAugmentConfig):
         return (policy.rotate_p == 0 or policy.max_rotation == 0) and (policy.crop_p == 0 or policy.crop_scale_min == 1) \
             and policy.hflip_p == 0 and policy.brightness == 0 and policy.contrast == 0 \
@@ -348,6 +350,8 @@ def augment_batch(batch: dict[str, np.ndarray], *, modality: str, policy: Any, s
     from raylm.data.modality import modality_record
 
     record = modality_record(modality)
+    if record.augment is None:
+        return dict(batch)
     seeds = sample_seeds(sample_keys(batch[record.inputs[0]]), seed, epoch)
     return dict(batch) | record.augment(batch, seeds, policy, extra or {})
 
@@ -368,7 +372,8 @@ def text_special_ids(tokenizer_source: str) -> dict[str, Any]:
 
 
 def policy_for(cfg) -> Any:
-    return getattr(cfg.augment, cfg.task.modality)
+    """The ``augment.<modality>`` section; None for a modality without augmentation."""
+    return getattr(cfg.augment, cfg.task.modality, None)
 
 
 def add_augment_stage(train, cfg, *, batch_size: int):

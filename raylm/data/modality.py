@@ -43,14 +43,16 @@ class Modality:
     sample_shape: Callable[[Any], tuple[int, ...]]  # data settings -> one decoded sample's shape
     # (cfg, label_column) -> the Ray Data batch UDF and its kwargs that turn rows into model inputs.
     prepare_stage: Callable[[RaylmConfig, str | None], tuple[Callable[..., dict], dict[str, Any]]]
-    augment: Callable[[dict, np.ndarray, Any, dict], dict]  # (batch, per-row seeds, policy, extra) -> changed columns
     preprocessing: Callable[[RaylmConfig], dict[str, Any]]  # written into the artifact; serving reads it back
     request_item: Any  # pydantic type of one request item
     request_doc: str
     request_bytes: bool  # request items are base64 of the stored bytes (else sent as they are stored)
-    warm_up_item: Callable[[], Any]  # one synthetic request item (serving's warm-up)
+    warm_up_item: Callable[[Any], Any]  # data settings -> one synthetic request item (serving's warm-up)
+    request_example: Any = None  # an item for documentation (the run report's curl line); bytes: a file of extensions[0]
     # Tokenized modalities encode whole batches (serving: once per model call), not item by item.
     batched_encoding: bool = False
+    # (batch, per-row seeds, policy, extra) -> the changed columns; None: no augmentation (no augment.<name> section)
+    augment: Callable[[dict, np.ndarray, Any, dict], dict] | None = None
     augment_extra: Callable[[RaylmConfig], dict[str, Any]] | None = None  # e.g. the tokenizer's special ids
     decode_identity: Callable[[RaylmConfig, dict], dict] | None = None  # what else decides decoded data
     # ``raylm augment preview``: (cfg, clean batch, augmented batches, extra) -> rows of image tiles, or text lines.
@@ -132,7 +134,7 @@ def _decode_image(value: Any, settings: Any, limits: Any = None) -> np.ndarray:
     return decode_image(_bytes(value), settings.size, *([limits] if limits is not None else []))
 
 
-def _png_item() -> str:
+def _png_item(settings: Any) -> str:
     import cv2
 
     return base64.b64encode(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()).decode()
@@ -161,7 +163,7 @@ def _decode_audio(value: Any, settings: Any, limits: Any = None) -> np.ndarray:
                        settings)
 
 
-def _wav_item() -> str:
+def _wav_item(settings: Any) -> str:
     import io
 
     import soundfile
@@ -233,5 +235,5 @@ TEXT = register_modality(Modality(
                                "max_length": cfg.data.text.max_length, "padding": "max_length",
                                "text_column": cfg.data.text.text_column},
     request_item=NonEmptyText, request_doc="one text or a list of texts", request_bytes=False,
-    warm_up_item=lambda: "warm up", batched_encoding=True, preview=_preview("text_lines"),
+    warm_up_item=lambda settings: "warm up", request_example="an example sentence", batched_encoding=True, preview=_preview("text_lines"),
 ))

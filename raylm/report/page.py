@@ -3,11 +3,13 @@ no fonts, no links out) that opens offline from a laptop or a cluster's shared s
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from html import escape
 from typing import Any
 
+from raylm.data.modality import MODALITIES
 from raylm.report import plots
 
 _CSS = """
@@ -169,15 +171,23 @@ def _attempts_section(run: dict[str, Any]) -> str:
     return "<h2>Compression candidates</h2>" + note + _table(columns, [[a.get(k) for k in columns] for a in attempts])
 
 
+def _example_body(modality: str) -> str:
+    """A shell-quoted /predict body for the curl example: a file's bytes for byte modalities."""
+    record = MODALITIES.get(modality)
+    if record is None:
+        return "'{}'"
+    if record.request_bytes:
+        return f'"{{\\"{modality}\\": \\"$(base64 -w0 example{record.extensions[0]})\\"}}"'
+    return shlex.quote(json.dumps({modality: record.request_example}))
+
+
 def _serving_section(run: dict[str, Any]) -> str:
     serve, artifact_dir = run["stages"].get("serve") or {}, run["artifact_dir"]
     if not serve and not artifact_dir:
         return ""
     modality = ((run["artifact"] or {}).get("task") or {}).get("modality", "image")
     url = serve.get("url") or "http://127.0.0.1:8000/predict"
-    body = {"text": """'{"text": "an example sentence"}'""",
-            "image": '"{\\"image\\": \\"$(base64 -w0 example.png)\\"}"',
-            "audio": '"{\\"audio\\": \\"$(base64 -w0 example.wav)\\"}"'}.get(modality, "'{}'")
+    body = _example_body(modality)
     key = ((run["config"] or {}).get("serve") or {}).get("api_key_env")
     header = f" -H \"x-api-key: ${key}\"" if key else ""
     curl = f"curl -s -X POST {url} -H 'content-type: application/json'{header} -d {body}"

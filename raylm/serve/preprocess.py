@@ -75,7 +75,7 @@ class Preprocessor:
     def warm_up(self) -> None:
         """Run once on a synthetic item: imports (transformers, librosa load lazily and are not safe to
         first-import from several threads at once) and the tokenizer load happen before traffic."""
-        self([self.record.warm_up_item()])
+        self([self.record.warm_up_item(self.decoder_settings)])
 
     def prepare(self, items: list[Any]) -> Any:
         """One request's items -> its payload for ``feeds``; InputError naming the item."""
