@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 
 # The batch columns each modality's models take, in call order; filled by register_modality.
 MODEL_INPUTS: dict[str, tuple[str, ...]] = {}
-MODALITIES: dict[str, Modality] = {}
+MODALITIES: dict[str, ModalityRecord] = {}
 
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
 Base64 = Annotated[str, StringConstraints(min_length=1)]
 
 
 @dataclass(frozen=True)
-class Modality:
+class ModalityRecord:
     name: str  # task.modality; also the request field, the v2 input name and the cfg.data / cfg.augment section
     inputs: tuple[str, ...]  # batch columns the models take, in call order
     value_column_key: str  # config key naming a table's input column
@@ -77,7 +77,7 @@ class Modality:
         return base64.b64encode(bytes(stored)).decode() if self.request_bytes else stored
 
 
-def register_modality(record: Modality) -> Modality:
+def register_modality(record: ModalityRecord) -> ModalityRecord:
     if record.name in MODALITIES and MODALITIES[record.name] is not record:
         raise KeyError(f"modality {record.name!r} is registered twice")
     MODALITIES[record.name] = record
@@ -85,7 +85,7 @@ def register_modality(record: Modality) -> Modality:
     return record
 
 
-def modality_record(name: str) -> Modality:
+def modality_record(name: str) -> ModalityRecord:
     try:
         return MODALITIES[name]
     except KeyError:
@@ -140,7 +140,7 @@ def _png_item(settings: Any) -> str:
     return base64.b64encode(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()).decode()
 
 
-IMAGE = register_modality(Modality(
+IMAGE = register_modality(ModalityRecord(
     name="image", inputs=("image",), value_column_key="data.image_column",
     extensions=(".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),
     decode=_decode_image, sample_shape=lambda s: (s.size, s.size, 3), prepare_stage=_decoded_stage,
@@ -173,7 +173,7 @@ def _wav_item(settings: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-AUDIO = register_modality(Modality(
+AUDIO = register_modality(ModalityRecord(
     name="audio", inputs=("frames",), value_column_key="data.audio_column", extensions=(".wav", ".flac", ".ogg"),
     decode=_decode_audio, sample_shape=lambda s: (s.frames, s.n_mfcc), prepare_stage=_decoded_stage,
     augment=_augment_column("augment_frames", "frames"),
@@ -227,7 +227,7 @@ def _tokenizer_identity(cfg: RaylmConfig, parts: dict) -> dict:
     return parts | {"tokenizer": backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())}
 
 
-TEXT = register_modality(Modality(
+TEXT = register_modality(ModalityRecord(
     name="text", inputs=("input_ids", "attention_mask"), value_column_key="data.text.text_column", extensions=(),
     decode=_text_item, sample_shape=lambda s: (s.max_length,), prepare_stage=_tokenize_stage,
     augment=_augment_tokens, augment_extra=_text_special_ids, decode_identity=_tokenizer_identity,

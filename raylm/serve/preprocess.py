@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from raylm.config import InputLimits
-from raylm.data.modality import Modality, modality_record
+from raylm.data.modality import ModalityRecord, modality_record
 from raylm.errors import RaylmError
 
 
@@ -61,7 +61,7 @@ class Preprocessor:
         object.__setattr__(self, "decoder_settings", settings)  # what the modality's decoder reads
 
     @property
-    def record(self) -> Modality:
+    def record(self) -> ModalityRecord:
         return modality_record(self.modality)
 
     @property
