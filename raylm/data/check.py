@@ -55,15 +55,15 @@ def label_text(value: Any) -> str:
 def acceptance_problem(modality: str, value: Any, label: str, settings: Any, label_index: dict[str, int] | None,
              limits: Any = None) -> str | None:
     """Why a sample is refused, or None: the acceptance rule of the check and of training's decode stage,
-    on the decoders serving calls (the modality record's ``decode``)."""
-    if not label:
-        return "empty label"
-    if label_index is not None and label not in label_index:
-        return f"label {label!r} is not one of task.labels"
+    on the decoders serving calls (the modality record's ``decode``). The value's problem is named first."""
     try:
         modality_record(modality).decode(value, settings, limits)
     except Exception as err:  # any decoder failure is a bad sample, never a crashed run
         return str(err) or "cannot be decoded"
+    if not label:
+        return "empty label"
+    if label_index is not None and label not in label_index:
+        return f"label {label!r} is not one of task.labels"
     return None
 
 
