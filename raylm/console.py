@@ -63,13 +63,14 @@ class Console:
 
 class Bar:
     """One stage's progress: on a terminal a live bar of its own (stages run one after another, so
-    each finished bar stays where it was, above the next stage's lines); elsewhere a plain line
-    per ``update(..., say=True)``."""
+    each finished bar stays where it was, above the next stage's lines); elsewhere plain lines for
+    ``update(..., say=True)``, about ten a stage (see ``_worth_a_line``)."""
 
     def __init__(self, console: Console, label: str, total: int | None, unit: str) -> None:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.started = time.monotonic()
         self.completed = 0
+        self._said: tuple[float, int] | None = None  # (when, completed) of the last plain line
         self._progress: Progress | None = None
         if console.live:
             self._progress = Progress(
@@ -87,7 +88,7 @@ class Bar:
         if self._progress is not None:
             deadline = time.monotonic() + left if left is not None else None
             self._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
-        elif say:
+        elif say and self._worth_a_line():
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
 
@@ -105,6 +106,18 @@ class Bar:
         if self._progress is not None and self._progress.live.is_started:
             self._progress.stop_task(self._task)
             self._progress.stop()
+
+    def _worth_a_line(self) -> bool:
+        """Piped output (``ray job logs``, CI) is read after the fact: a line per epoch of a 30-epoch
+        retrain buries the result table, so print the first update, one per tenth of the total, the
+        last, and one at least every 30 s for a stage that moves slowly."""
+        now = time.monotonic()
+        step = -(-self.total // 10) if self.total else 1
+        due = (self._said is None or (self.total is not None and self.completed >= self.total)
+               or self.completed >= self._said[1] + step or now - self._said[0] >= 30)
+        if due:
+            self._said = (now, self.completed)
+        return due
 
     def _seconds_left(self) -> float | None:
         """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
