@@ -281,7 +281,7 @@ class AugmentConfig(_Section):
 
 
 class PruneConfig(_Section):
-    method: Literal["none", "magnitude", "structured"] = "none"
+    method: str = Field("none", description="a registered pruner (raylm.compress.methods): none, magnitude, structured")
     sparsity: float = Field(0.5, ge=0, lt=1, description="magnitude: fraction of prunable weights set to zero")
     scope: Literal["global", "layer"] = Field("global", description="magnitude: one threshold for all layers, or per layer")
     structured_ratio: float = Field(0.5, ge=0, lt=1, description="structured: fraction of channels / FFN neurons removed")
@@ -291,8 +291,9 @@ class PruneConfig(_Section):
 
 
 class QuantizeConfig(_Section):
-    mode: Literal["none", "dynamic", "static"] = Field(
-        "none", description="ONNX Runtime int8: dynamic (weights int8, activations at run time) or static (calibrated QDQ)")
+    mode: str = Field(
+        "none", description="a registered quantizer; ONNX Runtime int8: dynamic (weights int8, activations at run "
+                            "time) or static (calibrated QDQ); keras: either means QAT + full-int8 TFLite")
     calibration_samples: int = Field(128, ge=1, description="static: training samples used to calibrate activations")
     per_channel: bool = True
     # ORT's dynamic ConvInteger is ~13x slower than fp32 Conv on the seed CNN (2-core x86, measured),
@@ -308,8 +309,8 @@ class CompressConfig(_Section):
     quantize: QuantizeConfig = QuantizeConfig()
     finetune_epochs: int = Field(0, ge=0, description="epochs of Ray Train fine-tuning after pruning (masks kept)")
     finetune_lr: float | None = Field(None, gt=0, description="default: train.lr / 10")
-    export: Literal["auto", "safetensors", "onnx"] = Field(
-        "auto", description="auto: onnx when quantized, else safetensors")
+    export: str = Field(
+        "auto", description="a registered exporter (torch: onnx, safetensors; keras: tflite); auto: the backend's (onnx, tflite)")
     parity_atol: float = Field(1e-4, gt=0, description="max |logit difference| allowed between export and in-memory model")
     serving_batch_size: int = Field(16, ge=1, description="the second batch size latency is measured at")
     latency_runs: int = Field(30, ge=1)
@@ -501,23 +502,25 @@ class RaylmConfig(_Section):
         return self
 
     def _check_compress_for_backend(self) -> None:
-        """Rules between ``model.backend`` and ``compress``: checked here, so before Ray starts and for
-        every value of a sweep's space (``check_space`` validates each), not after a trial trained."""
-        cc = self.compress
-        int8 = cc.quantize.mode != "none"
-        if self.model.backend == "torch":
-            if int8 and cc.export == "safetensors":
-                raise ValueError("compress.export: int8 models are exported as onnx (set export=onnx or auto)")
-            return
-        # keras: tfmot + TFLite
-        if cc.export != "auto":
-            raise ValueError(f"compress.export: keras models are exported as TFLite; leave export=auto (got {cc.export})")
-        if cc.prune.method == "structured":
-            raise ValueError("compress.prune.method: structured pruning is not available for the keras backend "
-                             "(tfmot prunes weights, not channels); use magnitude")
-        if cc.prune.method == "magnitude" and cc.prune.sparsity > 0 and cc.finetune_epochs < 1:
-            raise ValueError("compress.finetune_epochs: the keras backend prunes while fine-tuning (tfmot): "
-                             "at least 1 epoch with compress.prune.sparsity > 0")
+        """The compression methods by name (registered per backend), and the rules between them:
+        checked here, so before Ray starts and for every value of a sweep's space (``check_space``
+        validates each), not after a trial trained."""
+        from raylm.registry import COMPRESSION_METHODS
+
+        cc, backend = self.compress, self.model.backend
+        for step, name, field in (("prune", cc.prune.method, "compress.prune.method"),
+                                  ("quantize", cc.quantize.mode, "compress.quantize.mode"),
+                                  ("export", cc.export, "compress.export")):
+            if (step, name) != ("export", "auto"):
+                COMPRESSION_METHODS.check(step, name, backend, field=field)
+        quantizer = COMPRESSION_METHODS.get("quantize", cc.quantize.mode, backend)
+        if cc.export != "auto" and cc.quantize.mode != "none" and cc.export not in quantizer.exports:
+            raise ValueError(f"compress.export: int8 models are exported as {' or '.join(quantizer.exports)} "
+                             f"(set export={quantizer.exports[0]} or auto)")
+        pruner = COMPRESSION_METHODS.get("prune", cc.prune.method, backend)
+        if pruner.needs_finetune and pruner.removes(cc.prune) and cc.finetune_epochs < 1:
+            raise ValueError(f"compress.finetune_epochs: {backend}'s {cc.prune.method} pruning prunes while "
+                             "fine-tuning: at least 1 epoch when it removes weights")
 
     def override(self, changes: dict[str, Any] | list[str]) -> RaylmConfig:
         """A validated copy with ``changes``: ``{"train.epochs": 3, "model": {...}}`` (dotted paths;
