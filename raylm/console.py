@@ -9,7 +9,6 @@ update is one plain line, so nothing depends on cursor movement.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -231,9 +230,11 @@ def _epoch_info(metrics: dict[str, Any]) -> str:
 
 
 @contextmanager
-def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], None]]:
+def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
+                   table: Callable[[], str] | None = None) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
-    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``."""
+    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``.
+    ``table``: what the tune stage shows after its bar (the sweep's table; tune is built on this console)."""
     out = current()
     shown: dict[str, Any] = {}
 
@@ -247,9 +248,9 @@ def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable
         return
     if stage == "tune":
         yield done  # the sweep shows its own bar (raylm.tune.progress); then its table
-        table = sweep_table(cfg.run_dir / "tune")
-        if table:
-            out.line(table)
+        shown_table = table() if table is not None else ""
+        if shown_table:
+            out.line(shown_table)
         return
     bar = out.bar(stage, 1, "step")
     bar.update(0, {"compress": "pruning, quantizing, measuring", "evaluate": "whole validation split, from disk",
@@ -268,18 +269,3 @@ def _stage_info(stage: str, result: dict[str, Any]) -> str:
         status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
         return f"{result.get('url', '')}  {status}"
     return ""
-
-
-def sweep_table(tune_dir: Path) -> str:
-    """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
-    from raylm.tune.results import format_table
-
-    path = Path(tune_dir) / "trials.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return ""
-    rows = saved.get("trials") or []
-    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
-    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
-    return format_table(rows, front, best) if rows else ""
