@@ -84,8 +84,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--resume: continues a sweep with its own saved config; drop --config and overrides")
     else:
         cfg = None
-    from raylm.console import sweep_table
     from raylm.report.runs import run_status
+    from raylm.tune.results import sweep_table
     from raylm.tune.sweep import sweep_dir
 
     run_dir = cfg.run_dir if cfg is not None else sweep_dir(args.resume).parent

@@ -9,7 +9,6 @@ update is one plain line, so nothing depends on cursor movement.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -63,13 +62,14 @@ class Console:
 
 class Bar:
     """One stage's progress: on a terminal a live bar of its own (stages run one after another, so
-    each finished bar stays where it was, above the next stage's lines); elsewhere a plain line
-    per ``update(..., say=True)``."""
+    each finished bar stays where it was, above the next stage's lines); elsewhere plain lines for
+    ``update(..., say=True)``, about ten a stage (see ``_worth_a_line``)."""
 
     def __init__(self, console: Console, label: str, total: int | None, unit: str) -> None:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.started = time.monotonic()
         self.completed = 0
+        self._said: tuple[float, int] | None = None  # (when, completed) of the last plain line
         self._progress: Progress | None = None
         if console.live:
             self._progress = Progress(
@@ -87,7 +87,7 @@ class Bar:
         if self._progress is not None:
             deadline = time.monotonic() + left if left is not None else None
             self._progress.update(self._task, completed=self.completed, info=info, deadline=deadline)
-        elif say:
+        elif say and self._worth_a_line():
             count = f" {self.completed}/{self.total} {self.unit}" if self.total and self.total > 1 else ""
             self.console.line(f"[{self.label}]{count}  {info}{f'  ETA {_clock(left)}' if left is not None else ''}".rstrip())
 
@@ -105,6 +105,18 @@ class Bar:
         if self._progress is not None and self._progress.live.is_started:
             self._progress.stop_task(self._task)
             self._progress.stop()
+
+    def _worth_a_line(self) -> bool:
+        """Piped output (``ray job logs``, CI) is read after the fact: a line per epoch of a 30-epoch
+        retrain buries the result table, so print the first update, one per tenth of the total, the
+        last, and one at least every 30 s for a stage that moves slowly."""
+        now = time.monotonic()
+        step = -(-self.total // 10) if self.total else 1
+        due = (self._said is None or (self.total is not None and self.completed >= self.total)
+               or self.completed >= self._said[1] + step or now - self._said[0] >= 30)
+        if due:
+            self._said = (now, self.completed)
+        return due
 
     def _seconds_left(self) -> float | None:
         """Time per epoch (trial) so far times those left: Rich's own estimate needs two updates
@@ -218,9 +230,11 @@ def _epoch_info(metrics: dict[str, Any]) -> str:
 
 
 @contextmanager
-def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], None]]:
+def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
+                   table: Callable[[], str] | None = None) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
-    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``."""
+    for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``.
+    ``table``: what the tune stage shows after its bar (the sweep's table; tune is built on this console)."""
     out = current()
     shown: dict[str, Any] = {}
 
@@ -234,9 +248,9 @@ def pipeline_stage(stage: str, cfg, record: dict[str, Any]) -> Iterator[Callable
         return
     if stage == "tune":
         yield done  # the sweep shows its own bar (raylm.tune.progress); then its table
-        table = sweep_table(cfg.run_dir / "tune")
-        if table:
-            out.line(table)
+        shown_table = table() if table is not None else ""
+        if shown_table:
+            out.line(shown_table)
         return
     bar = out.bar(stage, 1, "step")
     bar.update(0, {"compress": "pruning, quantizing, measuring", "evaluate": "whole validation split, from disk",
@@ -255,18 +269,3 @@ def _stage_info(stage: str, result: dict[str, Any]) -> str:
         status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
         return f"{result.get('url', '')}  {status}"
     return ""
-
-
-def sweep_table(tune_dir: Path) -> str:
-    """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
-    from raylm.tune.results import format_table
-
-    path = Path(tune_dir) / "trials.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return ""
-    rows = saved.get("trials") or []
-    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
-    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
-    return format_table(rows, front, best) if rows else ""

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,7 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
     ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
     from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.tune.results import sweep_table
 
     if start is None:
         start = reentry_stage(cfg, _read_record(cfg.run_dir), stop) if stop in STAGES else STAGES[0]
@@ -315,7 +317,8 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
     quiet_data_progress()
     for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:
         began = time.perf_counter()
-        with pipeline_stage(stage, cfg, record) if verbose else nullcontext(lambda result: None) as shown:
+        table = partial(sweep_table, run_dir / "tune")
+        with pipeline_stage(stage, cfg, record, table=table) if verbose else nullcontext(lambda result: None) as shown:
             result = _RUNNERS[stage](cfg, record)
             shown(result)
         result["seconds"] = round(time.perf_counter() - began, 1)

@@ -1,4 +1,4 @@
-"""Registries ``(task, name[, backend]) -> builder`` for models and datasets.
+"""Registries ``(task, name[, backend]) -> builder`` for models, datasets and compression methods.
 
 Builders register themselves with a decorator where they are defined; the modules that hold them
 are imported lazily on first lookup so that ``import raylm`` stays cheap and a PyTorch job never
@@ -77,3 +77,7 @@ class Registry:
 
 MODELS = Registry("model", ["raylm.models.image", "raylm.models.audio", "raylm.models.text", "raylm.models.keras"])
 DATASETS = Registry("dataset", ["raylm.data.demo"])
+# Compression methods, keyed (step, name, backend): step "prune" (compress.prune.method), "quantize"
+# (compress.quantize.mode) or "export" (compress.export); the records are raylm.compress.methods'.
+COMPRESSION_METHODS = Registry("compression method", ["raylm.compress.methods", "raylm.compress.prune",
+                                                      "raylm.compress.quantize", "raylm.compress.keras"])

@@ -95,9 +95,12 @@ def test_override_and_from_saved_replace_hand_written_surgery():
 
 @pytest.mark.parametrize("overrides, field", [
     (["compress.quantize.mode=static", "compress.export=safetensors"], "compress.export: int8 models are exported as onnx"),
-    (["model.backend=keras", "compress.prune.method=structured"], "compress.prune.method: structured pruning"),
+    (["model.backend=keras", "compress.prune.method=structured"],
+     "compress.prune.method: unknown compression method 'structured' .*backend keras.*known: magnitude, none"),
     (["model.backend=keras", "compress.prune.method=magnitude", "compress.prune.sparsity=0.5"], "compress.finetune_epochs"),
-    (["model.backend=keras", "compress.export=onnx"], "compress.export: keras models are exported as TFLite"),
+    (["model.backend=keras", "compress.export=onnx"], "compress.export: unknown compression method 'onnx' .*known: tflite"),
+    (["compress.prune.method=random"], "compress.prune.method: unknown .*'random'.*known: magnitude, none, structured"),
+    (["compress.quantize.mode=int4"], "compress.quantize.mode: unknown .*'int4'.*known: dynamic, none, static"),
 ])
 def test_backend_rules_are_refused_before_ray_starts(overrides, field):
     with pytest.raises(ConfigError, match=field):

@@ -229,3 +229,17 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
     piped_url = json.loads((root / "runs" / "piped" / "pipeline.json").read_text())["stages"]["serve"]["url"]
     assert rows["piped"][1:4] == ["pipeline", "serve", "finished"] and piped_url in rows["piped"]
     assert rows["stopped"][1] == "train" and rows["stopped"][2].startswith("train") and "interrupted" in rows["stopped"]
+
+
+def test_piped_progress_prints_about_ten_lines_a_stage_and_always_the_last():
+    import io
+
+    from raylm.console import Console
+
+    out = io.StringIO()
+    bar = Console(out, out, live=False).bar("retrain", 30, "epochs")
+    for epoch in range(1, 31):
+        bar.update(epoch, f"epoch {epoch}", say=True)
+    lines = out.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12, lines
+    assert lines[0].startswith("[retrain] 1/30 epochs") and lines[-1].startswith("[retrain] 30/30 epochs"), lines

@@ -248,3 +248,28 @@ def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         np.testing.assert_allclose(weights[0][name], weights[1][name], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_the_pipeline_shows_the_saved_sweep_table_after_the_tune_stage(tmp_path):
+    """``console`` sits below ``tune``: the pipeline hands the console the sweep's table to show."""
+    import io
+    from functools import partial
+
+    from raylm import console
+    from raylm.tune.results import sweep_table, write_results
+
+    rows = [{"trial_id": f"t{i}", "params": {"train.lr": lr}, "status": "completed", "epochs": 2,
+             "val_accuracy": acc, "accuracy": acc, "latency_ms": 1.0, "size_mb": 0.5, "kind": "trial"}
+            for i, (lr, acc) in enumerate([(0.01, 0.91), (0.001, 0.42)])]
+    write_results(tmp_path, rows, rows[:1], rows[0], ["accuracy"])
+    table = sweep_table(tmp_path)
+    assert "t0" in table and "t1" in table and "best" in table.splitlines()[1]
+    out = io.StringIO()
+    console.start(out, io.StringIO(), live=False)
+    try:
+        with console.pipeline_stage("tune", None, {}, table=partial(sweep_table, tmp_path)) as done:
+            done({})
+    finally:
+        console._active = None
+    assert table in out.getvalue()
+    assert sweep_table(tmp_path / "missing") == ""

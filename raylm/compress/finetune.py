@@ -14,8 +14,9 @@ from raylm.config import RaylmConfig
 def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     """``cfg.compress.finetune_epochs`` epochs of data-parallel training from ``model``'s weights.
 
-    Zeros of unstructured pruning stay zeros (the loop re-applies their masks after each step);
-    with ``prune.schedule=gradual`` the loop itself ramps the sparsity up to its target.
+    The pruner's ``finetune_hooks`` keep its pruning: e.g. magnitude's zeros stay zeros (the loop
+    re-applies their masks after each step), and with ``prune.schedule=gradual`` the loop itself
+    ramps the sparsity up to its target.
     Returns ``model`` architecture rebuilt with the last epoch's weights.
     """
     from functools import partial
@@ -23,7 +24,7 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     from safetensors.torch import save_model
 
     from raylm.compress.architecture import load_resized
-    from raylm.compress.prune import scheduled_masks, zero_masks
+    from raylm.compress.methods import pruner
     from raylm.train import build_trainer, trains_in_process
     from raylm.train.hooks import TrainHooks
 
@@ -38,12 +39,8 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     staging = Path(tempfile.mkdtemp(prefix=f"{variant}-init-", dir=root))
     try:
         save_model(model, str(staging / "model.safetensors"))
-        magnitude = cc.prune.method == "magnitude"
-        hooks = TrainHooks(
-            initial_weights=partial(load_resized, weights=str(staging / "model.safetensors")),
-            masks=zero_masks if magnitude else None,
-            sparsity_schedule=(partial(scheduled_masks, target=cc.prune.sparsity, scope=cc.prune.scope)
-                               if magnitude and cc.prune.schedule == "gradual" else None))
+        hooks = TrainHooks(initial_weights=partial(load_resized, weights=str(staging / "model.safetensors")),
+                           **pruner(cc, cfg.model.backend).finetune_hooks(cc))
         # One CPU worker trains here (Train V2 local mode), as a sweep trial does: a TorchTrainer
         # started from inside an in-process trial waited forever for its controller and worker group.
         trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},

@@ -24,8 +24,13 @@ from typing import Any
 import numpy as np
 
 from raylm.atomic import atomic_directory
+from raylm.compress.artifact import TFLITE
+from raylm.compress.methods import Exporter, Pruner, Quantizer, exporter, pruner, quantizer
+from raylm.compress.prune import magnitude_removes, magnitude_tag
+from raylm.compress.tflite import to_tflite
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
+from raylm.registry import COMPRESSION_METHODS
 
 
 @dataclass
@@ -201,10 +206,10 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     ``cfg`` supplies the data and the recipe; the checkpoint must hold a model of ``cfg.model``.
     Artifacts go to ``output_dir`` (default ``<run dir>/compress/<variant>``, as torch's).
     """
-    from raylm.compress.artifact import TFLITE, load_artifact, preprocessing_record, write_meta
+    from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
     from raylm.compress.gate import compression_ratios, ratios_to_dense
-    from raylm.compress.pipeline import CompressError, prunes, variant_name
-    from raylm.compress.tflite import TFLiteRunner, to_tflite
+    from raylm.compress.pipeline import CompressError, variant_name
+    from raylm.compress.tflite import TFLiteRunner
     from raylm.data import build_datasets
     from raylm.train.keras_loop import load_keras_checkpoint
 
@@ -214,11 +219,9 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         raise CompressError(f"model.name: checkpoint {checkpoint} holds {loaded.config.task.modality}/"
                             f"{loaded.config.model.name}, but the config says {cfg.task.modality}/{cfg.model.name}")
     cc, tc = cfg.compress, cfg.train
-    # The same keys as the torch path (the config refuses what tfmot cannot do): tfmot prunes weights
-    # by magnitude; any int8 mode means quantization-aware training (post-training int8 without
-    # fine-tune epochs) and a full-int8 TFLite model.
-    target_sparsity = cc.prune.sparsity if prunes(cc) else 0.0
-    quantize = cc.quantize.mode != "none"
+    # The same keys as the torch path, looked up among the keras methods (the config refuses the others).
+    prune_method, int8_method, export = pruner(cc, "keras"), quantizer(cc, "keras"), exporter(cc, "keras")
+    target_sparsity = cc.prune.sparsity if prune_method.removes(cc.prune) else 0.0
     lr = cc.finetune_lr or tc.lr / 10
     variant = variant_name(cfg)
     data = build_datasets(cfg)
@@ -231,16 +234,16 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     calibration = x_train[: cc.quantize.calibration_samples]
 
     model = loaded.model
-    variants: list[tuple[str, bytes, Any]] = [("dense", to_tflite(model), model)]
+    variants: list[tuple[str, bytes, Any]] = [("dense", export.write(model), model)]
     if target_sparsity > 0:
-        model = prune(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
-                      batch_size=tc.batch_size, lr=lr, seed=tc.seed)
-        variants.append(("pruned", to_tflite(model), model))
-    if quantize:
+        model = prune_method.apply(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
+                                   batch_size=tc.batch_size, lr=lr, seed=tc.seed)
+        variants.append(("pruned", export.write(model), model))
+    if int8_method is not None:
         if cc.finetune_epochs:
-            model = quantization_aware(model, x_train, y_train, epochs=cc.finetune_epochs, batch_size=tc.batch_size,
-                                       lr=lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
-        variants.append(("int8", to_tflite(model, int8_calibration=calibration), model))
+            model = int8_method.apply(model, x_train, y_train, epochs=cc.finetune_epochs, batch_size=tc.batch_size,
+                                      lr=lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
+        variants.append(("int8", export.write(model, int8_calibration=calibration), model))
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
     rows: list[dict[str, Any]] = []
@@ -253,13 +256,13 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
             row, preds = _measure_file(path, TFLiteRunner(path, cc.latency_threads), keras_model, val, feature, cfg)
             dense_preds = preds if name == "dense" else dense_preds
             rows.append({"variant": name, **row})
-        (tmp / TFLITE).write_bytes(last_tflite)
+        (tmp / export.model_file).write_bytes(last_tflite)
         meta = {
             "task": {"modality": cfg.task.modality}, "labels": list(loaded.labels), "inputs": [feature],
             "preprocessing": preprocessing_record(cfg),
             "architecture": {"backend": "keras", "name": cfg.model.name, "kwargs": cfg.model.kwargs,
                              "num_classes": len(loaded.labels), "config": cfg.to_dict()},
-            "model_file": TFLITE, "runtime": "tflite",
+            "model_file": export.model_file, "runtime": "tflite",
             "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": "tflite"},
             "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
                         "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": data.fingerprint,
@@ -268,7 +271,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         write_meta(tmp, meta)
         # The artifact's own file is measured as serving loads it.
         artifact = load_artifact(tmp, threads=cc.latency_threads)
-        row, preds = _measure_file(tmp / TFLITE, artifact.tflite, last_model, val, feature, cfg)
+        row, preds = _measure_file(tmp / export.model_file, artifact.tflite, last_model, val, feature, cfg)
         rows.append({"variant": last_name, **row})
         if intermediate:
             rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
@@ -289,3 +292,14 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         meta["report"] = summary
         write_meta(tmp, meta)
     return KerasCompression(rows, final, rows[-1]["sparsity"], summary)
+
+
+COMPRESSION_METHODS.register("prune", "magnitude", "keras")(Pruner(
+    removes=magnitude_removes, tag=magnitude_tag, apply=prune, needs_finetune=True))
+# Any int8 mode is quantization-aware training (post-training int8 without fine-tune epochs) and a
+# full-int8 TFLite model: tfmot has one int8 scheme.
+for _mode in ("dynamic", "static"):
+    COMPRESSION_METHODS.register("quantize", _mode, "keras")(
+        Quantizer(apply=quantization_aware, exports=("tflite",), calibrated=True))
+COMPRESSION_METHODS.register("export", "tflite", "keras")(Exporter(
+    model_file=TFLITE, runtimes=("tflite-fp32", "tflite-int8"), write=to_tflite, auto=True))

@@ -1,4 +1,8 @@
-"""``compress(cfg, checkpoint)``: prune -> fine-tune -> quantize -> export -> measure -> ARTIFACT."""
+"""``compress(cfg, checkpoint)``: prune -> fine-tune -> export -> quantize -> measure -> gate -> ARTIFACT.
+
+Each step looks its method up by name (``raylm.compress.methods``): the pruner of
+``compress.prune.method``, the quantizer of ``compress.quantize.mode``, the exporter of ``compress.export``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,8 @@ import numpy as np
 import torch
 
 from raylm.atomic import atomic_directory
-from raylm.compress.artifact import ONNX, WEIGHTS, load_artifact, preprocessing_record, write_meta
+from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
+from raylm.compress.methods import export_name, exporter, pruner, prunes, quantizer
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
@@ -45,15 +51,11 @@ def variant_name(cfg: RaylmConfig) -> str:
     cc = cfg.compress
     if cc.variant:
         return cc.variant
-    parts = []
-    if not prunes(cc):
-        pass
-    elif cc.prune.method == "magnitude":
-        parts.append(f"magnitude{round(cc.prune.sparsity * 100)}-{cc.prune.scope}")
-    elif cc.prune.method == "structured":
-        parts.append(f"structured{round(cc.prune.structured_ratio * 100)}")
-    if cc.finetune_epochs and prunes(cc):
-        parts.append(f"ft{cc.finetune_epochs}")
+    method, parts = pruner(cc, cfg.model.backend), []
+    if method.removes(cc.prune):
+        parts.append(method.tag(cc.prune))
+        if cc.finetune_epochs:
+            parts.append(f"ft{cc.finetune_epochs}")
     parts.append(f"int8-{cc.quantize.mode}" if cc.quantize.mode != "none" else "fp32")
     return "-".join(parts)
 
@@ -86,29 +88,129 @@ def _torch_predict(model: torch.nn.Module, inputs: tuple[str, ...]):
     return predict
 
 
-def prunes(cc) -> bool:
-    """Whether a compress section removes any weight (magnitude at sparsity 0 is the dense model)."""
-    pc = cc.prune
-    return (pc.method == "magnitude" and pc.sparsity > 0) or (pc.method == "structured" and pc.structured_ratio > 0)
-
-
-def _prune(cfg: RaylmConfig, model: torch.nn.Module, val: dict[str, np.ndarray], num_classes: int) -> torch.nn.Module:
-    from raylm.compress.prune import magnitude_prune, structured_prune
-
-    pc = cfg.compress.prune
-    inputs = MODEL_INPUTS[cfg.task.modality]
-    if pc.method == "magnitude" and not (pc.schedule == "gradual" and cfg.compress.finetune_epochs):
-        magnitude_prune(model, pc.sparsity, pc.scope)
-    elif pc.method == "structured":
-        example = tuple(torch.from_numpy(val[name][:2]) for name in inputs)
-        structured_prune(model, pc.structured_ratio, example, num_classes)
-    return model
-
-
 def _copy_text_files(checkpoint: Path, directory: Path) -> None:
     for name in ("tokenizer", "hf_config"):
         if (checkpoint / name).is_dir():
             shutil.copytree(checkpoint / name, directory / name)
+
+
+@dataclass
+class _Rows:
+    """The validation rows every variant is measured on, and the inputs the model takes."""
+
+    val: dict[str, np.ndarray]
+    inputs: tuple[str, ...]
+
+    def example(self) -> dict[str, np.ndarray]:
+        return {name: self.val[name][:2] for name in self.inputs}
+
+    def parity(self) -> dict[str, np.ndarray]:
+        return self.val if len(self.val["label"]) <= 256 else {k: v[:256] for k, v in self.val.items()}
+
+
+def _timing(cc) -> dict[str, Any]:
+    return dict(batch_sizes=(1, cc.serving_batch_size), runs=cc.latency_runs, warmup=cc.latency_warmup,
+                threads=cc.latency_threads)
+
+
+def _measure_dense(cc, dense_model: torch.nn.Module, rows: _Rows):
+    """The reference runs on the fastest runtime raylm has for it (fp32 ONNX Runtime, 0.2-0.4x eager
+    torch's p50 here), so what a candidate gains is the compression's, not the runtime's."""
+    from raylm.compress.measure import measure
+    from raylm.compress.prune import sparsity_stats
+    from raylm.compress.quantize import export_onnx, onnx_predictor
+
+    with tempfile.TemporaryDirectory() as scratch:
+        dense_onnx = export_onnx(dense_model, rows.example(), Path(scratch) / "dense.onnx")
+        dense_predict = onnx_predictor(dense_onnx, cc.latency_threads)
+        dense, dense_preds = measure(dense_predict, rows.val, rows.inputs, files=[dense_onnx],
+                                     counts=sparsity_stats(dense_model), **_timing(cc))
+    return dense | {"runtime": "onnx-fp32"}, dense_preds, dense_predict
+
+
+def _prune(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, num_classes: int) -> torch.nn.Module:
+    example = tuple(torch.from_numpy(v) for v in rows.example().values())
+    return pruner(cfg.compress, cfg.model.backend).apply(model, cfg.compress, example, num_classes)
+
+
+def _finetune(cfg: RaylmConfig, model: torch.nn.Module, variant: str) -> torch.nn.Module:
+    if cfg.compress.finetune_epochs and prunes(cfg.compress, cfg.model.backend):
+        from raylm.compress.finetune import finetune
+
+        model = finetune(cfg, model, variant)
+    return model.eval()
+
+
+def _calibration(cfg: RaylmConfig, train, inputs: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+    from raylm.compress.measure import collect
+
+    calib = collect(train, inputs, cfg.compress.quantize.calibration_samples)
+    return [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
+
+
+def _export(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, directory: Path, train,
+            in_memory: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """Write the model file into ``directory`` (quantized when a quantizer is set); returns its name
+    and the parity of the fp32 export (when the exporter can read it back), before int8 changes numbers."""
+    cc, backend = cfg.compress, cfg.model.backend
+    export, int8 = exporter(cc, backend), quantizer(cc, backend)
+    out = directory / export.model_file
+    fp32 = out if int8 is None else Path(tempfile.mkdtemp(dir=directory)) / f"fp32-{export.model_file}"
+    export.write(model, rows.example(), fp32)
+    parity: dict[str, Any] = {"atol": cc.parity_atol, "rows": int(len(rows.parity()["label"]))}
+    if export.reader is not None:
+        exported = export.reader(fp32, 1)(rows.parity())
+        parity[f"fp32_{export_name(cc, backend)}_max_abs_diff"] = float(np.abs(exported - in_memory).max())
+    if int8 is not None:
+        int8.apply(fp32, out, cc.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
+        shutil.rmtree(fp32.parent)
+    elif export.shrink is not None:
+        parity |= export.shrink(out, cc)
+    return export.model_file, parity
+
+
+def _check_parity(cfg: RaylmConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
+                  in_memory: np.ndarray) -> dict[str, Any]:
+    """The reloaded artifact against the in-memory model; an int8 one is checked by its fp32 export."""
+    cc = cfg.compress
+    parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
+    parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
+    fp32_diffs = [v for k, v in parity.items() if k.startswith("fp32_")]
+    checked = parity["max_abs_diff"] if cc.quantize.mode == "none" else max(fp32_diffs, default=0.0)
+    parity["passed"] = checked <= cc.parity_atol
+    if not parity["passed"]:
+        raise CompressError(f"parity check failed for {variant}: exported model differs from the in-memory one "
+                            f"by more than compress.parity_atol={cc.parity_atol}: {parity}")
+    return parity
+
+
+def _gate(cfg: RaylmConfig, dense: dict[str, Any], compressed: dict[str, Any], paired: float) -> dict[str, Any]:
+    from raylm.compress.gate import compression_ratios, ratios_to_dense
+
+    cc = cfg.compress
+    ratios = ratios_to_dense(dense, compressed, (1, cc.serving_batch_size)) | compression_ratios(
+        dense, compressed, cc.serving_batch_size, cc, paired_latency_ratio=paired)
+    if not prunes(cc, cfg.model.backend) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
+        ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+    return ratios
+
+
+def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, model_file: str, variant: str,
+          fingerprint: str) -> dict[str, Any]:
+    cc = cfg.compress
+    labels = list(loaded.labels)
+    return {
+        "task": {"modality": cfg.task.modality}, "labels": labels, "inputs": list(MODEL_INPUTS[cfg.task.modality]),
+        "preprocessing": preprocessing_record(cfg),
+        "architecture": {"backend": cfg.model.backend, "name": cfg.model.name, "kwargs": cfg.model.kwargs,
+                         "num_classes": len(labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+                         "config": cfg.to_dict()},
+        "model_file": model_file,
+        "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": export_name(cc, cfg.model.backend)},
+        "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
+                    "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": fingerprint,
+                    "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
+    }
 
 
 def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, Any]:
@@ -117,11 +219,8 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     Returns the JSON report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
-    from raylm.compress.gate import compression_ratios, ratios_to_dense
     from raylm.compress.measure import collect, format_table, measure, paired_latency_ratio
     from raylm.compress.prune import sparsity_stats
-    from raylm.compress.sparse import sparsify_onnx
-    from raylm.compress.quantize import export_onnx, onnx_session, quantize_onnx
     from raylm.data import build_datasets
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.train.checkpoint import CheckpointError, load_checkpoint
@@ -132,110 +231,43 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
     cfg = _matched_config(cfg, checkpoint, loaded)
-    cc, modality = cfg.compress, cfg.task.modality
-    inputs = MODEL_INPUTS[modality]
-    variant = variant_name(cfg)
+    cc, variant = cfg.compress, variant_name(cfg)
 
     ensure_ray()
     quiet_data_progress()
     data = build_datasets(cfg)
     if list(data.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
-    val = collect(data.validation, inputs + ("label",), cc.max_eval_samples)
-    batch_sizes = (1, cc.serving_batch_size)
-    timing = dict(batch_sizes=batch_sizes, runs=cc.latency_runs, warmup=cc.latency_warmup, threads=cc.latency_threads)
+    inputs = MODEL_INPUTS[cfg.task.modality]
+    rows = _Rows(collect(data.validation, inputs + ("label",), cc.max_eval_samples), inputs)
+    dense, dense_preds, dense_predict = _measure_dense(cc, loaded.model, rows)
 
-    dense_model = loaded.model
-    # The reference runs on the fastest runtime raylm has for it (fp32 ONNX Runtime, 0.2-0.4x eager
-    # torch's p50 here), so what a candidate gains is the compression's, not the runtime's.
-    with tempfile.TemporaryDirectory() as scratch:
-        dense_onnx = export_onnx(dense_model, {name: val[name][:2] for name in inputs}, Path(scratch) / "dense.onnx")
-        dense_session = onnx_session(dense_onnx, cc.latency_threads)
-        def dense_predict(feeds):
-            return dense_session.run(["logits"], {n: feeds[n] for n in inputs})[0]
-
-        dense, dense_preds = measure(dense_predict, val, inputs, files=[dense_onnx], counts=sparsity_stats(dense_model),
-                                     **timing)
-    dense["runtime"] = "onnx-fp32"
-
-    model = _prune(cfg, copy.deepcopy(dense_model), val, len(loaded.labels))
-    if cc.finetune_epochs and prunes(cc):
-        from raylm.compress.finetune import finetune
-
-        model = finetune(cfg, model, variant)
-    model.eval()
+    model = _prune(cfg, copy.deepcopy(loaded.model), rows, len(loaded.labels))
+    model = _finetune(cfg, model, variant)
     counts = sparsity_stats(model)
-    export = "onnx" if cc.export == "auto" else cc.export  # the runtime the dense reference is measured on
-
-    parity_rows = val if len(val["label"]) <= 256 else {k: v[:256] for k, v in val.items()}
-    in_memory = _torch_predict(model, inputs)(parity_rows)
+    in_memory = _torch_predict(model, inputs)(rows.parity())
     final = cfg.run_dir / "compress" / variant
     with atomic_directory(final) as tmp:
         _copy_text_files(checkpoint, tmp)
-        parity: dict[str, Any] = {"atol": cc.parity_atol, "rows": int(len(parity_rows["label"]))}
-        if export == "safetensors":
-            from safetensors.torch import save_model
-
-            save_model(model, str(tmp / WEIGHTS))
-            model_file = WEIGHTS
-        else:
-            fp32 = tmp / ONNX if cc.quantize.mode == "none" else Path(tempfile.mkdtemp(dir=tmp)) / "fp32.onnx"
-            export_onnx(model, {name: val[name][:2] for name in inputs}, fp32)
-            # Parity of the export itself (fp32 graph vs in-memory model), before int8 changes numbers.
-            exported = onnx_session(fp32, 1).run(["logits"], {n: parity_rows[n] for n in inputs})[0]
-            parity["fp32_onnx_max_abs_diff"] = float(np.abs(exported - in_memory).max())
-            if cc.quantize.mode != "none":
-                calibration = []
-                if cc.quantize.mode == "static":
-                    calib = collect(data.train, inputs, cc.quantize.calibration_samples)
-                    calibration = [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
-                quantize_onnx(fp32, tmp / ONNX, cc.quantize.mode, calibration=calibration,
-                              per_channel=cc.quantize.per_channel, skip_op_types=cc.quantize.skip_op_types)
-                shutil.rmtree(fp32.parent)
-            elif cc.sparse_storage:
-                parity["sparse_tensors"] = sparsify_onnx(fp32)
-            model_file = ONNX
-        meta = {
-            "task": {"modality": modality}, "labels": list(loaded.labels), "inputs": list(inputs),
-            "preprocessing": preprocessing_record(cfg),
-            "architecture": {"backend": cfg.model.backend, "name": cfg.model.name, "kwargs": cfg.model.kwargs,
-                             "num_classes": len(loaded.labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
-                             "config": cfg.to_dict()},
-            "model_file": model_file,
-            "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": export},
-            "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
-                        "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": data.fingerprint,
-                        "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
-        }
+        model_file, parity = _export(cfg, model, rows, tmp, data.train, in_memory)
+        meta = _meta(cfg, checkpoint, loaded, model, model_file, variant, data.fingerprint)
         write_meta(tmp, meta)
         # The report is measured on the exported file, reloaded as serving will load it.
         artifact = load_artifact(tmp, threads=cc.latency_threads)
-        reloaded = artifact.predict(parity_rows)
-        parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
-        parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
-        if cc.quantize.mode == "none":
-            parity["passed"] = parity["max_abs_diff"] <= cc.parity_atol
-        else:  # int8 changes the numbers by design: the export is checked before quantization
-            parity["passed"] = parity["fp32_onnx_max_abs_diff"] <= cc.parity_atol
-        if not parity["passed"]:
-            raise CompressError(f"parity check failed for {variant}: exported model differs from the in-memory one "
-                                f"by more than compress.parity_atol={cc.parity_atol}: {parity}")
-        report_files = [tmp / model_file]
-        compressed, preds = measure(artifact.predict, val, inputs, files=report_files, counts=counts, **timing)
+        parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
+        compressed, preds = measure(artifact.predict, rows.val, inputs, files=[tmp / model_file], counts=counts,
+                                    **_timing(cc))
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
-        compressed["runtime"] = "onnx-" + ("fp32" if cc.quantize.mode == "none" else "int8") if export == "onnx" else "torch"
-        paired = paired_latency_ratio(artifact.predict, dense_predict, val, inputs, cc.serving_batch_size,
+        compressed["runtime"] = exporter(cc, cfg.model.backend).runtimes[cc.quantize.mode != "none"]
+        paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, cc.serving_batch_size,
                                       cc.latency_runs, cc.latency_warmup)
-        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(
-            dense, compressed, cc.serving_batch_size, cc, paired_latency_ratio=paired)
-        if not prunes(cc) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
-            ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
-        report = {"variant": variant, "modality": modality, "model": cfg.model.name, "artifact": str(final),
+        ratios = _gate(cfg, dense, compressed, paired)
+        report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
                   "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
         meta["report"] = report
         write_meta(tmp, meta)
     if verbose:
-        print(format_table([("dense fp32 onnx", dense), (variant, compressed)], batch_sizes))
+        print(format_table([("dense fp32 onnx", dense), (variant, compressed)], (1, cc.serving_batch_size)))
         print(f"vs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
               f"p50 {ratios['latency_ratio']:.3f}x at batch {cc.serving_batch_size}: {ratios['gain']['reason']}")
     return report

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from raylm.compress.methods import Pruner
+from raylm.registry import COMPRESSION_METHODS
 from raylm.train.hooks import apply_masks
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -121,3 +123,34 @@ def structured_prune(model: nn.Module, ratio: float, example_inputs: tuple[torch
     )
     pruner.step()
     return model
+
+
+def _magnitude(model: nn.Module, cc, example_inputs: tuple[torch.Tensor, ...], num_classes: int) -> nn.Module:
+    pc = cc.prune
+    if pc.schedule == "gradual" and cc.finetune_epochs:
+        return model  # the fine-tune ramps the mask up itself (magnitude_finetune_hooks)
+    return magnitude_prune(model, pc.sparsity, pc.scope)
+
+
+def magnitude_finetune_hooks(cc) -> dict:
+    """The zeros stay zeros while fine-tuning; ``gradual``: the mask ramps to its target instead."""
+    from functools import partial
+
+    pc = cc.prune
+    schedule = partial(scheduled_masks, target=pc.sparsity, scope=pc.scope) if pc.schedule == "gradual" else None
+    return {"masks": zero_masks, "sparsity_schedule": schedule}
+
+
+def magnitude_removes(pc) -> bool:
+    return pc.sparsity > 0
+
+
+def magnitude_tag(pc) -> str:
+    return f"magnitude{round(pc.sparsity * 100)}-{pc.scope}"
+
+
+COMPRESSION_METHODS.register("prune", "magnitude", "torch")(Pruner(
+    removes=magnitude_removes, tag=magnitude_tag, apply=_magnitude, finetune_hooks=magnitude_finetune_hooks))
+COMPRESSION_METHODS.register("prune", "structured", "torch")(Pruner(
+    removes=lambda pc: pc.structured_ratio > 0, tag=lambda pc: f"structured{round(pc.structured_ratio * 100)}",
+    apply=lambda model, cc, example, num_classes: structured_prune(model, cc.prune.structured_ratio, example, num_classes)))

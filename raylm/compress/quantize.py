@@ -1,4 +1,4 @@
-"""Export to ONNX and int8 quantization with ONNX Runtime.
+"""Export to ONNX (and safetensors) and int8 quantization with ONNX Runtime.
 
 Why ONNX Runtime and not torch.ao: torch.ao.quantization (eager and FX) is deprecated in favour
 of torchao's PT2E flow, whose CPU int8 kernels need an x86 inductor build and ``torch.compile``
@@ -18,11 +18,16 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from raylm.compress.artifact import ONNX, WEIGHTS
+from raylm.compress.methods import Exporter, Quantizer
+from raylm.registry import COMPRESSION_METHODS
 
 
 def export_onnx(model: torch.nn.Module, example_inputs: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
@@ -49,31 +54,42 @@ class _Calibration:
         return next(self._feeds, None)
 
 
-def quantize_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], mode: str, *,
-                  calibration: Iterable[dict[str, np.ndarray]] = (), per_channel: bool = True,
-                  skip_op_types: Iterable[str] = ()) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+@contextmanager
+def _prepared(fp32_path: str | os.PathLike[str]) -> Iterator[str]:
+    """ORT's recommended pre-processing: symbolic shape inference + graph optimization, so the
+    quantizer sees fused Conv/MatMul nodes with known shapes."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        # ORT's recommended pre-processing: symbolic shape inference + graph optimization, so the
-        # quantizer sees fused Conv/MatMul nodes with known shapes.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        if mode == "dynamic":
-            from onnxruntime.quantization.registry import IntegerOpsRegistry
+        yield str(prepared)
 
-            op_types = [op for op in IntegerOpsRegistry if op not in set(skip_op_types)]
-            quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=op_types)
-        elif mode == "static":
-            feeds = list(calibration)
-            if not feeds:
-                raise ValueError("compress.quantize.mode=static needs calibration samples (none were read)")
-            quantize_static(str(prepared), str(out_path), _Calibration(feeds), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
-        else:
-            raise ValueError(f"compress.quantize.mode: {mode!r} is not dynamic or static")
+
+def quantize_dynamic_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], qc,
+                          calibration: Iterable[dict[str, np.ndarray]] = ()) -> Path:
+    """int8 weights; activations quantized per batch at run time, except ``qc.skip_op_types``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    op_types = [op for op in IntegerOpsRegistry if op not in set(qc.skip_op_types)]
+    with _prepared(fp32_path) as prepared:
+        quantize_dynamic(prepared, str(out_path), weight_type=QuantType.QInt8, per_channel=qc.per_channel,
+                         op_types_to_quantize=op_types)
+    return Path(out_path)
+
+
+def quantize_static_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], qc,
+                         calibration: Iterable[dict[str, np.ndarray]] = ()) -> Path:
+    """int8 weights and activations, activation ranges calibrated on ``calibration`` (QDQ format)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    feeds = list(calibration)
+    if not feeds:
+        raise ValueError("compress.quantize.mode=static needs calibration samples (none were read)")
+    with _prepared(fp32_path) as prepared:
+        quantize_static(prepared, str(out_path), _Calibration(feeds), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=qc.per_channel)
     return Path(out_path)
 
 
@@ -85,3 +101,33 @@ def onnx_session(path: str | os.PathLike[str], threads: int = 1):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predictor(path: str | os.PathLike[str], threads: int = 1):
+    """``predict(feeds) -> logits`` of an ONNX file on ONNX Runtime."""
+    session = onnx_session(path, threads)
+    names = [i.name for i in session.get_inputs()]
+    return lambda feeds: session.run(["logits"], {n: feeds[n] for n in names})[0]
+
+
+def _sparse_storage(path: Path, cc) -> dict:
+    from raylm.compress.sparse import sparsify_onnx
+
+    return {"sparse_tensors": sparsify_onnx(path)} if cc.sparse_storage else {}
+
+
+def _save_safetensors(model: torch.nn.Module, example_inputs: dict[str, np.ndarray], path: Path) -> Path:
+    from safetensors.torch import save_model
+
+    save_model(model, str(path))
+    return path
+
+
+COMPRESSION_METHODS.register("quantize", "dynamic", "torch")(Quantizer(apply=quantize_dynamic_onnx, exports=("onnx",)))
+COMPRESSION_METHODS.register("quantize", "static", "torch")(
+    Quantizer(apply=quantize_static_onnx, exports=("onnx",), calibrated=True))
+COMPRESSION_METHODS.register("export", "onnx", "torch")(Exporter(
+    model_file=ONNX, runtimes=("onnx-fp32", "onnx-int8"), write=export_onnx, auto=True, reader=onnx_predictor,
+    shrink=_sparse_storage))
+COMPRESSION_METHODS.register("export", "safetensors", "torch")(Exporter(
+    model_file=WEIGHTS, runtimes=("torch", "torch"), write=_save_safetensors))

@@ -139,6 +139,19 @@ def format_table(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: 
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *lines])
 
 
+def sweep_table(tune_dir: Path) -> str:
+    """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
+    path = Path(tune_dir) / "trials.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    rows = saved.get("trials") or []
+    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
+    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
+    return format_table(rows, front, best) if rows else ""
+
+
 def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
                   best: dict[str, Any] | None, objectives: list[str]) -> dict[str, Path]:
     """``trials.csv`` (one line per trial, params as columns), ``trials.json`` (rows, front, best)."""

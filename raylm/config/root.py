@@ -1,0 +1,177 @@
+"""``RaylmConfig``, the whole config with its cross-section rules, and loading it: YAML plus ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError, model_validator
+
+from raylm.config.augment import AugmentConfig
+from raylm.config.compress import CompressConfig
+from raylm.config.data import DataConfig, TaskConfig
+from raylm.config.section import ConfigError, Section
+from raylm.config.serve import ServeConfig
+from raylm.config.train import ModelConfig, TrainConfig
+from raylm.config.tune import PipelineConfig, TuneConfig
+
+
+class RaylmConfig(Section):
+    task: TaskConfig
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    compress: CompressConfig = CompressConfig()
+    serve: ServeConfig = ServeConfig()
+    tune: TuneConfig = TuneConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def _resolve(self) -> RaylmConfig:
+        from raylm.registry import MODELS, DATASETS  # deferred: registry imports model modules
+
+        modality = self.task.modality
+        MODELS.check(modality, self.model.name, self.model.backend, field="model.name")
+        MODELS.check_kwargs(modality, self.model.name, self.model.backend, self.model.kwargs, field="model.kwargs")
+        if self.data.path is None:
+            if self.data.name is None:
+                object.__setattr__(self.data, "name", DATASETS.default(modality))
+            DATASETS.check(modality, self.data.name, "any", field="data.name")
+        self._check_compress_for_backend()
+        if self.train.name is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            object.__setattr__(self.train, "name", f"{modality}-{self.model.name}-{stamp}")
+        return self
+
+    def _check_compress_for_backend(self) -> None:
+        """The compression methods by name (registered per backend), and the rules between them:
+        checked here, so before Ray starts and for every value of a sweep's space (``check_space``
+        validates each), not after a trial trained."""
+        from raylm.registry import COMPRESSION_METHODS
+
+        cc, backend = self.compress, self.model.backend
+        for step, name, field in (("prune", cc.prune.method, "compress.prune.method"),
+                                  ("quantize", cc.quantize.mode, "compress.quantize.mode"),
+                                  ("export", cc.export, "compress.export")):
+            if (step, name) != ("export", "auto"):
+                COMPRESSION_METHODS.check(step, name, backend, field=field)
+        quantizer = COMPRESSION_METHODS.get("quantize", cc.quantize.mode, backend)
+        if cc.export != "auto" and cc.quantize.mode != "none" and cc.export not in quantizer.exports:
+            raise ValueError(f"compress.export: int8 models are exported as {' or '.join(quantizer.exports)} "
+                             f"(set export={quantizer.exports[0]} or auto)")
+        pruner = COMPRESSION_METHODS.get("prune", cc.prune.method, backend)
+        if pruner.needs_finetune and pruner.removes(cc.prune) and cc.finetune_epochs < 1:
+            raise ValueError(f"compress.finetune_epochs: {backend}'s {cc.prune.method} pruning prunes while "
+                             "fine-tuning: at least 1 epoch when it removes weights")
+
+    def override(self, changes: dict[str, Any] | list[str]) -> RaylmConfig:
+        """A validated copy with ``changes``: ``{"train.epochs": 3, "model": {...}}`` (dotted paths;
+        a section's dict merges into it) or CLI-style ``["train.epochs=3"]``. ConfigError names the field."""
+        return validate_config(merge(self.to_dict(), _changes_tree(changes)))
+
+    @classmethod
+    def from_saved(cls, tree: dict[str, Any], *, labels: list[str] | None = None,
+                   changes: dict[str, Any] | list[str] = ()) -> RaylmConfig:
+        """The config a checkpoint or artifact recorded, made to run again: its labels fixed, no
+        ``train.resume_from``, then ``changes`` (before validation, so a moved ``data.path`` can be fixed)."""
+        tree = json.loads(json.dumps(tree))
+        tree.setdefault("train", {})["resume_from"] = None
+        if labels is not None:
+            tree.setdefault("task", {})["labels"] = list(labels)
+        return validate_config(merge(tree, _changes_tree(changes)))
+
+    @property
+    def run_dir(self) -> Path:
+        """``<storage_path>/<run name>``: every stage of one run writes below it."""
+        return Path(os.path.expanduser(self.train.storage_path)).resolve() / str(self.train.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _changes_tree(changes: dict[str, Any] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    if isinstance(changes, (list, tuple)):
+        return parse_overrides(list(changes))
+    tree: dict[str, Any] = {}
+    for dotted, value in changes.items():
+        _set_dotted(tree, dotted, value)
+    return tree
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=3e-4", "task.labels=[a,b]"]`` -> nested dict; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not key=value (e.g. train.lr=3e-4)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
+        if not field and e["type"] == "value_error":  # a rule across sections: its message names the fields
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {field or '<config>'}: {e['msg']}{got}")
+    return "invalid raylm config:\n" + "\n".join(lines)
+
+
+def validate_config(tree: dict[str, Any]) -> RaylmConfig:
+    try:
+        return RaylmConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> RaylmConfig:
+    """Read YAML (optional), apply ``key=value`` overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--config: no such file: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config: {p} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections")
+        tree = loaded
+    tree = merge(tree, parse_overrides(overrides or []))
+    data = tree.get("data")
+    if isinstance(data, dict) and data.get("name") is not None and data.get("path") is not None:
+        print(f"raylm: data.path={data['path']} replaces the demo dataset data.name={data['name']}", file=sys.stderr)
+    return validate_config(tree)

@@ -1,0 +1,51 @@
+"""``serve``: Ray Serve of artifacts: batching, autoscaling, request limits, API key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from raylm.config.data import InputLimits
+from raylm.config.section import Section
+
+
+class ServeConfig(Section):
+    """Ray Serve of ARTIFACTs (raylm/serve): batching, autoscaling, request limits, API key."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 in a cluster)")
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_size: int | None = Field(None, ge=1, description="rows per model call; 1 = batching off; "
+                                       "None = from the default tier's measured latency curve")
+    batch_wait_timeout_s: float | None = Field(None, ge=0, le=10, description="how long a batch waits to fill while "
+                                               "other requests are arriving (never when none is); None = batch-1 latency")
+    min_replicas: int = Field(1, ge=0, description="replicas (autoscaling_config)")
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
+    upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
+    look_back_period_s: float = Field(30, gt=0, description="autoscaling_config: window the load is averaged over")
+    max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
+    model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")
+    default_tier: str | None = Field(None, description="tier used when a request names none; default: the first artifact")
+    max_payload_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
+    max_text_chars: int = Field(2000, ge=1, description="longer texts answer 422")
+    max_items: int = Field(64, ge=1, description="texts / images / clips per request")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="env var holding the API key; leave out for no key (local use)")
+    api_key_header: str = "x-api-key"
+    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    health_check_period_s: float = Field(10, gt=0)
+    request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
+    limits: InputLimits = InputLimits()
+
+    def http_options(self) -> dict[str, Any]:
+        """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
+        return {"host": self.host, "port": self.port, "request_timeout_s": self.request_timeout_s}
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> ServeConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.min_replicas={self.min_replicas} exceeds serve.max_replicas={self.max_replicas}")
+        return self

@@ -1,0 +1,67 @@
+"""``model`` and ``train``: which registered builder, trained how (Ray Train)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from raylm.config.section import PlainName, Section
+
+
+class ModelConfig(Section):
+    backend: Literal["torch", "keras"] = "torch"
+    name: str = Field(..., description="registry name for (task.modality, name)")
+    pretrained: str | None = Field(None, description="text: HF model name or local dir")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, ge=1, le=10_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays epoch by epoch towards 0 over train.epochs (torch backend)")
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, ge=1, description="per worker")
+    num_workers: int | tuple[int, int] = Field(2, description="data-parallel Ray Train workers; [min, max]: elastic "
+                                                               "(Train V2 runs on what the cluster holds, within the range)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: when the cluster has a GPU per worker")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
+    storage_path: str = Field("~/raylm_runs", description="root of all run directories")
+    name: PlainName | None = Field(None, description="run name (one directory under storage_path); default <modality>-<model>-<time>")
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
+    seed: int = 0
+    resume_from: str | None = Field(None, description="checkpoint dir to continue from")
+    log_every_n_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _worker_range(cls, value: int | tuple[int, int]) -> int | tuple[int, int]:
+        low, high = (value, value) if isinstance(value, int) else value
+        if low < 1:
+            raise ValueError("Input should be greater than or equal to 1")
+        if low > high:
+            raise ValueError(f"[min, max]: min {low} exceeds max {high}")
+        return low if low == high else (low, high)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[0]
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[1]
+
+    @field_validator("resume_from")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None) -> str | None:
+        if value is None or "://" in value:
+            return value
+        resolved = Path(value).expanduser()
+        if not (resolved / "raylm.json").is_file():
+            raise ValueError(f"not a raylm checkpoint (no raylm.json): {resolved}")
+        return str(resolved.resolve())
