@@ -75,7 +75,6 @@ def piped_run(tmp_path_factory, data_root):
     serve.shutdown()  # the pipeline's app outlives its driver on a cluster
 
 
-@pytest.mark.slow  # a whole pipeline (~2 min); the other console cases stay
 def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
     root, done = piped_run
     console = done.stdout + done.stderr
