@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         console.current().error(f"{type(err).__name__}: {err}\n  (traceback in the run's logs/ray.log)")
         return 1
     finally:
-        console.current().close()
+        console.stop()
 
 
 if __name__ == "__main__":

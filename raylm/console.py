@@ -163,6 +163,17 @@ def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
     return _active
 
 
+def stop() -> None:
+    """End this process's console (a CLI verb returned): a later verb in the same process (tests, a
+    notebook) must not print to the streams this one was given."""
+    global _active
+    if _active is not None:
+        _active.close()
+    _active = None
+    raylm_log = logging.getLogger("raylm")
+    raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
+
+
 class _ConsoleStream:
     """raylm's own warnings (``logging.getLogger("raylm...")``) printed as console lines."""
 
