@@ -68,6 +68,27 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
     return artifacts
 
 
+def serve_each_modality(workdir: Path, app_prefix: str) -> str:
+    """Start Ray and Serve, and serve one pinned replica per modality at ``/<modality>`` (audio behind
+    the API key ``bench``); returns the base URL."""
+    from ray import serve
+
+    from raylm.runtime import ensure_ray
+    from raylm.serve import build_app, load_serve_config
+
+    ensure_ray(num_cpus=2, configure_logging=False)
+    artifacts = build_artifacts(workdir)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ[KEY_ENV] = "bench"
+    pinned = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.3"]
+    for modality, artifact in artifacts.items():
+        extra = [f"serve.api_key_env={KEY_ENV}"] if modality == "audio" else []
+        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=f"{app_prefix}{modality}",
+                  route_prefix=f"/{modality}")
+    return f"http://127.0.0.1:{port}"
+
+
 def replica_pids() -> dict[str, int]:
     """The replica processes of this benchmark's apps, by process title (``ray::ServeReplica:<app>:...``):
     other Ray instances on the machine make Ray's state API ambiguous."""
@@ -142,22 +163,10 @@ def main() -> None:
 
     from ray import serve
 
-    from raylm.runtime import ensure_ray
-    from raylm.serve import build_app, load_serve_config
     from tests.fixtures.hostile import request_corpus
 
-    ensure_ray(num_cpus=2, configure_logging=False)
-    artifacts = build_artifacts(Path(args.workdir))
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    os.environ[KEY_ENV] = "bench"
+    url = serve_each_modality(Path(args.workdir), APP_PREFIX)
     key = {"x-api-key": "bench"}
-    pinned = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.3"]
-    for modality, artifact in artifacts.items():
-        extra = [f"serve.api_key_env={KEY_ENV}"] if modality == "audio" else []
-        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=f"{APP_PREFIX}{modality}",
-                  route_prefix=f"/{modality}")
-    url = f"http://127.0.0.1:{port}"
     corpus = request_corpus(key)
     pids = replica_pids()
     log("replicas", pids)

@@ -278,6 +278,34 @@ def test_a_tier_that_fails_to_load_fails_only_its_own_requests(served, tmp_path)
         serve.delete("tiers")
 
 
+def test_a_client_cycling_through_many_tiers_never_forces_a_reload(served, tmp_path):
+    """Six tiers, requested in turn: each is loaded once and kept (an LRU smaller than the tier list
+    reloaded an artifact on every request). Once every tier has answered, their files are damaged on
+    disk: a reload would fail (503), a kept tier still answers."""
+    import shutil
+
+    from ray import serve
+
+    from raylm.serve import build_app, load_serve_config
+
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        shutil.copytree(served["artifacts"]["image-none"], tmp_path / name)
+    app = build_app([f"{name}={tmp_path / name}" for name in names], load_serve_config(None, [
+        "serve.replica_cpus=0.1", "serve.max_replicas=1", "serve.graceful_shutdown_timeout_s=1", "serve.max_batch_size=1"]))
+    serve.run(app, name="many", route_prefix="/many")
+    try:
+        body = {"image": _b64(_png("vertical"))}
+        assert [_post(served, "many", dict(body, tier=name)).status_code for name in names] == [200] * 6
+        for name in names:
+            model_file = tmp_path / name / json.loads((tmp_path / name / "artifact.json").read_text())["model_file"]
+            model_file.write_bytes(model_file.read_bytes()[:-8] + bytes(8))
+        cycled = [_post(served, "many", dict(body, tier=name)) for name in names * 2]
+        assert [r.status_code for r in cycled] == [200] * 12, [r.text[:200] for r in cycled if r.status_code != 200]
+    finally:
+        serve.delete("many")
+
+
 def test_api_key_is_enforced_when_set(served):
     body = {"audio": _b64(_wav(300.0))}
     assert _post(served, "audio", body).status_code == 401

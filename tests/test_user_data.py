@@ -160,6 +160,23 @@ def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp
     assert "raylm: " in err and any(f in err for f in messy[name].bad) and "Traceback" not in err
 
 
+@pytest.mark.integration
+def test_augment_preview_of_a_folder_with_a_corrupt_file_skips_it(ray_local, messy, tmp_path, capfd):
+    """Issue 20 item 2: ``raylm augment preview`` on the user's folder (a corrupt JPEG, a 0-byte PNG)
+    draws its grid from the accepted images instead of dying in a Ray Data task."""
+    import cv2
+
+    from raylm.cli import main
+
+    out = tmp_path / "preview.png"
+    assert main(["augment", "preview", "--config", "jobs/configs/image.yaml", "--out", str(out), "--samples", "4",
+                 "--epochs", "1", f"data.path={messy['image-folder'].path}", f"data.cache_dir={tmp_path}",
+                 f"train.storage_path={tmp_path / 'runs'}", "augment.image.rotate_p=1"]) == 0
+    grid = cv2.imread(str(out))
+    assert grid is not None and grid.shape[1] > 4 * 32
+    assert "2 bad skipped" in capfd.readouterr().err
+
+
 @pytest.mark.slow  # ~1 min of training; the messy-data checks stay
 @pytest.mark.integration
 def test_a_messy_review_table_trains_without_a_phantom_class(ray_local, messy, tmp_path):
