@@ -211,7 +211,28 @@ def test_bad_text_gets_its_4xx_and_the_next_request_succeeds(served, case, body,
     r = _post(served, "text", body, raw=raw)
     assert r.status_code == status, (case, r.status_code, r.text)
     assert reason in str(r.json()["detail"])
+    assert not re.search(r"constrained|list\[", str(r.json()["detail"])), r.text  # no pydantic type names
     assert _post(served, "text", {"text": "still serving"}).status_code == 200
+
+
+@pytest.mark.parametrize("body, detail", [
+    ({"text": 42}, "text: expected a string or a list of strings, got a number"),
+    ({"text": ""}, "text: String should have at least 1 character"),
+    ({"text": ["fine", ""]}, "text[1]: String should have at least 1 character"),
+    ({"text": ["fine", 3]}, "text[1]: Input should be a valid string"),
+    ({"text": None}, "text: expected a string or a list of strings, got null"),
+    ({"txt": "hello"}, "text: Field required; txt: Extra inputs are not permitted"),
+])
+def test_request_errors_read_as_plain_sentences(body, detail):
+    """Issue 20 item 6: no pydantic type names (``text.constrained-str: ...``) in a 422, one reason per
+    thing the client got wrong, the field named once."""
+    from pydantic import ValidationError
+
+    from raylm.serve.schemas import REQUESTS, request_error
+
+    with pytest.raises(ValidationError) as err:
+        REQUESTS["text"].model_validate(body)
+    assert request_error(err.value, body) == detail
 
 
 def test_undecodable_image_and_audio_get_422(served):

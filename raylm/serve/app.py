@@ -34,7 +34,7 @@ from raylm.serve.preprocess import InputError, Preprocessor
 from raylm.serve import v2
 from raylm.serve.batching import choose_batching
 from raylm.serve.schemas import (REQUESTS, TIER_HEADER, ErrorDetail, ModelsResponse, PredictResponse, TierInfo,
-                                 openapi_document)
+                                 openapi_document, request_error)
 from raylm.serve.v2 import ErrorBody
 
 log = logging.getLogger("ray.serve")
@@ -384,8 +384,7 @@ class TierServer:
         try:
             parsed = self._request_model.model_validate(body)
         except ValidationError as err:
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()[:5])
-            raise HTTPException(422, reasons) from None
+            raise HTTPException(422, request_error(err, body)) from None
         tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
         if tier not in self._metas:
             raise HTTPException(422, f"tier: unknown {tier[:64]!r}; one of {sorted(self._metas)}")
