@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -26,6 +26,8 @@ from raylm.data.files import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, detect_format, 
 
 if TYPE_CHECKING:
     from raylm.config import RaylmConfig
+
+log = logging.getLogger(__name__)
 
 REPORT = "data_report.json"
 FORMAT = "raylm.data_report/1"
@@ -357,7 +359,9 @@ def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | No
     where = report_dir / REPORT if report_dir is not None else None
     if where is not None:
         _write_json(where, {k: v for k, v in report.items() if k != "files"})
-    print(format_summary(report, where), file=sys.stderr, flush=True)
+    # A warning of raylm's logger reaches the console of `raylm train`/`tune`; a print would land in
+    # <run>/logs/ray.log with Ray's own stream.
+    log.log(logging.WARNING if report["bad_count"] or report["ignored"] else logging.INFO, format_summary(report, where))
     if enforce_policy:
         enforce(report, cfg, where)
     return report
