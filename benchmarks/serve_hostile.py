@@ -38,6 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _loads(artifact: Path) -> bool:
+    """An artifact left by an earlier run loads with this code (one of an older raylm may not)."""
+    from raylm.compress import load_artifact
+    from raylm.compress.artifact import ArtifactError
+
+    try:
+        load_artifact(artifact)
+        return True
+    except ArtifactError as err:
+        log(f"rebuilding {artifact}: {err}")
+        return False
+
+
 def build_artifacts(workdir: Path) -> dict[str, str]:
     """Untrained tiny models of each modality, compressed to real artifacts (memory does not need training)."""
     import torch
@@ -57,7 +70,7 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
         cfg = tiny_config_in(workdir, roots, modality, f"train.name=hostile-{modality}", "compress.latency_runs=2",
                              "compress.latency_warmup=0", "compress.max_eval_samples=8")
         done = sorted((cfg.run_dir / "compress").glob("*/artifact.json"))
-        if done:  # an earlier run of this benchmark in the same --workdir
+        if done and _loads(done[0].parent):  # an earlier run of this benchmark in the same --workdir
             artifacts[modality] = str(done[0].parent)
             continue
         torch.manual_seed(0)

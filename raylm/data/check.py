@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -359,9 +360,12 @@ def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | No
     where = report_dir / REPORT if report_dir is not None else None
     if where is not None:
         _write_json(where, {k: v for k, v in report.items() if k != "files"})
-    # A warning of raylm's logger reaches the console of `raylm train`/`tune`; a print would land in
-    # <run>/logs/ray.log with Ray's own stream.
-    log.log(logging.WARNING if report["bad_count"] or report["ignored"] else logging.INFO, format_summary(report, where))
+    summary = format_summary(report, where)
+    if any(getattr(h, "raylm_console", False) for h in logging.getLogger("raylm").handlers):
+        # Under raylm's console (`raylm train`/`tune`) stderr is <run>/logs/ray.log; its handler shows warnings.
+        log.log(logging.WARNING if report["bad_count"] or report["ignored"] else logging.INFO, summary)
+    else:
+        print(summary, file=sys.stderr, flush=True)
     if enforce_policy:
         enforce(report, cfg, where)
     return report
