@@ -38,6 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _loads(artifact: Path) -> bool:
+    """An artifact left by an earlier run loads with this code (one of an older raylm may not)."""
+    from raylm.compress import load_artifact
+    from raylm.compress.artifact import ArtifactError
+
+    try:
+        load_artifact(artifact)
+        return True
+    except ArtifactError as err:
+        log(f"rebuilding {artifact}: {err}")
+        return False
+
+
 def build_artifacts(workdir: Path) -> dict[str, str]:
     """Untrained tiny models of each modality, compressed to real artifacts (memory does not need training)."""
     import torch
@@ -57,7 +70,7 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
         cfg = tiny_config_in(workdir, roots, modality, f"train.name=hostile-{modality}", "compress.latency_runs=2",
                              "compress.latency_warmup=0", "compress.max_eval_samples=8")
         done = sorted((cfg.run_dir / "compress").glob("*/artifact.json"))
-        if done:  # an earlier run of this benchmark in the same --workdir
+        if done and _loads(done[0].parent):  # an earlier run of this benchmark in the same --workdir
             artifacts[modality] = str(done[0].parent)
             continue
         torch.manual_seed(0)
@@ -66,6 +79,27 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
         parent = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_untrained", model, cfg, labels, epoch=0)
         artifacts[modality] = compress(cfg, parent, verbose=False)["artifact"]
     return artifacts
+
+
+def serve_each_modality(workdir: Path, app_prefix: str) -> str:
+    """Start Ray and Serve, and serve one pinned replica per modality at ``/<modality>`` (audio behind
+    the API key ``bench``); returns the base URL."""
+    from ray import serve
+
+    from raylm.runtime import ensure_ray
+    from raylm.serve import build_app, load_serve_config
+
+    ensure_ray(num_cpus=2, configure_logging=False)
+    artifacts = build_artifacts(workdir)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ[KEY_ENV] = "bench"
+    pinned = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.3"]
+    for modality, artifact in artifacts.items():
+        extra = [f"serve.api_key_env={KEY_ENV}"] if modality == "audio" else []
+        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=f"{app_prefix}{modality}",
+                  route_prefix=f"/{modality}")
+    return f"http://127.0.0.1:{port}"
 
 
 def replica_pids() -> dict[str, int]:
@@ -142,22 +176,10 @@ def main() -> None:
 
     from ray import serve
 
-    from raylm.runtime import ensure_ray
-    from raylm.serve import build_app, load_serve_config
     from tests.fixtures.hostile import request_corpus
 
-    ensure_ray(num_cpus=2, configure_logging=False)
-    artifacts = build_artifacts(Path(args.workdir))
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    os.environ[KEY_ENV] = "bench"
+    url = serve_each_modality(Path(args.workdir), APP_PREFIX)
     key = {"x-api-key": "bench"}
-    pinned = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.3"]
-    for modality, artifact in artifacts.items():
-        extra = [f"serve.api_key_env={KEY_ENV}"] if modality == "audio" else []
-        serve.run(build_app([artifact], load_serve_config(None, pinned + extra)), name=f"{APP_PREFIX}{modality}",
-                  route_prefix=f"/{modality}")
-    url = f"http://127.0.0.1:{port}"
     corpus = request_corpus(key)
     pids = replica_pids()
     log("replicas", pids)

@@ -357,6 +357,17 @@ def test_serve_config_refuses_a_null_api_key_env():
     assert load_serve_config(None, []).api_key_env is None
 
 
+def test_serving_proxies_end_slow_requests_by_default():
+    """Item 8: ``raylm serve`` starts Serve's proxies with an end-to-end request timeout (a stalled
+    or slowloris client cannot hold a proxy forever); the shipped cluster config sets one too."""
+    from raylm.serve import load_serve_config
+
+    assert load_serve_config(None, []).http_options()["request_timeout_s"] == 30
+    assert load_serve_config(None, ["serve.request_timeout_s=5"]).http_options()["request_timeout_s"] == 5
+    with pytest.raises(ConfigError, match="request_timeout_s"):
+        load_serve_config(None, ["serve.request_timeout_s=0"])
+
+
 # ---------------------------------------------------------------- writes that replace something
 
 
@@ -380,6 +391,34 @@ def test_atomic_directory_rolls_back_when_the_second_rename_fails(tmp_path, monk
             (tmp / "v").write_text("new")
     assert (final / "v").read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_atomic_directory_fsyncs_the_new_tree_before_publishing_it(tmp_path, monkeypatch):
+    """Every file and directory of the new copy reaches the disk before the rename that publishes it,
+    and the parent directory (the rename itself) after: a crash never publishes holes."""
+    import os
+
+    import raylm.atomic as atomic
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, Path.rename
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                         real_fsync(fd))[1])
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # the fallback's renames are Path.rename
+    monkeypatch.setattr(Path, "rename", lambda self, target: (events.append(("rename", str(target))),
+                                                              real_rename(self, target))[1])
+    final = tmp_path / "artifact"
+    for version in ("one", "two"):  # a first write, then one that replaces it
+        events.clear()
+        with atomic.atomic_directory(final) as tmp:
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "weights").write_text(version)
+        published = next(i for i, (kind, target) in enumerate(events) if kind == "rename" and target == str(final))
+        synced = {Path(target).relative_to(tmp) for kind, target in events[:published]
+                  if kind == "fsync" and target.startswith(str(tmp))}
+        assert synced == {Path("."), Path("sub"), Path("sub/weights")}, events
+        assert ("fsync", str(tmp_path)) in events[published:], events
+        assert (final / "sub" / "weights").read_text() == version
 
 
 def test_atomic_directory_recovers_after_a_crash_between_renames(tmp_path):

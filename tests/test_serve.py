@@ -211,7 +211,28 @@ def test_bad_text_gets_its_4xx_and_the_next_request_succeeds(served, case, body,
     r = _post(served, "text", body, raw=raw)
     assert r.status_code == status, (case, r.status_code, r.text)
     assert reason in str(r.json()["detail"])
+    assert not re.search(r"constrained|list\[", str(r.json()["detail"])), r.text  # no pydantic type names
     assert _post(served, "text", {"text": "still serving"}).status_code == 200
+
+
+@pytest.mark.parametrize("body, detail", [
+    ({"text": 42}, "text: expected a string or a list of strings, got a number"),
+    ({"text": ""}, "text: String should have at least 1 character"),
+    ({"text": ["fine", ""]}, "text[1]: String should have at least 1 character"),
+    ({"text": ["fine", 3]}, "text[1]: Input should be a valid string"),
+    ({"text": None}, "text: expected a string or a list of strings, got null"),
+    ({"txt": "hello"}, "text: Field required; txt: Extra inputs are not permitted"),
+])
+def test_request_errors_read_as_plain_sentences(body, detail):
+    """Issue 20 item 6: no pydantic type names (``text.constrained-str: ...``) in a 422, one reason per
+    thing the client got wrong, the field named once."""
+    from pydantic import ValidationError
+
+    from raylm.serve.schemas import REQUESTS, request_error
+
+    with pytest.raises(ValidationError) as err:
+        REQUESTS["text"].model_validate(body)
+    assert request_error(err.value, body) == detail
 
 
 def test_undecodable_image_and_audio_get_422(served):
@@ -276,6 +297,34 @@ def test_a_tier_that_fails_to_load_fails_only_its_own_requests(served, tmp_path)
         assert "could not be loaded" in responses[1].json()["detail"]
     finally:
         serve.delete("tiers")
+
+
+def test_a_client_cycling_through_many_tiers_never_forces_a_reload(served, tmp_path):
+    """Six tiers, requested in turn: each is loaded once and kept (an LRU smaller than the tier list
+    reloaded an artifact on every request). Once every tier has answered, their files are damaged on
+    disk: a reload would fail (503), a kept tier still answers."""
+    import shutil
+
+    from ray import serve
+
+    from raylm.serve import build_app, load_serve_config
+
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        shutil.copytree(served["artifacts"]["image-none"], tmp_path / name)
+    app = build_app([f"{name}={tmp_path / name}" for name in names], load_serve_config(None, [
+        "serve.replica_cpus=0.1", "serve.max_replicas=1", "serve.graceful_shutdown_timeout_s=1", "serve.max_batch_size=1"]))
+    serve.run(app, name="many", route_prefix="/many")
+    try:
+        body = {"image": _b64(_png("vertical"))}
+        assert [_post(served, "many", dict(body, tier=name)).status_code for name in names] == [200] * 6
+        for name in names:
+            model_file = tmp_path / name / json.loads((tmp_path / name / "artifact.json").read_text())["model_file"]
+            model_file.write_bytes(model_file.read_bytes()[:-8] + bytes(8))
+        cycled = [_post(served, "many", dict(body, tier=name)) for name in names * 2]
+        assert [r.status_code for r in cycled] == [200] * 12, [r.text[:200] for r in cycled if r.status_code != 200]
+    finally:
+        serve.delete("many")
 
 
 def test_api_key_is_enforced_when_set(served):

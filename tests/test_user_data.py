@@ -137,6 +137,23 @@ def test_more_bad_samples_than_allowed_refuse_the_data(ray_local, messy, tmp_pat
 
 
 @pytest.mark.integration
+def test_augment_preview_of_a_folder_with_a_corrupt_file_skips_it(ray_local, messy, tmp_path, capfd):
+    """Issue 20 item 2: ``raylm augment preview`` on the user's folder (a corrupt JPEG, a 0-byte PNG)
+    draws its grid from the accepted images instead of dying in a Ray Data task."""
+    import cv2
+
+    from raylm.cli import main
+
+    out = tmp_path / "preview.png"
+    assert main(["augment", "preview", "--config", "jobs/configs/image.yaml", "--out", str(out), "--samples", "4",
+                 "--epochs", "1", f"data.path={messy['image-folder'].path}", f"data.cache_dir={tmp_path}",
+                 f"train.storage_path={tmp_path / 'runs'}", "augment.image.rotate_p=1"]) == 0
+    grid = cv2.imread(str(out))
+    assert grid is not None and grid.shape[1] > 4 * 32
+    assert "2 bad skipped" in capfd.readouterr().err
+
+
+@pytest.mark.integration
 def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp_path, capfd):
     # capfd: the console writes raylm's lines to its own copy of the real stderr, below sys.stderr.
     capsys = capfd
@@ -158,6 +175,7 @@ def test_data_check_cli_prints_the_report_without_training(ray_local, messy, tmp
     assert main(train) == 2
     err = capsys.readouterr().err
     assert "raylm: " in err and any(f in err for f in messy[name].bad) and "Traceback" not in err
+    assert "[raylm data] checked" in err  # the count on train's console, not only in <run>/logs/ray.log
 
 
 @pytest.mark.slow  # ~1 min of training; the messy-data checks stay

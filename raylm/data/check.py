@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sys
 from collections import Counter
@@ -27,6 +28,8 @@ from raylm.data.modality import modality_record
 
 if TYPE_CHECKING:
     from raylm.config import RaylmConfig
+
+log = logging.getLogger(__name__)
 
 REPORT = "data_report.json"
 FORMAT = "raylm.data_report/1"
@@ -322,7 +325,12 @@ def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | No
     where = report_dir / REPORT if report_dir is not None else None
     if where is not None:
         _write_json(where, {k: v for k, v in report.items() if k != "files"})
-    print(format_summary(report, where), file=sys.stderr, flush=True)
+    summary = format_summary(report, where)
+    if any(getattr(h, "raylm_console", False) for h in logging.getLogger("raylm").handlers):
+        # Under raylm's console (`raylm train`/`tune`) stderr is <run>/logs/ray.log; its handler shows warnings.
+        log.log(logging.WARNING if report["bad_count"] or report["ignored"] else logging.INFO, summary)
+    else:
+        print(summary, file=sys.stderr, flush=True)
     if enforce_policy:
         enforce(report, cfg, where)
     return report

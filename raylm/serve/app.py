@@ -35,7 +35,7 @@ from raylm.serve.http import check_key, json_body, read_body
 from raylm.serve.loading import load_serve_config, resolve_tiers
 from raylm.serve.preprocess import InputError, Preprocessor
 from raylm.serve.schemas import (ERRORS, TIER_HEADER, V2_ERRORS, ModelsResponse, PredictResponse, TierInfo,
-                                 openapi_document, request_model)
+                                 openapi_document, request_error, request_model)
 
 log = logging.getLogger("ray.serve")
 
@@ -289,8 +289,7 @@ class TierServer:
         try:
             parsed = self._request_model.model_validate(body)
         except ValidationError as err:
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()[:5])
-            raise HTTPException(422, reasons) from None
+            raise HTTPException(422, request_error(err, body)) from None
         tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
         if tier not in self._metas:
             raise HTTPException(422, f"tier: unknown {tier[:64]!r}; one of {sorted(self._metas)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from raylm.data.modality import modality_record
 from raylm.serve.v2 import ErrorBody, InferRequest
@@ -34,6 +34,34 @@ def request_model(modality: str) -> type[_Request]:
 
 
 TextRequest = request_model("text")  # the name benchmarks/serve_load.py's bare FastAPI baseline uses
+
+_JSON_TYPES = {"int": "a number", "float": "a number", "bool": "true or false", "NoneType": "null", "dict": "an object"}
+
+
+def _union_member(part: Any) -> bool:
+    """pydantic's tag for a member of a union in an error's location (``constrained-str``,
+    ``list[constrained-str]``): an internal type name, not something the client sent."""
+    return isinstance(part, str) and ("[" in part or part.startswith("constrained-"))
+
+
+def request_error(err: ValidationError, body: dict[str, Any]) -> str:
+    """A request model's validation errors as plain sentences naming the field (``text[0]: String should
+    have at least 1 character``). Of a one-or-a-list field, only the reasons of the shape sent are kept;
+    a value of neither shape is named by its JSON type."""
+    reasons: list[str] = []
+    for e in err.errors():
+        field, *rest = e["loc"] or ("body",)
+        if rest and _union_member(rest[0]):
+            value = body.get(field)
+            if not isinstance(value, (str, list)):
+                reason = f"{field}: expected a string or a list of strings, got {_JSON_TYPES.get(type(value).__name__, 'a value of another type')}"
+                reasons += [] if reason in reasons else [reason]
+                continue
+            if isinstance(value, list) != rest[0].startswith("list["):
+                continue  # the reason of the shape that was not sent
+            rest = rest[1:]
+        reasons.append(f"{field}{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in rest)}: {e['msg']}")
+    return "; ".join(reasons[:5])
 
 
 class Prediction(BaseModel):
