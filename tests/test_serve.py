@@ -228,10 +228,10 @@ def test_request_errors_read_as_plain_sentences(body, detail):
     thing the client got wrong, the field named once."""
     from pydantic import ValidationError
 
-    from raylm.serve.schemas import REQUESTS, request_error
+    from raylm.serve.schemas import request_error, request_model
 
     with pytest.raises(ValidationError) as err:
-        REQUESTS["text"].model_validate(body)
+        request_model("text").model_validate(body)
     assert request_error(err.value, body) == detail
 
 
