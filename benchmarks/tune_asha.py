@@ -11,7 +11,9 @@ ASHA has something to stop. Trials run ``--concurrency`` at a time (1 Train work
 compression is cheap (no pruning, no quantization, a few latency runs), so the sweeps differ only
 in the epochs ASHA skips. ASHA runs first: whatever the second sweep gains from warm caches goes
 to the FIFO baseline. Besides wall times and best accuracies, the line says what a trial costs
-apart from its epochs (``*_mean_*trial_s`` against ``*_epochs_trained``). ``goal_met`` is the
+apart from its epochs (``*_mean_*trial_s`` against ``*_epochs_trained``), how many trial actors
+each sweep started (``*_actors``: Tune reuses one across finished and stopped trials) and what the
+first trial, which starts the actor, took (``*_first_trial_s``). ``goal_met`` is the
 issue's goal on the mean over seeds: ASHA's best within 1 point of FIFO's at <= 0.4x FIFO's wall
 time. Prints one JSON line: per seed, then mean and spread (min, max) over seeds.
 """
@@ -60,6 +62,11 @@ def _sweep(args, scheduler: str, storage: str, seed: int) -> dict:
     wall = time.perf_counter() - start
     rows = result.rows
     statuses = [r["status"] for r in rows]
+    # Tune logs each result's process id: distinct ones are the trial actors the sweep started
+    # (with actor reuse, one per concurrent slot however many trials ASHA stops).
+    pids = {json.loads(line)["pid"] for r in rows for line in (Path(r["trial_dir"]) / "result.json").read_text().splitlines()
+            if line.strip()}
+    first = min(rows, key=lambda r: r["trial_id"])  # pays the actor's start: process, imports, first epoch's warm-up
     return {
         "wall_s": wall,
         "best_accuracy": result.best["accuracy"] if result.best else None,
@@ -67,6 +74,7 @@ def _sweep(args, scheduler: str, storage: str, seed: int) -> dict:
         "completed": statuses.count("completed"), "stopped": statuses.count("stopped"),
         "errors": statuses.count("error"),
         "epochs_trained": sum(r["epochs"] or 0 for r in rows),
+        "actors": len(pids), "first_trial_s": first["time_s"], "first_trial_epochs": first["epochs"],
         "trial_s": {status: [r["time_s"] for r in rows if r["status"] == status and r["time_s"] is not None]
                     for status in ("completed", "stopped")},
         "stopped_epochs": [r["epochs"] for r in rows if r["status"] == "stopped"],
@@ -78,6 +86,10 @@ def _sweep(args, scheduler: str, storage: str, seed: int) -> dict:
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _one_seed(args, storage: str, seed: int) -> dict:
@@ -101,6 +113,11 @@ def _one_seed(args, storage: str, seed: int) -> dict:
         "asha_mean_completed_trial_s": _mean(asha["trial_s"]["completed"]),
         "asha_mean_stopped_trial_s": _mean(asha["trial_s"]["stopped"]),
         "asha_stopped_at_epochs": sorted(asha["stopped_epochs"]),
+        # Trial actors started, and the sweep's first trial, which pays the actor's start-up (the
+        # per-trial means above include it: with few completed trials it weighs on ASHA's mean).
+        "fifo_actors": fifo["actors"], "asha_actors": asha["actors"],
+        "fifo_first_trial_s": _round(fifo["first_trial_s"]), "asha_first_trial_s": _round(asha["first_trial_s"]),
+        "first_trial_epochs": {"fifo": fifo["first_trial_epochs"], "asha": asha["first_trial_epochs"]},
     }
     if args.show_trials:
         line |= {"asha_trials": asha["trials"], "fifo_trials": fifo["trials"]}
@@ -146,7 +163,7 @@ def main() -> None:
 
     summary = {key: _spread(runs, key) for key in ("ratio_asha_over_fifo", "best_gap_points", "fifo_wall_s", "asha_wall_s",
                                                    "fifo_best_accuracy", "asha_best_accuracy", "ratio_epochs_asha_over_fifo",
-                                                   "fifo_mean_trial_s", "asha_mean_stopped_trial_s")}
+                                                   "fifo_mean_trial_s", "asha_mean_stopped_trial_s", "fifo_actors", "asha_actors")}
     ratio, gap = summary["ratio_asha_over_fifo"], summary["best_gap_points"]
     line = {
         "benchmark": "tune_asha", "dataset": f"digits x{args.per_class}/class", "model": "seed_cnn",

@@ -5,7 +5,8 @@
 Measures, in one run on one local Ray (2 CPUs):
   * bookkeeping: ``--trials`` function trainables that each report once a second for ``--trial-s``
     seconds, ``--concurrency`` at a time, run with the Tune settings raylm's sweep uses
-    (BasicVariantGenerator with max_concurrent, TensorBoard logger, a storage path). Wall time of
+    (BasicVariantGenerator with max_concurrent, its result loggers: JSON and TensorBoard, no CSV; a
+    storage path). Wall time of
     ``Tuner.fit()`` against the ideal ``trials x trial_s / concurrency`` (Ray's release test
     "bookkeeping overhead" does the same with 10,000 1-s trials on 16 CPUs: 715 s vs 625 s, +14 %).
     Twice: a fresh trial actor per trial and ``reuse_actors=True`` (the release test's setting, and
@@ -38,8 +39,9 @@ def _sleeper(config: dict) -> None:
 
 def _bookkeeping(args, storage: str, reuse_actors: bool) -> float:
     from ray import tune
-    from ray.tune.logger import TBXLoggerCallback
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from raylm.tune.sweep import only_these_loggers, result_loggers
 
     trainable = tune.with_resources(_sleeper, {"CPU": 1.0 / args.concurrency})
     tuner = tune.Tuner(
@@ -48,10 +50,11 @@ def _bookkeeping(args, storage: str, reuse_actors: bool) -> float:
         tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=0, max_concurrent=args.concurrency),
                                     num_samples=args.trials, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=f"sleep-reuse{int(reuse_actors)}", storage_path=storage,
-                                  callbacks=[TBXLoggerCallback()], verbose=0),
+                                  callbacks=result_loggers(), verbose=0),
     )
     start = time.perf_counter()
-    grid = tuner.fit()
+    with only_these_loggers():
+        grid = tuner.fit()
     wall = time.perf_counter() - start
     if grid.num_errors or len(grid) != args.trials:
         raise RuntimeError(f"bookkeeping run: {grid.num_errors} errors in {len(grid)} trials")

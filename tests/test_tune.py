@@ -143,8 +143,14 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
     assert result.best["params"]["train.lr"] == 0.01 and result.best["accuracy"] > 0.7
 
     tune_dir = result.tune_dir
+    # One trial at a time, in grid order (good, weak, good, weak): a stopped trial hands its actor to
+    # the next one as a finished one does, so no stop costs a new process (and torch imported again).
+    pids = {json.loads(log.read_text().splitlines()[-1])["pid"] for log in tune_dir.glob("*/result.json")}
+    assert len(pids) == 1, f"{len(pids)} trial actors for 4 trials, one at a time: a stop did not reuse its actor"
     assert {"trials.csv", "trials.json", "pareto.png"} <= {p.name for p in tune_dir.iterdir()}
     assert list(tune_dir.glob("*/events.out.tfevents.*")), "no TensorBoard logs"
+    # raylm's report reads result.json; Tune's progress.csv, which nothing reads, is not written.
+    assert len(list(tune_dir.glob("*/result.json"))) == 4 and not list(tune_dir.glob("*/progress.csv"))
     assert len(json.loads((tune_dir / "trials.json").read_text())["trials"]) == 4
 
     exported = result.exported["tune-best"]

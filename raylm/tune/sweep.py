@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,32 @@ def grace_period(cfg: RaylmConfig) -> float:
     return grace
 
 
+def result_loggers() -> list:
+    """Tune's per-result loggers a sweep keeps: ``result.json`` (raylm's report reads each trial's
+    epochs from it) and TensorBoard's event files (documented in the README). Not Tune's
+    ``progress.csv``, which nothing reads (raylm writes its own ``trials.csv``): one file write less
+    per result. Run the fit under :func:`only_these_loggers`, or Tune adds its CSV logger back."""
+    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
+
+    return [JsonLoggerCallback(), TBXLoggerCallback()]
+
+
+@contextmanager
+def only_these_loggers():
+    """Tune adds a CSV, JSON and TensorBoard logger to any run that lacks one, unless
+    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` is set when the run starts; set only for this fit, so
+    other Tune runs in the process keep Tune's defaults."""
+    before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
+
+
 def _trainable(cfg: RaylmConfig, tune_dir: Path):
     from ray import tune
 
@@ -199,7 +226,6 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     A resumed sweep keeps finished trials and reruns only the unfinished ones.
     """
     from ray import tune
-    from ray.tune.logger import TBXLoggerCallback
 
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.tune.progress import SweepProgress
@@ -236,10 +262,13 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
             run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent),
-                                      callbacks=[TBXLoggerCallback(), *progress], verbose=1 if verbose else 0,
+                                      callbacks=[*result_loggers(), *progress], verbose=1 if verbose else 0,
                                       # A trial keeps its own checkpoints (train/); Tune's would be a second copy.
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
-    grid = tuner.fit()
+    # Resumed: the loggers come back from tuner.pkl, and a sweep written before result_loggers()
+    # listed JSON there has only Tune's defaults to write its result.json.
+    with only_these_loggers() if resume is None else nullcontext():
+        grid = tuner.fit()
 
     objectives = list(cfg.tune.objectives)
     rows = trial_rows(grid, list(cfg.tune.space))

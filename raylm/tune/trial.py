@@ -138,7 +138,9 @@ class InProcessTrial(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         # Tune reuses the actor after a trial finished or was stopped at a report, so the thread ends
-        # at once; if it somehow does not, Tune starts a fresh actor instead.
+        # at once (tests/test_tune.py counts one actor over stopped and finished trials). If it somehow
+        # does not, False makes Ray 2.60 error the new trial (it does not fall back to a fresh actor);
+        # --resume reruns it.
         if not self._end_thread(timeout_s=30):
             return False
         self._start(new_config)
