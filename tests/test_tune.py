@@ -276,6 +276,6 @@ def test_the_pipeline_shows_the_saved_sweep_table_after_the_tune_stage(tmp_path)
         with console.pipeline_stage("tune", None, {}, table=partial(sweep_table, tmp_path)) as done:
             done({})
     finally:
-        console._active = None
+        console.stop()  # and its warning handler: later tests' raylm warnings go to their own stderr
     assert table in out.getvalue()
     assert sweep_table(tmp_path / "missing") == ""
