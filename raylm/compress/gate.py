@@ -54,3 +54,15 @@ def ratios_to_dense(dense: dict, variant: dict, batch_sizes: tuple[int, ...]) ->
     for b in batch_sizes:
         out[f"latency_p50_ratio_b{b}"] = variant["latency"][f"batch_{b}"]["p50_ms"] / dense["latency"][f"batch_{b}"]["p50_ms"]
     return out
+
+
+def variant_ratios(dense: dict[str, Any], compressed: dict[str, Any], cc, *, compresses: bool,
+                   paired_latency_ratio: float | None = None) -> dict[str, Any]:
+    """The report's ``ratios`` (either backend): every ratio to the dense model and the gate's verdict.
+    ``compresses``: whether the recipe changes the model at all; the dense model itself never gains
+    (a p50 ratio below 1 there is timing noise)."""
+    ratios = ratios_to_dense(dense, compressed, (1, cc.serving_batch_size)) | compression_ratios(
+        dense, compressed, cc.serving_batch_size, cc, paired_latency_ratio=paired_latency_ratio)
+    if not compresses:
+        ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+    return ratios

@@ -207,7 +207,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     Artifacts go to ``output_dir`` (default ``<run dir>/compress/<variant>``, as torch's).
     """
     from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
-    from raylm.compress.gate import compression_ratios, ratios_to_dense
+    from raylm.compress.gate import variant_ratios
     from raylm.compress.pipeline import CompressError, variant_name
     from raylm.compress.tflite import TFLiteRunner
     from raylm.data import build_datasets
@@ -276,11 +276,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         if intermediate:
             rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
         dense, compressed = rows[0], rows[-1]
-        batch_sizes = (1, cc.serving_batch_size)
-        ratios = ratios_to_dense(dense, compressed, batch_sizes) | compression_ratios(dense, compressed,
-                                                                                       cc.serving_batch_size, cc)
-        if len(variants) == 1:  # a p50 ratio below 1 here is timing noise
-            ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+        ratios = variant_ratios(dense, compressed, cc, compresses=len(variants) > 1)
         parity_rows = x_val[:256]
         reloaded = artifact.predict({feature: parity_rows})
         in_memory = np.asarray(last_model(parity_rows, training=False))

@@ -184,17 +184,6 @@ def _check_parity(cfg: RaylmConfig, variant: str, parity: dict[str, Any], reload
     return parity
 
 
-def _gate(cfg: RaylmConfig, dense: dict[str, Any], compressed: dict[str, Any], paired: float) -> dict[str, Any]:
-    from raylm.compress.gate import compression_ratios, ratios_to_dense
-
-    cc = cfg.compress
-    ratios = ratios_to_dense(dense, compressed, (1, cc.serving_batch_size)) | compression_ratios(
-        dense, compressed, cc.serving_batch_size, cc, paired_latency_ratio=paired)
-    if not prunes(cc, cfg.model.backend) and cc.quantize.mode == "none":  # a p50 ratio below 1 here is timing noise
-        ratios["gain"] = {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
-    return ratios
-
-
 def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, model_file: str, variant: str,
           fingerprint: str) -> dict[str, Any]:
     cc = cfg.compress
@@ -219,6 +208,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     Returns the JSON report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
+    from raylm.compress.gate import variant_ratios
     from raylm.compress.measure import collect, format_table, measure, paired_latency_ratio
     from raylm.compress.prune import sparsity_stats
     from raylm.data import build_datasets
@@ -261,7 +251,8 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         compressed["runtime"] = exporter(cc, cfg.model.backend).runtimes[cc.quantize.mode != "none"]
         paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, cc.serving_batch_size,
                                       cc.latency_runs, cc.latency_warmup)
-        ratios = _gate(cfg, dense, compressed, paired)
+        ratios = variant_ratios(dense, compressed, cc, paired_latency_ratio=paired,
+                                compresses=prunes(cc, cfg.model.backend) or cc.quantize.mode != "none")
         report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
                   "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
         meta["report"] = report

@@ -91,18 +91,3 @@ def mfcc_frames(audio: np.ndarray, cfg) -> np.ndarray:
     if not np.isfinite(mfcc).all():
         raise DecodeError("the audio's features are not finite (samples out of range)")
     return mfcc.T.astype(np.float32)
-
-
-def decode_audio_batch(batch: dict, *, audio_cfg, label_index: dict[str, int], bytes_column: str = "bytes",
-                       label_column: str | None = None, limits: InputLimits = _DEFAULT_LIMITS) -> dict[str, np.ndarray]:
-    from raylm.data.images import encode_labels
-
-    frames = np.stack([mfcc_frames(decode_audio(b, audio_cfg.sample_rate, clip_seconds=audio_cfg.clip_seconds,
-                                                limits=limits), audio_cfg) for b in batch[bytes_column]])
-    if label_column is None:
-        from raylm.data.files import label_of_path
-
-        raw = [label_of_path(p) for p in batch["path"]]
-    else:
-        raw = batch[label_column]
-    return {"frames": frames, "label": encode_labels(raw, label_index)}

@@ -78,10 +78,8 @@ class Preprocessor:
         self([self.record.warm_up_item(self.decoder_settings)])
 
     def prepare(self, items: list[Any]) -> Any:
-        """One request's items -> its payload for ``feeds``; InputError naming the item."""
-        if self.record.batched_encoding:
-            self.check_text(items, self.modality)
-            return items
+        """One request's items -> its payload for ``feeds``; InputError naming the item. Every item passes
+        the modality record's ``decode``, the acceptance rule training's data went through."""
         record, settings = self.record, self.decoder_settings
         out = []
         for i, value in enumerate(items):
@@ -92,6 +90,10 @@ class Preprocessor:
                 raise
             except ValueError as err:
                 raise InputError(where, str(err)) from None
+            if isinstance(out[-1], str) and len(out[-1]) > self.max_text_chars:
+                raise InputError(where, f"{len(out[-1])} characters, more than serve.max_text_chars={self.max_text_chars}")
+        if record.batched_encoding:  # only checked here: the model call's batch is encoded at once (feeds)
+            return out
         return {record.inputs[0]: np.stack(out)}
 
     def feeds(self, payloads: list[Any]) -> dict[str, np.ndarray]:
@@ -99,15 +101,6 @@ class Preprocessor:
         if self.record.batched_encoding:
             return self.encode_text([text for texts in payloads for text in texts])
         return {name: np.concatenate([p[name] for p in payloads]) for name in self.record.inputs}
-
-    def check_text(self, texts: list[str], field: str = "text") -> None:
-        """What a text request must satisfy; the tokenizer itself runs later, once per batch (encode_text)."""
-        for i, text in enumerate(texts):
-            where = field if len(texts) == 1 else f"{field}[{i}]"
-            if not text.strip():
-                raise InputError(where, "empty text")
-            if len(text) > self.max_text_chars:
-                raise InputError(where, f"{len(text)} characters, more than serve.max_text_chars={self.max_text_chars}")
 
     def encode_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         from raylm.compress.artifact import confined
