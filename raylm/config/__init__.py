@@ -8,8 +8,9 @@ One module per section (``data``, ``train``, ``augment``, ``compress``, ``serve`
 whole config in ``root``; every name is importable from ``raylm.config``.
 """
 
-from raylm.config.section import ConfigError, Modality, PlainName, Section, plain_name
-from raylm.config.data import AudioDataConfig, DataConfig, ImageDataConfig, InputLimits, TaskConfig, TextDataConfig
+from raylm.config.section import ConfigError, PlainName, Section, plain_name
+from raylm.config.data import (AudioDataConfig, DataConfig, ImageDataConfig, InputLimits, Modality, TaskConfig,
+                               TextDataConfig)
 from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.augment import AudioAugmentConfig, AugmentConfig, ImageAugmentConfig, TextAugmentConfig
 from raylm.config.compress import CompressConfig, PruneConfig, QuantizeConfig

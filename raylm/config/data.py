@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raylm.config.section import Modality, Section
+from raylm.config.section import Section
+
+# With its data section below, a new modality's whole config (raylm/data/modality.py has the rest).
+Modality = Literal["image", "text", "audio"]
 
 
 class InputLimits(Section):

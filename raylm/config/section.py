@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from raylm.errors import RaylmError
 
-
-Modality = Literal["image", "text", "audio"]
 
 
 class ConfigError(RaylmError):
