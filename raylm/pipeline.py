@@ -315,9 +315,9 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
     record["config"] = cfg.to_dict()
     ensure_ray()
     quiet_data_progress()
+    table = partial(sweep_table, run_dir / "tune")  # read when the sweep stage ends, not before
     for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:
         began = time.perf_counter()
-        table = partial(sweep_table, run_dir / "tune")
         with pipeline_stage(stage, cfg, record, table=table) if verbose else nullcontext(lambda result: None) as shown:
             result = _RUNNERS[stage](cfg, record)
             shown(result)

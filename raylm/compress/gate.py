@@ -1,7 +1,8 @@
 """The product's promise as a check: a compressed model counts only if it gains and stays accurate.
 
 Every candidate is compared with the dense model of the same training, measured the same way
-(fp32 ONNX Runtime, the serving batch size, the same validation rows). It *gains* when it is
+(the dense model in its backend's runtime: fp32 ONNX Runtime for torch, float TFLite for Keras; the
+serving batch size; the same validation rows). It *gains* when it is
 ``min_size_gain`` times smaller without being more than ``gain_tolerance`` slower, or
 ``min_speedup`` times faster without being more than ``gain_tolerance`` larger.
 """
