@@ -21,6 +21,8 @@ from rich.console import Console as RichConsole
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
+from raylm.run_files import newest_checkpoint_meta
+
 
 class Console:
     """raylm's lines on the real stdout/stderr; live bars when ``live`` (a terminal)."""
@@ -198,8 +200,6 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> Iterator[Bar]:
     """An epoch bar for a Ray Train run, read from the checkpoints it persists (the driver has no
     other view of the workers: Train V2 reports reach the controller actor, not this process)."""
-    from raylm.report.collect import newest_checkpoint_meta
-
     bar = current().bar(label, total_epochs, "epochs")
     stop = threading.Event()
     seen = {"epoch": 0}

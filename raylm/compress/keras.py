@@ -25,8 +25,8 @@ import numpy as np
 
 from raylm.atomic import atomic_directory
 from raylm.compress.artifact import TFLITE
-from raylm.compress.methods import Exporter, Pruner, Quantizer, exporter, pruner, quantizer
-from raylm.compress.prune import magnitude_removes, magnitude_tag
+from raylm.compress.methods import Exporter, Pruner, Quantizer, exporter, pruner, prunes, quantizer
+from raylm.compress.prune import magnitude_tag
 from raylm.compress.tflite import to_tflite
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
@@ -221,7 +221,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     cc, tc = cfg.compress, cfg.train
     # The same keys as the torch path, looked up among the keras methods (the config refuses the others).
     prune_method, int8_method, export = pruner(cc, "keras"), quantizer(cc, "keras"), exporter(cc, "keras")
-    target_sparsity = cc.prune.sparsity if prune_method.removes(cc.prune) else 0.0
+    target_sparsity = cc.prune.sparsity if prunes(cc, "keras") else 0.0
     lr = cc.finetune_lr or tc.lr / 10
     variant = variant_name(cfg)
     data = build_datasets(cfg)
@@ -290,12 +290,11 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     return KerasCompression(rows, final, rows[-1]["sparsity"], summary)
 
 
-COMPRESSION_METHODS.register("prune", "magnitude", "keras")(Pruner(
-    removes=magnitude_removes, tag=magnitude_tag, apply=prune, needs_finetune=True))
-# Any int8 mode is quantization-aware training (post-training int8 without fine-tune epochs) and a
-# full-int8 TFLite model: tfmot has one int8 scheme.
+# tfmot prunes while it fine-tunes, and any int8 mode is quantization-aware training and a full-int8
+# TFLite model (tfmot has one int8 scheme): declared in raylm.registry, where the config reads it.
+COMPRESSION_METHODS.register("prune", "magnitude", "keras")(Pruner(tag=magnitude_tag, apply=prune))
 for _mode in ("dynamic", "static"):
     COMPRESSION_METHODS.register("quantize", _mode, "keras")(
-        Quantizer(apply=quantization_aware, exports=("tflite",), calibrated=True))
+        Quantizer(apply=quantization_aware, calibrated=True))
 COMPRESSION_METHODS.register("export", "tflite", "keras")(Exporter(
-    model_file=TFLITE, runtimes=("tflite-fp32", "tflite-int8"), write=to_tflite, auto=True))
+    model_file=TFLITE, runtimes=("tflite-fp32", "tflite-int8"), write=to_tflite))

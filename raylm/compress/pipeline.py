@@ -51,9 +51,9 @@ def variant_name(cfg: RaylmConfig) -> str:
     cc = cfg.compress
     if cc.variant:
         return cc.variant
-    method, parts = pruner(cc, cfg.model.backend), []
-    if method.removes(cc.prune):
-        parts.append(method.tag(cc.prune))
+    parts = []
+    if prunes(cc, cfg.model.backend):
+        parts.append(pruner(cc, cfg.model.backend).tag(cc.prune))
         if cc.finetune_epochs:
             parts.append(f"ft{cc.finetune_epochs}")
     parts.append(f"int8-{cc.quantize.mode}" if cc.quantize.mode != "none" else "fp32")

@@ -141,16 +141,12 @@ def magnitude_finetune_hooks(cc) -> dict:
     return {"masks": zero_masks, "sparsity_schedule": schedule}
 
 
-def magnitude_removes(pc) -> bool:
-    return pc.sparsity > 0
-
-
 def magnitude_tag(pc) -> str:
     return f"magnitude{round(pc.sparsity * 100)}-{pc.scope}"
 
 
 COMPRESSION_METHODS.register("prune", "magnitude", "torch")(Pruner(
-    removes=magnitude_removes, tag=magnitude_tag, apply=_magnitude, finetune_hooks=magnitude_finetune_hooks))
+    tag=magnitude_tag, apply=_magnitude, finetune_hooks=magnitude_finetune_hooks))
 COMPRESSION_METHODS.register("prune", "structured", "torch")(Pruner(
-    removes=lambda pc: pc.structured_ratio > 0, tag=lambda pc: f"structured{round(pc.structured_ratio * 100)}",
+    tag=lambda pruning: f"structured{round(pruning.structured_ratio * 100)}",
     apply=lambda model, cc, example, num_classes: structured_prune(model, cc.prune.structured_ratio, example, num_classes)))

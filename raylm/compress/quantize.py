@@ -123,11 +123,11 @@ def _save_safetensors(model: torch.nn.Module, example_inputs: dict[str, np.ndarr
     return path
 
 
-COMPRESSION_METHODS.register("quantize", "dynamic", "torch")(Quantizer(apply=quantize_dynamic_onnx, exports=("onnx",)))
+COMPRESSION_METHODS.register("quantize", "dynamic", "torch")(Quantizer(apply=quantize_dynamic_onnx))
 COMPRESSION_METHODS.register("quantize", "static", "torch")(
-    Quantizer(apply=quantize_static_onnx, exports=("onnx",), calibrated=True))
+    Quantizer(apply=quantize_static_onnx, calibrated=True))
 COMPRESSION_METHODS.register("export", "onnx", "torch")(Exporter(
-    model_file=ONNX, runtimes=("onnx-fp32", "onnx-int8"), write=export_onnx, auto=True, reader=onnx_predictor,
+    model_file=ONNX, runtimes=("onnx-fp32", "onnx-int8"), write=export_onnx, reader=onnx_predictor,
     shrink=_sparse_storage))
 COMPRESSION_METHODS.register("export", "safetensors", "torch")(Exporter(
     model_file=WEIGHTS, runtimes=("torch", "torch"), write=_save_safetensors))

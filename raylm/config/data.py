@@ -55,6 +55,11 @@ class TaskConfig(Section):
 class ImageDataConfig(Section):
     size: int = Field(32, ge=8, le=1024, description="square side images are resized to")
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One decoded sample, the model's input: NHWC RGB (the models and serving read it from here)."""
+        return (self.size, self.size, 3)
+
 
 class TextDataConfig(Section):
     text_column: str = "text"
@@ -62,6 +67,10 @@ class TextDataConfig(Section):
     tokenizer: str | None = Field(
         None, description="HF tokenizer name or dir; default: model.pretrained, else bundled MiniLM"
     )
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.max_length,)  # token ids, padded or truncated
 
 
 class AudioDataConfig(Section):
@@ -75,6 +84,10 @@ class AudioDataConfig(Section):
     def frames(self) -> int:
         # librosa's centred STFT yields 1 + samples // hop frames.
         return 1 + int(round(self.clip_seconds * self.sample_rate)) // self.hop_length
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.frames, self.n_mfcc)  # MFCC frames over time
 
 
 class DataConfig(Section):

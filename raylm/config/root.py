@@ -20,6 +20,7 @@ from raylm.config.section import ConfigError, Section
 from raylm.config.serve import ServeConfig
 from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.tune import PipelineConfig, TuneConfig
+from raylm.registry import COMPRESSION_METHODS, DATASETS, MODELS
 
 
 class RaylmConfig(Section):
@@ -35,8 +36,7 @@ class RaylmConfig(Section):
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:
-        from raylm.registry import MODELS, DATASETS  # deferred: registry imports model modules
-
+        # The registries' declarations are plain data: validating imports no model or compression module.
         modality = self.task.modality
         MODELS.check(modality, self.model.name, self.model.backend, field="model.name")
         MODELS.check_kwargs(modality, self.model.name, self.model.backend, self.model.kwargs, field="model.kwargs")
@@ -51,24 +51,19 @@ class RaylmConfig(Section):
         return self
 
     def _check_compress_for_backend(self) -> None:
-        """The compression methods by name (registered per backend), and the rules between them:
+        """The compression methods by name (declared per backend), and the rules between them:
         checked here, so before Ray starts and for every value of a sweep's space (``check_space``
         validates each), not after a trial trained."""
-        from raylm.registry import COMPRESSION_METHODS
-
-        cc, backend = self.compress, self.model.backend
-        for step, name, field in (("prune", cc.prune.method, "compress.prune.method"),
-                                  ("quantize", cc.quantize.mode, "compress.quantize.mode"),
-                                  ("export", cc.export, "compress.export")):
-            if (step, name) != ("export", "auto"):
-                COMPRESSION_METHODS.check(step, name, backend, field=field)
-        quantizer = COMPRESSION_METHODS.get("quantize", cc.quantize.mode, backend)
-        if cc.export != "auto" and cc.quantize.mode != "none" and cc.export not in quantizer.exports:
+        recipe, backend = self.compress, self.model.backend
+        pruner = COMPRESSION_METHODS.spec("prune", recipe.prune.method, backend, field="compress.prune.method")
+        quantizer = COMPRESSION_METHODS.spec("quantize", recipe.quantize.mode, backend, field="compress.quantize.mode")
+        if recipe.export != "auto":
+            COMPRESSION_METHODS.check("export", recipe.export, backend, field="compress.export")
+        if recipe.export != "auto" and recipe.quantize.mode != "none" and recipe.export not in quantizer.exports:
             raise ValueError(f"compress.export: int8 models are exported as {' or '.join(quantizer.exports)} "
                              f"(set export={quantizer.exports[0]} or auto)")
-        pruner = COMPRESSION_METHODS.get("prune", cc.prune.method, backend)
-        if pruner.needs_finetune and pruner.removes(cc.prune) and cc.finetune_epochs < 1:
-            raise ValueError(f"compress.finetune_epochs: {backend}'s {cc.prune.method} pruning prunes while "
+        if pruner.needs_finetune and pruner.removes(recipe.prune) and recipe.finetune_epochs < 1:
+            raise ValueError(f"compress.finetune_epochs: {backend}'s {recipe.prune.method} pruning prunes while "
                              "fine-tuning: at least 1 epoch when it removes weights")
 
     def override(self, changes: dict[str, Any] | list[str]) -> RaylmConfig:

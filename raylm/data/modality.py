@@ -40,7 +40,6 @@ class ModalityRecord:
     # Stored value (file bytes, a table cell) -> model input; ValueError with the reason. The acceptance
     # rule of the data check, of training's decode stage and of serving.
     decode: Callable[[Any, Any, Any], Any]
-    sample_shape: Callable[[Any], tuple[int, ...]]  # data settings -> one decoded sample's shape
     # (cfg, label_column) -> the Ray Data batch UDF and its kwargs that turn rows into model inputs.
     prepare_stage: Callable[[RaylmConfig, str | None], tuple[Callable[..., dict], dict[str, Any]]]
     preprocessing: Callable[[RaylmConfig], dict[str, Any]]  # written into the artifact; serving reads it back
@@ -60,6 +59,11 @@ class ModalityRecord:
 
     def settings(self, cfg: RaylmConfig) -> Any:
         return getattr(cfg.data, self.name)
+
+    @staticmethod
+    def sample_shape(settings: Any) -> tuple[int, ...]:
+        """One decoded sample's shape: its data section (config/data.py) says, so models read it without data/."""
+        return settings.sample_shape
 
     def settings_type(self) -> type:
         from raylm.config import DataConfig
@@ -143,7 +147,7 @@ def _png_item(settings: Any) -> str:
 IMAGE = register_modality(ModalityRecord(
     name="image", inputs=("image",), value_column_key="data.image_column",
     extensions=(".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),
-    decode=_decode_image, sample_shape=lambda s: (s.size, s.size, 3), prepare_stage=_decoded_stage,
+    decode=_decode_image, prepare_stage=_decoded_stage,
     augment=_augment_column("augment_images", "image"),
     preprocessing=lambda cfg: {"function": "raylm.data.images.preprocess_image", "size": cfg.data.image.size,
                                "color": "RGB", "layout": "NHWC", "scale": 1 / 255},
@@ -175,7 +179,7 @@ def _wav_item(settings: Any) -> str:
 
 AUDIO = register_modality(ModalityRecord(
     name="audio", inputs=("frames",), value_column_key="data.audio_column", extensions=(".wav", ".flac", ".ogg"),
-    decode=_decode_audio, sample_shape=lambda s: (s.frames, s.n_mfcc), prepare_stage=_decoded_stage,
+    decode=_decode_audio, prepare_stage=_decoded_stage,
     augment=_augment_column("augment_frames", "frames"),
     preprocessing=lambda cfg: {"function": "raylm.data.audio.mfcc_frames", **cfg.data.audio.model_dump(mode="json"),
                                "frames": cfg.data.audio.frames, "layout": "(frames, n_mfcc)"},
@@ -229,7 +233,7 @@ def _tokenizer_identity(cfg: RaylmConfig, parts: dict) -> dict:
 
 TEXT = register_modality(ModalityRecord(
     name="text", inputs=("input_ids", "attention_mask"), value_column_key="data.text.text_column", extensions=(),
-    decode=_text_item, sample_shape=lambda s: (s.max_length,), prepare_stage=_tokenize_stage,
+    decode=_text_item, prepare_stage=_tokenize_stage,
     augment=_augment_tokens, augment_extra=_text_special_ids, decode_identity=_tokenizer_identity,
     preprocessing=lambda cfg: {"function": "raylm.data.text.tokenize", "tokenizer": "tokenizer",
                                "max_length": cfg.data.text.max_length, "padding": "max_length",

@@ -23,10 +23,7 @@ def keras_api() -> Any:
 
 
 def _input_shape(cfg) -> tuple[int, ...]:
-    from raylm.data.modality import modality_record
-
-    record = modality_record(cfg.task.modality)
-    return record.sample_shape(record.settings(cfg))
+    return getattr(cfg.data, cfg.task.modality).sample_shape  # the data section of task.modality
 
 
 def _sequential(name: str, input_shape: tuple[int, ...], layers: list) -> Any:

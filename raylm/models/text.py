@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 from torch import nn
 
-from raylm.data.text import bundled_text_model_dir, load_tokenizer, offline_if_local, tokenizer_source
+from raylm.hf_sources import bundled_text_model_dir, load_tokenizer, offline_if_local, tokenizer_source
 from raylm.registry import MODELS
 
 

@@ -7,35 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raylm.run_files import newest_checkpoint_meta, read_json  # shared with the console's epoch bar
+
 PIPELINE_RECORD = "pipeline.json"
 SWEEP_CONFIG = "tune/raylm_sweep.json"
 SWEEP_RESULTS = "tune/trials.json"
 PREVIEW_PNG = "augment_preview.png"
 PREVIEW_TXT = "augment_preview.txt"
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def newest_checkpoint_meta(train_dir: Path, since: float = 0.0) -> dict[str, Any] | None:
-    """``raylm.json`` of the checkpoint with the highest epoch under a Ray Train run directory
-    (Ray always keeps the latest checkpoint, whose history holds every epoch); ``since``: only
-    checkpoints written after this time."""
-    best = None
-    for path in Path(train_dir).glob("checkpoint_*/raylm.json"):
-        try:
-            if path.stat().st_mtime < since:
-                continue
-        except OSError:  # deleted by Ray's checkpoint manager meanwhile
-            continue
-        meta = read_json(path)
-        if isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and (best is None or meta["epoch"] > best["epoch"]):
-            best = meta | {"path": str(path.parent)}
-    return best
 
 
 def _tune_history(trial_dir: str | None) -> list[dict[str, Any]]:
