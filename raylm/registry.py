@@ -102,13 +102,21 @@ class Registry(Generic[Spec]):
         self.check(task, name, backend, field=field)
         return self.declared[self._key(task, name, backend)]
 
-    def get(self, task: str, name: str, backend: str = "torch") -> Any:
-        """The implementation: imports the implementing modules on first use."""
-        self.check(task, name, backend)
+    def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
             for module in self._modules:
                 importlib.import_module(module)
+
+    def implemented(self) -> set[_Key]:
+        """The entries some module registered (imports them all): the declarations' counterpart."""
+        self._load()
+        return set(self._implementations)
+
+    def get(self, task: str, name: str, backend: str = "torch") -> Any:
+        """The implementation: imports the implementing modules on first use."""
+        self.check(task, name, backend)
+        self._load()
         key = self._key(task, name, backend)
         if key not in self._implementations:
             raise LookupError(f"{self.kind} {key} is declared in raylm.registry but none of {self._modules} registers it")

@@ -61,9 +61,9 @@ def test_every_declared_entry_is_implemented_and_nothing_else(registry):
     """The declarations config validation reads (plain data in raylm.registry) and the implementations
     registered where they are defined name the same entries: each declared one resolves, and no module
     registered one the declarations lack (``register`` refuses those on import, too)."""
+    assert registry.implemented() == set(registry.declared)
     for task, name, backend in registry.declared:
         assert registry.get(task, name, backend) is not None
-    assert set(registry._implementations) == set(registry.declared)
 
 
 def test_a_builder_must_match_its_declaration():

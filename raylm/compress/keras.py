@@ -189,11 +189,11 @@ def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.n
     from raylm.compress.measure import measure
     from raylm.models.keras import sparsity_stats
 
-    cc = cfg.compress
+    recipe = cfg.compress
     keras_preds = np.asarray(keras_model(val[feature], training=False)).argmax(-1)
     row, preds = measure(lambda feeds: runner(feeds[feature]), val, (feature,), files=[path],
-                         counts=sparsity_stats(keras_model), batch_sizes=(1, cc.serving_batch_size),
-                         runs=cc.latency_runs, warmup=cc.latency_warmup, threads=cc.latency_threads)
+                         counts=sparsity_stats(keras_model), batch_sizes=(1, recipe.serving_batch_size),
+                         runs=recipe.latency_runs, warmup=recipe.latency_warmup, threads=recipe.latency_threads)
     int8 = runner.input_dtype != "float32"
     return row | {"runtime": "tflite-int8" if int8 else "tflite-fp32", "input_dtype": runner.input_dtype,
                   "agreement_with_keras": float((preds == keras_preds).mean())}, preds
@@ -218,31 +218,31 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     if (loaded.config.task.modality, loaded.config.model.name) != (cfg.task.modality, cfg.model.name):
         raise CompressError(f"model.name: checkpoint {checkpoint} holds {loaded.config.task.modality}/"
                             f"{loaded.config.model.name}, but the config says {cfg.task.modality}/{cfg.model.name}")
-    cc, tc = cfg.compress, cfg.train
+    recipe, training = cfg.compress, cfg.train
     # The same keys as the torch path, looked up among the keras methods (the config refuses the others).
-    prune_method, int8_method, export = pruner(cc, "keras"), quantizer(cc, "keras"), exporter(cc, "keras")
-    target_sparsity = cc.prune.sparsity if prunes(cc, "keras") else 0.0
-    lr = cc.finetune_lr or tc.lr / 10
+    prune_method, int8_method, export = pruner(recipe, "keras"), quantizer(recipe, "keras"), exporter(recipe, "keras")
+    target_sparsity = recipe.prune.sparsity if prunes(recipe, "keras") else 0.0
+    lr = recipe.finetune_lr or training.lr / 10
     variant = variant_name(cfg)
     data = build_datasets(cfg)
     if list(data.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
     (feature,) = MODEL_INPUTS[cfg.task.modality]
     x_train, y_train = _arrays(data.train, feature)
-    x_val, y_val = _arrays(data.validation, feature, cc.max_eval_samples or None)
+    x_val, y_val = _arrays(data.validation, feature, recipe.max_eval_samples or None)
     val = {feature: x_val, "label": y_val}
-    calibration = x_train[: cc.quantize.calibration_samples]
+    calibration = x_train[: recipe.quantize.calibration_samples]
 
     model = loaded.model
     variants: list[tuple[str, bytes, Any]] = [("dense", export.write(model), model)]
     if target_sparsity > 0:
-        model = prune_method.apply(model, x_train, y_train, sparsity=target_sparsity, epochs=cc.finetune_epochs,
-                                   batch_size=tc.batch_size, lr=lr, seed=tc.seed)
+        model = prune_method.apply(model, x_train, y_train, sparsity=target_sparsity, epochs=recipe.finetune_epochs,
+                                   batch_size=training.batch_size, lr=lr, seed=training.seed)
         variants.append(("pruned", export.write(model), model))
     if int8_method is not None:
-        if cc.finetune_epochs:
-            model = int8_method.apply(model, x_train, y_train, epochs=cc.finetune_epochs, batch_size=tc.batch_size,
-                                      lr=lr, preserve_sparsity=target_sparsity > 0, seed=tc.seed)
+        if recipe.finetune_epochs:
+            model = int8_method.apply(model, x_train, y_train, epochs=recipe.finetune_epochs, batch_size=training.batch_size,
+                                      lr=lr, preserve_sparsity=target_sparsity > 0, seed=training.seed)
         variants.append(("int8", export.write(model, int8_calibration=calibration), model))
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
@@ -253,7 +253,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         for name, tflite, keras_model in intermediate:
             path = Path(work) / f"{name}.tflite"
             path.write_bytes(tflite)
-            row, preds = _measure_file(path, TFLiteRunner(path, cc.latency_threads), keras_model, val, feature, cfg)
+            row, preds = _measure_file(path, TFLiteRunner(path, recipe.latency_threads), keras_model, val, feature, cfg)
             dense_preds = preds if name == "dense" else dense_preds
             rows.append({"variant": name, **row})
         (tmp / export.model_file).write_bytes(last_tflite)
@@ -263,20 +263,20 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
             "architecture": {"backend": "keras", "name": cfg.model.name, "kwargs": cfg.model.kwargs,
                              "num_classes": len(loaded.labels), "config": cfg.to_dict()},
             "model_file": export.model_file, "runtime": "tflite",
-            "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": "tflite"},
+            "recipe": recipe.model_dump(mode="json") | {"variant": variant, "export": "tflite"},
             "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
                         "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": data.fingerprint,
                         "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
         }
         write_meta(tmp, meta)
         # The artifact's own file is measured as serving loads it.
-        artifact = load_artifact(tmp, threads=cc.latency_threads)
+        artifact = load_artifact(tmp, threads=recipe.latency_threads)
         row, preds = _measure_file(tmp / export.model_file, artifact.tflite, last_model, val, feature, cfg)
         rows.append({"variant": last_name, **row})
         if intermediate:
             rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
         dense, compressed = rows[0], rows[-1]
-        ratios = variant_ratios(dense, compressed, cc, compresses=len(variants) > 1)
+        ratios = variant_ratios(dense, compressed, recipe, compresses=len(variants) > 1)
         parity_rows = x_val[:256]
         reloaded = artifact.predict({feature: parity_rows})
         in_memory = np.asarray(last_model(parity_rows, training=False))

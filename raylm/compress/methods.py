@@ -28,7 +28,7 @@ class Pruner:
     # keras: (model, x, y, *, sparsity, epochs, batch_size, lr, seed) -> model, pruned while fine-tuning.
     apply: Callable[..., Any]
     # torch: (compress section) -> TrainHooks keyword arguments the fine-tune keeps the pruning with.
-    finetune_hooks: Callable[[Any], dict[str, Any]] = lambda compress: {}
+    finetune_hooks: Callable[[Any], dict[str, Any]] = lambda recipe: {}
 
 
 @dataclass(frozen=True)
@@ -59,28 +59,28 @@ COMPRESSION_METHODS.register("prune", "none", "any")(Pruner(tag=lambda prune: ""
 COMPRESSION_METHODS.register("quantize", "none", "any")(Quantizer(apply=_unpruned))
 
 
-def pruner(compress, backend: str) -> Pruner:
-    return COMPRESSION_METHODS.get("prune", compress.prune.method, backend)
+def pruner(recipe, backend: str) -> Pruner:
+    return COMPRESSION_METHODS.get("prune", recipe.prune.method, backend)
 
 
-def quantizer(compress, backend: str) -> Quantizer | None:
+def quantizer(recipe, backend: str) -> Quantizer | None:
     """The int8 method, None for ``compress.quantize.mode=none``."""
-    return None if compress.quantize.mode == "none" else COMPRESSION_METHODS.get("quantize", compress.quantize.mode, backend)
+    return None if recipe.quantize.mode == "none" else COMPRESSION_METHODS.get("quantize", recipe.quantize.mode, backend)
 
 
-def export_name(compress, backend: str) -> str:
+def export_name(recipe, backend: str) -> str:
     """``compress.export``, with ``auto`` resolved to the backend's own choice (declared, so no framework is imported)."""
-    if compress.export != "auto":
-        return compress.export
+    if recipe.export != "auto":
+        return recipe.export
     return next(name for name in COMPRESSION_METHODS.names("export", backend)
                 if COMPRESSION_METHODS.spec("export", name, backend).auto)
 
 
-def exporter(compress, backend: str) -> Exporter:
-    return COMPRESSION_METHODS.get("export", export_name(compress, backend), backend)
+def exporter(recipe, backend: str) -> Exporter:
+    return COMPRESSION_METHODS.get("export", export_name(recipe, backend), backend)
 
 
-def prunes(compress, backend: str = "torch") -> bool:
-    """Whether a compress section removes any weight (e.g. magnitude at sparsity 0 is the dense model):
+def prunes(recipe, backend: str = "torch") -> bool:
+    """Whether a compression recipe (the compress section) removes any weight (e.g. magnitude at sparsity 0 is the dense model):
     read from the pruner's declaration, so no framework is imported."""
-    return COMPRESSION_METHODS.spec("prune", compress.prune.method, backend).removes(compress.prune)
+    return COMPRESSION_METHODS.spec("prune", recipe.prune.method, backend).removes(recipe.prune)

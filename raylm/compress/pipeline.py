@@ -48,15 +48,15 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
 
 
 def variant_name(cfg: RaylmConfig) -> str:
-    cc = cfg.compress
-    if cc.variant:
-        return cc.variant
+    recipe = cfg.compress
+    if recipe.variant:
+        return recipe.variant
     parts = []
-    if prunes(cc, cfg.model.backend):
-        parts.append(pruner(cc, cfg.model.backend).tag(cc.prune))
-        if cc.finetune_epochs:
-            parts.append(f"ft{cc.finetune_epochs}")
-    parts.append(f"int8-{cc.quantize.mode}" if cc.quantize.mode != "none" else "fp32")
+    if prunes(recipe, cfg.model.backend):
+        parts.append(pruner(recipe, cfg.model.backend).tag(recipe.prune))
+        if recipe.finetune_epochs:
+            parts.append(f"ft{recipe.finetune_epochs}")
+    parts.append(f"int8-{recipe.quantize.mode}" if recipe.quantize.mode != "none" else "fp32")
     return "-".join(parts)
 
 
@@ -108,12 +108,12 @@ class _Rows:
         return self.val if len(self.val["label"]) <= 256 else {k: v[:256] for k, v in self.val.items()}
 
 
-def _timing(cc) -> dict[str, Any]:
-    return dict(batch_sizes=(1, cc.serving_batch_size), runs=cc.latency_runs, warmup=cc.latency_warmup,
-                threads=cc.latency_threads)
+def _timing(recipe) -> dict[str, Any]:
+    return dict(batch_sizes=(1, recipe.serving_batch_size), runs=recipe.latency_runs, warmup=recipe.latency_warmup,
+                threads=recipe.latency_threads)
 
 
-def _measure_dense(cc, dense_model: torch.nn.Module, rows: _Rows):
+def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
     """The reference runs on the fastest runtime raylm has for it (fp32 ONNX Runtime, 0.2-0.4x eager
     torch's p50 here), so what a candidate gains is the compression's, not the runtime's."""
     from raylm.compress.measure import measure
@@ -122,9 +122,9 @@ def _measure_dense(cc, dense_model: torch.nn.Module, rows: _Rows):
 
     with tempfile.TemporaryDirectory() as scratch:
         dense_onnx = export_onnx(dense_model, rows.example(), Path(scratch) / "dense.onnx")
-        dense_predict = onnx_predictor(dense_onnx, cc.latency_threads)
+        dense_predict = onnx_predictor(dense_onnx, recipe.latency_threads)
         dense, dense_preds = measure(dense_predict, rows.val, rows.inputs, files=[dense_onnx],
-                                     counts=sparsity_stats(dense_model), **_timing(cc))
+                                     counts=sparsity_stats(dense_model), **_timing(recipe))
     return dense | {"runtime": "onnx-fp32"}, dense_preds, dense_predict
 
 
@@ -152,41 +152,41 @@ def _export(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, directory: Pa
             in_memory: np.ndarray) -> tuple[str, dict[str, Any]]:
     """Write the model file into ``directory`` (quantized when a quantizer is set); returns its name
     and the parity of the fp32 export (when the exporter can read it back), before int8 changes numbers."""
-    cc, backend = cfg.compress, cfg.model.backend
-    export, int8 = exporter(cc, backend), quantizer(cc, backend)
+    recipe, backend = cfg.compress, cfg.model.backend
+    export, int8 = exporter(recipe, backend), quantizer(recipe, backend)
     out = directory / export.model_file
     fp32 = out if int8 is None else Path(tempfile.mkdtemp(dir=directory)) / f"fp32-{export.model_file}"
     export.write(model, rows.example(), fp32)
-    parity: dict[str, Any] = {"atol": cc.parity_atol, "rows": int(len(rows.parity()["label"]))}
+    parity: dict[str, Any] = {"atol": recipe.parity_atol, "rows": int(len(rows.parity()["label"]))}
     if export.reader is not None:
         exported = export.reader(fp32, 1)(rows.parity())
-        parity[f"fp32_{export_name(cc, backend)}_max_abs_diff"] = float(np.abs(exported - in_memory).max())
+        parity[f"fp32_{export_name(recipe, backend)}_max_abs_diff"] = float(np.abs(exported - in_memory).max())
     if int8 is not None:
-        int8.apply(fp32, out, cc.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
+        int8.apply(fp32, out, recipe.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
         shutil.rmtree(fp32.parent)
     elif export.shrink is not None:
-        parity |= export.shrink(out, cc)
+        parity |= export.shrink(out, recipe)
     return export.model_file, parity
 
 
 def _check_parity(cfg: RaylmConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
                   in_memory: np.ndarray) -> dict[str, Any]:
     """The reloaded artifact against the in-memory model; an int8 one is checked by its fp32 export."""
-    cc = cfg.compress
+    recipe = cfg.compress
     parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
     parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
     fp32_diffs = [v for k, v in parity.items() if k.startswith("fp32_")]
-    checked = parity["max_abs_diff"] if cc.quantize.mode == "none" else max(fp32_diffs, default=0.0)
-    parity["passed"] = checked <= cc.parity_atol
+    checked = parity["max_abs_diff"] if recipe.quantize.mode == "none" else max(fp32_diffs, default=0.0)
+    parity["passed"] = checked <= recipe.parity_atol
     if not parity["passed"]:
         raise CompressError(f"parity check failed for {variant}: exported model differs from the in-memory one "
-                            f"by more than compress.parity_atol={cc.parity_atol}: {parity}")
+                            f"by more than compress.parity_atol={recipe.parity_atol}: {parity}")
     return parity
 
 
 def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, model_file: str, variant: str,
           fingerprint: str) -> dict[str, Any]:
-    cc = cfg.compress
+    recipe = cfg.compress
     labels = list(loaded.labels)
     return {
         "task": {"modality": cfg.task.modality}, "labels": labels, "inputs": list(MODEL_INPUTS[cfg.task.modality]),
@@ -195,7 +195,7 @@ def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, mo
                          "num_classes": len(labels), "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
                          "config": cfg.to_dict()},
         "model_file": model_file,
-        "recipe": cc.model_dump(mode="json") | {"variant": variant, "export": export_name(cc, cfg.model.backend)},
+        "recipe": recipe.model_dump(mode="json") | {"variant": variant, "export": export_name(recipe, cfg.model.backend)},
         "lineage": {"parent_checkpoint": str(checkpoint), "parent_epoch": loaded.meta.get("epoch"),
                     "parent_metrics": loaded.meta.get("metrics", {}), "data_fingerprint": fingerprint,
                     "config_hash": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]},
@@ -221,7 +221,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
     cfg = _matched_config(cfg, checkpoint, loaded)
-    cc, variant = cfg.compress, variant_name(cfg)
+    recipe, variant = cfg.compress, variant_name(cfg)
 
     ensure_ray()
     quiet_data_progress()
@@ -229,8 +229,8 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
     if list(data.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")
     inputs = MODEL_INPUTS[cfg.task.modality]
-    rows = _Rows(collect(data.validation, inputs + ("label",), cc.max_eval_samples), inputs)
-    dense, dense_preds, dense_predict = _measure_dense(cc, loaded.model, rows)
+    rows = _Rows(collect(data.validation, inputs + ("label",), recipe.max_eval_samples), inputs)
+    dense, dense_preds, dense_predict = _measure_dense(recipe, loaded.model, rows)
 
     model = _prune(cfg, copy.deepcopy(loaded.model), rows, len(loaded.labels))
     model = _finetune(cfg, model, variant)
@@ -243,22 +243,22 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         meta = _meta(cfg, checkpoint, loaded, model, model_file, variant, data.fingerprint)
         write_meta(tmp, meta)
         # The report is measured on the exported file, reloaded as serving will load it.
-        artifact = load_artifact(tmp, threads=cc.latency_threads)
+        artifact = load_artifact(tmp, threads=recipe.latency_threads)
         parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
         compressed, preds = measure(artifact.predict, rows.val, inputs, files=[tmp / model_file], counts=counts,
-                                    **_timing(cc))
+                                    **_timing(recipe))
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
-        compressed["runtime"] = exporter(cc, cfg.model.backend).runtimes[cc.quantize.mode != "none"]
-        paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, cc.serving_batch_size,
-                                      cc.latency_runs, cc.latency_warmup)
-        ratios = variant_ratios(dense, compressed, cc, paired_latency_ratio=paired,
-                                compresses=prunes(cc, cfg.model.backend) or cc.quantize.mode != "none")
+        compressed["runtime"] = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]
+        paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, recipe.serving_batch_size,
+                                      recipe.latency_runs, recipe.latency_warmup)
+        ratios = variant_ratios(dense, compressed, recipe, paired_latency_ratio=paired,
+                                compresses=prunes(recipe, cfg.model.backend) or recipe.quantize.mode != "none")
         report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
                   "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
         meta["report"] = report
         write_meta(tmp, meta)
     if verbose:
-        print(format_table([("dense fp32 onnx", dense), (variant, compressed)], (1, cc.serving_batch_size)))
+        print(format_table([("dense fp32 onnx", dense), (variant, compressed)], (1, recipe.serving_batch_size)))
         print(f"vs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
-              f"p50 {ratios['latency_ratio']:.3f}x at batch {cc.serving_batch_size}: {ratios['gain']['reason']}")
+              f"p50 {ratios['latency_ratio']:.3f}x at batch {recipe.serving_batch_size}: {ratios['gain']['reason']}")
     return report

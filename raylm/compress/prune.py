@@ -125,28 +125,28 @@ def structured_prune(model: nn.Module, ratio: float, example_inputs: tuple[torch
     return model
 
 
-def _magnitude(model: nn.Module, cc, example_inputs: tuple[torch.Tensor, ...], num_classes: int) -> nn.Module:
-    pc = cc.prune
-    if pc.schedule == "gradual" and cc.finetune_epochs:
+def _magnitude(model: nn.Module, recipe, example_inputs: tuple[torch.Tensor, ...], num_classes: int) -> nn.Module:
+    pruning = recipe.prune
+    if pruning.schedule == "gradual" and recipe.finetune_epochs:
         return model  # the fine-tune ramps the mask up itself (magnitude_finetune_hooks)
-    return magnitude_prune(model, pc.sparsity, pc.scope)
+    return magnitude_prune(model, pruning.sparsity, pruning.scope)
 
 
-def magnitude_finetune_hooks(cc) -> dict:
+def magnitude_finetune_hooks(recipe) -> dict:
     """The zeros stay zeros while fine-tuning; ``gradual``: the mask ramps to its target instead."""
     from functools import partial
 
-    pc = cc.prune
-    schedule = partial(scheduled_masks, target=pc.sparsity, scope=pc.scope) if pc.schedule == "gradual" else None
+    pruning = recipe.prune
+    schedule = partial(scheduled_masks, target=pruning.sparsity, scope=pruning.scope) if pruning.schedule == "gradual" else None
     return {"masks": zero_masks, "sparsity_schedule": schedule}
 
 
-def magnitude_tag(pc) -> str:
-    return f"magnitude{round(pc.sparsity * 100)}-{pc.scope}"
+def magnitude_tag(pruning) -> str:
+    return f"magnitude{round(pruning.sparsity * 100)}-{pruning.scope}"
 
 
 COMPRESSION_METHODS.register("prune", "magnitude", "torch")(Pruner(
     tag=magnitude_tag, apply=_magnitude, finetune_hooks=magnitude_finetune_hooks))
 COMPRESSION_METHODS.register("prune", "structured", "torch")(Pruner(
     tag=lambda pruning: f"structured{round(pruning.structured_ratio * 100)}",
-    apply=lambda model, cc, example, num_classes: structured_prune(model, cc.prune.structured_ratio, example, num_classes)))
+    apply=lambda model, recipe, example, num_classes: structured_prune(model, recipe.prune.structured_ratio, example, num_classes)))

@@ -110,10 +110,10 @@ def onnx_predictor(path: str | os.PathLike[str], threads: int = 1):
     return lambda feeds: session.run(["logits"], {n: feeds[n] for n in names})[0]
 
 
-def _sparse_storage(path: Path, cc) -> dict:
+def _sparse_storage(path: Path, recipe) -> dict:
     from raylm.compress.sparse import sparsify_onnx
 
-    return {"sparse_tensors": sparsify_onnx(path)} if cc.sparse_storage else {}
+    return {"sparse_tensors": sparsify_onnx(path)} if recipe.sparse_storage else {}
 
 
 def _save_safetensors(model: torch.nn.Module, example_inputs: dict[str, np.ndarray], path: Path) -> Path:
