@@ -16,9 +16,9 @@ import raylm
 
 # Lowest first. A module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "atomic", "registry", "run_files"},
+    {"errors", "atomic", "registry"},
     {"config"},
-    {"runtime", "hf_sources"},
+    {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report
     {"data", "models"},
     {"train"},
     {"compress"},
