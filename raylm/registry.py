@@ -123,7 +123,10 @@ class Registry(Generic[Spec]):
         return self._implementations[key]
 
     def default(self, task: str) -> str:
-        return next(n for (t, n, _), spec in self.declared.items() if t == task and getattr(spec, "default", False))
+        name = next((n for (t, n, _), spec in self.declared.items() if t == task and getattr(spec, "default", False)), None)
+        if name is None:
+            raise KeyError(f"no default {self.kind} is declared for '{task}' in raylm.registry")
+        return name
 
 
 class ModelRegistry(Registry[ModelSpec]):
