@@ -111,12 +111,23 @@ def test_launcher_turns_token_auth_on_and_keeps_the_dashboard_on_loopback(name):
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
     assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the same token on every node
     setup = raw["head_setup_commands"] + raw["worker_setup_commands"]
-    assert sum(_torch_pin() in c for c in setup) == 2  # torch pinned to the tested version, head and workers
     assert any("-e ~/raylm" in c for c in raw["head_setup_commands"])
+    if name == "aws.yaml":  # raylm's image (cluster/Dockerfile pins torch): nothing pip-installed on a GPU node
+        assert not any("pip" in c for c in raw["worker_setup_commands"]) and not any("torch" in c for c in setup)
+        assert {raw["docker"]["image"].rsplit(":", 1)[1], raw["docker"]["head_image"].rsplit(":", 1)[1]} == \
+            {"0.1.0-gpu", "0.1.0-cpu"} and all("/raylm:" in raw["docker"][k] for k in ("image", "head_image"))
+    else:
+        assert sum(_torch_pin() in c for c in setup) == 2  # torch pinned to the tested version, head and workers
     # Core dumps of Ray's processes would hold the cluster token and the Serve API key.
     assert "ulimit -c unlimited" not in head_start + worker_start
     if name == "local.yaml":
         assert "ulimit -c 0" in head_start
+
+
+def test_aws_head_takes_no_work():
+    raw = _load(CLUSTER / "aws.yaml")
+    assert raw["available_node_types"][raw["head_node_type"]]["resources"]["CPU"] == 0
+    assert "--num-cpus=0" in " ".join(raw["head_start_ray_commands"])
 
 
 def test_aws_security_group_opens_nothing_beyond_the_launchers_ssh_rule():
@@ -209,6 +220,33 @@ def test_every_ray_cluster_has_token_auth_and_a_cluster_internal_head_service(wh
         for env in container.get("env", []):
             assert not (env["name"] == "RAY_AUTH_MODE" and env.get("value") != "token")
             assert env["name"] != "RAY_AUTH_TOKEN" or "valueFrom" in env  # never a literal token
+
+
+@pytest.mark.parametrize("where", sorted(_ray_cluster_specs()))
+def test_every_kuberay_head_takes_no_work(where):
+    assert _ray_cluster_specs()[where]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_rayservice_survives_a_lost_node_and_a_lost_head():
+    """>= 2 replicas, at most one per node, worker pods for all of them; the GCS persisted (fault tolerance)."""
+    from raylm.serve import load_serve_config
+
+    spec = _load(KUBERAY / "rayservice.yaml")["spec"]
+    args = dict(_serve_app(yaml.safe_load(spec["serveConfigV2"])).args)
+    args.pop("artifact")
+    cfg = load_serve_config(None, [f"{k}={v}" for k, v in args.items()])
+    assert cfg.min_replicas >= 2 and cfg.max_replicas_per_node == 1
+    (workers,) = spec["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers["minReplicas"] >= cfg.min_replicas and workers["maxReplicas"] >= cfg.max_replicas
+    ft = spec["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert ft["backend"] in ("rocksdb", "redis") and (ft["backend"] == "rocksdb") == ("redisAddress" not in ft)
+
+
+def _serve_app(config: dict):
+    from ray.serve.schema import ServeDeploySchema
+
+    (app,) = ServeDeploySchema.model_validate(config).applications
+    return app
 
 
 def test_no_manifest_exposes_a_service_outside_the_cluster():
