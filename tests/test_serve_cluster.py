@@ -12,7 +12,7 @@ import pytest
 
 from fixtures.faults import SteadyLoad, running_replicas, wait_for
 
-# Four Ray nodes, an artifact, two replicas and a third started after the loss: 68-148 s here
+# Four Ray nodes, an artifact, two replicas and a third started after the loss: 64-148 s here
 # (load average 9-40), over the default suite's per-test budget.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
