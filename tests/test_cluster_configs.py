@@ -3,8 +3,8 @@ security properties docs/cluster.md promises: token auth on, dashboard / job API
 outside the cluster, the Serve API key from a Kubernetes Secret.
 
 - launcher YAMLs: Ray's own ray-schema.json and the prepare + validate steps of `ray up`;
-- KubeRay manifests: KubeRay v1.7.0's CRD schemas through ../shared/kuberay/validate.py (skipped
-  where that checkout is absent), plus the keys below (always);
+- KubeRay manifests: KubeRay v1.7.0's CRD schemas through cluster/schemas/validate.py (the schemas
+  are in the repo), plus the keys below;
 - serve configs: Ray Serve's ServeDeploySchema, and raylm's own serve section for the app args.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"
 LAUNCHER_YAMLS = ["aws.yaml", "local.yaml"]
 KUBERAY = CLUSTER / "kuberay"
-KUBERAY_VALIDATOR = Path(os.environ.get("RAYLM_KUBERAY_VALIDATOR", REPO.parent / "shared" / "kuberay" / "validate.py"))
+KUBERAY_VALIDATOR = CLUSTER / "schemas" / "validate.py"
 
 
 def _load(path: Path) -> dict:
@@ -112,12 +111,23 @@ def test_launcher_turns_token_auth_on_and_keeps_the_dashboard_on_loopback(name):
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
     assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the same token on every node
     setup = raw["head_setup_commands"] + raw["worker_setup_commands"]
-    assert sum(_torch_pin() in c for c in setup) == 2  # torch pinned to the tested version, head and workers
     assert any("-e ~/raylm" in c for c in raw["head_setup_commands"])
+    if name == "aws.yaml":  # raylm's image (cluster/Dockerfile pins torch): nothing pip-installed on a GPU node
+        assert not any("pip" in c for c in raw["worker_setup_commands"]) and not any("torch" in c for c in setup)
+        assert {raw["docker"]["image"].rsplit(":", 1)[1], raw["docker"]["head_image"].rsplit(":", 1)[1]} == \
+            {"0.1.0-gpu", "0.1.0-cpu"} and all("/raylm:" in raw["docker"][k] for k in ("image", "head_image"))
+    else:
+        assert sum(_torch_pin() in c for c in setup) == 2  # torch pinned to the tested version, head and workers
     # Core dumps of Ray's processes would hold the cluster token and the Serve API key.
     assert "ulimit -c unlimited" not in head_start + worker_start
     if name == "local.yaml":
         assert "ulimit -c 0" in head_start
+
+
+def test_aws_head_takes_no_work():
+    raw = _load(CLUSTER / "aws.yaml")
+    assert raw["available_node_types"][raw["head_node_type"]]["resources"]["CPU"] == 0
+    assert "--num-cpus=0" in " ".join(raw["head_start_ray_commands"])
 
 
 def test_aws_security_group_opens_nothing_beyond_the_launchers_ssh_rule():
@@ -133,7 +143,16 @@ def test_aws_security_group_opens_nothing_beyond_the_launchers_ssh_rule():
 KUBERAY_FILES = sorted(p.name for p in KUBERAY.glob("*.yaml"))
 
 
-@pytest.mark.skipif(not KUBERAY_VALIDATOR.is_file(), reason=f"no KubeRay CRD validator at {KUBERAY_VALIDATOR}")
+def _kuberay_validator():
+    """cluster/schemas/validate.py as a module (cluster/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kuberay_validate", KUBERAY_VALIDATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_kuberay_manifests_pass_the_v1_7_crd_schemas():
     result = subprocess.run([sys.executable, str(KUBERAY_VALIDATOR), *map(str, KUBERAY.glob("*.yaml"))],
                             capture_output=True, text=True, timeout=120)
@@ -141,7 +160,6 @@ def test_kuberay_manifests_pass_the_v1_7_crd_schemas():
     assert "3 KubeRay documents checked, 0 failing" in result.stdout
 
 
-@pytest.mark.skipif(not KUBERAY_VALIDATOR.is_file(), reason=f"no KubeRay CRD validator at {KUBERAY_VALIDATOR}")
 def test_kuberay_validator_rejects_a_worker_group_without_max_replicas(tmp_path):
     doc = _load(KUBERAY / "raycluster.yaml")
     del doc["spec"]["workerGroupSpecs"][0]["maxReplicas"]
@@ -149,6 +167,13 @@ def test_kuberay_validator_rejects_a_worker_group_without_max_replicas(tmp_path)
     result = subprocess.run([sys.executable, str(KUBERAY_VALIDATOR), str(tmp_path / "bad.yaml")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "maxReplicas" in result.stdout
+
+
+def test_kuberay_validator_rejects_an_unknown_gcs_fault_tolerance_backend():
+    doc = _load(KUBERAY / "rayservice.yaml")
+    doc["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"] = {"backend": "etcd"}
+    error = _kuberay_validator().document_errors(doc)
+    assert error is not None and "gcsFaultToleranceOptions/backend" in error and "etcd" in error
 
 
 def test_kuberay_manifests_carry_the_required_keys():
@@ -195,6 +220,33 @@ def test_every_ray_cluster_has_token_auth_and_a_cluster_internal_head_service(wh
         for env in container.get("env", []):
             assert not (env["name"] == "RAY_AUTH_MODE" and env.get("value") != "token")
             assert env["name"] != "RAY_AUTH_TOKEN" or "valueFrom" in env  # never a literal token
+
+
+@pytest.mark.parametrize("where", sorted(_ray_cluster_specs()))
+def test_every_kuberay_head_takes_no_work(where):
+    assert _ray_cluster_specs()[where]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_rayservice_survives_a_lost_node_and_a_lost_head():
+    """>= 2 replicas, at most one per node, worker pods for all of them; the GCS persisted (fault tolerance)."""
+    from raylm.serve import load_serve_config
+
+    spec = _load(KUBERAY / "rayservice.yaml")["spec"]
+    args = dict(_serve_app(yaml.safe_load(spec["serveConfigV2"])).args)
+    args.pop("artifact")
+    cfg = load_serve_config(None, [f"{k}={v}" for k, v in args.items()])
+    assert cfg.min_replicas >= 2 and cfg.max_replicas_per_node == 1
+    (workers,) = spec["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers["minReplicas"] >= cfg.min_replicas and workers["maxReplicas"] >= cfg.max_replicas
+    ft = spec["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert ft["backend"] in ("rocksdb", "redis") and (ft["backend"] == "rocksdb") == ("redisAddress" not in ft)
+
+
+def _serve_app(config: dict):
+    from ray.serve.schema import ServeDeploySchema
+
+    (app,) = ServeDeploySchema.model_validate(config).applications
+    return app
 
 
 def test_no_manifest_exposes_a_service_outside_the_cluster():

@@ -132,7 +132,7 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
     from raylm.tune import sweep
 
     cfg = tiny_config("image", *_SWEEP, "tune.space={train.lr: {grid: [0.01, 1.0e-7]}}", "tune.num_samples=2",
-                      "tune.scheduler=asha", "tune.export=best")
+                      "tune.scheduler=asha", "tune.export=best", "tune.measure_on=trial")
     result = sweep(cfg, verbose=False)
 
     statuses = [r["status"] for r in result.rows]
@@ -141,6 +141,10 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
     assert stopped, f"ASHA stopped no trial: {result.rows}"
     assert all(r["epochs"] < cfg.train.epochs and r["params"]["train.lr"] == 1e-7 for r in stopped)
     assert result.best["params"]["train.lr"] == 0.01 and result.best["accuracy"] > 0.7
+    # tune.measure_on=trial: measured where each trial ran (one machine here), and recorded.
+    measured = [r["measured_on"] for r in result.rows if r["status"] == "completed"]
+    assert measured and all(m["place"] == "trial" and m["cpu"] for m in measured)
+    assert all(r["trial_latency_ms"] is None for r in result.rows)
 
     tune_dir = result.tune_dir
     # One trial at a time, in grid order (good, weak, good, weak): a stopped trial hands its actor to
@@ -178,11 +182,55 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
         if row["params"]["compress.prune.sparsity"] == 0.0 and row["params"]["compress.quantize.mode"] == "none":
             assert row["gain"] is False and row not in result.front  # the dense model again: no gain
     _front_is_non_dominated(result.rows, result.front, result.objectives)
+    # tune.measure_on=driver (default): one probe on the driver's node timed every trial's models.
+    import ray
+
+    (place,) = {json.dumps(r["measured_on"], sort_keys=True) for r in result.rows}
+    place = json.loads(place)
+    assert place["place"] == "driver" and place["node_id"] == ray.get_runtime_context().get_node_id()
+    assert place["cpu"] and place["device"] == "cpu"
+    assert all(r["latency_ms"] > 0 and r["dense_latency_ms"] > 0 and r["trial_latency_ms"] > 0 for r in result.rows)
     recorded = json.loads((result.tune_dir / "trials.json").read_text())
     assert recorded["pareto_front"] == [r["trial_id"] for r in result.front]
+    assert {json.dumps(r["measured_on"], sort_keys=True) for r in recorded["trials"]} == {json.dumps(place, sort_keys=True)}
     assert len(result.exported) == len(result.front)
     for path in result.exported.values():
         assert load_artifact(path).meta["labels"] == ["horizontal", "vertical"]
+
+
+def _measured_row(trial_id: str, accuracy: float, latency_ms: float, cpu: str) -> dict:
+    return {"trial_id": trial_id, "status": "completed", "params": {}, "accuracy": accuracy, "latency_ms": latency_ms,
+            "size_mb": 1.0, "kind": "compressed", "measured_on": {"place": "trial", "node_id": cpu, "node_ip": "10.0.0.1",
+                                                                 "cpu": cpu, "logical_cpus": 8, "device": "cpu"}}
+
+
+def test_a_front_never_ranks_latencies_measured_on_different_hardware():
+    from raylm.tune.results import MixedHardwareError, best_row, fronts_by_hardware, pareto_front
+
+    # A GPU node's fast CPU would put trial b ahead of a on latency: a comparison of machines.
+    rows = [_measured_row("a", 0.9, 5.0, "Intel Xeon Platinum 8375C"), _measured_row("b", 0.9, 2.0, "AMD EPYC 7R32"),
+            _measured_row("c", 0.8, 9.0, "Intel Xeon Platinum 8375C")]
+    objectives = ["accuracy", "latency_ms"]
+    with pytest.raises(MixedHardwareError, match=r"tune\.measure_on: .* 2 kinds of hardware .*AMD EPYC 7R32"):
+        pareto_front(rows, objectives)
+    with pytest.raises(MixedHardwareError):
+        best_row(rows, objectives)
+    # Split: each hardware its own front (a dominates c on the Xeon; b alone on the EPYC).
+    assert sorted(r["trial_id"] for r in fronts_by_hardware(rows, objectives)) == ["a", "b"]
+    # Without latency among the objectives there is nothing hardware-bound to compare.
+    assert {r["trial_id"] for r in pareto_front(rows, ["accuracy"])} == {"a", "b"}
+    # One hardware: ranked as before.
+    same = [_measured_row("a", 0.9, 5.0, "x"), _measured_row("b", 0.9, 2.0, "x")]
+    assert [r["trial_id"] for r in pareto_front(same, objectives)] == ["b"]
+
+
+def test_measure_on_is_refused_naming_the_key(ray_local, tiny_config):
+    from raylm.tune.measure_on import start_probe
+
+    with pytest.raises(ConfigError, match="tune.measure_on"):
+        tiny_config("image", "tune.measure_on=two words")
+    with pytest.raises(ConfigError, match=r"tune\.measure_on=serving_node: no node has a resource named 'serving_node'"):
+        start_probe(tiny_config("image", "tune.measure_on=serving_node"))
 
 
 @pytest.mark.integration

@@ -62,14 +62,13 @@ def latency(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ..
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
-def paired_latency_ratio(candidate: Predict, reference: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ...],
-                         batch_size: int, runs: int, warmup: int) -> float:
-    """p50(candidate) / p50(reference), the two timed in alternation on the same feeds.
+def paired_p50(candidate: Predict, reference: Predict, feeds: dict[str, np.ndarray], runs: int,
+               warmup: int) -> tuple[float, float]:
+    """Median milliseconds of ``candidate`` and of ``reference``, the two timed in alternation on ``feeds``.
 
     Measured one after the other, each model met different load (a sweep runs trials side by
     side): a pruned fp32 model, the dense graph once loaded, measured 0.77x-1.10x of dense.
     Alternating runs share the load, so the ratio is the models' own."""
-    feeds = batch_of(data, inputs, batch_size)
     for _ in range(warmup):
         candidate(feeds), reference(feeds)
     times: dict[int, list[float]] = {0: [], 1: []}
@@ -79,7 +78,14 @@ def paired_latency_ratio(candidate: Predict, reference: Predict, data: dict[str,
             started = time.perf_counter()
             predict(feeds)
             times[which].append(time.perf_counter() - started)
-    return float(np.median(times[0]) / np.median(times[1]))
+    return float(np.median(times[0]) * 1000), float(np.median(times[1]) * 1000)
+
+
+def paired_latency_ratio(candidate: Predict, reference: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ...],
+                         batch_size: int, runs: int, warmup: int) -> float:
+    """p50(candidate) / p50(reference), timed in alternation (``paired_p50``) on ``batch_size`` rows."""
+    ms, reference_ms = paired_p50(candidate, reference, batch_of(data, inputs, batch_size), runs, warmup)
+    return ms / reference_ms
 
 
 def file_sizes(paths: list[Path]) -> dict[str, int]:

@@ -21,6 +21,9 @@ class ServeConfig(Section):
                                                "other requests are arriving (never when none is); None = batch-1 latency")
     min_replicas: int = Field(1, ge=0, description="replicas (autoscaling_config)")
     max_replicas: int = Field(2, ge=1)
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, le=100, description="Serve's max_replicas_per_node: at most this many replicas on one node "
+                                        "(1 on a cluster: a lost node takes one replica); None = no limit")
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
     upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")

@@ -72,6 +72,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
                             "look_back_period_s": cfg.look_back_period_s},
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
+        max_replicas_per_node=cfg.max_replicas_per_node,  # spread: one lost node takes at most this many
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
         health_check_period_s=cfg.health_check_period_s,
     ).bind(paths, default, cfg.model_dump(), key_digest)

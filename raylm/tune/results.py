@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.atomic import atomic_directory, atomic_write_text
-from raylm.config import OBJECTIVE_MODES
+from raylm.config import OBJECTIVE_MODES, ConfigError
 
 _STATUS_ORDER = {"completed": 0, "stopped": 1, "error": 2, "pending": 3}
 
@@ -39,7 +39,8 @@ def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
             "accuracy": m.get("accuracy"), "latency_ms": m.get("latency_ms"), "size_mb": m.get("size_mb"),
             "latency_batch_size": m.get("latency_batch_size"), "variant": m.get("variant"),
             "artifact": m.get("artifact"), "checkpoint": m.get("checkpoint"), "trial_dir": r.path,
-            "time_s": m.get("time_total_s"), "kind": "compressed",
+            "time_s": m.get("time_total_s"), "kind": "compressed", "measured_on": m.get("measured_on"),
+            "trial_latency_ms": m.get("trial_latency_ms"),  # the trial's own timing, where tune.measure_on is elsewhere
             **{k: m.get(k) for k in _DENSE_KEYS},
         }
         if r.error is not None:
@@ -92,17 +93,66 @@ def _dominates(a: dict, b: dict, objectives: list[str]) -> bool:
     return better
 
 
+def hardware_key(record: dict[str, Any] | None) -> tuple | None:
+    """What makes two latencies comparable: the same CPU model, core count and device (node ids
+    differ between identical machines; ``None`` for rows recorded before ``measured_on``)."""
+    if not record:
+        return None
+    return record.get("cpu"), record.get("logical_cpus"), record.get("device")
+
+
+def describe(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "unrecorded hardware"
+    return f"{record.get('cpu')} x{record.get('logical_cpus')} {record.get('device')} ({record.get('node_ip')})"
+
+
+class MixedHardwareError(ConfigError):
+    """Latencies taken on different hardware were about to be ranked against each other."""
+
+
+def by_hardware(rows: list[dict[str, Any]]) -> dict[tuple | None, list[dict[str, Any]]]:
+    """Rows grouped by the hardware their latency was measured on (``measured_on``)."""
+    groups: dict[tuple | None, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(hardware_key(r.get("measured_on")), []).append(r)
+    return groups
+
+
+def _one_hardware(done: list[dict[str, Any]], objectives: list[str]) -> None:
+    """Refuse to rank on latency across hardware: it would rank machines, not models."""
+    if "latency_ms" not in objectives:
+        return
+    groups = by_hardware(done)
+    if len(groups) > 1:
+        seen = "; ".join(f"{len({r['trial_id'] for r in g})} candidate(s) on {describe(g[0].get('measured_on'))}"
+                         for g in groups.values())
+        raise MixedHardwareError(
+            f"tune.measure_on: the sweep's latencies were measured on {len(groups)} kinds of hardware ({seen}); "
+            "a front ranking them would rank machines, not models. trials.json keeps a front per hardware; "
+            "sweep again with tune.measure_on=driver or a custom resource, or drop latency_ms from tune.objectives")
+
+
 def pareto_front(rows: list[dict[str, Any]], objectives: list[str]) -> list[dict[str, Any]]:
     """The candidates (see ``candidates``: dense models and compressed ones that gain) that no other
     candidate dominates (on every objective at least as good, on one strictly better). With one
-    objective: the candidates tied for the best value."""
+    objective: the candidates tied for the best value. Refuses (``MixedHardwareError``) latencies
+    measured on different hardware."""
     done = candidates(rows)
+    _one_hardware(done, objectives)
     return [r for r in done if not any(_dominates(o, r, objectives) for o in done if o is not r)]
 
 
+def fronts_by_hardware(rows: list[dict[str, Any]], objectives: list[str]) -> list[dict[str, Any]]:
+    """One Pareto front per hardware the latencies were measured on, together (never compared)."""
+    return [member for group in by_hardware(rows).values() for member in pareto_front(group, objectives)]
+
+
 def best_row(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any] | None:
-    """The candidate best on the first objective, ties broken by the next ones."""
+    """The candidate best on the first objective, ties broken by the next ones (never latencies of
+    different hardware: ``MixedHardwareError``)."""
     done = candidates(rows)
+    _one_hardware(done, objectives)
     if not done:
         return None
     return max(done, key=lambda r: tuple(r[o] if OBJECTIVE_MODES[o] == "max" else -r[o] for o in objectives))
@@ -158,11 +208,12 @@ def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[s
     params = list(rows[0]["params"]) if rows else []
     front_ids = {r["trial_id"] for r in front}
     fields = ["trial_id", *params, "status", "epochs", "val_accuracy", "accuracy", "latency_ms", "size_mb",
-              *_DENSE_KEYS, "pareto", "artifact", "error"]
+              *_DENSE_KEYS, "pareto", "measured_on", "artifact", "error"]
     buffer = []
     for r in rows:
         buffer.append({**{k: r.get(k) for k in fields if k not in params}, **r["params"],
-                       "pareto": r["trial_id"] in front_ids})
+                       "pareto": r["trial_id"] in front_ids,
+                       "measured_on": describe(r["measured_on"]) if r.get("measured_on") else None})
     csv_path, json_path = tune_dir / "trials.csv", tune_dir / "trials.json"
     with tempfile.NamedTemporaryFile("w", dir=tune_dir, delete=False, newline="", suffix=".csv") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

@@ -184,7 +184,7 @@ def only_these_loggers():
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
-def _trainable(cfg: RaylmConfig, tune_dir: Path):
+def _trainable(cfg: RaylmConfig, tune_dir: Path, probe):
     from ray import tune
 
     from raylm.train import trains_in_process
@@ -192,7 +192,7 @@ def _trainable(cfg: RaylmConfig, tune_dir: Path):
 
     # tune.with_parameters puts the decoded splits in the object store once for all trials.
     trainable = tune.with_parameters(InProcessTrial if trains_in_process(cfg) else run_trial, base=cfg.to_dict(),
-                                     trials_dir=str(tune_dir / "trials"), decoded=_decode_once(cfg))
+                                     trials_dir=str(tune_dir / "trials"), decoded=_decode_once(cfg), probe=probe)
     return tune.with_resources(trainable, trial_resources(cfg))
 
 
@@ -225,11 +225,14 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
 
     A resumed sweep keeps finished trials and reruns only the unfinished ones.
     """
+    import ray
     from ray import tune
 
     from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.tune.measure_on import start_probe
     from raylm.tune.progress import SweepProgress
-    from raylm.tune.results import best_row, export_artifacts, format_table, pareto_front, plot_front, trial_rows, write_results
+    from raylm.tune.results import (MixedHardwareError, best_row, export_artifacts, format_table, fronts_by_hardware,
+                                    pareto_front, plot_front, trial_rows, write_results)
     from raylm.tune.space import check_space, tune_param_space
 
     # A trial's objectives arrive only in its last report; its epoch reports (read by ASHA) lack them.
@@ -248,13 +251,14 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     ensure_ray()
     quiet_data_progress()
     _check_state_api(cfg)
+    probe = start_probe(cfg)  # before any trial: a tune.measure_on nobody can host is refused here
     base = cfg.to_dict()
     progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
     if resume is not None:
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(cfg, tune_dir), resume_errored=True)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(cfg, tune_dir, probe), resume_errored=True)
     else:
         tune_config = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
-        trainable = _trainable(cfg, tune_dir)
+        trainable = _trainable(cfg, tune_dir, probe)
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
@@ -267,13 +271,20 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     # Resumed: the loggers come back from tuner.pkl, and a sweep written before result_loggers()
     # listed JSON there has only Tune's defaults to write its result.json.
-    with only_these_loggers() if resume is None else nullcontext():
-        grid = tuner.fit()
+    try:
+        with only_these_loggers() if resume is None else nullcontext():
+            grid = tuner.fit()
+    finally:
+        if probe is not None:
+            ray.kill(probe)
 
     objectives = list(cfg.tune.objectives)
     rows = trial_rows(grid, list(cfg.tune.space))
-    front = pareto_front(rows, objectives)
-    best = best_row(rows, objectives)
+    try:
+        front, best, mixed = pareto_front(rows, objectives), best_row(rows, objectives), None
+    except MixedHardwareError as err:
+        # Written per hardware so the sweep's work is kept; refused below, after the files.
+        front, best, mixed = fronts_by_hardware(rows, objectives), None, err
     files = write_results(tune_dir, rows, front, best, objectives)
     plot = plot_front(tune_dir / "pareto.png", rows, front)
     if plot is not None:
@@ -281,4 +292,6 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export)
     if verbose:
         print(format_table(rows, front, best))
+    if mixed is not None:
+        raise mixed
     return SweepResult(tune_dir, objectives, rows, front, best, files, exported)

@@ -34,13 +34,16 @@ TRIAL_RECORD = "raylm_trial.json"
 
 
 def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, trial_id: str,
-                      decoded: DecodedSplits | None, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+                      decoded: DecodedSplits | None, on_epoch: Callable[[dict[str, Any]], None] | None,
+                      probe=None) -> dict[str, Any]:
     """Train ``params`` over ``base``, compress the best checkpoint, measure it, record it; the final
     result. ``on_epoch`` given: train in this process and hand it each epoch; else a Ray Train run
-    whose epochs reach the calling Tune function trial through ``TuneReportCallback``."""
+    whose epochs reach the calling Tune function trial through ``TuneReportCallback``. ``probe``:
+    the sweep's latency probe (``tune.measure_on``), which times the artifact where every trial's is."""
     from raylm.compress.objectives import compress_and_measure
     from raylm.data.decoded import sharing
     from raylm.train import build_trainer
+    from raylm.tune.measure_on import measure_trial
     from raylm.tune.space import trial_config
 
     # Not Tune's trial directory: that is a scratch directory on the node, not the run's storage.
@@ -57,7 +60,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         if result.error is not None:
             raise result.error
         best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
-        measured = compress_and_measure(cfg, Path(best.path))
+        measured = measure_trial(probe, cfg, compress_and_measure(cfg, Path(best.path)), best.path)
     final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
              "epochs": result.metrics.get("epoch"), **measured,
              "checkpoint": best.path, "compressed": True}
@@ -68,11 +71,12 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     return final
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, decoded: DecodedSplits | None = None) -> None:
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, decoded: DecodedSplits | None = None,
+              probe=None) -> None:
     """Tune function trainable (trials on several workers or a GPU). ``params``: ``{dotted path: value}``;
     ``base``: the sweep's config; the trial writes ``<trials_dir>/<trial id>/{train,compress}/``."""
     final = train_and_measure(params, base=base, trials_dir=trials_dir, trial_id=tune.get_context().get_trial_id(),
-                              decoded=decoded, on_epoch=None)
+                              decoded=decoded, on_epoch=None, probe=probe)
     # done=True: Tune marks the trial finished as it processes this very result, so an interrupt
     # right after it cannot leave a measured trial "running" (and rerun on resume).
     tune.report(final | {"done": True})
@@ -88,8 +92,8 @@ class InProcessTrial(tune.Trainable):
     costs no extra epoch. ``reset_config`` ends the old thread and starts the next trial's."""
 
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
-              decoded: DecodedSplits | None = None) -> None:
-        self._sweep = {"base": base, "trials_dir": trials_dir, "decoded": decoded}
+              decoded: DecodedSplits | None = None, probe=None) -> None:
+        self._sweep = {"base": base, "trials_dir": trials_dir, "decoded": decoded, "probe": probe}
         self._start(config)
 
     def _start(self, params: dict[str, Any]) -> None:
