@@ -14,6 +14,7 @@ import raylm
 LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
+    {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime"},
     {"data", "models"},
     {"train"},
