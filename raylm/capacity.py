@@ -147,7 +147,7 @@ def read_capacity() -> Capacity:
 
     nodes_up = [{k: float(v) for k, v in n["Resources"].items() if not k.startswith("node:")}
                 for n in ray.nodes() if n.get("Alive")]
-    status = autoscaler_status()
+    status = autoscaler_status() or _v2_status()
     report = status.get("autoscaler_report") or {}
     # Every head runs a monitor; without an autoscaling config it mirrors the nodes through Ray's
     # read-only provider, whose node types are "node_<node id>": that one can add nothing.
@@ -177,6 +177,33 @@ def autoscaler_status() -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - a status we cannot read is no status
         log.debug("autoscaler status unreadable: %s", err)
         return {}
+
+
+def _v2_status() -> dict[str, Any]:
+    """Autoscaler v2 (KubeRay's ``enableInTreeAutoscaling`` with v2, ``RAY_enable_autoscaler_v2``)
+    writes no v1 status record: its cluster status in the same shape, {} without a v2 autoscaler."""
+    try:
+        import ray
+        from ray.autoscaler.v2.sdk import get_cluster_status
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        if not is_autoscaler_v2(fetch_from_server=True):
+            return {}
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    except Exception as err:  # noqa: BLE001 - no v2 autoscaler, or one we cannot read
+        log.debug("autoscaler v2 status unreadable: %s", err)
+        return {}
+    active: dict[str, int] = {}
+    mapping = {}
+    for node in status.active_nodes + status.idle_nodes:
+        active[node.ray_node_type_name] = active.get(node.ray_node_type_name, 0) + 1
+        mapping[node.node_id] = node.ray_node_type_name
+    launches: dict[str, int] = {}
+    for launch in status.pending_launches:
+        launches[launch.ray_node_type_name] = launches.get(launch.ray_node_type_name, 0) + launch.count
+    return {"autoscaler_report": {"active_nodes": active, "pending_launches": launches, "node_type_mapping": mapping,
+                                  "pending_nodes": [(n.ip_address, n.ray_node_type_name) for n in status.pending_nodes],
+                                  "failed_nodes": [(n.ip_address, n.ray_node_type_name) for n in status.failed_nodes]}}
 
 
 def _types_from_gcs(active: dict[str, int]) -> list[NodeType] | None:

@@ -100,7 +100,18 @@ class FakeCluster:
     root: Path = field(init=False)
     proc: subprocess.Popen | None = field(init=False, default=None)
 
-    def start(self, timeout_s: float = 120) -> FakeCluster:
+    def start(self, timeout_s: float = 180, attempts: int = 3) -> FakeCluster:
+        """Start the head; again (fresh ports and dir) when it fails: under a heavy load a raylet
+        misses Ray's fixed 30 s registration window and `ray start` gives up."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_s)
+            except (RuntimeError, TimeoutError):
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> FakeCluster:
         # Short root: Ray's socket paths have a length limit.
         self.root = Path(tempfile.mkdtemp(prefix="rlfc", dir="/tmp"))
         token = self.root / "auth_token"
@@ -148,10 +159,15 @@ class FakeCluster:
         # Its own session: stop() ends exactly this cluster's processes, never another Ray's.
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root,
                                      start_new_session=True)
+        log = self.root / "ray_start.log"
         try:
-            wait_for(lambda: self.proc.poll() is not None or self._api_up(), timeout_s, "the fake cluster's job API")
+            # `ray start --block` prints this once the head's raylet registered (the dashboard may
+            # answer before that and the start still fail), then blocks.
+            wait_for(lambda: self.proc.poll() is not None or ("Ray runtime started" in log.read_text(errors="replace")
+                                                               and self._api_up()),
+                     timeout_s, "the fake cluster's head and job API")
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited:\n{(self.root / 'ray_start.log').read_text()[-3000:]}")
+                raise RuntimeError(f"ray start exited:\n{log.read_text(errors='replace')[-3000:]}")
         except BaseException:
             self.stop()
             raise
@@ -171,9 +187,18 @@ class FakeCluster:
         return self.env | {"RAY_ADDRESS": self.address}
 
     def _api_up(self) -> bool:
-        probe = subprocess.run([*RAY_CLI, "job", "list", "--address", self.dashboard], env=self.env,
-                               capture_output=True, text=True, timeout=60)
-        return probe.returncode == 0
+        """The job API answers an authenticated request (plain HTTP: a `ray job list` process
+        costs seconds of imports per probe on a loaded machine)."""
+        import urllib.error
+        import urllib.request
+
+        token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text()
+        request = urllib.request.Request(f"{self.dashboard}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
 
     def nodes(self) -> list[dict[str, Any]]:
         """The cluster's live nodes, read by a separate short-lived driver (tests keep their own Ray)."""
