@@ -47,10 +47,10 @@ def test_train_from_zero_worker_nodes_scales_up_trains_and_scales_down(fake_clus
     wait_for(lambda: fake_cluster.worker_nodes() == 0, 180, "the cluster back at 0 worker nodes", every_s=3)
 
 
+# The CLI end to end on the real autoscaler's state; every other refusal is in tests/test_capacity.py.
 @pytest.mark.parametrize("overrides, keys", [
     ([], ["train.storage_path", "data.path"]),  # local, not declared shared; the data on the driver's disk only
     (["train.num_workers=3", "train.cpus_per_worker=2", "train.storage_shared=true"], ["train.num_workers"]),  # 7 > 1 + 2 x 2
-    (["train.cpus_per_worker=3", "train.storage_shared=true"], ["train.cpus_per_worker"]),  # no node holds 3
 ])
 def test_cluster_refuses_what_it_can_never_hold_naming_the_key(fake_cluster, data_root, tmp_path, overrides, keys):
     run = _raylm(fake_cluster, "train", *tiny_overrides(tmp_path, data_root, "image"), "train.num_workers=2",
