@@ -101,12 +101,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--per-class", type=int, default=150)
     args = parser.parse_args()
-    import ray
 
     with FakeCluster() as cluster, tempfile.TemporaryDirectory(prefix="rl_scale") as tmp:
         print(json.dumps({"event": "cluster_up", "head_start_s": cluster.start_seconds, "loadavg": os.getloadavg()}),
               flush=True)
+        # Before Ray is imported: it reads its auth mode once.
         os.environ.update({k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")})
+        import ray
+
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         rows = {}
         for name, cpus, nodes in (("2_nodes", 2, 2), ("1_node", 1, 1)):
