@@ -100,3 +100,20 @@ def test_waiting_gives_up_at_the_deadline_naming_what_never_came(monkeypatch):
         with resources_for(training_bundles(2, 1.0, False), timeout_s=0.2, read=lambda: never, poll_s=0.05):
             pass
     assert asked == [[{"CPU": 1.0}] * 3, []]  # asked, then withdrawn so the cluster can scale down
+
+
+def test_progress_lines_reach_the_console_once_on_stdout():
+    import io
+
+    from raylm import console
+    from raylm.capacity import progress
+
+    out, err = io.StringIO(), io.StringIO()
+    console.start(out, err, live=False)
+    try:
+        progress.info("waiting for 3 x {CPU: 1}: autoscaler launching 1 node of ray.worker.cpu")
+    finally:
+        console.stop()
+    progress.info("after the console stopped: nowhere")
+    assert out.getvalue() == "waiting for 3 x {CPU: 1}: autoscaler launching 1 node of ray.worker.cpu\n"
+    assert err.getvalue() == ""
