@@ -309,11 +309,14 @@ def _launching(capacity: Capacity) -> str:
 
 @contextmanager
 def resources_for(bundles: list[Bundle], *, timeout_s: float, key: str = "train.wait_for_resources_s",
-                  read: Callable[[], Capacity] = read_capacity, poll_s: float = 1.0) -> Iterator[Capacity]:
+                  enough: list[Bundle] | None = None, read: Callable[[], Capacity] = read_capacity,
+                  poll_s: float = 1.0) -> Iterator[Capacity]:
     """Hold an autoscaler request for ``bundles`` while the block runs; when they do not fit what is
     up, ask (``ray.autoscaler.sdk.request_resources``) and wait, with one progress line, up to
-    ``timeout_s``, then raise naming what never came. The request is withdrawn on exit, so the
-    cluster scales back down when idle (Ray keeps one request per cluster: the last one wins)."""
+    ``timeout_s``, then raise naming what never came. ``enough``: a smaller demand to start on
+    (an elastic run's minimum; the rest keeps being asked for). The request is withdrawn on exit,
+    so the cluster scales back down when idle (Ray keeps one request per cluster: the last one wins)."""
+    enough = enough or bundles
     capacity = read()
     if capacity.fits_now(bundles) or not capacity.can_grow:
         yield capacity  # nothing to ask for (or no one to ask: the resource checks already ran)
@@ -324,17 +327,17 @@ def resources_for(bundles: list[Bundle], *, timeout_s: float, key: str = "train.
     try:
         began = time.monotonic()
         said = False
-        while not capacity.fits_now(bundles):
+        while not capacity.fits_now(enough):
             waited = time.monotonic() - began
             if not said and (waited >= 5 or _launching(capacity) != "autoscaler asked"):
                 progress.info(f"waiting for {describe_bundles(bundles)}: {_launching(capacity)} "
                               f"(up to {key}={timeout_s:g} s)")
                 said = True
             if waited > timeout_s:
-                missing = _missing(bundles, capacity.nodes_up)
+                missing = _missing(enough, capacity.nodes_up)
                 raise CapacityError(
                     f"{key}={timeout_s:g}: after {waited:.0f} s the cluster still lacks {describe_bundles(missing)} "
-                    f"of the {describe_bundles(bundles)} this run needs; {_launching(capacity)}; {capacity.describe()}")
+                    f"of the {describe_bundles(enough)} this run needs to start; {_launching(capacity)}; {capacity.describe()}")
             time.sleep(poll_s)
             capacity = read()
         if said:

@@ -96,7 +96,7 @@ def test_waiting_gives_up_at_the_deadline_naming_what_never_came(monkeypatch):
     monkeypatch.setattr(sdk, "request_resources", lambda bundles: asked.append(bundles))
     never = Capacity([HEAD], [CPU_WORKERS], autoscaler=True,
                      status={"autoscaler_report": {"pending_launches": {"ray.worker.cpu": 1}}})
-    with pytest.raises(CapacityError, match=r"train\.wait_for_resources_s=0.2: .* lacks 2 x \{CPU: 1\}.*launching 1 node of ray\.worker\.cpu"):
+    with pytest.raises(CapacityError, match=r"train\.wait_for_resources_s=0.2: .* lacks 2 x \{CPU: 1\}.*to start; .*launching 1 node of ray\.worker\.cpu"):
         with resources_for(training_bundles(2, 1.0, False), timeout_s=0.2, read=lambda: never, poll_s=0.05):
             pass
     assert asked == [[{"CPU": 1.0}] * 3, []]  # asked, then withdrawn so the cluster can scale down
@@ -117,3 +117,15 @@ def test_progress_lines_reach_the_console_once_on_stdout():
     progress.info("after the console stopped: nowhere")
     assert out.getvalue() == "waiting for 3 x {CPU: 1}: autoscaler launching 1 node of ray.worker.cpu\n"
     assert err.getvalue() == ""
+
+
+def test_an_elastic_run_starts_once_its_minimum_is_up_while_asking_for_its_maximum(monkeypatch):
+    import ray.autoscaler.sdk as sdk
+
+    asked = []
+    monkeypatch.setattr(sdk, "request_resources", lambda bundles: asked.append(bundles))
+    one_node_up = Capacity([HEAD, {"CPU": 2.0}], [NodeType("ray.worker.cpu", {"CPU": 2.0}, 2, up=1)], autoscaler=True)
+    with resources_for(training_bundles(4, 1.0, False), timeout_s=5, enough=training_bundles(2, 1.0, False),
+                       read=lambda: one_node_up, poll_s=0.05) as capacity:
+        assert capacity is one_node_up and asked == [[{"CPU": 1.0}] * 5]  # started on 2 workers, asking for 4
+    assert asked[-1] == []

@@ -146,7 +146,8 @@ def fit(cfg: RaylmConfig) -> TrainOutcome:
     capacity = check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
     use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
     check_training_fits(capacity, tc.max_workers, tc.cpus_per_worker, use_gpu)
-    with resources_for(training_bundles(tc.max_workers, tc.cpus_per_worker, use_gpu), timeout_s=tc.wait_for_resources_s):
+    with resources_for(training_bundles(tc.max_workers, tc.cpus_per_worker, use_gpu), timeout_s=tc.wait_for_resources_s,
+                       enough=training_bundles(tc.min_workers, tc.cpus_per_worker, use_gpu)):  # elastic: start on min
         trainer, data = build_trainer(cfg)
         try:
             result = trainer.fit()
