@@ -28,6 +28,7 @@ def _console(args: argparse.Namespace, run_dir: Path):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    from raylm.capacity import check_run_paths
     from raylm.console import watch_training
     from raylm.report.runs import run_status
     from raylm.runtime import ensure_ray
@@ -37,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.line(f"raylm train  {cfg.run_dir}")
     with run_status(cfg.run_dir, "train"):
         ensure_ray()
+        check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
         with watch_training(cfg.run_dir / "train", cfg.train.epochs):
             outcome = fit(cfg)
     out.line(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),

@@ -162,6 +162,15 @@ def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
     raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
     handler.raylm_console = True  # type: ignore[attr-defined]
     raylm_log.addHandler(handler)
+    # Progress lines from layers below the console (raylm.capacity: waiting for the autoscaler).
+    lines = logging.StreamHandler(_ConsoleLines(_active))
+    lines.setLevel(logging.INFO)
+    lines.setFormatter(logging.Formatter("%(message)s"))
+    lines.raylm_console = True  # type: ignore[attr-defined]
+    progress_log = logging.getLogger("raylm.progress")
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False  # not again through raylm's warning handler or the root's
+    progress_log.handlers = [h for h in progress_log.handlers if not getattr(h, "raylm_console", False)] + [lines]
     return _active
 
 
@@ -174,6 +183,22 @@ def stop() -> None:
     _active = None
     raylm_log = logging.getLogger("raylm")
     raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
+    progress_log = logging.getLogger("raylm.progress")
+    progress_log.handlers = [h for h in progress_log.handlers if not getattr(h, "raylm_console", False)]
+
+
+class _ConsoleLines:
+    """``raylm.progress`` records as the console's own plain lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            self.console.line(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
 
 
 class _ConsoleStream:

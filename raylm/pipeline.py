@@ -294,6 +294,7 @@ def reentry_stage(cfg: RaylmConfig, record: dict[str, Any], stop: str) -> str:
 def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
     """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
     ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
+    from raylm.capacity import check_run_paths
     from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.tune.results import sweep_table
@@ -314,6 +315,7 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         check_space(cfg)
     record["config"] = cfg.to_dict()
     ensure_ray()
+    check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before the sweep, not at retrain
     quiet_data_progress()
     table = partial(sweep_table, run_dir / "tune")  # read when the sweep stage ends, not before
     for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:

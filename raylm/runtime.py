@@ -139,19 +139,13 @@ def _submitted_job_env_vars() -> dict[str, str]:
     return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
-def check_cpu_budget(num_workers: int, cpus_per_worker: float) -> None:
-    """Ray Data streams on the CPUs the trainers leave free; with none left it waits forever."""
-    import ray
+def check_cpu_budget(num_workers: int, cpus_per_worker: float, use_gpu: bool = False) -> None:
+    """Refuse (naming the key) a run that never fits what the cluster can grow to: its nodes up
+    plus what the autoscaler can add (raylm.capacity). Ray Data streams on the CPUs the trainers
+    leave free; with none left it waits forever, so one CPU is counted for it."""
+    from raylm.capacity import check_training_fits, read_capacity
 
-    total = ray.cluster_resources().get("CPU", 0)
-    left = total - num_workers * cpus_per_worker
-    if left < 1:
-        message = (f"train.num_workers={num_workers} x train.cpus_per_worker={cpus_per_worker} leaves "
-                   f"{left:g} of the cluster's {total:g} CPUs for Ray Data, which needs at least 1: "
-                   "lower train.cpus_per_worker (fractions are fine) or add CPUs")
-        from raylm.config import ConfigError
-
-        raise ConfigError(message)
+    check_training_fits(read_capacity(), num_workers, cpus_per_worker, use_gpu)
 
 
 def quiet_data_progress() -> None:
@@ -161,10 +155,18 @@ def quiet_data_progress() -> None:
     DataContext.get_current().enable_progress_bars = False
 
 
+_said_gpu: set[str] = set()
+
+
 def resolve_use_gpu(setting: bool | str, num_workers: int) -> bool:
+    """``auto``: GPUs when the cluster has one per worker now, or a GPU node type its autoscaler can
+    add (a GPU group at zero nodes); said once on the console in that case."""
     if setting != "auto":
         return bool(setting)
-    import ray
+    from raylm.capacity import gpu_auto, progress, read_capacity
 
-    gpus = ray.cluster_resources().get("GPU", 0)
-    return gpus >= num_workers
+    use_gpu, line = gpu_auto(read_capacity(), num_workers)
+    if line and line not in _said_gpu:
+        _said_gpu.add(line)
+        progress.info(line)
+    return use_gpu

@@ -86,7 +86,12 @@ _TINY_MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"
 
 def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overrides: str):
     """The tiny config rooted at ``root`` (for fixtures wider than one test, e.g. module scope)."""
-    base = [
+    return load_config(None, tiny_overrides(root, data_root, modality) + list(overrides))
+
+
+def tiny_overrides(root: Path, data_root: dict[str, Path], modality: str) -> list[str]:
+    """The tiny config as ``key=value`` overrides (for ``raylm <verb>`` in a subprocess)."""
+    return [
         f"task.modality={modality}",
         f"model.name={_TINY_MODELS[modality]}",
         f"data.path={data_root[modality]}",
@@ -103,7 +108,6 @@ def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overr
         "train.cpus_per_worker=0.5",
         "train.lr=0.005",
     ]
-    return load_config(None, base + list(overrides))
 
 
 @pytest.fixture
@@ -114,6 +118,17 @@ def tiny_config(data_root, tmp_path):
         return tiny_config_in(tmp_path, data_root, modality, *overrides)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def fake_cluster():
+    """Ray's fake_multinode autoscaler (tests/helpers/fake_cluster.py): a 1-CPU head and 0..2 worker
+    nodes of 2 CPUs that the autoscaler adds on demand and removes when idle. Its own ports, temp dir,
+    token and process session: the shared ``ray_local`` Ray never sees it. ~5-15 s to start."""
+    from helpers.fake_cluster import FakeCluster
+
+    with FakeCluster() as cluster:
+        yield cluster
 
 
 def pytest_collection_modifyitems(config, items):

@@ -426,7 +426,7 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
         cluster.wait_for_nodes()
         cfg = tiny_config("image", "train.epochs=6", "train.batch_size=4", "train.num_workers=[1,2]",
                           "train.cpus_per_worker=2", "train.max_failures=2",
-                          "train.name=elastic")
+                          "train.name=elastic", "train.storage_shared=true")  # two nodes, one disk
         removed = threading.Event()
 
         def remove_the_node_mid_run() -> None:

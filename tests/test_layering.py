@@ -18,6 +18,7 @@ import raylm
 LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
+    {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report
     {"data", "models"},
     {"train"},

@@ -18,7 +18,8 @@ def test_two_workers_land_on_different_nodes(tiny_config):
     try:
         ray.init(address=cluster.address)
         cluster.wait_for_nodes()
-        outcome = fit(tiny_config("image", "train.epochs=1", "train.placement_strategy=STRICT_SPREAD"))
+        outcome = fit(tiny_config("image", "train.epochs=1", "train.placement_strategy=STRICT_SPREAD",
+                                 "train.storage_shared=true"))  # two nodes, one disk
         assert outcome.metrics["epoch"] == 1
         workers = [a for a in list_actors(detail=True, limit=1000) if a.class_name == "RayTrainWorker"]
         assert len({w.node_id for w in workers}) == 2

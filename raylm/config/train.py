@@ -31,6 +31,11 @@ class TrainConfig(Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
     storage_path: str = Field("~/raylm_runs", description="root of all run directories")
+    storage_shared: bool = Field(
+        False, description="storage_path (and data.path) are NFS-style mounts every node of the cluster has at the "
+        "same place; without it a local path is refused on a cluster of several nodes (a URI is always fine)")
+    wait_for_resources_s: float = Field(
+        600, ge=0, description="how long a run that needs more than is up waits for the autoscaler to add it")
     name: PlainName | None = Field(None, description="run name (one directory under storage_path); default <modality>-<model>-<time>")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     seed: int = 0

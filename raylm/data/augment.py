@@ -271,7 +271,7 @@ def augment_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.
 class EpochClock:
     """Holds the current epoch of each training run for the augmentation UDFs (see module doc).
 
-    One small actor per cluster (named, detached, 0 CPUs) serves every run by run id."""
+    One small actor per cluster (named, detached, 0 CPUs, on the head node) serves every run by run id."""
 
     def __init__(self) -> None:
         self._epochs: dict[str, int] = {}
@@ -296,17 +296,29 @@ def _clock():
     # Keyed by node id: a process that shut Ray down and started a new one gets a fresh handle.
     node = ray.get_runtime_context().get_node_id()
     if node not in _clock_handles:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         actor = ray.remote(num_cpus=0)(EpochClock)
         _clock_handles.clear()
-        # Outside any placement group: created from a sweep trial, the clock was captured into that
-        # trial's group and died with it, failing the trials that shared it (one of 12 in a sweep).
+        # Pinned to the head node (hard affinity, 0 CPUs): the autoscaler never removes the head,
+        # while a worker node that goes idle is scaled down, and a detached clock placed there would
+        # die with it and fail every run that shares it. An explicit strategy also keeps it out of
+        # any placement group: created from a sweep trial, the clock was once captured into that
+        # trial's group and died with it (one of 12 trials failed).
         _clock_handles[node] = actor.options(name=_CLOCK_NAME, namespace=_CLOCK_NAMESPACE, lifetime="detached",
                                              get_if_exists=True,
-                                             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)
+                                             scheduling_strategy=NodeAffinitySchedulingStrategy(_head_node_id() or node,
+                                                                                                soft=False)
                                              ).remote()
     return _clock_handles[node]
+
+
+def _head_node_id() -> str | None:
+    """The live head node (it carries Ray's ``node:__internal_head__`` resource)."""
+    import ray
+
+    return next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]),
+                None)
 
 
 def set_epoch(run_id: str | None, epoch: int) -> None:

@@ -59,7 +59,8 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         BACKEND_ENV_VARS = {}
 
     tc = cfg.train
-    check_cpu_budget(tc.max_workers, tc.cpus_per_worker)  # at full size, Ray Data still needs a CPU
+    use_gpu = False if in_process else resolve_use_gpu(tc.use_gpu, tc.min_workers)
+    check_cpu_budget(tc.max_workers, tc.cpus_per_worker, use_gpu)  # at full size, Ray Data still needs a CPU
     quiet_data_progress()
     data = build_datasets(cfg)
     # hooks: what a stage above training changes about the run (compression's fine-tune), typed.
@@ -73,7 +74,6 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         run_dir = Path(where["storage_path"]) / where["name"] if "storage_path" in where else cfg.run_dir
         return InProcessTrainer(train_loop_per_worker, loop_config, datasets, run_dir, tc.keep_checkpoints,
                                 on_report), data
-    use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
         name="train",
@@ -134,14 +134,25 @@ def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
 
 
 def fit(cfg: RaylmConfig) -> TrainOutcome:
-    """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``)."""
-    trainer, data = build_trainer(cfg)
+    """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``). On a cluster
+    that must grow first, the autoscaler is asked for the whole run and waited for (up to
+    ``train.wait_for_resources_s``) before Ray Train starts its worker group."""
     import ray.train
 
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error
-        raise TrainingFailed(_failure_message(cfg, err)) from err
+    from raylm.capacity import check_run_paths, check_training_fits, resources_for, training_bundles
+    from raylm.runtime import resolve_use_gpu
+
+    tc = cfg.train
+    capacity = check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
+    use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
+    check_training_fits(capacity, tc.max_workers, tc.cpus_per_worker, use_gpu)
+    with resources_for(training_bundles(tc.max_workers, tc.cpus_per_worker, use_gpu), timeout_s=tc.wait_for_resources_s,
+                       enough=training_bundles(tc.min_workers, tc.cpus_per_worker, use_gpu)):  # elastic: start on min
+        trainer, data = build_trainer(cfg)
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error
+            raise TrainingFailed(_failure_message(cfg, err)) from err
     if result.error is not None:
         raise TrainingFailed(_failure_message(cfg, result.error)) from result.error
     if result.checkpoint is None:

@@ -60,8 +60,7 @@ def trial_resources(cfg: RaylmConfig) -> dict[str, float]:
 
 def concurrency(cfg: RaylmConfig) -> int:
     """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold."""
-    import ray
-
+    from raylm.capacity import read_capacity
     from raylm.train import trains_in_process
 
     tc, tr = cfg.tune, cfg.train
@@ -70,14 +69,19 @@ def concurrency(cfg: RaylmConfig) -> int:
     else:
         per_trial = tc.trial_cpus + tr.max_workers * tr.cpus_per_worker
         needs = "tune.trial_cpus + train.num_workers x train.cpus_per_worker"
-    resources = ray.cluster_resources()
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    # What the cluster can grow to (nodes up + what its autoscaler can add): Tune queues the trials
+    # that do not fit yet, and their pending demand makes the autoscaler add nodes.
+    capacity = read_capacity()
+    cpus, gpus = capacity.total_max("CPU"), capacity.total_max("GPU")
+    if math.isinf(cpus):  # an autoscaler whose node types are unknown: plan on what is up
+        cpus, gpus = capacity.total_up("CPU"), capacity.total_up("GPU")
     if tr.use_gpu is True and gpus < tr.max_workers:
         # GPU workers scaled to zero: the autoscaler adds them (and their CPUs) once trials ask,
         # so today's resources say nothing; run what the user asked for.
         log.warning("the cluster has %g GPUs now; running %d trial(s) at a time and leaving the GPU workers "
                     "to the autoscaler", gpus, tc.max_concurrent_trials or 1)
         return tc.max_concurrent_trials or 1
+    grown = " (including what its autoscaler can add)" if capacity.can_grow else ""
     fits = math.floor((cpus - 1 + 1e-9) / per_trial)
     if tr.use_gpu is not False and gpus >= tr.max_workers:
         fits = min(fits, math.floor(gpus / tr.max_workers))
@@ -85,10 +89,10 @@ def concurrency(cfg: RaylmConfig) -> int:
         if tc.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
                 f"tune.max_concurrent_trials={tc.max_concurrent_trials}: each trial takes {needs} = "
-                f"{per_trial:g} CPUs and Ray Data needs 1 more; the cluster's {cpus:g} CPUs fit {max(fits, 0)} at once")
+                f"{per_trial:g} CPUs and Ray Data needs 1 more; the cluster's {cpus:g} CPUs{grown} fit {max(fits, 0)} at once")
         return tc.max_concurrent_trials
     if fits < 1:
-        raise ConfigError(f"one trial needs {per_trial:g} CPUs ({needs}) plus 1 for Ray Data; the cluster has {cpus:g}")
+        raise ConfigError(f"one trial needs {per_trial:g} CPUs ({needs}) plus 1 for Ray Data; the cluster has {cpus:g}{grown}")
     return fits
 
 
@@ -228,6 +232,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     import ray
     from ray import tune
 
+    from raylm.capacity import check_run_paths
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.tune.measure_on import start_probe
     from raylm.tune.progress import SweepProgress
@@ -249,6 +254,7 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
             raise ConfigError(f"train.name: {tune_dir} already holds a sweep; continue it with "
                               f"--resume {cfg.run_dir} or choose another train.name")
     ensure_ray()
+    check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
     quiet_data_progress()
     _check_state_api(cfg)
     probe = start_probe(cfg)  # before any trial: a tune.measure_on nobody can host is refused here
