@@ -172,7 +172,7 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
     cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "compress.prune.method=magnitude",
                       "tune.space={compress.prune.sparsity: {choice: [0.0, 0.9]}, compress.quantize.mode: {choice: [none, dynamic]}}",
                       "tune.search=optuna", "tune.num_samples=3", "tune.objectives=[accuracy, latency_ms, size_mb]",
-                      "tune.export=pareto")
+                      "tune.export=pareto", "tune.measure_on=driver")
     result = sweep(cfg, verbose=False)
 
     assert [r["status"] for r in result.rows].count("completed") == 3, result.rows
@@ -182,7 +182,7 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
         if row["params"]["compress.prune.sparsity"] == 0.0 and row["params"]["compress.quantize.mode"] == "none":
             assert row["gain"] is False and row not in result.front  # the dense model again: no gain
     _front_is_non_dominated(result.rows, result.front, result.objectives)
-    # tune.measure_on=driver (default): one probe on the driver's node timed every trial's models.
+    # tune.measure_on=driver: one probe on the driver's node timed every trial's models.
     import ray
 
     (place,) = {json.dumps(r["measured_on"], sort_keys=True) for r in result.rows}
@@ -327,3 +327,11 @@ def test_the_pipeline_shows_the_saved_sweep_table_after_the_tune_stage(tmp_path)
         console.stop()  # and its warning handler: later tests' raylm warnings go to their own stderr
     assert table in out.getvalue()
     assert sweep_table(tmp_path / "missing") == ""
+
+
+@pytest.mark.integration
+def test_measure_on_auto_times_in_the_trial_on_one_node_that_cannot_grow(ray_local, tiny_config):
+    """auto: on one node with no autoscaler every place is the same hardware, so no probe is started."""
+    from raylm.tune.measure_on import start_probe
+
+    assert start_probe(tiny_config("image", "tune.measure_on=auto")) is None

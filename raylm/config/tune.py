@@ -74,9 +74,10 @@ class TuneConfig(Section):
         "best", description="best: the top trial's artifact to <run>/compress/tune-best; pareto: every front member")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     measure_on: str = Field(
-        "driver", pattern=r"^[A-Za-z0-9_.:/-]+$",
+        "auto", pattern=r"^[A-Za-z0-9_.:/-]+$",
         description="where every trial's latency is measured, one model at a time, so a sweep's rows compare: "
-                    "driver (the sweep driver's node), trial (wherever each trial lands: rows may mix hardware, "
+                    "auto (trial on a one-node cluster that cannot grow, where every place is the same hardware; "
+                    "driver otherwise), driver (the sweep driver's node), trial (wherever each trial lands: rows may mix hardware, "
                     "and then the sweep refuses to rank latencies across it) or a custom resource's name "
                     "(e.g. one only the serving node type has)")
 

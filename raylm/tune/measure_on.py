@@ -2,7 +2,8 @@
 
 A trial compresses and measures where Tune put it; on a cluster that is a CPU head for one trial
 and a GPU node for the next, and a front ranking those latencies ranks machines, not models. With
-``tune.measure_on: driver`` (default) or ``<custom resource>``, the sweep starts one
+``tune.measure_on: driver`` or ``<custom resource>`` (``auto``, the default, picks driver on a cluster
+that spans or can grow to several nodes, else trial), the sweep starts one
 :class:`LatencyProbe` actor pinned there (the driver's node; a node that has the resource); each
 trial hands it the exported artifact, its dense checkpoint and one batch of validation rows, and
 the probe times the two in alternation, one trial at a time. ``trial`` keeps the old behaviour.
@@ -102,6 +103,13 @@ def start_probe(cfg: RaylmConfig):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     place = cfg.tune.measure_on
+    if place == "auto":
+        # One node that cannot grow: every trial lands on the driver's hardware, so timing in the
+        # trial compares as well as the probe would, without the probe's per-trial round trip
+        # (~4 s per tiny trial on 2 cores, benchmarks/measure_on.py).
+        from raylm.capacity import read_capacity
+
+        place = "driver" if read_capacity().multi_node else "trial"
     if place == "trial":
         return None
     if place == "driver":
