@@ -12,7 +12,7 @@ import raylm
 
 # Lowest first. A module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "atomic", "registry"},
+    {"errors", "atomic", "registry", "storage"},
     {"config"},
     {"runtime"},
     {"data", "models"},
