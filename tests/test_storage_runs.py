@@ -60,3 +60,83 @@ def test_training_resumes_from_the_bucket_on_another_node(ray_with_s3, s3_server
     assert not _local_dirs_named(name, node_a, node_b, Path.home() / "raylm_runs")
     assert not list((node_a / "scratch").iterdir()) and not list((node_b / "scratch").iterdir())
     assert not (node_a / "s3:").exists() and not (node_b / "s3:").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bytes_under(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server, tiny_config, data_root, tmp_path,
+                                                          monkeypatch):
+    """sweep -> retrain -> compress -> evaluate -> serve with train.storage_path=s3://...: everything the
+    run keeps is in the bucket; the served model answers from the artifact it downloaded there."""
+    import base64
+    import json
+
+    import requests
+    from ray import serve
+
+    from raylm.pipeline import run_pipeline
+
+    bucket, name = ray_with_s3, "pipe-s3"
+    cwd, scratch, cache = tmp_path / "cwd", tmp_path / "scratch", tmp_path / "cache"
+    for d in (cwd, scratch):
+        d.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(cache))
+    port = _free_port()
+    cfg = tiny_config("image", f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.num_workers=1",
+                      "train.epochs=1", "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=2",
+                      "tune.max_concurrent_trials=1", "tune.export=none", "tune.objectives=[accuracy, latency_ms]",
+                      "compress.latency_runs=3", "compress.latency_warmup=1", "pipeline.retrain_epochs=2",
+                      "pipeline.retrain_workers=2", "serve.replica_cpus=0.25", "serve.max_replicas=1",
+                      f"serve.port={port}")
+    try:
+        record = run_pipeline(cfg, verbose=False)
+        stages = record["stages"]
+        assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
+        run_uri = f"s3://{bucket}/runs/{name}"
+        assert record["run_dir"] == run_uri
+        assert stages["train"]["checkpoint"].startswith(f"{run_uri}/train/checkpoint_")
+        assert stages["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
+        assert stages["tune"]["tune_dir"] == f"{run_uri}/tune"
+        assert stages["evaluate"]["accuracy"] > 0.7
+
+        # The served model, loaded from the bucket through the cache, answers every image of the data.
+        files = sorted(p for p in Path(data_root["image"]).rglob("*.png"))
+        body = {"image": [base64.b64encode(p.read_bytes()).decode() for p in files]}
+        answer = requests.post(stages["serve"]["url"], json=body, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        predicted = [p["label"] for p in answer.json()["predictions"]]
+        correct = sum(label == p.parent.name for label, p in zip(predicted, files))
+        assert correct / len(files) > 0.8, (correct, len(files))  # a constant predictor gets 0.5
+
+        objects = s3_server.objects(bucket, f"runs/{name}/")
+        keys = {k.removeprefix(f"runs/{name}/") for k in objects}
+        assert {"pipeline.json", "_COMMITTED", "compress/pipeline/artifact.json", "tune/trials.json"} <= keys
+        assert any(k.startswith("train/checkpoint_") and k.endswith("model.safetensors") for k in keys)
+        committed = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/_COMMITTED")["Body"].read())
+        assert "pipeline.json" in committed["files"] and "compress/pipeline/artifact.json" in committed["files"]
+        saved = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/pipeline.json")["Body"].read())
+        assert set(saved["stages"]) == set(stages) and saved["stages"]["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
+
+        # No run state on the local disk: no directory named after the run in the working directory,
+        # ~/raylm_runs or this test's directories; the scratch is gone; only the content-keyed cache holds
+        # the downloaded checkpoint and artifact (docs/storage.md).
+        assert not _local_dirs_named(name, cwd, Path.home() / "raylm_runs", tmp_path)
+        assert not list(scratch.iterdir()) and not (cwd / "s3:").exists()
+        local = _bytes_under(scratch) + _bytes_under(cwd)
+        print(json.dumps({"bucket_bytes": sum(objects.values()), "bucket_objects": len(objects),
+                          "local_run_bytes": local, "cache_bytes": _bytes_under(cache)}))
+        assert local == 0
+    finally:
+        serve.shutdown()

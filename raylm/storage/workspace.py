@@ -73,6 +73,21 @@ def publish_workspace(location: StoragePath) -> dict[str, int] | None:
     return publish(scratch, location, exclude=RAY_OWNED)
 
 
+def stored(path: str | os.PathLike[str] | StoragePath) -> StoragePath:
+    """Where ``path`` lives in storage: a path inside an open scratch maps to its run's URI (e.g. the
+    run's ``train/``, which never passes through the scratch); any other path or URI as itself."""
+    if isinstance(path, StoragePath):
+        return path
+    if is_uri(path):
+        return StoragePath.of(path)
+    local = Path(path).expanduser().absolute()
+    for location, scratch in _OPEN.values():
+        if local == scratch or scratch in local.parents:
+            rel = local.relative_to(scratch).as_posix()
+            return location.join(rel) if rel != "." else location
+    return StoragePath.of(local)
+
+
 def public_paths(value: Any) -> Any:
     """``value`` (a record: dicts, lists, strings) with every open scratch path replaced by its
     storage URI: records name where things are for everyone, not in this process's scratch."""
