@@ -255,23 +255,38 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from raylm.report import write_report
     from raylm.report.collect import kind_of
+    from raylm.storage import StoragePath, is_uri, public_paths, run_workspace
 
+    if is_uri(args.run_dir):
+        # Rendered in a local scratch of the run, then committed back beside it (report.html).
+        location = StoragePath.of(args.run_dir)
+        with run_workspace(location) as run_dir:
+            if kind_of(run_dir) is None:
+                raise ConfigError(f"run: {location} is not a committed raylm run (no pipeline.json, tune/ or train/)")
+            return _report(args, run_dir, public_paths)
     run_dir = Path(args.run_dir).expanduser().resolve()
     if not run_dir.is_dir() or kind_of(run_dir) is None:
         raise ConfigError(f"run: {run_dir} is not a raylm run directory (no pipeline.json, tune/ or train/)")
+    return _report(args, run_dir, public_paths)
+
+
+def _report(args: argparse.Namespace, run_dir: Path, public_paths) -> int:
+    from raylm.report import write_report
+
     out = _console(args, run_dir)
-    out.line(str(write_report(run_dir, preview=not args.no_preview)))
+    out.line(str(public_paths(str(write_report(run_dir, preview=not args.no_preview)))))
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from raylm.config import TrainConfig
     from raylm.report.runs import format_runs, list_runs
+    from raylm.storage import is_uri
 
-    storage = Path(args.storage_path or TrainConfig().storage_path).expanduser()
-    if not storage.is_dir():
+    raw = args.storage_path or TrainConfig().storage_path
+    storage = raw if is_uri(raw) else Path(raw).expanduser()
+    if not is_uri(raw) and not storage.is_dir():
         raise ConfigError(f"storage_path: {storage} is not a directory")
     runs = list_runs(storage)
     print(format_runs(runs) if runs else f"no raylm runs under {storage}")

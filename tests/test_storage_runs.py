@@ -11,25 +11,34 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def ray_with_s3(s3_bucket):
-    """Ray (re)started after the bucket's AWS_* variables are set, so its workers inherit them."""
+@pytest.fixture(scope="module")
+def _ray_for_s3(s3_server):
+    """Ray (re)started once for this module after AWS_* point at the S3 server, so that its workers
+    (Train workers, Serve replicas) inherit them; shut down after, so that later tests' Ray does not."""
     import ray
 
     from raylm.runtime import ensure_ray
 
-    if ray.is_initialized():
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_server.env().items():
+            env.setenv(key, value)
+        if ray.is_initialized():
+            ray.shutdown()
+        ensure_ray(num_cpus=2, configure_logging=False)
+        yield
         ray.shutdown()
-    ensure_ray(num_cpus=2, configure_logging=False)
-    yield s3_bucket
-    ray.shutdown()  # the next test's Ray must not point at this test's S3 server
+
+
+@pytest.fixture
+def ray_with_s3(_ray_for_s3, s3_bucket):
+    return s3_bucket
 
 
 def _local_dirs_named(name: str, *roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob(name) if p.is_dir()]
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-group"])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "worker-group"])
 def test_training_resumes_from_the_bucket_on_another_node(ray_with_s3, s3_server, tiny_config, tmp_path,
                                                           monkeypatch, workers):
     from raylm.train import fit
@@ -128,6 +137,24 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
         assert "pipeline.json" in committed["files"] and "compress/pipeline/artifact.json" in committed["files"]
         saved = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/pipeline.json")["Body"].read())
         assert set(saved["stages"]) == set(stages) and saved["stages"]["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
+
+        # `raylm runs` and `raylm report` on the bucket: the run listed from its committed files, the
+        # report rendered locally and committed back beside them.
+        import argparse
+
+        from raylm.cli import cmd_report
+        from raylm.report.runs import list_runs
+
+        (row,) = list_runs(f"s3://{bucket}/runs")
+        assert (row["name"], row["kind"], row["stage"], row["path"]) == (name, "pipeline", "serve", run_uri)
+        assert row["best_accuracy"] == pytest.approx(max(stages["evaluate"]["accuracy"], stages["compress"]["accuracy"],
+                                                         row["best_accuracy"]))
+        assert cmd_report(argparse.Namespace(run_dir=run_uri, no_preview=True, verbose=True)) == 0
+        report = s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/report.html")["Body"].read().decode()
+        assert name in report and "pipeline" in report
+        committed = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/_COMMITTED")["Body"].read())
+        assert "report.html" in committed["files"] and "pipeline.json" in committed["files"]
+        objects = s3_server.objects(bucket, f"runs/{name}/")
 
         # No run state on the local disk: no directory named after the run in the working directory,
         # ~/raylm_runs or this test's directories; the scratch is gone; only the content-keyed cache holds

@@ -125,7 +125,7 @@ def kind_of(run_dir: Path) -> str | None:
         return "pipeline"
     if (run_dir / SWEEP_CONFIG).is_file():
         return "sweep"
-    if (run_dir / "train").is_dir():
+    if stored(run_dir / "train").is_dir():  # a URI run's train/ is only in its storage
         return "train"
     status = read_json(run_dir / "logs" / "status.json")  # a run that failed before writing anything
     return status.get("command") if isinstance(status, dict) else None

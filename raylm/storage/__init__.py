@@ -9,8 +9,8 @@ See docs/storage.md.
 
 from raylm.storage.commit import MARKER, NotCommitted, cache_root, cached_tree, committed, fetch, publish
 from raylm.storage.location import StoragePath, StorageURIError, check_uri, is_uri
-from raylm.storage.workspace import localize, public_paths, publish_workspace, run_workspace, scratch_dir, stored
+from raylm.storage.workspace import localize, public_paths, publish_workspace, run_view, run_workspace, scratch_dir, stored
 
 __all__ = ["MARKER", "NotCommitted", "StoragePath", "StorageURIError", "cache_root", "cached_tree", "check_uri",
            "committed", "fetch", "is_uri", "localize", "public_paths", "publish", "publish_workspace",
-           "run_workspace", "scratch_dir", "stored"]
+           "run_view", "run_workspace", "scratch_dir", "stored"]

@@ -99,8 +99,8 @@ def commit_root(location: StoragePath, max_up: int = 8) -> tuple[StoragePath, st
 def fetch(location: StoragePath, local_dir: Path, *, only: tuple[str, ...] | None = None,
           exclude: tuple[str, ...] = ()) -> int:
     """Download the committed files below ``location`` into ``local_dir`` (sha256 checked);
-    ``only``/``exclude``: top-level names to keep or leave out. Returns the bytes downloaded; 0 when
-    nothing below ``location`` is committed."""
+    ``only``/``exclude``: relative paths (or their top-level names) to keep or leave out. Returns the
+    bytes downloaded; 0 when nothing below ``location`` is committed."""
     found = commit_root(location)
     if found is None:
         return 0
@@ -108,7 +108,7 @@ def fetch(location: StoragePath, local_dir: Path, *, only: tuple[str, ...] | Non
     total = 0
     for name, entry in files.items():
         top = name.split("/")[0]
-        if (only is not None and top not in only) or top in exclude:
+        if (only is not None and top not in only and name not in only) or top in exclude:
             continue
         target = Path(local_dir) / name
         location.join(name).download_file(target)

@@ -65,6 +65,25 @@ def run_workspace(location: StoragePath) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def run_view(location: StoragePath, only: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """A read-only local view of a stored run (``only``: the files or top-level names to download);
+    paths below it map to the run's storage (``stored``) like a workspace's, but nothing is published."""
+    if location.is_local or location.uri in _OPEN:
+        with run_workspace(location) as here:
+            yield here
+        return
+    with tempfile.TemporaryDirectory(prefix="raylm-view-", dir=os.environ.get("RAYLM_SCRATCH_DIR")) as root:
+        view = Path(root) / location.name
+        view.mkdir()
+        fetch(location, view, only=only, exclude=RAY_OWNED)
+        _OPEN[location.uri] = (location, view)
+        try:
+            yield view
+        finally:
+            del _OPEN[location.uri]
+
+
 def publish_workspace(location: StoragePath) -> dict[str, int] | None:
     """Commit the open workspace of ``location`` to storage now (a stage ended)."""
     scratch = scratch_dir(location)
