@@ -167,3 +167,24 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
         assert local == 0
     finally:
         serve.shutdown()
+
+
+def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s3_server, tiny_config, tmp_path):
+    """With URI storage a demo set is generated once, committed under <storage>/_cache/ and Ray Data
+    reads it from the bucket (every node can); the labels and the split come out as from the local copy."""
+    from raylm.data import build_datasets, resolve_source
+    from raylm.storage import committed, StoragePath
+
+    bucket = ray_with_s3
+    small = ("data.path=null", "data.name=digits", "data.samples_per_class=6")
+    local_cfg = tiny_config("image", *small)
+    cfg = tiny_config("image", *small, f"train.storage_path=s3://{bucket}/runs")
+    source, is_demo = resolve_source(cfg)
+    assert is_demo and source.startswith(f"s3://{bucket}/runs/_cache/demo/digits-")
+    files = committed(StoragePath.of(source))
+    assert files and all(k.endswith(".png") for k in files)
+    assert sum(s3_server.objects(bucket, "runs/_cache/").values()) >= sum(f["size"] for f in files.values())
+    remote, local = build_datasets(cfg), build_datasets(local_cfg)
+    assert remote.labels == local.labels and len(remote.labels) == 10
+    assert remote.validation.count() == local.validation.count() > 0
+    assert remote.train.count() == local.train.count()
