@@ -111,7 +111,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     artifact_dir = served_artifact(run_dir, stages, sweep)
     artifact = read_json(artifact_dir / "artifact.json") if artifact_dir else None
     return {
-        "run_dir": run_dir, "name": run_dir.name, "stages": stages, "config": record.get("config"),
+        # Where the run is stored (a URI run is read from its local scratch; the page names the URI).
+        "run_dir": run_dir if stored(run_dir).is_local else stored(run_dir), "name": run_dir.name, "stages": stages, "config": record.get("config"),
         "sweep": sweep, "trials": trials, "histories": trial_histories(run_dir, trials),
         "retrain": newest_checkpoint_meta(run_dir / "train"), "artifact_dir": artifact_dir, "artifact": artifact,
         "session": read_json(run_dir / "logs" / "ray_session.json"),

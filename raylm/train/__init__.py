@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 @dataclass
 class TrainOutcome:
     metrics: dict[str, Any]
-    checkpoint: str  # the latest checkpoint: a local path, or a URI with URI storage
-    best_checkpoint: str  # highest val_accuracy among those kept
-    run_dir: str  # the run in storage (a local path or a URI)
+    checkpoint: Path | str  # the latest checkpoint: a local Path, or a URI (str) with URI storage
+    best_checkpoint: Path | str  # highest val_accuracy among those kept
+    run_dir: Path | str  # the run in storage: a local Path or a URI
     labels: list[str]
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -157,6 +157,10 @@ def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
             f"{latest}; cause: {type(error).__name__}: {cause[:300]}")
 
 
+def _path_or_uri(location: StoragePath) -> Path | str:
+    return location.local_path if location.is_local else location.uri
+
+
 def fit(cfg: RaylmConfig) -> TrainOutcome:
     """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``). With URI storage
     the checkpoints go straight to the URI and the run's other files (data_report.json) through its
@@ -185,9 +189,9 @@ def _fit(cfg: RaylmConfig) -> TrainOutcome:
     latest = checkpoint_location(result.checkpoint, cfg.train.storage_options)
     return TrainOutcome(
         metrics=dict(result.metrics),
-        checkpoint=latest.uri,
-        best_checkpoint=checkpoint_location(best, cfg.train.storage_options).uri,
-        run_dir=cfg.run_location.uri,
+        checkpoint=_path_or_uri(latest),
+        best_checkpoint=_path_or_uri(checkpoint_location(best, cfg.train.storage_options)),
+        run_dir=_path_or_uri(cfg.run_location),
         labels=data.labels,
         history=read_stored_meta(latest)["history"],
     )
