@@ -54,15 +54,17 @@ def run_workspace(location: StoragePath) -> Iterator[Path]:
     _OPEN[location.uri] = (location, scratch)
     try:
         yield scratch
-    finally:
-        try:
+    except BaseException:
+        try:  # what the failed or interrupted command did (its logs, its status) still reaches storage
             publish_workspace(location)
-        except Exception as err:  # noqa: BLE001 - the run's own error (if any) matters more
-            log.warning("could not publish %s to %s: %s", scratch, location, err)
-            raise
-        finally:
-            del _OPEN[location.uri]
-            shutil.rmtree(root, ignore_errors=True)
+        except Exception as err:  # noqa: BLE001 - the command's own error matters more
+            log.warning("could not commit %s to %s: %s", scratch, location, err)
+        raise
+    else:
+        publish_workspace(location)
+    finally:
+        del _OPEN[location.uri]
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
