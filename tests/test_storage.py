@@ -12,6 +12,9 @@ from raylm.config import ConfigError, load_config
 from raylm.storage import MARKER, NotCommitted, StoragePath, cached_tree, committed, fetch, publish
 
 
+_IMAGE_YAML = Path(__file__).parents[1] / "jobs" / "configs" / "image.yaml"
+
+
 def _tree(root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
     (root / "a.json").write_text(json.dumps({"x": 1}))
@@ -83,13 +86,10 @@ def test_uri_config_is_checked_before_ray_and_never_becomes_a_local_path(tmp_pat
                        ("train.storage_path=s3:///runs", "train.storage_path: 's3:///runs' names no bucket"),
                        ("train.storage_options={region: x}", "train.storage_options: only for a URI")):
         with pytest.raises(ConfigError, match=field):
-            load_config("jobs/configs/image.yaml" if Path("jobs").exists() else
-                        Path(__file__).parents[1] / "jobs/configs/image.yaml", [bad])
+            load_config(_IMAGE_YAML, [bad])
     with pytest.raises(ConfigError, match="train.storage_options: S3FileSystem does not take"):
-        load_config(Path(__file__).parents[1] / "jobs/configs/image.yaml",
-                    ["train.storage_path=s3://bucket/runs", "train.storage_options={bogus: 1}"])
-    cfg = load_config(Path(__file__).parents[1] / "jobs/configs/image.yaml",
-                      ["train.storage_path=s3://bucket/runs", "train.name=r1"])
+        load_config(_IMAGE_YAML, ["train.storage_path=s3://bucket/runs", "train.storage_options={bogus: 1}"])
+    cfg = load_config(_IMAGE_YAML, ["train.storage_path=s3://bucket/runs", "train.name=r1"])
     assert cfg.run_location.uri == "s3://bucket/runs/r1" and cfg.run_location.path == "bucket/runs/r1"
     with pytest.raises(Exception, match="train.storage_path: s3://bucket/runs/r1 is object storage"):
         cfg.run_dir

@@ -38,7 +38,7 @@ def _local_dirs_named(name: str, *roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob(name) if p.is_dir()]
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "worker-group"])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["1-worker", "2-workers"])
 def test_training_resumes_from_the_bucket_on_another_node(ray_with_s3, s3_server, tiny_config, tmp_path,
                                                           monkeypatch, workers):
     from raylm.train import fit
