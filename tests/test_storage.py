@@ -94,3 +94,26 @@ def test_uri_config_is_checked_before_ray_and_never_becomes_a_local_path(tmp_pat
     with pytest.raises(Exception, match="train.storage_path: s3://bucket/runs/r1 is object storage"):
         cfg.run_dir
     assert not (tmp_path / "s3:").exists()
+
+
+def test_run_workspace_commits_on_failure_reenters_and_leaves_nothing_local(s3_bucket, tmp_path, monkeypatch):
+    from raylm.storage import public_paths, run_workspace, stored
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(scratch))
+    run = StoragePath.of(f"s3://{s3_bucket}/runs/ws")
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with run_workspace(run) as local:
+            (local / "logs").mkdir()
+            (local / "logs" / "status.json").write_text('{"state": "failed"}')
+            raise RuntimeError("stage failed")
+    assert set(committed(run)) == {"logs/status.json"} and not list(scratch.iterdir())
+    with run_workspace(run) as local:  # another command on the run: its committed files are there
+        assert json.loads((local / "logs" / "status.json").read_text()) == {"state": "failed"}
+        assert public_paths({"artifact": str(local / "compress" / "x")}) == {"artifact": f"{run.uri}/compress/x"}
+        assert stored(local / "train") == run.join("train")
+        (local / "logs" / "status.json").unlink()
+        (local / "pipeline.json").write_text("{}")
+    assert set(committed(run)) == {"pipeline.json"} and not run.join("logs/status.json").exists()
+    assert not list(scratch.iterdir())
