@@ -54,13 +54,18 @@ def fsync_tree(root: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` through a uniquely named temporary sibling: two writers never share a temp file."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write_text`` for bytes."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _storage_error(path, err) from err
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users' processes

@@ -28,18 +28,26 @@ def _console(args: argparse.Namespace, run_dir: Path):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    from raylm.storage import run_workspace
+
+    # URI storage: logs and records in a local scratch of the run, committed to storage at the end.
+    with run_workspace(cfg.run_location) as run_dir:
+        return _train(args, cfg, run_dir)
+
+
+def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     from raylm.capacity import check_run_paths
     from raylm.console import watch_training
     from raylm.report.runs import run_status
     from raylm.runtime import ensure_ray
     from raylm.train import fit
 
-    out = _console(args, cfg.run_dir)
-    out.line(f"raylm train  {cfg.run_dir}")
-    with run_status(cfg.run_dir, "train"):
+    out = _console(args, run_dir)
+    out.line(f"raylm train  {cfg.run_location}")
+    with run_status(run_dir, "train"):
         ensure_ray()
         check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
-        with watch_training(cfg.run_dir / "train", cfg.train.epochs):
+        with watch_training(cfg.run_location.join("train"), cfg.train.epochs):
             outcome = fit(cfg)
     out.line(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
                          "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
@@ -90,7 +98,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from raylm.tune.results import sweep_table
     from raylm.tune.sweep import sweep_dir
 
-    run_dir = cfg.run_dir if cfg is not None else sweep_dir(args.resume).parent
+    from contextlib import nullcontext
+
+    from raylm.storage import public_paths, run_workspace
+
+    with run_workspace(cfg.run_location) if cfg is not None else nullcontext(sweep_dir(args.resume).parent) as run_dir:
+        return _tune(args, cfg, run_dir, public_paths)
+
+
+def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths) -> int:
+    from raylm.report.runs import run_status
+    from raylm.tune import sweep
+    from raylm.tune.results import sweep_table
+
     out = _console(args, run_dir)
     with run_status(run_dir, "tune"):
         result = sweep(cfg, resume=args.resume, export=args.export)
@@ -101,11 +121,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                "best": {k: result.best[k] for k in ("trial_id", "params", "accuracy", "latency_ms", "size_mb")} if result.best else None,
                "files": {k: str(v) for k, v in result.files.items()},
                "exported": {k: str(v) for k, v in result.exported.items()}}
-    out.line(json.dumps(summary, indent=2, default=str))
+    out.line(json.dumps(public_paths(summary), indent=2, default=str))
     if result.exported:
-        tiers = " ".join(f"--artifact {name}={path}" for name, path in result.exported.items())
+        tiers = " ".join(f"--artifact {name}={path}" for name, path in public_paths(result.exported).items())
         out.line(f"serve it: raylm serve {tiers}")
-    out.line(f"report: raylm report {run_dir}")
+    out.line(f"report: raylm report {cfg.run_location if cfg is not None else run_dir}")
     return 0 if result.best is not None else 1
 
 
@@ -125,25 +145,29 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from raylm.pipeline import PipelineError, format_summary, run_pipeline
     from raylm.report.runs import run_status
 
+    from raylm.storage import public_paths, run_workspace
+
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
     embedded = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     interactive = sys.stdout.isatty()  # before the console takes stdout over
-    out = _console(args, cfg.run_dir)
-    out.line(f"raylm pipeline  {cfg.run_dir}  (Ray's logs: {cfg.run_dir / 'logs'}{'' if args.verbose else ', -v to show them'})")
-    try:
-        with run_status(cfg.run_dir, "pipeline"):
-            record = run_pipeline(cfg, start=args.start, stop=args.stop)
-    except PipelineError as err:
-        out.error(str(err))
-        report = _try_report(out, cfg.run_dir, preview=False)  # what the stages that ran did, and why it stopped
+    with run_workspace(cfg.run_location) as run_dir:  # URI storage: a scratch, committed after each stage
+        out = _console(args, run_dir)
+        out.line(f"raylm pipeline  {cfg.run_location}  (Ray's logs: {cfg.run_location.join('logs')}"
+                 f"{'' if args.verbose else ', -v to show them'})")
+        try:
+            with run_status(run_dir, "pipeline"):
+                record = run_pipeline(cfg, start=args.start, stop=args.stop)
+        except PipelineError as err:
+            out.error(str(err))
+            report = _try_report(out, run_dir, preview=False)  # what the stages that ran did, and why it stopped
+            if report is not None:
+                out.line(f"report    {public_paths(str(report))}")
+            return 1
+        report = _try_report(out, run_dir, preview=True)
+        out.close()
+        out.line(format_summary(record))
         if report is not None:
-            out.line(f"report    {report}")
-        return 1
-    report = _try_report(out, cfg.run_dir, preview=True)
-    out.close()
-    out.line(format_summary(record))
-    if report is not None:
-        out.line(f"report    {report}")
+            out.line(f"report    {public_paths(str(report))}")
     keep = cfg.pipeline.keep_serving
     if keep == "auto":
         keep = embedded and interactive
@@ -233,23 +257,38 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from raylm.report import write_report
     from raylm.report.collect import kind_of
+    from raylm.storage import StoragePath, is_uri, public_paths, run_workspace
 
+    if is_uri(args.run_dir):
+        # Rendered in a local scratch of the run, then committed back beside it (report.html).
+        location = StoragePath.of(args.run_dir)
+        with run_workspace(location) as run_dir:
+            if kind_of(run_dir) is None:
+                raise ConfigError(f"run: {location} is not a committed raylm run (no pipeline.json, tune/ or train/)")
+            return _report(args, run_dir, public_paths)
     run_dir = Path(args.run_dir).expanduser().resolve()
     if not run_dir.is_dir() or kind_of(run_dir) is None:
         raise ConfigError(f"run: {run_dir} is not a raylm run directory (no pipeline.json, tune/ or train/)")
+    return _report(args, run_dir, public_paths)
+
+
+def _report(args: argparse.Namespace, run_dir: Path, public_paths) -> int:
+    from raylm.report import write_report
+
     out = _console(args, run_dir)
-    out.line(str(write_report(run_dir, preview=not args.no_preview)))
+    out.line(str(public_paths(str(write_report(run_dir, preview=not args.no_preview)))))
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from raylm.config import TrainConfig
     from raylm.report.runs import format_runs, list_runs
+    from raylm.storage import is_uri
 
-    storage = Path(args.storage_path or TrainConfig().storage_path).expanduser()
-    if not storage.is_dir():
+    raw = args.storage_path or TrainConfig().storage_path
+    storage = raw if is_uri(raw) else Path(raw).expanduser()
+    if not is_uri(raw) and not storage.is_dir():
         raise ConfigError(f"storage_path: {storage} is not a directory")
     runs = list_runs(storage)
     print(format_runs(runs) if runs else f"no raylm runs under {storage}")

@@ -31,6 +31,17 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
 
 
+def _committed_record(cfg: RaylmConfig) -> dict[str, Any]:
+    """The run's record as storage holds it (committed), before any workspace is opened."""
+    location = cfg.run_location
+    if location.is_local:
+        return _read_record(location.local_path)
+    from raylm.storage import committed
+
+    listed = committed(location) or {}
+    return location.join(RECORD).read_json() if RECORD in listed else {"stages": {}}
+
+
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
     from raylm.atomic import atomic_write_text
 
@@ -179,8 +190,10 @@ def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     from raylm.compress import variant_name
     from raylm.compress.objectives import compress_and_measure
 
+    from raylm.storage import localize
+
     pc = cfg.pipeline
-    checkpoint = Path(record["stages"]["train"]["checkpoint"])
+    checkpoint = localize(record["stages"]["train"]["checkpoint"], cfg.train.storage_options, require_commit=False)
     attempts, served = [], None
     for label, candidate in _recipes(cfg, record):
         out = compress_and_measure(candidate, checkpoint) | {"recipe": variant_name(candidate), "tried_as": label}
@@ -222,7 +235,9 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     from raylm.compress.measure import collect
     from raylm.data import MODEL_INPUTS, build_datasets
 
-    artifact_dir = Path(record["stages"]["compress"]["artifact"])
+    from raylm.storage import localize
+
+    artifact_dir = localize(record["stages"]["compress"]["artifact"], cfg.train.storage_options)
     artifact = load_artifact(artifact_dir)
     chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
     data = build_datasets(chosen)
@@ -238,9 +253,9 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     accuracy = float((preds == val["label"]).mean())
     drop = round((compressed["dense"]["accuracy"] - accuracy) * 100, 3)
     if drop > cfg.pipeline.max_accuracy_drop and not cfg.pipeline.serve_over_budget:
-        raise PipelineError(f"evaluate: {artifact_dir} scores {accuracy:.4f}, {drop:.2f} points under the dense "
+        raise PipelineError(f"evaluate: {record['stages']['compress']['artifact']} scores {accuracy:.4f}, {drop:.2f} points under the dense "
                             f"model (pipeline.max_accuracy_drop={cfg.pipeline.max_accuracy_drop}): not served")
-    return {"artifact": str(artifact_dir), "accuracy": accuracy, "accuracy_drop_pts": drop,
+    return {"artifact": record["stages"]["compress"]["artifact"], "accuracy": accuracy, "accuracy_drop_pts": drop,
             "samples": int(len(val["label"])), "size_mb": size / 1e6,
             "latency_ms": compressed["latency_ms"], "labels": labels, "confusion": confusion.tolist()}
 
@@ -294,25 +309,35 @@ def reentry_stage(cfg: RaylmConfig, record: dict[str, Any], stop: str) -> str:
 def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
     """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
     ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
-    from raylm.capacity import check_run_paths
-    from raylm.console import pipeline_stage
-    from raylm.runtime import ensure_ray, quiet_data_progress
-    from raylm.tune.results import sweep_table
+    from raylm.storage import run_workspace
 
     if start is None:
-        start = reentry_stage(cfg, _read_record(cfg.run_dir), stop) if stop in STAGES else STAGES[0]
+        start = reentry_stage(cfg, _committed_record(cfg), stop) if stop in STAGES else STAGES[0]
     if start not in STAGES or stop not in STAGES or STAGES.index(start) > STAGES.index(stop):
         raise ConfigError(f"--from {start} --to {stop}: stages run in the order {' -> '.join(STAGES)}")
-    run_dir = cfg.run_dir
-    record = _read_record(run_dir)
+    record = _committed_record(cfg)
     for earlier in STAGES[:STAGES.index(start)]:
         if earlier not in record["stages"]:
-            raise ConfigError(f"--from {start}: {run_dir / RECORD} has no '{earlier}' stage; run from {earlier} "
-                              f"(or pass the run's train.name)")
+            raise ConfigError(f"--from {start}: {cfg.run_location.join(RECORD)} has no '{earlier}' stage; run from "
+                              f"{earlier} (or pass the run's train.name)")
     if start == "tune":
         from raylm.tune import check_space
 
         check_space(cfg)
+    # With URI storage the stages write into a local scratch of the run, committed to storage after
+    # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
+    with run_workspace(cfg.run_location) as run_dir:
+        return _run_stages(cfg, record, run_dir, start, stop, verbose)
+
+
+def _run_stages(cfg: RaylmConfig, record: dict[str, Any], run_dir: Path, start: str, stop: str,
+                verbose: bool) -> dict[str, Any]:
+    from raylm.capacity import check_run_paths
+    from raylm.console import pipeline_stage
+    from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.storage import public_paths, publish_workspace
+    from raylm.tune.results import sweep_table
+
     record["config"] = cfg.to_dict()
     ensure_ray()
     check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before the sweep, not at retrain
@@ -324,11 +349,12 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
             result = _RUNNERS[stage](cfg, record)
             shown(result)
         result["seconds"] = round(time.perf_counter() - began, 1)
-        record["stages"][stage] = result
+        record["stages"][stage] = public_paths(result)  # URIs, not this process's scratch, with URI storage
         for later in STAGES[STAGES.index(stage) + 1:]:
             record["stages"].pop(later, None)  # made from the old output: stale now
         _write_record(run_dir, record)
-    record["run_dir"] = str(run_dir)
+        publish_workspace(cfg.run_location)  # the stage's files, then its record, committed
+    record["run_dir"] = cfg.run_location.uri
     return record
 
 

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raylm.storage import StoragePath, stored
+
 
 def read_json(path: Path) -> Any:
     try:
@@ -16,18 +18,30 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def newest_checkpoint_meta(train_dir: Path, since: float = 0.0) -> dict[str, Any] | None:
+def newest_checkpoint_meta(train_dir: Path | StoragePath, since: float = 0.0) -> dict[str, Any] | None:
     """``raylm.json`` of the checkpoint with the highest epoch under a Ray Train run directory
     (Ray always keeps the latest checkpoint, whose history holds every epoch); ``since``: only
-    checkpoints written after this time."""
+    checkpoints written after this time. The directory is read where it is stored (a URI run's
+    ``train/`` lives only in its storage)."""
+    import pyarrow.fs
+
+    location = stored(train_dir)
     best = None
-    for path in Path(train_dir).glob("checkpoint_*/raylm.json"):
-        try:
-            if path.stat().st_mtime < since:
-                continue
-        except OSError:  # deleted by Ray's checkpoint manager meanwhile
+    try:
+        children = location.iterdir()
+    except OSError:
+        return None
+    for child in children:
+        if not child.name.startswith("checkpoint_"):
             continue
-        meta = read_json(path)
+        meta_file = child.join("raylm.json")
+        try:
+            info = meta_file.fs.get_file_info(meta_file.path)
+            if info.type != pyarrow.fs.FileType.File or (info.mtime is not None and info.mtime.timestamp() < since):
+                continue
+            meta = meta_file.read_json()
+        except (OSError, ValueError):  # deleted by Ray's checkpoint manager meanwhile, or half-written
+            continue
         if isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and (best is None or meta["epoch"] > best["epoch"]):
-            best = meta | {"path": str(path.parent)}
+            best = meta | {"path": child.uri}
     return best

@@ -16,7 +16,7 @@ import raylm
 
 # Lowest first. A module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "atomic", "registry"},
+    {"errors", "atomic", "registry", "storage"},
     {"config"},
     {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report

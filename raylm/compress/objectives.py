@@ -10,14 +10,20 @@ from raylm.config import RaylmConfig
 
 def compress_checkpoint(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = False) -> dict[str, Any]:
     """Compress ``checkpoint`` as ``cfg.compress`` says with its backend's tools (torch: ONNX Runtime;
-    keras: tfmot + TFLite); the report has one schema for both (dense, compressed, parity, ratios)."""
-    if cfg.model.backend == "keras":
-        from raylm.compress.keras import compress_keras_checkpoint
+    keras: tfmot + TFLite); the report has one schema for both (dense, compressed, parity, ratios).
+    A checkpoint URI is read through the local cache; with URI storage the artifact is written in the
+    run's workspace and committed to storage (``raylm.storage``)."""
+    from raylm.storage import localize, run_workspace
 
-        return compress_keras_checkpoint(cfg, checkpoint).summary
-    from raylm.compress.pipeline import compress
+    checkpoint = localize(checkpoint, cfg.train.storage_options, require_commit=False)
+    with run_workspace(cfg.run_location):
+        if cfg.model.backend == "keras":
+            from raylm.compress.keras import compress_keras_checkpoint
 
-    return compress(cfg, checkpoint, verbose=verbose)
+            return compress_keras_checkpoint(cfg, checkpoint).summary
+        from raylm.compress.pipeline import compress
+
+        return compress(cfg, checkpoint, verbose=verbose)
 
 
 def compress_and_measure(cfg: RaylmConfig, checkpoint: Path) -> dict[str, Any]:

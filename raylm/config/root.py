@@ -20,6 +20,8 @@ from raylm.config.section import ConfigError, Section
 from raylm.config.serve import ServeConfig
 from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.tune import PipelineConfig, TuneConfig
+from raylm.errors import RaylmError
+from raylm.storage import StoragePath, scratch_dir
 from raylm.registry import COMPRESSION_METHODS, DATASETS, MODELS
 
 
@@ -83,9 +85,22 @@ class RaylmConfig(Section):
         return validate_config(merge(tree, _changes_tree(changes)))
 
     @property
+    def run_location(self) -> StoragePath:
+        """``<storage_path>/<run name>`` in storage (local path or URI): every stage of one run writes below it."""
+        return StoragePath.of(self.train.storage_path, self.train.storage_options).join(str(self.train.name))
+
+    @property
     def run_dir(self) -> Path:
-        """``<storage_path>/<run name>``: every stage of one run writes below it."""
-        return Path(os.path.expanduser(self.train.storage_path)).resolve() / str(self.train.name)
+        """The run's local directory: ``<storage_path>/<run name>`` for local storage; for a URI, the
+        scratch of the open ``raylm.storage.run_workspace`` (never a local path made of the URI)."""
+        location = self.run_location
+        if location.is_local:
+            return location.local_path
+        scratch = scratch_dir(location)
+        if scratch is None:
+            raise RaylmError(f"train.storage_path: {location} is object storage; this step needs the run's "
+                             "workspace (raylm.storage.run_workspace(cfg.run_location))")
+        return scratch
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -137,8 +152,9 @@ def format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"])
         got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
-        if not field and e["type"] == "value_error":  # a rule across sections: its message names the fields
-            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "value_error" and (not field or msg.startswith(f"{field}.")):  # a rule naming its fields
+            lines.append(f"  {msg}")
         else:
             lines.append(f"  {field or '<config>'}: {e['msg']}{got}")
     return "invalid raylm config:\n" + "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from raylm.config.section import PlainName, Section
 
@@ -30,7 +30,10 @@ class TrainConfig(Section):
     use_gpu: bool | Literal["auto"] = Field("auto", description="auto: when the cluster has a GPU per worker")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU")
-    storage_path: str = Field("~/raylm_runs", description="root of all run directories")
+    storage_path: str = Field("~/raylm_runs", description="root of all run directories: a local path, a shared "
+                                                          "mount or a URI (s3://bucket/prefix, gs://...; docs/storage.md)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="options of the URI's pyarrow filesystem "
+                                            "(S3: endpoint_override, region, scheme, ...); credentials from the environment")
     storage_shared: bool = Field(
         False, description="storage_path (and data.path) are NFS-style mounts every node of the cluster has at the "
         "same place; without it a local path is refused on a cluster of several nodes (a URI is always fine)")
@@ -39,7 +42,7 @@ class TrainConfig(Section):
     name: PlainName | None = Field(None, description="run name (one directory under storage_path); default <modality>-<model>-<time>")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     seed: int = 0
-    resume_from: str | None = Field(None, description="checkpoint dir to continue from")
+    resume_from: str | None = Field(None, description="checkpoint dir (or URI) to continue from")
     log_every_n_steps: int = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
 
@@ -60,6 +63,29 @@ class TrainConfig(Section):
     @property
     def max_workers(self) -> int:
         return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[1]
+
+    @model_validator(mode="after")
+    def _storage_uri(self) -> TrainConfig:
+        """A URI is checked here, before Ray starts: its scheme, its bucket, its options (no network)."""
+        from urllib.parse import urlsplit
+
+        from raylm.storage import StorageURIError, check_uri, is_uri
+        from raylm.storage.location import check_options
+
+        for key, value in (("storage_path", self.storage_path), ("resume_from", self.resume_from)):
+            if value is not None and is_uri(value):
+                try:
+                    check_uri(value)
+                except StorageURIError as err:
+                    raise ValueError(f"train.{key}: {err}") from None
+        if self.storage_options:
+            if not is_uri(self.storage_path):
+                raise ValueError("train.storage_options: only for a URI train.storage_path (s3://, gs://)")
+            try:
+                check_options(urlsplit(self.storage_path).scheme, self.storage_options)
+            except StorageURIError as err:
+                raise ValueError(f"train.storage_options: {err}") from None
+        return self
 
     @field_validator("resume_from")
     @classmethod

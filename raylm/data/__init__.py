@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,10 +35,29 @@ class Datasets:
 
 
 def resolve_source(cfg: RaylmConfig) -> tuple[str, bool]:
-    """(path, is_demo): a demo dataset is generated on first use into data.cache_dir."""
+    """(path, is_demo): a demo dataset is generated on first use into data.cache_dir; with URI
+    storage it is also committed once under ``<storage_path>/_cache/`` and read from there, so every
+    node reads the same files (``shared_demo``)."""
     if cfg.data.path is not None:
         return cfg.data.path, False
-    return str(DATASETS.get(cfg.task.modality, cfg.data.name)(cfg)), True
+    return shared_demo(cfg, Path(DATASETS.get(cfg.task.modality, cfg.data.name)(cfg))), True
+
+
+def shared_demo(cfg: RaylmConfig, local: Path) -> str:
+    """A generated demo set where every node can read it: as is with local storage; with URI storage
+    its copy under ``<storage_path>/_cache/<its path below data.cache_dir>``, uploaded and committed
+    (marker last) by the first run that needs it."""
+    from raylm.storage import StoragePath, committed, is_uri, publish
+
+    if not is_uri(cfg.train.storage_path):
+        return str(local)
+    cache = Path(cfg.data.cache_dir).expanduser().resolve()
+    root = local if local.is_dir() else local.parent
+    dest = StoragePath.of(cfg.train.storage_path, cfg.train.storage_options).join(
+        "_cache", root.resolve().relative_to(cache).as_posix())
+    if committed(dest) is None:
+        publish(root, dest)
+    return dest.uri if local.is_dir() else dest.join(local.name).uri
 
 
 def _natural_sorted(values) -> list[str]:

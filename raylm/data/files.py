@@ -41,6 +41,8 @@ def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
     class folder, in sub-folders too, belongs to that top-level class; hidden names (``.*``) are
     skipped; files directly in ``root`` or with another extension are listed as ignored. Only names
     are listed here; the bytes are read by Ray Data on its workers."""
+    if "://" in root:
+        return _scan_stored_class_folder(root, extensions)
     base = Path(root)
     files: list[str] = []
     ignored: list[dict[str, str]] = []
@@ -66,6 +68,37 @@ def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
     return ClassFolder(labels, files, ignored)
 
 
+def _scan_stored_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
+    """``scan_class_folder`` for a URI (``s3://bucket/images``): one recursive listing through pyarrow.fs;
+    the files are named by their URIs, which Ray Data reads on any node."""
+    from raylm.storage import StoragePath
+
+    location = StoragePath.of(root)
+    scheme = root.split("://", 1)[0]
+    files, ignored = [], []
+    for rel, _ in location.walk_files():
+        parts = rel.split("/")
+        if any(p.startswith(".") for p in parts) or rel == "_COMMITTED":
+            continue
+        uri = f"{scheme}://{location.path}/{rel}"
+        if len(parts) < 2:
+            ignored.append({"file": uri, "reason": "not inside a class folder"})
+        elif parts[-1].lower().endswith(extensions):
+            files.append(uri)
+        else:
+            ignored.append({"file": uri, "reason": f"not a {'/'.join(extensions)} file"})
+    labels = sorted({label_of_file(p, root) for p in files})
+    if len(labels) < 2:
+        raise ValueError(f"data.path: {root} must hold at least 2 class folders of "
+                         f"{'/'.join(extensions)} files (found {len(labels)} with such files, {len(files)} files)")
+    return ClassFolder(labels, files, ignored)
+
+
+def _without_scheme(path: str) -> str:
+    """Ray Data names a file read from ``s3://bucket/key`` as ``bucket/key``: compare paths without the scheme."""
+    return path.split("://", 1)[1] if "://" in path else path
+
+
 def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(sorted labels, sorted file paths) under the layout rule of ``scan_class_folder``."""
     folder = scan_class_folder(root, extensions)
@@ -74,6 +107,8 @@ def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str]
 
 def label_of_file(path: str, root: str) -> str:
     """The class of a file: its top-level folder under ``root``, however deep the file is."""
+    if "://" in root or "://" in path:
+        path, root = _without_scheme(path), _without_scheme(root)
     relative = Path(os.path.relpath(path, root))
     if relative.parts[0] == "..":  # a path spelled differently from root (a symlink): its folder
         return Path(path).parent.name
@@ -83,7 +118,8 @@ def label_of_file(path: str, root: str) -> str:
 def split_files(files: list[str], root: str, fraction: float) -> tuple[list[str], list[str]]:
     train, val = [], []
     for path in files:
-        (val if in_validation(os.path.relpath(path, root), fraction) else train).append(path)
+        key = os.path.relpath(_without_scheme(path), _without_scheme(root))
+        (val if in_validation(key, fraction) else train).append(path)
     return train, val
 
 
@@ -98,7 +134,14 @@ def detect_format(path: str, declared: str) -> str:
     for suffix, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl")):
         if lowered.endswith(suffix):
             return fmt
-    if "://" not in path and Path(path).is_dir():
+    if "://" in path:
+        from raylm.storage import StoragePath
+
+        location = StoragePath.of(path)
+        if location.is_dir():
+            names = [c.name for c in location.iterdir() if c.name != "_COMMITTED"]
+            return "parquet" if names and all(n.endswith(".parquet") for n in names) else "folder"
+    elif Path(path).is_dir():
         entries = list(Path(path).iterdir())
         if entries and all(e.suffix == ".parquet" for e in entries if e.is_file()) and any(e.is_file() for e in entries):
             return "parquet"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.run_files import newest_checkpoint_meta, read_json  # shared with the console's epoch bar
+from raylm.storage import stored
 
 PIPELINE_RECORD = "pipeline.json"
 SWEEP_CONFIG = "tune/raylm_sweep.json"
@@ -75,7 +76,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     artifact_dir = served_artifact(run_dir, stages, sweep)
     artifact = read_json(artifact_dir / "artifact.json") if artifact_dir else None
     return {
-        "run_dir": run_dir, "name": run_dir.name, "stages": stages, "config": record.get("config"),
+        # Where the run is stored (a URI run is read from its local scratch; the page names the URI).
+        "run_dir": run_dir if stored(run_dir).is_local else stored(run_dir), "name": run_dir.name, "stages": stages, "config": record.get("config"),
         "sweep": sweep, "trials": trials, "histories": trial_histories(run_dir, trials),
         "retrain": newest_checkpoint_meta(run_dir / "train"), "artifact_dir": artifact_dir, "artifact": artifact,
         "session": read_json(run_dir / "logs" / "ray_session.json"),
@@ -89,7 +91,7 @@ def kind_of(run_dir: Path) -> str | None:
         return "pipeline"
     if (run_dir / SWEEP_CONFIG).is_file():
         return "sweep"
-    if (run_dir / "train").is_dir():
+    if stored(run_dir / "train").is_dir():  # a URI run's train/ is only in its storage
         return "train"
     status = read_json(run_dir / "logs" / "status.json")  # a run that failed before writing anything
     return status.get("command") if isinstance(status, dict) else None

@@ -68,8 +68,34 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def list_runs(storage_path: Path) -> list[dict[str, Any]]:
-    """Every run directory directly under ``storage_path``, newest first."""
+# What a `raylm runs` row reads of a run in object storage (the sweep's trial files stay there).
+_SUMMARY_FILES = ("pipeline.json", "tune/raylm_sweep.json", "tune/trials.json", "logs/status.json")
+
+
+def list_runs(storage_path: str | Path) -> list[dict[str, Any]]:
+    """Every run directly under ``storage_path`` (a local path or a URI), newest first."""
+    from raylm.storage import StoragePath, committed, public_paths, run_view
+
+    location = StoragePath.of(storage_path)
+    if location.is_local:
+        return _list_local_runs(location.local_path)
+    runs = []
+    for run in location.iterdir():
+        if run.name.startswith("_"):  # _cache/: shared data, not a run
+            continue
+        marker = run.join("_COMMITTED")
+        with run_view(run, only=_SUMMARY_FILES) as view:
+            row = summarize(view)
+            if row is None:
+                continue
+            row = public_paths(row) | {"state": run_state(view)}
+        written = (committed(run) and marker.fs.get_file_info(marker.path).mtime)
+        row["modified"] = written.timestamp() if written else 0.0
+        runs.append(row)
+    return sorted(runs, key=lambda r: -r["modified"])
+
+
+def _list_local_runs(storage_path: Path) -> list[dict[str, Any]]:
     runs = []
     for run_dir in sorted(Path(storage_path).expanduser().iterdir() if Path(storage_path).expanduser().is_dir() else []):
         if not run_dir.is_dir():

@@ -144,8 +144,12 @@ class TierServer:
         from raylm.compress import load_artifact
         from raylm.compress.artifact import read_meta
 
+        from raylm.storage import localize
+
         self._cfg = ServeConfig.model_validate(cfg)
-        self._paths = paths
+        # A tier given as a URI is read from this node's content-keyed cache, downloaded and checked
+        # against its commit marker once (raylm/storage/commit.py).
+        self._paths = paths = {name: str(localize(path)) for name, path in paths.items()}
         self._default = default
         self._key_digest = key_digest
         self._metas = {name: read_meta(path) for name, path in paths.items()}

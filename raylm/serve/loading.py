@@ -14,6 +14,7 @@ from raylm.config import ConfigError, RaylmConfig, ServeConfig, merge, parse_ove
 def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
     """``["int8=/a/b", "/a/c"]`` -> {tier: {"path", "meta"}}; all tiers must be one model's variants."""
     from raylm.compress.artifact import ArtifactError, read_meta
+    from raylm.storage import NotCommitted, is_uri, localize
 
     if not artifacts:
         raise ConfigError("--artifact: at least one artifact directory is required")
@@ -22,12 +23,13 @@ def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
         name, sep, path = entry.partition("=")
         if not sep:
             name, path = "", entry
-        path = str(Path(path).expanduser().resolve())
+        # A URI stays the tier's path (each replica reads it through its node's cache); a local path is resolved.
+        path = path if is_uri(path) else str(Path(path).expanduser().resolve())
         try:
-            meta = read_meta(path)
-        except ArtifactError as err:
+            meta = read_meta(localize(path))
+        except (ArtifactError, NotCommitted, FileNotFoundError) as err:
             raise ConfigError(f"--artifact: {err}") from None
-        name = name or meta.get("recipe", {}).get("variant") or Path(path).name
+        name = name or meta.get("recipe", {}).get("variant") or path.rstrip("/").rsplit("/", 1)[-1]
         if name in tiers:
             raise ConfigError(f"--artifact: tier name {name!r} given twice (name them: --artifact NAME=DIR)")
         tiers[name] = {"path": path, "meta": meta}

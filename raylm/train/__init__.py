@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from raylm.config import RaylmConfig
+from raylm.storage import StoragePath, is_uri
 
 if TYPE_CHECKING:
     from raylm.train.hooks import TrainHooks
@@ -17,9 +18,9 @@ if TYPE_CHECKING:
 @dataclass
 class TrainOutcome:
     metrics: dict[str, Any]
-    checkpoint: Path  # the latest checkpoint
-    best_checkpoint: Path  # highest val_accuracy among those kept
-    run_dir: Path
+    checkpoint: Path | str  # the latest checkpoint: a local Path, or a URI (str) with URI storage
+    best_checkpoint: Path | str  # highest val_accuracy among those kept
+    run_dir: Path | str  # the run in storage: a local Path or a URI
     labels: list[str]
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -67,25 +68,38 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     loop_config = {"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
                    "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks()}
     datasets = {"train": data.train, "validation": data.validation}
+    where = run_config_overrides or {}
+    # Where Ray Train writes: the run's storage (a URI goes straight there, through pyarrow), or the
+    # local directory a caller names (compression's fine-tune, a sweep's trial).
+    if "storage_path" in where:
+        storage = StoragePath.of(where["storage_path"])
+        run_location, ray_train_dir = storage.join(where["name"]), storage.join(where.get("name", "train"))
+    else:
+        storage = run_location = cfg.run_location
+        ray_train_dir = run_location.join("train")
+    train_location = run_location.join("train") if in_process else ray_train_dir
+    # Resume decided once, here, from storage: the newest whole checkpoint of this run (a re-run with the
+    # same train.name), else train.resume_from; every rank loads that one (loop.py).
+    # (A local one-worker run in this process keeps its old rule: only train.resume_from.)
+    loop_config["resume_checkpoint"] = decide_resume(cfg, train_location, data,
+                                                     scan_run=not (in_process and storage.is_local))
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
-        where = run_config_overrides or {}
-        run_dir = Path(where["storage_path"]) / where["name"] if "storage_path" in where else cfg.run_dir
-        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, run_dir, tc.keep_checkpoints,
+        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, train_location, tc.keep_checkpoints,
                                 on_report), data
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
         name="train",
-        storage_path=str(cfg.run_dir),
+        storage_path=str(cfg.run_location) if cfg.run_location.is_local else cfg.run_location.path,
+        **({} if storage.is_local else {"storage_filesystem": storage.fs}),
         failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
         ),
         worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
-    _check_resumable(cfg, data, run_config)
-    if "://" not in str(run_config["storage_path"]) and cfg.model.backend == "torch" and hooks is None:
+    if storage.is_local and cfg.model.backend == "torch" and hooks is None:
         # A restarted worker group resumes from the newest whole checkpoint there (loop.py).
         loop_config["train_dir"] = str(Path(run_config["storage_path"]) / run_config["name"])
     trainer = DataParallelTrainer(
@@ -99,18 +113,28 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     return trainer, data
 
 
-def _check_resumable(cfg: RaylmConfig, data, run_config: dict[str, Any]) -> None:
-    """Ray Train continues from the latest checkpoint under ``storage_path/name`` (a re-run with the
-    same ``train.name``) or from ``train.resume_from``: both must be checkpoints of this very run."""
-    from raylm.train.checkpoint import check_belongs, run_checkpoints
+def decide_resume(cfg: RaylmConfig, train_location: StoragePath, data, *, scan_run: bool = True) -> str | None:
+    """The checkpoint this run continues from, decided on the driver from storage (local or URI):
+    the newest checkpoint of the run's own ``train/`` whose ``raylm.json`` reads (a re-run with the same
+    ``train.name``), else ``train.resume_from``. Every one of them must belong to this very run
+    (labels, model, data). None: a fresh start. Ray Train's worker-group restarts use the checkpoint
+    its controller hands every rank (``ray.train.get_checkpoint()``) instead."""
+    from raylm.train.checkpoint import check_belongs, stored_checkpoints
 
-    candidates = []
-    if cfg.train.resume_from and "://" not in cfg.train.resume_from:
-        candidates.append(Path(cfg.train.resume_from))
-    if "://" not in str(run_config["storage_path"]):
-        candidates += run_checkpoints(Path(run_config["storage_path"]) / run_config["name"])
-    for checkpoint in candidates:
-        check_belongs(checkpoint, cfg, data.labels, data.fingerprint)
+    options = cfg.train.storage_options
+    newest = None
+    for location, meta in stored_checkpoints(train_location) if scan_run else []:
+        check_belongs(location.uri, cfg, data.labels, data.fingerprint, meta=meta)
+        if newest is None or int(meta.get("epoch", 0)) > newest[1]:
+            newest = (location.uri, int(meta.get("epoch", 0)))
+    if cfg.train.resume_from:
+        resume = StoragePath.of(cfg.train.resume_from, options if is_uri(cfg.train.resume_from) else None)
+        from raylm.train.checkpoint import read_stored_meta
+
+        check_belongs(resume.uri, cfg, data.labels, data.fingerprint, meta=read_stored_meta(resume))
+        if newest is None:
+            return resume.uri
+    return newest[0] if newest else None
 
 
 class TrainingFailed(RuntimeError):
@@ -118,25 +142,38 @@ class TrainingFailed(RuntimeError):
 
 
 def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
-    from raylm.train.checkpoint import CheckpointError, read_meta, run_checkpoints
+    from raylm.train.checkpoint import stored_checkpoints
 
     saved = []
-    for checkpoint in run_checkpoints(cfg.run_dir / "train"):
+    for checkpoint, meta in stored_checkpoints(cfg.run_location.join("train")):
         try:
-            saved.append((int(read_meta(checkpoint)["epoch"]), checkpoint))
-        except (CheckpointError, KeyError, TypeError, ValueError):
+            saved.append((int(meta["epoch"]), checkpoint.uri))
+        except (KeyError, TypeError, ValueError):
             continue
     latest = (f"the latest checkpoint, epoch {max(saved)[0]}, is {max(saved)[1]} (train.resume_from= continues it)"
               if saved else "no checkpoint was saved")
     cause = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return (f"training {cfg.run_dir.name} failed and was not restarted (train.max_failures={cfg.train.max_failures}); "
+    return (f"training {cfg.run_location.name} failed and was not restarted (train.max_failures={cfg.train.max_failures}); "
             f"{latest}; cause: {type(error).__name__}: {cause[:300]}")
+
+
+def _path_or_uri(location: StoragePath) -> Path | str:
+    return location.local_path if location.is_local else location.uri
 
 
 def fit(cfg: RaylmConfig) -> TrainOutcome:
     """Train ``cfg`` on the connected Ray cluster (see ``raylm.runtime.ensure_ray``). On a cluster
     that must grow first, the autoscaler is asked for the whole run and waited for (up to
-    ``train.wait_for_resources_s``) before Ray Train starts its worker group."""
+    ``train.wait_for_resources_s``) before Ray Train starts its worker group. With URI storage
+    the checkpoints go straight to the URI and the run's other files (data_report.json) through its
+    workspace (``raylm.storage.run_workspace``)."""
+    from raylm.storage import run_workspace
+
+    with run_workspace(cfg.run_location):
+        return _fit(cfg)
+
+
+def _fit(cfg: RaylmConfig) -> TrainOutcome:
     import ray.train
 
     from raylm.capacity import check_run_paths, check_training_fits, resources_for, training_bundles
@@ -158,13 +195,14 @@ def fit(cfg: RaylmConfig) -> TrainOutcome:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     best = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))[0]
-    from raylm.train.checkpoint import read_meta
+    from raylm.train.checkpoint import checkpoint_location, read_stored_meta
 
+    latest = checkpoint_location(result.checkpoint, cfg.train.storage_options)
     return TrainOutcome(
         metrics=dict(result.metrics),
-        checkpoint=Path(result.checkpoint.path),
-        best_checkpoint=Path(best.path),
-        run_dir=cfg.run_dir,
+        checkpoint=_path_or_uri(latest),
+        best_checkpoint=_path_or_uri(checkpoint_location(best, cfg.train.storage_options)),
+        run_dir=_path_or_uri(cfg.run_location),
         labels=data.labels,
-        history=read_meta(result.checkpoint.path)["history"],
+        history=read_stored_meta(latest)["history"],
     )

@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 from raylm.errors import RaylmError
+from raylm.storage import StoragePath, is_uri
 
 FORMAT = "raylm.checkpoint/1"
 META = "raylm.json"
@@ -215,11 +216,59 @@ def run_checkpoints(run: Path) -> list[Path]:
     return sorted(meta.parent for meta in run.glob(f"checkpoint_*/{META}"))
 
 
+def read_stored_meta(location: StoragePath) -> dict[str, Any]:
+    """``read_meta`` for a checkpoint in storage (local or URI), without downloading its weights."""
+    if location.is_local:
+        return read_meta(location.local_path)
+    try:
+        meta = location.join(META).read_json()
+    except FileNotFoundError:
+        raise CheckpointError(f"{location}: not a raylm checkpoint (no {META})") from None
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"{location.join(META)}: unreadable ({type(err).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("labels"), list):
+        raise CheckpointError(f"{location.join(META)}: not a {FORMAT} checkpoint")
+    return meta
+
+
+def stored_checkpoints(train: StoragePath) -> list[tuple[StoragePath, dict[str, Any]]]:
+    """The checkpoints of a run's ``train/`` in storage whose ``raylm.json`` reads, oldest first: one
+    listing, by whichever process decides (the driver), for local paths and URIs alike. ``raylm.json``
+    is written last (in_process.py), so one whose metadata reads is whole or fails its load."""
+    found = []
+    for child in train.iterdir():
+        if not child.name.startswith("checkpoint_"):
+            continue
+        try:
+            found.append((child, read_stored_meta(child)))
+        except CheckpointError:
+            continue
+    return found
+
+
+def checkpoint_location(checkpoint: Any, options: dict[str, Any] | None = None) -> StoragePath:
+    """A ``ray.train.Checkpoint`` (a path on a pyarrow filesystem) as a ``StoragePath``."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return StoragePath.of(checkpoint.path)
+    scheme = {"gcs": "gs"}.get(checkpoint.filesystem.type_name, checkpoint.filesystem.type_name)
+    return StoragePath.of(f"{scheme}://{checkpoint.path}", options)
+
+
+def ray_checkpoint(uri: str, options: dict[str, Any] | None = None):
+    """A ``ray.train.Checkpoint`` for a stored checkpoint (local path or URI, with the run's storage options)."""
+    import ray.train
+
+    location = StoragePath.of(uri, options if is_uri(uri) else None)
+    return ray.train.Checkpoint(location.path, filesystem=location.fs)
+
+
 def check_belongs(directory: str | os.PathLike[str], cfg: RaylmConfig, labels: list[str],
-                  data_fingerprint: str | None) -> None:
+                  data_fingerprint: str | None, *, meta: dict[str, Any] | None = None) -> None:
     """Refuse to continue from a checkpoint of another run: other labels (or their order), another
     model, or other data. A silent resume would train on, or swap, the wrong classes."""
-    meta = read_meta(directory)
+    meta = meta if meta is not None else read_meta(directory)
     where = f"checkpoint {directory}"
     if list(meta["labels"]) != list(labels):
         raise CheckpointError(f"{where} was trained with labels {meta['labels']}, but this run's data has {list(labels)} "

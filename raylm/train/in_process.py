@@ -5,7 +5,8 @@ group (two more processes, a placement group, torch imported twice more): the tr
 runs the training loop. Local mode keeps only the last report, in memory, so raylm installs its
 own report handler, a ``LocalTrainFnUtils`` that
 
-- persists every reported checkpoint under ``<run_dir>/train/`` (atomically) and keeps the best
+- persists every reported checkpoint under ``<run>/train/`` (a local directory atomically; a URI
+  file by file with ``raylm.json`` last, the file every reader looks for first) and keeps the best
   ``train.keep_checkpoints`` by val_accuracy plus the latest, as ``CheckpointConfig`` does on the
   distributed path;
 - hands each epoch to ``on_report`` (a sweep's trial passes it to Tune, as ``TuneReportCallback``
@@ -19,33 +20,41 @@ trial actor starts clean.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any, Callable
 
 from ray.train.v2._internal.execution.train_fn_utils import LocalTrainFnUtils, set_train_fn_utils
 
 from raylm.atomic import atomic_directory
+from raylm.storage import StoragePath
 
 OnReport = Callable[[dict[str, Any]], None]  # an epoch's metrics (and its persisted checkpoint_path)
 
 
 class _PersistedReports(LocalTrainFnUtils):
-    def __init__(self, datasets: dict[str, Any], train_dir: Path, keep: int, on_report: OnReport | None):
+    def __init__(self, datasets: dict[str, Any], train_dir: StoragePath, keep: int, on_report: OnReport | None):
         super().__init__(experiment_name=train_dir.name, dataset_shards=datasets)
         self.train_dir, self.keep, self.on_report = train_dir, keep, on_report
-        self.kept: list[tuple[Path, dict[str, Any]]] = []  # oldest first
-        self.checkpoints = 0
+        self.kept: list[tuple[StoragePath, dict[str, Any]]] = []  # oldest first
+        # A resumed run numbers on after the checkpoints already there, never over them.
+        taken = [int(p.name.removeprefix("checkpoint_")) for p in train_dir.iterdir()
+                 if p.name.startswith("checkpoint_") and p.name.removeprefix("checkpoint_").isdigit()]
+        self.checkpoints = max(taken, default=-1) + 1
 
     def report(self, metrics: dict[str, Any], checkpoint=None, *args, **kwargs) -> None:
         import ray.train
 
+        from raylm.train.checkpoint import META
+
         persisted = None
         if checkpoint is not None:
-            final = self.train_dir / f"checkpoint_{self.checkpoints:06d}"
+            final = self.train_dir.join(f"checkpoint_{self.checkpoints:06d}")
             self.checkpoints += 1
-            with atomic_directory(final) as tmp:
-                shutil.copytree(checkpoint.path, tmp, dirs_exist_ok=True)
-            persisted = ray.train.Checkpoint(str(final))
+            if final.is_local:
+                with atomic_directory(final.local_path) as tmp:
+                    shutil.copytree(checkpoint.path, tmp, dirs_exist_ok=True)
+            else:
+                final.upload_tree(checkpoint.path, last=(META,))
+            persisted = ray.train.Checkpoint(final.path, filesystem=final.fs)
             self.kept.append((final, dict(metrics)))
             self._prune()
         super().report(metrics, checkpoint=persisted)
@@ -58,7 +67,11 @@ class _PersistedReports(LocalTrainFnUtils):
         keep = {path for path, _ in ranked[:self.keep]} | {latest}
         for path, _ in self.kept:
             if path not in keep:
-                shutil.rmtree(path, ignore_errors=True)
+                if path.is_local:
+                    shutil.rmtree(path.local_path, ignore_errors=True)
+                else:
+                    path.join("raylm.json").delete_file()  # first: a reader never trusts what is left
+                    path.delete_tree()
         self.kept = [(p, m) for p, m in self.kept if p in keep]
 
 
@@ -66,16 +79,19 @@ class InProcessTrainer:
     """``fit()`` like a Ray Train trainer's, with the loop run here under Train V2's local mode."""
 
     def __init__(self, train_loop: Callable[[dict], None], loop_config: dict[str, Any], datasets: dict[str, Any],
-                 run_dir: Path, keep_checkpoints: int, on_report: OnReport | None = None):
+                 train_dir: StoragePath, keep_checkpoints: int, on_report: OnReport | None = None):
         self.train_loop, self.loop_config, self.datasets = train_loop, loop_config, datasets
-        self.run_dir, self.keep_checkpoints, self.on_report = run_dir, keep_checkpoints, on_report
+        self.train_dir, self.keep_checkpoints, self.on_report = train_dir, keep_checkpoints, on_report
 
     def fit(self):
+        import tempfile
+
         import ray.train
         from ray.train.torch import TorchTrainer
 
-        train_dir = self.run_dir / "train"
-        train_dir.mkdir(parents=True, exist_ok=True)
+        train_dir = self.train_dir
+        if train_dir.is_local:
+            train_dir.local_path.mkdir(parents=True, exist_ok=True)
         reports = _PersistedReports(self.datasets, train_dir, self.keep_checkpoints, self.on_report)
         train_loop = self.train_loop
 
@@ -83,16 +99,26 @@ class InProcessTrainer:
             set_train_fn_utils(reports)  # replaces the in-memory handler Ray's local controller just set
             train_loop(loop_config)
 
+        # Local mode's own RunConfig writes nothing the run keeps (reports go through ours): a local run
+        # names its directory as before; a URI run a scratch directory of this process.
+        scratch = tempfile.TemporaryDirectory(prefix="raylm-local-mode-") if not train_dir.is_local else None
+        storage = str(train_dir.parent) if scratch is None else scratch.name
         trainer = TorchTrainer(loop_with_persisted_reports, train_loop_config=self.loop_config,
                                scaling_config=ray.train.ScalingConfig(num_workers=0), datasets=self.datasets,
-                               run_config=ray.train.RunConfig(name="train", storage_path=str(self.run_dir)))
+                               run_config=ray.train.RunConfig(name=train_dir.name, storage_path=storage))
         try:
             trainer.fit()
         finally:
             set_train_fn_utils(None)
+            if scratch is not None:
+                scratch.cleanup()
         if not reports.kept:
             raise RuntimeError("training finished without a checkpoint")
         latest_path, latest_metrics = reports.kept[-1]
-        return ray.train.Result(metrics=latest_metrics, checkpoint=ray.train.Checkpoint(str(latest_path)),
-                                path=str(train_dir), error=None,
-                                best_checkpoints=[(ray.train.Checkpoint(str(p)), m) for p, m in reports.kept])
+
+        def checkpoint(p: StoragePath):
+            return ray.train.Checkpoint(p.path, filesystem=p.fs)
+
+        return ray.train.Result(metrics=latest_metrics, checkpoint=checkpoint(latest_path),
+                                path=train_dir.path, error=None,
+                                best_checkpoints=[(checkpoint(p), m) for p, m in reports.kept])

@@ -129,7 +129,11 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
     keras.utils.set_random_seed(tc.seed)  # identical init on every rank
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     start_epoch, history = 0, []
-    resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
+    resume = ray.train.get_checkpoint()
+    if resume is None and loop_config.get("resume_checkpoint"):  # the driver's choice (train/__init__.py)
+        from raylm.train.checkpoint import ray_checkpoint
+
+        resume = ray_checkpoint(loop_config["resume_checkpoint"], tc.storage_options)
     with strategy.scope():
         model = compile_model(build_model(cfg, len(labels)), tc.lr, tc.weight_decay)
         if resume is not None:

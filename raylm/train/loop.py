@@ -20,6 +20,7 @@ from raylm.data.shards import local_shuffle
 from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
+    ray_checkpoint,
     read_meta,
     restore_newest,
     restore_training_state,
@@ -96,9 +97,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     masks = hooks.masks(model) if hooks.masks is not None else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch, history = 0, []
-    # A restarted worker group (max_failures) resumes from Ray's latest checkpoint; a new run
-    # from train.resume_from (Train V2 dropped the trainer's resume_from_checkpoint argument).
-    resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(tc.resume_from) if tc.resume_from else None)
+    # A restarted worker group (max_failures) resumes from the checkpoint Ray's controller hands every
+    # rank; a new run from the one the driver chose in storage (train/__init__.py: decide_resume).
+    resume = ray.train.get_checkpoint()
+    if resume is None and loop_config.get("resume_checkpoint"):
+        resume = ray_checkpoint(loop_config["resume_checkpoint"], tc.storage_options)
     train_dir = loop_config.get("train_dir")  # local storage: also the checkpoints Ray never heard of
     if train_dir is not None:
         candidates = run_checkpoints(Path(train_dir)) + ([Path(resume.path)] if resume is not None else [])

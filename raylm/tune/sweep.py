@@ -227,8 +227,19 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
           export: str | None = None, verbose: bool = True) -> SweepResult:
     """Run (or, with ``resume=<run or tune dir>``, continue) the sweep; write results; export.
 
-    A resumed sweep keeps finished trials and reruns only the unfinished ones.
+    A resumed sweep keeps finished trials and reruns only the unfinished ones. With URI storage the
+    sweep runs in the run's local workspace and is committed to storage when it ends (docs/storage.md).
     """
+    from raylm.storage import run_workspace
+
+    if resume is None and cfg is not None:
+        with run_workspace(cfg.run_location):
+            return _sweep(cfg, resume=None, export=export, verbose=verbose)
+    return _sweep(cfg, resume=resume, export=export, verbose=verbose)
+
+
+def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, export: str | None,
+           verbose: bool) -> SweepResult:
     import ray
     from ray import tune
 

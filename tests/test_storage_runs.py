@@ -1,0 +1,190 @@
+"""Runs on a real S3 API (moto's server): training that resumes from the checkpoint in the bucket,
+started from another working directory and scratch (another node, on one machine)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def _ray_for_s3(s3_server):
+    """Ray (re)started once for this module after AWS_* point at the S3 server, so that its workers
+    (Train workers, Serve replicas) inherit them; shut down after, so that later tests' Ray does not."""
+    import ray
+
+    from raylm.runtime import ensure_ray
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_server.env().items():
+            env.setenv(key, value)
+        if ray.is_initialized():
+            ray.shutdown()
+        ensure_ray(num_cpus=2, configure_logging=False)
+        yield
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_with_s3(_ray_for_s3, s3_bucket):
+    return s3_bucket
+
+
+def _local_dirs_named(name: str, *roots: Path) -> list[Path]:
+    return [p for root in roots if root.exists() for p in root.rglob(name) if p.is_dir()]
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["1-worker", "2-workers"])
+def test_training_resumes_from_the_bucket_on_another_node(ray_with_s3, s3_server, tiny_config, tmp_path,
+                                                          monkeypatch, workers):
+    from raylm.train import fit
+
+    bucket, name = ray_with_s3, f"resume-{workers}"
+    storage = [f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", f"train.num_workers={workers}"]
+    node_a, node_b = tmp_path / "node-a", tmp_path / "node-b"
+    for node in (node_a, node_b):
+        (node / "scratch").mkdir(parents=True)
+    monkeypatch.chdir(node_a)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(node_a / "scratch"))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(node_a / "cache"))
+    first = fit(tiny_config("image", *storage, "train.epochs=1"))
+    assert first.checkpoint.startswith(f"s3://{bucket}/runs/{name}/train/checkpoint_")
+    assert [h["epoch"] for h in first.history] == [1]
+
+    # "Another node": another working directory, scratch and cache; only the bucket is shared.
+    monkeypatch.chdir(node_b)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(node_b / "scratch"))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(node_b / "cache"))
+    second = fit(tiny_config("image", *storage, "train.epochs=3"))
+    epochs = [h["epoch"] for h in second.history]
+    assert epochs == [1, 2, 3], epochs
+    # Epoch 1 is the first run's (same wall-clock record), not redone: 0 epochs redone.
+    assert second.history[0]["time"] == first.history[0]["time"]
+    keys = s3_server.objects(bucket, f"runs/{name}/train/")
+    assert any(k.endswith("/raylm.json") for k in keys) and any(k.endswith("/model.safetensors") for k in keys)
+    assert not _local_dirs_named(name, node_a, node_b, Path.home() / "raylm_runs")
+    assert not list((node_a / "scratch").iterdir()) and not list((node_b / "scratch").iterdir())
+    assert not (node_a / "s3:").exists() and not (node_b / "s3:").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bytes_under(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server, tiny_config, data_root, tmp_path,
+                                                          monkeypatch):
+    """sweep -> retrain -> compress -> evaluate -> serve with train.storage_path=s3://...: everything the
+    run keeps is in the bucket; the served model answers from the artifact it downloaded there."""
+    import base64
+    import json
+
+    import requests
+    from ray import serve
+
+    from raylm.pipeline import run_pipeline
+
+    bucket, name = ray_with_s3, "pipe-s3"
+    cwd, scratch, cache = tmp_path / "cwd", tmp_path / "scratch", tmp_path / "cache"
+    for d in (cwd, scratch):
+        d.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(cache))
+    port = _free_port()
+    cfg = tiny_config("image", f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.num_workers=1",
+                      "train.epochs=1", "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=2",
+                      "tune.max_concurrent_trials=1", "tune.export=none", "tune.objectives=[accuracy, latency_ms]",
+                      "compress.latency_runs=3", "compress.latency_warmup=1", "pipeline.retrain_epochs=2",
+                      "pipeline.retrain_workers=2", "serve.replica_cpus=0.25", "serve.max_replicas=1",
+                      f"serve.port={port}")
+    try:
+        record = run_pipeline(cfg, verbose=False)
+        stages = record["stages"]
+        assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
+        run_uri = f"s3://{bucket}/runs/{name}"
+        assert record["run_dir"] == run_uri
+        assert stages["train"]["checkpoint"].startswith(f"{run_uri}/train/checkpoint_")
+        assert stages["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
+        assert stages["tune"]["tune_dir"] == f"{run_uri}/tune"
+        assert stages["evaluate"]["accuracy"] > 0.7
+
+        # The served model, loaded from the bucket through the cache, answers every image of the data.
+        files = sorted(p for p in Path(data_root["image"]).rglob("*.png"))
+        body = {"image": [base64.b64encode(p.read_bytes()).decode() for p in files]}
+        answer = requests.post(stages["serve"]["url"], json=body, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        predicted = [p["label"] for p in answer.json()["predictions"]]
+        correct = sum(label == p.parent.name for label, p in zip(predicted, files))
+        assert correct / len(files) > 0.8, (correct, len(files))  # a constant predictor gets 0.5
+
+        objects = s3_server.objects(bucket, f"runs/{name}/")
+        keys = {k.removeprefix(f"runs/{name}/") for k in objects}
+        assert {"pipeline.json", "_COMMITTED", "compress/pipeline/artifact.json", "tune/trials.json"} <= keys
+        assert any(k.startswith("train/checkpoint_") and k.endswith("model.safetensors") for k in keys)
+        committed = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/_COMMITTED")["Body"].read())
+        assert "pipeline.json" in committed["files"] and "compress/pipeline/artifact.json" in committed["files"]
+        saved = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/pipeline.json")["Body"].read())
+        assert set(saved["stages"]) == set(stages) and saved["stages"]["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
+
+        # `raylm runs` and `raylm report` on the bucket: the run listed from its committed files, the
+        # report rendered locally and committed back beside them.
+        import argparse
+
+        from raylm.cli import cmd_report
+        from raylm.report.runs import list_runs
+
+        (row,) = list_runs(f"s3://{bucket}/runs")
+        assert (row["name"], row["kind"], row["stage"], row["path"]) == (name, "pipeline", "serve", run_uri)
+        assert row["best_accuracy"] == pytest.approx(max(stages["evaluate"]["accuracy"], stages["compress"]["accuracy"],
+                                                         row["best_accuracy"]))
+        assert cmd_report(argparse.Namespace(run_dir=run_uri, no_preview=True, verbose=True)) == 0
+        report = s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/report.html")["Body"].read().decode()
+        assert name in report and "pipeline" in report
+        committed = json.loads(s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/_COMMITTED")["Body"].read())
+        assert "report.html" in committed["files"] and "pipeline.json" in committed["files"]
+        objects = s3_server.objects(bucket, f"runs/{name}/")
+
+        # No run state on the local disk: no directory named after the run in the working directory,
+        # ~/raylm_runs or this test's directories; the scratch is gone; only the content-keyed cache holds
+        # the downloaded checkpoint and artifact (docs/storage.md).
+        assert not _local_dirs_named(name, cwd, Path.home() / "raylm_runs", tmp_path)
+        assert not list(scratch.iterdir()) and not (cwd / "s3:").exists()
+        local = _bytes_under(scratch) + _bytes_under(cwd)
+        print(json.dumps({"bucket_bytes": sum(objects.values()), "bucket_objects": len(objects),
+                          "local_run_bytes": local, "cache_bytes": _bytes_under(cache)}))
+        assert local == 0
+    finally:
+        serve.shutdown()
+
+
+def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s3_server, tiny_config, tmp_path):
+    """With URI storage a demo set is generated once, committed under <storage>/_cache/ and Ray Data
+    reads it from the bucket (every node can); the labels and the split come out as from the local copy."""
+    from raylm.data import build_datasets, resolve_source
+    from raylm.storage import committed, StoragePath
+
+    bucket = ray_with_s3
+    small = ("data.path=null", "data.name=digits", "data.samples_per_class=6")
+    local_cfg = tiny_config("image", *small)
+    cfg = tiny_config("image", *small, f"train.storage_path=s3://{bucket}/runs")
+    source, is_demo = resolve_source(cfg)
+    assert is_demo and source.startswith(f"s3://{bucket}/runs/_cache/demo/digits-")
+    files = committed(StoragePath.of(source))
+    assert files and all(k.endswith(".png") for k in files)
+    assert sum(s3_server.objects(bucket, "runs/_cache/").values()) >= sum(f["size"] for f in files.values())
+    remote, local = build_datasets(cfg), build_datasets(local_cfg)
+    assert remote.labels == local.labels and len(remote.labels) == 10
+    assert remote.validation.count() == local.validation.count() > 0
+    assert remote.train.count() == local.train.count()
