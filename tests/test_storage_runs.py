@@ -188,3 +188,72 @@ def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s
     assert remote.labels == local.labels and len(remote.labels) == 10
     assert remote.validation.count() == local.validation.count() > 0
     assert remote.train.count() == local.train.count()
+
+
+@pytest.mark.faults  # ~110 s on 2 cores (two nodes, a restart): opt-in with -m faults, beside the other node losses
+def test_a_node_removed_mid_run_continues_from_the_checkpoint_in_the_bucket(s3_bucket, s3_server, tiny_config, data_root,
+                                                                          tmp_path, monkeypatch):
+    """Issue #24 7(c): two data-parallel workers on two nodes, storage in S3; the node of one worker
+    is removed after a checkpoint reached the bucket. The elastic run restarts on the node that is
+    left, from the bucket's newest checkpoint: at most one epoch redone, every epoch in the history
+    once, and the model still learns."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raylm.run_files import newest_checkpoint_meta
+    from raylm.storage import StoragePath
+    from raylm.train import fit
+    from tests.helpers.fake_cluster import wait_for
+
+    bucket, name = s3_bucket, "node-lost"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(tmp_path / "scratch"))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "scratch").mkdir()
+    ray.shutdown()  # the shared local Ray; the ray_local fixture restarts it for later tests
+    # The head (3 CPUs) keeps one 2-CPU worker and a CPU for Ray Data once the other node is gone.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    doomed = cluster.add_node(num_cpus=2)
+    try:
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        # The data too: on two nodes a driver-only folder is refused (data.path), so it lives in the bucket.
+        StoragePath.of(f"s3://{bucket}/data/images").upload_tree(Path(data_root["image"]))
+        cfg = tiny_config("image", f"data.path=s3://{bucket}/data/images",
+                          f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.epochs=5",
+                          "train.batch_size=4", "train.num_workers=[1,2]", "train.cpus_per_worker=2",
+                          "train.max_failures=2")
+        train_dir = StoragePath.of(f"s3://{bucket}/runs/{name}/train")
+        at_removal: dict[str, int] = {}
+
+        def saved_epoch() -> int:
+            meta = newest_checkpoint_meta(train_dir)
+            return int(meta["epoch"]) if meta else 0
+
+        def remove_the_node_mid_run() -> None:
+            wait_for(lambda: saved_epoch() >= 1, 300, "the first checkpoint in the bucket")
+            at_removal["epoch"] = saved_epoch()
+            cluster.remove_node(doomed)
+
+        remover = threading.Thread(target=remove_the_node_mid_run, daemon=True)
+        remover.start()
+        outcome = fit(cfg)
+        remover.join(timeout=5)
+        assert "epoch" in at_removal, "the node was never removed"
+        history = outcome.history
+        assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+        workers = [row["workers"] for row in history]
+        assert workers[0] == 2 and workers[-1] == 1, workers  # started on both nodes, finished on one
+        resumed_after = next(row["epoch"] for row in history if row["workers"] == 1) - 1
+        # The bucket held epoch at_removal when the node went; an epoch in flight then is the most lost.
+        print(f"node removed with epoch {at_removal['epoch']} in the bucket; resumed after epoch {resumed_after}; "
+              f"epochs redone: {at_removal['epoch'] - resumed_after}; workers per epoch {workers}")
+        assert at_removal["epoch"] - resumed_after <= 1, (at_removal, workers)
+        assert str(outcome.checkpoint).startswith(f"s3://{bucket}/runs/{name}/train/checkpoint_")
+        assert outcome.metrics["val_accuracy"] > 0.75
+        assert not (tmp_path / "s3:").exists() and not list((tmp_path / "scratch").iterdir())
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
