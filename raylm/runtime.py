@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,20 @@ def ensure_ray(**init_kwargs) -> None:
     log.info("Ray resources: %s", ray.cluster_resources())
     if _log_dir is not None:
         _record_session(_log_dir)
+
+
+def started_ray() -> bool:
+    """Whether this process started the Ray it is connected to (embedded), rather than joining a cluster."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(ray.is_initialized() and node is not None and node.head)
+
+
+def verb_log_dir(verb: str) -> Path:
+    """Where a verb with no run directory of its own (``raylm serve``, ``raylm data check``) sends Ray's
+    lines: a new directory in the temp dir, beside Ray's own session logs; the console names it."""
+    return Path(tempfile.mkdtemp(prefix=f"raylm-{verb}-{time.strftime('%Y%m%d-%H%M%S')}-"))
 
 
 def send_logs_to(log_dir: Path, *, verbose: bool = False):

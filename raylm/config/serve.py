@@ -35,7 +35,10 @@ class ServeConfig(Section):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="env var holding the API key; leave out for no key (local use)")
     api_key_header: str = "x-api-key"
-    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    graceful_shutdown_s: float = Field(20, ge=0, description="SIGTERM/SIGINT to `raylm serve` (or a pipeline that keeps "
+                                       "serving): how long in-flight requests get to finish before the app is removed")
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0, description="Serve's per-replica drain (scale-down, "
+                                                      "redeploy, stop); default: serve.graceful_shutdown_s")
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     limits: InputLimits = InputLimits()
@@ -44,8 +47,16 @@ class ServeConfig(Section):
         """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
         return {"host": self.host, "port": self.port, "request_timeout_s": self.request_timeout_s}
 
+    def replica_shutdown_s(self) -> float:
+        """Serve's ``graceful_shutdown_timeout_s`` for each replica."""
+        return self.graceful_shutdown_s if self.graceful_shutdown_timeout_s is None else self.graceful_shutdown_timeout_s
+
     @model_validator(mode="after")
     def _replica_range(self) -> ServeConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"serve.min_replicas={self.min_replicas} exceeds serve.max_replicas={self.max_replicas}")
+        if self.replica_shutdown_s() > self.graceful_shutdown_s:
+            # A replica still draining when the process gives up would lose its requests.
+            raise ValueError(f"serve.graceful_shutdown_timeout_s={self.graceful_shutdown_timeout_s:g} exceeds "
+                             f"serve.graceful_shutdown_s={self.graceful_shutdown_s:g}")
         return self

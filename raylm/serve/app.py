@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -47,7 +47,13 @@ MAX_TIERS_PER_REPLICA = -1
 # ---------------------------------------------------------------- building the application
 
 
-def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], None] = _to_stderr) -> Application:
+    """The application for ``artifacts`` (checked here, before Ray starts); ``say`` gets the lines worth
+    printing (the batching chosen)."""
     tiers = resolve_tiers(artifacts)
     default = cfg.default_tier or next(iter(tiers))
     if default not in tiers:
@@ -61,8 +67,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
         key_digest = hashlib.sha256(key.encode()).hexdigest()
     paths = {name: tier["path"] for name, tier in tiers.items()}
     max_batch_size, wait_s, why = choose_batching(tiers[default]["meta"], cfg)
-    print(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})",
-          file=sys.stderr, flush=True)
+    say(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})")
     cfg = cfg.model_copy(update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s})
     return TierServer.options(
         autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
@@ -72,7 +77,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
                             "look_back_period_s": cfg.look_back_period_s},
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
-        graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
+        graceful_shutdown_timeout_s=cfg.replica_shutdown_s(),
         health_check_period_s=cfg.health_check_period_s,
     ).bind(paths, default, cfg.model_dump(), key_digest)
 

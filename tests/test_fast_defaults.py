@@ -1,0 +1,52 @@
+"""Issue 25, fast by default: ``data.materialize: auto`` keeps decoded data that fits and streams
+data that does not; ``train.checkpoint_every`` writes fewer checkpoints, never losing the best or the last."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from conftest import tiny_config_in
+
+
+def _rows(dataset) -> int:
+    return sum(len(batch["label"]) for batch in dataset.iter_batches(batch_size=64, batch_format="numpy"))
+
+
+@pytest.mark.integration
+def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ray_local, data_root, tmp_path, caplog):
+    """With the source files gone after decoding, kept splits still yield every sample; streamed ones cannot."""
+    from raylm.data import decode_splits
+
+    images = tmp_path / "images"
+    shutil.copytree(data_root["image"], images)
+    data = {**data_root, "image": images}
+    with caplog.at_level(logging.INFO, logger="raylm.data.notes"):
+        kept = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false"))
+        streamed = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false", "data.materialize_share=1e-9"))
+    notes = [r.getMessage() for r in caplog.records if r.name == "raylm.data.notes"]
+    assert len(notes) == 2 and "decoded once and kept" in notes[0] and "streamed" in notes[1], notes
+    assert "48 samples x 12296 B" in notes[0], notes  # 24 + 24 images of 32x32x3 float32, and the label
+    total = 48
+    shutil.rmtree(images)
+    assert _rows(kept.train) + _rows(kept.validation) == total
+    with pytest.raises(Exception):  # the files it would read every epoch are gone
+        _rows(streamed.train)
+
+
+def test_checkpoint_cadence_keeps_the_best_and_the_last():
+    from raylm.config import load_config
+    from raylm.train.loop import checkpoint_due
+
+    tc = load_config(None, ["task.modality=image", "model.name=seed_cnn", "train.epochs=7",
+                            "train.checkpoint_every=3"]).train
+    accuracies = [0.5, 0.7, 0.6, 0.6, 0.8, 0.7, 0.6]
+    history, written = [], []
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        history.append({"epoch": epoch, "val_accuracy": accuracy})
+        if checkpoint_due(tc, history):
+            written.append(epoch)
+    # 1, 2, 5 improve on the best so far; 3 and 6 are the cadence; 7 is the last.
+    assert written == [1, 2, 3, 5, 6, 7]
