@@ -373,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         console.stop()
+        from raylm.runtime import restore_streams
+
+        restore_streams()
 
 
 if __name__ == "__main__":

@@ -183,8 +183,8 @@ def stop() -> None:
 
 class _ConsoleFormat(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        if record.levelno < logging.WARNING:
-            return f"raylm: {record.getMessage()}"
+        if record.levelno < logging.WARNING:  # a marked line: it names itself ("[raylm data] ...")
+            return record.getMessage()
         return f"raylm: {record.levelname}: {record.getMessage()}"
 
 

@@ -92,13 +92,30 @@ def send_logs_to(log_dir: Path, *, verbose: bool = False):
         return console.start(sys.stdout, sys.stderr, live=False)
     sys.stdout.flush()
     sys.stderr.flush()
+    restore_streams()  # a second verb in one process (tests) starts from the real streams, not the last log
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    _real_streams.extend([out, err])
     target = os.open(log_dir / RAY_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(target, 1)
     os.dup2(target, 2)
     os.close(target)
     return console.start(out, err, live=out.isatty() and os.environ.get("TERM") != "dumb")
+
+
+_real_streams: list = []  # copies of fds 1 and 2 as they were before send_logs_to
+
+
+def restore_streams() -> None:
+    """Put this process's stdout and stderr back where they were before ``send_logs_to`` (a verb ended)."""
+    if not _real_streams:
+        return
+    out, err = _real_streams
+    _real_streams.clear()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
 
 
 def _record_session(log_dir: Path) -> None:

@@ -50,3 +50,42 @@ def test_checkpoint_cadence_keeps_the_best_and_the_last():
             written.append(epoch)
     # 1, 2, 5 improve on the best so far; 3 and 6 are the cadence; 7 is the last.
     assert written == [1, 2, 3, 5, 6, 7]
+
+
+@pytest.mark.integration
+def test_data_check_and_compress_consoles_hold_no_ray_lines(ray_local, data_root, tmp_path):
+    """Issue 25 item 4: Ray's INFO/WARNING lines (Ray Data's executor, the token-auth warning, ...) go to
+    the log file the console names once; the console keeps raylm's answer."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from test_console import RAY_LINE, REPO, _env
+    from raylm.models import build_model
+    from raylm.train.checkpoint import save_checkpoint_atomic
+
+    cfg = tiny_config_in(tmp_path, data_root, "image", "train.name=quiet", "task.labels=[horizontal,vertical]")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_untrained", build_model(cfg, 2).eval(),
+                                        cfg, ["horizontal", "vertical"], epoch=0, data_fingerprint="test")
+    common = [f"data.path={data_root['image']}", f"data.cache_dir={tmp_path / 'cache'}",
+              f"train.storage_path={tmp_path / 'runs'}"]
+    runs = {
+        "data check": ["data", "check", "--config", "jobs/configs/image.yaml", *common],
+        "compress": ["compress", "--checkpoint", str(checkpoint), "compress.latency_runs=2", "compress.latency_warmup=0",
+                     "compress.max_eval_samples=8"],
+    }
+    for verb, argv in runs.items():
+        done = subprocess.run([sys.executable, "-m", "raylm.cli", *argv], cwd=REPO, env=_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (verb, done.stdout[-2000:], done.stderr[-3000:])
+        lines = (done.stdout + done.stderr).splitlines()
+        assert not [line for line in lines if RAY_LINE.search(line)], (verb, lines)
+        named = [line for line in lines if line.startswith("Ray's logs: ")]
+        assert len(named) == 1, (verb, lines)
+        log = named[0].removeprefix("Ray's logs: ").split(" (")[0]
+        assert RAY_LINE.search(open(log).read()), (verb, log)  # Ray did speak: into the file
+        answer = done.stdout[done.stdout.index("{"):]
+        assert json.loads(answer), (verb, done.stdout)
