@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(args.artifact, cfg, say=said.append)  # artifacts and config checked before Ray starts
     from ray import serve
 
-    from raylm.runtime import ensure_ray, started_ray, verb_log_dir
+    from raylm.config.serve import ingress_of
+    from raylm.runtime import cluster_ingress, ensure_ray, started_ray, verb_log_dir
     from raylm.serve.lifecycle import serve_until_stopped
 
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else verb_log_dir("serve")
@@ -81,8 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _name_log(args, out, log_dir)
     for line in said:
         out.note(line)
-    ensure_ray()
+    ensure_ray(ingress=cfg.ingress)
     owns_ray = started_ray()
+    if owns_ray:
+        out.note(f"raylm serve: ingress {cfg.ingress} ({ingress_of(dict(os.environ))})")
+    else:  # a cluster's Serve runs the mode its nodes were started with
+        out.note(f"raylm serve: ingress: the cluster runs Serve's {cluster_ingress()} "
+                 f"(serve.ingress={cfg.ingress} applies only where raylm starts Ray)")
     serve.start(http_options=cfg.http_options())
     serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=False)
     out.line(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))

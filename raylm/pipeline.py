@@ -313,7 +313,7 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
 
         check_space(cfg)
     record["config"] = cfg.to_dict()
-    ensure_ray()
+    ensure_ray(ingress=cfg.serve.ingress)
     quiet_data_progress()
     table = partial(sweep_table, run_dir / "tune")  # read when the sweep stage ends, not before
     for stage in STAGES[STAGES.index(start):STAGES.index(stop) + 1]:

@@ -25,7 +25,9 @@ WORKER_ENV_VARS = {
 }
 
 
-def ensure_ray(**init_kwargs) -> None:
+def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
+    """Connect to RAY_ADDRESS or a ``ray start`` cluster on this machine, else start an embedded Ray.
+    An embedded Ray gets Serve's ``ingress`` mode (``serve.ingress``; env vars its processes read)."""
     import ray
 
     if ray.is_initialized():
@@ -46,6 +48,7 @@ def ensure_ray(**init_kwargs) -> None:
             # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
             env_vars["RAY_ADDRESS"] = address
     if pinned_port is not None:
+        _set_ingress_env(ingress)
         # An embedded Ray's state API is 127.0.0.1:8265 by default, even without a dashboard. If
         # another Ray instance on the machine serves there, Train's placement-group cleaner asks it
         # about our controller, hears "not found", and removes a live trial's placement group.
@@ -60,6 +63,34 @@ def ensure_ray(**init_kwargs) -> None:
     log.info("Ray resources: %s", ray.cluster_resources())
     if _log_dir is not None:
         _record_session(_log_dir)
+
+
+def _set_ingress_env(ingress: str) -> None:
+    """Before an embedded Ray starts: its raylet, and so Serve's controller, proxy and replicas, inherit these.
+    ``auto`` leaves a variable the user exported alone; a mode named in the config sets its own."""
+    from raylm.config.serve import INGRESS_ENV
+
+    for key, value in INGRESS_ENV[ingress].items():
+        if ingress == "auto":
+            os.environ.setdefault(key, value)
+        else:
+            os.environ[key] = value
+
+
+def cluster_ingress() -> str:
+    """The ingress mode the cluster's nodes run Serve with, read from a worker's environment (which
+    the raylet passes on): what ``raylm serve`` prints when it joins a cluster it did not start."""
+    import ray
+
+    from raylm.config.serve import INGRESS_ENV, ingress_of
+
+    keys = sorted({k for env in INGRESS_ENV.values() for k in env})
+
+    @ray.remote(num_cpus=0)
+    def node_env() -> dict[str, str | None]:
+        return {k: os.environ.get(k) for k in keys}
+
+    return ingress_of(ray.get(node_env.remote(), timeout=60))
 
 
 def started_ray() -> bool:

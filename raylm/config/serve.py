@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from raylm.config.data import InputLimits
 from raylm.config.section import Section
+
+
+# How requests reach a replica: environment variables Serve reads when its processes start, so they
+# take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
+# (cluster/ manifests, docs/serving.md). "auto" is the fastest mode that passes raylm's whole serve suite
+# on one stable URL: Serve's proxy with Ray's throughput-optimized settings (gRPC from the proxy to the
+# replicas, user code on the replica's own event loop, buffered access logs), direct ingress held off.
+# "direct" serves each replica on a port of its own (no single URL); "haproxy" needs the haproxy binary.
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    "auto": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+    "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}
+Ingress = Literal["auto", "proxy", "direct", "haproxy"]
+
+
+def ingress_of(env: dict[str, str | None]) -> str:
+    """The ingress mode a node's environment selects (what raylm prints for an existing cluster)."""
+    on = {k: env.get(k) == "1" for k in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+                                          "RAY_SERVE_ENABLE_HA_PROXY")}
+    direct = on["RAY_SERVE_ENABLE_DIRECT_INGRESS"] or (on["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
+                                                        and env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") != "0")
+    if on["RAY_SERVE_ENABLE_HA_PROXY"]:
+        return "haproxy"
+    if direct:
+        return "direct"
+    return "proxy (throughput-optimized)" if on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] else "proxy"
 
 
 class ServeConfig(Section):
@@ -41,6 +69,9 @@ class ServeConfig(Section):
                                                       "redeploy, stop); default: serve.graceful_shutdown_s")
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
+    ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (Serve's "
+                             "proxy, throughput-optimized), proxy (Serve's default), direct, haproxy; a cluster's own "
+                             "mode is read and printed")
     limits: InputLimits = InputLimits()
 
     def http_options(self) -> dict[str, Any]:
