@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from raylm.config.serve import ingress_of
     from raylm.runtime import cluster_ingress, ensure_ray, started_ray, verb_log_dir
-    from raylm.serve.lifecycle import serve_until_stopped
+    from raylm.serve.lifecycle import StopSignals, serve_until_stopped
 
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else verb_log_dir("serve")
     out = _console(args, log_dir, log_dir=log_dir)
@@ -83,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for line in said:
         out.note(line)
     ensure_ray(ingress=cfg.ingress)
+    signals = None if args.detach else StopSignals()  # from here on, Ray's SIGTERM handler is replaced by a drain
     owns_ray = started_ray()
     if owns_ray:
         out.note(f"raylm serve: ingress {cfg.ingress} ({ingress_of(dict(os.environ))})")
@@ -95,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     out.note(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s={cfg.graceful_shutdown_s:g})")
-    out.line(serve_until_stopped(args.name, cfg, owns_ray=owns_ray))
+    out.line(serve_until_stopped(args.name, cfg, owns_ray=owns_ray, signals=signals))
     return 0
 
 

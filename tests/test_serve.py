@@ -544,21 +544,29 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
     port, limit_s = _free_port(), 10
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raylm.cli", "serve", "--artifact", served["artifacts"]["image-none"],
-         "--log-dir", str(tmp_path / "logs"), f"serve.port={port}", "serve.replica_cpus=0.3", "serve.max_replicas=1",
-         f"serve.graceful_shutdown_s={limit_s}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}/predict"
     body = {"image": [_b64(_png("vertical"))] * 16}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raylm.cli", "serve", "--artifact", served["artifacts"]["image-none"],
+             "--log-dir", str(tmp_path / "logs"), f"serve.port={port}", "serve.replica_cpus=0.3", "serve.max_replicas=1",
+             f"serve.graceful_shutdown_s={limit_s}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    proc, retried = start(), False
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         while True:  # up once the app answers
+            if proc.poll() is not None and not retried:
+                # On an overloaded machine Ray 2.60's raylet can give up starting (ray-project/ray#65983): once more.
+                assert "raylet failed to start" in proc.communicate()[1], proc.communicate()
+                proc, retried = start(), True
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
             try:
-                if requests.post(url, json=body, timeout=10).status_code == 200:
+                if requests.post(url, json=body, timeout=30).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or the replica still starting
                 pass
             time.sleep(0.5)
 

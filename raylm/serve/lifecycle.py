@@ -40,22 +40,27 @@ class Stopped:
         return f"{who}: {self.signal_name}: stopped taking requests; {drain}{tail}"
 
 
-def wait_for_stop_signal() -> int:
-    """Block until SIGTERM or SIGINT; a second one while draining ends the process at once (exit 1)."""
-    received: list[int] = []
-    arrived = threading.Event()
+class StopSignals:
+    """SIGTERM and SIGINT caught from now on (install it right after ``ray.init``, before deploying, so a
+    signal during start-up also ends in a drain); a second one while draining ends the process at once
+    (exit 1)."""
 
-    def on_signal(signum: int, frame) -> None:
-        if received:  # asked twice: the operator does not want to wait for the drain
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._arrived = threading.Event()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.received:  # asked twice: the operator does not want to wait for the drain
             raise SystemExit(1)
-        received.append(signum)
-        arrived.set()
+        self.received.append(signum)
+        self._arrived.set()
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
-    while not arrived.wait(3600):
-        pass
-    return received[0]
+    def wait(self) -> int:
+        while not self._arrived.wait(3600):
+            pass
+        return self.received[0]
 
 
 def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,
@@ -81,8 +86,9 @@ def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callabl
     return Stopped(signal.Signals(signum).name, drain_s, drained, owns_ray)
 
 
-def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve") -> str:
+def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve",
+                        signals: StopSignals | None = None) -> str:
     """Serve until SIGTERM/SIGINT, then drain and stop; returns the one line that says how it ended."""
-    signum = wait_for_stop_signal()
+    signum = (signals or StopSignals()).wait()
     stopped = drain_and_stop(app, cfg, owns_ray=owns_ray, signum=signum)
     return stopped.line(app, cfg.graceful_shutdown_s, who)
