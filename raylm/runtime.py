@@ -68,8 +68,10 @@ def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
 def _set_ingress_env(ingress: str) -> None:
     """Before an embedded Ray starts: its raylet, and so Serve's controller, proxy and replicas, inherit these.
     ``auto`` leaves a variable the user exported alone; a mode named in the config sets its own."""
-    from raylm.config.serve import INGRESS_ENV
+    from raylm.config.serve import AUTOSCALING_ENV, INGRESS_ENV
 
+    for key, value in AUTOSCALING_ENV.items():
+        os.environ.setdefault(key, value)
     for key, value in INGRESS_ENV[ingress].items():
         if ingress == "auto":
             os.environ.setdefault(key, value)

@@ -89,3 +89,30 @@ def test_data_check_and_compress_consoles_hold_no_ray_lines(ray_local, data_root
         assert RAY_LINE.search(open(log).read()), (verb, log)  # Ray did speak: into the file
         answer = done.stdout[done.stdout.index("{"):]
         assert json.loads(answer), (verb, done.stdout)
+
+
+@pytest.mark.parametrize("look_back", [1, 2, 10, 30])
+def test_autoscaling_settings_never_trip_serves_interval_warning(look_back):
+    """Serve warns (FutureWarning, an error in a later release) when look_back_period_s is not longer than
+    the metrics interval; raylm derives the interval from the window."""
+    import warnings
+
+    from ray.serve.config import AutoscalingConfig
+
+    from raylm.serve import load_serve_config
+
+    cfg = load_serve_config(None, [f"serve.look_back_period_s={look_back}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        config = AutoscalingConfig(**cfg.autoscaling_config())
+    assert config.look_back_period_s > config.metrics_interval_s
+
+
+def test_ingress_modes_read_from_a_nodes_environment():
+    from raylm.config.serve import INGRESS_ENV, ingress_of
+
+    assert ingress_of({}) == "proxy"
+    assert ingress_of(INGRESS_ENV["auto"]) == "proxy (throughput-optimized)"
+    assert ingress_of(INGRESS_ENV["direct"]) == "direct"
+    assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}) == "direct"  # Ray's throughput mode includes it
+    assert ingress_of(INGRESS_ENV["haproxy"]) == "haproxy"

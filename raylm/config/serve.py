@@ -16,6 +16,11 @@ from raylm.config.section import Section
 # on one stable URL: Serve's proxy with Ray's throughput-optimized settings (gRPC from the proxy to the
 # replicas, user code on the replica's own event loop, buffered access logs), direct ingress held off.
 # "direct" serves each replica on a port of its own (no single URL); "haproxy" needs the haproxy binary.
+DEFAULT_METRICS_INTERVAL_S = 10.0  # Serve's own default (ray.serve.config)
+# Where raylm starts Ray: replicas and handles push their load every second (Serve's default is 10 s),
+# so a look-back window of a few seconds sees fresh numbers and scale-up follows a load step in seconds.
+AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+                   "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
 INGRESS_ENV: dict[str, dict[str, str]] = {
     "auto": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
@@ -50,9 +55,10 @@ class ServeConfig(Section):
     min_replicas: int = Field(1, ge=0, description="replicas (autoscaling_config)")
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
-    upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    upscale_delay_s: float = Field(5, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
-    look_back_period_s: float = Field(30, gt=0, description="autoscaling_config: window the load is averaged over")
+    look_back_period_s: float = Field(10, gt=0, description="autoscaling_config: window the load is averaged over "
+                                      "(metrics are pushed at half of it, at most every 10 s: see autoscaling_config())")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")
@@ -77,6 +83,22 @@ class ServeConfig(Section):
     def http_options(self) -> dict[str, Any]:
         """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
         return {"host": self.host, "port": self.port, "request_timeout_s": self.request_timeout_s}
+
+    def autoscaling_config(self) -> dict[str, Any]:
+        """Serve's autoscaling_config. Serve decides on metrics it receives every ``metrics_interval_s``
+        (10 s unless told otherwise) and warns when the look-back window is not longer than that: the
+        interval is derived as half the window (at most 10 s), so every window holds two reports."""
+        config: dict[str, Any] = {
+            "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+            "initial_replicas": max(self.min_replicas, 1), "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s}
+        if self.metrics_interval_s() < DEFAULT_METRICS_INTERVAL_S:
+            config["metrics_interval_s"] = self.metrics_interval_s()
+        return config
+
+    def metrics_interval_s(self) -> float:
+        return min(DEFAULT_METRICS_INTERVAL_S, self.look_back_period_s / 2)
 
     def replica_shutdown_s(self) -> float:
         """Serve's ``graceful_shutdown_timeout_s`` for each replica."""

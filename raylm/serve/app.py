@@ -69,12 +69,11 @@ def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], No
     max_batch_size, wait_s, why = choose_batching(tiers[default]["meta"], cfg)
     say(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})")
     cfg = cfg.model_copy(update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s})
+    say(f"raylm serve: autoscaling {cfg.min_replicas}..{cfg.max_replicas} replicas at {cfg.target_ongoing_requests:g} "
+        f"ongoing requests each, load averaged over {cfg.look_back_period_s:g} s (metrics every "
+        f"{cfg.metrics_interval_s():g} s), up after {cfg.upscale_delay_s:g} s, down after {cfg.downscale_delay_s:g} s")
     return TierServer.options(
-        autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
-                            "initial_replicas": max(cfg.min_replicas, 1),
-                            "target_ongoing_requests": cfg.target_ongoing_requests,
-                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
-                            "look_back_period_s": cfg.look_back_period_s},
+        autoscaling_config=cfg.autoscaling_config(),
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         graceful_shutdown_timeout_s=cfg.replica_shutdown_s(),
