@@ -596,7 +596,10 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    stopped_after = time.monotonic() - at
     in_flight = [outcome for sent, answered, outcome in results if sent < at < answered]
+    print(f"SIGTERM under load: {len(in_flight)} requests in flight, {sum(sent < at for sent, _, _ in results)} sent "
+          f"before it, exit {proc.returncode} within {stopped_after:.1f} s: {stdout.strip().splitlines()[-1:]}")
     assert in_flight, "no request was in flight when the signal came: the test proved nothing"
     failed = [outcome for sent, _, outcome in results if sent < at and outcome != 200]
     assert not failed, (failed, stderr[-2000:])
