@@ -16,9 +16,12 @@ def _rows(dataset) -> int:
 
 
 @pytest.mark.integration
-def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ray_local, data_root, tmp_path, caplog):
+def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ray_local, data_root, tmp_path, caplog,
+                                                                               monkeypatch):
     """With the source files gone after decoding, kept splits still yield every sample; streamed ones cannot."""
-    from raylm.data import decode_splits
+    from raylm.data import decode_splits, materialize
+
+    monkeypatch.setattr(materialize, "_announced", set())  # each choice once on the console: none yet
 
     images = tmp_path / "images"
     shutil.copytree(data_root["image"], images)
@@ -26,7 +29,7 @@ def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ra
     with caplog.at_level(logging.INFO, logger="raylm.data.notes"):
         kept = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false"))
         streamed = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false", "data.materialize_share=1e-9"))
-    notes = [r.getMessage() for r in caplog.records if r.name == "raylm.data.notes"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "raylm.data.notes" and r.console]
     assert len(notes) == 2 and "decoded once and kept" in notes[0] and "streamed" in notes[1], notes
     assert "48 samples x 12296 B" in notes[0], notes  # 24 + 24 images of 32x32x3 float32, and the label
     total = 48

@@ -53,6 +53,12 @@ def choose(cfg: RaylmConfig, record: ModalityRecord, samples: int | None) -> Mat
                                    f"{store / 2**30:.1f} GiB object store ({budget / 2**20:.0f} MiB): {verdict}")
 
 
+_announced: set[str] = set()  # the reasons already on this process's console
+
+
 def announce(choice: MaterializeChoice) -> None:
-    """On the console of ``raylm train``/``tune``/``pipeline`` (an INFO line marked for it), else in the log."""
-    log.info("[raylm data] %s", choice.reason, extra={"console": True})
+    """On the console of ``raylm train``/``tune``/``pipeline`` once (an INFO line marked for it); the
+    same choice again (a pipeline decodes for the sweep, the retrain and compression) only in the log."""
+    first = choice.reason not in _announced
+    _announced.add(choice.reason)
+    log.info("[raylm data] %s", choice.reason, extra={"console": first})
