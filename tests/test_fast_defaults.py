@@ -115,7 +115,9 @@ def test_ingress_modes_read_from_a_nodes_environment():
     from raylm.config.serve import INGRESS_ENV, ingress_of
 
     assert ingress_of({}) == "proxy"
-    assert ingress_of(INGRESS_ENV["auto"]) == "proxy (throughput-optimized)"
+    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
+    assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
+        == "proxy (throughput-optimized)"
     assert ingress_of(INGRESS_ENV["direct"]) == "direct"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}) == "direct"  # Ray's throughput mode includes it
     assert ingress_of(INGRESS_ENV["haproxy"]) == "haproxy"

@@ -12,17 +12,13 @@ from raylm.config.section import Section
 
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
-# (cluster/ manifests, docs/serving.md). "auto" is the fastest mode that passes raylm's whole serve suite
-# on one stable URL: Serve's proxy with Ray's throughput-optimized settings (gRPC from the proxy to the
-# replicas, user code on the replica's own event loop, buffered access logs), direct ingress held off.
-# "direct" serves each replica on a port of its own (no single URL); "haproxy" needs the haproxy binary.
-DEFAULT_METRICS_INTERVAL_S = 10.0  # Serve's own default (ray.serve.config)
-# Where raylm starts Ray: replicas and handles push their load every second (Serve's default is 10 s),
-# so a look-back window of a few seconds sees fresh numbers and scale-up follows a load step in seconds.
-AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
-                   "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
+# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
+# "direct" serves each replica on a port of its own (no single URL), "haproxy" needs the haproxy
+# binary, and Serve's proxy with Ray's throughput-optimized settings (direct ingress held off) measured
+# no faster than the plain proxy here (benchmarks/serve_load.py, docs/fast.md); so auto is Serve's proxy,
+# and a user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "auto": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -75,9 +71,9 @@ class ServeConfig(Section):
                                                       "redeploy, stop); default: serve.graceful_shutdown_s")
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
-    ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (Serve's "
-                             "proxy, throughput-optimized), proxy (Serve's default), direct, haproxy; a cluster's own "
-                             "mode is read and printed")
+    ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
+                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
+                             "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
 
     def http_options(self) -> dict[str, Any]:
