@@ -10,6 +10,12 @@ from raylm.config.data import InputLimits
 from raylm.config.section import Section
 
 
+DEFAULT_METRICS_INTERVAL_S = 10.0  # Serve's own default (ray.serve.config)
+# Where raylm starts Ray: replicas and handles push their load every second (Serve's default is 10 s),
+# so a look-back window of a few seconds sees fresh numbers and scale-up follows a load step in seconds.
+AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+                   "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
+
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
 # (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
