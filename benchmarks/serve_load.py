@@ -6,7 +6,8 @@
   * per ingress mode, each in its own Ray (the modes are env vars read when Serve starts):
     ``proxy`` (Serve's default proxy), ``direct`` (RAY_SERVE_ENABLE_DIRECT_INGRESS=1, requests posted
     to the replica's own port), ``haproxy`` (RAY_SERVE_ENABLE_HA_PROXY=1), ``throughput``
-    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress): concurrency 1/8/32 with
+    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress), ``default`` (what raylm runs
+    untuned: serve.ingress=auto, see raylm/config/serve.py): concurrency 1/8/32 with
     batching chosen from the artifact's latency curve, and the c=1 profile from the replica's
     Server-Timing header (read / preprocess / queue / model / replica; client minus replica = the
     HTTP hops and Serve's routing);
@@ -255,7 +256,10 @@ def _json_response(labels: list[str], probs: np.ndarray) -> bytes:
 # ---------------------------------------------------------------- one ingress mode, in its own Ray
 
 MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-         "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
+         "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "default": {}}
+# serve.ingress for ensure_ray: "default" is what raylm does untuned (serve.ingress=auto); the others pin their mode
+# (throughput's variables, exported above, are left alone by auto).
+MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto", "default": "auto"}
 PINNED = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.model_threads=1"]
 
 
@@ -360,7 +364,8 @@ def run_mode(artifact: str, mode: str, args) -> dict:
     from raylm.runtime import ensure_ray
     from raylm.serve import build_app, load_serve_config
 
-    ensure_ray(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ensure_ray(ingress=MODE_INGRESS[mode], num_cpus=2, include_dashboard=False, configure_logging=False,
+               log_to_driver=False)
     serve_port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
     results: dict = {}
@@ -396,7 +401,9 @@ def _subprocess_json(argv: list[str], env: dict[str, str], timeout: float, tries
     # Tries: on an overloaded machine Ray 2.60's raylet gives up on a slow metrics agent after a fixed
     # timeout (ray-project/ray#65983) and the node never starts; a fresh start usually does.
     for attempt in range(tries):
-        run = subprocess.run([sys.executable, __file__, *argv], env={**os.environ, **env}, stdout=subprocess.PIPE,
+        # Each mode from a clean slate: no RAY_SERVE_* left behind by this process's own Ray (build_artifact).
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+        run = subprocess.run([sys.executable, __file__, *argv], env={**clean, **env}, stdout=subprocess.PIPE,
                              text=True, timeout=timeout)
         if run.returncode == 0:
             return json.loads(run.stdout.strip().splitlines()[-1])
@@ -431,7 +438,7 @@ def main() -> None:
     parser.add_argument("--artifact", help="an int8 text artifact; default: build one (MiniLM, dynamic int8)")
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=20, help="per concurrency level")
-    parser.add_argument("--modes", default="proxy,direct,haproxy,throughput", help=f"ingress modes among {list(MODES)}")
+    parser.add_argument("--modes", default="default,proxy,direct,haproxy,throughput", help=f"ingress modes among {list(MODES)}")
     parser.add_argument("--ramp-seconds", type=float, default=30, help="each phase of the autoscaling ramp; 0 = skip it")
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)

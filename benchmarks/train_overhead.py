@@ -8,7 +8,7 @@ Measures, in one run:
 The plain loops read pre-decoded tensors from memory; raylm reads the same demo files (the
 `shapes` set) through Ray Data, once streaming (decode every epoch on a spare CPU) and once with
 `data.materialize=true` (decoded once, kept in the object store), the like-for-like comparison
-with the in-memory baseline. Throughput is samples/s over the epochs after the first, taken from
+with the in-memory baseline, and once with raylm's default (`data.materialize: auto`). Throughput is samples/s over the epochs after the first, taken from
 raylm's own per-epoch metric. Prints one JSON line.
 """
 
@@ -47,12 +47,14 @@ def _plain(npz: Path, args, nproc: int) -> float:
     return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
 
 
-def _raylm(args, workers: int, storage: str, materialize: bool) -> float:
+def _raylm(args, workers: int, storage: str, materialize: bool | None) -> float:
+    """``materialize=None``: raylm's default (``data.materialize: auto``), what a user gets without tuning."""
     from raylm.config import load_config
     from raylm.train import fit
 
     cfg = load_config(None, [
-        *_data_overrides(args), f"model.name={args.model}", f"data.materialize={materialize}",
+        *_data_overrides(args), f"model.name={args.model}",
+        *([f"data.materialize={materialize}"] if materialize is not None else []),
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.num_workers={workers}", f"train.cpus_per_worker={1.0 if workers == 1 else 0.5}",
         f"train.storage_path={storage}", "train.log_every_n_steps=100000",
@@ -85,16 +87,18 @@ def main() -> None:
         _decoded_demo(load_config(None, [*_data_overrides(args), "model.name=seed_cnn"]), npz)
         # Ray Data's equal split: each raylm worker sees len // workers rows, as plain_loop does.
         figures = {"plain_1w": _plain(npz, args, 1),
+                   "raylm_1w_default": _raylm(args, 1, tmp, None),
                    "raylm_1w_materialized": _raylm(args, 1, tmp, True),
                    "raylm_1w_streaming": _raylm(args, 1, tmp, False),
                    "torchrun_2w": _plain(npz, args, 2),
+                   "raylm_2w_default": _raylm(args, 2, tmp, None),
                    "raylm_2w_materialized": _raylm(args, 2, tmp, True),
                    "raylm_2w_streaming": _raylm(args, 2, tmp, False)}
     line = {"benchmark": "train_overhead", "model": args.model, "dataset": f"shapes x{args.per_class}/class",
             "epochs": args.epochs, "batch_size": args.batch_size, "cores": os.cpu_count()}
     line |= {f"{k}_samples_per_s": round(v, 1) for k, v in figures.items()}
     for workers, base in (("1w", "plain_1w"), ("2w", "torchrun_2w")):
-        for mode in ("materialized", "streaming"):
+        for mode in ("default", "materialized", "streaming"):
             line[f"ratio_{workers}_{mode}"] = round(figures[f"raylm_{workers}_{mode}"] / figures[base], 3)
     print(json.dumps(line))
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 from raylm.config import ConfigError, load_config
@@ -19,11 +17,19 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4")
 
 
-def _console(args: argparse.Namespace, run_dir: Path):
-    """raylm's console; Ray's stream goes to ``<run>/logs/`` unless ``-v``."""
+def _console(args: argparse.Namespace, run_dir: Path, *, log_dir: Path | None = None):
+    """raylm's console; Ray's stream goes to ``<run>/logs/`` (or ``log_dir``) unless ``-v``."""
     from raylm.runtime import send_logs_to
 
-    return send_logs_to(run_dir / "logs", verbose=args.verbose)
+    return send_logs_to(log_dir or run_dir / "logs", verbose=args.verbose)
+
+
+def _name_log(args: argparse.Namespace, out, log_dir: Path) -> None:
+    """The one line that says where Ray's own lines went (stderr: stdout stays the verb's answer)."""
+    from raylm.runtime import RAY_LOG
+
+    if not args.verbose:
+        out.note(f"Ray's logs: {log_dir / RAY_LOG} (-v to show them)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -56,13 +62,16 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from raylm.compress.objectives import compress_checkpoint
-    from raylm.compress.pipeline import compress_config
+    from raylm.compress.pipeline import compress_config, summary_text
     from raylm.runtime import ensure_ray
 
     cfg = compress_config(args.checkpoint, args.config, args.overrides)  # validated before Ray starts
+    out = _console(args, cfg.run_dir)
+    _name_log(args, out, cfg.run_dir / "logs")
     ensure_ray()
-    report = compress_checkpoint(cfg, args.checkpoint, verbose=True)
-    print(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
+    report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
+    out.line(summary_text(report, cfg.compress.serving_batch_size))
+    out.line(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
     return 0
 
 
@@ -70,15 +79,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from raylm.serve import build_app, load_serve_config
 
     cfg = load_serve_config(args.config, args.overrides)
-    app = build_app(args.artifact, cfg)  # artifacts and config checked before Ray starts
+    said: list[str] = []
+    app = build_app(args.artifact, cfg, say=said.append)  # artifacts and config checked before Ray starts
     from ray import serve
 
-    from raylm.runtime import ensure_ray
+    from raylm.config.serve import ingress_of
+    from raylm.runtime import cluster_ingress, ensure_ray, started_ray, verb_log_dir
+    from raylm.serve.lifecycle import StopSignals, serve_until_stopped
 
-    ensure_ray()
+    log_dir = Path(args.log_dir).expanduser() if args.log_dir else verb_log_dir("serve")
+    out = _console(args, log_dir, log_dir=log_dir)
+    _name_log(args, out, log_dir)
+    for line in said:
+        out.note(line)
+    ensure_ray(ingress=cfg.ingress)
+    signals = None if args.detach else StopSignals()  # from here on, Ray's SIGTERM handler is replaced by a drain
+    owns_ray = started_ray()
+    if owns_ray:
+        out.note(f"raylm serve: ingress {cfg.ingress} ({ingress_of(dict(os.environ))})")
+    else:  # a cluster's Serve runs the mode its nodes were started with
+        out.note(f"raylm serve: ingress: the cluster runs Serve's {cluster_ingress()} "
+                 f"(serve.ingress={cfg.ingress} applies only where raylm starts Ray)")
     serve.start(http_options=cfg.http_options())
-    serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=not args.detach)
-    print(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
+    serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=False)
+    out.line(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
+    if args.detach:
+        return 0
+    out.note(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s={cfg.graceful_shutdown_s:g})")
+    out.line(serve_until_stopped(args.name, cfg, owns_ray=owns_ray, signals=signals))
     return 0
 
 
@@ -173,15 +201,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         keep = embedded and interactive
     if "serve" in record["stages"] and keep:
         # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
-        out.line("serving until Ctrl-C ...")
-        # Ray Train's fit() left its own SIGINT handler behind (it aborts a training run that has
-        # ended, and waits on it): Ctrl-C here must simply stop this process.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        # The stop handlers replace Ray Train's SIGINT handler too (it aborts a training run that has ended).
+        from raylm.runtime import started_ray
+        from raylm.serve.lifecycle import serve_until_stopped
+
+        out.line(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s="
+                 f"{cfg.serve.graceful_shutdown_s:g}) ...")
+        app = record["stages"]["serve"].get("app", "raylm")
+        out.line(serve_until_stopped(app, cfg.serve, owns_ray=started_ray(), who="raylm pipeline"))
     return 0
 
 
@@ -210,23 +237,26 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from raylm.data import resolve_source
     from raylm.data.check import DataError, check_data, enforce
     from raylm.data.files import detect_format
-    from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.runtime import ensure_ray, quiet_data_progress, verb_log_dir
 
     source, is_demo = resolve_source(cfg)
     if is_demo:
         raise ConfigError("data.path: the data check is for your own data; set data.path=<folder or table>")
+    log_dir = verb_log_dir("data-check")  # a check makes no run directory
+    out = _console(args, log_dir, log_dir=log_dir)
+    _name_log(args, out, log_dir)
     ensure_ray()
     quiet_data_progress()
     try:
         report = check_data(cfg, source, detect_format(source, cfg.data.format), report_dir=None, enforce_policy=False)
     except DataError as err:  # a layout or column error: nothing could be checked
-        print(f"raylm: {err}", file=sys.stderr)
+        out.error(str(err))
         return 1
-    print(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=2, ensure_ascii=False))
+    out.line(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=2, ensure_ascii=False))
     try:
         enforce(report, cfg, None)
     except DataError as err:
-        print(f"raylm: training would refuse this data: {err}", file=sys.stderr)
+        out.error(f"training would refuse this data: {err}")
         return 1
     return 0
 
@@ -304,18 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", parents=[loud], help="data-parallel training under Ray Train")
     _add_config_args(train)
     train.set_defaults(run=cmd_train)
-    comp = verbs.add_parser("compress", help="prune / quantize a trained checkpoint into a measured ARTIFACT")
+    comp = verbs.add_parser("compress", parents=[loud], help="prune / quantize a trained checkpoint into a measured ARTIFACT")
     comp.add_argument("--checkpoint", required=True, help="a raylm checkpoint directory (train/checkpoint_*)")
     comp.add_argument("--config", help="YAML config; default: the checkpoint's own config")
     comp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. compress.quantize.mode=dynamic")
     comp.set_defaults(run=cmd_compress)
-    srv = verbs.add_parser("serve", help="serve ARTIFACT tiers of one model over HTTP with Ray Serve")
+    srv = verbs.add_parser("serve", parents=[loud], help="serve ARTIFACT tiers of one model over HTTP with Ray Serve")
     srv.add_argument("--artifact", action="append", required=True, metavar="[TIER=]DIR",
                      help="an artifact directory; repeat for tiers (first = default unless serve.default_tier)")
     srv.add_argument("--config", help="YAML whose 'serve' section is used")
     srv.add_argument("--name", default="raylm", help="Serve application name")
     srv.add_argument("--route-prefix", default="/")
     srv.add_argument("--detach", action="store_true", help="return once deployed (the app keeps running on the cluster)")
+    srv.add_argument("--log-dir", help="where Ray's own lines go (default: a new raylm-serve-* directory in the temp dir)")
     srv.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.max_batch_size=32")
     srv.set_defaults(run=cmd_serve)
     tun = verbs.add_parser("tune", parents=[loud], help="sweep augmentation, training and compression together (Ray Tune)")
@@ -346,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(run=cmd_augment_preview)
     data = verbs.add_parser("data", help="look at your own data before training")
     data_verbs = data.add_subparsers(dest="data_verb", required=True)
-    check = data_verbs.add_parser("check", help="decode every file or row once and print the data report (no training)")
+    check = data_verbs.add_parser("check", parents=[loud], help="decode every file or row once and print the data report (no training)")
     _add_config_args(check)
     check.set_defaults(run=cmd_data_check)
     synth = data_verbs.add_parser("synth", help="write a large learnable synthetic dataset as parquet shards (streamed)")
@@ -390,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         console.stop()
+        from raylm.runtime import restore_streams
+
+        restore_streams()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class Console:
         else:
             print(text, file=self.out, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line beside the answer, not part of it (stderr: stdout stays the verb's JSON or table)."""
+        self._to_err(text)
+
     def warn(self, text: str) -> None:
         self._to_err(f"raylm: warning: {text}")
 
@@ -156,8 +160,11 @@ def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
         _active.close()
     _active = Console(out, err, live=live)
     handler = logging.StreamHandler(_ConsoleStream(_active))
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("raylm: %(levelname)s: %(message)s"))
+    # Warnings, and the INFO lines raylm marks for the console (``extra={"console": True}``, e.g. the
+    # data.materialize choice); the other INFO lines stay in the log.
+    handler.setLevel(logging.INFO)
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or getattr(record, "console", False))
+    handler.setFormatter(_ConsoleFormat())
     raylm_log = logging.getLogger("raylm")
     raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
     handler.raylm_console = True  # type: ignore[attr-defined]
@@ -199,6 +206,13 @@ class _ConsoleLines:
 
     def flush(self) -> None:
         pass
+
+
+class _ConsoleFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.WARNING:  # a marked line: it names itself ("[raylm data] ...")
+            return record.getMessage()
+        return f"raylm: {record.levelname}: {record.getMessage()}"
 
 
 class _ConsoleStream:

@@ -339,7 +339,7 @@ def _run_stages(cfg: RaylmConfig, record: dict[str, Any], run_dir: Path, start: 
     from raylm.tune.results import sweep_table
 
     record["config"] = cfg.to_dict()
-    ensure_ray()
+    ensure_ray(ingress=cfg.serve.ingress)
     check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before the sweep, not at retrain
     quiet_data_progress()
     table = partial(sweep_table, run_dir / "tune")  # read when the sweep stage ends, not before

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ WORKER_ENV_VARS = {
 }
 
 
-def ensure_ray(**init_kwargs) -> None:
+def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
+    """Connect to RAY_ADDRESS or a ``ray start`` cluster on this machine, else start an embedded Ray.
+    An embedded Ray gets Serve's ``ingress`` mode (``serve.ingress``; env vars its processes read)."""
     import ray
 
     if ray.is_initialized():
@@ -44,6 +48,7 @@ def ensure_ray(**init_kwargs) -> None:
             # two Ray instances on one machine, that lookup fails unless RAY_ADDRESS names ours.
             env_vars["RAY_ADDRESS"] = address
     if pinned_port is not None:
+        _set_ingress_env(ingress)
         # An embedded Ray's state API is 127.0.0.1:8265 by default, even without a dashboard. If
         # another Ray instance on the machine serves there, Train's placement-group cleaner asks it
         # about our controller, hears "not found", and removes a live trial's placement group.
@@ -58,6 +63,50 @@ def ensure_ray(**init_kwargs) -> None:
     log.info("Ray resources: %s", ray.cluster_resources())
     if _log_dir is not None:
         _record_session(_log_dir)
+
+
+def _set_ingress_env(ingress: str) -> None:
+    """Before an embedded Ray starts: its raylet, and so Serve's controller, proxy and replicas, inherit these.
+    ``auto`` leaves a variable the user exported alone; a mode named in the config sets its own."""
+    from raylm.config.serve import AUTOSCALING_ENV, INGRESS_ENV
+
+    for key, value in AUTOSCALING_ENV.items():
+        os.environ.setdefault(key, value)
+    for key, value in INGRESS_ENV[ingress].items():
+        if ingress == "auto":
+            os.environ.setdefault(key, value)
+        else:
+            os.environ[key] = value
+
+
+def cluster_ingress() -> str:
+    """The ingress mode the cluster's nodes run Serve with, read from a worker's environment (which
+    the raylet passes on): what ``raylm serve`` prints when it joins a cluster it did not start."""
+    import ray
+
+    from raylm.config.serve import INGRESS_ENV, ingress_of
+
+    keys = sorted({k for env in INGRESS_ENV.values() for k in env})
+
+    @ray.remote(num_cpus=0)
+    def node_env() -> dict[str, str | None]:
+        return {k: os.environ.get(k) for k in keys}
+
+    return ingress_of(ray.get(node_env.remote(), timeout=60))
+
+
+def started_ray() -> bool:
+    """Whether this process started the Ray it is connected to (embedded), rather than joining a cluster."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(ray.is_initialized() and node is not None and node.head)
+
+
+def verb_log_dir(verb: str) -> Path:
+    """Where a verb with no run directory of its own (``raylm serve``, ``raylm data check``) sends Ray's
+    lines: a new directory in the temp dir, beside Ray's own session logs; the console names it."""
+    return Path(tempfile.mkdtemp(prefix=f"raylm-{verb}-{time.strftime('%Y%m%d-%H%M%S')}-"))
 
 
 def send_logs_to(log_dir: Path, *, verbose: bool = False):
@@ -76,13 +125,30 @@ def send_logs_to(log_dir: Path, *, verbose: bool = False):
         return console.start(sys.stdout, sys.stderr, live=False)
     sys.stdout.flush()
     sys.stderr.flush()
+    restore_streams()  # a second verb in one process (tests) starts from the real streams, not the last log
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    _real_streams.extend([out, err])
     target = os.open(log_dir / RAY_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(target, 1)
     os.dup2(target, 2)
     os.close(target)
     return console.start(out, err, live=out.isatty() and os.environ.get("TERM") != "dumb")
+
+
+_real_streams: list = []  # copies of fds 1 and 2 as they were before send_logs_to
+
+
+def restore_streams() -> None:
+    """Put this process's stdout and stderr back where they were before ``send_logs_to`` (a verb ended)."""
+    if not _real_streams:
+        return
+    out, err = _real_streams
+    _real_streams.clear()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
 
 
 def _record_session(log_dir: Path) -> None:

@@ -258,7 +258,16 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         meta["report"] = report
         write_meta(tmp, meta)
     if verbose:
-        print(format_table([("dense fp32 onnx", dense), (variant, compressed)], (1, recipe.serving_batch_size)))
-        print(f"vs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
-              f"p50 {ratios['latency_ratio']:.3f}x at batch {recipe.serving_batch_size}: {ratios['gain']['reason']}")
+        print(summary_text(report, recipe.serving_batch_size))
     return report
+
+
+def summary_text(report: dict[str, Any], serving_batch_size: int) -> str:
+    """The dense and compressed rows side by side, and the verdict (``raylm compress`` prints it)."""
+    from raylm.compress.measure import format_table
+
+    ratios = report["ratios"]
+    table = format_table([(f"dense fp32 {report['dense'].get('runtime', '')}".rstrip(), report["dense"]), (report["variant"], report["compressed"])],
+                         (1, serving_batch_size))
+    return (f"{table}\nvs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
+            f"p50 {ratios['latency_ratio']:.3f}x at batch {serving_batch_size}: {ratios['gain']['reason']}")

@@ -107,9 +107,11 @@ class DataConfig(Section):
         0.1, ge=0, le=1, description="skip: refuse the data when more than this fraction of it is bad")
     samples_per_class: int = Field(0, ge=0, description="demo datasets only; 0 = the dataset's default")
     cache_dir: str = Field("~/.cache/raylm", description="where demo datasets are generated")
-    materialize: bool = Field(
-        False, description="keep decoded samples in Ray's object store after one pass, so later epochs "
-        "skip reading and decoding (for data that fits in the cluster's object store)")
+    materialize: bool | Literal["auto"] = Field(
+        "auto", description="keep decoded samples in Ray's object store after one pass, so later epochs "
+        "skip reading and decoding; auto: when the decoded splits fit in data.materialize_share of the object store")
+    materialize_share: float = Field(
+        0.25, gt=0, le=1, description="data.materialize=auto: the share of Ray's object store the decoded splits may take")
     # Large sharded sets (raylm/data/shards.py): shuffled without holding the set anywhere.
     shuffle_files: bool = Field(
         True, description="read the training files (shards) in a new seeded order every epoch")

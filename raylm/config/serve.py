@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from raylm.config.data import InputLimits
 from raylm.config.section import Section
+
+
+DEFAULT_METRICS_INTERVAL_S = 10.0  # Serve's own default (ray.serve.config)
+# Where raylm starts Ray: replicas and handles push their load every second (Serve's default is 10 s),
+# so a look-back window of a few seconds sees fresh numbers and scale-up follows a load step in seconds.
+AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+                   "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
+
+# How requests reach a replica: environment variables Serve reads when its processes start, so they
+# take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
+# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
+# "direct" serves each replica on a port of its own (no single URL), "haproxy" needs the haproxy
+# binary, and Serve's proxy with Ray's throughput-optimized settings (direct ingress held off) measured
+# no faster than the plain proxy here (benchmarks/serve_load.py, docs/fast.md); so auto is Serve's proxy,
+# and a user who exported Serve's variables keeps them.
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}
+Ingress = Literal["auto", "proxy", "direct", "haproxy"]
+
+
+def ingress_of(env: dict[str, str | None]) -> str:
+    """The ingress mode a node's environment selects (what raylm prints for an existing cluster)."""
+    on = {k: env.get(k) == "1" for k in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+                                          "RAY_SERVE_ENABLE_HA_PROXY")}
+    direct = on["RAY_SERVE_ENABLE_DIRECT_INGRESS"] or (on["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
+                                                        and env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") != "0")
+    if on["RAY_SERVE_ENABLE_HA_PROXY"]:
+        return "haproxy"
+    if direct:
+        return "direct"
+    return "proxy (throughput-optimized)" if on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] else "proxy"
 
 
 class ServeConfig(Section):
@@ -25,9 +60,10 @@ class ServeConfig(Section):
         None, ge=1, le=100, description="Serve's max_replicas_per_node: at most this many replicas on one node "
                                         "(1 on a cluster: a lost node takes one replica); None = no limit")
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
-    upscale_delay_s: float = Field(30, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    upscale_delay_s: float = Field(5, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
-    look_back_period_s: float = Field(30, gt=0, description="autoscaling_config: window the load is averaged over")
+    look_back_period_s: float = Field(10, gt=0, description="autoscaling_config: window the load is averaged over "
+                                      "(metrics are pushed at half of it, at most every 10 s: see autoscaling_config())")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     model_threads: int = Field(1, ge=1, description="intra-op threads per model replica (torch / ONNX Runtime)")
@@ -38,17 +74,47 @@ class ServeConfig(Section):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="env var holding the API key; leave out for no key (local use)")
     api_key_header: str = "x-api-key"
-    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    graceful_shutdown_s: float = Field(20, ge=0, description="SIGTERM/SIGINT to `raylm serve` (or a pipeline that keeps "
+                                       "serving): how long in-flight requests get to finish before the app is removed")
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0, description="Serve's per-replica drain (scale-down, "
+                                                      "redeploy, stop); default: serve.graceful_shutdown_s")
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
+    ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
+                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
+                             "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
 
     def http_options(self) -> dict[str, Any]:
         """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
         return {"host": self.host, "port": self.port, "request_timeout_s": self.request_timeout_s}
 
+    def autoscaling_config(self) -> dict[str, Any]:
+        """Serve's autoscaling_config. Serve decides on metrics it receives every ``metrics_interval_s``
+        (10 s unless told otherwise) and warns when the look-back window is not longer than that: the
+        interval is derived as half the window (at most 10 s), so every window holds two reports."""
+        config: dict[str, Any] = {
+            "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+            "initial_replicas": max(self.min_replicas, 1), "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s}
+        if self.metrics_interval_s() < DEFAULT_METRICS_INTERVAL_S:
+            config["metrics_interval_s"] = self.metrics_interval_s()
+        return config
+
+    def metrics_interval_s(self) -> float:
+        return min(DEFAULT_METRICS_INTERVAL_S, self.look_back_period_s / 2)
+
+    def replica_shutdown_s(self) -> float:
+        """Serve's ``graceful_shutdown_timeout_s`` for each replica."""
+        return self.graceful_shutdown_s if self.graceful_shutdown_timeout_s is None else self.graceful_shutdown_timeout_s
+
     @model_validator(mode="after")
     def _replica_range(self) -> ServeConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"serve.min_replicas={self.min_replicas} exceeds serve.max_replicas={self.max_replicas}")
+        if self.replica_shutdown_s() > self.graceful_shutdown_s:
+            # A replica still draining when the process gives up would lose its requests.
+            raise ValueError(f"serve.graceful_shutdown_timeout_s={self.graceful_shutdown_timeout_s:g} exceeds "
+                             f"serve.graceful_shutdown_s={self.graceful_shutdown_s:g}")
         return self

@@ -45,6 +45,8 @@ class TrainConfig(Section):
     resume_from: str | None = Field(None, description="checkpoint dir (or URI) to continue from")
     log_every_n_steps: int = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints; an epoch that improves "
+                                  "val_accuracy and the last epoch are always checkpointed")
 
     @field_validator("num_workers")
     @classmethod

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from raylm.data import materialize
 from raylm.data.decoded import DecodedSplits, decode_key
 from raylm.data.files import detect_format, label_of_file, list_class_folder, split_files, validation_mask
 from raylm.data.modality import MODEL_INPUTS, modality_record
@@ -136,6 +137,16 @@ def build_datasets(cfg: RaylmConfig) -> Datasets:
     return Datasets(train, decoded.validation, list(decoded.labels), decoded.source, decoded.fingerprint, augment_run_id)
 
 
+def _table_samples(cfg: RaylmConfig, report: dict | None, raw: dict) -> int | None:
+    """Rows of a table source (both splits), for ``data.materialize=auto``: the check counted them; else
+    Ray Data counts them (parquet from its metadata), only when auto has to decide."""
+    if report is not None:
+        return int(report["accepted"])
+    if cfg.data.materialize != "auto" or "://" in str(cfg.data.path or ""):
+        return None
+    return sum(table.count() for table in (raw.values() if cfg.data.validation_path else [raw["train"]]))
+
+
 def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
     """The clean train and validation splits, decoded (materialized with ``data.materialize``). A
     user's data (``data.path``) is checked once first (raylm.data.check); demo sets are generated clean."""
@@ -169,6 +180,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
             refused = {b["file"] for b in report["bad"]}
             files = [f for f in report["files"]["train"] if f not in refused]
             val_files = [f for f in report["files"].get("validation", []) if f not in refused]
+        samples = len(files) + len(val_files)
         if cfg.data.validation_path:
             train_files, roots = files, {"train": source, "validation": cfg.data.validation_path}
         else:
@@ -209,6 +221,7 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
         if report is None:
             fingerprint = fingerprint_files([source] + ([cfg.data.validation_path] if cfg.data.validation_path else []))
         label_column = cfg.data.label_column
+        samples = _table_samples(cfg, report, raw)
 
     label_index = {label: i for i, label in enumerate(labels)}
     fn, kwargs = record.prepare_stage(cfg, label_column)
@@ -218,7 +231,9 @@ def decode_splits(cfg: RaylmConfig) -> DecodedSplits:
                                  fn_kwargs=kwargs | ({"root": roots[split]} if roots else {}))
         for split, table in tables.items()
     }
-    if cfg.data.materialize:
+    choice = materialize.choose(cfg, record, samples)
+    materialize.announce(choice)
+    if choice.keep:
         # Blocks live in the object store across the cluster, not in the driver.
         prepared = {split: ds.materialize() for split, ds in prepared.items()}
     return DecodedSplits(decode_key(cfg), prepared["train"], prepared["validation"], list(labels), source, fingerprint)

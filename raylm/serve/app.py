@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -47,7 +47,13 @@ MAX_TIERS_PER_REPLICA = -1
 # ---------------------------------------------------------------- building the application
 
 
-def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], None] = _to_stderr) -> Application:
+    """The application for ``artifacts`` (checked here, before Ray starts); ``say`` gets the lines worth
+    printing (the batching chosen)."""
     tiers = resolve_tiers(artifacts)
     default = cfg.default_tier or next(iter(tiers))
     if default not in tiers:
@@ -61,19 +67,17 @@ def build_app(artifacts: list[str], cfg: ServeConfig) -> Application:
         key_digest = hashlib.sha256(key.encode()).hexdigest()
     paths = {name: tier["path"] for name, tier in tiers.items()}
     max_batch_size, wait_s, why = choose_batching(tiers[default]["meta"], cfg)
-    print(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})",
-          file=sys.stderr, flush=True)
+    say(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})")
     cfg = cfg.model_copy(update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s})
+    say(f"raylm serve: autoscaling {cfg.min_replicas}..{cfg.max_replicas} replicas at {cfg.target_ongoing_requests:g} "
+        f"ongoing requests each, load averaged over {cfg.look_back_period_s:g} s (metrics every "
+        f"{cfg.metrics_interval_s():g} s), up after {cfg.upscale_delay_s:g} s, down after {cfg.downscale_delay_s:g} s")
     return TierServer.options(
-        autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
-                            "initial_replicas": max(cfg.min_replicas, 1),
-                            "target_ongoing_requests": cfg.target_ongoing_requests,
-                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
-                            "look_back_period_s": cfg.look_back_period_s},
+        autoscaling_config=cfg.autoscaling_config(),
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         max_replicas_per_node=cfg.max_replicas_per_node,  # spread: one lost node takes at most this many
-        graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
+        graceful_shutdown_timeout_s=cfg.replica_shutdown_s(),
         health_check_period_s=cfg.health_check_period_s,
     ).bind(paths, default, cfg.model_dump(), key_digest)
 

@@ -75,6 +75,15 @@ def epoch_lr(tc, epoch: int) -> float:
     return tc.lr
 
 
+def checkpoint_due(tc, history: list[dict[str, Any]]) -> bool:
+    """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
+    ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best val_accuracy so far.
+    The same answer on every rank (the metrics are all-reduced)."""
+    epoch, accuracy = history[-1]["epoch"], history[-1]["val_accuracy"]
+    best_before = max((h["val_accuracy"] for h in history[:-1]), default=float("-inf"))
+    return epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or accuracy > best_before
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -169,6 +178,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics))
+        if not checkpoint_due(tc, history):
+            ray.train.report(metrics, checkpoint=None)
+        elif rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 write_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history, optimizer=optimizer,
                                  data_fingerprint=loop_config.get("data_fingerprint"))

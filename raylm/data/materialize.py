@@ -1,0 +1,64 @@
+"""``data.materialize: auto``: keep the decoded splits in Ray's object store when they fit in
+``data.materialize_share`` of it, so every epoch after the first skips reading and decoding; stream
+larger data. The choice is made once per decode, from the sample count and one decoded sample's
+size, and printed with its numbers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raylm.config import RaylmConfig
+    from raylm.data.modality import ModalityRecord
+
+# INFO on its own: the console handler on "raylm" shows marked INFO lines; other raylm INFO stays quiet.
+log = logging.getLogger("raylm.data.notes")
+log.setLevel(logging.INFO)
+
+
+@dataclass(frozen=True)
+class MaterializeChoice:
+    keep: bool
+    reason: str
+
+
+def sample_bytes(record: ModalityRecord, cfg: RaylmConfig) -> int:
+    """One decoded sample as the model gets it: float32 images and frames, int64 token ids and mask, the label."""
+    elements = math.prod(record.sample_shape(record.settings(cfg)))
+    itemsize = 8 if record.name == "text" else 4
+    return elements * itemsize * len(record.inputs) + 8
+
+
+def choose(cfg: RaylmConfig, record: ModalityRecord, samples: int | None) -> MaterializeChoice:
+    """``data.materialize`` resolved: true/false as set; auto from the decoded size vs the object store."""
+    setting = cfg.data.materialize
+    if setting != "auto":
+        return MaterializeChoice(bool(setting), f"data.materialize={str(setting).lower()}")
+    import ray
+
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    budget = cfg.data.materialize_share * store
+    if samples is None:
+        return MaterializeChoice(False, "data.materialize=auto: the sample count is unknown (an unchecked remote "
+                                        "source): streaming")
+    size = samples * sample_bytes(record, cfg)
+    keep = 0 < size <= budget
+    verdict = "decoded once and kept" if keep else "streamed, decoded every epoch"
+    return MaterializeChoice(keep, f"data.materialize=auto: {samples} samples x {sample_bytes(record, cfg)} B = "
+                                   f"{size / 2**20:.1f} MiB decoded {'<=' if keep else '>'} "
+                                   f"data.materialize_share={cfg.data.materialize_share:g} of the "
+                                   f"{store / 2**30:.1f} GiB object store ({budget / 2**20:.0f} MiB): {verdict}")
+
+
+_announced: set[str] = set()  # the reasons already on this process's console
+
+
+def announce(choice: MaterializeChoice) -> None:
+    """On the console of ``raylm train``/``tune``/``pipeline`` once (an INFO line marked for it); the
+    same choice again (a pipeline decodes for the sweep, the retrain and compression) only in the log."""
+    first = choice.reason not in _announced
+    _announced.add(choice.reason)
+    log.info("[raylm data] %s", choice.reason, extra={"console": first})

@@ -1,0 +1,94 @@
+"""Serving until told to stop. SIGTERM (systemd, Kubernetes, ``kill``) or SIGINT (Ctrl-C) to a
+process that serves (``raylm serve``, a pipeline that keeps serving) stops taking requests, lets
+the ones in flight finish within ``serve.graceful_shutdown_s``, removes the app, shuts down the Ray
+this process started, and says so in one line; the process then exits 0.
+
+Why the handlers are installed after ``ray.init``: Ray's core worker installs a C++ failure signal
+handler for SIGTERM in the driver when it connects (it prints ``*** SIGTERM received`` and stack
+frames from ``logging.cc`` and kills the process). ``signal.signal`` afterwards puts Python's handler
+back in its place at the operating-system level, so the signal reaches ``serve_until_stopped``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from raylm.config import ServeConfig
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How serving ended: the signal, the seconds from the signal to the app being gone, whether the app's
+    drain finished within the limit, and whether this process's Ray was shut down."""
+
+    signal_name: str
+    drain_s: float
+    drained: bool
+    ray_shut_down: bool
+
+    def line(self, app: str, limit_s: float, who: str = "raylm serve") -> str:
+        drain = (f"in-flight requests finished and app {app!r} removed in {self.drain_s:.1f} s" if self.drained else
+                 f"app {app!r} not removed within serve.graceful_shutdown_s={limit_s:g}: stopped anyway")
+        tail = "; Ray shut down" if self.ray_shut_down else "; the cluster's Ray keeps running"
+        return f"{who}: {self.signal_name}: stopped taking requests; {drain}{tail}"
+
+
+class StopSignals:
+    """SIGTERM and SIGINT caught from now on (install it right after ``ray.init``, before deploying, so a
+    signal during start-up also ends in a drain); a second one while draining ends the process at once
+    (exit 1)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._arrived = threading.Event()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.received:  # asked twice: the operator does not want to wait for the drain
+            raise SystemExit(1)
+        self.received.append(signum)
+        self._arrived.set()
+
+    def wait(self) -> int:
+        while not self._arrived.wait(3600):
+            pass
+        return self.received[0]
+
+
+def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,
+                   signum: int = signal.SIGTERM) -> Stopped:
+    """Remove ``app`` (Serve stops routing to it, each replica finishes its ongoing requests within
+    ``graceful_shutdown_timeout_s``), then, when this process started Ray, shut Serve and Ray down."""
+    import ray
+    from ray import serve
+
+    start = clock()
+    deadline = start + cfg.graceful_shutdown_s + 2.0  # the controller's own loop on top of the replicas' drain
+    serve.delete(app, _blocking=False)
+    drained = False
+    while clock() < deadline:
+        if app not in serve.status().applications:
+            drained = True
+            break
+        time.sleep(POLL_S)
+    drain_s = clock() - start
+    if owns_ray:
+        serve.shutdown()
+        ray.shutdown()
+    return Stopped(signal.Signals(signum).name, drain_s, drained, owns_ray)
+
+
+def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve",
+                        signals: StopSignals | None = None) -> str:
+    """Serve until SIGTERM/SIGINT, then drain and stop; returns the one line that says how it ended."""
+    signum = (signals or StopSignals()).wait()
+    stopped = drain_and_stop(app, cfg, owns_ray=owns_ray, signum=signum)
+    return stopped.line(app, cfg.graceful_shutdown_s, who)
