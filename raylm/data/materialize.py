@@ -8,11 +8,22 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from raylm.config import RaylmConfig
-    from raylm.data.modality import ModalityRecord
+
+
+class ModalityRecord(Protocol):
+    """What this module reads of ``raylm.data.modality.ModalityRecord``, named here so that the
+    choice depends on no module of the data/ import circle (tests/test_layering.py)."""
+
+    name: str
+    inputs: tuple[str, ...]
+
+    def settings(self, cfg: RaylmConfig) -> Any: ...
+
+    def sample_shape(self, settings: Any) -> tuple[int, ...]: ...
 
 # INFO on its own: the console handler on "raylm" shows marked INFO lines; other raylm INFO stays quiet.
 log = logging.getLogger("raylm.data.notes")
