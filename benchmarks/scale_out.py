@@ -12,7 +12,14 @@ training step (the first epoch's start, from the checkpoint's history); worker n
 (sampled every second); throughput (samples/s, epochs after the first); bytes the run wrote
 under its run directory; and, after the run, seconds until the cluster is back at 0 worker nodes.
 Prints one JSON line per run and a summary line with the 2-vs-1 throughput ratio from the same
-run. All "nodes" share this machine's cores: the ratio says what the orchestration costs and
+run.
+
+``--storage s3`` runs the README's cluster command instead, as a user would on a cluster with object
+storage: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/train.py
+--config jobs/configs/image.yaml train.storage_path=s3://<bucket>/runs`` against a real S3 API (moto's
+server, tests/helpers/s3_server.py), with no shared disk declared, and adds the bytes the run wrote
+to the bucket against the bytes of run state left on the local disk (the job's cwd, the scratch and
+the home runs folder; the artifact cache is counted apart). All "nodes" share this machine's cores: the ratio says what the orchestration costs and
 whether the work spreads, not what real extra machines would add.
 """
 
@@ -32,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.fake_cluster import FakeCluster, wait_for  # noqa: E402
+from helpers.s3_server import S3Server  # noqa: E402
 
 
 class NodeSampler(threading.Thread):
@@ -63,21 +71,30 @@ def run_case(cluster: FakeCluster, name: str, cpus_per_worker: int, nodes: int, 
     from raylm.train.checkpoint import read_meta
 
     wait_for(lambda: sum(1 for n in ray.nodes() if n.get("Alive")) == 1, 300, "0 worker nodes before the run")
-    storage = root / "runs"
-    env = cluster.client_env() | {"PYTHONPATH": str(ROOT), "RAYLM_AUTOSCALING_CONFIG": str(cluster.config_file)}
-    cmd = [sys.executable, "-m", "raylm.cli", "train", "--config", str(ROOT / "jobs/configs/image.yaml"),
-           f"train.storage_path={storage}", "train.storage_shared=true", f"train.name={name}",
-           f"data.cache_dir={root / 'cache'}", f"data.samples_per_class={args.per_class}",
-           f"train.epochs={args.epochs}", "train.num_workers=2", f"train.cpus_per_worker={cpus_per_worker}"]
+    job = [f"train.name={name}", f"data.samples_per_class={args.per_class}", f"train.epochs={args.epochs}",
+           "train.num_workers=2", f"train.cpus_per_worker={cpus_per_worker}"]
     t0 = time.time()
     sampler = NodeSampler(t0)
     sampler.start()
-    run = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
+    if args.storage == "s3":
+        storage = f"s3://{args.bucket}/runs"
+        env = cluster.client_env() | {"RAY_ADDRESS": cluster.dashboard}
+        # The README's cluster command, unchanged but for the address and the storage path.
+        cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", cluster.dashboard,
+               "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml", "--", "python", "jobs/train.py",
+               "--config", "jobs/configs/image.yaml", f"train.storage_path={storage}", *job]
+        run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    else:
+        storage = root / "runs"
+        env = cluster.client_env() | {"PYTHONPATH": str(ROOT), "RAYLM_AUTOSCALING_CONFIG": str(cluster.config_file)}
+        cmd = [sys.executable, "-m", "raylm.cli", "train", "--config", str(ROOT / "jobs/configs/image.yaml"),
+               f"train.storage_path={storage}", "train.storage_shared=true", f"data.cache_dir={root / 'cache'}", *job]
+        run = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
     ended = time.time()
-    if run.returncode != 0:
-        raise RuntimeError(f"{name}: raylm train failed\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    outcome = json.loads(run.stdout[run.stdout.index("{\n"):])
-    history = read_meta(outcome["checkpoint"])["history"]
+    if run.returncode != 0 or "{\n" not in run.stdout:
+        raise RuntimeError(f"{name}: the run failed\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    outcome = json.loads(run.stdout[run.stdout.index("{\n"):run.stdout.rindex("}") + 1])
+    history = _history(outcome["checkpoint"])
     wait_for(lambda: sampler.samples and sampler.samples[-1][1] == 0, 600, "scale-down to 0 worker nodes")
     down = next(t for t, n in reversed(sampler.samples) if n == 0)
     sampler.stop.set()
@@ -90,18 +107,51 @@ def run_case(cluster: FakeCluster, name: str, cpus_per_worker: int, nodes: int, 
         "run_s": round(ended - t0, 1), "end_to_0_workers_s": round(down - (ended - t0), 1),
         "samples_per_s": round(sum(h["train_samples_per_s"] for h in later) / len(later), 1),
         "val_accuracy": round(outcome["metrics"]["val_accuracy"], 3),
-        "run_dir_bytes": _bytes_under(storage / name),
+        **(_s3_bytes(args, name) if args.storage == "s3" else {"run_dir_bytes": _bytes_under(storage / name)}),
         "waiting_line": next((line for line in run.stdout.splitlines() if line.startswith("waiting for")), None),
         "worker_nodes_over_time": sampler.samples, "loadavg": os.getloadavg(),
     }
+
+
+def _history(checkpoint: str) -> list[dict]:
+    from raylm.storage import StoragePath
+
+    return StoragePath.of(checkpoint).join("raylm.json").read_json()["history"]
+
+
+def _s3_bytes(args, name: str) -> dict:
+    """What the run keeps in the bucket, and what it left on this machine's disk: a URI run keeps
+    its state in storage; the local scratch is removed and only the content-keyed cache stays."""
+    stored = args.s3.objects(args.bucket, f"runs/{name}/")
+    home = Path.home()
+    left = [ROOT / "s3:", home / "raylm_runs" / name, ROOT / "runs" / name]
+    return {"bucket_run_bytes": sum(stored.values()), "bucket_run_objects": len(stored),
+            "bucket_demo_cache_bytes": sum(args.s3.objects(args.bucket, "runs/_cache/").values()),
+            "local_run_state_bytes": sum(_bytes_under(p) if p.is_dir() else 0 for p in left)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--per-class", type=int, default=150)
+    parser.add_argument("--storage", choices=("shared", "s3"), default="shared",
+                        help="shared: raylm train on a local path declared shared; s3: the README's ray job submit "
+                             "command with train.storage_path on a local S3 API")
     args = parser.parse_args()
+    if args.storage == "s3":
+        # Before the cluster starts: its nodes, job drivers and workers inherit the endpoint and keys.
+        args.s3 = S3Server().start()
+        os.environ.update(args.s3.env())
+        args.bucket = "raylm-scale-out"
+        args.s3.client().create_bucket(Bucket=args.bucket)
+    try:
+        _run(args)
+    finally:
+        if args.storage == "s3":
+            args.s3.stop()
 
+
+def _run(args) -> None:
     with FakeCluster() as cluster, tempfile.TemporaryDirectory(prefix="rl_scale") as tmp:
         print(json.dumps({"event": "cluster_up", "head_start_s": cluster.start_seconds, "loadavg": os.getloadavg()}),
               flush=True)

@@ -61,7 +61,7 @@ def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
         if pinned_port is not None:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
     log.info("Ray resources: %s", ray.cluster_resources())
-    if _log_dir is not None:
+    if _log_dir is not None and _log_dir.is_dir():  # gone: an earlier verb's run workspace, deleted when it ended
         _record_session(_log_dir)
 
 

@@ -64,7 +64,8 @@ def test_the_training_split_is_reshuffled_every_epoch_without_loss(ray_local, im
 
     from ray.data import DataContext
 
-    cfg = _config(image_shards, tmp_path, "data.block_mib=2")
+    # Streamed (data.materialize=auto would keep this small set decoded, in one fixed block order).
+    cfg = _config(image_shards, tmp_path, "data.block_mib=2", "data.materialize=false")
     default_block = DataContext.get_current().target_max_block_size
     # On-disk order: shard by shard, row by row, decoded as training decodes.
     on_disk = {}
