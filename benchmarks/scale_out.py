@@ -161,10 +161,14 @@ def _run(args) -> None:
 
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         rows = {}
-        for name, cpus, nodes in (("2_nodes", 2, 2), ("1_node", 1, 1)):
-            rows[name] = run_case(cluster, name, cpus, nodes, args, Path(tmp))
-            print(json.dumps(rows[name]), flush=True)
-        ray.shutdown()
+        try:
+            for name, cpus, nodes in (("2_nodes", 2, 2), ("1_node", 1, 1)):
+                rows[name] = run_case(cluster, name, cpus, nodes, args, Path(tmp))
+                print(json.dumps(rows[name]), flush=True)
+        finally:
+            # Before the cluster stops: a driver still connected then is ended by Ray's C++ client
+            # (no GCS within 60 s) before Python can print why a run failed.
+            ray.shutdown()
     print(json.dumps({"event": "summary",
                       "throughput_2_vs_1_nodes": round(rows["2_nodes"]["samples_per_s"] / rows["1_node"]["samples_per_s"], 2),
                       "loadavg": os.getloadavg()}), flush=True)

@@ -33,7 +33,10 @@ def _name_log(args: argparse.Namespace, out, log_dir: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from raylm.runtime import load_torch_first
+
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    load_torch_first(cfg.model.backend)
     from raylm.storage import run_workspace
 
     # URI storage: logs and records in a local scratch of the run, committed to storage at the end.
@@ -122,6 +125,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--resume: continues a sweep with its own saved config; drop --config and overrides")
     else:
         cfg = None
+    from raylm.runtime import load_torch_first
+
+    load_torch_first(cfg.model.backend if cfg is not None else None)
     from raylm.report.runs import run_status
     from raylm.tune.results import sweep_table
     from raylm.tune.sweep import sweep_dir
@@ -176,6 +182,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from raylm.storage import public_paths, run_workspace
 
     cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    from raylm.runtime import load_torch_first
+
+    load_torch_first(cfg.model.backend)
     embedded = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     interactive = sys.stdout.isatty()  # before the console takes stdout over
     with run_workspace(cfg.run_location) as run_dir:  # URI storage: a scratch, committed after each stage

@@ -103,6 +103,19 @@ def started_ray() -> bool:
     return bool(ray.is_initialized() and node is not None and node.head)
 
 
+def load_torch_first(backend: str | None) -> None:
+    """Import torch before Ray connects, for verbs that train or compress with it.
+
+    torch's statically linked oneMKL re-opens libtorch_cpu.so on first use. In a driver started by
+    ``ray job submit`` on a cluster, torch imported after the connection and the autoscaler calls
+    dies there ("Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so", exit 2, nothing else
+    printed; found on the fake_multinode cluster, benchmarks/scale_out.py --storage s3); imported
+    first it works. The same job run as a plain driver did not fail, so the cause is the load
+    order inside Ray's job environment, not raylm's code; this keeps the order safe."""
+    if backend != "keras":
+        import torch  # noqa: F401
+
+
 def verb_log_dir(verb: str) -> Path:
     """Where a verb with no run directory of its own (``raylm serve``, ``raylm data check``) sends Ray's
     lines: a new directory in the temp dir, beside Ray's own session logs; the console names it."""

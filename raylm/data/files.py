@@ -108,17 +108,28 @@ def list_class_folder(root: str, extensions: tuple[str, ...]) -> tuple[list[str]
 def label_of_file(path: str, root: str) -> str:
     """The class of a file: its top-level folder under ``root``, however deep the file is."""
     if "://" in root or "://" in path:
-        path, root = _without_scheme(path), _without_scheme(root)
+        key = _key_under(path, root)
+        return key.split("/", 1)[0] if key is not None else _without_scheme(path).rsplit("/", 2)[-2]
     relative = Path(os.path.relpath(path, root))
     if relative.parts[0] == "..":  # a path spelled differently from root (a symlink): its folder
         return Path(path).parent.name
     return relative.parts[0]
 
 
+def _key_under(path: str, root: str) -> str | None:
+    """An object's key below ``root`` (schemes dropped), or None when it is not below it. Object
+    keys are compared as strings: ``os.path.relpath`` would make them absolute against this
+    process's cwd, which under ``ray job submit`` is a working directory Ray may clean up."""
+    path, root = _without_scheme(path), _without_scheme(root).rstrip("/")
+    return path[len(root) + 1:] if path.startswith(root + "/") else None
+
+
 def split_files(files: list[str], root: str, fraction: float) -> tuple[list[str], list[str]]:
     train, val = [], []
     for path in files:
-        key = os.path.relpath(_without_scheme(path), _without_scheme(root))
+        uri = "://" in path or "://" in root
+        # The same key either way (a file's path below root), so the hash split is unchanged.
+        key = (_key_under(path, root) or _without_scheme(path)) if uri else os.path.relpath(path, root)
         (val if in_validation(key, fraction) else train).append(path)
     return train, val
 
