@@ -247,6 +247,73 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
     assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
 
 
+def _trials_committed(s3_server, bucket: str, prefix: str) -> dict[str, float]:
+    """{trial id: its marker's time} of the trials under ``prefix`` whose commit lists their record (finished)."""
+    import json
+
+    client, out = s3_server.client(), {}
+    for key in s3_server.objects(bucket, prefix):
+        if key.endswith("/_COMMITTED"):
+            marker = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            if "raylm_trial.json" in marker["files"]:
+                out[key.split("/")[-2]] = marker["written"]
+    return out
+
+
+@pytest.mark.slow  # ~1-2 min on 2 cores: a second driver interrupted, then the sweep resumed from the bucket
+def test_an_interrupted_sweep_on_s3_resumes_from_the_bucket(ray_with_s3, s3_server, tiny_config, tmp_path, monkeypatch):
+    """Tune's experiment lives in the bucket: a sweep interrupted (Ctrl-C) in one driver, with its
+    scratch gone, is continued by another from the bucket alone; finished trials are not trained again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+    import yaml
+
+    from raylm.storage import run_workspace
+    from raylm.tune import sweep
+
+    bucket, name = ray_with_s3, "sweep-resume"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        (d / "scratch").mkdir(parents=True)
+    cfg = tiny_config("image", f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.num_workers=1",
+                      "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005]}}", "tune.num_samples=2",
+                      "tune.max_concurrent_trials=1", "tune.export=none", "tune.measure_on=trial",
+                      "compress.latency_runs=3", "compress.latency_warmup=1")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAYLM_SCRATCH_DIR=str(first / "scratch"))
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=first, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trials = f"runs/{name}/tune/trials/"
+    try:
+        deadline = time.monotonic() + 300
+        while not _trials_committed(s3_server, bucket, trials):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = _trials_committed(s3_server, bucket, trials)
+    assert 1 <= len(finished) < 4 and not list((first / "scratch").iterdir())
+
+    # Another driver: its own working directory and scratch; only the bucket is shared.
+    monkeypatch.chdir(second)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(second / "scratch"))
+    with run_workspace(cfg.run_location) as run_dir:
+        result = sweep(resume=run_dir, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 4, result.rows
+    after = _trials_committed(s3_server, bucket, trials)
+    assert len(after) == 4 and all(after[t] == written for t, written in finished.items())  # not trained again
+    assert not list((second / "scratch").iterdir())
+
+
 def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s3_server, tiny_config, tmp_path):
     """With URI storage a demo set is generated once, committed under <storage>/_cache/ and Ray Data
     reads it from the bucket (every node can); the labels and the split come out as from the local copy."""

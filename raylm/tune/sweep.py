@@ -266,6 +266,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     from ray import tune
 
     from raylm.capacity import check_run_paths
+    from raylm.storage import publish_workspace
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.tune.measure_on import start_probe
     from raylm.tune.progress import SweepProgress
@@ -304,6 +305,9 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
         os.replace(tmp, tune_dir / SWEEP_CONFIG)
+        # URI storage: committed now, not only when the sweep ends, so that a rerun after the driver is
+        # lost finds a sweep to continue (Tune's state is in the bucket already).
+        publish_workspace(cfg.run_location)
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
             run_config=tune.RunConfig(name=posixpath.basename(experiment), storage_path=posixpath.dirname(experiment),
