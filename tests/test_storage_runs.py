@@ -12,26 +12,39 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def _ray_for_s3(s3_server):
+def _ray_for_s3(s3_server, tmp_path_factory):
     """Ray (re)started once for this module after AWS_* point at the S3 server, so that its workers
-    (Train workers, Serve replicas) inherit them; shut down after, so that later tests' Ray does not."""
+    (Train workers, Serve replicas) inherit them; shut down after, so that later tests' Ray does not.
+    The workers also get their own scratch and cache directories ("the nodes' local disks"), apart
+    from the driver's, which each test sets for itself. Yields the workers' scratch directory."""
     import ray
 
     from raylm.runtime import ensure_ray
 
+    nodes_scratch, nodes_cache = tmp_path_factory.mktemp("nodes-scratch"), tmp_path_factory.mktemp("nodes-cache")
     with pytest.MonkeyPatch.context() as env:
         for key, value in s3_server.env().items():
             env.setenv(key, value)
         if ray.is_initialized():
             ray.shutdown()
+        env.setenv("RAYLM_SCRATCH_DIR", str(nodes_scratch))
+        env.setenv("RAYLM_CACHE_DIR", str(nodes_cache))
         ensure_ray(num_cpus=2, configure_logging=False)
-        yield
+        env.delenv("RAYLM_SCRATCH_DIR")  # the workers keep them; the driver's are each test's own
+        env.delenv("RAYLM_CACHE_DIR")
+        yield nodes_scratch
         ray.shutdown()
 
 
 @pytest.fixture
 def ray_with_s3(_ray_for_s3, s3_bucket):
     return s3_bucket
+
+
+@pytest.fixture
+def nodes_scratch(_ray_for_s3) -> Path:
+    """The Ray workers' RAYLM_SCRATCH_DIR: where a trial's node-local directory is made."""
+    return _ray_for_s3
 
 
 def _local_dirs_named(name: str, *roots: Path) -> list[Path]:
@@ -167,6 +180,138 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
         assert local == 0
     finally:
         serve.shutdown()
+
+
+def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with_s3, s3_server, nodes_scratch, tiny_config,
+                                                                      tmp_path, monkeypatch):
+    """With URI storage each trial trains and compresses in a directory on its node and publishes it to
+    <run>/tune/trials/<id>/ (commit marker last), then deletes it. The driver ranks the trials and
+    exports the best one with every trial's node-local directory gone: only the bucket has them."""
+    import json
+
+    import numpy as np
+
+    from raylm.compress import load_artifact
+    from raylm.compress.measure import collect
+    from raylm.data import MODEL_INPUTS, build_datasets
+    from raylm.storage import StoragePath, committed, localize
+    from raylm.tune import sweep
+    from raylm.tune.trial import TRIAL_RECORD
+
+    bucket, name = ray_with_s3, "sweep-s3"
+    cwd, scratch = tmp_path / "cwd", tmp_path / "scratch"
+    for d in (cwd, scratch):
+        d.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("RAYLM_CACHE_DIR", str(tmp_path / "cache"))
+    assert not list(nodes_scratch.iterdir())
+    touched = nodes_scratch.stat().st_mtime_ns
+    # measure_on=driver: the latency probe, another process, reads each trial's artifact from the bucket too.
+    cfg = tiny_config("image", f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.num_workers=1",
+                      "train.epochs=2", "tune.space={train.lr: {grid: [0.01, 1.0e-7]}}", "tune.num_samples=1",
+                      "tune.max_concurrent_trials=1", "tune.export=best", "tune.measure_on=driver",
+                      "compress.latency_runs=3", "compress.latency_warmup=1")
+    result = sweep(cfg, verbose=False)
+
+    # Every trial made its directory in the nodes' scratch and removed it after publishing.
+    assert not list(nodes_scratch.iterdir()) and nodes_scratch.stat().st_mtime_ns > touched
+    run_uri = f"s3://{bucket}/runs/{name}"
+    done = [r for r in result.rows if r["status"] == "completed"]
+    assert len(done) == 2, result.rows
+    for row in done:
+        trial_uri = f"{run_uri}/tune/trials/{row['trial_id']}"
+        assert row["artifact"].startswith(f"{trial_uri}/compress/") and row["checkpoint"].startswith(f"{trial_uri}/train/")
+        files = committed(StoragePath.of(trial_uri))  # the trial's own commit marker lists its record and artifact
+        assert files and TRIAL_RECORD in files and f"{row['artifact'].removeprefix(trial_uri + '/')}/artifact.json" in files
+        record = StoragePath.of(f"{trial_uri}/{TRIAL_RECORD}").read_json()
+        assert record["params"] == row["params"] and record["result"]["artifact"] == row["artifact"]
+        assert row["measured_on"]["place"] == "driver"
+    assert result.best["params"]["train.lr"] == 0.01, result.rows
+    # Tune's own experiment (its state, each trial's result.json) is in the bucket too: a sweep resumes from there.
+    keys = s3_server.objects(bucket, f"runs/{name}/tune/")
+    assert f"runs/{name}/tune/tuner.pkl" in keys and any("/experiment_state-" in k for k in keys), sorted(keys)
+    assert sum(k.endswith("/result.json") for k in keys) == 2, sorted(keys)
+    assert all(r["trial_dir"].startswith(f"{run_uri}/tune/") for r in result.rows)
+
+    # The exported best, read back from the bucket (the driver's scratch is gone too), predicts the labels.
+    assert not list(scratch.iterdir())
+    exported = load_artifact(localize(f"{run_uri}/compress/tune-best"))
+    assert json.loads((localize(f"{run_uri}/compress/tune-best") / "tune_trial.json").read_text())["trial_id"] == \
+        result.best["trial_id"]
+    inputs = MODEL_INPUTS["image"]
+    val = collect(build_datasets(tiny_config("image")).validation, inputs + ("label",))  # the same split, read locally
+    predicted = exported.predict({n: val[n] for n in inputs}).argmax(-1)
+    accuracy = float((predicted == val["label"]).mean())
+    assert accuracy > 0.7, accuracy  # two balanced classes: chance is 0.5
+    assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
+
+
+def _trials_committed(s3_server, bucket: str, prefix: str) -> dict[str, float]:
+    """{trial id: its marker's time} of the trials under ``prefix`` whose commit lists their record (finished)."""
+    import json
+
+    client, out = s3_server.client(), {}
+    for key in s3_server.objects(bucket, prefix):
+        if key.endswith("/_COMMITTED"):
+            marker = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            if "raylm_trial.json" in marker["files"]:
+                out[key.split("/")[-2]] = marker["written"]
+    return out
+
+
+@pytest.mark.slow  # ~1-2 min on 2 cores: a second driver interrupted, then the sweep resumed from the bucket
+def test_an_interrupted_sweep_on_s3_resumes_from_the_bucket(ray_with_s3, s3_server, tiny_config, tmp_path, monkeypatch):
+    """Tune's experiment lives in the bucket: a sweep interrupted (Ctrl-C) in one driver, with its
+    scratch gone, is continued by another from the bucket alone; finished trials are not trained again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+    import yaml
+
+    from raylm.storage import run_workspace
+    from raylm.tune import sweep
+
+    bucket, name = ray_with_s3, "sweep-resume"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        (d / "scratch").mkdir(parents=True)
+    cfg = tiny_config("image", f"train.storage_path=s3://{bucket}/runs", f"train.name={name}", "train.num_workers=1",
+                      "train.epochs=6", "tune.space={train.lr: {grid: [0.01, 0.005]}}", "tune.num_samples=2",
+                      "tune.max_concurrent_trials=1", "tune.export=none", "tune.measure_on=trial",
+                      "compress.latency_runs=3", "compress.latency_warmup=1")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAYLM_SCRATCH_DIR=str(first / "scratch"))
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=first, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trials = f"runs/{name}/tune/trials/"
+    try:
+        deadline = time.monotonic() + 300
+        while not _trials_committed(s3_server, bucket, trials):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = _trials_committed(s3_server, bucket, trials)
+    assert 1 <= len(finished) < 4 and not list((first / "scratch").iterdir())
+
+    # Another driver: its own working directory and scratch; only the bucket is shared.
+    monkeypatch.chdir(second)
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(second / "scratch"))
+    with run_workspace(cfg.run_location) as run_dir:
+        result = sweep(resume=run_dir, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 4, result.rows
+    after = _trials_committed(s3_server, bucket, trials)
+    assert len(after) == 4 and all(after[t] == written for t, written in finished.items())  # not trained again
+    assert not list((second / "scratch").iterdir())
 
 
 def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s3_server, tiny_config, tmp_path):

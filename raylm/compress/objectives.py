@@ -26,7 +26,7 @@ def compress_checkpoint(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bo
         return compress(cfg, checkpoint, verbose=verbose)
 
 
-def compress_and_measure(cfg: RaylmConfig, checkpoint: Path) -> dict[str, Any]:
+def compress_and_measure(cfg: RaylmConfig, checkpoint: str | Path) -> dict[str, Any]:
     """The artifact of ``compress_checkpoint`` and its measured objectives: accuracy, size_mb,
     latency_ms (p50 at the serving batch size), beside the dense model's."""
     report = compress_checkpoint(cfg, checkpoint)

@@ -83,7 +83,12 @@ class LatencyProbe:
         from raylm.compress.artifact import load_artifact
         from raylm.compress.measure import paired_p50
 
+        from raylm.storage import localize
+
         cc = cfg.compress
+        # With URI storage the trial published both before asking: read them from storage (the local cache).
+        options = cfg.train.storage_options
+        artifact, checkpoint = str(localize(artifact, options)), str(localize(checkpoint, options, require_commit=False))
         previous = torch.get_num_threads()
         torch.set_num_threads(cc.latency_threads)  # as compress measures: torch runtimes too
         try:

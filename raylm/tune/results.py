@@ -266,19 +266,26 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
     return path
 
 
-def _dense_artifact(checkpoint: str) -> str:
-    """A trial's dense model exported as serving loads it (fp32 ONNX), made when a front member needs it."""
+def _dense_artifact(checkpoint: str, options: dict[str, Any] | None = None) -> str:
+    """A trial's dense model exported as serving loads it (fp32 ONNX), made when a front member needs it.
+    With URI storage it is written in the trial's workspace and committed beside the trial's own artifact."""
     from raylm.compress.pipeline import compress, compress_config
+    from raylm.storage import localize, public_paths, run_workspace
 
-    cfg = compress_config(checkpoint, None, [f"{k}={v}" for k, v in DENSE_RECIPE.items()] + ["compress.variant=dense"])
-    return compress(cfg, checkpoint, verbose=False)["artifact"]
+    local = localize(checkpoint, options, require_commit=False)
+    cfg = compress_config(local, None, [f"{k}={v}" for k, v in DENSE_RECIPE.items()] + ["compress.variant=dense"])
+    with run_workspace(cfg.run_location):
+        return public_paths(compress(cfg, local, verbose=False))["artifact"]
 
 
 def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
-                     best: dict[str, Any] | None, mode: str) -> dict[str, Path]:
+                     best: dict[str, Any] | None, mode: str, *, options: dict[str, Any] | None = None) -> dict[str, Path]:
     """Copy the chosen trials' artifacts to ``<run_dir>/compress/`` (where ``raylm serve`` and the
-    pipeline look): ``tune-best``, or ``pareto-1..n`` (front members, most accurate first)."""
+    pipeline look): ``tune-best``, or ``pareto-1..n`` (front members, most accurate first). A trial's
+    artifact is read where the trial committed it (a URI: through the verified local cache), never
+    from the trial's node; ``options``: the storage's ``train.storage_options``."""
     from raylm.compress.artifact import read_meta, write_meta
+    from raylm.storage import localize
 
     if mode == "none":
         return {}
@@ -287,11 +294,12 @@ def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict
     out = {}
     for name, row in chosen:
         if row is not None and row.get("kind") == "dense" and not row.get("artifact"):
-            row = row | {"artifact": _dense_artifact(row["checkpoint"])}
+            row = row | {"artifact": _dense_artifact(row["checkpoint"], options)}
         if row is None or not row.get("artifact"):
             continue
+        source = localize(row["artifact"], options)
         with atomic_directory(run_dir / "compress" / name) as tmp:
-            shutil.copytree(row["artifact"], tmp, dirs_exist_ok=True)
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
             (tmp / "tune_trial.json").write_text(json.dumps(row, indent=2, default=str))
             write_meta(tmp, read_meta(tmp))  # list (and hash) the added record: loaders refuse unlisted files
         out[name] = run_dir / "compress" / name

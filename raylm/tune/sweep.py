@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +197,28 @@ def _trainable(cfg: RaylmConfig, tune_dir: Path, probe):
 
     # tune.with_parameters puts the decoded splits in the object store once for all trials.
     trainable = tune.with_parameters(InProcessTrial if trains_in_process(cfg) else run_trial, base=cfg.to_dict(),
-                                     trials_dir=str(tune_dir / "trials"), decoded=_decode_once(cfg), probe=probe)
+                                     trials_dir=trials_location(cfg, tune_dir), decoded=_decode_once(cfg), probe=probe)
     return tune.with_resources(trainable, trial_resources(cfg))
+
+
+def trials_location(cfg: RaylmConfig, tune_dir: Path) -> str:
+    """Where trials write: ``<tune_dir>/trials`` with local storage (or a shared mount); with URI
+    storage ``<run URI>/tune/trials``, never the driver's scratch, which no other node can see: each
+    trial publishes its directory there with a commit marker (``raylm/tune/trial.py``)."""
+    location = cfg.run_location
+    return str(tune_dir / "trials") if location.is_local else location.join("tune", "trials").uri
+
+
+def experiment_location(cfg: RaylmConfig, tune_dir: Path) -> tuple[str, Any]:
+    """Where Tune keeps its experiment (state, per-trial results) and the filesystem to reach it:
+    ``tune_dir`` with local storage; with URI storage ``<run>/tune`` in the bucket (Ray stages it in
+    its session directory and syncs it there), so an interrupted sweep resumes from storage on any
+    node. raylm's own files of the sweep (``raylm_sweep.json``, ``trials.json``...) go through the
+    run's workspace and its commit marker, beside Tune's."""
+    location = cfg.run_location
+    if location.is_local:
+        return str(tune_dir), None
+    return location.join("tune").path, location.fs
 
 
 def _decode_once(cfg: RaylmConfig):
@@ -228,7 +249,8 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     """Run (or, with ``resume=<run or tune dir>``, continue) the sweep; write results; export.
 
     A resumed sweep keeps finished trials and reruns only the unfinished ones. With URI storage the
-    sweep runs in the run's local workspace and is committed to storage when it ends (docs/storage.md).
+    sweep's tables are written in the run's local workspace and committed when it ends; Tune's
+    experiment and every trial's directory go to the bucket (docs/storage.md).
     """
     from raylm.storage import run_workspace
 
@@ -244,6 +266,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     from ray import tune
 
     from raylm.capacity import check_run_paths
+    from raylm.storage import publish_workspace
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.tune.measure_on import start_probe
     from raylm.tune.progress import SweepProgress
@@ -271,8 +294,10 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     probe = start_probe(cfg)  # before any trial: a tune.measure_on nobody can host is refused here
     base = cfg.to_dict()
     progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
+    experiment, filesystem = experiment_location(cfg, tune_dir)
     if resume is not None:
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(cfg, tune_dir, probe), resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe), resume_errored=True,
+                                   storage_filesystem=filesystem)
     else:
         tune_config = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
         trainable = _trainable(cfg, tune_dir, probe)
@@ -280,9 +305,13 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
         os.replace(tmp, tune_dir / SWEEP_CONFIG)
+        # URI storage: committed now, not only when the sweep ends, so that a rerun after the driver is
+        # lost finds a sweep to continue (Tune's state is in the bucket already).
+        publish_workspace(cfg.run_location)
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
-            run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent),
+            run_config=tune.RunConfig(name=posixpath.basename(experiment), storage_path=posixpath.dirname(experiment),
+                                      storage_filesystem=filesystem,
                                       callbacks=[*result_loggers(), *progress], verbose=1 if verbose else 0,
                                       # A trial keeps its own checkpoints (train/); Tune's would be a second copy.
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
@@ -297,6 +326,9 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
 
     objectives = list(cfg.tune.objectives)
     rows = trial_rows(grid, list(cfg.tune.space))
+    if filesystem is not None:  # Tune names a trial's directory by its path in the bucket: records name URIs
+        for row in rows:
+            row["trial_dir"] = f"{cfg.run_location.scheme}://{row['trial_dir']}" if row.get("trial_dir") else None
     try:
         front, best, mixed = pareto_front(rows, objectives), best_row(rows, objectives), None
     except MixedHardwareError as err:
@@ -306,7 +338,8 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     plot = plot_front(tune_dir / "pareto.png", rows, front)
     if plot is not None:
         files["plot"] = plot
-    exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export)
+    exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export,
+                                options=cfg.train.storage_options)
     if verbose:
         print(format_table(rows, front, best))
     if mixed is not None:

@@ -22,7 +22,6 @@ import json
 import os
 import queue
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ray import tune
@@ -42,14 +41,19 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     the sweep's latency probe (``tune.measure_on``), which times the artifact where every trial's is."""
     from raylm.compress.objectives import compress_and_measure
     from raylm.data.decoded import sharing
+    from raylm.storage import publish_workspace, run_workspace, stored
     from raylm.train import build_trainer
+    from raylm.train.checkpoint import checkpoint_location
     from raylm.tune.measure_on import measure_trial
     from raylm.tune.space import trial_config
 
     # Not Tune's trial directory: that is a scratch directory on the node, not the run's storage.
-    trial_dir = Path(trials_dir) / trial_id
-    cfg = trial_config(base, params, storage_path=trials_dir, name=trial_dir.name)
-    with sharing(decoded):
+    # ``trials_dir`` local: the trial writes there. A URI (``<run>/tune/trials``): Ray Train's checkpoints
+    # go straight to ``<trials_dir>/<trial_id>/train/``; the artifact and the record are written in a
+    # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
+    # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
+    cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
+    with run_workspace(cfg.run_location) as trial_dir, sharing(decoded):
         if on_epoch is not None:
             trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch)
         else:
@@ -60,14 +64,22 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         if result.error is not None:
             raise result.error
         best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
-        measured = measure_trial(probe, cfg, compress_and_measure(cfg, Path(best.path)), best.path)
-    final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
-             "epochs": result.metrics.get("epoch"), **measured,
-             "checkpoint": best.path, "compressed": True}
-    # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
-    tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
-    tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
-    os.replace(tmp, trial_dir / TRIAL_RECORD)
+        where = checkpoint_location(best, cfg.train.storage_options)
+        checkpoint = best.path if where.is_local else where.uri
+        measured = compress_and_measure(cfg, checkpoint)
+        if not cfg.run_location.is_local:
+            # Records name where things are for everyone (the artifact's URI), not this node's scratch;
+            # the probe (another node maybe) reads it from storage, so it is published first.
+            measured["artifact"] = stored(measured["artifact"]).uri
+            if probe is not None:
+                publish_workspace(cfg.run_location)
+        measured = measure_trial(probe, cfg, measured, checkpoint)
+        final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
+                 "epochs": result.metrics.get("epoch"), **measured, "checkpoint": checkpoint, "compressed": True}
+        # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
+        tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
+        tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
+        os.replace(tmp, trial_dir / TRIAL_RECORD)
     return final
 
 
