@@ -21,7 +21,6 @@ without remote code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from raylm.errors import RaylmError
+from raylm.storage.commit import sha256_file
 
 FORMAT = "raylm.artifact/1"
 META = "artifact.json"
@@ -90,12 +90,7 @@ class ArtifactMeta(BaseModel):
         return self
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = sha256_file  # one file hash for artifacts and storage commit markers
 
 
 def checksums(directory: Path) -> dict[str, str]:
