@@ -102,6 +102,11 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     if storage.is_local and cfg.model.backend == "torch" and hooks is None:
         # A restarted worker group resumes from the newest whole checkpoint there (loop.py).
         loop_config["train_dir"] = str(Path(run_config["storage_path"]) / run_config["name"])
+    elif cfg.model.backend == "torch" and hooks is None:
+        # URI storage: at each (re)start rank 0 lists the run's checkpoints in storage and every rank
+        # loads its choice (loop.py). A checkpoint uploaded just before a node was lost, which Ray's
+        # controller never registered, is then continued rather than trained again.
+        loop_config["train_uri"] = train_location.uri
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -84,6 +84,29 @@ def checkpoint_due(tc, history: list[dict[str, Any]]) -> bool:
     return epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or accuracy > best_before
 
 
+def newest_stored(train_uri: str, resume, options: dict[str, Any]) -> str | None:
+    """The checkpoint with the highest epoch among the run's checkpoints in storage and ``resume``
+    (Ray's or the driver's choice), as a URI; None for a fresh start."""
+    from raylm.storage import StoragePath
+    from raylm.train.checkpoint import checkpoint_location, read_stored_meta, stored_checkpoints
+
+    found = [(int(meta.get("epoch", 0)), location.uri) for location, meta in
+             stored_checkpoints(StoragePath.of(train_uri, options))]
+    if resume is not None:
+        given = checkpoint_location(resume, options)
+        found.append((int(read_stored_meta(given).get("epoch", 0)), given.uri))
+    return max(found)[1] if found else None
+
+
+def _broadcast(value: str | None) -> str | None:
+    """Rank 0's value on every rank: one decision per (re)start, not one per rank's view of storage."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -111,6 +134,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     resume = ray.train.get_checkpoint()
     if resume is None and loop_config.get("resume_checkpoint"):
         resume = ray_checkpoint(loop_config["resume_checkpoint"], tc.storage_options)
+    if loop_config.get("train_uri") is not None:  # URI storage: the newest checkpoint there, chosen by rank 0
+        chosen = _broadcast(newest_stored(loop_config["train_uri"], resume, tc.storage_options) if rank == 0 else None)
+        if chosen is not None:
+            resume = ray_checkpoint(chosen, tc.storage_options)
     train_dir = loop_config.get("train_dir")  # local storage: also the checkpoints Ray never heard of
     if train_dir is not None:
         candidates = run_checkpoints(Path(train_dir)) + ([Path(resume.path)] if resume is not None else [])
