@@ -335,7 +335,7 @@ def test_demo_set_is_committed_under_the_storage_and_read_from_it(ray_with_s3, s
     assert remote.train.count() == local.train.count()
 
 
-@pytest.mark.faults  # ~110 s on 2 cores (two nodes, a restart): opt-in with -m faults, beside the other node losses
+# ~110 s on 2 cores (two nodes, a restart): the default suite's one case of a node lost mid-training.
 def test_a_node_removed_mid_run_continues_from_the_checkpoint_in_the_bucket(s3_bucket, s3_server, tiny_config, data_root,
                                                                           tmp_path, monkeypatch):
     """Issue #24 7(c): two data-parallel workers on two nodes, storage in S3; the node of one worker
