@@ -61,6 +61,11 @@ def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
                     files.append(path)
                 else:
                     ignored.append({"file": path, "reason": f"not a {'/'.join(extensions)} file"})
+    return _class_folder(root, files, ignored, extensions)
+
+
+def _class_folder(root: str, files: list[str], ignored: list[dict[str, str]], extensions: tuple[str, ...]) -> ClassFolder:
+    """The labels of a scanned class folder, local or stored: at least two, or the data.path error."""
     labels = sorted({label_of_file(p, root) for p in files})
     if len(labels) < 2:
         raise ValueError(f"data.path: {root} must hold at least 2 class folders of "
@@ -87,11 +92,7 @@ def _scan_stored_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFo
             files.append(uri)
         else:
             ignored.append({"file": uri, "reason": f"not a {'/'.join(extensions)} file"})
-    labels = sorted({label_of_file(p, root) for p in files})
-    if len(labels) < 2:
-        raise ValueError(f"data.path: {root} must hold at least 2 class folders of "
-                         f"{'/'.join(extensions)} files (found {len(labels)} with such files, {len(files)} files)")
-    return ClassFolder(labels, files, ignored)
+    return _class_folder(root, files, ignored, extensions)
 
 
 def _without_scheme(path: str) -> str:
