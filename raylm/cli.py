@@ -231,12 +231,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_augment_preview(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from raylm.data.augment_preview import preview
-    from raylm.runtime import ensure_ray, quiet_data_progress
+    from raylm.runtime import ensure_ray, quiet_data_progress, verb_log_dir
 
+    log_dir = verb_log_dir("augment-preview")  # a preview makes no run directory
+    out = _console(args, log_dir, log_dir=log_dir)
+    _name_log(args, out, log_dir)
     ensure_ray()
     quiet_data_progress()
     result = preview(cfg, args.out, samples=args.samples, epochs=args.epochs)
-    print("\n".join(result) if isinstance(result, list) else result)
+    out.line("\n".join(result) if isinstance(result, list) else result)
     return 0
 
 
@@ -378,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
     augment = verbs.add_parser("augment", help="look at the augmentation policy (augment section)")
     augment_verbs = augment.add_subparsers(dest="augment_verb", required=True)
-    preview = augment_verbs.add_parser("preview", help="PNG grid: clean samples and their augmented views per epoch")
+    preview = augment_verbs.add_parser("preview", parents=[loud], help="PNG grid: clean samples and their augmented views per epoch")
     _add_config_args(preview)
     preview.add_argument("--out", default="augment_preview.png", help="PNG to write (image and audio)")
     preview.add_argument("--samples", type=int, default=8, help="training samples (columns)")

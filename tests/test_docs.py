@@ -53,6 +53,7 @@ NOT_RUN = {
     "tensorboard": "a long-running viewer",
     "mkdocs": "built by test_the_site_builds_with_no_warning",
 }
+RAY_LOGGER_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR) \S+\.py:\d+ -- ")
 RAYLM_VERB_SCRIPTS = {"train", "tune", "compress", "serve", "pipeline", "demo"}  # jobs/<verb>.py
 
 
@@ -221,6 +222,8 @@ def test_runnable_docs_blocks_run_as_written(block, tmp_path):
                           capture_output=True, text=True, timeout=300)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, f"{block} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    ray_lines = [line for line in (done.stdout + done.stderr).splitlines() if RAY_LOGGER_LINE.match(line)]
+    assert not ray_lines, f"{block}: Ray's own log lines reached the console:\n" + "\n".join(ray_lines[:5])
     written = list(tmp_path.glob("*.png"))  # what the command wrote where it was run
     for png in written:  # a command that promises a picture writes one that decodes
         import cv2
