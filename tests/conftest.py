@@ -14,7 +14,7 @@ import soundfile
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from raylm.config import load_config  # noqa: E402
+from tests.helpers.configs import tiny_config_in  # noqa: E402
 
 
 @pytest.fixture
@@ -81,35 +81,6 @@ def data_root(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-_TINY_MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}
-
-
-def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overrides: str):
-    """The tiny config rooted at ``root`` (for fixtures wider than one test, e.g. module scope)."""
-    return load_config(None, tiny_overrides(root, data_root, modality) + list(overrides))
-
-
-def tiny_overrides(root: Path, data_root: dict[str, Path], modality: str) -> list[str]:
-    """The tiny config as ``key=value`` overrides (for ``raylm <verb>`` in a subprocess)."""
-    return [
-        f"task.modality={modality}",
-        f"model.name={_TINY_MODELS[modality]}",
-        f"data.path={data_root[modality]}",
-        "data.validation_fraction=0.3",
-        f"data.cache_dir={root / 'cache'}",
-        "data.text.max_length=16",
-        "data.audio.sample_rate=8000",
-        "data.audio.clip_seconds=0.5",
-        "data.audio.hop_length=128",
-        f"train.storage_path={root / 'runs'}",
-        "train.epochs=2",
-        "train.batch_size=8",
-        "train.num_workers=2",
-        "train.cpus_per_worker=0.5",
-        "train.lr=0.005",
-    ]
-
-
 @pytest.fixture
 def tiny_config(data_root, tmp_path):
     """``tiny_config("image", "train.epochs=2")``: a validated config over the tiny data."""
@@ -125,7 +96,7 @@ def fake_cluster():
     """Ray's fake_multinode autoscaler (tests/helpers/fake_cluster.py): a 1-CPU head and 0..2 worker
     nodes of 2 CPUs that the autoscaler adds on demand and removes when idle. Its own ports, temp dir,
     token and process session: the shared ``ray_local`` Ray never sees it. ~5-15 s to start."""
-    from helpers.fake_cluster import FakeCluster
+    from tests.helpers.fake_cluster import FakeCluster
 
     with FakeCluster() as cluster:
         yield cluster
