@@ -29,7 +29,7 @@ def ray_local():
     yield ray
 
 
-def _easy_images(root: Path, per_class: int = 24) -> Path:
+def _easy_images(root: Path, per_class: int = 100) -> Path:
     """Two classes a CNN separates in one epoch: horizontal vs vertical bars, random colours."""
     rng = np.random.default_rng(0)
     for label in ("horizontal", "vertical"):
@@ -47,7 +47,7 @@ def _easy_images(root: Path, per_class: int = 24) -> Path:
     return root
 
 
-def _easy_audio(root: Path, per_class: int = 20, sr: int = 8000) -> Path:
+def _easy_audio(root: Path, per_class: int = 110, sr: int = 8000) -> Path:
     """Two classes: a low tone and a high tone, with noise and random length."""
     rng = np.random.default_rng(1)
     for label, freq in (("low", 300.0), ("high", 2000.0)):
@@ -79,6 +79,7 @@ def data_root(tmp_path_factory) -> dict[str, Path]:
         "audio": _easy_audio(root / "audio"),
         "text": _easy_text(root / "text.csv"),
     }
+    # >= 60 validation samples each (tests/helpers/oracles.py): accuracy gates that chance cannot pass.
 
 
 @pytest.fixture

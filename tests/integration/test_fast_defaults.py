@@ -31,8 +31,8 @@ def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ra
         streamed = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false", "data.materialize_share=1e-9"))
     notes = [r.getMessage() for r in caplog.records if r.name == "raylm.data.notes" and r.console]
     assert len(notes) == 2 and "decoded once and kept" in notes[0] and "streamed" in notes[1], notes
-    assert "48 samples x 12296 B" in notes[0], notes  # 24 + 24 images of 32x32x3 float32, and the label
-    total = 48
+    assert "200 samples x 12296 B" in notes[0], notes  # 100 + 100 images of 32x32x3 float32, and the label
+    total = 200
     shutil.rmtree(images)
     assert _rows(kept.train) + _rows(kept.validation) == total
     with pytest.raises(Exception):  # the files it would read every epoch are gone

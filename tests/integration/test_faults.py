@@ -27,6 +27,7 @@ from tests.helpers.faults import (
     running_replicas,
     wait_for,
 )
+from tests.helpers.oracles import assert_beats_chance
 from raylm.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_a_killed_train_worker_restarts_from_the_latest_checkpoint(ray_local, ti
     # Saved epochs were not trained again; at most the epoch in progress was.
     assert all(row["time"] < kill["time"] for row in history if row["epoch"] <= kill["saved_epoch"])
     assert epochs_redone(history, kill) <= 1
-    assert outcome.metrics["val_accuracy"] > 0.75  # two balanced classes: chance is 0.5
+    assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"])
 
 
 @pytest.mark.faults
@@ -68,7 +69,7 @@ def test_a_killed_run_ends_within_a_point_of_an_unkilled_one_with_the_same_seed(
     killer.join(timeout=5)
     assert len(killer.killed) == 1 and epochs_redone(killed.history, killer.killed[0]) <= 1
     assert abs(killed.metrics["val_accuracy"] - unkilled.metrics["val_accuracy"]) <= 0.01
-    assert killed.metrics["val_accuracy"] > 0.75
+    assert_beats_chance(killed.metrics["val_accuracy"], killed.metrics["val_samples"])
 
 
 @pytest.mark.faults
@@ -364,10 +365,15 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
     earlier = list(STAGES[:STAGES.index(killed_in)])
     driver = raylm_cli("pipeline", "--to", "evaluate", config=cfg, config_path=tmp_path / "pipeline.yaml")
     try:
-        wait_for(lambda: _recorded_stages(cfg.run_dir) == earlier or driver.poll() is not None, 600,
-                  f"the pipeline to enter {killed_in}")
+        # The record naming the earlier stages is the real signal that the driver is in this stage. It is
+        # frozen (SIGSTOP) within one 20 ms poll of that, so a fast stage (evaluate: a second or two) cannot
+        # record itself before the kill; a fixed sleep here once let it finish first.
+        deadline = time.monotonic() + 600
+        while _recorded_stages(cfg.run_dir) != earlier and driver.poll() is None:
+            assert time.monotonic() < deadline, f"timed out waiting for the pipeline to enter {killed_in}"
+            time.sleep(0.02)
         assert driver.poll() is None, "the pipeline ended before the kill: " + driver.stderr.read()[-3000:]
-        time.sleep(1.0)  # inside the stage, not at its first line
+        driver.send_signal(signal.SIGSTOP)
         driver.kill()
         driver.wait(timeout=30)
     finally:
@@ -393,7 +399,7 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
             verify_files(artifact, read_artifact_meta(artifact))
     served = Path(again["stages"]["compress"]["artifact"])
     verify_files(served, read_artifact_meta(served))
-    assert again["stages"]["evaluate"]["accuracy"] > 0.7
+    assert_beats_chance(again["stages"]["evaluate"]["accuracy"], again["stages"]["evaluate"]["samples"])
 
 
 # ------------------------------------------------------------------ elastic training, a node removed
@@ -432,7 +438,7 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
         workers = [row["workers"] for row in outcome.history]
         assert workers[0] == 2 and workers[-1] == 1, workers  # started on both nodes, finished on one
         assert [row["epoch"] for row in outcome.history] == list(range(1, 7))
-        assert outcome.metrics["val_accuracy"] > 0.75
+        assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"])
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raylm.run_files import newest_checkpoint_meta
 from tests.helpers.configs import tiny_config_in
+from tests.helpers.oracles import assert_beats_chance
 from tests.helpers.fake_cluster import RAY_CLI, _alive, descendants as _descendants, free_port as _free_port
 
 pytestmark = pytest.mark.integration
@@ -110,7 +112,7 @@ def test_job_api_refuses_requests_without_the_token(token_cluster):
 
 def test_train_job_succeeds_and_a_bad_config_job_fails_naming_the_field(token_cluster, data_root, tmp_path):
     address, env = token_cluster
-    cfg = tiny_config_in(tmp_path, data_root, "image", "train.epochs=1", "train.num_workers=1",
+    cfg = tiny_config_in(tmp_path, data_root, "image", "train.epochs=2", "train.num_workers=1",
                          "train.cpus_per_worker=0.5", "train.name=submitted")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
@@ -118,9 +120,14 @@ def test_train_job_succeeds_and_a_bad_config_job_fails_naming_the_field(token_cl
     ok = _submit(address, env, "raylm-train-ok", "python", "jobs/train.py", "--config", str(config))
     assert ok.returncode == 0, ok.stdout[-4000:] + ok.stderr[-4000:]
     assert _job_status(address, env, "raylm-train-ok") == "SUCCEEDED"
+    # The run record the job's workers wrote where the config said: the newest checkpoint's raylm.json,
+    # its accuracy on the validation split against chance (tests/helpers/oracles.py).
+    record = newest_checkpoint_meta(cfg.run_dir / "train")
+    assert record is not None and record["epoch"] == 2, record
+    assert_beats_chance(record["metrics"]["val_accuracy"], record["metrics"]["val_samples"])
     logs = _ray(env, "job", "logs", "--address", address, "raylm-train-ok", timeout=60).stdout
-    assert '"val_accuracy"' in logs and '"run_dir"' in logs
-    assert (cfg.run_dir / "train").is_dir()  # written where the config said, by the job's workers
+    printed = json.JSONDecoder().raw_decode(logs[logs.index('{\n  "run_dir"'):])[0]  # the job's JSON outcome, as a user reads it
+    assert printed["run_dir"] == str(cfg.run_dir) and printed["metrics"]["val_accuracy"] == record["metrics"]["val_accuracy"]
 
     bad = _submit(address, env, "raylm-train-bad", "python", "jobs/train.py", "--config", str(config),
                   "train.num_workers=0")

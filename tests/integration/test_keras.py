@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from raylm.config import load_config  # noqa: E402
+from tests.helpers.oracles import assert_beats_chance  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,12 @@ def test_the_articles_keras_models_train_an_epoch_with_two_workers(trained, moda
     meta = read_meta(outcome.checkpoint)
     assert meta["config"]["model"]["backend"] == "keras" and meta["epoch"] == 1
     if name == "seed_cnn":  # bars vs stripes: the CNN separates them within an epoch
-        assert outcome.metrics["val_accuracy"] > 0.75
+        # Keras' evaluate() reports no count: the split's size, by raylm's own stable split of the files.
+        from raylm.data.files import split_files
+
+        root = trained.data_root["image"]
+        held_out = split_files(sorted(str(p) for p in root.glob("*/*.png")), str(root), 0.3)[1]
+        assert_beats_chance(outcome.metrics["val_accuracy"], len(held_out))
 
 
 @pytest.mark.slow  # ~40 s; Keras training and serving stay
@@ -223,6 +230,7 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
     import requests
     from ray import serve
 
+    from raylm.data.files import split_files
     from raylm.serve import build_app, load_serve_config
 
     with socket.socket() as s:
@@ -233,13 +241,21 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
         app = build_app([str(compressed.artifact)], load_serve_config(None, [
             "serve.replica_cpus=0.3", "serve.max_replicas=1", "serve.graceful_shutdown_timeout_s=1"]))
         serve.run(app, name="keras", route_prefix="/keras")
-        images = {label: sorted((data_root["image"] / label).glob("*.png"))[:4] for label in ("horizontal", "vertical")}
-        body = {"image": [base64.b64encode(p.read_bytes()).decode() for label in images for p in images[label]]}
-        response = requests.post(f"http://127.0.0.1:{port}/keras/predict", json=body, timeout=60)
-        assert response.status_code == 200, response.text
-        predicted = [row["label"] for row in response.json()["predictions"]]
-        expected = [label for label in images for _ in images[label]]
-        assert sum(p == e for p, e in zip(predicted, expected)) >= 6, (predicted, expected)
+        # The validation files only (the split training held out, by raylm's own stable split), in requests
+        # of up to 32 images: the served model's accuracy on them, against chance.
+        root = data_root["image"]
+        files = sorted(str(p) for p in root.glob("*/*.png"))
+        _, validation = split_files(files, str(root), 0.3)
+        predicted, expected = [], []
+        for start in range(0, len(validation), 32):
+            chunk = validation[start:start + 32]
+            body = {"image": [base64.b64encode(Path(f).read_bytes()).decode() for f in chunk]}
+            response = requests.post(f"http://127.0.0.1:{port}/keras/predict", json=body, timeout=60)
+            assert response.status_code == 200, response.text
+            predicted += [row["label"] for row in response.json()["predictions"]]
+            expected += [Path(f).parent.name for f in chunk]
+        correct = sum(p == e for p, e in zip(predicted, expected))
+        assert_beats_chance(correct / len(expected), len(expected))
         bad = requests.post(f"http://127.0.0.1:{port}/keras/predict", json={"image": "not base64!"}, timeout=60)
         assert bad.status_code == 422 and "image" in bad.text
     finally:
@@ -293,7 +309,7 @@ def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config)
         from raylm.compress import load_artifact
 
         assert load_artifact(compressed["artifact"]).runtime == "tflite"
-        assert stages["evaluate"]["accuracy"] > 0.7 and stages["evaluate"]["samples"] > 0
+        assert_beats_chance(stages["evaluate"]["accuracy"], stages["evaluate"]["samples"])
         smoke = stages["serve"]["smoke"]
         assert smoke["status"] == 200 and smoke["correct"], smoke
         assert "tflite-fp32" in format_summary(record)

@@ -13,6 +13,7 @@ from raylm.compress.prune import sparsity_stats
 from raylm.data import MODEL_INPUTS, build_datasets
 from raylm.models import build_model
 from raylm.train.checkpoint import save_checkpoint_atomic
+from tests.helpers.oracles import assert_beats_chance
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +58,11 @@ FAST = ("compress.latency_runs=3", "compress.latency_warmup=1", "compress.servin
 def test_int8_model_runs_and_agrees_with_float(trained, tiny_config, modality, mode):
     report = compress(tiny_config(modality, f"compress.quantize.mode={mode}", *FAST), trained(modality), verbose=False)
     dense, int8 = report["dense"], report["compressed"]
-    assert dense["accuracy"] > 0.75  # the parent learned something, so agreement means something
-    assert int8["agreement_with_dense"] >= 0.9
-    assert int8["accuracy"] >= dense["accuracy"] - 0.1
-    assert report["ratios"]["size_ratio"] < 0.75
+    assert_beats_chance(dense["accuracy"], dense["samples"], modality)  # so agreement means something
+    assert int8["agreement_with_dense"] >= 0.95
+    assert int8["accuracy"] >= dense["accuracy"] - 0.05
+    # A full int8 export is 0.25-0.3 of fp32 (weights 4x smaller, plus scales and graph); mostly fp32 is not.
+    assert report["ratios"]["size_ratio"] <= 0.35, report["ratios"]
     assert report["parity"]["passed"] and report["parity"]["fp32_onnx_max_abs_diff"] <= 1e-4
     artifact = load_artifact(report["artifact"])
     assert artifact.meta["model_file"] == "model.onnx" and artifact.session is not None

@@ -344,8 +344,13 @@ def _timing(response) -> dict[str, float]:
 
 def test_lone_requests_never_wait_for_a_batch_that_cannot_fill(served):
     # The text app waits up to 250 ms for a batch to fill, but only while other requests are on their way.
-    lone = [_timing(_post(served, "text", {"text": f"only me {i}"})) for i in range(3)]
-    assert [t["wait_limit"] for t in lone] == [0.0, 0.0, 0.0]
+    # Measured, not declared: "queue" is the replica's own clock from the batch queue to the model
+    # (its model time taken out). A build that waits for a lone request queues each >= 250 ms; the
+    # median of five under half of that leaves room for a loaded machine's scheduling delays.
+    lone = [_timing(_post(served, "text", {"text": f"only me {i}"})) for i in range(5)]
+    assert [t["wait_limit"] for t in lone] == [0.0] * 5
+    queued = sorted(t["queue"] for t in lone)
+    assert queued[2] < 0.5 * 250, queued
     with ThreadPoolExecutor(16) as pool:
         crowd = list(pool.map(lambda i: _post(served, "text", {"text": f"one of many {i}"}), range(16)))
     assert all(r.status_code == 200 for r in crowd)

@@ -15,22 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
-from raylm.config import ConfigError, OBJECTIVE_MODES
+from raylm.config import ConfigError
 
 from tests.helpers.paths import REPO
-from tests.helpers.tuning import _SWEEP, _finished_trials
-
-def _front_is_non_dominated(rows, front, objectives):
-    from raylm.tune.results import candidates
-
-    done = candidates(rows)  # each trial's dense model, and its compressed one where that gains
-    assert {r["kind"] for r in front} <= {"dense", "compressed"}
-    for member in front:
-        for other in done:
-            no_worse = all((other[o] >= member[o]) if OBJECTIVE_MODES[o] == "max" else (other[o] <= member[o])
-                           for o in objectives)
-            better = any(other[o] != member[o] for o in objectives)
-            assert not (no_worse and better), f"{member['trial_id']} is dominated by {other['trial_id']}"
+from tests.helpers.oracles import assert_beats_chance
+from tests.helpers.tuning import _SWEEP, _finished_trials, brute_force_front, front_points, validation_accuracy
 
 
 # ------------------------------------------------------------------ bad spaces, before Ray
@@ -109,7 +98,6 @@ def test_concurrency_is_what_the_cluster_holds(ray_local, tiny_config):
 
 @pytest.mark.integration
 def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_config):
-    from raylm.compress import load_artifact
     from raylm.tune import sweep
 
     cfg = tiny_config("image", *_SWEEP, "tune.space={train.lr: {grid: [0.01, 1.0e-7]}}", "tune.num_samples=2",
@@ -121,7 +109,7 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
     stopped = [r for r in result.rows if r["status"] == "stopped"]
     assert stopped, f"ASHA stopped no trial: {result.rows}"
     assert all(r["epochs"] < cfg.train.epochs and r["params"]["train.lr"] == 1e-7 for r in stopped)
-    assert result.best["params"]["train.lr"] == 0.01 and result.best["accuracy"] > 0.7
+    assert result.best["params"]["train.lr"] == 0.01
     # tune.measure_on=trial: measured where each trial ran (one machine here), and recorded.
     measured = [r["measured_on"] for r in result.rows if r["status"] == "completed"]
     assert measured and all(m["place"] == "trial" and m["cpu"] for m in measured)
@@ -140,9 +128,10 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
 
     exported = result.exported["tune-best"]
     assert exported == cfg.run_dir / "compress" / "tune-best"
-    artifact = load_artifact(exported)
-    batch = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
-    assert artifact.predict({"image": batch}).shape == (3, 2)
+    # Scored here on the validation split, not on noise: it learned, and it is the model the row describes.
+    accuracy, samples = validation_accuracy(cfg, exported)
+    assert_beats_chance(accuracy, samples)
+    assert abs(accuracy - result.best["accuracy"]) <= 1 / samples + 1e-9
 
 
 @pytest.mark.integration
@@ -162,7 +151,8 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
         assert row["dense_accuracy"] is not None and row["size_ratio"] > 0 and isinstance(row["gain"], bool)
         if row["params"]["compress.prune.sparsity"] == 0.0 and row["params"]["compress.quantize.mode"] == "none":
             assert row["gain"] is False and row not in result.front  # the dense model again: no gain
-    _front_is_non_dominated(result.rows, result.front, result.objectives)
+    # The front against one computed here by comparing every pair of points (not raylm's own candidates()).
+    assert front_points(result.front) == brute_force_front(result.rows, result.objectives), result.rows
     # tune.measure_on=driver: one probe on the driver's node timed every trial's models.
     import ray
 
@@ -175,8 +165,11 @@ def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_con
     assert recorded["pareto_front"] == [r["trial_id"] for r in result.front]
     assert {json.dumps(r["measured_on"], sort_keys=True) for r in recorded["trials"]} == {json.dumps(place, sort_keys=True)}
     assert len(result.exported) == len(result.front)
-    for path in result.exported.values():
+    for path in result.exported.values():  # each export scores on the validation split what its row claims
         assert load_artifact(path).meta["labels"] == ["horizontal", "vertical"]
+        claimed = json.loads((path / "tune_trial.json").read_text())["accuracy"]
+        accuracy, samples = validation_accuracy(cfg, path)
+        assert abs(accuracy - claimed) <= 1 / samples + 1e-9, (path.name, accuracy, claimed)
 
 
 def _measured_row(trial_id: str, accuracy: float, latency_ms: float, cpu: str) -> dict:
