@@ -18,6 +18,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from raylm.config import load_config  # noqa: E402
 from tests.helpers.oracles import assert_beats_chance  # noqa: E402
+from tests.helpers.ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +226,6 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
     """``raylm serve`` of a Keras artifact: the TFLite int8 model answers real HTTP, with the labels
     its validation images have (bars vs stripes)."""
     import base64
-    import socket
 
     import requests
     from ray import serve
@@ -233,9 +233,7 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
     from raylm.data.files import split_files
     from raylm.serve import build_app, load_serve_config
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         app = build_app([str(compressed.artifact)], load_serve_config(None, [
@@ -266,15 +264,11 @@ def test_keras_int8_artifact_is_served_over_http(compressed, data_root):
 def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config):
     """``raylm pipeline`` with ``model.backend: keras`` on tiny settings: a Keras sweep, the retrain,
     tfmot prune + QAT to int8 TFLite, evaluation from the file, and real HTTP to the served model."""
-    import socket
-
     from ray import serve
 
     from raylm.pipeline import format_summary, run_pipeline
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = tiny_config(
         "image", "model.backend=keras", "train.name=keras-pipe", "train.num_workers=1", "train.epochs=1",
         "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=2", "tune.max_concurrent_trials=1",
