@@ -257,7 +257,7 @@ def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
 
     from raylm.tune import sweep
 
-    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "train.batch_size=64", "data.materialize=true", "tune.scheduler=fifo",
+    cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "train.batch_size=256", "data.materialize=true", "tune.scheduler=fifo",
                       "tune.space={train.lr: {grid: [0.01, 0.002, 0.01]}}", "tune.num_samples=1", "tune.export=none")
     result = sweep(cfg, verbose=False)
     assert [r["status"] for r in result.rows] == ["completed"] * 3, result.rows
@@ -271,7 +271,10 @@ def test_a_reused_trial_actor_trains_like_a_fresh_one(ray_local, tiny_config):
     first, _, third = (finals[t] for t in order)
     assert first["config"] == third["config"] == {"train.lr": 0.01}
     assert first["epochs"] == third["epochs"] == 2
-    assert first["val_accuracy"] == third["val_accuracy"] and first["accuracy"] == third["accuracy"]
+    # Weights equal to 1e-4 (summation order): only a sample whose logit margin is below that could flip,
+    # so the two accuracies may differ by one validation sample, not more (61 of them, tests/helpers/oracles.py).
+    assert abs(first["val_accuracy"] - third["val_accuracy"]) <= 1 / 61 + 1e-9
+    assert abs(first["accuracy"] - third["accuracy"]) <= 1 / 61 + 1e-9
     weights = [load_file(str(Path(f["checkpoint"]) / "model.safetensors")) for f in (first, third)]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
