@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=200)
     args = parser.parse_args()
 
-    from fixtures.messy import messy_images
+    from tests.helpers.messy import messy_images
 
     from raylm.config import load_config
     from raylm.data import build_datasets

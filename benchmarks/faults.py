@@ -4,7 +4,7 @@ driver and a full disk cost a run.
     python benchmarks/faults.py [--epochs 6] [--concurrency 4] [--only worker_kill replica_kill driver_sigkill]
 
 On one embedded 2-CPU Ray, with the tests' tiny image data (tests/conftest.py) and fault helpers
-(tests/fixtures/faults.py), in one run:
+(tests/helpers/faults.py), in one run:
   * worker kill: the same seeded run trained unkilled (the baseline) and with one Ray Train worker
     SIGKILLed after its first checkpoint (train.max_failures=1): epochs redone (goal <= 1) and the
     validation accuracy of each (goal: within 1 point);
@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def worker_kill(tiny, epochs: int) -> dict:
-    from fixtures.faults import WorkerKiller, epochs_redone
+    from tests.helpers.faults import WorkerKiller, epochs_redone
 
     from raylm.train import fit
 
@@ -52,9 +52,10 @@ def worker_kill(tiny, epochs: int) -> dict:
 
 
 def replica_kill(tiny, root: Path, concurrency: int) -> dict:
-    from fixtures.faults import SteadyLoad, alive_actor_pids, running_replicas, wait_for
+    from tests.helpers.faults import SteadyLoad, alive_actor_pids, running_replicas, wait_for
     from ray import serve
-    from test_serve import _b64, _checkpoint, _free_port, _png, FAST
+    from tests.helpers.ports import free_port as _free_port
+    from tests.helpers.serving import FAST, _b64, _checkpoint, _png
 
     from raylm.compress import compress
     from raylm.serve import build_app, load_serve_config
@@ -89,8 +90,8 @@ def replica_kill(tiny, root: Path, concurrency: int) -> dict:
 
 def driver_sigkill(tiny, root: Path) -> dict:
     import ray
-    from fixtures.faults import raylm_cli, wait_for
-    from test_tune import _SWEEP, _finished_trials
+    from tests.helpers.faults import raylm_cli, wait_for
+    from tests.helpers.tuning import _SWEEP, _finished_trials
 
     total = ray.cluster_resources()["CPU"]
     cfg = tiny("image", *_SWEEP, "train.epochs=8", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
@@ -114,7 +115,7 @@ def driver_sigkill(tiny, root: Path) -> dict:
 
 
 def full_disk(root: Path) -> dict:
-    from test_faults import _good_checkpoint, _write_over
+    from tests.integration.test_faults import _good_checkpoint, _write_over
 
     final = root / "disk" / "checkpoint_000001"
     before = _good_checkpoint(final)
@@ -132,7 +133,8 @@ def main() -> None:
                         help="scenarios to run (the full-disk one always runs: it takes a second)")
     args = parser.parse_args()
 
-    from conftest import _easy_images, tiny_config_in
+    from tests.conftest import _easy_images
+    from tests.helpers.configs import tiny_config_in
 
     from raylm.runtime import ensure_ray
 

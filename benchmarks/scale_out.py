@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from helpers.fake_cluster import FakeCluster, wait_for  # noqa: E402
-from helpers.s3_server import S3Server  # noqa: E402
+from tests.helpers.fake_cluster import FakeCluster, wait_for  # noqa: E402
+from tests.helpers.s3_server import S3Server  # noqa: E402
 
 
 class NodeSampler(threading.Thread):

@@ -1,4 +1,4 @@
-"""Peak memory of serving replicas under the hostile request corpus (tests/fixtures/hostile.py):
+"""Peak memory of serving replicas under the hostile request corpus (tests/helpers/hostile.py):
 decompression bombs, 1 Hz / 9-channel / 2-minute audio, deep nesting, huge arrays, NaN, wrong
 types, for the image, audio and text apps. Each replica's resident memory is sampled every 5 ms
 while the corpus is sent (sequentially, then 8 at a time); the baseline is the same number of
@@ -58,7 +58,8 @@ def build_artifacts(workdir: Path) -> dict[str, str]:
     from raylm.compress import compress
     from raylm.models import build_model
     from raylm.train.checkpoint import save_checkpoint_atomic
-    from tests.conftest import _easy_audio, _easy_images, _easy_text, tiny_config_in
+    from tests.conftest import _easy_audio, _easy_images, _easy_text
+    from tests.helpers.configs import tiny_config_in
 
     data = workdir / "data"
     if not data.exists():
@@ -158,7 +159,7 @@ def valid_corpus(key: dict[str, str], n: int) -> list:
     import cv2
     import numpy as np
 
-    from tests.fixtures.hostile import b64, wav
+    from tests.helpers.hostile import b64, wav
 
     png = cv2.imencode(".png", np.full((40, 40, 3), 90, np.uint8))[1].tobytes()
     tone = wav((0.5 * np.sin(np.arange(4000) * 0.3)).astype(np.float32), 8000)
@@ -176,7 +177,7 @@ def main() -> None:
 
     from ray import serve
 
-    from tests.fixtures.hostile import request_corpus
+    from tests.helpers.hostile import request_corpus
 
     url = serve_each_modality(Path(args.workdir), APP_PREFIX)
     key = {"x-api-key": "bench"}

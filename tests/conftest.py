@@ -14,7 +14,7 @@ import soundfile
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from raylm.config import load_config  # noqa: E402
+from tests.helpers.configs import tiny_config_in  # noqa: E402
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def ray_local():
     yield ray
 
 
-def _easy_images(root: Path, per_class: int = 24) -> Path:
+def _easy_images(root: Path, per_class: int = 100) -> Path:
     """Two classes a CNN separates in one epoch: horizontal vs vertical bars, random colours."""
     rng = np.random.default_rng(0)
     for label in ("horizontal", "vertical"):
@@ -47,7 +47,7 @@ def _easy_images(root: Path, per_class: int = 24) -> Path:
     return root
 
 
-def _easy_audio(root: Path, per_class: int = 20, sr: int = 8000) -> Path:
+def _easy_audio(root: Path, per_class: int = 110, sr: int = 8000) -> Path:
     """Two classes: a low tone and a high tone, with noise and random length."""
     rng = np.random.default_rng(1)
     for label, freq in (("low", 300.0), ("high", 2000.0)):
@@ -79,35 +79,7 @@ def data_root(tmp_path_factory) -> dict[str, Path]:
         "audio": _easy_audio(root / "audio"),
         "text": _easy_text(root / "text.csv"),
     }
-
-
-_TINY_MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}
-
-
-def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overrides: str):
-    """The tiny config rooted at ``root`` (for fixtures wider than one test, e.g. module scope)."""
-    return load_config(None, tiny_overrides(root, data_root, modality) + list(overrides))
-
-
-def tiny_overrides(root: Path, data_root: dict[str, Path], modality: str) -> list[str]:
-    """The tiny config as ``key=value`` overrides (for ``raylm <verb>`` in a subprocess)."""
-    return [
-        f"task.modality={modality}",
-        f"model.name={_TINY_MODELS[modality]}",
-        f"data.path={data_root[modality]}",
-        "data.validation_fraction=0.3",
-        f"data.cache_dir={root / 'cache'}",
-        "data.text.max_length=16",
-        "data.audio.sample_rate=8000",
-        "data.audio.clip_seconds=0.5",
-        "data.audio.hop_length=128",
-        f"train.storage_path={root / 'runs'}",
-        "train.epochs=2",
-        "train.batch_size=8",
-        "train.num_workers=2",
-        "train.cpus_per_worker=0.5",
-        "train.lr=0.005",
-    ]
+    # >= 60 validation samples each (tests/helpers/oracles.py): accuracy gates that chance cannot pass.
 
 
 @pytest.fixture
@@ -125,7 +97,7 @@ def fake_cluster():
     """Ray's fake_multinode autoscaler (tests/helpers/fake_cluster.py): a 1-CPU head and 0..2 worker
     nodes of 2 CPUs that the autoscaler adds on demand and removes when idle. Its own ports, temp dir,
     token and process session: the shared ``ray_local`` Ray never sees it. ~5-15 s to start."""
-    from helpers.fake_cluster import FakeCluster
+    from tests.helpers.fake_cluster import FakeCluster
 
     with FakeCluster() as cluster:
         yield cluster

@@ -32,6 +32,8 @@ HEAD_TYPE, WORKER_TYPE = "ray.head.default", "ray.worker.cpu"
 
 
 def free_port() -> int:
+    """Ray's head takes fixed ports (tests/helpers/ports.py says why); bound on every interface here
+    because the fake nodes reach the head by the machine's address."""
     with socket.socket() as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]

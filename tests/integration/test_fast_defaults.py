@@ -1,0 +1,124 @@
+"""Issue 25, fast by default: ``data.materialize: auto`` keeps decoded data that fits and streams
+data that does not; ``train.checkpoint_every`` writes fewer checkpoints, never losing the best or the last."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from tests.helpers.configs import tiny_config_in
+
+
+def _rows(dataset) -> int:
+    return sum(len(batch["label"]) for batch in dataset.iter_batches(batch_size=64, batch_format="numpy"))
+
+
+@pytest.mark.integration
+def test_materialize_auto_keeps_small_decoded_data_and_streams_over_the_share(ray_local, data_root, tmp_path, caplog,
+                                                                               monkeypatch):
+    """With the source files gone after decoding, kept splits still yield every sample; streamed ones cannot."""
+    from raylm.data import decode_splits, materialize
+
+    monkeypatch.setattr(materialize, "_announced", set())  # each choice once on the console: none yet
+
+    images = tmp_path / "images"
+    shutil.copytree(data_root["image"], images)
+    data = {**data_root, "image": images}
+    with caplog.at_level(logging.INFO, logger="raylm.data.notes"):
+        kept = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false"))
+        streamed = decode_splits(tiny_config_in(tmp_path, data, "image", "data.check=false", "data.materialize_share=1e-9"))
+    notes = [r.getMessage() for r in caplog.records if r.name == "raylm.data.notes" and r.console]
+    assert len(notes) == 2 and "decoded once and kept" in notes[0] and "streamed" in notes[1], notes
+    assert "200 samples x 12296 B" in notes[0], notes  # 100 + 100 images of 32x32x3 float32, and the label
+    total = 200
+    shutil.rmtree(images)
+    assert _rows(kept.train) + _rows(kept.validation) == total
+    with pytest.raises(Exception):  # the files it would read every epoch are gone
+        _rows(streamed.train)
+
+
+def test_checkpoint_cadence_keeps_the_best_and_the_last():
+    from raylm.config import load_config
+    from raylm.train.loop import checkpoint_due
+
+    tc = load_config(None, ["task.modality=image", "model.name=seed_cnn", "train.epochs=7",
+                            "train.checkpoint_every=3"]).train
+    accuracies = [0.5, 0.7, 0.6, 0.6, 0.8, 0.7, 0.6]
+    history, written = [], []
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        history.append({"epoch": epoch, "val_accuracy": accuracy})
+        if checkpoint_due(tc, history):
+            written.append(epoch)
+    # 1, 2, 5 improve on the best so far; 3 and 6 are the cadence; 7 is the last.
+    assert written == [1, 2, 3, 5, 6, 7]
+
+
+@pytest.mark.integration
+def test_data_check_and_compress_consoles_hold_no_ray_lines(ray_local, data_root, tmp_path):
+    """Issue 25 item 4: Ray's INFO/WARNING lines (Ray Data's executor, the token-auth warning, ...) go to
+    the log file the console names once; the console keeps raylm's answer."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.helpers.cli import RAY_LINE, _env
+    from tests.helpers.paths import REPO
+    from raylm.models import build_model
+    from raylm.train.checkpoint import save_checkpoint_atomic
+
+    cfg = tiny_config_in(tmp_path, data_root, "image", "train.name=quiet", "task.labels=[horizontal,vertical]")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_untrained", build_model(cfg, 2).eval(),
+                                        cfg, ["horizontal", "vertical"], epoch=0, data_fingerprint="test")
+    common = [f"data.path={data_root['image']}", f"data.cache_dir={tmp_path / 'cache'}",
+              f"train.storage_path={tmp_path / 'runs'}"]
+    runs = {
+        "data check": ["data", "check", "--config", "jobs/configs/image.yaml", *common],
+        "compress": ["compress", "--checkpoint", str(checkpoint), "compress.latency_runs=2", "compress.latency_warmup=0",
+                     "compress.max_eval_samples=8"],
+    }
+    for verb, argv in runs.items():
+        done = subprocess.run([sys.executable, "-m", "raylm.cli", *argv], cwd=REPO, env=_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (verb, done.stdout[-2000:], done.stderr[-3000:])
+        lines = (done.stdout + done.stderr).splitlines()
+        assert not [line for line in lines if RAY_LINE.search(line)], (verb, lines)
+        named = [line for line in lines if line.startswith("Ray's logs: ")]
+        assert len(named) == 1, (verb, lines)
+        log = named[0].removeprefix("Ray's logs: ").split(" (")[0]
+        assert RAY_LINE.search(open(log).read()), (verb, log)  # Ray did speak: into the file
+        answer = done.stdout[done.stdout.index("{"):]
+        assert json.loads(answer), (verb, done.stdout)
+
+
+@pytest.mark.parametrize("look_back", [1, 2, 10, 30])
+def test_autoscaling_settings_never_trip_serves_interval_warning(look_back):
+    """Serve warns (FutureWarning, an error in a later release) when look_back_period_s is not longer than
+    the metrics interval; raylm derives the interval from the window."""
+    import warnings
+
+    from ray.serve.config import AutoscalingConfig
+
+    from raylm.serve import load_serve_config
+
+    cfg = load_serve_config(None, [f"serve.look_back_period_s={look_back}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        config = AutoscalingConfig(**cfg.autoscaling_config())
+    assert config.look_back_period_s > config.metrics_interval_s
+
+
+def test_ingress_modes_read_from_a_nodes_environment():
+    from raylm.config.serve import INGRESS_ENV, ingress_of
+
+    assert ingress_of({}) == "proxy"
+    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
+    assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
+        == "proxy (throughput-optimized)"
+    assert ingress_of(INGRESS_ENV["direct"]) == "direct"
+    assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}) == "direct"  # Ray's throughput mode includes it
+    assert ingress_of(INGRESS_ENV["haproxy"]) == "haproxy"

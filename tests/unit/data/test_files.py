@@ -1,0 +1,112 @@
+"""The class-folder layout and the split (raylm/data/files.py), on real folders and on the S3 API."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from raylm.data.files import (
+    detect_format,
+    in_validation,
+    label_of_file,
+    label_of_path,
+    list_class_folder,
+    scan_class_folder,
+    split_files,
+    validation_mask,
+)
+
+
+def test_the_split_is_a_stable_hash_of_the_key():
+    keys = [f"cat/{i:03d}.png" for i in range(2000)]
+    mask = validation_mask(keys, 0.3)
+    assert 0.27 < mask.mean() < 0.33  # the fraction asked for
+    assert mask.tolist() == [zlib.crc32(k.encode()) % 10_000 < 3000 for k in keys]  # nothing but the key decides
+    assert validation_mask(keys, 0.3).tolist() == mask.tolist()
+    assert not validation_mask(keys, 0.0).any() and validation_mask(keys, 1.0).all()
+    assert in_validation(keys[0].encode(), 0.3) == in_validation(keys[0], 0.3)
+    assert in_validation(None, 1.0) and not in_validation(None, 0.0)  # a missing key: the empty bytes
+    assert validation_mask([], 0.5).dtype == np.bool_
+
+
+def _tree(root, layout):
+    for rel in layout:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    return root
+
+
+def test_every_matching_file_below_a_class_folder_belongs_to_it(tmp_path):
+    root = _tree(tmp_path / "data", ["a/1.png", "a/deep/er/2.PNG", "b/3.jpg", "b/notes.txt", "loose.png",
+                                     ".hidden/4.png", "a/.5.png", "a/.cache/6.png", "c/readme.md"])
+    folder = scan_class_folder(str(root), (".png", ".jpg"))
+    assert folder.labels == ["a", "b"]
+    assert folder.files == [str(root / p) for p in ("a/1.png", "a/deep/er/2.PNG", "b/3.jpg")]
+    assert folder.ignored == [{"file": str(root / "b/notes.txt"), "reason": "not a .png/.jpg file"},
+                              {"file": str(root / "c/readme.md"), "reason": "not a .png/.jpg file"},
+                              {"file": str(root / "loose.png"), "reason": "not inside a class folder"}]
+    assert list_class_folder(str(root), (".png", ".jpg")) == (folder.labels, folder.files)
+    assert [label_of_file(f, str(root)) for f in folder.files] == ["a", "a", "b"]
+    assert label_of_path(str(root / "a/deep/er/2.PNG")) == "er"
+
+
+def test_one_class_is_refused_naming_data_path(tmp_path):
+    root = _tree(tmp_path / "data", ["only/1.png", "only/2.png", "other/x.txt"])
+    with pytest.raises(ValueError, match=r"^data.path: .*data must hold at least 2 class folders of .png files "
+                                         r"\(found 1 with such files, 2 files\)$"):
+        scan_class_folder(str(root), (".png",))
+
+
+def test_a_symlinked_root_still_labels_by_folder(tmp_path):
+    root = _tree(tmp_path / "data", ["a/1.png", "b/2.png"])
+    (tmp_path / "link").symlink_to(root)
+    assert label_of_file(str(root / "b/2.png"), str(tmp_path / "link")) in ("b",)
+
+
+def test_the_split_of_a_folder_is_by_the_path_below_root_wherever_root_is(tmp_path):
+    files = [f"{label}/{i:03d}.png" for label in ("a", "b") for i in range(50)]
+    here = split_files([str(tmp_path / "x" / f) for f in files], str(tmp_path / "x"), 0.3)
+    there = split_files([f"s3://bucket/data/{f}" for f in files], "s3://bucket/data", 0.3)
+    ray_named = split_files([f"bucket/data/{f}" for f in files], "s3://bucket/data/", 0.3)
+    def rel(paths):
+        return [p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in paths]
+
+    assert rel(here[1]) == rel(there[1]) == rel(ray_named[1]) == [f for f in files if in_validation(f, 0.3)]
+    assert rel(here[0]) == [f for f in files if not in_validation(f, 0.3)]
+    assert label_of_file("s3://bucket/data/b/deep/1.png", "s3://bucket/data") == "b"
+    assert label_of_file("bucket/data/a/1.png", "s3://bucket/data") == "a"
+    assert label_of_file("s3://elsewhere/z/k/1.png", "s3://bucket/data") == "k"  # not below root: its folder
+
+
+def test_formats_by_name_then_by_content(tmp_path):
+    assert detect_format("x.csv", "parquet") == "parquet"  # declared wins
+    for name, fmt in (("t.PARQUET", "parquet"), ("t.csv", "csv"), ("t.jsonl", "jsonl"), ("t.json", "jsonl"),
+                      ("s3://b/t.csv/", "csv")):
+        assert detect_format(name, "auto") == fmt
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "part-0.parquet").write_bytes(b"x")
+    (table / "sub").mkdir()
+    assert detect_format(str(table), "auto") == "parquet"
+    (table / "x.png").write_bytes(b"x")
+    assert detect_format(str(table), "auto") == "folder"
+    assert detect_format(str(tmp_path / "table" / "sub"), "auto") == "folder"  # empty
+    with pytest.raises(ValueError, match=r"^data.format: cannot tell the format of .*nothing.bin; set data.format$"):
+        detect_format(str(tmp_path / "nothing.bin"), "auto")
+
+
+def test_a_stored_class_folder_is_listed_through_the_s3_api(s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3")
+    for key in ("data/a/1.png", "data/a/sub/2.png", "data/b/3.png", "data/b/x.txt", "data/loose.png",
+                "data/.hidden/4.png", "data/_COMMITTED"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    folder = scan_class_folder(f"s3://{s3_bucket}/data", (".png",))
+    assert folder.labels == ["a", "b"]
+    assert folder.files == [f"s3://{s3_bucket}/data/{k}" for k in ("a/1.png", "a/sub/2.png", "b/3.png")]
+    assert sorted(i["reason"] for i in folder.ignored) == ["not a .png file", "not inside a class folder"]
+    s3.put_object(Bucket=s3_bucket, Key="tab/part-0.parquet", Body=b"x")
+    assert detect_format(f"s3://{s3_bucket}/tab", "auto") == "parquet"
+    assert detect_format(f"s3://{s3_bucket}/data", "auto") == "folder"

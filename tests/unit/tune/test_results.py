@@ -1,0 +1,83 @@
+"""The sweep's decisions on made-up rows (raylm/tune/results.py): the front against a brute-force
+front, the best row, candidates under a budget, and latencies of different hardware never ranked."""
+
+import numpy as np
+import pytest
+
+from raylm.tune.results import (
+    MixedHardwareError,
+    best_row,
+    candidates,
+    dense_row,
+    describe,
+    fronts_by_hardware,
+    hardware_key,
+    pareto_front,
+)
+from tests.helpers.tuning import brute_force_front, front_points
+
+CPU = {"place": "trial", "node_id": "n1", "node_ip": "10.0.0.1", "cpu": "Xeon", "logical_cpus": 8, "device": "cpu"}
+
+
+def _row(trial_id, accuracy, latency_ms, size_mb, *, dense=(0.9, 10.0, 4.0), gain=True, drop=None, status="completed",
+         measured_on=CPU):
+    return {"trial_id": trial_id, "status": status, "params": {"train.lr": 0.01, "compress.quantize.mode": "dynamic"},
+            "accuracy": accuracy, "latency_ms": latency_ms, "size_mb": size_mb, "kind": "compressed",
+            "dense_accuracy": dense[0], "dense_latency_ms": dense[1], "dense_size_mb": dense[2], "gain": gain,
+            "accuracy_drop_pts": round((dense[0] - accuracy) * 100, 3) if drop is None else drop,
+            "measured_on": measured_on}
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("objectives", [["accuracy", "latency_ms"], ["accuracy", "latency_ms", "size_mb"], ["accuracy"]])
+def test_the_front_is_the_brute_force_front(seed, objectives):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(int(rng.integers(1, 7))):
+        # Values on a coarse grid so that ties (equal on every objective, or on some) happen.
+        dense = (rng.integers(5, 10) / 10, float(rng.integers(1, 5)), float(rng.integers(1, 5)))
+        rows.append(_row(f"t{i}", rng.integers(5, 10) / 10, float(rng.integers(1, 5)), float(rng.integers(1, 5)),
+                         dense=dense, gain=bool(rng.integers(0, 2)), status=["completed", "completed", "stopped"][i % 3]))
+    assert front_points(pareto_front(rows, objectives)) == brute_force_front(rows, objectives)
+
+
+def test_dense_models_and_gaining_compressed_ones_are_the_candidates():
+    rows = [_row("a", 0.88, 5.0, 1.0), _row("b", 0.8, 5.0, 1.0, gain=False), _row("c", 0.7, 1.0, 1.0, status="stopped")]
+    assert [(r["trial_id"], r["kind"]) for r in candidates(rows)] == [("a-dense", "dense"), ("a", "compressed"),
+                                                                        ("b-dense", "dense")]
+    # Within a budget of accuracy points against its own dense model: a loses 2 points.
+    assert [r["trial_id"] for r in candidates(rows, max_accuracy_drop=2.0)] == ["a-dense", "a", "b-dense"]
+    assert [r["trial_id"] for r in candidates(rows, max_accuracy_drop=1.9)] == ["a-dense", "b-dense"]
+    legacy = {k: v for k, v in _row("old", 0.8, 2.0, 1.0).items() if not k.startswith("dense_")}
+    assert candidates([legacy]) == [legacy]  # recorded before dense references: counts as itself
+
+
+def test_a_dense_row_is_the_trials_dense_model():
+    dense = dense_row(_row("a", 0.8, 5.0, 1.0, dense=(0.9, 10.0, 4.0)))
+    assert dense["trial_id"] == "a-dense" and dense["kind"] == "dense" and dense["variant"] == "dense"
+    assert (dense["accuracy"], dense["latency_ms"], dense["size_mb"]) == (0.9, 10.0, 4.0)
+    assert dense["params"] == {"train.lr": 0.01, "compress.prune.method": "none", "compress.quantize.mode": "none"}
+    assert dense["artifact"] is None and dense["gain"] is None and dense["size_ratio"] == 1.0
+
+
+def test_the_best_row_is_best_on_the_first_objective_then_the_next():
+    rows = [_row("a", 0.9, 5.0, 1.0, dense=(0.9, 9.0, 4.0)), _row("b", 0.8, 1.0, 1.0, dense=(0.85, 8.0, 4.0))]
+    assert best_row(rows, ["accuracy", "latency_ms"])["trial_id"] == "a"  # ties a-dense on accuracy, faster
+    assert best_row(rows, ["latency_ms", "accuracy"])["trial_id"] == "b"
+    assert best_row(rows, ["size_mb", "accuracy"])["trial_id"] == "a"  # 1 MB twice: the more accurate
+    assert best_row([_row("x", 0.5, 1, 1, status="stopped")], ["accuracy"]) is None
+
+
+def test_latencies_of_different_hardware_are_never_ranked():
+    other = CPU | {"cpu": "EPYC", "node_ip": "10.0.0.2"}
+    rows = [_row("a", 0.9, 5.0, 1.0), _row("b", 0.8, 1.0, 1.0, measured_on=other)]
+    with pytest.raises(MixedHardwareError, match=r"measured on 2 kinds of hardware \(2 candidate\(s\) on Xeon x8 cpu "
+                                                 r"\(10.0.0.1\); 2 candidate\(s\) on EPYC x8 cpu \(10.0.0.2\)\)"):
+        pareto_front(rows, ["accuracy", "latency_ms"])
+    with pytest.raises(MixedHardwareError):
+        best_row(rows, ["latency_ms"])
+    assert {r["trial_id"] for r in pareto_front(rows, ["accuracy", "size_mb"])} == {"a"}  # no latency: comparable
+    assert {r["trial_id"] for r in fronts_by_hardware(rows, ["accuracy", "latency_ms"])} == {"a", "b", "b-dense"}
+    same_machine_type = CPU | {"node_id": "n2", "node_ip": "10.0.0.9"}
+    assert hardware_key(same_machine_type) == hardware_key(CPU) == ("Xeon", 8, "cpu")
+    assert hardware_key(None) is None and describe(None) == "unrecorded hardware"
