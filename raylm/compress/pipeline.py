@@ -116,9 +116,9 @@ def _timing(recipe) -> dict[str, Any]:
 def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
     """The reference runs on the fastest runtime raylm has for it (fp32 ONNX Runtime, 0.2-0.4x eager
     torch's p50 here), so what a candidate gains is the compression's, not the runtime's."""
+    from raylm.artifacts.onnx_runtime import onnx_predictor
     from raylm.compress.measure import measure
     from raylm.compress.prune import sparsity_stats
-    from raylm.artifacts.onnx_runtime import onnx_predictor
     from raylm.compress.quantize import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch:

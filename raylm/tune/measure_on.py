@@ -51,8 +51,8 @@ def _dense_predictor(cfg: RaylmConfig, checkpoint: str, feeds: dict[str, np.ndar
     (torch) or float TFLite (Keras)."""
     threads = cfg.compress.latency_threads
     if cfg.model.backend == "keras":
-        from raylm.compress.methods import exporter
         from raylm.artifacts.tflite_runtime import TFLiteRunner
+        from raylm.compress.methods import exporter
         from raylm.train.keras_loop import load_keras_checkpoint
 
         path = scratch / "dense.tflite"
