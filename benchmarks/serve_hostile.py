@@ -40,8 +40,7 @@ def _free_port() -> int:
 
 def _loads(artifact: Path) -> bool:
     """An artifact left by an earlier run loads with this code (one of an older raylm may not)."""
-    from raylm.compress import load_artifact
-    from raylm.compress.artifact import ArtifactError
+    from raylm.artifacts import ArtifactError, load_artifact
 
     try:
         load_artifact(artifact)

@@ -86,7 +86,7 @@ def plain_server(artifact: str, port: int) -> None:
     import uvicorn
     from fastapi import FastAPI, HTTPException
 
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.serve.preprocess import InputError, Preprocessor
     from raylm.serve.schemas import TextRequest
 
@@ -193,7 +193,7 @@ def _malformed(i: int) -> bytes:
 
 
 def in_process(artifact: str, runs: int = 100) -> dict:
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.serve.preprocess import Preprocessor
 
     model = load_artifact(artifact, threads=1)

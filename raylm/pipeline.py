@@ -231,7 +231,7 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     """The artifact reloaded from disk, as serving loads it, on the whole validation split."""
     import numpy as np
 
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.compress.measure import collect
     from raylm.data import MODEL_INPUTS, build_datasets
 

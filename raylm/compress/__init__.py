@@ -5,7 +5,7 @@
     logits = artifact.predict({"image": batch})  # inputs named as raylm.data.MODEL_INPUTS
 """
 
-from raylm.compress.artifact import Artifact, ArtifactError, load_artifact
+from raylm.artifacts import Artifact, ArtifactError, load_artifact  # the format's layer (#26); kept here for callers
 from raylm.compress.pipeline import CompressError, compress, variant_name
 
 __all__ = ["Artifact", "ArtifactError", "CompressError", "compress", "load_artifact", "variant_name"]

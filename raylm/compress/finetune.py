@@ -23,7 +23,7 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
 
     from safetensors.torch import save_model
 
-    from raylm.compress.architecture import load_resized
+    from raylm.artifacts.architecture import load_resized
     from raylm.compress.methods import pruner
     from raylm.train import build_trainer, trains_in_process
     from raylm.train.hooks import TrainHooks

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from raylm.atomic import atomic_directory
-from raylm.compress.artifact import TFLITE
+from raylm.artifacts import TFLITE
 from raylm.compress.methods import Exporter, Pruner, Quantizer, exporter, pruner, prunes, quantizer
 from raylm.compress.prune import magnitude_tag
 from raylm.compress.tflite import to_tflite
@@ -206,10 +206,10 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
     ``cfg`` supplies the data and the recipe; the checkpoint must hold a model of ``cfg.model``.
     Artifacts go to ``output_dir`` (default ``<run dir>/compress/<variant>``, as torch's).
     """
-    from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
+    from raylm.artifacts import load_artifact, preprocessing_record, write_meta
     from raylm.compress.gate import variant_ratios
     from raylm.compress.pipeline import CompressError, variant_name
-    from raylm.compress.tflite import TFLiteRunner
+    from raylm.artifacts.tflite_runtime import TFLiteRunner
     from raylm.data import build_datasets
     from raylm.train.keras_loop import load_keras_checkpoint
 

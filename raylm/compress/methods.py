@@ -47,8 +47,9 @@ class Exporter:
     write: Callable[..., Any]
     # (path, threads) -> predict(feeds): reads an fp32 file back, so parity is checked before int8.
     reader: Callable[..., Any] | None = None
-    # (fp32 path) -> report entries: a lossless storage step on a file nothing quantizes.
-    shrink: Callable[[Any, Any], dict[str, Any]] | None = None
+    # (final model file, compress section, parity feeds) -> report entries: a lossless storage step
+    # (raylm.artifacts.sparse) on the fp32 or int8 file, checked on the feeds.
+    shrink: Callable[[Any, Any, Any], dict[str, Any]] | None = None
 
 
 def _unpruned(model: Any, *args: Any, **kwargs: Any) -> Any:

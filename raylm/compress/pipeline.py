@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from raylm.atomic import atomic_directory
-from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
+from raylm.artifacts import load_artifact, preprocessing_record, write_meta
 from raylm.compress.methods import export_name, exporter, pruner, prunes, quantizer
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
@@ -116,9 +116,10 @@ def _timing(recipe) -> dict[str, Any]:
 def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
     """The reference runs on the fastest runtime raylm has for it (fp32 ONNX Runtime, 0.2-0.4x eager
     torch's p50 here), so what a candidate gains is the compression's, not the runtime's."""
+    from raylm.artifacts.onnx_runtime import onnx_predictor
     from raylm.compress.measure import measure
     from raylm.compress.prune import sparsity_stats
-    from raylm.compress.quantize import export_onnx, onnx_predictor
+    from raylm.compress.quantize import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch:
         dense_onnx = export_onnx(dense_model, rows.example(), Path(scratch) / "dense.onnx")
@@ -164,8 +165,8 @@ def _export(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, directory: Pa
     if int8 is not None:
         int8.apply(fp32, out, recipe.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
         shutil.rmtree(fp32.parent)
-    elif export.shrink is not None:
-        parity |= export.shrink(out, recipe)
+    if export.shrink is not None:  # sparse layouts compound with int8 too
+        parity |= export.shrink(out, recipe, rows.parity())
     return export.model_file, parity
 
 
@@ -245,7 +246,7 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         # The report is measured on the exported file, reloaded as serving will load it.
         artifact = load_artifact(tmp, threads=recipe.latency_threads)
         parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
-        compressed, preds = measure(artifact.predict, rows.val, inputs, files=[tmp / model_file], counts=counts,
+        compressed, preds = measure(artifact.predict, rows.val, inputs, files=artifact.weight_files, counts=counts,
                                     **_timing(recipe))
         compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
         compressed["runtime"] = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]

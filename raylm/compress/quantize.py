@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raylm.compress.artifact import ONNX, WEIGHTS
+from raylm.artifacts import ONNX, WEIGHTS
+from raylm.artifacts.onnx_runtime import onnx_predictor, onnx_session  # noqa: F401 (compress measures with them)
 from raylm.compress.methods import Exporter, Quantizer
 from raylm.registry import COMPRESSION_METHODS
 
@@ -93,27 +94,14 @@ def quantize_static_onnx(fp32_path: str | os.PathLike[str], out_path: str | os.P
     return Path(out_path)
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int = 1):
-    import onnxruntime as ort
+def _sparse_storage(path: Path, recipe, feeds: dict[str, np.ndarray] | None = None) -> dict:
+    """The artifacts layer's sparse layouts (lossless): fp32 sparse initializers and int8 bitmasks,
+    the latter checked against the dense-layout file's logits on ``feeds``."""
+    from raylm.artifacts.sparse import sparsify_onnx, store_sparse_int8
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_predictor(path: str | os.PathLike[str], threads: int = 1):
-    """``predict(feeds) -> logits`` of an ONNX file on ONNX Runtime."""
-    session = onnx_session(path, threads)
-    names = [i.name for i in session.get_inputs()]
-    return lambda feeds: session.run(["logits"], {n: feeds[n] for n in names})[0]
-
-
-def _sparse_storage(path: Path, recipe) -> dict:
-    from raylm.compress.sparse import sparsify_onnx
-
-    return {"sparse_tensors": sparsify_onnx(path)} if recipe.sparse_storage else {}
+    if not recipe.sparse_storage:
+        return {}
+    return {"sparse_tensors": sparsify_onnx(path)} | store_sparse_int8(path, feeds, recipe.latency_threads)
 
 
 def _save_safetensors(model: torch.nn.Module, example_inputs: dict[str, np.ndarray], path: Path) -> Path:

@@ -47,8 +47,9 @@ class CompressConfig(Section):
     latency_threads: int = Field(1, ge=1, description="intra-op threads for torch and ONNX Runtime alike")
     max_eval_samples: int = Field(0, ge=0, description="0: the whole validation split")
     sparse_storage: bool = Field(
-        True, description="store mostly-zero ONNX weights as sparse initializers (values + int32 indices), "
-                          "rebuilt exactly by ONNX Runtime at load: unstructured sparsity then shrinks the file")
+        True, description="store mostly-zero ONNX weights sparse, rebuilt exactly at load: fp32 as sparse "
+                          "initializers (values + int32 indices), int8 as a bitmask + kept values "
+                          "(model.sparse.safetensors): unstructured sparsity then shrinks the fp32 and int8 file")
     min_size_gain: float = Field(1.5, ge=1, description="gain gate: the artifact counts if it is this many times "
                                                         "smaller than the dense reference ...")
     min_speedup: float = Field(1.2, ge=1, description="... or this many times faster at serving_batch_size")

@@ -145,8 +145,7 @@ class TierServer:
     """
 
     def __init__(self, paths: dict[str, str], default: str, cfg: dict[str, Any], key_digest: str | None):
-        from raylm.compress import load_artifact
-        from raylm.compress.artifact import read_meta
+        from raylm.artifacts import load_artifact, read_meta
 
         from raylm.storage import localize
 
@@ -188,7 +187,7 @@ class TierServer:
     async def tier(self, name: str):
         if name in self._preloaded:
             return self._preloaded.pop(name)
-        from raylm.compress import load_artifact
+        from raylm.artifacts import load_artifact
 
         return await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
 

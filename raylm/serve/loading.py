@@ -13,7 +13,7 @@ from raylm.config import ConfigError, RaylmConfig, ServeConfig, merge, parse_ove
 
 def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
     """``["int8=/a/b", "/a/c"]`` -> {tier: {"path", "meta"}}; all tiers must be one model's variants."""
-    from raylm.compress.artifact import ArtifactError, read_meta
+    from raylm.artifacts import ArtifactError, read_meta
     from raylm.storage import NotCommitted, is_uri, localize
 
     if not artifacts:

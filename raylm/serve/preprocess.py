@@ -103,7 +103,7 @@ class Preprocessor:
         return {name: np.concatenate([p[name] for p in payloads]) for name in self.record.inputs}
 
     def encode_text(self, texts: list[str]) -> dict[str, np.ndarray]:
-        from raylm.compress.artifact import confined
+        from raylm.artifacts import confined
         from raylm.data.text import tokenize
 
         tokenizer = str(confined(Path(self.artifact_dir), self.settings["tokenizer"], "preprocessing.tokenizer"))

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -28,9 +28,9 @@ from safetensors.torch import load_model, save_model
 from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 from raylm.errors import RaylmError
+from raylm.meta import MetaFormatError, VersionedMeta
 from raylm.storage import StoragePath, is_uri
 
-FORMAT = "raylm.checkpoint/1"
 META = "raylm.json"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -38,6 +38,24 @@ OPTIMIZER = "optimizer.pt"
 
 class CheckpointError(RaylmError):
     pass
+
+
+class CheckpointMeta(VersionedMeta):
+    """``raylm.json``: the part of a checkpoint every backend writes alike (``raylm.meta``: versioned
+    like an artifact's ``artifact.json``)."""
+
+    KIND: ClassVar[str] = "raylm.checkpoint"
+    VERSION: ClassVar[int] = 1
+
+    config: dict[str, Any]
+    labels: list[str]
+    epoch: int = 0
+    metrics: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    data_fingerprint: str | None = None
+
+
+FORMAT = CheckpointMeta.format_of()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -130,16 +148,15 @@ def drop_stale_optimizer_states(latest: Any, epoch: int, names: tuple[str, ...] 
 def write_meta(directory: Path, cfg: RaylmConfig, labels: list[str], *, epoch: int,
                metrics: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
                data_fingerprint: str | None = None) -> None:
-    """``raylm.json``: the part of a checkpoint every backend writes alike."""
-    meta = {
-        "format": FORMAT,
+    """``raylm.json``: the part of a checkpoint every backend writes alike (``CheckpointMeta``)."""
+    meta = CheckpointMeta.stamp({
         "config": cfg.to_dict(),
         "labels": list(labels),
         "epoch": epoch,
         "metrics": metrics or {},
         "history": history or [],
         "data_fingerprint": data_fingerprint,
-    }
+    })
     (directory / META).write_text(json.dumps(meta, indent=2))
 
 
@@ -159,12 +176,15 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: not a raylm checkpoint (no {META})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: corrupted ({type(err).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
-    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("labels"), list):
-        raise CheckpointError(f"{path}: corrupted (no 'config' or 'labels')")
-    return meta
+    return parse_meta(meta, path)
+
+
+def parse_meta(meta: Any, where: Any) -> dict[str, Any]:
+    """A parsed ``raylm.json`` checked and upgraded (``CheckpointMeta``), as a dict; ``CheckpointError`` names ``where``."""
+    try:
+        return CheckpointMeta.parse(meta, where).model_dump()
+    except MetaFormatError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def own_files_config(config: dict[str, Any], labels: list[str], directory: Path) -> dict[str, Any]:
@@ -226,9 +246,7 @@ def read_stored_meta(location: StoragePath) -> dict[str, Any]:
         raise CheckpointError(f"{location}: not a raylm checkpoint (no {META})") from None
     except (ValueError, OSError) as err:
         raise CheckpointError(f"{location.join(META)}: unreadable ({type(err).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("labels"), list):
-        raise CheckpointError(f"{location.join(META)}: not a {FORMAT} checkpoint")
-    return meta
+    return parse_meta(meta, location.join(META))
 
 
 def stored_checkpoints(train: StoragePath) -> list[tuple[StoragePath, dict[str, Any]]]:

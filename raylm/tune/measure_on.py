@@ -40,7 +40,7 @@ def cpu_model() -> str:
 
 def hardware(place: str) -> dict[str, Any]:
     """Where this process measures: the Ray node, its CPU, the device the runtimes use (CPU:
-    artifacts load on CPU, ``raylm.compress.artifact.load_artifact``)."""
+    artifacts load on CPU, ``raylm.artifacts.load_artifact``)."""
     context = ray.get_runtime_context()
     return {"place": place, "node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
             "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "device": "cpu"}
@@ -51,15 +51,16 @@ def _dense_predictor(cfg: RaylmConfig, checkpoint: str, feeds: dict[str, np.ndar
     (torch) or float TFLite (Keras)."""
     threads = cfg.compress.latency_threads
     if cfg.model.backend == "keras":
+        from raylm.artifacts.tflite_runtime import TFLiteRunner
         from raylm.compress.methods import exporter
-        from raylm.compress.tflite import TFLiteRunner
         from raylm.train.keras_loop import load_keras_checkpoint
 
         path = scratch / "dense.tflite"
         path.write_bytes(exporter(cfg.compress, "keras").write(load_keras_checkpoint(checkpoint).model))
         runner, (feature,) = TFLiteRunner(path, threads), list(feeds)
         return lambda batch: runner(batch[feature])
-    from raylm.compress.quantize import export_onnx, onnx_predictor
+    from raylm.artifacts.onnx_runtime import onnx_predictor
+    from raylm.compress.quantize import export_onnx
     from raylm.train.checkpoint import load_checkpoint
 
     example = {name: value[:2] for name, value in feeds.items()}
@@ -80,7 +81,7 @@ class LatencyProbe:
     def measure(self, cfg: RaylmConfig, artifact: str, checkpoint: str, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
 
-        from raylm.compress.artifact import load_artifact
+        from raylm.artifacts import load_artifact
         from raylm.compress.measure import paired_p50
 
         from raylm.storage import localize

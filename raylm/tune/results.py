@@ -284,7 +284,7 @@ def export_artifacts(run_dir: Path, rows: list[dict[str, Any]], front: list[dict
     pipeline look): ``tune-best``, or ``pareto-1..n`` (front members, most accurate first). A trial's
     artifact is read where the trial committed it (a URI: through the verified local cache), never
     from the trial's node; ``options``: the storage's ``train.storage_options``."""
-    from raylm.compress.artifact import read_meta, write_meta
+    from raylm.artifacts import read_meta, write_meta
     from raylm.storage import localize
 
     if mode == "none":

@@ -54,7 +54,7 @@ def front_points(front: list[dict]) -> set[tuple[str, str]]:
 
 def validation_accuracy(cfg, artifact_path) -> tuple[float, int]:
     """An exported artifact scored here on the config's validation split: (accuracy, samples)."""
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.compress.measure import collect
     from raylm.data import MODEL_INPUTS, build_datasets
 

@@ -356,8 +356,8 @@ def _snapshot(paths: list[Path]) -> dict[str, int]:
 @pytest.mark.faults
 @pytest.mark.parametrize("killed_in", ["train", "compress", "evaluate"])
 def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_local, tiny_config, tmp_path, killed_in):
-    from raylm.compress.artifact import read_meta as read_artifact_meta
-    from raylm.compress.artifact import verify_files
+    from raylm.artifacts import read_meta as read_artifact_meta
+    from raylm.artifacts import verify_files
     from raylm.pipeline import STAGES
     from tests.helpers.pipeline import _ARGS
 

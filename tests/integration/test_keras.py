@@ -126,7 +126,7 @@ def test_pruning_reaches_the_requested_sparsity_after_strip(compressed):
 
 
 def test_int8_tflite_runs_and_agrees_with_keras(compressed):
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
 
     int8 = compressed.report[-1]
     assert int8["variant"] == "int8" and int8["input_dtype"] == "int8" and int8["runtime"] == "tflite-int8"
@@ -180,7 +180,7 @@ def test_conv1d_compresses_to_int8_although_tfmot_lacks_a_conv1d_config(trained,
 def test_corrupted_artifact_is_a_clear_error(compressed, tmp_path):
     import shutil
 
-    from raylm.compress import ArtifactError, load_artifact
+    from raylm.artifacts import ArtifactError, load_artifact
 
     broken = tmp_path / "broken"
     shutil.copytree(compressed.artifact, broken)
@@ -192,7 +192,7 @@ def test_corrupted_artifact_is_a_clear_error(compressed, tmp_path):
     (broken / "model.tflite").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="model.tflite: (not a loadable TFLite model|corrupted)"):
         load_artifact(broken)  # the checksum catches it
-    from raylm.compress.artifact import write_meta
+    from raylm.artifacts import write_meta
 
     write_meta(broken, {k: v for k, v in meta.items() if k not in ("files", "format")})  # re-listed: LiteRT refuses it
     with pytest.raises(ArtifactError, match="model.tflite: corrupted"):
@@ -300,7 +300,7 @@ def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config)
         served = compressed["attempts"][-1]
         assert served["passed"] and served["recipe"].endswith("int8-static"), compressed["attempts"]
         assert compressed["size_ratio"] < 0.5  # int8 TFLite against the float TFLite of the same retrain
-        from raylm.compress import load_artifact
+        from raylm.artifacts import load_artifact
 
         assert load_artifact(compressed["artifact"]).runtime == "tflite"
         assert_beats_chance(stages["evaluate"]["accuracy"], stages["evaluate"]["samples"])

@@ -9,8 +9,8 @@ from raylm.errors import RaylmError
 
 
 def test_every_named_error_is_a_raylm_error():
-    from raylm.compress.architecture import ArchitectureError
-    from raylm.compress.artifact import ArtifactError
+    from raylm.artifacts.architecture import ArchitectureError
+    from raylm.artifacts import ArtifactError
     from raylm.compress.pipeline import CompressError
     from raylm.config import ConfigError
     from raylm.data.check import DataError

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raylm.compress import ArtifactError, CompressError, compress, load_artifact
+from raylm.artifacts import ArtifactError, load_artifact
+from raylm.compress import CompressError, compress
 from raylm.compress.measure import collect
 from raylm.compress.prune import sparsity_stats
 from raylm.data import MODEL_INPUTS, build_datasets

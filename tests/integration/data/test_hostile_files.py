@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from raylm.compress.artifact import ArtifactError, checksums, load_artifact
+from raylm.artifacts import ArtifactError, checksums, load_artifact
 from raylm.config import ConfigError, InputLimits
 from raylm.data.audio import decode_audio, mfcc_frames
 from raylm.data.images import decode_image
@@ -97,7 +97,7 @@ def _text_artifact(directory: Path, cfg) -> Path:
     """A real artifact as compress writes it (bert_tiny, safetensors, hf_config/ and tokenizer/)."""
     from safetensors.torch import save_model
 
-    from raylm.compress.artifact import write_meta
+    from raylm.artifacts import write_meta
     from raylm.models import build_model
     from raylm.models.text import load_tokenizer, tokenizer_source
 
@@ -209,7 +209,7 @@ def test_onnx_artifact_naming_external_tensor_data_is_refused(tiny_config, tmp_p
     import onnx
     from onnx import TensorProto, helper
 
-    from raylm.compress.artifact import write_meta
+    from raylm.artifacts import write_meta
 
     outside = tmp_path / "outside.bin"
     outside.write_bytes(np.arange(4, dtype=np.float32).tobytes())

@@ -36,7 +36,8 @@ def served(data_root, tmp_path_factory):
 
     from ray import serve
 
-    from raylm.compress import compress, load_artifact
+    from raylm.artifacts import load_artifact
+    from raylm.compress import compress
     from raylm.runtime import ensure_ray
     from raylm.serve import build_app, load_serve_config
 

@@ -186,7 +186,7 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
 
     import numpy as np
 
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.compress.measure import collect
     from raylm.data import MODEL_INPUTS, build_datasets
     from raylm.storage import StoragePath, committed, localize

@@ -136,7 +136,7 @@ def test_asha_sweep_stops_weak_trials_and_exports_the_best(ray_local, tiny_confi
 
 @pytest.mark.integration
 def test_multi_objective_sweep_returns_a_non_dominated_front(ray_local, tiny_config):
-    from raylm.compress import load_artifact
+    from raylm.artifacts import load_artifact
     from raylm.tune import sweep
 
     cfg = tiny_config("image", *_SWEEP, "train.epochs=2", "compress.prune.method=magnitude",

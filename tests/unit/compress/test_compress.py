@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_model
 
-from raylm.compress.architecture import ArchitectureError, load_resized
+from raylm.artifacts.architecture import ArchitectureError, load_resized
 from raylm.compress.prune import gradual_sparsity, magnitude_prune, prunable_weights, sparsity_stats, structured_prune
 from raylm.config import ConfigError
 from raylm.models import build_model, count_parameters

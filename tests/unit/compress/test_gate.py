@@ -10,8 +10,9 @@ import torch
 
 from raylm.compress.gate import gain_verdict
 from raylm.compress.prune import gradual_sparsity, magnitude_prune
-from raylm.compress.quantize import export_onnx, onnx_session
-from raylm.compress.sparse import sparsify_onnx
+from raylm.artifacts.onnx_runtime import onnx_session
+from raylm.artifacts.sparse import sparsify_onnx
+from raylm.compress.quantize import export_onnx
 from raylm.models.image import SeedCNN
 from raylm.pipeline import choose
 from raylm.tune.results import best_row, candidates, pareto_front
