@@ -326,8 +326,7 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         check_space(cfg)
     # With URI storage the stages write into a local scratch of the run, committed to storage after
     # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
-    # data.path resolved once for the run (a re-entered run resolves it once again): the sweep's decode,
-    # the retrain, every compression attempt, the evaluation and the smoke request take this record.
+    # data.path resolved once per run: every stage's build_datasets and the smoke request take the record.
     with run_workspace(cfg.run_location) as run_dir, reusing(data_source(cfg)):
         return _run_stages(cfg, record, run_dir, start, stop, verbose)
 
