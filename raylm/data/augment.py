@@ -22,7 +22,7 @@ sample is a pure function of ``(train.seed, epoch, a stable key of the sample, o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
