@@ -13,10 +13,13 @@ import time
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raylm.config import ConfigError, RaylmConfig, validate_config
 from raylm.errors import RaylmError
+
+if TYPE_CHECKING:
+    from raylm.data.sources import DataSource
 
 STAGES = ("tune", "train", "compress", "evaluate", "serve")
 RECORD = "pipeline.json"
@@ -82,31 +85,27 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
                             "train.num_workers": pc.retrain_workers or cfg.train.num_workers})
 
 
-def _smoke_sample(cfg: RaylmConfig) -> tuple[dict[str, Any], str] | None:
+def _smoke_sample(cfg: RaylmConfig, source: DataSource | None = None) -> tuple[dict[str, Any], str] | None:
     """One item as an HTTP body, and its label: from a class folder a validation file, from a table its
-    first row; None where the source cannot be read here (remote)."""
-    from raylm.data import resolve_source
-    from raylm.data.files import detect_format, label_of_path, list_class_folder, split_files
+    first row; None where the source cannot be read here (remote). ``source``: the run's resolved data."""
+    from raylm.data import data_source
+    from raylm.data.files import label_of_path
     from raylm.data.modality import modality_record
 
     record = modality_record(cfg.task.modality)
-    source, _ = resolve_source(cfg)
-    if "://" in source:
+    source = source or data_source(cfg)
+    if source.uri:
         return None
-    fmt = detect_format(source, cfg.data.format)
-    if fmt == "folder":
-        _, files = list_class_folder(source, record.extensions)  # the ones training reads
-        _, val = split_files(files, source, cfg.data.validation_fraction)
-        path = (val or files)[0]
+    files = source.roots["train"].files  # the ones training reads
+    if source.format == "folder":
+        path = (source.validation_files or files)[0]
         return {record.name: record.to_request(Path(path).read_bytes())}, label_of_path(path)
     import pyarrow.csv
     import pyarrow.json
     import pyarrow.parquet
 
-    from raylm.data.check import table_files
-
-    read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[fmt]
-    row = read(table_files(source, fmt)[0]).slice(0, 1).to_pylist()[0]
+    read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[source.format]
+    row = read(files[0]).slice(0, 1).to_pylist()[0]
     return {record.name: record.to_request(row[record.value_column(cfg)])}, str(row[cfg.data.label_column])
 
 
@@ -309,6 +308,7 @@ def reentry_stage(cfg: RaylmConfig, record: dict[str, Any], stop: str) -> str:
 def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
     """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
     ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
+    from raylm.data import data_source, reusing
     from raylm.storage import run_workspace
 
     if start is None:
@@ -326,7 +326,8 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         check_space(cfg)
     # With URI storage the stages write into a local scratch of the run, committed to storage after
     # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
-    with run_workspace(cfg.run_location) as run_dir:
+    # data.path resolved once per run: every stage's build_datasets and the smoke request take the record.
+    with run_workspace(cfg.run_location) as run_dir, reusing(data_source(cfg)):
         return _run_stages(cfg, record, run_dir, start, stop, verbose)
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+# What each modality draws (its ``preview``) moved one floor down, beside the modality classes; the
+# names stay importable from here.
+from raylm.data.preview_tiles import frame_rows, image_rows, text_lines  # noqa: F401
+
 _GAP = 2
 _LABEL_WIDTH = 74
 
@@ -39,31 +43,6 @@ def preview(cfg, out: str | Path, *, samples: int = 8, epochs: int = 3) -> Path 
     return _write_grid(rows, names, Path(out))
 
 
-def text_lines(cfg, clean: dict, views: list[dict], extra: dict) -> list[str]:
-    from raylm.data.text import load_tokenizer, tokenizer_source
-
-    tok = load_tokenizer(tokenizer_source(cfg))
-    hidden = set(extra["special_ids"]) - {extra["unknown_id"]}  # show dropouts
-
-    def text(batch, i):
-        return tok.decode([t for t, m in zip(batch["input_ids"][i], batch["attention_mask"][i]) if m and t not in hidden])
-
-    lines = []
-    for i in range(len(clean["input_ids"])):
-        lines.append(f"clean:   {text(clean, i)}")
-        lines.extend(f"epoch {e}: {text(view, i)}" for e, view in enumerate(views))
-    return lines
-
-
-def image_rows(cfg, clean: dict, views: list[dict], extra: dict) -> list[list[np.ndarray]]:
-    return [_image_tiles(clean["image"])] + [_image_tiles(v["image"]) for v in views]
-
-
-def frame_rows(cfg, clean: dict, views: list[dict], extra: dict) -> list[list[np.ndarray]]:
-    low, high = np.percentile(clean["frames"], [1, 99])  # one scale for the grid: noise stays visible
-    return [_frame_tiles(clean["frames"], low, high)] + [_frame_tiles(v["frames"], low, high) for v in views]
-
-
 def _spread_over_labels(labels: np.ndarray, count: int) -> np.ndarray:
     """Indices taking labels in turn (class folders are read in order: the head is one class)."""
     by_label = [np.flatnonzero(labels == label).tolist() for label in np.unique(labels)]
@@ -73,27 +52,6 @@ def _spread_over_labels(labels: np.ndarray, count: int) -> np.ndarray:
             if indices and len(picked) < count:
                 picked.append(indices.pop(0))
     return np.array(picked, dtype=np.int64)
-
-
-def _image_tiles(images: np.ndarray, zoom: int = 4) -> list[np.ndarray]:
-    import cv2
-
-    tiles = []
-    for rgb in images:
-        bgr = cv2.cvtColor((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-        tiles.append(cv2.resize(bgr, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
-    return tiles
-
-
-def _frame_tiles(frames: np.ndarray, low: float, high: float) -> list[np.ndarray]:
-    import cv2
-
-    tiles = []
-    for clip in frames:  # (time, coeffs) -> coefficient 0 at the bottom, time to the right
-        scaled = np.clip((clip.T[::-1] - low) / max(high - low, 1e-6), 0, 1)
-        heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-        tiles.append(cv2.resize(heat, None, fx=2, fy=4, interpolation=cv2.INTER_NEAREST))
-    return tiles
 
 
 def _write_grid(rows: list[list[np.ndarray]], names: list[str], out: Path) -> Path:

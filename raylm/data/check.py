@@ -14,17 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
-
-from raylm.config import ConfigError
-from raylm.data.files import detect_format, label_of_file, scan_class_folder
+from raylm.data.files import label_of_file
 from raylm.data.modality import modality_record
+# The pure rules moved one floor down (rules.py), the listing to the sources (sources.py); their
+# names stay importable from here.
+from raylm.data.rules import enforce, format_summary, label_text, sample_problem  # noqa: F401
+from raylm.data.rules import first_bad_message as _first_bad_message
+from raylm.data.sources import TABLE_SUFFIXES as _TABLE_SUFFIXES  # noqa: F401
+from raylm.data.sources import DataError, DataSource, table_files  # noqa: F401
 
 if TYPE_CHECKING:
     from raylm.config import RaylmConfig
@@ -35,39 +37,13 @@ REPORT = "data_report.json"
 FORMAT = "raylm.data_report/1"
 _CHECK_BATCH = 16  # small batches: the first bad file reaches the driver within seconds
 _TABLE_CHUNK = 256
-_TABLE_SUFFIXES = {"csv": (".csv",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
-
-
-class DataError(ConfigError):
-    """Data raylm refuses; the message names the file (and row) and the key to change. A ConfigError,
-    so the CLI prints it as one line (``raylm: ...``, exit 2) instead of a traceback."""
-
-
-def label_text(value: Any) -> str:
-    """A label as text; a missing value is the empty string (a bad row, never a class). Integral
-    floats read back as integers: a label column with a blank row arrives as floats in numpy."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value).strip()
 
 
 def acceptance_problem(modality: str, value: Any, label: str, settings: Any, label_index: dict[str, int] | None,
              limits: Any = None) -> str | None:
-    """Why a sample is refused, or None: the acceptance rule of the check and of training's decode stage,
-    on the decoders serving calls (the modality record's ``decode``). The value's problem is named first."""
-    try:
-        modality_record(modality).decode(value, settings, limits)
-    except Exception as err:  # any decoder failure is a bad sample, never a crashed run
-        return str(err) or "cannot be decoded"
-    if not label:
-        return "empty label"
-    if label_index is not None and label not in label_index:
-        return f"label {label!r} is not one of task.labels"
-    return None
+    """Why a sample is refused, or None: ``rules.sample_problem`` on the modality's ``decode`` (the
+    decoder serving calls): the acceptance rule of the check and of training's decode stage."""
+    return sample_problem(modality_record(modality).decode, value, label, settings, label_index, limits)
 
 
 def _summary(counts: Counter, bad: list[dict[str, Any]], checked: int) -> dict[str, list[str]]:
@@ -150,17 +126,6 @@ def check_table_batch(batch: dict, *, modality: str, settings: Any, fmt: str, va
                 return
 
 
-def table_files(path: str, fmt: str) -> list[str]:
-    base = Path(path)
-    if base.is_file():
-        return [str(base)]
-    files = sorted(str(p) for p in base.rglob("*") if p.is_file() and p.name.lower().endswith(_TABLE_SUFFIXES[fmt])
-                   and not any(part.startswith(".") for part in p.relative_to(base).parts))
-    if not files:
-        raise DataError(f"data.path: {path} holds no {'/'.join(_TABLE_SUFFIXES[fmt])} files")
-    return files
-
-
 def table_columns(path: str, fmt: str) -> list[str]:
     if fmt == "parquet":
         import pyarrow.parquet
@@ -197,36 +162,21 @@ def fingerprint(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _plan(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
-    try:
-        return _plan_splits(cfg, source, fmt)
-    except DataError:
-        raise
-    except ValueError as err:  # the layout rule or an unknown format, already naming the key
-        raise DataError(str(err)) from None
-
-
-def _plan_splits(cfg: RaylmConfig, source: str, fmt: str) -> list[dict[str, Any]]:
-    """Per split source: its files and what the layout rule ignores."""
+def _plan(cfg: RaylmConfig, source: DataSource) -> list[dict[str, Any]]:
+    """Per split root of the resolved source: its files and what the layout rule ignores; every
+    table file must have the columns (Ray Data would stop at the first one without)."""
     record = modality_record(cfg.task.modality)
-    roots = {"train": source} | ({"validation": cfg.data.validation_path} if cfg.data.validation_path else {})
     plan = []
-    for split, root in roots.items():
-        split_fmt = fmt if split == "train" else detect_format(root, "auto")
-        if split_fmt == "folder":
-            if not record.extensions:
-                raise DataError(f"data.format: {record.name} data must be csv, jsonl or parquet, not a folder")
-            folder = scan_class_folder(root, record.extensions)
-            plan.append({"split": split, "root": root, "format": "folder", "files": folder.files,
-                         "ignored": folder.ignored})
-        else:
-            files = table_files(root, split_fmt)
+    for split, root in source.roots.items():
+        entry = {"split": split, "root": root.root, "format": root.format, "files": list(root.files),
+                 "ignored": list(root.ignored)}
+        if root.format != "folder":
             value_column = record.value_column(cfg)
-            for file in files:  # every file: Ray Data would stop at one without the column
-                _require_columns(file, split_fmt, {record.value_column_key: value_column,
-                                                   "data.label_column": cfg.data.label_column})
-            plan.append({"split": split, "root": root, "format": split_fmt, "files": files, "ignored": [],
-                         "value_column": value_column})
+            for file in root.files:
+                _require_columns(file, root.format, {record.value_column_key: value_column,
+                                                     "data.label_column": cfg.data.label_column})
+            entry["value_column"] = value_column
+        plan.append(entry)
     return plan
 
 
@@ -253,12 +203,6 @@ def _cache_key(cfg: RaylmConfig, plan: list[dict[str, Any]]) -> str:
                 "columns": [cfg.data.text.text_column, cfg.data.image_column, cfg.data.audio_column, cfg.data.label_column],
                 "splits": [(e["split"], e["root"], e["format"], fingerprint(e["files"])) for e in plan]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _first_bad_message(bad: dict[str, Any]) -> str:
-    where = bad["file"] + (f", row {bad['row']}" if bad.get("row") else "")
-    return (f"{where}: {bad['reason']} (data.on_bad_input=fail stops at the first bad sample; "
-            "data.on_bad_input=skip leaves bad ones out and lists them in <run>/data_report.json)")
 
 
 def _run_pass(cfg: RaylmConfig, plan: list[dict[str, Any]], stop_at_first: bool) -> dict[str, Any]:
@@ -306,13 +250,21 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | None,
+def check_data(cfg: RaylmConfig, source: str | DataSource, fmt: str | None = None, *, report_dir: Path | None,
                enforce_policy: bool = True) -> dict[str, Any]:
     """Check ``source`` (and ``data.validation_path``) once; reuse the outcome while the files and
     acceptance settings are unchanged (Tune trials over the same data do not repeat it). Writes
     ``<report_dir>/data_report.json``, prints a one-line count, and raises DataError when the data
-    is refused (``fail`` and a bad sample, or more bad than ``data.max_bad_fraction``)."""
-    plan = _plan(cfg, source, fmt)
+    is refused (``fail`` and a bad sample, or more bad than ``data.max_bad_fraction``).
+
+    ``source``: the run's resolved :class:`DataSource`; a path (``raylm data check``) is resolved here
+    with format ``fmt``."""
+    if not isinstance(source, DataSource):
+        from raylm.data.sources import resolve
+
+        source = resolve(cfg.override({"data.path": source, "data.format": fmt or "auto"}),
+                         extensions=modality_record(cfg.task.modality).extensions)
+    plan = _plan(cfg, source)
     cached = Path(cfg.data.cache_dir).expanduser() / "checks" / f"{_cache_key(cfg, plan)}.json"
     if cached.is_file():
         report = json.loads(cached.read_text(encoding="utf-8"))
@@ -334,27 +286,3 @@ def check_data(cfg: RaylmConfig, source: str, fmt: str, *, report_dir: Path | No
     if enforce_policy:
         enforce(report, cfg, where)
     return report
-
-
-def format_summary(report: dict[str, Any], where: Path | None) -> str:
-    classes = ", ".join(f"{label} {n}" for label, n in report["classes"].items())
-    line = (f"[raylm data] checked {report['checked']} samples: {report['accepted']} accepted ({classes}), "
-            f"{report['bad_count']} bad")
-    if report["bad_count"]:
-        line += " skipped" if report["on_bad_input"] == "skip" else ""
-    if report["ignored"]:
-        line += f", {len(report['ignored'])} files ignored by the layout rule"
-    return line + (f"; listed in {where}" if where is not None and (report["bad_count"] or report["ignored"]) else "")
-
-
-def enforce(report: dict[str, Any], cfg: RaylmConfig, where: Path | None) -> None:
-    listed = f"; every one is listed in {where}" if where is not None else ""
-    if report["bad"] and cfg.data.on_bad_input == "fail":
-        raise DataError(_first_bad_message(report["bad"][0]))
-    if report["bad_fraction"] > cfg.data.max_bad_fraction:
-        raise DataError(f"{report['bad_count']} of {report['checked']} samples are bad "
-                        f"({100 * report['bad_fraction']:.1f} %, more than data.max_bad_fraction="
-                        f"{cfg.data.max_bad_fraction}){listed}. Fix them, or raise data.max_bad_fraction")
-    train_classes = report["splits"]["train"]["classes"]
-    if len(report["classes"]) < 2 or not train_classes:
-        raise DataError(f"data.path: needs accepted samples of at least 2 classes (found {dict(report['classes'])}){listed}")

@@ -1,4 +1,7 @@
-"""Listing labelled files and the deterministic train/validation split shared by all modalities."""
+"""Listing labelled files and the deterministic train/validation split shared by all modalities.
+
+data/'s ground floor with ``sources.py`` (which resolves ``data.path`` with these rules): nothing
+here imports another file of data/."""
 
 from __future__ import annotations
 
@@ -9,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raylm.data.modality import AUDIO, IMAGE
-
-# Kept for callers of the old names; the modality records are where extensions are defined.
-IMAGE_EXTENSIONS = IMAGE.extensions
-AUDIO_EXTENSIONS = AUDIO.extensions
+# The files a class folder of each kind holds (the image and audio modalities name these).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
 def in_validation(key: str | bytes, fraction: float) -> bool:

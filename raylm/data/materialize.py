@@ -15,8 +15,7 @@ if TYPE_CHECKING:
 
 
 class ModalityRecord(Protocol):
-    """What this module reads of ``raylm.data.modality.ModalityRecord``, named here so that the
-    choice depends on no module of the data/ import circle (tests/test_layering.py)."""
+    """What this module reads of a ``raylm.data.modality.Modality``: the choice needs no more of it."""
 
     name: str
     inputs: tuple[str, ...]

@@ -8,20 +8,28 @@ import numpy as np
 # importable from here for data/'s own modules and the checkpoint writer.
 from raylm.hf_sources import bundled_text_model_dir, load_tokenizer, offline_if_local, tokenizer_source
 
-__all__ = ["bundled_text_model_dir", "load_tokenizer", "offline_if_local", "tokenize", "tokenize_batch",
-           "tokenizer_source"]
+__all__ = ["bundled_text_model_dir", "load_tokenizer", "offline_if_local", "text_item", "text_special_ids",
+           "tokenize", "tokenize_batch", "tokenizer_source"]
+
+
+def text_item(value, settings=None, limits=None) -> str:
+    """A stored text (a table cell, a request item) as the model's input; ValueError when it is empty.
+    The text modality's ``decode``: the acceptance rule of the check, of training and of serving."""
+    if value is None or not str(value).strip():
+        raise ValueError("empty text")
+    return str(value)
 
 
 def tokenize_batch(batch: dict, *, tokenizer_source: str, max_length: int, label_index: dict[str, int],
                    text_column: str, label_column: str) -> dict[str, np.ndarray]:
     """Ray Data UDF: rows -> token ids and label ids. Rows the data check refuses (empty text or
     label, a label outside task.labels) are left out here too: a blank row is never a class."""
-    from raylm.data.check import acceptance_problem, label_text
+    from raylm.data.rules import label_text, sample_problem
 
     texts, labels = [], []
     for text, raw_label in zip(batch[text_column], batch[label_column]):
         label = label_text(raw_label)
-        if acceptance_problem("text", text, label, None, label_index) is None:
+        if sample_problem(text_item, text, label, None, label_index) is None:
             texts.append(str(text))
             labels.append(label_index[label])
     encoded = tokenize(texts, tokenizer_source, max_length) if texts else {
@@ -36,3 +44,14 @@ def tokenize(texts: list[str], tokenizer_source: str, max_length: int) -> dict[s
         texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
     )
     return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def text_special_ids(tokenizer_source: str) -> dict:
+    """What text augmentation must know of the tokenizer: its special ids (never moved), the unknown
+    token (dropout's replacement) and padding (what deletions leave at the end)."""
+    tok = load_tokenizer(tokenizer_source)
+    unknown = tok.unk_token_id if tok.unk_token_id is not None else tok.mask_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    if unknown is None:
+        raise ValueError("augment.text.dropout_p: the tokenizer has neither an unknown nor a mask token")
+    return {"special_ids": list(tok.all_special_ids), "unknown_id": int(unknown), "pad_id": int(pad)}

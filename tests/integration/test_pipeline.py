@@ -20,12 +20,16 @@ pytestmark = pytest.mark.integration
 def test_pipeline_end_to_end_then_reentry_at_compress(ray_local, tiny_config):
     from ray import serve
 
+    from raylm.data.sources import RESOLUTIONS
     from raylm.pipeline import format_summary, run_pipeline
 
     port = _free_port()
     cfg = tiny_config(*_ARGS, f"serve.port={port}")
     try:
+        resolved = RESOLUTIONS["count"]
         record = run_pipeline(cfg, verbose=False)
+        # data.path resolved once for the run: sweep decode, retrain, compress attempts, evaluate, smoke request.
+        assert RESOLUTIONS["count"] == resolved + 1
         stages = record["stages"]
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
         assert stages["tune"]["completed"] == 2 and stages["tune"]["chosen"] in stages["tune"]["pareto_front"]
@@ -65,6 +69,7 @@ def test_pipeline_end_to_end_then_reentry_at_compress(ray_local, tiny_config):
         (cfg.run_dir / "pipeline.json").write_text(json.dumps(saved))
         swept = dict(saved["stages"]["tune"])
         again = run_pipeline(destroy, start="compress", verbose=False)["stages"]
+        assert RESOLUTIONS["count"] == resolved + 2  # the re-entered run resolved it once more
         assert again["tune"] == swept and again["train"]["checkpoint"] == checkpoint  # records kept, not redone
         first, served = again["compress"]["attempts"][0], again["compress"]["attempts"][-1]
         assert not first["passed"] and "exceeds pipeline.max_accuracy_drop" in first["why"], first

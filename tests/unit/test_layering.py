@@ -104,34 +104,10 @@ def test_console_never_imports_report():
 # file exists, else to ``x``. The package ``__init__`` files Python runs on the way to a submodule
 # are not edges: they are not what the importing file names.
 
-# Circles that were there when this test was written, each edge on one listed: issue #26 removes
-# them (data/ as a one-way pipeline; the artifact format in its own layer). Delete entries as they
-# go; never add one. A new import that closes a circle, or any edge of a new circle, fails below.
-KNOWN_CIRCLE_EDGES_ISSUE_26 = {
-    # data/: data (the package), augment, augment_preview, check, decoded, files, images, modality, text
-    ("data", "data.augment"),
-    ("data", "data.check"),
-    ("data", "data.decoded"),
-    ("data", "data.files"),
-    ("data", "data.modality"),
-    ("data.augment", "data.modality"),
-    ("data.augment", "data.text"),
-    ("data.augment_preview", "data"),
-    ("data.augment_preview", "data.augment"),
-    ("data.augment_preview", "data.modality"),
-    ("data.augment_preview", "data.text"),
-    ("data.check", "data.files"),
-    ("data.check", "data.modality"),
-    ("data.decoded", "data.modality"),
-    ("data.files", "data.modality"),
-    ("data.images", "data.files"),
-    ("data.modality", "data"),
-    ("data.modality", "data.augment"),
-    ("data.modality", "data.augment_preview"),
-    ("data.modality", "data.images"),
-    ("data.modality", "data.text"),
-    ("data.text", "data.check"),
-}
+# Circles that were there when this test was written, each edge on one listed: issue #26 removed
+# them all (the artifact format in its own layer; data/'s went with its floors, below). Never add one:
+# a new import that closes a circle, or any edge of a new circle, fails below.
+KNOWN_CIRCLE_EDGES_ISSUE_26: set[tuple[str, str]] = set()  # all removed (#26); never add one
 
 
 def _module_name(path: Path) -> str:
@@ -223,6 +199,29 @@ def test_no_new_file_level_import_circles():
     graph = file_import_graph()
     new = sorted(edges_on_circles(graph) - KNOWN_CIRCLE_EDGES_ISSUE_26)
     assert not new, "imports that close a file-level circle:\n" + "\n".join(f"  raylm.{a} imports raylm.{b}" for a, b in new)
+
+
+# data/ is a one-way pipeline: sources (data.path resolved once) -> rules (acceptance checks as
+# functions of values) -> modalities (the Modality classes and the decoders, ops and drawings they
+# call) -> build (Ray datasets, the check's pass, decoded splits, the augmentation stage). A file
+# imports its own floor and those below (docs/contracts.md, "data/").
+DATA_FLOORS = [
+    {"data.files", "data.sources", "data.demo", "data.synth"},
+    {"data.rules", "data.limits"},
+    {"data.modality", "data.images", "data.audio", "data.text", "data.augment_ops", "data.preview_tiles"},
+    {"data", "data.check", "data.decoded", "data.materialize", "data.shards", "data.augment", "data.augment_preview"},
+]
+DATA_FLOOR = {name: floor for floor, names in enumerate(DATA_FLOORS) for name in names}
+
+
+def test_data_files_import_their_floor_and_those_below():
+    graph = file_import_graph()
+    unplaced = sorted(name for name in graph if (name == "data" or name.startswith("data.")) and name not in DATA_FLOOR)
+    assert not unplaced, f"give {unplaced} a floor in DATA_FLOORS"
+    upward = sorted(f"raylm.{a} imports raylm.{b}" for a in DATA_FLOOR for b in graph[a]
+                    if b in DATA_FLOOR and DATA_FLOOR[b] > DATA_FLOOR[a])
+    assert not upward, "\n".join(upward)
+    assert not [c for c in circles(graph) if any(m == "data" or m.startswith("data.") for m in c)]
 
 
 # ---- config time -----------------------------------------------------------------------------------
