@@ -16,7 +16,7 @@ import raylm
 
 # Lowest first. A module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "atomic", "registry", "storage"},
+    {"errors", "atomic", "registry", "storage", "records"},  # records: typed stage records, pydantic only
     {"config"},
     {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report
