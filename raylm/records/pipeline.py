@@ -11,10 +11,6 @@ from raylm.records.base import Record, Scalar, VersionedRecord
 from raylm.records.compress import Objectives
 
 
-class StageRecord(Record):
-    seconds: float | None = None  # the stage's wall time, set when it ends
-
-
 class SweepMeasurement(Record):
     """What the sweep measured for the chosen candidate (a trial's row, its own or its dense model's)."""
 
@@ -32,7 +28,7 @@ class Alternate(Record):
     params: dict[str, Scalar]
 
 
-class TuneStage(StageRecord):
+class TuneStage(Record):
     tune_dir: str
     trials: int
     completed: int
@@ -41,6 +37,7 @@ class TuneStage(StageRecord):
     params: dict[str, Scalar]
     alternates: list[Alternate] = []
     sweep_measurement: SweepMeasurement
+    seconds: float | None = None  # the stage's wall time, set when it ends
 
 
 class TrainMetrics(Record):
@@ -50,9 +47,10 @@ class TrainMetrics(Record):
     train_loss: float | None = None
 
 
-class TrainStage(StageRecord):
+class TrainStage(Record):
     checkpoint: str
     metrics: TrainMetrics
+    seconds: float | None = None  # the stage's wall time, set when it ends
 
 
 class DenseReference(Record):
@@ -86,10 +84,10 @@ class CompressStage(Objectives):
     source_artifact: str
     dense: DenseReference
     attempts: list[CompressAttempt]
-    seconds: float | None = None  # after the attempt's fields, as the file has always had it
+    seconds: float | None = None
 
 
-class EvaluateStage(StageRecord):
+class EvaluateStage(Record):
     artifact: str
     accuracy: float
     accuracy_drop_pts: float
@@ -98,6 +96,7 @@ class EvaluateStage(StageRecord):
     latency_ms: float
     labels: list[str]
     confusion: list[list[int]]
+    seconds: float | None = None  # the stage's wall time, set when it ends
 
 
 class SmokeRequest(Record):
@@ -108,10 +107,11 @@ class SmokeRequest(Record):
     latency_ms: float
 
 
-class ServeStage(StageRecord):
+class ServeStage(Record):
     url: str
     app: str
     smoke: SmokeRequest | str  # a string: why no request was sent
+    seconds: float | None = None  # the stage's wall time, set when it ends
 
 
 STAGE_RECORDS: dict[str, type[Record]] = {"tune": TuneStage, "train": TrainStage, "compress": CompressStage,
