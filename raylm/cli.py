@@ -74,7 +74,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     ensure_ray()
     report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
     out.line(summary_text(report, cfg.compress.serving_batch_size))
-    out.line(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
+    out.line(json.dumps(report.ratios.model_dump(mode="json") | {"artifact": report.artifact}, indent=2))
     return 0
 
 

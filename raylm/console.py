@@ -21,6 +21,8 @@ from rich.console import Console as RichConsole
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
+from raylm.records import PipelineRecord, Record
+from raylm.records.pipeline import CompressStage, EvaluateStage, ServeStage, SmokeRequest
 from raylm.run_files import newest_checkpoint_meta
 
 
@@ -280,15 +282,15 @@ def _epoch_info(metrics: dict[str, Any]) -> str:
 
 
 @contextmanager
-def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
-                   table: Callable[[], str] | None = None) -> Iterator[Callable[[dict[str, Any]], None]]:
+def pipeline_stage(stage: str, cfg, record: PipelineRecord, *,
+                   table: Callable[[], str] | None = None) -> Iterator[Callable[[Record], None]]:
     """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
     for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``.
     ``table``: what the tune stage shows after its bar (the sweep's table; tune is built on this console)."""
     out = current()
-    shown: dict[str, Any] = {}
+    shown: dict[str, Record] = {}
 
-    def done(result: dict[str, Any]) -> None:
+    def done(result: Record) -> None:
         shown["result"] = result
 
     if stage == "train":
@@ -307,15 +309,15 @@ def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
                    "serve": "deploying on Ray Serve"}.get(stage, ""), say=True)
     yield done
     bar.update(1)
-    bar.finish(_stage_info(stage, shown.get("result") or {}))
+    bar.finish(_stage_info(stage, shown.get("result")))
 
 
-def _stage_info(stage: str, result: dict[str, Any]) -> str:
-    if stage in ("compress", "evaluate"):
-        return (f"accuracy {_fmt(result.get('accuracy'))}  {_fmt(result.get('size_mb'))} MB  "
-                f"p50 {_fmt(result.get('latency_ms'), '.2f')} ms")
-    if stage == "serve":
-        smoke = result.get("smoke")
-        status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
-        return f"{result.get('url', '')}  {status}"
+def _stage_info(stage: str, result: Record | None) -> str:
+    if isinstance(result, (CompressStage, EvaluateStage)):
+        return (f"accuracy {_fmt(result.accuracy)}  {_fmt(result.size_mb)} MB  "
+                f"p50 {_fmt(result.latency_ms, '.2f')} ms")
+    if isinstance(result, ServeStage):
+        smoke = result.smoke
+        status = f"smoke {smoke.status} ({smoke.predicted!r})" if isinstance(smoke, SmokeRequest) else str(smoke or "")
+        return f"{result.url}  {status}"
     return ""

@@ -24,6 +24,7 @@ from raylm.compress.methods import export_name, exporter, pruner, prunes, quanti
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
+from raylm.records import CompressReport
 
 
 class CompressError(RaylmError):
@@ -125,7 +126,8 @@ def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
         dense_predict = onnx_predictor(dense_onnx, recipe.latency_threads)
         dense, dense_preds = measure(dense_predict, rows.val, rows.inputs, files=[dense_onnx],
                                      counts=sparsity_stats(dense_model), **_timing(recipe))
-    return dense | {"runtime": "onnx-fp32"}, dense_preds, dense_predict
+    dense.runtime = "onnx-fp32"
+    return dense, dense_preds, dense_predict
 
 
 def _prune(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, num_classes: int) -> torch.nn.Module:
@@ -202,10 +204,15 @@ def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, mo
     }
 
 
-def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, Any]:
+def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, object]:
+    """:func:`compress_report` as JSON, as the artifact's ``artifact.json`` holds it (scripts index it)."""
+    return compress_report(cfg, checkpoint, verbose=verbose).to_json()
+
+
+def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> CompressReport:
     """Compress a trained checkpoint as ``cfg.compress`` says; write ``<run_dir>/compress/<variant>/``.
 
-    Returns the JSON report (also stored in the artifact): the dense parent and the variant
+    Returns the report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
     from raylm.compress.gate import variant_ratios
@@ -247,27 +254,27 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
         compressed, preds = measure(artifact.predict, rows.val, inputs, files=[tmp / model_file], counts=counts,
                                     **_timing(recipe))
-        compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
-        compressed["runtime"] = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]
+        compressed.agreement_with_dense = float((preds == dense_preds).mean())
+        compressed.runtime = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]
         paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, recipe.serving_batch_size,
                                       recipe.latency_runs, recipe.latency_warmup)
         ratios = variant_ratios(dense, compressed, recipe, paired_latency_ratio=paired,
                                 compresses=prunes(recipe, cfg.model.backend) or recipe.quantize.mode != "none")
-        report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
-                  "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
-        meta["report"] = report
+        report = CompressReport(variant=variant, modality=cfg.task.modality, model=cfg.model.name, artifact=str(final),
+                                dense=dense, compressed=compressed, parity=parity, ratios=ratios)
+        meta["report"] = report.to_json()
         write_meta(tmp, meta)
     if verbose:
         print(summary_text(report, recipe.serving_batch_size))
     return report
 
 
-def summary_text(report: dict[str, Any], serving_batch_size: int) -> str:
+def summary_text(report: CompressReport, serving_batch_size: int) -> str:
     """The dense and compressed rows side by side, and the verdict (``raylm compress`` prints it)."""
     from raylm.compress.measure import format_table
 
-    ratios = report["ratios"]
-    table = format_table([(f"dense fp32 {report['dense'].get('runtime', '')}".rstrip(), report["dense"]), (report["variant"], report["compressed"])],
-                         (1, serving_batch_size))
-    return (f"{table}\nvs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
-            f"p50 {ratios['latency_ratio']:.3f}x at batch {serving_batch_size}: {ratios['gain']['reason']}")
+    ratios = report.ratios
+    table = format_table([(f"dense fp32 {report.dense.runtime or ''}".rstrip(), report.dense),
+                          (report.variant, report.compressed)], (1, serving_batch_size))
+    return (f"{table}\nvs dense: {ratios.accuracy_drop_pts:+.2f} pts accuracy drop, size {ratios.size_ratio:.3f}x, "
+            f"p50 {ratios.latency_ratio:.3f}x at batch {serving_batch_size}: {ratios.gain.reason}")
