@@ -36,7 +36,7 @@ from raylm.registry import COMPRESSION_METHODS
 
 @dataclass
 class KerasCompression:
-    report: list[Measurement]  # one row per variant, the dense parent first
+    report: list[dict[str, object]]  # one Measurement per variant as artifact.json holds it, the dense parent first
     artifact: Path  # the last variant's artifact directory
     sparsity: float  # the served variant's kernels (the weights tfmot prunes), measured
     summary: dict[str, object]  # CompressReport.to_json(), the torch path's schema (also in artifact.json)
@@ -290,7 +290,8 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
                                  dense=dense, compressed=compressed, parity=parity, ratios=ratios, variants=rows).to_json()
         meta["report"] = summary
         write_meta(tmp, meta)
-    return KerasCompression(rows, final, rows[-1].sparsity, summary)
+    return KerasCompression([row.model_dump(mode="json", exclude_none=True) for row in rows], final, rows[-1].sparsity,
+                            summary)
 
 
 # tfmot prunes while it fine-tunes, and any int8 mode is quantization-aware training and a full-int8

@@ -21,7 +21,7 @@ import torch
 from raylm.atomic import atomic_directory
 from raylm.compress.artifact import load_artifact, preprocessing_record, write_meta
 from raylm.compress.methods import export_name, exporter, pruner, prunes, quantizer
-from raylm.config import RaylmConfig
+from raylm.config import CompressConfig, QuantizeConfig, RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
 from raylm.records import CompressReport
@@ -143,10 +143,10 @@ def _finetune(cfg: RaylmConfig, model: torch.nn.Module, variant: str) -> torch.n
     return model.eval()
 
 
-def _calibration(cfg: RaylmConfig, train, inputs: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+def _calibration(quantize: QuantizeConfig, train, inputs: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
     from raylm.compress.measure import collect
 
-    calib = collect(train, inputs, cfg.compress.quantize.calibration_samples)
+    calib = collect(train, inputs, quantize.calibration_samples)
     return [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
 
 
@@ -164,17 +164,16 @@ def _export(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, directory: Pa
         exported = export.reader(fp32, 1)(rows.parity())
         parity[f"fp32_{export_name(recipe, backend)}_max_abs_diff"] = float(np.abs(exported - in_memory).max())
     if int8 is not None:
-        int8.apply(fp32, out, recipe.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
+        int8.apply(fp32, out, recipe.quantize, _calibration(recipe.quantize, train, rows.inputs) if int8.calibrated else [])
         shutil.rmtree(fp32.parent)
     elif export.shrink is not None:
         parity |= export.shrink(out, recipe)
     return export.model_file, parity
 
 
-def _check_parity(cfg: RaylmConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
+def _check_parity(recipe: CompressConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
                   in_memory: np.ndarray) -> dict[str, Any]:
     """The reloaded artifact against the in-memory model; an int8 one is checked by its fp32 export."""
-    recipe = cfg.compress
     parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
     parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
     fp32_diffs = [v for k, v in parity.items() if k.startswith("fp32_")]
@@ -251,7 +250,7 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
         write_meta(tmp, meta)
         # The report is measured on the exported file, reloaded as serving will load it.
         artifact = load_artifact(tmp, threads=recipe.latency_threads)
-        parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
+        parity = _check_parity(recipe, variant, parity, artifact.predict(rows.parity()), in_memory)
         compressed, preds = measure(artifact.predict, rows.val, inputs, files=[tmp / model_file], counts=counts,
                                     **_timing(recipe))
         compressed.agreement_with_dense = float((preds == dense_preds).mean())
