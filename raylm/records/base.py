@@ -46,7 +46,13 @@ class VersionedRecord(Record):
         return version
 
     def to_json(self) -> dict[str, object]:
-        """The record as its file holds it."""
+        """The record as its file holds it, at this raylm's version (an older record read and written
+        back is upgraded: the fields are the same)."""
+        out = self._dump()
+        out["record_version"] = self.RECORD_VERSION
+        return out
+
+    def _dump(self) -> dict[str, object]:
         return self.model_dump(mode="json")
 
 

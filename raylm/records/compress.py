@@ -3,7 +3,9 @@ measurements, and the objectives a sweep trial and the pipeline's compress stage
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, model_serializer
 
 from raylm.records.base import Record, VersionedRecord
 
@@ -38,16 +40,36 @@ class Measurement(Record):
         return self.latency[f"batch_{batch_size}"].p50_ms
 
 
+class _WithExtras(Record):
+    """A record whose writer adds keys of its own (per batch size, per exporter) after ``EXTRAS_AFTER``:
+    written back in that order, as the file always had them."""
+
+    model_config = ConfigDict(extra="allow")
+    EXTRAS_AFTER: ClassVar[str]
+
+    @model_serializer(mode="wrap")
+    def _in_written_order(self, handler: Any) -> dict[str, object]:
+        out = handler(self)
+        extras = set(self.__pydantic_extra__ or {})
+        ordered: dict[str, object] = {}
+        for name, value in out.items():
+            if name not in extras:
+                ordered[name] = value
+            if name == self.EXTRAS_AFTER:
+                ordered |= {k: out[k] for k in out if k in extras}
+        return ordered | {k: out[k] for k in out if k not in ordered}
+
+
 class Gain(Record):
     passed: bool
     reason: str
 
 
-class Ratios(Record):
+class Ratios(_WithExtras):
     """The candidate against the dense model (``raylm.compress.gate.variant_ratios``); besides these,
     one ``latency_p50_ratio_b<n>`` per measured batch size."""
 
-    model_config = ConfigDict(extra="allow")
+    EXTRAS_AFTER: ClassVar[str] = "nonzero_ratio"
     __pydantic_extra__: dict[str, int | float]
 
     accuracy_delta: float
@@ -62,11 +84,11 @@ class Ratios(Record):
     gain: Gain
 
 
-class Parity(Record):
+class Parity(_WithExtras):
     """The reloaded artifact against the in-memory model; besides these, the exporter's own numbers
     (``fp32_<export>_max_abs_diff``, ``sparse_tensors``)."""
 
-    model_config = ConfigDict(extra="allow")
+    EXTRAS_AFTER: ClassVar[str] = "rows"
     __pydantic_extra__: dict[str, int | float]
 
     atol: float | None = None  # the keras path checks top-1 agreement, not a tolerance
@@ -90,7 +112,7 @@ class CompressReport(VersionedRecord):
     ratios: Ratios
     variants: list[Measurement] | None = None  # keras: every intermediate variant, dense first
 
-    def to_json(self) -> dict[str, object]:
+    def _dump(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_none=True)
 
 

@@ -141,5 +141,5 @@ class PipelineRecord(VersionedRecord):
     config: dict[str, JsonValue] | None = None  # RaylmConfig.to_dict() of the run: a rerun of it re-enters
     run_dir: str | None = None  # where the run is stored: in what run_pipeline returns, not in the file
 
-    def to_json(self) -> dict[str, object]:
+    def _dump(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude={"run_dir"})

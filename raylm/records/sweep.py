@@ -58,8 +58,8 @@ class SweepResults(VersionedRecord):
     pareto_front: list[str]
     best: str | None = None
 
-    def to_json(self) -> dict[str, object]:
+    def _dump(self) -> dict[str, object]:
         # A row's unset optional fields stay as written before (``error`` only on failed trials).
-        out = self.model_dump(mode="json", exclude={"trials"})
+        out = self.model_dump(mode="json")
         out["trials"] = [row.model_dump(mode="json", exclude_unset=True) for row in self.trials]
         return out
