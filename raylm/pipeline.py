@@ -18,7 +18,7 @@ from typing import Any
 from raylm.config import CompressConfig, ConfigError, PipelineConfig, RaylmConfig, validate_config
 from raylm.errors import RaylmError
 from raylm.records import Objectives, PipelineRecord, RecordError, parse_record, read_record
-from raylm.records.base import Scalar
+from raylm.records.base import ParamValue
 from raylm.records.pipeline import (STAGE_RECORDS, Alternate, CompressAttempt, CompressStage, DenseReference,
                                     EvaluateStage, ServeStage, SmokeRequest, SweepMeasurement, TrainMetrics,
                                     TrainStage, TuneStage)
@@ -89,7 +89,7 @@ def choose(front: list[dict[str, Any]], best: dict[str, Any] | None, within: flo
     return [lead] + rest + over
 
 
-def _chosen_config(cfg: RaylmConfig, params: dict[str, Scalar]) -> RaylmConfig:
+def _chosen_config(cfg: RaylmConfig, params: dict[str, ParamValue]) -> RaylmConfig:
     """The sweep's config with the chosen trial's values, at the pipeline's full training budget."""
     from raylm.tune.space import trial_config
 

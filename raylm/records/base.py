@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, field_validator
 
 from raylm.errors import RaylmError
 
-# A value a config path takes in a sweep (``params``): what YAML and Tune sample.
-Scalar = bool | int | float | str | None
+# A value a config path takes in a sweep (``params``): what YAML and Tune sample (a ``choice`` may
+# be a list or a mapping, e.g. ``model.kwargs.channels: {choice: [[8, 16], [16, 32]]}``).
+ParamValue = JsonValue
 
 
 class RecordError(RaylmError, ValueError):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import JsonValue, model_serializer
 
-from raylm.records.base import Record, Scalar, VersionedRecord
+from raylm.records.base import ParamValue, Record, VersionedRecord
 from raylm.records.compress import Objectives
 
 
@@ -25,7 +25,7 @@ class SweepMeasurement(Record):
 
 class Alternate(Record):
     trial_id: str
-    params: dict[str, Scalar]
+    params: dict[str, ParamValue]
 
 
 class TuneStage(Record):
@@ -34,7 +34,7 @@ class TuneStage(Record):
     completed: int
     pareto_front: list[str]
     chosen: str
-    params: dict[str, Scalar]
+    params: dict[str, ParamValue]
     alternates: list[Alternate] = []
     sweep_measurement: SweepMeasurement
     seconds: float | None = None  # the stage's wall time, set when it ends

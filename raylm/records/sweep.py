@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from raylm.records.base import Record, Scalar, VersionedRecord
+from raylm.records.base import ParamValue, Record, VersionedRecord
 
 
 class MeasuredOn(Record):
@@ -24,7 +24,7 @@ class SweepRow(Record):
 
     trial_id: str
     status: Literal["completed", "stopped", "error", "pending"]
-    params: dict[str, Scalar]
+    params: dict[str, ParamValue]
     epochs: int | None = None
     val_accuracy: float | None = None
     accuracy: float | None = None
