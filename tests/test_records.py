@@ -123,3 +123,24 @@ def test_a_mistyped_field_in_a_file_is_refused_naming_the_field(tmp_path):
         parse_record(SweepResults, sweep, "tune/trials.json")
     with pytest.raises(RecordError, match="expected a JSON object"):
         parse_record(PipelineRecord, [], "pipeline.json")
+
+
+def test_the_compress_stage_judges_an_attempt_by_its_objectives():
+    """The accuracy guard, then the gain gate, on the typed objectives (the dense model always passes)."""
+    from raylm.config import PipelineConfig
+    from raylm.pipeline import _verdict
+    from raylm.records import Objectives
+
+    compress_stage = read_record(PipelineRecord, OLD_RUN / "pipeline.json").stages.compress
+    measured = Objectives(**compress_stage.model_dump(include=set(Objectives.model_fields)))
+    budget = PipelineConfig(max_accuracy_drop=1.0)
+    assert _verdict(budget, measured, dense=False, first=True) == (True, "2.51x smaller, p50 1.03x, +0.27 pts")
+    lossy = measured.model_copy(update={"accuracy_drop_pts": 3.5})
+    assert _verdict(budget, lossy, dense=False, first=True) == (
+        False, "accuracy drop 3.50 pts exceeds pipeline.max_accuracy_drop=1.0")
+    no_gain = measured.model_copy(update={"gain": False, "gain_reason": "no gain: size 0.98x"})
+    assert _verdict(budget, no_gain, dense=False, first=False) == (False, "no gain: size 0.98x")
+    assert _verdict(budget, lossy, dense=True, first=False) == (True, "the dense model: nothing compressed passed")
+    over = PipelineConfig(max_accuracy_drop=1.0, serve_over_budget=True)
+    assert _verdict(over, lossy, dense=False, first=True)[1].startswith("served over budget (pipeline.serve_over_budget=true)")
+    assert not _verdict(over, lossy, dense=False, first=False)[0]  # only the first attempt is served over budget
