@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import CompressConfig, ConfigError, PipelineConfig, RaylmConfig, validate_config
+from raylm.console import format_summary  # noqa: F401  (the final table; raylm.pipeline.format_summary as before)
 from raylm.errors import RaylmError
 from raylm.records import Objectives, PipelineRecord, RecordError, parse_record, read_record
 from raylm.records.base import ParamValue
@@ -376,46 +377,3 @@ def _run_stages(cfg: RaylmConfig, record: PipelineRecord, run_dir: Path, start: 
         publish_workspace(cfg.run_location)  # the stage's files, then its record, committed
     record.run_dir = cfg.run_location.uri
     return record
-
-
-def format_summary(record: PipelineRecord) -> str:
-    """The final table: what the sweep predicted for the chosen point, and what the pipeline got."""
-    st = record.stages
-    lines = []
-    if st.tune is not None:
-        t = st.tune
-        lines.append(f"sweep     {t.completed}/{t.trials} trials completed, Pareto front {len(t.pareto_front)}, "
-                     f"chosen {t.chosen}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in t.params.items()))
-    rows = [("stage", "accuracy", "MB", "p50 ms", "vs dense", "seconds")]
-    if st.tune is not None:
-        m = st.tune.sweep_measurement
-        rows.append(("sweep trial", f"{m.accuracy:.3f}", f"{m.size_mb:.3f}", f"{m.latency_ms:.2f}", "-",
-                     str(st.tune.seconds)))
-    if st.train is not None:
-        rows.append((f"retrain ({st.train.metrics.epoch} ep, dense)", f"{st.train.metrics.val_accuracy:.3f}",
-                     "-", "-", "-", str(st.train.seconds)))
-    if st.compress is not None:
-        c = st.compress
-        d = c.dense  # the reference every compressed row is judged against
-        rows.append((f"dense {d.runtime}", f"{d.accuracy:.3f}", f"{d.size_mb:.3f}", f"{d.latency_ms:.2f}",
-                     "1.00x 1.00x", "-"))
-        for a in c.attempts[:-1]:
-            rows.append((f"  tried {a.recipe}", f"{a.accuracy:.3f}", f"{a.size_mb:.3f}",
-                         f"{a.latency_ms:.2f}", f"rejected: {a.why}", "-"))
-        versus = f"{-c.accuracy_drop_pts:+.1f}pt {c.size_ratio:.2f}x {c.latency_ratio:.2f}x"
-        rows.append((f"compress {c.recipe}", f"{c.accuracy:.3f}", f"{c.size_mb:.3f}", f"{c.latency_ms:.2f}",
-                     versus, str(c.seconds)))
-    if st.evaluate is not None:
-        e = st.evaluate
-        rows.append((f"evaluate ({e.samples} val)", f"{e.accuracy:.3f}", f"{e.size_mb:.3f}",
-                     f"{e.latency_ms:.2f}", f"{-e.accuracy_drop_pts:+.1f}pt", str(e.seconds)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    if st.serve is not None:
-        smoke = st.serve.smoke
-        if isinstance(smoke, SmokeRequest):
-            smoke = f"{smoke.status}, predicted {smoke.predicted!r} (expected {smoke.expected!r}) in {smoke.latency_ms} ms"
-        lines.append(f"serving   {st.serve.url}   smoke request: {smoke}")
-    lines.append(f"run dir   {record.run_dir}")
-    return "\n".join(lines)
