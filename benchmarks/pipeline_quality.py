@@ -36,8 +36,9 @@ def run(modality: str, storage: str, overrides: list[str]) -> dict:
     started = time.perf_counter()
     with redirect_stdout(sys.stderr):
         record = run_pipeline(cfg, stop="evaluate")
-        print(format_summary(record | {"run_dir": str(cfg.run_dir)}))
-    st = record["stages"]
+        record.run_dir = str(cfg.run_dir)
+        print(format_summary(record))
+    st = record.to_json()["stages"]
     c, e = st["compress"], st["evaluate"]
     dense = c["dense"]
     size_ratio, latency_ratio = c["size_ratio"], c["latency_ratio"]

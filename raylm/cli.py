@@ -74,7 +74,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     ensure_ray()
     report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
     out.line(summary_text(report, cfg.compress.serving_batch_size))
-    out.line(json.dumps(report["ratios"] | {"artifact": report["artifact"]}, indent=2))
+    out.line(json.dumps(report.ratios.model_dump(mode="json") | {"artifact": report.artifact}, indent=2))
     return 0
 
 
@@ -208,7 +208,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     keep = cfg.pipeline.keep_serving
     if keep == "auto":
         keep = embedded and interactive
-    if "serve" in record["stages"] and keep:
+    if record.stages.serve is not None and keep:
         # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
         # The stop handlers replace Ray Train's SIGINT handler too (it aborts a training run that has ended).
         from raylm.runtime import started_ray
@@ -216,7 +216,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
         out.line(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s="
                  f"{cfg.serve.graceful_shutdown_s:g}) ...")
-        app = record["stages"]["serve"].get("app", "raylm")
+        app = record.stages.serve.app
         out.line(serve_until_stopped(app, cfg.serve, owns_ray=started_ray(), who="raylm pipeline"))
     return 0
 

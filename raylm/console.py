@@ -21,6 +21,8 @@ from rich.console import Console as RichConsole
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
+from raylm.records import PipelineRecord, Record
+from raylm.records.pipeline import CompressStage, EvaluateStage, ServeStage, SmokeRequest
 from raylm.run_files import newest_checkpoint_meta
 
 
@@ -280,15 +282,15 @@ def _epoch_info(metrics: dict[str, Any]) -> str:
 
 
 @contextmanager
-def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
-                   table: Callable[[], str] | None = None) -> Iterator[Callable[[dict[str, Any]], None]]:
+def pipeline_stage(stage: str, cfg, record: PipelineRecord, *,
+                   table: Callable[[], str] | None = None) -> Iterator[Callable[[Record], None]]:
     """Around one pipeline stage: its bar (the sweep's own callback, the retrain's epochs, a step
     for compress/evaluate/serve), then one line of what it produced. Yields ``done(result)``.
     ``table``: what the tune stage shows after its bar (the sweep's table; tune is built on this console)."""
     out = current()
-    shown: dict[str, Any] = {}
+    shown: dict[str, Record] = {}
 
-    def done(result: dict[str, Any]) -> None:
+    def done(result: Record) -> None:
         shown["result"] = result
 
     if stage == "train":
@@ -307,15 +309,58 @@ def pipeline_stage(stage: str, cfg, record: dict[str, Any], *,
                    "serve": "deploying on Ray Serve"}.get(stage, ""), say=True)
     yield done
     bar.update(1)
-    bar.finish(_stage_info(stage, shown.get("result") or {}))
+    bar.finish(_stage_info(stage, shown.get("result")))
 
 
-def _stage_info(stage: str, result: dict[str, Any]) -> str:
-    if stage in ("compress", "evaluate"):
-        return (f"accuracy {_fmt(result.get('accuracy'))}  {_fmt(result.get('size_mb'))} MB  "
-                f"p50 {_fmt(result.get('latency_ms'), '.2f')} ms")
-    if stage == "serve":
-        smoke = result.get("smoke")
-        status = f"smoke {smoke.get('status')} ({smoke.get('predicted')!r})" if isinstance(smoke, dict) else str(smoke or "")
-        return f"{result.get('url', '')}  {status}"
+def _stage_info(stage: str, result: Record | None) -> str:
+    if isinstance(result, (CompressStage, EvaluateStage)):
+        return (f"accuracy {_fmt(result.accuracy)}  {_fmt(result.size_mb)} MB  "
+                f"p50 {_fmt(result.latency_ms, '.2f')} ms")
+    if isinstance(result, ServeStage):
+        smoke = result.smoke
+        status = f"smoke {smoke.status} ({smoke.predicted!r})" if isinstance(smoke, SmokeRequest) else str(smoke or "")
+        return f"{result.url}  {status}"
     return ""
+
+
+def format_summary(record: PipelineRecord) -> str:
+    """The pipeline's final table: what the sweep predicted for the chosen point, and what the pipeline got."""
+    st = record.stages
+    lines = []
+    if st.tune is not None:
+        t = st.tune
+        lines.append(f"sweep     {t.completed}/{t.trials} trials completed, Pareto front {len(t.pareto_front)}, "
+                     f"chosen {t.chosen}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                       for k, v in t.params.items()))
+    rows = [("stage", "accuracy", "MB", "p50 ms", "vs dense", "seconds")]
+    if st.tune is not None:
+        m = st.tune.sweep_measurement
+        rows.append(("sweep trial", f"{m.accuracy:.3f}", f"{m.size_mb:.3f}", f"{m.latency_ms:.2f}", "-",
+                     str(st.tune.seconds)))
+    if st.train is not None:
+        rows.append((f"retrain ({st.train.metrics.epoch} ep, dense)", f"{st.train.metrics.val_accuracy:.3f}",
+                     "-", "-", "-", str(st.train.seconds)))
+    if st.compress is not None:
+        c = st.compress
+        d = c.dense  # the reference every compressed row is judged against
+        rows.append((f"dense {d.runtime}", f"{d.accuracy:.3f}", f"{d.size_mb:.3f}", f"{d.latency_ms:.2f}",
+                     "1.00x 1.00x", "-"))
+        for a in c.attempts[:-1]:
+            rows.append((f"  tried {a.recipe}", f"{a.accuracy:.3f}", f"{a.size_mb:.3f}",
+                         f"{a.latency_ms:.2f}", f"rejected: {a.why}", "-"))
+        versus = f"{-c.accuracy_drop_pts:+.1f}pt {c.size_ratio:.2f}x {c.latency_ratio:.2f}x"
+        rows.append((f"compress {c.recipe}", f"{c.accuracy:.3f}", f"{c.size_mb:.3f}", f"{c.latency_ms:.2f}",
+                     versus, str(c.seconds)))
+    if st.evaluate is not None:
+        e = st.evaluate
+        rows.append((f"evaluate ({e.samples} val)", f"{e.accuracy:.3f}", f"{e.size_mb:.3f}",
+                     f"{e.latency_ms:.2f}", f"{-e.accuracy_drop_pts:+.1f}pt", str(e.seconds)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    if st.serve is not None:
+        smoke = st.serve.smoke
+        if isinstance(smoke, SmokeRequest):
+            smoke = f"{smoke.status}, predicted {smoke.predicted!r} (expected {smoke.expected!r}) in {smoke.latency_ms} ms"
+        lines.append(f"serving   {st.serve.url}   smoke request: {smoke}")
+    lines.append(f"run dir   {record.run_dir}")
+    return "\n".join(lines)

@@ -15,8 +15,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylm.config import ConfigError, RaylmConfig, validate_config
+from raylm.config import CompressConfig, ConfigError, PipelineConfig, RaylmConfig, validate_config
+from raylm.console import format_summary  # noqa: F401  (the final table; raylm.pipeline.format_summary as before)
 from raylm.errors import RaylmError
+from raylm.records import Objectives, PipelineRecord, RecordError, parse_record, read_record
+from raylm.records.base import ParamValue
+from raylm.records.pipeline import (STAGE_RECORDS, Alternate, CompressAttempt, CompressStage, DenseReference,
+                                    EvaluateStage, ServeStage, SmokeRequest, SweepMeasurement, TrainMetrics,
+                                    TrainStage, TuneStage)
 
 if TYPE_CHECKING:
     from raylm.data.sources import DataSource
@@ -29,12 +35,21 @@ class PipelineError(RaylmError, RuntimeError):
     """A stage cannot run (its inputs are missing) or its result failed a check."""
 
 
-def _read_record(run_dir: Path) -> dict[str, Any]:
+def _read_record(run_dir: Path) -> PipelineRecord:
+    """The record, validated (``PipelineRecord``); one written by an older raylm loads, a newer one or a
+    mistyped field is refused naming the file and the field."""
     path = run_dir / RECORD
-    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+    return _refused_as_config(lambda: read_record(PipelineRecord, path)) if path.is_file() else PipelineRecord()
 
 
-def _committed_record(cfg: RaylmConfig) -> dict[str, Any]:
+def _refused_as_config(read):
+    try:
+        return read()
+    except RecordError as err:  # before Ray starts, as a config error: the run's own file is the input
+        raise ConfigError(str(err)) from None
+
+
+def _committed_record(cfg: RaylmConfig) -> PipelineRecord:
     """The run's record as storage holds it (committed), before any workspace is opened."""
     location = cfg.run_location
     if location.is_local:
@@ -42,14 +57,17 @@ def _committed_record(cfg: RaylmConfig) -> dict[str, Any]:
     from raylm.storage import committed
 
     listed = committed(location) or {}
-    return location.join(RECORD).read_json() if RECORD in listed else {"stages": {}}
+    if RECORD not in listed:
+        return PipelineRecord()
+    source = location.join(RECORD)
+    return _refused_as_config(lambda: parse_record(PipelineRecord, source.read_json(), str(source)))
 
 
-def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+def _write_record(run_dir: Path, record: PipelineRecord) -> None:
     from raylm.atomic import atomic_write_text
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / RECORD, json.dumps(record, indent=2, default=str))
+    atomic_write_text(run_dir / RECORD, json.dumps(record.to_json(), indent=2, default=str))
 
 
 def choose(front: list[dict[str, Any]], best: dict[str, Any] | None, within: float,
@@ -75,14 +93,14 @@ def choose(front: list[dict[str, Any]], best: dict[str, Any] | None, within: flo
     return [lead] + rest + over
 
 
-def _chosen_config(cfg: RaylmConfig, params: dict[str, Any]) -> RaylmConfig:
+def _chosen_config(cfg: RaylmConfig, params: dict[str, ParamValue]) -> RaylmConfig:
     """The sweep's config with the chosen trial's values, at the pipeline's full training budget."""
     from raylm.tune.space import trial_config
 
-    pc = cfg.pipeline
+    pipeline = cfg.pipeline
     chosen = trial_config(cfg.to_dict(), params, storage_path=cfg.train.storage_path, name=str(cfg.train.name))
-    return chosen.override({"train.epochs": pc.retrain_epochs or cfg.train.epochs,
-                            "train.num_workers": pc.retrain_workers or cfg.train.num_workers})
+    return chosen.override({"train.epochs": pipeline.retrain_epochs or cfg.train.epochs,
+                            "train.num_workers": pipeline.retrain_workers or cfg.train.num_workers})
 
 
 def _smoke_sample(cfg: RaylmConfig, source: DataSource | None = None) -> tuple[dict[str, Any], str] | None:
@@ -109,7 +127,7 @@ def _smoke_sample(cfg: RaylmConfig, source: DataSource | None = None) -> tuple[d
     return {record.name: record.to_request(row[record.value_column(cfg)])}, str(row[cfg.data.label_column])
 
 
-def _stage_tune(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _stage_tune(cfg: RaylmConfig, record: PipelineRecord) -> TuneStage:
     from raylm.tune import sweep
     from raylm.tune.sweep import SWEEP_CONFIG
 
@@ -118,65 +136,63 @@ def _stage_tune(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     result = sweep(resume=tune_dir) if (tune_dir / SWEEP_CONFIG).is_file() else sweep(cfg)
     ranked = choose(result.front, result.best, cfg.pipeline.choose_within, cfg.pipeline.max_accuracy_drop)
     row = ranked[0]
-    return {"tune_dir": str(result.tune_dir), "trials": len(result.rows),
-            "completed": sum(r["status"] == "completed" for r in result.rows),
-            "pareto_front": [r["trial_id"] for r in result.front], "chosen": row["trial_id"], "params": row["params"],
-            "alternates": [{"trial_id": r["trial_id"], "params": r["params"]} for r in ranked[1:]],
-            "sweep_measurement": {k: row.get(k) for k in ("val_accuracy", "accuracy", "latency_ms", "size_mb",
-                                                          "dense_accuracy", "accuracy_drop_pts", "gain_reason")}}
+    return TuneStage(tune_dir=str(result.tune_dir), trials=len(result.rows),
+                     completed=sum(r["status"] == "completed" for r in result.rows),
+                     pareto_front=[r["trial_id"] for r in result.front], chosen=row["trial_id"], params=row["params"],
+                     alternates=[Alternate(trial_id=r["trial_id"], params=r["params"]) for r in ranked[1:]],
+                     sweep_measurement=SweepMeasurement(**{k: row.get(k) for k in SweepMeasurement.model_fields}))
 
 
-def _stage_train(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _stage_train(cfg: RaylmConfig, record: PipelineRecord) -> TrainStage:
     """The chosen point's hyperparameters at full budget, dense: the reference every compressed
     candidate is judged against. Pruning recipes then train around their mask in ``compress``."""
     from raylm.train import fit
 
-    params = record["stages"]["tune"]["params"]
-    outcome = fit(_chosen_config(cfg, params))
-    return {"checkpoint": str(outcome.best_checkpoint), "metrics": {k: outcome.metrics.get(k) for k in
-                                                                     ("epoch", "val_accuracy", "val_loss", "train_loss")}}
+    outcome = fit(_chosen_config(cfg, record.stages.tune.params))
+    return TrainStage(checkpoint=str(outcome.best_checkpoint),
+                      metrics=TrainMetrics(**{k: outcome.metrics.get(k) for k in TrainMetrics.model_fields}))
 
 
-def _recipes(cfg: RaylmConfig, record: dict[str, Any]) -> list[tuple[str, RaylmConfig]]:
+def _recipes(cfg: RaylmConfig, record: PipelineRecord) -> list[tuple[str, RaylmConfig]]:
     """The compression attempts in order: the chosen recipe, its recovery fine-tune, the other front
     members' recipes, the dense model."""
     from raylm.compress.pipeline import prunes
     from raylm.tune.results import DENSE_RECIPE
 
-    pc = cfg.pipeline
-    tune = record["stages"]["tune"]
+    pipeline = cfg.pipeline
+    tune = record.stages.tune
     out: list[tuple[str, RaylmConfig]] = []
-    for label, params in [(f"chosen {tune['chosen']}", tune["params"])] + [
-            (f"front {a['trial_id']}", a["params"]) for a in tune.get("alternates", [])]:
-        if _is_dense(_chosen_config(cfg, params)):
+    for label, params in [(f"chosen {tune.chosen}", tune.params)] + [
+            (f"front {a.trial_id}", a.params) for a in tune.alternates]:
+        if _is_dense(_chosen_config(cfg, params).compress):
             continue  # the dense model is the last resort, tried once at the end
         tree = _chosen_config(cfg, params).to_dict()
         pruned = prunes(validate_config(tree).compress)
         if pruned and not tree["compress"]["finetune_epochs"]:
-            tree["compress"]["finetune_epochs"] = pc.prune_epochs  # train around the mask, not one-shot
+            tree["compress"]["finetune_epochs"] = pipeline.prune_epochs  # train around the mask, not one-shot
         out.append((label, validate_config(tree)))
-        if pruned and pc.recovery_epochs and label.startswith("chosen"):
+        if pruned and pipeline.recovery_epochs and label.startswith("chosen"):
             tree = json.loads(json.dumps(tree))
-            tree["compress"]["finetune_epochs"] += pc.recovery_epochs
-            out.append((f"recovery fine-tune (+{pc.recovery_epochs} ep)", validate_config(tree)))
-    dense = _chosen_config(cfg, tune["params"] | DENSE_RECIPE)
+            tree["compress"]["finetune_epochs"] += pipeline.recovery_epochs
+            out.append((f"recovery fine-tune (+{pipeline.recovery_epochs} ep)", validate_config(tree)))
+    dense = _chosen_config(cfg, tune.params | DENSE_RECIPE)
     out.append(("dense", dense))
     seen, unique = set(), []
-    for label, c in out:  # front members can share a recipe: try each once
-        key = json.dumps(c.compress.model_dump(mode="json"), sort_keys=True)
+    for label, candidate in out:  # front members can share a recipe: try each once
+        key = json.dumps(candidate.compress.model_dump(mode="json"), sort_keys=True)
         if key not in seen:
             seen.add(key)
-            unique.append((label, c))
+            unique.append((label, candidate))
     return unique
 
 
-def _is_dense(c: RaylmConfig) -> bool:
+def _is_dense(recipe: CompressConfig) -> bool:
     from raylm.compress.pipeline import prunes
 
-    return not prunes(c.compress) and c.compress.quantize.mode == "none"
+    return not prunes(recipe) and recipe.quantize.mode == "none"
 
 
-def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _stage_compress(cfg: RaylmConfig, record: PipelineRecord) -> CompressStage:
     """Compress the retrained model; serve only what gains and keeps within the accuracy guard.
 
     Each attempt is measured against the dense retrained model (fp32 ONNX Runtime, whole
@@ -191,42 +207,48 @@ def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
 
     from raylm.storage import localize
 
-    pc = cfg.pipeline
-    checkpoint = localize(record["stages"]["train"]["checkpoint"], cfg.train.storage_options, require_commit=False)
-    attempts, served = [], None
+    checkpoint = localize(record.stages.train.checkpoint, cfg.train.storage_options, require_commit=False)
+    attempts: list[CompressAttempt] = []
+    served: tuple[Objectives, str, str] | None = None
     for label, candidate in _recipes(cfg, record):
-        out = compress_and_measure(candidate, checkpoint) | {"recipe": variant_name(candidate), "tried_as": label}
-        dense = _is_dense(candidate)
-        within = out["accuracy_drop_pts"] <= pc.max_accuracy_drop
-        if dense:
-            verdict, why = True, "the dense model: nothing compressed passed"
-        elif within and out["gain"]:
-            verdict, why = True, f"{out['gain_reason']}, {out['accuracy_drop_pts']:+.2f} pts"
-        elif not within:
-            verdict, why = False, (f"accuracy drop {out['accuracy_drop_pts']:.2f} pts exceeds "
-                                   f"pipeline.max_accuracy_drop={pc.max_accuracy_drop}")
-        else:
-            verdict, why = False, out["gain_reason"]
-        if not verdict and pc.serve_over_budget and not attempts:
-            verdict, why = True, f"served over budget (pipeline.serve_over_budget=true): {why}"
-        attempts.append({"tried_as": label, "recipe": out["recipe"], "passed": verdict, "why": why,
-                         **{k: out[k] for k in ("accuracy", "size_mb", "latency_ms", "accuracy_drop_pts", "size_ratio",
-                                                "latency_ratio", "artifact")}})
+        out = compress_and_measure(candidate, checkpoint)
+        verdict, why = _verdict(cfg.pipeline, out, dense=_is_dense(candidate.compress), first=not attempts)
+        recipe = variant_name(candidate)
+        attempts.append(CompressAttempt(tried_as=label, recipe=recipe, passed=verdict, why=why, **out.model_dump(
+            include={"accuracy", "size_mb", "latency_ms", "accuracy_drop_pts", "size_ratio", "latency_ratio", "artifact"})))
         if verdict:
-            served = out
+            served = out, recipe, label
             break
     assert served is not None  # the dense attempt always passes
+    out, recipe, label = served
     stable = cfg.run_dir / "compress" / (cfg.compress.variant or "pipeline")
     # A stable name: a RayService or `raylm serve` config points at <run>/compress/pipeline.
     with atomic_directory(stable) as tmp:
-        shutil.copytree(served["artifact"], tmp, dirs_exist_ok=True)
-    dense = {"accuracy": served["dense_accuracy"], "size_mb": served["dense_size_mb"],
-             "latency_ms": served["dense_latency_ms"], "runtime": served["dense_runtime"]}
-    return served | {"artifact": str(stable), "source_artifact": served["artifact"], "dense": dense,
-                     "attempts": attempts}
+        shutil.copytree(out.artifact, tmp, dirs_exist_ok=True)
+    dense = DenseReference(accuracy=out.dense_accuracy, size_mb=out.dense_size_mb, latency_ms=out.dense_latency_ms,
+                           runtime=out.dense_runtime)
+    return CompressStage(**out.model_dump(exclude={"artifact"}), artifact=str(stable), recipe=recipe, tried_as=label,
+                         source_artifact=out.artifact, dense=dense, attempts=attempts)
 
 
-def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _verdict(pipeline: PipelineConfig, out: Objectives, *, dense: bool, first: bool) -> tuple[bool, str]:
+    """Whether the pipeline serves this attempt, and why (the accuracy guard, then the gain gate)."""
+    within = out.accuracy_drop_pts <= pipeline.max_accuracy_drop
+    if dense:
+        verdict, why = True, "the dense model: nothing compressed passed"
+    elif within and out.gain:
+        verdict, why = True, f"{out.gain_reason}, {out.accuracy_drop_pts:+.2f} pts"
+    elif not within:
+        verdict, why = False, (f"accuracy drop {out.accuracy_drop_pts:.2f} pts exceeds "
+                               f"pipeline.max_accuracy_drop={pipeline.max_accuracy_drop}")
+    else:
+        verdict, why = False, out.gain_reason
+    if not verdict and pipeline.serve_over_budget and first:
+        verdict, why = True, f"served over budget (pipeline.serve_over_budget=true): {why}"
+    return verdict, why
+
+
+def _stage_evaluate(cfg: RaylmConfig, record: PipelineRecord) -> EvaluateStage:
     """The artifact reloaded from disk, as serving loads it, on the whole validation split."""
     import numpy as np
 
@@ -236,9 +258,10 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
 
     from raylm.storage import localize
 
-    artifact_dir = localize(record["stages"]["compress"]["artifact"], cfg.train.storage_options)
+    compressed = record.stages.compress
+    artifact_dir = localize(compressed.artifact, cfg.train.storage_options)
     artifact = load_artifact(artifact_dir)
-    chosen = _chosen_config(cfg, record["stages"]["tune"]["params"])
+    chosen = _chosen_config(cfg, record.stages.tune.params)
     data = build_datasets(chosen)
     inputs = MODEL_INPUTS[cfg.task.modality]
     val = collect(data.validation, inputs + ("label",))
@@ -248,64 +271,61 @@ def _stage_evaluate(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     np.add.at(confusion, (val["label"], preds), 1)
     size = sum(f.stat().st_size for f in artifact_dir.iterdir() if f.name.startswith("model."))
-    compressed = record["stages"]["compress"]
     accuracy = float((preds == val["label"]).mean())
-    drop = round((compressed["dense"]["accuracy"] - accuracy) * 100, 3)
+    drop = round((compressed.dense.accuracy - accuracy) * 100, 3)
     if drop > cfg.pipeline.max_accuracy_drop and not cfg.pipeline.serve_over_budget:
-        raise PipelineError(f"evaluate: {record['stages']['compress']['artifact']} scores {accuracy:.4f}, {drop:.2f} points under the dense "
+        raise PipelineError(f"evaluate: {compressed.artifact} scores {accuracy:.4f}, {drop:.2f} points under the dense "
                             f"model (pipeline.max_accuracy_drop={cfg.pipeline.max_accuracy_drop}): not served")
-    return {"artifact": record["stages"]["compress"]["artifact"], "accuracy": accuracy, "accuracy_drop_pts": drop,
-            "samples": int(len(val["label"])), "size_mb": size / 1e6,
-            "latency_ms": compressed["latency_ms"], "labels": labels, "confusion": confusion.tolist()}
+    return EvaluateStage(artifact=compressed.artifact, accuracy=accuracy, accuracy_drop_pts=drop,
+                         samples=int(len(val["label"])), size_mb=size / 1e6, latency_ms=compressed.latency_ms,
+                         labels=labels, confusion=confusion.tolist())
 
 
-def _stage_serve(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _stage_serve(cfg: RaylmConfig, record: PipelineRecord) -> ServeStage:
     """Deploy the artifact on Serve and send one real request to it."""
     import requests
     from ray import serve
 
     from raylm.serve import build_app
 
-    sc = cfg.serve
-    compressed = record["stages"]["compress"]
-    app = build_app([f"{compressed['recipe']}={compressed['artifact']}"], sc)
-    serve.start(http_options=sc.http_options())
+    serving = cfg.serve
+    compressed = record.stages.compress
+    app = build_app([f"{compressed.recipe}={compressed.artifact}"], serving)
+    serve.start(http_options=serving.http_options())
     serve.run(app, name="raylm", route_prefix="/", blocking=False)
-    host = "127.0.0.1" if sc.host in ("0.0.0.0", "::") else sc.host
-    url = f"http://{host}:{sc.port}/predict"
-    out: dict[str, Any] = {"url": url, "app": "raylm"}
+    host = "127.0.0.1" if serving.host in ("0.0.0.0", "::") else serving.host
+    url = f"http://{host}:{serving.port}/predict"
     sample = _smoke_sample(cfg)
     if sample is None:
-        out["smoke"] = "skipped: the data source holds no raw items to send"
-        return out
+        return ServeStage(url=url, app="raylm", smoke="skipped: the data source holds no raw items to send")
     body, expected = sample
-    headers = {sc.api_key_header: os.environ[sc.api_key_env]} if sc.api_key_env else {}
+    headers = {serving.api_key_header: os.environ[serving.api_key_env]} if serving.api_key_env else {}
     started = time.perf_counter()
     response = requests.post(url, json=body, headers=headers, timeout=60)
     if response.status_code != 200:
         raise PipelineError(f"serve: the smoke request to {url} answered {response.status_code}: {response.text[:300]}")
     predicted = response.json()["predictions"][0]["label"]
-    out["smoke"] = {"status": 200, "expected": expected, "predicted": predicted, "correct": predicted == expected,
-                    "latency_ms": round((time.perf_counter() - started) * 1e3, 1)}
-    return out
+    return ServeStage(url=url, app="raylm", smoke=SmokeRequest(
+        status=200, expected=expected, predicted=predicted, correct=predicted == expected,
+        latency_ms=round((time.perf_counter() - started) * 1e3, 1)))
 
 
 _RUNNERS = {"tune": _stage_tune, "train": _stage_train, "compress": _stage_compress,
             "evaluate": _stage_evaluate, "serve": _stage_serve}
 
 
-def reentry_stage(cfg: RaylmConfig, record: dict[str, Any], stop: str) -> str:
+def reentry_stage(cfg: RaylmConfig, record: PipelineRecord, stop: str) -> str:
     """Where a rerun of the same command continues: after the stages the record holds for this very
     config (a run killed in ``compress`` keeps its sweep and its retrain), else from the start."""
-    if record.get("config") != cfg.to_dict():
+    if record.config != cfg.to_dict():
         return STAGES[0]
     for stage in STAGES[:STAGES.index(stop) + 1]:
-        if stage not in record["stages"]:
+        if getattr(record.stages, stage) is None:
             return stage
     return stop  # a finished run: its last stage again (e.g. serve the recorded artifact once more)
 
 
-def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> dict[str, Any]:
+def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> PipelineRecord:
     """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
     ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
     from raylm.data import data_source, reusing
@@ -317,7 +337,7 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         raise ConfigError(f"--from {start} --to {stop}: stages run in the order {' -> '.join(STAGES)}")
     record = _committed_record(cfg)
     for earlier in STAGES[:STAGES.index(start)]:
-        if earlier not in record["stages"]:
+        if getattr(record.stages, earlier) is None:
             raise ConfigError(f"--from {start}: {cfg.run_location.join(RECORD)} has no '{earlier}' stage; run from "
                               f"{earlier} (or pass the run's train.name)")
     if start == "tune":
@@ -331,15 +351,15 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         return _run_stages(cfg, record, run_dir, start, stop, verbose)
 
 
-def _run_stages(cfg: RaylmConfig, record: dict[str, Any], run_dir: Path, start: str, stop: str,
-                verbose: bool) -> dict[str, Any]:
+def _run_stages(cfg: RaylmConfig, record: PipelineRecord, run_dir: Path, start: str, stop: str,
+                verbose: bool) -> PipelineRecord:
     from raylm.capacity import check_run_paths
     from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.storage import public_paths, publish_workspace
     from raylm.tune.results import sweep_table
 
-    record["config"] = cfg.to_dict()
+    record.config = cfg.to_dict()
     ensure_ray(ingress=cfg.serve.ingress)
     check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before the sweep, not at retrain
     quiet_data_progress()
@@ -349,58 +369,12 @@ def _run_stages(cfg: RaylmConfig, record: dict[str, Any], run_dir: Path, start: 
         with pipeline_stage(stage, cfg, record, table=table) if verbose else nullcontext(lambda result: None) as shown:
             result = _RUNNERS[stage](cfg, record)
             shown(result)
-        result["seconds"] = round(time.perf_counter() - began, 1)
-        record["stages"][stage] = public_paths(result)  # URIs, not this process's scratch, with URI storage
+        result.seconds = round(time.perf_counter() - began, 1)
+        # URIs, not this process's scratch, with URI storage
+        setattr(record.stages, stage, STAGE_RECORDS[stage].model_validate(public_paths(result.model_dump(mode="json"))))
         for later in STAGES[STAGES.index(stage) + 1:]:
-            record["stages"].pop(later, None)  # made from the old output: stale now
+            setattr(record.stages, later, None)  # made from the old output: stale now
         _write_record(run_dir, record)
         publish_workspace(cfg.run_location)  # the stage's files, then its record, committed
-    record["run_dir"] = cfg.run_location.uri
+    record.run_dir = cfg.run_location.uri
     return record
-
-
-def format_summary(record: dict[str, Any]) -> str:
-    """The final table: what the sweep predicted for the chosen point, and what the pipeline got."""
-    st = record["stages"]
-    lines = []
-    if "tune" in st:
-        t = st["tune"]
-        lines.append(f"sweep     {t['completed']}/{t['trials']} trials completed, Pareto front {len(t['pareto_front'])}, "
-                     f"chosen {t['chosen']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                           for k, v in t["params"].items()))
-    rows = [("stage", "accuracy", "MB", "p50 ms", "vs dense", "seconds")]
-    if "tune" in st:
-        m = st["tune"]["sweep_measurement"]
-        rows.append(("sweep trial", f"{m['accuracy']:.3f}", f"{m['size_mb']:.3f}", f"{m['latency_ms']:.2f}", "-",
-                     str(st["tune"]["seconds"])))
-    if "train" in st:
-        rows.append((f"retrain ({st['train']['metrics']['epoch']} ep, dense)", f"{st['train']['metrics']['val_accuracy']:.3f}",
-                     "-", "-", "-", str(st["train"]["seconds"])))
-    if "compress" in st:
-        c = st["compress"]
-        d = c.get("dense")
-        if d:  # the reference every compressed row is judged against
-            rows.append((f"dense {d.get('runtime', 'onnx-fp32')}", f"{d['accuracy']:.3f}", f"{d['size_mb']:.3f}", f"{d['latency_ms']:.2f}",
-                         "1.00x 1.00x", "-"))
-        for a in c.get("attempts", [])[:-1]:
-            rows.append((f"  tried {a['recipe']}", f"{a['accuracy']:.3f}", f"{a['size_mb']:.3f}",
-                         f"{a['latency_ms']:.2f}", f"rejected: {a['why']}", "-"))
-        versus = (f"{-c['accuracy_drop_pts']:+.1f}pt {c['size_ratio']:.2f}x {c['latency_ratio']:.2f}x"
-                  if "size_ratio" in c else "-")
-        rows.append((f"compress {c['recipe']}", f"{c['accuracy']:.3f}", f"{c['size_mb']:.3f}", f"{c['latency_ms']:.2f}",
-                     versus, str(c["seconds"])))
-    if "evaluate" in st:
-        e = st["evaluate"]
-        rows.append((f"evaluate ({e['samples']} val)", f"{e['accuracy']:.3f}", f"{e['size_mb']:.3f}",
-                     f"{e['latency_ms']:.2f}", f"{-e.get('accuracy_drop_pts', 0):+.1f}pt" if "accuracy_drop_pts" in e else "-",
-                     str(e["seconds"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    if "serve" in st:
-        s = st["serve"]
-        smoke = s["smoke"]
-        if isinstance(smoke, dict):
-            smoke = f"{smoke['status']}, predicted {smoke['predicted']!r} (expected {smoke['expected']!r}) in {smoke['latency_ms']} ms"
-        lines.append(f"serving   {s['url']}   smoke request: {smoke}")
-    lines.append(f"run dir   {record['run_dir']}")
-    return "\n".join(lines)

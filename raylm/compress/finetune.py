@@ -28,8 +28,8 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     from raylm.train import build_trainer, trains_in_process
     from raylm.train.hooks import TrainHooks
 
-    cc = cfg.compress
-    ft_cfg = cfg.override({"train.epochs": cc.finetune_epochs, "train.lr": cc.finetune_lr or cfg.train.lr / 10,
+    compression = cfg.compress
+    ft_cfg = cfg.override({"train.epochs": compression.finetune_epochs, "train.lr": compression.finetune_lr or cfg.train.lr / 10,
                            "train.resume_from": None})
     root = cfg.run_dir / "compress" / ".finetune"
     root.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def finetune(cfg: RaylmConfig, model: nn.Module, variant: str) -> nn.Module:
     try:
         save_model(model, str(staging / "model.safetensors"))
         hooks = TrainHooks(initial_weights=partial(load_resized, weights=str(staging / "model.safetensors")),
-                           **pruner(cc, cfg.model.backend).finetune_hooks(cc))
+                           **pruner(compression, cfg.model.backend).finetune_hooks(compression))
         # One CPU worker trains here (Train V2 local mode), as a sweep trial does: a TorchTrainer
         # started from inside an in-process trial waited forever for its controller and worker group.
         trainer, _ = build_trainer(ft_cfg, run_config_overrides={"storage_path": str(root), "name": variant},

@@ -30,15 +30,16 @@ from raylm.compress.prune import magnitude_tag
 from raylm.compress.tflite import to_tflite
 from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
+from raylm.records import CompressReport, Measurement
 from raylm.registry import COMPRESSION_METHODS
 
 
 @dataclass
 class KerasCompression:
-    report: list[dict[str, Any]]  # one row per variant (measure()'s keys), the dense parent first
+    report: list[dict[str, object]]  # one Measurement per variant as artifact.json holds it, the dense parent first
     artifact: Path  # the last variant's artifact directory
     sparsity: float  # the served variant's kernels (the weights tfmot prunes), measured
-    summary: dict[str, Any]  # the torch path's report: dense, compressed, parity, ratios (also in artifact.json)
+    summary: dict[str, object]  # CompressReport.to_json(), the torch path's schema (also in artifact.json)
 
 
 def pruning_schedule(sparsity: float, total_steps: int):
@@ -183,7 +184,7 @@ def quantization_aware(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int,
 
 
 def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.ndarray], feature: str,
-                  cfg: RaylmConfig) -> tuple[dict[str, Any], np.ndarray]:
+                  cfg: RaylmConfig) -> tuple[Measurement, np.ndarray]:
     """``measure()``'s row for one TFLite file, plus what only TFLite has (its input dtype, its agreement
     with the Keras model it was converted from); and its predictions."""
     from raylm.compress.measure import measure
@@ -195,8 +196,9 @@ def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.n
                          counts=sparsity_stats(keras_model), batch_sizes=(1, recipe.serving_batch_size),
                          runs=recipe.latency_runs, warmup=recipe.latency_warmup, threads=recipe.latency_threads)
     int8 = runner.input_dtype != "float32"
-    return row | {"runtime": "tflite-int8" if int8 else "tflite-fp32", "input_dtype": runner.input_dtype,
-                  "agreement_with_keras": float((preds == keras_preds).mean())}, preds
+    row.runtime, row.input_dtype = "tflite-int8" if int8 else "tflite-fp32", runner.input_dtype
+    row.agreement_with_keras = float((preds == keras_preds).mean())
+    return row, preds
 
 
 def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[str], *,
@@ -246,7 +248,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         variants.append(("int8", export.write(model, int8_calibration=calibration), model))
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
-    rows: list[dict[str, Any]] = []
+    rows: list[Measurement] = []
     dense_preds = None
     with tempfile.TemporaryDirectory(prefix="raylm-keras-compress-") as work, atomic_directory(final) as tmp:
         *intermediate, (last_name, last_tflite, last_model) = variants
@@ -255,7 +257,8 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
             path.write_bytes(tflite)
             row, preds = _measure_file(path, TFLiteRunner(path, recipe.latency_threads), keras_model, val, feature, cfg)
             dense_preds = preds if name == "dense" else dense_preds
-            rows.append({"variant": name, **row})
+            row.variant = name
+            rows.append(row)
         (tmp / export.model_file).write_bytes(last_tflite)
         meta = {
             "task": {"modality": cfg.task.modality}, "labels": list(loaded.labels), "inputs": [feature],
@@ -272,9 +275,10 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         # The artifact's own file is measured as serving loads it.
         artifact = load_artifact(tmp, threads=recipe.latency_threads)
         row, preds = _measure_file(tmp / export.model_file, artifact.tflite, last_model, val, feature, cfg)
-        rows.append({"variant": last_name, **row})
+        row.variant = last_name
+        rows.append(row)
         if intermediate:
-            rows[-1]["agreement_with_dense"] = float((preds == dense_preds).mean())
+            rows[-1].agreement_with_dense = float((preds == dense_preds).mean())
         dense, compressed = rows[0], rows[-1]
         ratios = variant_ratios(dense, compressed, recipe, compresses=len(variants) > 1)
         parity_rows = x_val[:256]
@@ -282,12 +286,12 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         in_memory = np.asarray(last_model(parity_rows, training=False))
         parity = {"rows": len(parity_rows), "max_abs_diff": float(np.abs(reloaded - in_memory).max()),
                   "top1_agreement": float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean()), "passed": True}
-        summary = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
-                   "dense": dense, "compressed": compressed,
-                   "parity": parity, "ratios": ratios, "variants": rows}
+        summary = CompressReport(variant=variant, modality=cfg.task.modality, model=cfg.model.name, artifact=str(final),
+                                 dense=dense, compressed=compressed, parity=parity, ratios=ratios, variants=rows).to_json()
         meta["report"] = summary
         write_meta(tmp, meta)
-    return KerasCompression(rows, final, rows[-1]["sparsity"], summary)
+    return KerasCompression([row.model_dump(mode="json", exclude_none=True) for row in rows], final, rows[-1].sparsity,
+                            summary)
 
 
 # tfmot prunes while it fine-tunes, and any int8 mode is quantization-aware training and a full-int8

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from raylm.records import Measurement
+
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]  # feeds -> logits
 
 
@@ -97,7 +99,7 @@ def file_sizes(paths: list[Path]) -> dict[str, int]:
 
 def measure(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ...], *, files: list[Path],
             counts: dict[str, float], batch_sizes: tuple[int, ...], runs: int, warmup: int,
-            threads: int) -> tuple[dict, np.ndarray]:
+            threads: int) -> tuple[Measurement, np.ndarray]:
     """The report of one variant and its predictions. Latency runs with ``threads`` intra-op threads (set by the caller's
     predict for ONNX Runtime; here for torch) so torch and ORT are compared on equal footing."""
     import torch
@@ -106,25 +108,21 @@ def measure(predict: Predict, data: dict[str, np.ndarray], inputs: tuple[str, ..
     torch.set_num_threads(threads)
     try:
         preds = predictions(predict, data, inputs)
-        report = {
-            "accuracy": float((preds == data["label"]).mean()),
-            "samples": int(len(preds)),
-            **counts,
-            **file_sizes(files),
-            "latency": {f"batch_{b}": latency(predict, data, inputs, b, runs, warmup) for b in batch_sizes},
-            "threads": threads,
-        }
+        report = Measurement(
+            accuracy=float((preds == data["label"]).mean()), samples=int(len(preds)), **counts, **file_sizes(files),
+            latency={f"batch_{b}": latency(predict, data, inputs, b, runs, warmup) for b in batch_sizes},
+            threads=threads)
     finally:
         torch.set_num_threads(previous)
     return report, preds
 
 
-def format_table(rows: list[tuple[str, dict]], batch_sizes: tuple[int, ...]) -> str:
+def format_table(rows: list[tuple[str, Measurement]], batch_sizes: tuple[int, ...]) -> str:
     cols = ["variant", "accuracy", "params", "nonzero", "MB", "gzip MB"] + [f"p50/p95 ms b{b}" for b in batch_sizes]
     lines = ["  ".join(f"{c:>16}" for c in cols)]
     for name, r in rows:
-        cells = [name, f"{r['accuracy']:.4f}", str(r.get("params", "-")), str(r.get("nonzero_params", "-")),
-                 f"{r['file_bytes'] / 1e6:.3f}", f"{r['gzip_bytes'] / 1e6:.3f}"]
-        cells += [f"{r['latency'][f'batch_{b}']['p50_ms']:.2f}/{r['latency'][f'batch_{b}']['p95_ms']:.2f}" for b in batch_sizes]
+        cells = [name, f"{r.accuracy:.4f}", str(r.params), str(r.nonzero_params),
+                 f"{r.file_bytes / 1e6:.3f}", f"{r.gzip_bytes / 1e6:.3f}"]
+        cells += [f"{r.latency[f'batch_{b}'].p50_ms:.2f}/{r.latency[f'batch_{b}'].p95_ms:.2f}" for b in batch_sizes]
         lines.append("  ".join(f"{c:>16}" for c in cells))
     return "\n".join(lines)

@@ -21,9 +21,10 @@ import torch
 from raylm.atomic import atomic_directory
 from raylm.artifacts import load_artifact, preprocessing_record, write_meta
 from raylm.compress.methods import export_name, exporter, pruner, prunes, quantizer
-from raylm.config import RaylmConfig
+from raylm.config import CompressConfig, QuantizeConfig, RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
+from raylm.records import CompressReport
 
 
 class CompressError(RaylmError):
@@ -126,7 +127,8 @@ def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
         dense_predict = onnx_predictor(dense_onnx, recipe.latency_threads)
         dense, dense_preds = measure(dense_predict, rows.val, rows.inputs, files=[dense_onnx],
                                      counts=sparsity_stats(dense_model), **_timing(recipe))
-    return dense | {"runtime": "onnx-fp32"}, dense_preds, dense_predict
+    dense.runtime = "onnx-fp32"
+    return dense, dense_preds, dense_predict
 
 
 def _prune(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, num_classes: int) -> torch.nn.Module:
@@ -142,10 +144,10 @@ def _finetune(cfg: RaylmConfig, model: torch.nn.Module, variant: str) -> torch.n
     return model.eval()
 
 
-def _calibration(cfg: RaylmConfig, train, inputs: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+def _calibration(quantize: QuantizeConfig, train, inputs: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
     from raylm.compress.measure import collect
 
-    calib = collect(train, inputs, cfg.compress.quantize.calibration_samples)
+    calib = collect(train, inputs, quantize.calibration_samples)
     return [{n: calib[n][i:i + 16] for n in inputs} for i in range(0, len(calib[inputs[0]]), 16)]
 
 
@@ -163,17 +165,16 @@ def _export(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, directory: Pa
         exported = export.reader(fp32, 1)(rows.parity())
         parity[f"fp32_{export_name(recipe, backend)}_max_abs_diff"] = float(np.abs(exported - in_memory).max())
     if int8 is not None:
-        int8.apply(fp32, out, recipe.quantize, _calibration(cfg, train, rows.inputs) if int8.calibrated else [])
+        int8.apply(fp32, out, recipe.quantize, _calibration(recipe.quantize, train, rows.inputs) if int8.calibrated else [])
         shutil.rmtree(fp32.parent)
     if export.shrink is not None:  # sparse layouts compound with int8 too
         parity |= export.shrink(out, recipe, rows.parity())
     return export.model_file, parity
 
 
-def _check_parity(cfg: RaylmConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
+def _check_parity(recipe: CompressConfig, variant: str, parity: dict[str, Any], reloaded: np.ndarray,
                   in_memory: np.ndarray) -> dict[str, Any]:
     """The reloaded artifact against the in-memory model; an int8 one is checked by its fp32 export."""
-    recipe = cfg.compress
     parity["max_abs_diff"] = float(np.abs(reloaded - in_memory).max())
     parity["top1_agreement"] = float((reloaded.argmax(-1) == in_memory.argmax(-1)).mean())
     fp32_diffs = [v for k, v in parity.items() if k.startswith("fp32_")]
@@ -203,10 +204,15 @@ def _meta(cfg: RaylmConfig, checkpoint: Path, loaded, model: torch.nn.Module, mo
     }
 
 
-def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, Any]:
+def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> dict[str, object]:
+    """:func:`compress_report` as JSON, as the artifact's ``artifact.json`` holds it (scripts index it)."""
+    return compress_report(cfg, checkpoint, verbose=verbose).to_json()
+
+
+def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) -> CompressReport:
     """Compress a trained checkpoint as ``cfg.compress`` says; write ``<run_dir>/compress/<variant>/``.
 
-    Returns the JSON report (also stored in the artifact): the dense parent and the variant
+    Returns the report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
     from raylm.compress.gate import variant_ratios
@@ -245,30 +251,30 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
         write_meta(tmp, meta)
         # The report is measured on the exported file, reloaded as serving will load it.
         artifact = load_artifact(tmp, threads=recipe.latency_threads)
-        parity = _check_parity(cfg, variant, parity, artifact.predict(rows.parity()), in_memory)
+        parity = _check_parity(recipe, variant, parity, artifact.predict(rows.parity()), in_memory)
         compressed, preds = measure(artifact.predict, rows.val, inputs, files=artifact.weight_files, counts=counts,
                                     **_timing(recipe))
-        compressed["agreement_with_dense"] = float((preds == dense_preds).mean())
-        compressed["runtime"] = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]
+        compressed.agreement_with_dense = float((preds == dense_preds).mean())
+        compressed.runtime = exporter(recipe, cfg.model.backend).runtimes[recipe.quantize.mode != "none"]
         paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, recipe.serving_batch_size,
                                       recipe.latency_runs, recipe.latency_warmup)
         ratios = variant_ratios(dense, compressed, recipe, paired_latency_ratio=paired,
                                 compresses=prunes(recipe, cfg.model.backend) or recipe.quantize.mode != "none")
-        report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
-                  "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
-        meta["report"] = report
+        report = CompressReport(variant=variant, modality=cfg.task.modality, model=cfg.model.name, artifact=str(final),
+                                dense=dense, compressed=compressed, parity=parity, ratios=ratios)
+        meta["report"] = report.to_json()
         write_meta(tmp, meta)
     if verbose:
         print(summary_text(report, recipe.serving_batch_size))
     return report
 
 
-def summary_text(report: dict[str, Any], serving_batch_size: int) -> str:
+def summary_text(report: CompressReport, serving_batch_size: int) -> str:
     """The dense and compressed rows side by side, and the verdict (``raylm compress`` prints it)."""
     from raylm.compress.measure import format_table
 
-    ratios = report["ratios"]
-    table = format_table([(f"dense fp32 {report['dense'].get('runtime', '')}".rstrip(), report["dense"]), (report["variant"], report["compressed"])],
-                         (1, serving_batch_size))
-    return (f"{table}\nvs dense: {ratios['accuracy_drop_pts']:+.2f} pts accuracy drop, size {ratios['size_ratio']:.3f}x, "
-            f"p50 {ratios['latency_ratio']:.3f}x at batch {serving_batch_size}: {ratios['gain']['reason']}")
+    ratios = report.ratios
+    table = format_table([(f"dense fp32 {report.dense.runtime or ''}".rstrip(), report.dense),
+                          (report.variant, report.compressed)], (1, serving_batch_size))
+    return (f"{table}\nvs dense: {ratios.accuracy_drop_pts:+.2f} pts accuracy drop, size {ratios.size_ratio:.3f}x, "
+            f"p50 {ratios.latency_ratio:.3f}x at batch {serving_batch_size}: {ratios.gain.reason}")

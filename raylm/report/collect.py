@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raylm.records import PipelineRecord, RunSummary, SweepResults, parse_record
 from raylm.run_files import newest_checkpoint_meta, read_json  # shared with the console's epoch bar
 from raylm.storage import stored
 
@@ -66,12 +67,27 @@ def served_artifact(run_dir: Path, stages: dict[str, Any], sweep: dict[str, Any]
     return None
 
 
+def pipeline_record(run_dir: Path) -> PipelineRecord:
+    """``pipeline.json``, validated; an empty record where the file is missing or half-written. A record
+    a newer raylm wrote, or one with a mistyped field, is refused (``RecordError`` names file and field)."""
+    data = read_json(run_dir / PIPELINE_RECORD)
+    return PipelineRecord() if data is None else parse_record(PipelineRecord, data, str(run_dir / PIPELINE_RECORD))
+
+
+def sweep_results(run_dir: Path) -> SweepResults | None:
+    """``tune/trials.json``, validated as :func:`pipeline_record`; None where there is none."""
+    data = read_json(run_dir / SWEEP_RESULTS)
+    return None if data is None else parse_record(SweepResults, data, str(run_dir / SWEEP_RESULTS))
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, each part None/empty where the run does not have it."""
+    """Everything the report shows, each part None/empty where the run does not have it (the stage
+    records and the sweep validated, then as their files hold them)."""
     run_dir = Path(run_dir).expanduser().resolve()
-    record = read_json(run_dir / PIPELINE_RECORD) or {}
+    record = pipeline_record(run_dir).to_json()
     stages = record.get("stages") or {}
-    sweep = read_json(run_dir / SWEEP_RESULTS)
+    results = sweep_results(run_dir)
+    sweep = results.to_json() if results is not None else None
     trials = (sweep or {}).get("trials") or []
     artifact_dir = served_artifact(run_dir, stages, sweep)
     artifact = read_json(artifact_dir / "artifact.json") if artifact_dir else None
@@ -97,27 +113,27 @@ def kind_of(run_dir: Path) -> str | None:
     return status.get("command") if isinstance(status, dict) else None
 
 
-def summarize(run_dir: Path) -> dict[str, Any] | None:
+def summarize(run_dir: Path) -> RunSummary | None:
     """One ``raylm runs`` row: kind, the last stage reached, the best accuracy, the served URL."""
     kind = kind_of(run_dir)
     if kind is None:
         return None
-    stages = (read_json(run_dir / PIPELINE_RECORD) or {}).get("stages") or {}
-    sweep = read_json(run_dir / SWEEP_RESULTS) or {}
+    stages = pipeline_record(run_dir).stages
+    sweep = sweep_results(run_dir)
     meta = newest_checkpoint_meta(run_dir / "train")
-    stage = next(reversed(stages), None) if stages else None
+    stage = stages.names()[-1] if stages.names() else None
     if stage is None:
         stage = "train" if meta else "tune" if kind != "train" else "-"
     if stage == "train" and meta:
         total = (meta.get("config") or {}).get("train", {}).get("epochs")
         stage = f"train({meta['epoch']}/{total})" if total else "train"
-    accuracies = [(stages.get("evaluate") or {}).get("accuracy"), (stages.get("compress") or {}).get("accuracy"),
+    accuracies = [stages.evaluate and stages.evaluate.accuracy, stages.compress and stages.compress.accuracy,
                   ((meta or {}).get("metrics") or {}).get("val_accuracy")]
-    accuracies += [r.get("accuracy") for r in sweep.get("trials") or [] if r.get("status") == "completed"]
+    accuracies += [r.accuracy for r in (sweep.trials if sweep else []) if r.status == "completed"]
     found = [a for a in accuracies if isinstance(a, (int, float))]
-    return {"name": run_dir.name, "path": str(run_dir), "kind": kind, "stage": stage,
-            "best_accuracy": float(max(found)) if found else None,
-            "url": (stages.get("serve") or {}).get("url"), "modified": _modified(run_dir)}
+    return RunSummary(name=run_dir.name, path=str(run_dir), kind=kind, stage=stage,
+                      best_accuracy=float(max(found)) if found else None,
+                      url=stages.serve.url if stages.serve else None, modified=_modified(run_dir))
 
 
 def _modified(run_dir: Path) -> float:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from raylm.records import RunSummary
 from raylm.report.collect import read_json, summarize
 
 STATUS = "status.json"
@@ -72,7 +73,7 @@ def _alive(pid: Any) -> bool:
 _SUMMARY_FILES = ("pipeline.json", "tune/raylm_sweep.json", "tune/trials.json", "logs/status.json")
 
 
-def list_runs(storage_path: str | Path) -> list[dict[str, Any]]:
+def list_runs(storage_path: str | Path) -> list[RunSummary]:
     """Every run directly under ``storage_path`` (a local path or a URI), newest first."""
     from raylm.storage import StoragePath, committed, public_paths, run_view
 
@@ -88,14 +89,14 @@ def list_runs(storage_path: str | Path) -> list[dict[str, Any]]:
             row = summarize(view)
             if row is None:
                 continue
-            row = public_paths(row) | {"state": run_state(view)}
+            row = RunSummary.model_validate(public_paths(row.model_dump()) | {"state": run_state(view)})
         written = (committed(run) and marker.fs.get_file_info(marker.path).mtime)
-        row["modified"] = written.timestamp() if written else 0.0
+        row.modified = written.timestamp() if written else 0.0
         runs.append(row)
-    return sorted(runs, key=lambda r: -r["modified"])
+    return sorted(runs, key=lambda r: -r.modified)
 
 
-def _list_local_runs(storage_path: Path) -> list[dict[str, Any]]:
+def _list_local_runs(storage_path: Path) -> list[RunSummary]:
     runs = []
     for run_dir in sorted(Path(storage_path).expanduser().iterdir() if Path(storage_path).expanduser().is_dir() else []):
         if not run_dir.is_dir():
@@ -103,15 +104,14 @@ def _list_local_runs(storage_path: Path) -> list[dict[str, Any]]:
         row = summarize(run_dir)
         if row is None:
             continue
-        runs.append(row | {"state": run_state(run_dir)})
-    return sorted(runs, key=lambda r: -r["modified"])
+        row.state = run_state(run_dir)
+        runs.append(row)
+    return sorted(runs, key=lambda r: -r.modified)
 
 
-def format_runs(runs: list[dict[str, Any]]) -> str:
+def format_runs(runs: list[RunSummary]) -> str:
     header = ("run", "kind", "stage", "state", "best acc", "served at", "modified")
-    rows = [(r["name"], r["kind"], r["stage"], r["state"],
-             f"{r['best_accuracy']:.3f}" if isinstance(r.get("best_accuracy"), float) else "-",
-             r.get("url") or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r["modified"])))
-            for r in runs]
+    rows = [(r.name, r.kind, r.stage, r.state, f"{r.best_accuracy:.3f}" if r.best_accuracy is not None else "-",
+             r.url or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified))) for r in runs]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

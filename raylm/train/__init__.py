@@ -59,9 +59,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
 
         BACKEND_ENV_VARS = {}
 
-    tc = cfg.train
-    use_gpu = False if in_process else resolve_use_gpu(tc.use_gpu, tc.min_workers)
-    check_cpu_budget(tc.max_workers, tc.cpus_per_worker, use_gpu)  # at full size, Ray Data still needs a CPU
+    training = cfg.train
+    use_gpu = False if in_process else resolve_use_gpu(training.use_gpu, training.min_workers)
+    check_cpu_budget(training.max_workers, training.cpus_per_worker, use_gpu)  # at full size, Ray Data still needs a CPU
     quiet_data_progress()
     data = build_datasets(cfg)
     # hooks: what a stage above training changes about the run (compression's fine-tune), typed.
@@ -86,16 +86,16 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
-        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, train_location, tc.keep_checkpoints,
+        return InProcessTrainer(train_loop_per_worker, loop_config, datasets, train_location, training.keep_checkpoints,
                                 on_report), data
-    resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    resources = {"CPU": training.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     run_config = dict(
         name="train",
         storage_path=str(cfg.run_location) if cfg.run_location.is_local else cfg.run_location.path,
         **({} if storage.is_local else {"storage_filesystem": storage.fs}),
-        failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+        failure_config=ray.train.FailureConfig(max_failures=training.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
-            num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
+            num_to_keep=training.keep_checkpoints, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
         ),
         worker_runtime_env={"env_vars": dict(WORKER_ENV_VARS) | BACKEND_ENV_VARS},
     ) | (run_config_overrides or {})
@@ -110,8 +110,8 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
-                                                 placement_strategy=tc.placement_strategy),
+        scaling_config=ray.train.ScalingConfig(num_workers=training.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                                 placement_strategy=training.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),
         datasets=datasets,
     )
@@ -184,12 +184,13 @@ def _fit(cfg: RaylmConfig) -> TrainOutcome:
     from raylm.capacity import check_run_paths, check_training_fits, resources_for, training_bundles
     from raylm.runtime import resolve_use_gpu
 
-    tc = cfg.train
+    training = cfg.train
     capacity = check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
-    use_gpu = resolve_use_gpu(tc.use_gpu, tc.min_workers)
-    check_training_fits(capacity, tc.max_workers, tc.cpus_per_worker, use_gpu)
-    with resources_for(training_bundles(tc.max_workers, tc.cpus_per_worker, use_gpu), timeout_s=tc.wait_for_resources_s,
-                       enough=training_bundles(tc.min_workers, tc.cpus_per_worker, use_gpu)):  # elastic: start on min
+    use_gpu = resolve_use_gpu(training.use_gpu, training.min_workers)
+    check_training_fits(capacity, training.max_workers, training.cpus_per_worker, use_gpu)
+    with resources_for(training_bundles(training.max_workers, training.cpus_per_worker, use_gpu),
+                       timeout_s=training.wait_for_resources_s,
+                       enough=training_bundles(training.min_workers, training.cpus_per_worker, use_gpu)):  # elastic: start on min
         trainer, data = build_trainer(cfg)
         try:
             result = trainer.fit()

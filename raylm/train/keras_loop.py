@@ -121,21 +121,21 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
     keras = keras_api()
     cfg: RaylmConfig = loop_config["config"]
     labels: list[str] = loop_config["labels"]
-    tc = cfg.train
+    training = cfg.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     (feature,) = MODEL_INPUTS[cfg.task.modality]
 
-    keras.utils.set_random_seed(tc.seed)  # identical init on every rank
+    keras.utils.set_random_seed(training.seed)  # identical init on every rank
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     start_epoch, history = 0, []
     resume = ray.train.get_checkpoint()
     if resume is None and loop_config.get("resume_checkpoint"):  # the driver's choice (train/__init__.py)
         from raylm.train.checkpoint import ray_checkpoint
 
-        resume = ray_checkpoint(loop_config["resume_checkpoint"], tc.storage_options)
+        resume = ray_checkpoint(loop_config["resume_checkpoint"], training.storage_options)
     with strategy.scope():
-        model = compile_model(build_model(cfg, len(labels)), tc.lr, tc.weight_decay)
+        model = compile_model(build_model(cfg, len(labels)), training.lr, training.weight_decay)
         if resume is not None:
             with resume.as_directory() as directory:
                 start_epoch = restore_keras_state(directory, model)
@@ -151,17 +151,17 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(start_epoch, training.epochs):
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         # Ray Data has already split the rows equally between workers (so every worker runs the
         # same number of steps, which the strategy's collectives require): TF must not re-shard.
         train_tf = prepare_dataset_shard(train_shard.to_tf(
-            feature, "label", batch_size=tc.batch_size, **local_shuffle(cfg, epoch=epoch, rank=rank, world=world)))
+            feature, "label", batch_size=training.batch_size, **local_shuffle(cfg, epoch=epoch, rank=rank, world=world)))
         counter = _CountBatches()
         started = time.perf_counter()
         fitted = model.fit(train_tf, epochs=epoch + 1, initial_epoch=epoch, callbacks=[counter], verbose=0)
         elapsed = time.perf_counter() - started
-        val_tf = prepare_dataset_shard(val_shard.to_tf(feature, "label", batch_size=tc.batch_size))
+        val_tf = prepare_dataset_shard(val_shard.to_tf(feature, "label", batch_size=training.batch_size))
         val_loss, val_accuracy = model.evaluate(val_tf, verbose=0)
         # Keras reduces loss and metrics over all workers; the sample count is an upper bound
         # (the last batch of an epoch may be partial).
@@ -169,7 +169,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
             "epoch": epoch + 1,
             "step": int(model.optimizer.iterations.numpy()),
             "train_loss": float(fitted.history["loss"][-1]),
-            "train_samples_per_s": counter.batches * tc.batch_size * world / max(elapsed, 1e-9),
+            "train_samples_per_s": counter.batches * training.batch_size * world / max(elapsed, 1e-9),
             "val_loss": float(val_loss),
             "val_accuracy": float(val_accuracy),
             "time": time.time(),
@@ -177,7 +177,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                     "val_accuracy {val_accuracy:.4f}".format(total=tc.epochs, **metrics))
+                     "val_accuracy {val_accuracy:.4f}".format(total=training.epochs, **metrics))
         # Every rank saves: reading the strategy's sync-on-read variables is a collective op, so a
         # save on rank 0 alone would wait forever. Only rank 0's copy is reported.
         with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raylm.config import RaylmConfig
+from raylm.config import RaylmConfig, TrainConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.data.shards import local_shuffle
@@ -67,21 +67,21 @@ def evaluate(model: torch.nn.Module, batches, inputs: tuple[str, ...], device: t
     return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1), "val_samples": int(count)}
 
 
-def epoch_lr(tc, epoch: int) -> float:
+def epoch_lr(training: TrainConfig, epoch: int) -> float:
     """The learning rate of ``epoch`` (0-based), from the epoch alone: a run resumed from a
     checkpoint continues the same curve without scheduler state."""
-    if tc.lr_schedule == "cosine":
-        return tc.lr * 0.5 * (1 + math.cos(math.pi * epoch / tc.epochs))
-    return tc.lr
+    if training.lr_schedule == "cosine":
+        return training.lr * 0.5 * (1 + math.cos(math.pi * epoch / training.epochs))
+    return training.lr
 
 
-def checkpoint_due(tc, history: list[dict[str, Any]]) -> bool:
+def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool:
     """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
     ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best val_accuracy so far.
     The same answer on every rank (the metrics are all-reduced)."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["val_accuracy"]
     best_before = max((h["val_accuracy"] for h in history[:-1]), default=float("-inf"))
-    return epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or accuracy > best_before
+    return epoch % training.checkpoint_every == 0 or epoch == training.epochs or accuracy > best_before
 
 
 def newest_stored(train_uri: str, resume, options: dict[str, Any]) -> str | None:
@@ -113,13 +113,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     cfg: RaylmConfig = loop_config["config"]
     labels: list[str] = loop_config["labels"]
-    tc = cfg.train
+    training = cfg.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     inputs = MODEL_INPUTS[cfg.task.modality]
 
-    torch.manual_seed(tc.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(training.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     # Compression's fine-tune starts from a pruned model (its own, possibly narrower, shapes) and
     # keeps or ramps its masks, through typed hooks: training never imports compression.
     hooks: TrainHooks = loop_config.get("hooks") or TrainHooks()
@@ -127,17 +127,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if hooks.initial_weights is not None:
         hooks.initial_weights(model)
     masks = hooks.masks(model) if hooks.masks is not None else {}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     start_epoch, history = 0, []
     # A restarted worker group (max_failures) resumes from the checkpoint Ray's controller hands every
     # rank; a new run from the one the driver chose in storage (train/__init__.py: decide_resume).
     resume = ray.train.get_checkpoint()
     if resume is None and loop_config.get("resume_checkpoint"):
-        resume = ray_checkpoint(loop_config["resume_checkpoint"], tc.storage_options)
+        resume = ray_checkpoint(loop_config["resume_checkpoint"], training.storage_options)
     if loop_config.get("train_uri") is not None:  # URI storage: the newest checkpoint there, chosen by rank 0
-        chosen = _broadcast(newest_stored(loop_config["train_uri"], resume, tc.storage_options) if rank == 0 else None)
+        chosen = _broadcast(newest_stored(loop_config["train_uri"], resume, training.storage_options) if rank == 0 else None)
         if chosen is not None:
-            resume = ray_checkpoint(chosen, tc.storage_options)
+            resume = ray_checkpoint(chosen, training.storage_options)
     train_dir = loop_config.get("train_dir")  # local storage: also the checkpoints Ray never heard of
     if train_dir is not None:
         candidates = run_checkpoints(Path(train_dir)) + ([Path(resume.path)] if resume is not None else [])
@@ -158,22 +158,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     step = 0
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(start_epoch, training.epochs):
         for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(tc, epoch)
+            group["lr"] = epoch_lr(training, epoch)
         if hooks.sparsity_schedule is not None:  # gradual pruning: the sparsity ramps up epoch by epoch
-            masks = hooks.sparsity_schedule(unwrap(model), epoch + 1, tc.epochs)
+            masks = hooks.sparsity_schedule(unwrap(model), epoch + 1, training.epochs)
             apply_masks(unwrap(model), masks)
         model.train()
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         started, started_at = time.perf_counter(), time.time()
         loss_sum = seen = 0.0
         batches = train_shard.iter_torch_batches(
-            batch_size=tc.batch_size, device=device, prefetch_batches=2,
+            batch_size=training.batch_size, device=device, prefetch_batches=2,
             **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
         )
         for batch in batches:
-            with _autocast(device, tc.precision):
+            with _autocast(device, training.precision):
                 loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,8 +184,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             n = len(batch["label"])
             loss_sum += loss.item() * n
             seen += n
-            if rank == 0 and step % tc.log_every_n_steps == 0:
-                log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, tc.epochs, step, loss.item())
+            if rank == 0 and step % training.log_every_n_steps == 0:
+                log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, training.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
         loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
         metrics = {
@@ -195,7 +195,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_samples_per_s": seen / max(elapsed, 1e-9),
             "train_started": started_at,  # wall clock: the epoch's training window (benchmarks/ingest.py)
             "train_seconds": elapsed,
-            **evaluate(model, val_shard.iter_torch_batches(batch_size=tc.batch_size, device=device), inputs, device, tc.precision),
+            **evaluate(model, val_shard.iter_torch_batches(batch_size=training.batch_size, device=device), inputs, device, training.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
             "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
@@ -204,8 +204,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                     "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=tc.epochs, **metrics))
-        if not checkpoint_due(tc, history):
+                     "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=training.epochs, **metrics))
+        if not checkpoint_due(training, history):
             ray.train.report(metrics, checkpoint=None)
         elif rank == 0:
             with tempfile.TemporaryDirectory() as tmp:

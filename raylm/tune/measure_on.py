@@ -86,17 +86,17 @@ class LatencyProbe:
 
         from raylm.storage import localize
 
-        cc = cfg.compress
+        compression = cfg.compress
         # With URI storage the trial published both before asking: read them from storage (the local cache).
         options = cfg.train.storage_options
         artifact, checkpoint = str(localize(artifact, options)), str(localize(checkpoint, options, require_commit=False))
         previous = torch.get_num_threads()
-        torch.set_num_threads(cc.latency_threads)  # as compress measures: torch runtimes too
+        torch.set_num_threads(compression.latency_threads)  # as compress measures: torch runtimes too
         try:
             with tempfile.TemporaryDirectory(prefix="raylm-probe-") as scratch:
                 dense = _dense_predictor(cfg, checkpoint, feeds, Path(scratch))
-                candidate = load_artifact(artifact, threads=cc.latency_threads).predict
-                latency_ms, dense_ms = paired_p50(candidate, dense, feeds, cc.latency_runs, cc.latency_warmup)
+                candidate = load_artifact(artifact, threads=compression.latency_threads).predict
+                latency_ms, dense_ms = paired_p50(candidate, dense, feeds, compression.latency_runs, compression.latency_warmup)
         finally:
             torch.set_num_threads(previous)
         return {"latency_ms": latency_ms, "dense_latency_ms": dense_ms, "measured_on": self._where}

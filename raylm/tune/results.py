@@ -13,6 +13,7 @@ from typing import Any
 
 from raylm.atomic import atomic_directory, atomic_write_text
 from raylm.config import OBJECTIVE_MODES, ConfigError
+from raylm.records import RecordError, SweepResults, SweepRow, parse_record
 
 _STATUS_ORDER = {"completed": 0, "stopped": 1, "error": 2, "pending": 3}
 
@@ -45,7 +46,9 @@ def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
         }
         if r.error is not None:
             row["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:300]}"
-        rows.append(row)
+        # Checked as a SweepRow where it is built (a mistyped key fails here, not in the report);
+        # kept as the dict Tune's metrics are, as trials.json holds it.
+        rows.append(SweepRow.model_validate(row).model_dump(mode="json", exclude_unset=True))
     rows.sort(key=lambda row: (_STATUS_ORDER[row["status"]], row["trial_id"]))
     return rows
 
@@ -193,12 +196,12 @@ def sweep_table(tune_dir: Path) -> str:
     """The sweep's table from ``trials.json`` (what ``format_table`` prints to the log when quiet)."""
     path = Path(tune_dir) / "trials.json"
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+        saved = parse_record(SweepResults, json.loads(path.read_text()), str(path)).to_json()
+    except (OSError, ValueError, RecordError):
         return ""
-    rows = saved.get("trials") or []
-    front = [r for r in rows if r.get("trial_id") in set(saved.get("pareto_front") or [])]
-    best = next((r for r in rows if r.get("trial_id") == saved.get("best")), None)
+    rows = saved["trials"]
+    front = [r for r in rows if r["trial_id"] in set(saved["pareto_front"])]
+    best = next((r for r in rows if r["trial_id"] == saved["best"]), None)
     return format_table(rows, front, best) if rows else ""
 
 
@@ -220,9 +223,9 @@ def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[s
         writer.writeheader()
         writer.writerows(buffer)
     os.replace(f.name, csv_path)
-    atomic_write_text(json_path, json.dumps({
-        "objectives": {o: OBJECTIVE_MODES[o] for o in objectives}, "trials": rows,
-        "pareto_front": [r["trial_id"] for r in front], "best": best["trial_id"] if best else None}, indent=2, default=str))
+    results = SweepResults(objectives={o: OBJECTIVE_MODES[o] for o in objectives}, trials=rows,
+                           pareto_front=[r["trial_id"] for r in front], best=best["trial_id"] if best else None)
+    atomic_write_text(json_path, json.dumps(results.to_json(), indent=2, default=str))
     return {"csv": csv_path, "json": json_path}
 
 

@@ -64,11 +64,11 @@ def concurrency(cfg: RaylmConfig) -> int:
     from raylm.capacity import read_capacity
     from raylm.train import trains_in_process
 
-    tc, tr = cfg.tune, cfg.train
+    tuning, training = cfg.tune, cfg.train
     if trains_in_process(cfg):
-        per_trial, needs = tr.cpus_per_worker, "train.cpus_per_worker (the trial trains in its own process)"
+        per_trial, needs = training.cpus_per_worker, "train.cpus_per_worker (the trial trains in its own process)"
     else:
-        per_trial = tc.trial_cpus + tr.max_workers * tr.cpus_per_worker
+        per_trial = tuning.trial_cpus + training.max_workers * training.cpus_per_worker
         needs = "tune.trial_cpus + train.num_workers x train.cpus_per_worker"
     # What the cluster can grow to (nodes up + what its autoscaler can add): Tune queues the trials
     # that do not fit yet, and their pending demand makes the autoscaler add nodes.
@@ -76,22 +76,22 @@ def concurrency(cfg: RaylmConfig) -> int:
     cpus, gpus = capacity.total_max("CPU"), capacity.total_max("GPU")
     if math.isinf(cpus):  # an autoscaler whose node types are unknown: plan on what is up
         cpus, gpus = capacity.total_up("CPU"), capacity.total_up("GPU")
-    if tr.use_gpu is True and gpus < tr.max_workers:
+    if training.use_gpu is True and gpus < training.max_workers:
         # GPU workers scaled to zero: the autoscaler adds them (and their CPUs) once trials ask,
         # so today's resources say nothing; run what the user asked for.
         log.warning("the cluster has %g GPUs now; running %d trial(s) at a time and leaving the GPU workers "
-                    "to the autoscaler", gpus, tc.max_concurrent_trials or 1)
-        return tc.max_concurrent_trials or 1
+                    "to the autoscaler", gpus, tuning.max_concurrent_trials or 1)
+        return tuning.max_concurrent_trials or 1
     grown = " (including what its autoscaler can add)" if capacity.can_grow else ""
     fits = math.floor((cpus - 1 + 1e-9) / per_trial)
-    if tr.use_gpu is not False and gpus >= tr.max_workers:
-        fits = min(fits, math.floor(gpus / tr.max_workers))
-    if tc.max_concurrent_trials:
-        if tc.max_concurrent_trials > max(fits, 1):
+    if training.use_gpu is not False and gpus >= training.max_workers:
+        fits = min(fits, math.floor(gpus / training.max_workers))
+    if tuning.max_concurrent_trials:
+        if tuning.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
-                f"tune.max_concurrent_trials={tc.max_concurrent_trials}: each trial takes {needs} = "
+                f"tune.max_concurrent_trials={tuning.max_concurrent_trials}: each trial takes {needs} = "
                 f"{per_trial:g} CPUs and Ray Data needs 1 more; the cluster's {cpus:g} CPUs{grown} fit {max(fits, 0)} at once")
-        return tc.max_concurrent_trials
+        return tuning.max_concurrent_trials
     if fits < 1:
         raise ConfigError(f"one trial needs {per_trial:g} CPUs ({needs}) plus 1 for Ray Data; the cluster has {cpus:g}{grown}")
     return fits
@@ -118,30 +118,30 @@ def _tuner_parts(cfg: RaylmConfig):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    tc = cfg.tune
+    tuning = cfg.tune
     limit = concurrency(cfg)
-    objectives = list(tc.objectives)
+    objectives = list(tuning.objectives)
     modes = [OBJECTIVE_MODES[o] for o in objectives]
-    if tc.search == "optuna":
+    if tuning.search == "optuna":
         single = len(objectives) == 1
-        search = _optuna_search(objectives[0] if single else objectives, modes[0] if single else modes, tc.seed)
+        search = _optuna_search(objectives[0] if single else objectives, modes[0] if single else modes, tuning.seed)
     else:
         # Tune applies max_concurrent_trials to a default generator only, not to one passed in.
-        search = BasicVariantGenerator(random_state=tc.seed, max_concurrent=limit)
-    if tc.scheduler == "asha":
+        search = BasicVariantGenerator(random_state=tuning.seed, max_concurrent=limit)
+    if tuning.scheduler == "asha":
         # One more iteration than epochs: a trial's last report is its compressed measurement,
         # which ASHA must not cut off at max_t.
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
                                   max_t=cfg.train.epochs + 1, grace_period=grace_period(cfg),
-                                  reduction_factor=tc.reduction_factor)
+                                  reduction_factor=tuning.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     # A trial that trains in its own actor leaves it clean (in_process.py; tests/test_tune.py
     # proves it), so the next trial reuses it instead of starting a process and importing torch.
     from raylm.train import trains_in_process
 
-    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tc.num_samples,
-                           max_concurrent_trials=limit if tc.search == "optuna" else None, time_budget_s=tc.time_budget_s,
+    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tuning.num_samples,
+                           max_concurrent_trials=limit if tuning.search == "optuna" else None, time_budget_s=tuning.time_budget_s,
                            reuse_actors=trains_in_process(cfg))
 
 
@@ -152,14 +152,14 @@ def grace_period(cfg: RaylmConfig) -> float:
     last report, so no trial is stopped after its last epoch and before its measurement, and the
     lowest is at 2 epochs or more where the budget leaves room for a rung there (one epoch on a
     small validation split is mostly noise), else at the budget / reduction_factor."""
-    tc = cfg.tune
-    if tc.grace_period is not None:
-        return tc.grace_period
+    tuning = cfg.tune
+    if tuning.grace_period is not None:
+        return tuning.grace_period
     budget = cfg.train.epochs + 1
-    lowest = min(2.0, budget / tc.reduction_factor)
+    lowest = min(2.0, budget / tuning.reduction_factor)
     grace = float(budget)
-    while grace / tc.reduction_factor >= lowest - 1e-9:
-        grace /= tc.reduction_factor
+    while grace / tuning.reduction_factor >= lowest - 1e-9:
+        grace /= tuning.reduction_factor
     return grace
 
 

@@ -66,7 +66,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
         where = checkpoint_location(best, cfg.train.storage_options)
         checkpoint = best.path if where.is_local else where.uri
-        measured = compress_and_measure(cfg, checkpoint)
+        measured = compress_and_measure(cfg, checkpoint).model_dump(mode="json")  # Tune's metrics: a dict
         if not cfg.run_location.is_local:
             # Records name where things are for everyone (the artifact's URI), not this node's scratch;
             # the probe (another node maybe) reads it from storage, so it is published first.

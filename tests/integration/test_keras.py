@@ -283,8 +283,8 @@ def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config)
         "compress.gain_tolerance=1", "pipeline.recovery_epochs=0", "pipeline.serve_over_budget=true",
         f"serve.port={port}", "serve.replica_cpus=0.25", "serve.max_replicas=1")
     try:
-        swept = run_pipeline(cfg, stop="tune", verbose=False)["stages"]["tune"]
-        assert swept["completed"] == 2
+        swept = run_pipeline(cfg, stop="tune", verbose=False).stages.tune
+        assert swept.completed == 2
         # Whether the sweep's own int8 models gain is timing (LiteRT's int8 is slower than float here):
         # as if the sweep had chosen a compressed recipe, the retrain then compresses with the config's
         # recipe (prune 0.5 + int8), which is served (over budget if the gate refuses it, recorded).
@@ -293,7 +293,7 @@ def test_keras_pipeline_sweeps_compresses_to_int8_tflite_and_serves(tiny_config)
         saved["stages"]["tune"] |= {"params": {"train.lr": 0.01}, "alternates": []}
         record_path.write_text(json.dumps(saved))
         record = run_pipeline(cfg, start="train", verbose=False)
-        stages = record["stages"]
+        stages = record.to_json()["stages"]  # the record as pipeline.json holds it
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
         compressed = stages["compress"]
         assert compressed["dense"]["runtime"] == "tflite-fp32"  # the reference: the retrain's float TFLite model

@@ -16,7 +16,8 @@ import raylm
 
 # Lowest first. A module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "atomic", "registry", "storage", "meta"},  # meta: the versioned base of checkpoint/artifact metadata
+    # meta: the versioned base of checkpoint/artifact metadata; records: typed stage records (pydantic only)
+    {"errors", "atomic", "registry", "storage", "meta", "records"},
     {"config"},
     {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report

@@ -119,7 +119,7 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
                       f"serve.port={port}")
     try:
         record = run_pipeline(cfg, verbose=False)
-        stages = record["stages"]
+        stages = record.to_json()["stages"]  # the record as pipeline.json holds it
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
         run_uri = f"s3://{bucket}/runs/{name}"
         assert record["run_dir"] == run_uri
@@ -154,9 +154,9 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
         from raylm.report.runs import list_runs
 
         (row,) = list_runs(f"s3://{bucket}/runs")
-        assert (row["name"], row["kind"], row["stage"], row["path"]) == (name, "pipeline", "serve", run_uri)
-        assert row["best_accuracy"] == pytest.approx(max(stages["evaluate"]["accuracy"], stages["compress"]["accuracy"],
-                                                         row["best_accuracy"]))
+        assert (row.name, row.kind, row.stage, row.path) == (name, "pipeline", "serve", run_uri)
+        assert row.best_accuracy == pytest.approx(max(stages["evaluate"]["accuracy"], stages["compress"]["accuracy"],
+                                                      row.best_accuracy))
         assert cmd_report(argparse.Namespace(run_dir=run_uri, no_preview=True, verbose=True)) == 0
         report = s3_server.client().get_object(Bucket=bucket, Key=f"runs/{name}/report.html")["Body"].read().decode()
         assert name in report and "pipeline" in report

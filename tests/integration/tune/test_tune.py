@@ -290,7 +290,7 @@ def test_the_pipeline_shows_the_saved_sweep_table_after_the_tune_stage(tmp_path)
     from raylm.tune.results import sweep_table, write_results
 
     rows = [{"trial_id": f"t{i}", "params": {"train.lr": lr}, "status": "completed", "epochs": 2,
-             "val_accuracy": acc, "accuracy": acc, "latency_ms": 1.0, "size_mb": 0.5, "kind": "trial"}
+             "val_accuracy": acc, "accuracy": acc, "latency_ms": 1.0, "size_mb": 0.5, "kind": "compressed"}
             for i, (lr, acc) in enumerate([(0.01, 0.91), (0.001, 0.42)])]
     write_results(tmp_path, rows, rows[:1], rows[0], ["accuracy"])
     table = sweep_table(tmp_path)

@@ -1,0 +1,16 @@
+"""One ``raylm runs`` row (``raylm.report.collect.summarize``, ``raylm.report.runs.list_runs``)."""
+
+from __future__ import annotations
+
+from raylm.records.base import Record
+
+
+class RunSummary(Record):
+    name: str
+    path: str
+    kind: str  # pipeline | sweep | train, or the command of a run that failed before writing anything
+    stage: str  # the last stage reached; train(<epoch>/<epochs>) for a training run
+    best_accuracy: float | None = None
+    url: str | None = None
+    modified: float  # seconds since the epoch
+    state: str = "-"  # finished | failed | interrupted | running (logs/status.json), - when unknown

@@ -1,0 +1,146 @@
+"""Typed records at the stage boundaries (issue #26, item 2): a run directory written by raylm before the
+records existed (tests/fixtures/run_before_records: pipeline.json, tune/trials.json and a compress report
+from a pipeline run of main c7e65d2) still loads, summarizes and reports the same; a mistyped key fails
+where the record is built; a file from a newer raylm, or with a mistyped field, is refused naming the
+file and the field. No Ray: records are plain pydantic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from raylm.config import ConfigError
+from raylm.records import (CompressReport, PipelineRecord, RecordError, SweepResults, parse_record, read_record)
+from raylm.records.pipeline import SweepMeasurement, TuneStage
+
+OLD_RUN = Path(__file__).parent / "fixtures" / "run_before_records"
+
+
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("model, name", [(PipelineRecord, "pipeline.json"), (SweepResults, "tune/trials.json"),
+                                         (CompressReport, "compress/report.json")])
+def test_a_record_written_before_the_change_loads_and_writes_back_unchanged(model, name):
+    """Version 0 (no record_version) reads; written back it is the same JSON, key order included, plus the
+    version of this raylm (the fields are the same)."""
+    record = read_record(model, OLD_RUN / name)
+    assert record.record_version == 0
+    written = record.to_json()
+    assert written.pop("record_version") == model.RECORD_VERSION == 1
+    assert json.dumps(written) == json.dumps(_json(OLD_RUN / name))
+
+
+def test_the_old_pipeline_record_summarizes_as_the_previous_raylm_printed_it():
+    from raylm.pipeline import format_summary
+
+    record = read_record(PipelineRecord, OLD_RUN / "pipeline.json")
+    assert record.stages.names() == ["tune", "train", "compress", "evaluate", "serve"]
+    assert record.stages.compress.attempts[-1].passed and record.stages.serve.smoke.correct
+    record.run_dir = "x"
+    assert format_summary(record) == (OLD_RUN / "summary.txt").read_text().rstrip("\n")  # main c7e65d2's output
+
+
+def test_the_old_sweep_table_and_runs_row(tmp_path):
+    from raylm.report.collect import summarize
+    from raylm.report.runs import format_runs, list_runs
+    from raylm.tune.results import sweep_table
+
+    assert sweep_table(OLD_RUN / "tune") == (OLD_RUN / "sweep_table.txt").read_text().rstrip("\n")
+    shutil.copytree(OLD_RUN, tmp_path / "runs" / "old")
+    row = summarize(tmp_path / "runs" / "old")
+    stages = _json(OLD_RUN / "pipeline.json")["stages"]
+    assert (row.kind, row.stage, row.url) == ("pipeline", "serve", stages["serve"]["url"])
+    trials = _json(OLD_RUN / "tune" / "trials.json")["trials"]
+    assert row.best_accuracy == max([stages["evaluate"]["accuracy"], stages["compress"]["accuracy"]]
+                                    + [t["accuracy"] for t in trials if t["status"] == "completed"])
+    (listed,) = list_runs(tmp_path / "runs")
+    assert listed.name == "old" and listed.state == "-"
+    assert format_runs([listed]).splitlines()[1].split()[:5] == ["old", "pipeline", "serve", "-", f"{row.best_accuracy:.3f}"]
+
+
+def test_the_report_of_an_old_run_shows_its_stages(tmp_path):
+    from raylm.report.collect import read_run
+    from raylm.report.page import render
+
+    shutil.copytree(OLD_RUN, tmp_path / "old")
+    run = read_run(tmp_path / "old")
+    assert run["stages"] == _json(OLD_RUN / "pipeline.json")["stages"]
+    html = render(run)
+    assert "Compression candidates" in html and "magnitude80-global-ft2-fp32" in html and "d0f685bc" in html
+
+
+def test_a_mistyped_key_fails_where_the_record_is_built():
+    fields = dict(tune_dir="/r/tune", trials=2, completed=2, pareto_front=["a"], chosen="a", params={"train.lr": 0.01},
+                  sweep_measurement=SweepMeasurement(accuracy=0.9))
+    assert TuneStage(**fields).completed == 2
+    with pytest.raises(ValidationError, match="complted"):
+        TuneStage(**(fields | {"complted": 2}))
+    stage = TuneStage(**fields)
+    with pytest.raises(ValidationError, match="complted"):
+        stage.complted = 3  # assignment is checked too (the pipeline sets ``seconds`` after a stage)
+    with pytest.raises(ValidationError, match="trials"):
+        TuneStage(**(fields | {"trials": "two"}))
+
+
+def test_a_written_record_reads_back_equal(tmp_path):
+    from raylm.pipeline import _read_record, _write_record
+
+    record = read_record(PipelineRecord, OLD_RUN / "pipeline.json")
+    record.stages.serve = None  # a stage made stale is absent from the file, not null
+    _write_record(tmp_path, record)
+    assert "serve" not in _json(tmp_path / "pipeline.json")["stages"]
+    again = _read_record(tmp_path)
+    assert again.record_version == PipelineRecord.RECORD_VERSION and again.stages == record.stages
+    assert again.config == record.config
+
+
+def test_a_record_from_a_newer_raylm_is_refused_naming_file_and_version(tmp_path):
+    from raylm.pipeline import _read_record
+    from raylm.report.collect import summarize
+
+    data = _json(OLD_RUN / "pipeline.json") | {"record_version": PipelineRecord.RECORD_VERSION + 1}
+    (tmp_path / "pipeline.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"pipeline\.json: record_version: .*newer raylm.*record_version 2"):
+        _read_record(tmp_path)  # re-entry: before Ray starts, as a config error
+    with pytest.raises(RecordError, match=r"pipeline\.json: record_version"):
+        summarize(tmp_path)  # raylm runs / the report: not silently shown as empty
+
+
+def test_a_mistyped_field_in_a_file_is_refused_naming_the_field(tmp_path):
+    data = _json(OLD_RUN / "pipeline.json")
+    data["stages"]["compress"]["attempts"][0]["passd"] = data["stages"]["compress"]["attempts"][0].pop("passed")
+    with pytest.raises(RecordError, match=r"run/pipeline\.json: stages\.compress\.attempts\.0\.passed: Field required"):
+        parse_record(PipelineRecord, data, "run/pipeline.json")
+    sweep = _json(OLD_RUN / "tune" / "trials.json")
+    sweep["trials"][0]["status"] = "finished"
+    with pytest.raises(RecordError, match=r"trials\.json: trials\.0\.status"):
+        parse_record(SweepResults, sweep, "tune/trials.json")
+    with pytest.raises(RecordError, match="expected a JSON object"):
+        parse_record(PipelineRecord, [], "pipeline.json")
+
+
+def test_the_compress_stage_judges_an_attempt_by_its_objectives():
+    """The accuracy guard, then the gain gate, on the typed objectives (the dense model always passes)."""
+    from raylm.config import PipelineConfig
+    from raylm.pipeline import _verdict
+    from raylm.records import Objectives
+
+    compress_stage = read_record(PipelineRecord, OLD_RUN / "pipeline.json").stages.compress
+    measured = Objectives(**compress_stage.model_dump(include=set(Objectives.model_fields)))
+    budget = PipelineConfig(max_accuracy_drop=1.0)
+    assert _verdict(budget, measured, dense=False, first=True) == (True, "2.51x smaller, p50 1.03x, +0.27 pts")
+    lossy = measured.model_copy(update={"accuracy_drop_pts": 3.5})
+    assert _verdict(budget, lossy, dense=False, first=True) == (
+        False, "accuracy drop 3.50 pts exceeds pipeline.max_accuracy_drop=1.0")
+    no_gain = measured.model_copy(update={"gain": False, "gain_reason": "no gain: size 0.98x"})
+    assert _verdict(budget, no_gain, dense=False, first=False) == (False, "no gain: size 0.98x")
+    assert _verdict(budget, lossy, dense=True, first=False) == (True, "the dense model: nothing compressed passed")
+    over = PipelineConfig(max_accuracy_drop=1.0, serve_over_budget=True)
+    assert _verdict(over, lossy, dense=False, first=True)[1].startswith("served over budget (pipeline.serve_over_budget=true)")
+    assert not _verdict(over, lossy, dense=False, first=False)[0]  # only the first attempt is served over budget
