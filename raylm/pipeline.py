@@ -172,9 +172,9 @@ def _recipes(cfg: RaylmConfig, record: dict[str, Any]) -> list[tuple[str, RaylmC
 
 
 def _is_dense(c: RaylmConfig) -> bool:
-    from raylm.compress.pipeline import prunes
+    from raylm.compress.methods import compresses
 
-    return not prunes(c.compress) and c.compress.quantize.mode == "none"
+    return not compresses(c.compress, c.model.backend)
 
 
 def _stage_compress(cfg: RaylmConfig, record: dict[str, Any]) -> dict[str, Any]:
