@@ -270,6 +270,9 @@ def compress(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool = True) 
                                       recipe.latency_runs, recipe.latency_warmup)
         ratios = variant_ratios(dense, compressed, recipe, paired_latency_ratio=paired,
                                 compresses=compresses(recipe, cfg.model.backend))
+        # The same alternation at batch 1 (a lone request), for the frontier (benchmarks/compression_frontier.py).
+        ratios["paired_latency_ratio_b1"] = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, 1,
+                                                                 recipe.latency_runs, recipe.latency_warmup)
         report = {"variant": variant, "modality": cfg.task.modality, "model": cfg.model.name, "artifact": str(final),
                   "dense": dense, "compressed": compressed, "parity": parity, "ratios": ratios}
         meta["report"] = report
