@@ -164,7 +164,7 @@ def _recipes(cfg: RaylmConfig, record: PipelineRecord) -> list[tuple[str, RaylmC
     out: list[tuple[str, RaylmConfig]] = []
     for label, params in [(f"chosen {tune.chosen}", tune.params)] + [
             (f"front {a.trial_id}", a.params) for a in tune.alternates]:
-        if _is_dense(_chosen_config(cfg, params).compress):
+        if _is_dense(_chosen_config(cfg, params)):
             continue  # the dense model is the last resort, tried once at the end
         tree = _chosen_config(cfg, params).to_dict()
         pruned = prunes(validate_config(tree).compress)
@@ -186,10 +186,10 @@ def _recipes(cfg: RaylmConfig, record: PipelineRecord) -> list[tuple[str, RaylmC
     return unique
 
 
-def _is_dense(recipe: CompressConfig) -> bool:
-    from raylm.compress.pipeline import prunes
+def _is_dense(config: RaylmConfig) -> bool:
+    from raylm.compress.methods import compresses
 
-    return not prunes(recipe) and recipe.quantize.mode == "none"
+    return not compresses(config.compress, config.model.backend)
 
 
 def _stage_compress(cfg: RaylmConfig, record: PipelineRecord) -> CompressStage:
@@ -212,7 +212,7 @@ def _stage_compress(cfg: RaylmConfig, record: PipelineRecord) -> CompressStage:
     served: tuple[Objectives, str, str] | None = None
     for label, candidate in _recipes(cfg, record):
         out = compress_and_measure(candidate, checkpoint)
-        verdict, why = _verdict(cfg.pipeline, out, dense=_is_dense(candidate.compress), first=not attempts)
+        verdict, why = _verdict(cfg.pipeline, out, dense=_is_dense(candidate), first=not attempts)
         recipe = variant_name(candidate)
         attempts.append(CompressAttempt(tried_as=label, recipe=recipe, passed=verdict, why=why, **out.model_dump(
             include={"accuracy", "size_mb", "latency_ms", "accuracy_drop_pts", "size_ratio", "latency_ratio", "artifact"})))

@@ -53,6 +53,11 @@ class QuantizeSpec:
 
 
 @dataclass(frozen=True)
+class DistillSpec:
+    trains: bool = False  # builds and trains a student (compress.distill.epochs >= 1 needed)
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     auto: bool = False  # the backend's choice for compress.export=auto
 
@@ -173,10 +178,11 @@ DATASETS = Registry[DatasetSpec]("dataset", ["raylm.data.demo"], {
 })
 
 # Compression methods, keyed (step, name, backend): step "prune" (compress.prune.method), "quantize"
-# (compress.quantize.mode) or "export" (compress.export); the implementations are raylm.compress.methods'
+# (compress.quantize.mode), "distill" (compress.distill.method) or "export" (compress.export); the implementations are raylm.compress.methods'
 # Pruner, Quantizer and Exporter records.
 COMPRESSION_METHODS = Registry[Any]("compression method", ["raylm.compress.methods", "raylm.compress.prune",
-                                                           "raylm.compress.quantize", "raylm.compress.keras"], {
+                                                           "raylm.compress.quantize", "raylm.compress.keras",
+                                                           "raylm.compress.static_int8", "raylm.compress.distill"], {
     ("prune", "none", "any"): PruneSpec(),
     ("prune", "magnitude", "torch"): PruneSpec(amount="sparsity"),
     ("prune", "structured", "torch"): PruneSpec(amount="structured_ratio"),
@@ -185,9 +191,14 @@ COMPRESSION_METHODS = Registry[Any]("compression method", ["raylm.compress.metho
     ("quantize", "none", "any"): QuantizeSpec(),
     ("quantize", "dynamic", "torch"): QuantizeSpec(exports=("onnx",)),
     ("quantize", "static", "torch"): QuantizeSpec(exports=("onnx",)),
+    # static, with the Convs whose int8 kernel is slower than fp32 kept fp32 when timing says so (static_int8.py).
+    ("quantize", "static-selective", "torch"): QuantizeSpec(exports=("onnx",)),
     # Any Keras int8 mode is quantization-aware training and a full-int8 TFLite model (tfmot has one scheme).
     ("quantize", "dynamic", "keras"): QuantizeSpec(exports=("tflite",)),
     ("quantize", "static", "keras"): QuantizeSpec(exports=("tflite",)),
+    # A smaller student trained on the dense model's logits (compress.distill), before pruning and int8.
+    ("distill", "none", "any"): DistillSpec(),
+    ("distill", "distill", "torch"): DistillSpec(trains=True),
     ("export", "onnx", "torch"): ExportSpec(auto=True),
     ("export", "safetensors", "torch"): ExportSpec(),
     ("export", "tflite", "keras"): ExportSpec(auto=True),

@@ -201,6 +201,18 @@ def _measure_file(path: Path, runner: Any, keras_model: Any, val: dict[str, np.n
     return row, preds
 
 
+def _paired_ratio(candidate: Any, dense: Any, val: dict[str, np.ndarray], feature: str, recipe) -> float | None:
+    """p50(candidate TFLite) / p50(float TFLite) at the serving batch, the two timed in alternation (as the
+    torch path times against fp32 ONNX Runtime): measured apart, machine load flipped the gate's verdict
+    (int8 3-8x the float p50 on a loaded machine, 0.73x on a quiet one, same command)."""
+    if dense is None:
+        return None
+    from raylm.compress.measure import paired_latency_ratio
+
+    return paired_latency_ratio(lambda feeds: candidate(feeds[feature]), lambda feeds: dense(feeds[feature]), val,
+                                (feature,), recipe.serving_batch_size, recipe.latency_runs, recipe.latency_warmup)
+
+
 def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[str], *,
                               output_dir: str | os.PathLike[str] | None = None) -> KerasCompression:
     """Prune / quantize the Keras model in ``checkpoint`` as ``cfg.compress`` says; write the artifact.
@@ -249,14 +261,16 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
     rows: list[Measurement] = []
-    dense_preds = None
+    dense_preds, dense_runner = None, None
     with tempfile.TemporaryDirectory(prefix="raylm-keras-compress-") as work, atomic_directory(final) as tmp:
         *intermediate, (last_name, last_tflite, last_model) = variants
         for name, tflite, keras_model in intermediate:
             path = Path(work) / f"{name}.tflite"
             path.write_bytes(tflite)
-            row, preds = _measure_file(path, TFLiteRunner(path, recipe.latency_threads), keras_model, val, feature, cfg)
-            dense_preds = preds if name == "dense" else dense_preds
+            runner = TFLiteRunner(path, recipe.latency_threads)
+            row, preds = _measure_file(path, runner, keras_model, val, feature, cfg)
+            if name == "dense":
+                dense_preds, dense_runner = preds, runner
             row.variant = name
             rows.append(row)
         (tmp / export.model_file).write_bytes(last_tflite)
@@ -280,7 +294,8 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         if intermediate:
             rows[-1].agreement_with_dense = float((preds == dense_preds).mean())
         dense, compressed = rows[0], rows[-1]
-        ratios = variant_ratios(dense, compressed, recipe, compresses=len(variants) > 1)
+        ratios = variant_ratios(dense, compressed, recipe, compresses=len(variants) > 1,
+                                paired_latency_ratio=_paired_ratio(artifact.tflite, dense_runner, val, feature, recipe))
         parity_rows = x_val[:256]
         reloaded = artifact.predict({feature: parity_rows})
         in_memory = np.asarray(last_model(parity_rows, training=False))

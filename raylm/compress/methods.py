@@ -85,3 +85,13 @@ def prunes(recipe, backend: str = "torch") -> bool:
     """Whether a compression recipe (the compress section) removes any weight (e.g. magnitude at sparsity 0 is the dense model):
     read from the pruner's declaration, so no framework is imported."""
     return COMPRESSION_METHODS.spec("prune", recipe.prune.method, backend).removes(recipe.prune)
+
+
+def distills(recipe, backend: str = "torch") -> bool:
+    """Whether the recipe trains a smaller student first (``compress.distill``); declared, so no framework is imported."""
+    return COMPRESSION_METHODS.spec("distill", recipe.distill.method, backend).trains
+
+
+def compresses(recipe, backend: str = "torch") -> bool:
+    """Whether a recipe changes the dense model at all: distills, prunes or quantizes."""
+    return distills(recipe, backend) or prunes(recipe, backend) or recipe.quantize.mode != "none"

@@ -6,7 +6,6 @@ Each step looks its method up by name (``raylm.compress.methods``): the pruner o
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -20,7 +19,7 @@ import torch
 
 from raylm.atomic import atomic_directory
 from raylm.artifacts import load_artifact, preprocessing_record, write_meta
-from raylm.compress.methods import export_name, exporter, pruner, prunes, quantizer
+from raylm.compress.methods import compresses, distills, export_name, exporter, pruner, prunes, quantizer
 from raylm.config import CompressConfig, QuantizeConfig, RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.errors import RaylmError
@@ -53,6 +52,10 @@ def variant_name(cfg: RaylmConfig) -> str:
     if recipe.variant:
         return recipe.variant
     parts = []
+    if distills(recipe, cfg.model.backend):
+        from raylm.compress.distill import distill_tag
+
+        parts.append(distill_tag(recipe.distill, cfg.task.modality))
     if prunes(recipe, cfg.model.backend):
         parts.append(pruner(recipe, cfg.model.backend).tag(recipe.prune))
         if recipe.finetune_epochs:
@@ -129,6 +132,19 @@ def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
                                      counts=sparsity_stats(dense_model), **_timing(recipe))
     dense.runtime = "onnx-fp32"
     return dense, dense_preds, dense_predict
+
+
+def _distill(cfg: RaylmConfig, teacher: torch.nn.Module, train, rows: _Rows, num_classes: int) -> torch.nn.Module:
+    """A copy of ``teacher``, or with ``compress.distill`` a smaller student trained on its logits (raylm.compress.distill)."""
+    from raylm.compress.measure import collect
+    from raylm.registry import COMPRESSION_METHODS
+
+    distillation, backend = cfg.compress.distill, cfg.model.backend
+    train_rows = collect(train, rows.inputs + ("label",)) if distills(cfg.compress, backend) else {}
+    example = tuple(torch.from_numpy(v) for v in rows.example().values())
+    return COMPRESSION_METHODS.get("distill", distillation.method, backend).apply(
+        teacher, distillation, train_rows, rows.inputs, example, num_classes, batch_size=cfg.train.batch_size,
+        lr=distillation.lr or cfg.train.lr, seed=cfg.train.seed)
 
 
 def _prune(cfg: RaylmConfig, model: torch.nn.Module, rows: _Rows, num_classes: int) -> torch.nn.Module:
@@ -239,7 +255,8 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
     rows = _Rows(collect(data.validation, inputs + ("label",), recipe.max_eval_samples), inputs)
     dense, dense_preds, dense_predict = _measure_dense(recipe, loaded.model, rows)
 
-    model = _prune(cfg, copy.deepcopy(loaded.model), rows, len(loaded.labels))
+    model = _distill(cfg, loaded.model, data.train, rows, len(loaded.labels))  # a copy when not distilling
+    model = _prune(cfg, model, rows, len(loaded.labels))
     model = _finetune(cfg, model, variant)
     counts = sparsity_stats(model)
     in_memory = _torch_predict(model, inputs)(rows.parity())
@@ -259,7 +276,9 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
         paired = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, recipe.serving_batch_size,
                                       recipe.latency_runs, recipe.latency_warmup)
         ratios = variant_ratios(dense, compressed, recipe, paired_latency_ratio=paired,
-                                compresses=prunes(recipe, cfg.model.backend) or recipe.quantize.mode != "none")
+                                compresses=compresses(recipe, cfg.model.backend))
+        ratios.paired_latency_ratio_b1 = paired_latency_ratio(artifact.predict, dense_predict, rows.val, inputs, 1,
+                                                              recipe.latency_runs, recipe.latency_warmup)
         report = CompressReport(variant=variant, modality=cfg.task.modality, model=cfg.model.name, artifact=str(final),
                                 dense=dense, compressed=compressed, parity=parity, ratios=ratios)
         meta["report"] = report.to_json()

@@ -32,8 +32,23 @@ class QuantizeConfig(Section):
         description="dynamic: ONNX op types left in fp32 (ORT's dynamic int8 set minus these); static quantizes all")
 
 
+class DistillConfig(Section):
+    method: str = Field("none", description="a registered distiller: none, or distill (a smaller student trained "
+                                            "on the dense model's logits, before pruning and int8)")
+    width: float = Field(0.5, gt=0, le=1, description="fraction of the teacher's conv channels (CNN, Conv1D) or FFN "
+                                                      "neurons (text) the student keeps, the strongest by L2 norm")
+    layers: float = Field(0.5, gt=0, le=1, description="text: fraction of the teacher's encoder layers the student "
+                                                       "keeps (evenly spaced, initialised from those layers)")
+    temperature: float = Field(4.0, gt=0, description="softens teacher and student logits in the distillation loss")
+    hard_weight: float = Field(0.3, ge=0, le=1, description="weight of the cross-entropy on the true labels; the "
+                                                            "rest goes to the teacher's softened logits (KL * T^2)")
+    epochs: int = Field(8, ge=0, description="epochs the student trains on the training split")
+    lr: float | None = Field(None, gt=0, description="default: train.lr")
+
+
 class CompressConfig(Section):
     variant: PlainName | None = Field(None, description="artifact name under <run_dir>/compress/; default from the recipe")
+    distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     finetune_epochs: int = Field(0, ge=0, description="epochs of Ray Train fine-tuning after pruning (masks kept)")

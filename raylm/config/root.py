@@ -59,6 +59,9 @@ class RaylmConfig(Section):
         recipe, backend = self.compress, self.model.backend
         pruner = COMPRESSION_METHODS.spec("prune", recipe.prune.method, backend, field="compress.prune.method")
         quantizer = COMPRESSION_METHODS.spec("quantize", recipe.quantize.mode, backend, field="compress.quantize.mode")
+        distiller = COMPRESSION_METHODS.spec("distill", recipe.distill.method, backend, field="compress.distill.method")
+        if distiller.trains and recipe.distill.epochs < 1:
+            raise ValueError("compress.distill.epochs: the distill student is trained: at least 1 epoch")
         if recipe.export != "auto":
             COMPRESSION_METHODS.check("export", recipe.export, backend, field="compress.export")
         if recipe.export != "auto" and recipe.quantize.mode != "none" and recipe.export not in quantizer.exports:

@@ -82,6 +82,8 @@ class Ratios(_WithExtras):
     latency_batch_size: int
     latency_ratio_timing: str  # paired | apart
     gain: Gain
+    # The same alternation at batch 1 (a lone request), for the frontier (benchmarks/compression_frontier.py).
+    paired_latency_ratio_b1: float | None = None
 
 
 class Parity(_WithExtras):

@@ -56,7 +56,7 @@ def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
 _DENSE_KEYS = ("dense_accuracy", "dense_size_mb", "dense_latency_ms", "accuracy_drop_pts", "size_ratio",
                "latency_ratio", "gain", "gain_reason")
 # What makes a trial's recipe the dense model: no pruning, no quantization.
-DENSE_RECIPE = {"compress.prune.method": "none", "compress.quantize.mode": "none"}
+DENSE_RECIPE = {"compress.distill.method": "none", "compress.prune.method": "none", "compress.quantize.mode": "none"}
 
 
 def dense_row(row: dict[str, Any]) -> dict[str, Any]:
