@@ -86,3 +86,45 @@ def test_pbt_sweep_exploits_from_the_donors_weights_and_writes_the_schedule(ray_
 
 def _exploits(lineage: list[dict]) -> list[tuple[int, str]]:
     return [(now["epoch"], before["trial"]) for before, now in zip(lineage, lineage[1:]) if now["trial"] != before["trial"]]
+
+
+def test_a_schedule_is_stretched_to_the_runs_epochs():
+    from raylm.data.schedule import stretched
+
+    schedule = {"per_epoch": [{"values": {"k": v}} for v in (1, 2, 3)]}
+    assert [e["k"] for e in stretched(schedule, 7)] == [1, 1, 1, 2, 2, 3, 3]
+    assert [e["k"] for e in stretched(schedule, 3)] == [1, 2, 3]
+    assert [e["k"] for e in stretched(schedule, 2)] == [1, 2]
+
+
+def _checksums(images: np.ndarray) -> list[float]:
+    return sorted(np.round(images.reshape(len(images), -1).astype(np.float64).sum(axis=1), 3).tolist())
+
+
+def test_replay_augments_each_epoch_with_that_epochs_scheduled_values(ray_local, tiny_config, tmp_path):
+    """The Ray Data stage of a scheduled run, read at each epoch: the augmented train split is the
+    clean split augmented with the schedule's values of that epoch (stretched 2 -> 4 epochs), the
+    identity where the schedule says zero, though the fixed policy is the identity throughout."""
+    from raylm.data import build_datasets, decode_splits
+    from raylm.data.augment import augment_batch, set_epoch
+    from raylm.data.schedule import SCHEDULE_VERSION
+
+    values = [{"augment.image.cutout_p": 0.0, "augment.image.cutout_size": 0.5, "train.lr": 0.01},
+              {"augment.image.cutout_p": 1.0, "augment.image.cutout_size": 0.5, "train.lr": 0.001}]
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"version": SCHEDULE_VERSION, "per_epoch": [
+        {"epoch": i + 1, "trial": "t", "values": v} for i, v in enumerate(values)]}))
+    cfg = tiny_config("image", "train.num_workers=1", "train.epochs=4", f"augment.schedule={path}")
+    clean = decode_splits(cfg).train.take_all()
+    images = np.stack([row["image"] for row in clean])
+    data = build_datasets(cfg)
+    assert data.augment_run_id is not None, "a schedule that augments adds the stage to an identity policy"
+    for epoch, expected_values in enumerate([values[0], values[0], values[1], values[1]]):
+        set_epoch(data.augment_run_id, epoch)
+        seen = np.stack([row["image"] for row in data.train.take_all()])
+        policy = cfg.augment.image.model_copy(update={"cutout_p": expected_values["augment.image.cutout_p"],
+                                                      "cutout_size": 0.5})
+        expected = augment_batch({"image": images, "label": np.zeros(len(images))}, modality="image", policy=policy,
+                                 seed=cfg.train.seed, epoch=epoch)["image"]
+        assert _checksums(seen) == _checksums(expected), f"epoch {epoch}"
+        assert (_checksums(seen) == _checksums(images)) == (expected_values["augment.image.cutout_p"] == 0.0)

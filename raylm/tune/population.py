@@ -61,8 +61,49 @@ def _clipper(cfg: RaylmConfig):
     return explore
 
 
-def population_scheduler(cfg: RaylmConfig):
-    """Ray Tune's PopulationBasedTraining (or PB2) for ``cfg.tune``: epochs as time, val_accuracy as score."""
+def _taking_turns(scheduler_class):
+    """``scheduler_class`` (PBT or PB2) running at most ``limit`` trials at a time, the population in turns.
+
+    raylm caps a sweep's running trials by how many trials its search generator keeps live (one CPU
+    stays free for Ray Data), so a population larger than the cluster's slots would never exist at
+    once: PBT pauses a trial at a perturbation only when others wait, and compares only unfinished
+    trials, so trial 2 would start after trial 1 ended and nobody would ever exploit anyone. Here a
+    trial paused at a perturbation leaves the generator's live set (the next trial is created, or a
+    paused one resumed), a trial is paused at each perturbation while the population is not all
+    created yet, and a paused trial resumes only into a free slot."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    class TakingTurns(scheduler_class):
+        def __init__(self, *args, limit: int, generator, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._limit, self._generator = limit, generator
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            state = self._trial_state.get(trial)
+            perturbed = state is not None and result.get(self._time_attr) == state.last_perturbation_time
+            if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
+                decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
+            if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
+                self._generator._live_trials.discard(trial.trial_id)
+            return decision
+
+        def choose_trial_to_run(self, tune_controller):
+            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
+            if busy >= self._limit:
+                return None
+            trial = super().choose_trial_to_run(tune_controller)
+            if trial is not None:
+                self._generator._live_trials.add(trial.trial_id)
+            return trial
+
+    return TakingTurns
+
+
+def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
+    """Ray Tune's PopulationBasedTraining (or PB2) for ``cfg.tune``: epochs as time, val_accuracy as
+    score; ``limit`` trials at a time, ``generator`` the sweep's BasicVariantGenerator (capped at ``limit``)."""
     from ray import tune
 
     tc = cfg.tune
@@ -75,12 +116,13 @@ def population_scheduler(cfg: RaylmConfig):
     if tc.scheduler == "pb2":
         from ray.tune.schedulers.pb2 import PB2
 
-        return PB2(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
-                   custom_explore_fn=_clipper(cfg), **common)
+        return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
+                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator, **common)
     from ray.tune.schedulers import PopulationBasedTraining
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
               "randint": lambda v: tune.randint(*v), "choice": lambda v: list(v)}
-    return PopulationBasedTraining(hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
-                                   resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg),
-                                   **common)
+    return _taking_turns(PopulationBasedTraining)(
+        hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
+        resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
+        generator=generator, **common)

@@ -40,14 +40,12 @@ def schedule_from_lineage(lineage: list[dict[str, Any]], *, trial_id: str, sched
             "keys": keys, "per_epoch": lineage, "exploits": exploits}
 
 
-def write_schedule(tune_dir: Path, best: dict[str, Any] | None, scheduler: str) -> Path | None:
-    """``<tune_dir>/schedule.json`` from the best trial's record (``raylm_trial.json``); None when no
-    trial completed with a lineage."""
-    from raylm.tune.trial import TRIAL_RECORD
-
+def write_schedule(tune_dir: Path, best: dict[str, Any] | None, scheduler: str, *, record_name: str) -> Path | None:
+    """``<tune_dir>/schedule.json`` from the best trial's record (``record_name``, raylm/tune/trial.py);
+    None when no trial completed with a lineage."""
     if best is None:
         return None
-    record_path = _trial_record(tune_dir, best)
+    record_path = _trial_record(tune_dir, best, record_name)
     if record_path is None:
         return None
     lineage = json.loads(record_path.read_text()).get("lineage")
@@ -59,10 +57,8 @@ def write_schedule(tune_dir: Path, best: dict[str, Any] | None, scheduler: str) 
     return path
 
 
-def _trial_record(tune_dir: Path, row: dict[str, Any]) -> Path | None:
-    from raylm.tune.trial import TRIAL_RECORD
-
+def _trial_record(tune_dir: Path, row: dict[str, Any], record_name: str) -> Path | None:
     checkpoint = row.get("checkpoint")  # <trials>/<trial_id>/train/checkpoint_n
-    candidates = [Path(checkpoint).parent.parent / TRIAL_RECORD] if checkpoint else []
-    candidates.append(Path(tune_dir) / "trials" / str(row["trial_id"]) / TRIAL_RECORD)
+    candidates = [Path(checkpoint).parent.parent / record_name] if checkpoint else []
+    candidates.append(Path(tune_dir) / "trials" / str(row["trial_id"]) / record_name)
     return next((c for c in candidates if c.is_file()), None)

@@ -137,7 +137,7 @@ def _tuner_parts(cfg: RaylmConfig):
     elif tc.scheduler in ("pbt", "pb2"):
         from raylm.tune.population import population_scheduler
 
-        scheduler = population_scheduler(cfg)
+        scheduler = population_scheduler(cfg, limit=limit, generator=search)
     else:
         scheduler = FIFOScheduler()
     # A trial that trains in its own actor leaves it clean (in_process.py; tests/test_tune.py
@@ -341,8 +341,9 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     files = write_results(tune_dir, rows, front, best, objectives)
     if cfg.tune.scheduler in ("pbt", "pb2"):  # the learned schedule, beside the tables (docs/pbt.md)
         from raylm.tune.schedule import write_schedule
+        from raylm.tune.trial import TRIAL_RECORD
 
-        schedule = write_schedule(tune_dir, best, cfg.tune.scheduler)
+        schedule = write_schedule(tune_dir, best, cfg.tune.scheduler, record_name=TRIAL_RECORD)
         if schedule is not None:
             files["schedule"] = schedule
     plot = plot_front(tune_dir / "pareto.png", rows, front)
