@@ -99,8 +99,13 @@ def _chosen_config(cfg: RaylmConfig, params: dict[str, ParamValue]) -> RaylmConf
 
     pipeline = cfg.pipeline
     chosen = trial_config(cfg.to_dict(), params, storage_path=cfg.train.storage_path, name=str(cfg.train.name))
-    return chosen.override({"train.epochs": pipeline.retrain_epochs or cfg.train.epochs,
-                            "train.num_workers": pipeline.retrain_workers or cfg.train.num_workers})
+    changes = {"train.epochs": pipeline.retrain_epochs or cfg.train.epochs,
+               "train.num_workers": pipeline.retrain_workers or cfg.train.num_workers}
+    learned = cfg.run_dir / "tune" / "schedule.json"
+    if cfg.tune.scheduler in ("pbt", "pb2") and learned.is_file() and not cfg.augment.schedule:
+        # PBA: the retrain replays the population's learned schedule, stretched to its epochs (docs/pbt.md).
+        changes["augment.schedule"] = str(learned)
+    return chosen.override(changes)
 
 
 def _smoke_sample(cfg: RaylmConfig, source: DataSource | None = None) -> tuple[dict[str, Any], str] | None:

@@ -62,3 +62,6 @@ class AugmentConfig(Section):
     image: ImageAugmentConfig = ImageAugmentConfig()
     audio: AudioAugmentConfig = AudioAugmentConfig()
     text: TextAugmentConfig = TextAugmentConfig()
+    schedule: str | None = Field(
+        None, description="a schedule.json a PBT sweep learned: train follows its augmentation (and train.lr) values "
+                          "epoch by epoch, stretched to train.epochs (docs/pbt.md); the fixed values above fill the rest")

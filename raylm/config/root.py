@@ -19,7 +19,7 @@ from raylm.config.data import DataConfig, TaskConfig
 from raylm.config.section import ConfigError, Section
 from raylm.config.serve import ServeConfig
 from raylm.config.train import ModelConfig, TrainConfig
-from raylm.config.tune import PipelineConfig, TuneConfig
+from raylm.config.tune import PipelineConfig, TuneConfig, check_population
 from raylm.errors import RaylmError
 from raylm.storage import StoragePath, scratch_dir
 from raylm.registry import COMPRESSION_METHODS, DATASETS, MODELS
@@ -47,6 +47,7 @@ class RaylmConfig(Section):
                 object.__setattr__(self.data, "name", DATASETS.default(modality))
             DATASETS.check(modality, self.data.name, "any", field="data.name")
         self._check_compress_for_backend()
+        check_population(self)
         if self.train.name is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             object.__setattr__(self.train, "name", f"{modality}-{self.model.name}-{stamp}")

@@ -56,7 +56,13 @@ class TuneConfig(Section):
     space: dict[str, SearchDimension] = Field(
         default_factory=dict, description="dotted config path -> distribution, e.g. train.lr: {loguniform: [1e-4, 1e-2]}")
     search: Literal["random", "optuna"] = Field("random", description="random (and grid dimensions) or Optuna TPE")
-    scheduler: Literal["fifo", "asha"] = Field("fifo", description="asha: stop weak trials early on val_accuracy")
+    scheduler: Literal["fifo", "asha", "pbt", "pb2"] = Field(
+        "fifo", description="asha: stop weak trials early on val_accuracy; pbt / pb2: Population Based Training "
+                            "(PB2: its GP-bandit explore), a population whose augmentation and lr learn a schedule (docs/pbt.md)")
+    perturbation_interval: int = Field(1, ge=1, description="pbt/pb2: epochs between a trial's exploit/explore steps")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt/pb2: the bottom fraction copies the top fraction")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="pbt: chance a mutated value is drawn anew "
+                                                                      "from tune.space instead of scaled by 0.8/1.2")
     objectives: list[Objective] = Field(
         default_factory=lambda: ["accuracy"],
         description="accuracy (max), latency_ms (min, p50 at compress.serving_batch_size), size_mb (min); "
@@ -118,3 +124,47 @@ class PipelineConfig(Section):
                                                        "or the gain gate (recorded); false: fall back, finally dense")
     keep_serving: bool | Literal["auto"] = Field(
         "auto", description="block after the smoke request; auto: when this process started Ray and has a terminal")
+
+
+# What a population may change inside a running trial: an exploit copies a donor's weights and
+# optimizer state into the trial, so the model, the data and the epoch count must stay the same.
+MUTABLE_PREFIXES = ("augment.", "train.lr", "train.weight_decay", "train.batch_size", "compress.")
+POPULATION_SCHEDULERS = ("pbt", "pb2")
+
+
+def check_population(cfg: Any) -> None:
+    """``tune.scheduler: pbt|pb2`` refusals, in config validation (so before Ray starts), naming the key.
+    Skipped when ``tune.space`` is empty: a trial's own config (and the pipeline's retrain) carries the
+    sweep's scheduler with an emptied space; the sweep itself refuses an empty space (check_space)."""
+    tc = cfg.tune
+    if tc.scheduler not in POPULATION_SCHEDULERS or not tc.space:
+        return
+    name = tc.scheduler
+    for path, dim in tc.space.items():
+        if not any(path == p or path.startswith(p if p.endswith(".") else p + ".") for p in MUTABLE_PREFIXES):
+            raise ValueError(f"tune.space.{path}: tune.scheduler={name} copies a donor trial's weights into others "
+                             f"mid-training, so {path} must be the same for the whole population (mutable: "
+                             f"{', '.join(p + '*' if p.endswith('.') else p for p in MUTABLE_PREFIXES)})")
+        if name == "pb2" and dim.kind not in ("uniform", "loguniform", "randint"):
+            raise ValueError(f"tune.space.{path}: tune.scheduler=pb2 takes bounds (uniform, loguniform, randint), not {dim.kind}")
+    mutable = [p for p, d in tc.space.items() if d.kind != "grid"]
+    if not mutable:
+        raise ValueError(f"tune.space: tune.scheduler={name} needs at least one mutable key with a distribution "
+                         "(uniform, loguniform, randint, choice; grid values are never mutated), e.g. "
+                         "augment.image.rotate_p: {uniform: [0, 1]}")
+    if tc.perturbation_interval > cfg.train.epochs:
+        raise ValueError(f"tune.perturbation_interval: {tc.perturbation_interval} epochs is longer than train.epochs="
+                         f"{cfg.train.epochs}: no trial would ever be perturbed")
+    if tc.search != "random":
+        raise ValueError(f"tune.search: {tc.search} proposes whole trials; tune.scheduler={name} evolves its population "
+                         "itself (use tune.search=random)")
+    if cfg.model.backend != "torch":
+        raise ValueError(f"model.backend: {cfg.model.backend} trials cannot checkpoint and restore mid-sweep; "
+                         f"tune.scheduler={name} needs model.backend=torch")
+    if "://" in str(cfg.train.storage_path) and not str(cfg.train.storage_path).startswith("file://"):
+        raise ValueError(f"train.storage_path: tune.scheduler={name} hands checkpoints between trials on local "
+                         "storage (or a shared mount) only, not object storage yet")
+    if cfg.train.num_workers != 1 or cfg.train.use_gpu is True:
+        raise ValueError(f"train.num_workers: tune.scheduler={name} runs trials that train in their own process "
+                         "(one CPU worker: train.num_workers=1, train.use_gpu false/auto); multi-worker trials "
+                         "cannot hand a checkpoint to Tune mid-sweep yet")

@@ -147,8 +147,19 @@ def augment_batch(batch: dict[str, np.ndarray], *, modality: str, policy: Any, s
     return dict(batch) | record.augment(batch, seeds, policy, extra or {})
 
 
-def _augment_udf(batch: dict[str, np.ndarray], *, run_id: str | None, **kwargs: Any) -> dict[str, np.ndarray]:
-    return augment_batch(batch, epoch=current_epoch(run_id), **kwargs)
+def _augment_udf(batch: dict[str, np.ndarray], *, run_id: str | None, schedule: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> dict[str, np.ndarray]:
+    epoch = current_epoch(run_id)
+    if schedule is not None:  # augment.schedule: this epoch's values over the fixed policy
+        kwargs["policy"] = scheduled_policy(kwargs["policy"], schedule, epoch, kwargs["modality"])
+    return augment_batch(batch, epoch=epoch, **kwargs)
+
+
+def scheduled_policy(policy: Any, schedule: list[dict[str, Any]], epoch: int, modality: str) -> Any:
+    """The policy a scheduled run (``augment.schedule``, raylm/data/schedule.py) uses at ``epoch``."""
+    from raylm.data.schedule import policy_at
+
+    return policy_at(policy, schedule, epoch, modality)
 
 
 def policy_for(cfg) -> Any:
@@ -163,12 +174,18 @@ def add_augment_stage(train, cfg, *, batch_size: int):
 
     from raylm.data.modality import modality_record
 
+    from raylm.data.schedule import run_schedule
+
     policy = policy_for(cfg)
-    if is_identity(policy):
+    schedule = run_schedule(cfg) if policy is not None else None
+    if is_identity(policy) and all(is_identity(scheduled_policy(policy, schedule, e, cfg.task.modality))
+                                   for e in range(len(schedule or []))):
         return train, None
     run_id = uuid.uuid4().hex  # one clock entry per built pipeline: concurrent runs never share one
     set_epoch(run_id, 0)
     record = modality_record(cfg.task.modality)
     kwargs: dict[str, Any] = {"run_id": run_id, "modality": record.name, "policy": policy, "seed": cfg.train.seed,
                               "extra": record.augment_extra(cfg) if record.augment_extra else None}
+    if schedule is not None:
+        kwargs["schedule"] = schedule
     return train.map_batches(_augment_udf, batch_size=batch_size, batch_format="numpy", fn_kwargs=kwargs), run_id

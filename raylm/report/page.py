@@ -93,6 +93,17 @@ def _curves_section(run: dict[str, Any]) -> str:
     return f"<h2>Training curves</h2><p class=muted>{note}</p>" + _img(uri, "training curves")
 
 
+def _schedule_section(run: dict[str, Any]) -> str:
+    schedule = run.get("schedule")
+    uri = plots.schedule(schedule) if schedule else None
+    if not uri:
+        return ""
+    exploits = ", ".join(f"epoch {e['epoch']}: {e['from']} -> {e['to']}" for e in schedule.get("exploits") or []) or "none"
+    return (f"<h2>Learned schedule ({escape(str(schedule.get('scheduler')))})</h2><p class=muted>the values along trial "
+            f"{escape(str(schedule.get('trial_id')))}'s lineage, per epoch; exploits (red): {escape(exploits)}. "
+            "augment.schedule replays it (docs/pbt.md).</p>" + _img(uri, "learned schedule"))
+
+
 def _confusion_section(run: dict[str, Any]) -> str:
     evaluate = run["stages"].get("evaluate") or {}
     uri = plots.confusion(evaluate.get("confusion") or [], evaluate.get("labels") or [])
@@ -215,7 +226,7 @@ def _stages_section(run: dict[str, Any]) -> str:
 def render(run: dict[str, Any]) -> str:
     kind = "pipeline" if run["stages"] else "sweep" if run["sweep"] else "training run"
     parts = [_stages_section(run), _certificate_section(run), _attempts_section(run), _serving_section(run), _sweep_section(run),
-             _curves_section(run), _confusion_section(run), _preview_section(run)]
+             _schedule_section(run), _curves_section(run), _confusion_section(run), _preview_section(run)]
     body = "".join(p for p in parts if p) or "<p>This run has nothing to report yet.</p>"
     title = f"raylm {kind} {run['name']}"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")

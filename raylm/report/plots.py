@@ -52,6 +52,28 @@ def curves(histories: dict[str, list[dict[str, Any]]], statuses: dict[str, str],
     return _uri(fig)
 
 
+def schedule(document: dict[str, Any]) -> str | None:
+    """A learned schedule (schedule.json): one panel per hyperparameter, its value over the epochs,
+    a red line at each exploit (where the lineage passed to another trial)."""
+    per_epoch, keys = document.get("per_epoch") or [], document.get("keys") or []
+    if not per_epoch or not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
+    epochs = [e["epoch"] for e in per_epoch]
+    for ax, key in zip(axes[0], keys):
+        values = [e["values"].get(key) for e in per_epoch]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ax.step(epochs, values if numeric else [str(v) for v in values], where="mid", marker="o")
+        for exploit in document.get("exploits") or []:
+            ax.axvline(exploit["epoch"] - 0.5, color="red", alpha=0.6, linestyle="--")
+        if key.endswith(".lr") and numeric and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch", title=key)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _uri(fig)
+
+
 def pareto(trials: list[dict[str, Any]], front_ids: set[str], chosen: str | None,
            dense: dict[str, Any] | None, served: dict[str, Any] | None) -> str | None:
     """Accuracy vs p50 latency of the completed trials (area: size), the front, the chosen trial,

@@ -35,14 +35,16 @@ def trains_in_process(cfg: RaylmConfig) -> bool:
 
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, in_process: bool = False,
-                  on_report: Callable[[dict[str, Any]], None] | None = None):
+                  on_report: Callable[[dict[str, Any]], None] | None = None, tracked: tuple[str, ...] = ()):
     """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
 
     ``in_process`` (see :func:`trains_in_process`): an :class:`InProcessTrainer` instead, which
-    hands each epoch's metrics to ``on_report`` (e.g. a Tune trial's)."""
+    hands each epoch's metrics to ``on_report`` (e.g. a Tune trial's). ``tracked``: dotted config paths
+    whose values every epoch records (a PBT trial's mutable keys)."""
     import ray.train
 
     from raylm.data import build_datasets
+    from raylm.data.schedule import run_schedule
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
     from raylm.train.hooks import TrainHooks
 
@@ -66,7 +68,8 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     data = build_datasets(cfg)
     # hooks: what a stage above training changes about the run (compression's fine-tune), typed.
     loop_config = {"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
-                   "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks()}
+                   "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks(),
+                   "schedule": run_schedule(cfg), "tracked": tuple(tracked)}
     datasets = {"train": data.train, "validation": data.validation}
     where = run_config_overrides or {}
     # Where Ray Train writes: the run's storage (a URI goes straight there, through pyarrow), or the

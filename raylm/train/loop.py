@@ -75,6 +75,31 @@ def epoch_lr(training: TrainConfig, epoch: int) -> float:
     return training.lr
 
 
+def epoch_hyperparameters(cfg: RaylmConfig, tracked: list[str], scheduled: dict[str, Any] | None) -> dict[str, Any]:
+    """The values an epoch trains with, by dotted key: the tracked config paths (a PBT trial's
+    mutable keys, which an exploit changes between epochs) and the run's ``augment.schedule`` values
+    for this epoch. Recorded in every epoch's metrics (and so in each checkpoint's history): a PBT
+    trial's history is its lineage's schedule (raylm/tune/schedule.py)."""
+    values: dict[str, Any] = {}
+    for path in tracked:
+        node: Any = cfg
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else getattr(node, key)
+        values[path] = node
+    return values | (scheduled or {})
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the weights (names and values, in order): which weights a run started from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in unwrap(model).state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool:
     """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
     ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best val_accuracy so far.
@@ -153,14 +178,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             history = read_meta(directory).get("history", [])
         if rank == 0:
             log.info("[raylm] resumed from %s after epoch %d", resume.path, start_epoch)
+    # A PBT trial records the weights it starts from (its own or a donor's checkpoint, after an exploit).
+    start_record = {"start_epoch": start_epoch, "start_digest": weights_digest(model)} if loop_config.get("tracked") else {}
     model = ray.train.torch.prepare_model(model)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     step = 0
+    schedule, tracked = loop_config.get("schedule"), list(loop_config.get("tracked") or ())
     for epoch in range(start_epoch, training.epochs):
+        scheduled = schedule[epoch] if schedule else None
+        # augment.schedule's train.lr replaces train.lr for this epoch (train.lr_schedule still applies).
+        lr_config = training.model_copy(update={"lr": scheduled["train.lr"]}) if scheduled and "train.lr" in scheduled else training
         for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(training, epoch)
+            group["lr"] = epoch_lr(lr_config, epoch)
         if hooks.sparsity_schedule is not None:  # gradual pruning: the sparsity ramps up epoch by epoch
             masks = hooks.sparsity_schedule(unwrap(model), epoch + 1, training.epochs)
             apply_masks(unwrap(model), masks)
@@ -200,6 +231,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
             "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
         }
+        if tracked or scheduled:  # a PBT trial's or a scheduled run's values, and who trained the epoch
+            metrics |= {"hyperparameters": epoch_hyperparameters(cfg, tracked, scheduled), "trained_by": str(training.name)}
+        if start_record and epoch == start_epoch:
+            metrics |= start_record
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
         if rank == 0:

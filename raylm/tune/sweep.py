@@ -134,6 +134,10 @@ def _tuner_parts(cfg: RaylmConfig):
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
                                   max_t=cfg.train.epochs + 1, grace_period=grace_period(cfg),
                                   reduction_factor=tuning.reduction_factor)
+    elif tuning.scheduler in ("pbt", "pb2"):
+        from raylm.tune.population import population_scheduler
+
+        scheduler = population_scheduler(cfg, limit=limit, generator=search)
     else:
         scheduler = FIFOScheduler()
     # A trial that trains in its own actor leaves it clean (in_process.py; tests/test_tune.py
@@ -335,6 +339,13 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         # Written per hardware so the sweep's work is kept; refused below, after the files.
         front, best, mixed = fronts_by_hardware(rows, objectives), None, err
     files = write_results(tune_dir, rows, front, best, objectives)
+    if cfg.tune.scheduler in ("pbt", "pb2"):  # the learned schedule, beside the tables (docs/pbt.md)
+        from raylm.tune.schedule import write_schedule
+        from raylm.tune.trial import TRIAL_RECORD
+
+        schedule = write_schedule(tune_dir, best, cfg.tune.scheduler, record_name=TRIAL_RECORD)
+        if schedule is not None:
+            files["schedule"] = schedule
     plot = plot_front(tune_dir / "pareto.png", rows, front)
     if plot is not None:
         files["plot"] = plot

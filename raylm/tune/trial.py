@@ -34,11 +34,12 @@ TRIAL_RECORD = "raylm_trial.json"
 
 def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, trial_id: str,
                       decoded: DecodedSplits | None, on_epoch: Callable[[dict[str, Any]], None] | None,
-                      probe=None) -> dict[str, Any]:
+                      probe=None, resume_from: str | None = None) -> dict[str, Any]:
     """Train ``params`` over ``base``, compress the best checkpoint, measure it, record it; the final
     result. ``on_epoch`` given: train in this process and hand it each epoch; else a Ray Train run
     whose epochs reach the calling Tune function trial through ``TuneReportCallback``. ``probe``:
-    the sweep's latency probe (``tune.measure_on``), which times the artifact where every trial's is."""
+    the sweep's latency probe (``tune.measure_on``), which times the artifact where every trial's is.
+    ``resume_from``: a checkpoint directory to continue (a PBT trial restored from its own or a donor's)."""
     from raylm.compress.objectives import compress_and_measure
     from raylm.data.decoded import sharing
     from raylm.storage import publish_workspace, run_workspace, stored
@@ -52,10 +53,16 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     # go straight to ``<trials_dir>/<trial_id>/train/``; the artifact and the record are written in a
     # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
     # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
+    from raylm.tune.population import is_population, population_trial_changes
+
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
+    population = is_population(cfg)
+    if population:
+        cfg = cfg.override(population_trial_changes(cfg, resume_from))
     with run_workspace(cfg.run_location) as trial_dir, sharing(decoded):
         if on_epoch is not None:
-            trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch)
+            trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch,
+                                       tracked=tuple(params) if population else ())
         else:
             from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -77,8 +84,13 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
                  "epochs": result.metrics.get("epoch"), **measured, "checkpoint": checkpoint, "compressed": True}
         # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
+        record: dict[str, Any] = {"params": params, "result": final}
+        if population:  # the epochs this trial's weights went through, donors' included (its lineage)
+            from raylm.tune.schedule import lineage_of
+
+            record["lineage"] = lineage_of(result, cfg.train.storage_options)
         tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
-        tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
+        tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, trial_dir / TRIAL_RECORD)
     return final
 
@@ -106,32 +118,42 @@ class InProcessTrial(tune.Trainable):
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
               decoded: DecodedSplits | None = None, probe=None) -> None:
         self._sweep = {"base": base, "trials_dir": trials_dir, "decoded": decoded, "probe": probe}
-        self._start(config)
+        self._held: list[str] = []  # restored checkpoints' copies (PBT)
+        self._prepare(config)
 
-    def _start(self, params: dict[str, Any]) -> None:
+    def _prepare(self, params: dict[str, Any]) -> None:
+        # The thread starts at the first step(), not here: Tune restores a paused or exploiting PBT
+        # trial (load_checkpoint) after setup/reset_config, and training must start from that checkpoint.
+        self._params, self._thread, self._restore_dir = dict(params), None, None
+        self._last_checkpoint: str | None = None  # the newest epoch checkpoint this trial persisted
         self._results: queue.Queue = queue.Queue()
         self._resume = threading.Semaphore(0)
         self._paused = self._stopping = False
-        self._thread = threading.Thread(target=self._train, args=(dict(params), self.trial_id), daemon=True,
-                                        name=f"raylm-trial-{self.trial_id}")
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._train, args=(self._params, self.trial_id, self._restore_dir),
+                                        daemon=True, name=f"raylm-trial-{self.trial_id}")
         self._thread.start()
 
-    def _train(self, params: dict[str, Any], trial_id: str) -> None:
+    def _train(self, params: dict[str, Any], trial_id: str, resume_from: str | None) -> None:
         try:
             self._results.put(("final", train_and_measure(params, trial_id=trial_id, on_epoch=self._hand_over,
-                                                          **self._sweep)))
+                                                          resume_from=resume_from, **self._sweep)))
         except _Stopped:
             pass
         except BaseException as err:  # noqa: BLE001 - step() re-raises it: Tune records the trial's error
             self._results.put(("error", err))
 
     def _hand_over(self, metrics: dict[str, Any]) -> None:
-        self._results.put(("epoch", metrics))
+        self._last_checkpoint = metrics.get("checkpoint_path", self._last_checkpoint)
+        self._results.put(("epoch", metrics | {"checkpointed": "checkpoint_path" in metrics}))
         self._resume.acquire()
         if self._stopping:
             raise _Stopped
 
     def step(self) -> dict[str, Any]:
+        if self._thread is None:
+            self._start()
         if self._paused:
             self._paused = False
             self._resume.release()
@@ -145,7 +167,36 @@ class InProcessTrial(tune.Trainable):
         self._paused = True
         return payload
 
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        """PBT (a perturbation, a pause): the checkpoint of the epoch just reported, copied for Tune.
+        The training thread waits in that report, so it is the trial's state now (weights, optimizer,
+        the epoch history that records its lineage)."""
+        from raylm.tune.population import copy_checkpoint
+
+        if self._last_checkpoint is None:
+            raise RuntimeError(f"trial {self.trial_id}: Tune asked for a checkpoint before the first epoch's")
+        copy_checkpoint(self._last_checkpoint, checkpoint_dir)
+        return {}
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """PBT restores a paused trial from its own checkpoint, an exploiting one from its donor's:
+        the next step() trains from there with this trial's (possibly mutated) config. Tune may delete
+        ``checkpoint_dir`` after this call, so it is copied first."""
+        import tempfile
+
+        from raylm.tune.population import copy_checkpoint
+
+        self._end_thread(timeout_s=30)
+        held = tempfile.mkdtemp(prefix=f"raylm-restore-{self.trial_id}-")
+        self._held.append(held)  # deleted in cleanup(): training has loaded it by then
+        copy_checkpoint(checkpoint_dir, held)
+        params = self._params
+        self._prepare(params)
+        self._restore_dir = held
+
     def _end_thread(self, timeout_s: float) -> bool:
+        if self._thread is None:
+            return True
         self._stopping = True
         self._paused = False
         self._resume.release()  # a thread waiting in a report (or reaching the next one) sees _stopping and ends
@@ -159,9 +210,13 @@ class InProcessTrial(tune.Trainable):
         # --resume reruns it.
         if not self._end_thread(timeout_s=30):
             return False
-        self._start(new_config)
+        self._prepare(new_config)
         return True
 
     def cleanup(self) -> None:
         # The actor is going away (sweep over, or Ctrl-C mid-epoch): no reason to wait for the epoch.
+        import shutil
+
         self._end_thread(timeout_s=5)
+        for held in self._held:
+            shutil.rmtree(held, ignore_errors=True)

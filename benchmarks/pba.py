@@ -1,0 +1,204 @@
+"""Population Based Augmentation in PBA's own setting: a reduced image training set where augmentation matters.
+
+    python benchmarks/pba.py [--train-fraction 0.15] [--trials 8] [--epochs 6] [--interval 2]
+                             [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed]
+
+The image demo (``digits``, ``seed_cnn``: jobs/configs/image_pbt.yaml's data and model) split once
+(seed 0) into the whole validation split (20 %) and a training set of ``--train-fraction`` of the
+rest. Four arms, each ending in a fresh training run of ``--final-epochs`` per seed, scored by its
+last epoch's accuracy on the whole validation split:
+
+(a) ``none``: no augmentation;
+(b) ``asha``: the best fixed policy of a random search + ASHA sweep (``--trials`` x ``--epochs``
+    at most: ASHA spends fewer trial-epochs, never more);
+(c) ``pbt``: the schedule a PBT sweep learned (``--trials`` x ``--epochs``, the same trial-epochs
+    as (b)'s budget), replayed (``augment.schedule``, stretched to ``--final-epochs``);
+(d) ``uniform``: every op at one fixed magnitude (``--magnitude`` of its range; RandAugment-style).
+
+(b) and (c) search the same space (lr and six image ops). Their search wall times are measured in
+the same process, one after the other (PBT first, so warm caches favour ASHA's); ``pbt_vs_asha_time``
+is their ratio. Searches run once (``tune.seed`` 0) unless ``--search-per-seed``; final runs per
+seed (``train.seed``). Prints JSON lines: one per arm and seed, then a summary with means, the
+issue's goals and the load average (this machine is shared: timings are noisy, ratios are
+same-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = {
+    "train.lr": {"loguniform": [0.001, 0.005]},
+    "augment.image.rotate_p": {"uniform": [0.0, 0.8]},
+    "augment.image.max_rotation": {"uniform": [0.0, 20.0]},
+    "augment.image.crop_p": {"uniform": [0.0, 0.8]},
+    "augment.image.brightness": {"uniform": [0.0, 0.3]},
+    "augment.image.contrast": {"uniform": [0.0, 0.3]},
+    "augment.image.cutout_p": {"uniform": [0.0, 0.5]},
+}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def reduced_split(cache: Path, fraction: float, work: Path) -> tuple[Path, Path]:
+    """(train dir, validation dir) of class folders: 20 % of each class for validation (all of it is
+    scored), ``fraction`` of the remaining files for training; file lists drawn with seed 0."""
+    from raylm.config import load_config
+    from raylm.data.demo import digits
+
+    source = Path(digits(load_config(None, ["task.modality=image", "model.name=seed_cnn", f"data.cache_dir={cache}"])))
+    train_dir, val_dir = work / "train", work / "validation"
+    rng = random.Random(0)
+    for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+        files = sorted(p for p in label_dir.iterdir() if p.is_file())
+        rng.shuffle(files)
+        n_val = round(0.2 * len(files))
+        rest = files[n_val:]
+        for target, chosen in ((val_dir, files[:n_val]), (train_dir, rest[:max(1, round(fraction * len(rest)))])):
+            (target / label_dir.name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copy2(f, target / label_dir.name / f.name)
+    return train_dir, val_dir
+
+
+def base_tree(args, train_dir: Path, val_dir: Path, storage: Path) -> dict:
+    tree = yaml.safe_load((ROOT / "jobs/configs/image_pbt.yaml").read_text())
+    for key in ("tune", "pipeline", "serve", "compress"):
+        tree.pop(key, None)
+    tree["data"] = {"path": str(train_dir), "validation_path": str(val_dir), "materialize": True}
+    tree["train"] |= {"storage_path": str(storage), "epochs": args.epochs, "num_workers": 1,
+                      "cpus_per_worker": args.cpus_per_worker}
+    tree["compress"] = {"latency_runs": 3, "latency_warmup": 1}
+    return tree
+
+
+def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, dict]:
+    """(the sweep's best row, its wall time, extra facts)."""
+    from raylm.config import merge, validate_config
+    from raylm.tune import sweep
+
+    tune = {"space": SPACE, "search": "random", "scheduler": scheduler, "num_samples": args.trials, "seed": seed,
+            "objectives": ["accuracy"], "export": "none", "max_concurrent_trials": args.concurrency,
+            "measure_on": "trial"}
+    if scheduler == "pbt":
+        tune |= {"perturbation_interval": args.interval, "quantile_fraction": 0.25}
+    else:
+        tune |= {"reduction_factor": 2}
+    cfg = validate_config(merge(tree, {"tune": tune, "train": {"name": f"{scheduler}-search-{seed}"}}))
+    started = time.perf_counter()
+    result = sweep(cfg, verbose=False)
+    wall = time.perf_counter() - started
+    epochs = sum(int(r.get("epochs") or 0) for r in result.rows)
+    extra = {"trial_epochs": epochs, "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None}
+    return result.best, wall, extra
+
+
+def final_run(args, tree: dict, arm: str, seed: int, changes: dict) -> float:
+    from raylm.config import merge, validate_config
+    from raylm.train import fit
+
+    train = {"epochs": args.final_epochs, "seed": seed, "name": f"final-{arm}-{seed}"}
+    cfg = validate_config(merge(merge(tree, {"train": train}), _tree(changes)))
+    outcome = fit(cfg)
+    return float(outcome.history[-1]["val_accuracy"])
+
+
+def _tree(changes: dict) -> dict:
+    from raylm.config import _set_dotted
+
+    tree: dict = {}
+    for path, value in changes.items():
+        _set_dotted(tree, path, value)
+    return tree
+
+
+def uniform_policy(magnitude: float) -> dict:
+    """Every op of the space at ``magnitude`` of its range, lr at the base config's."""
+    return {path: spec["uniform"][0] + magnitude * (spec["uniform"][1] - spec["uniform"][0])
+            for path, spec in SPACE.items() if "uniform" in spec}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-fraction", type=float, default=0.15)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6, help="per search trial")
+    parser.add_argument("--interval", type=int, default=2, help="PBT perturbation interval, epochs")
+    parser.add_argument("--final-epochs", type=int, default=12)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--search-per-seed", action="store_true")
+    parser.add_argument("--magnitude", type=float, default=0.5)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5)
+    parser.add_argument("--arms", nargs="+", default=["none", "asha", "pbt", "uniform"])
+    args = parser.parse_args()
+
+    from raylm.runtime import ensure_ray
+
+    work = Path(tempfile.mkdtemp(prefix="raylm-pba-"))
+    lines = []
+    try:
+        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data")
+        tree = base_tree(args, train_dir, val_dir, work / "runs")
+        ensure_ray()
+        searched: dict[tuple[str, int], tuple[dict, float, dict]] = {}
+        for seed in args.seeds:
+            search_seed = seed if args.search_per_seed else args.seeds[0]
+            for scheduler in ("pbt", "asha"):  # PBT first: warm caches favour ASHA's time
+                if scheduler in args.arms and (scheduler, search_seed) not in searched:
+                    searched[(scheduler, search_seed)] = search(args, tree, scheduler, search_seed)
+            for arm in args.arms:
+                changes: dict = {}
+                search_s = trial_epochs = None
+                if arm in ("asha", "pbt"):
+                    best, search_s, extra = searched[(arm, search_seed)]
+                    trial_epochs = extra["trial_epochs"]
+                    if arm == "asha":
+                        changes = dict(best["params"])
+                    elif extra["schedule"]:
+                        changes = {"augment.schedule": extra["schedule"]}
+                    else:
+                        raise RuntimeError("the PBT sweep wrote no schedule.json")
+                elif arm == "uniform":
+                    changes = uniform_policy(args.magnitude)
+                started = time.perf_counter()
+                accuracy = final_run(args, tree, arm, seed, changes)
+                line = {"bench": "pba", "arm": arm, "seed": seed, "val_accuracy": round(accuracy, 4),
+                        "search_s": None if search_s is None else round(search_s, 1), "search_trial_epochs": trial_epochs,
+                        "final_s": round(time.perf_counter() - started, 1), "load_avg": _load()}
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+        mean = {arm: statistics.mean(l["val_accuracy"] for l in lines if l["arm"] == arm) for arm in args.arms}
+        walls = {s: w for (s, _), (_, w, _) in searched.items()}
+        summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
+                   "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
+                   "final_epochs": args.final_epochs, "search_s": {k: round(v, 1) for k, v in walls.items()},
+                   "load_avg": _load()}
+        if {"pbt", "asha"} <= set(mean):
+            summary["pbt_minus_asha_pts"] = round(100 * (mean["pbt"] - mean["asha"]), 2)
+            summary["pbt_vs_asha_time"] = round(walls["pbt"] / walls["asha"], 2)
+            summary["goal_met"] = summary["pbt_minus_asha_pts"] >= 1.0 and summary["pbt_vs_asha_time"] <= 1.2 and \
+                mean["pbt"] > mean.get("none", 0.0)
+        print(json.dumps(summary), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

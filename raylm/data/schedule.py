@@ -1,0 +1,76 @@
+"""A learned hyperparameter schedule (``schedule.json``, written by a PBT sweep) read back for a run.
+
+``augment.schedule: <schedule.json>`` makes training follow it epoch by epoch: the augmentation stage
+takes each epoch's ``augment.<modality>.*`` values (the fixed ``augment.<modality>`` section fills the
+rest) and the training loop each epoch's ``train.lr`` (docs/pbt.md).
+
+Stretching: a schedule learned over ``S`` epochs replayed over ``E`` epochs gives retrain epoch ``e``
+(0-based) the values of schedule epoch ``floor(e * S / E)``: each learned epoch covers ``E / S``
+retrain epochs (``E = S``: one to one; ``E < S``: learned epochs are skipped evenly). PBA replays its
+schedule the same way, by the fraction of training done.
+
+The file is JSON (never pickle), written atomically by raylm/tune/schedule.py::
+
+    {"version": 1, "scheduler": "pbt", "trial_id": "...", "epochs": S,
+     "keys": ["augment.image.rotate_p", "train.lr"],
+     "per_epoch": [{"epoch": 1, "trial": "...", "values": {"augment.image.rotate_p": 0.3, ...}}, ...],
+     "exploits": [{"epoch": 3, "from": "<donor trial>", "to": "<trial>"}]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raylm.errors import RaylmError
+
+SCHEDULE_VERSION = 1
+
+
+class ScheduleError(RaylmError):
+    """An ``augment.schedule`` file that cannot be followed."""
+
+
+def read_schedule(path: str | Path) -> dict[str, Any]:
+    """The schedule file, checked: a version raylm reads and one ``values`` dict per epoch."""
+    where = Path(path).expanduser()
+    try:
+        schedule = json.loads(where.read_text())
+    except (OSError, ValueError) as err:
+        raise ScheduleError(f"augment.schedule: cannot read {where}: {err}") from None
+    if not isinstance(schedule, dict) or schedule.get("version") != SCHEDULE_VERSION:
+        raise ScheduleError(f"augment.schedule: {where} is not a raylm schedule (version {SCHEDULE_VERSION})")
+    per_epoch = schedule.get("per_epoch")
+    if not isinstance(per_epoch, list) or not per_epoch or not all(isinstance(e.get("values"), dict) for e in per_epoch):
+        raise ScheduleError(f"augment.schedule: {where} has no per-epoch values")
+    return schedule
+
+
+def stretched(schedule: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
+    """``epochs`` dicts of ``{dotted key: value}``: epoch ``e`` takes learned epoch ``floor(e * S / epochs)``."""
+    learned = [dict(entry["values"]) for entry in schedule["per_epoch"]]
+    return [learned[e * len(learned) // epochs] for e in range(epochs)]
+
+
+def run_schedule(cfg) -> list[dict[str, Any]] | None:
+    """``cfg.augment.schedule`` stretched to ``cfg.train.epochs``; None when the run has none."""
+    if not cfg.augment.schedule:
+        return None
+    return stretched(read_schedule(cfg.augment.schedule), cfg.train.epochs)
+
+
+def policy_updates(values: dict[str, Any], modality: str) -> dict[str, Any]:
+    """The ``augment.<modality>.*`` entries of one epoch's values, as field names of that section."""
+    prefix = f"augment.{modality}."
+    return {key.removeprefix(prefix): value for key, value in values.items() if key.startswith(prefix)}
+
+
+def policy_at(policy: Any, per_epoch: list[dict[str, Any]] | None, epoch: int, modality: str) -> Any:
+    """The augmentation policy of ``epoch`` (0-based): the fixed policy with that epoch's scheduled
+    values (validated, so a hand-edited schedule cannot set a probability of 1.5). Epochs past the
+    schedule keep its last values."""
+    if not per_epoch:
+        return policy
+    updates = policy_updates(per_epoch[min(epoch, len(per_epoch) - 1)], modality)
+    return type(policy).model_validate(policy.model_dump() | updates) if updates else policy

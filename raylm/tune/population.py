@@ -1,0 +1,128 @@
+"""``tune.scheduler: pbt | pb2``: Ray Tune's Population Based Training (and PB2) over ``tune.space``.
+
+Population Based Augmentation (Ho et al. 2019, arcelien/pba): the population's trials train side by
+side (or in turns, when the cluster holds fewer than all); every ``tune.perturbation_interval``
+epochs a trial in the bottom ``tune.quantile_fraction`` copies a top trial's checkpoint (weights,
+optimizer state, epoch history) and continues with a mutation of that trial's config (exploit and
+explore). The mutable keys are ``tune.space``'s (checked in ``raylm.config.tune.check_population``).
+
+How a trial takes part (raylm/tune/trial.py, ``InProcessTrial``):
+
+- each epoch is one Tune iteration, so ``time_attr=training_iteration`` counts epochs;
+- the trial checkpoints at every perturbation epoch (``train.checkpoint_every`` divides the interval);
+  Tune's ``save`` copies that checkpoint, Tune's ``restore`` (a pause or an exploit) restarts training
+  from the copy with the trial's current config: the augmentation stage and the lr of the next epoch
+  are the new ones, the weights and optimizer state the donor's;
+- every epoch records the values it trained with and which trial trained it, so a trial's final
+  checkpoint history is its lineage's schedule (raylm/tune/schedule.py).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from raylm.config import RaylmConfig
+from raylm.config.tune import POPULATION_SCHEDULERS
+
+
+def is_population(cfg: RaylmConfig) -> bool:
+    return cfg.tune.scheduler in POPULATION_SCHEDULERS
+
+
+def population_trial_changes(cfg: RaylmConfig, resume_from: str | None) -> dict[str, Any]:
+    """A population trial's config changes: a checkpoint at every perturbation epoch (Tune saves the
+    newest one when it exploits or pauses), and the checkpoint it continues from, if restored."""
+    every = math.gcd(cfg.train.checkpoint_every, cfg.tune.perturbation_interval)
+    return {"train.checkpoint_every": every, "train.resume_from": resume_from}
+
+
+def copy_checkpoint(source: str, destination: str) -> None:
+    """A raylm checkpoint directory copied file by file into ``destination`` (which may exist)."""
+    shutil.copytree(Path(source), Path(destination), dirs_exist_ok=True)
+
+
+def _clipper(cfg: RaylmConfig):
+    """PBT's explore scales a value by 0.8 or 1.2, which can leave the space's range (a probability
+    of 1.1); clipped back into ``tune.space`` so every mutated config is one the space allows."""
+    bounds = {path: dim.values for path, dim in cfg.tune.space.items() if dim.kind in ("uniform", "loguniform", "randint")}
+    integer = {path for path, dim in cfg.tune.space.items() if dim.kind == "randint"}
+
+    def explore(config: dict[str, Any]) -> dict[str, Any]:
+        for path, (low, high) in bounds.items():
+            if path in config:
+                value = min(max(config[path], low), high)
+                config[path] = int(min(round(value), high - 1)) if path in integer else float(value)
+        return config
+
+    return explore
+
+
+def _taking_turns(scheduler_class):
+    """``scheduler_class`` (PBT or PB2) running at most ``limit`` trials at a time, the population in turns.
+
+    raylm caps a sweep's running trials by how many trials its search generator keeps live (one CPU
+    stays free for Ray Data), so a population larger than the cluster's slots would never exist at
+    once: PBT pauses a trial at a perturbation only when others wait, and compares only unfinished
+    trials, so trial 2 would start after trial 1 ended and nobody would ever exploit anyone. Here a
+    trial paused at a perturbation leaves the generator's live set (the next trial is created, or a
+    paused one resumed), a trial is paused at each perturbation while the population is not all
+    created yet, and a paused trial resumes only into a free slot."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    class TakingTurns(scheduler_class):
+        def __init__(self, *args, limit: int, generator, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._limit, self._generator = limit, generator
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            state = self._trial_state.get(trial)
+            perturbed = state is not None and result.get(self._time_attr) == state.last_perturbation_time
+            if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
+                decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
+            if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
+                self._generator._live_trials.discard(trial.trial_id)
+            return decision
+
+        def choose_trial_to_run(self, tune_controller):
+            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
+            if busy >= self._limit:
+                return None
+            trial = super().choose_trial_to_run(tune_controller)
+            if trial is not None:
+                self._generator._live_trials.add(trial.trial_id)
+            return trial
+
+    return TakingTurns
+
+
+def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
+    """Ray Tune's PopulationBasedTraining (or PB2) for ``cfg.tune``: epochs as time, val_accuracy as
+    score; ``limit`` trials at a time, ``generator`` the sweep's BasicVariantGenerator (capped at ``limit``)."""
+    from ray import tune
+
+    tc = cfg.tune
+    mutable = {path: dim for path, dim in tc.space.items() if dim.kind != "grid"}
+    common = dict(time_attr="training_iteration", metric="val_accuracy", mode="max",
+                  perturbation_interval=tc.perturbation_interval, quantile_fraction=tc.quantile_fraction,
+                  require_attrs=False)  # the trial's last report (its compressed measurement) ends it: done=True
+    if tc.seed is not None:
+        random.seed(tc.seed)  # PBT's explore draws from Python's random module
+    if tc.scheduler == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
+                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator, **common)
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
+              "randint": lambda v: tune.randint(*v), "choice": lambda v: list(v)}
+    return _taking_turns(PopulationBasedTraining)(
+        hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
+        resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
+        generator=generator, **common)
