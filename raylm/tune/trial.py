@@ -52,14 +52,19 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     # go straight to ``<trials_dir>/<trial_id>/train/``; the artifact and the record are written in a
     # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
     # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
+    from raylm.tracking import epoch_hook, log_metrics, tracked_run
+
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
-    with run_workspace(cfg.run_location) as trial_dir, sharing(decoded):
+    # Tracking on: the trial's MLflow run, a child of the sweep's (base names it), reused if Tune reruns it.
+    with run_workspace(cfg.run_location) as trial_dir, sharing(decoded), \
+            tracked_run(cfg, "trial", stopped=(_Stopped,)) as tracked:
         if on_epoch is not None:
-            trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch)
+            trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch, on_epoch=epoch_hook(tracked))
         else:
             from ray.tune.integration.ray_train import TuneReportCallback
 
-            trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]})
+            trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]},
+                                       on_epoch=epoch_hook(tracked))
         result = trainer.fit()
         if result.error is not None:
             raise result.error
@@ -77,6 +82,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
                  "epochs": result.metrics.get("epoch"), **measured, "checkpoint": checkpoint, "compressed": True}
         # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
+        log_metrics(tracked, measured, step=int(final["epochs"] or 0))  # the compressed model's measurement
         tmp = trial_dir / f".{TRIAL_RECORD}.tmp"
         tmp.write_text(json.dumps({"params": params, "result": final}, indent=2))
         os.replace(tmp, trial_dir / TRIAL_RECORD)
