@@ -83,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = load_serve_config(args.config, args.overrides)
     said: list[str] = []
-    app = build_app(args.artifact, cfg, say=said.append)  # artifacts and config checked before Ray starts
+    artifacts = list(args.artifact or []) + _registered_tiers(args)  # --model models:/...: downloaded first
+    app = build_app(artifacts, cfg, say=said.append)  # artifacts and config checked before Ray starts
     from ray import serve
 
     from raylm.config.serve import ingress_of
@@ -111,6 +112,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     out.note(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s={cfg.graceful_shutdown_s:g})")
     out.line(serve_until_stopped(args.name, cfg, owns_ray=owns_ray, signals=signals))
     return 0
+
+
+def _registered_tiers(args: argparse.Namespace) -> list[str]:
+    """``--model [TIER=]models:/<name>/<version>`` -> ``TIER=<local copy>``: the registered version's files,
+    downloaded from the MLflow server (``tracking.mlflow.uri`` from --config/overrides, else
+    ``MLFLOW_TRACKING_URI``), then served and verified like any other artifact directory."""
+    if not args.model:
+        if not args.artifact:
+            raise ConfigError("--artifact or --model: name at least one artifact directory or registered model version")
+        return []
+    import yaml
+
+    from raylm.config import merge, parse_overrides
+    from raylm.storage import cache_root
+    from raylm.tracking import RegistryError, download_version
+
+    tree = (yaml.safe_load(Path(args.config).expanduser().read_text()) or {}) if args.config else {}
+    tree = merge(tree, parse_overrides(list(args.overrides or [])))
+    uri = ((tree.get("tracking") or {}).get("mlflow") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ConfigError("--model: a models:/ URI needs the MLflow server: tracking.mlflow.uri=... or MLFLOW_TRACKING_URI")
+    tiers = []
+    for entry in args.model:
+        tier, sep, model_uri = ("", "", entry) if entry.startswith("models:/") else entry.partition("=")
+        try:
+            local = download_version(model_uri, uri, cache_root())
+        except RegistryError as err:
+            raise ConfigError(str(err)) from None
+        tiers.append(f"{tier}={local}" if sep else str(local))
+    return tiers
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -201,6 +232,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 out.line(f"report    {public_paths(str(report))}")
             return 1
         report = _try_report(out, run_dir, preview=True)
+        _track_report(cfg, report)
         out.close()
         out.line(format_summary(record))
         if report is not None:
@@ -219,6 +251,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         app = record.stages.serve.app
         out.line(serve_until_stopped(app, cfg.serve, owns_ray=started_ray(), who="raylm pipeline"))
     return 0
+
+
+def _track_report(cfg, report: Path | None) -> None:
+    """Tracking on: the run report and its data report into the pipeline's MLflow run."""
+    from raylm.tracking import log_files, run_of
+
+    if report is not None:
+        log_files(run_of(cfg), [report, report.parent / "data_report.json"])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -352,8 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. compress.quantize.mode=dynamic")
     comp.set_defaults(run=cmd_compress)
     srv = verbs.add_parser("serve", parents=[loud], help="serve ARTIFACT tiers of one model over HTTP with Ray Serve")
-    srv.add_argument("--artifact", action="append", required=True, metavar="[TIER=]DIR",
+    srv.add_argument("--artifact", action="append", metavar="[TIER=]DIR",
                      help="an artifact directory; repeat for tiers (first = default unless serve.default_tier)")
+    srv.add_argument("--model", action="append", metavar="[TIER=]models:/NAME/VERSION",
+                     help="a registered MLflow model version (tracking.mlflow.uri or MLFLOW_TRACKING_URI); "
+                          "tiers after the --artifact ones")
     srv.add_argument("--config", help="YAML whose 'serve' section is used")
     srv.add_argument("--name", default="raylm", help="Serve application name")
     srv.add_argument("--route-prefix", default="/")

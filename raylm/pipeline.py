@@ -322,12 +322,20 @@ _RUNNERS = {"tune": _stage_tune, "train": _stage_train, "compress": _stage_compr
 def reentry_stage(cfg: RaylmConfig, record: PipelineRecord, stop: str) -> str:
     """Where a rerun of the same command continues: after the stages the record holds for this very
     config (a run killed in ``compress`` keeps its sweep and its retrain), else from the start."""
-    if record.config != cfg.to_dict():
+    if not _same_run_config(record.config, cfg.to_dict()):
         return STAGES[0]
     for stage in STAGES[:STAGES.index(stop) + 1]:
         if getattr(record.stages, stage) is None:
             return stage
     return stop  # a finished run: its last stage again (e.g. serve the recorded artifact once more)
+
+
+def _same_run_config(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a recorded config is this one, apart from where the run is tracked (switching MLflow
+    on for a rerun continues the run, it does not redo it)."""
+    if not isinstance(recorded, dict):
+        return False
+    return {k: v for k, v in recorded.items() if k != "tracking"} == {k: v for k, v in current.items() if k != "tracking"}
 
 
 def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> PipelineRecord:
@@ -352,16 +360,22 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
     # With URI storage the stages write into a local scratch of the run, committed to storage after
     # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
     # data.path resolved once per run: every stage's build_datasets and the smoke request take the record.
-    with run_workspace(cfg.run_location) as run_dir, reusing(data_source(cfg)):
-        return _run_stages(cfg, record, run_dir, start, stop, verbose)
+    # Tracking on: one MLflow run for the whole pipeline; its sweep's trials are its children and its
+    # retrain logs its epochs into it (raylm/tracking/).
+    from raylm.tracking import tracked_run
+
+    with run_workspace(cfg.run_location) as run_dir, reusing(data_source(cfg)), \
+            tracked_run(cfg, "pipeline") as tracked:
+        return _run_stages(cfg, record, run_dir, start, stop, verbose, tracked)
 
 
 def _run_stages(cfg: RaylmConfig, record: PipelineRecord, run_dir: Path, start: str, stop: str,
-                verbose: bool) -> PipelineRecord:
+                verbose: bool, tracked=None) -> PipelineRecord:
     from raylm.capacity import check_run_paths
     from raylm.console import pipeline_stage
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.storage import public_paths, publish_workspace
+    from raylm.tracking import track_stage
     from raylm.tune.results import sweep_table
 
     record.config = cfg.to_dict()
@@ -380,6 +394,7 @@ def _run_stages(cfg: RaylmConfig, record: PipelineRecord, run_dir: Path, start: 
         for later in STAGES[STAGES.index(stage) + 1:]:
             setattr(record.stages, later, None)  # made from the old output: stale now
         _write_record(run_dir, record)
+        track_stage(cfg, tracked, stage, record["stages"], run_dir)  # MLflow, when on: figures; registry after evaluate
         publish_workspace(cfg.run_location)  # the stage's files, then its record, committed
     record.run_dir = cfg.run_location.uri
     return record

@@ -15,6 +15,7 @@ from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.augment import AudioAugmentConfig, AugmentConfig, ImageAugmentConfig, TextAugmentConfig
 from raylm.config.compress import CompressConfig, PruneConfig, QuantizeConfig
 from raylm.config.serve import ServeConfig
+from raylm.config.tracking import MlflowConfig, TrackingConfig
 from raylm.config.tune import OBJECTIVE_MODES, Objective, PipelineConfig, SearchDimension, TuneConfig
 from raylm.config.root import (RaylmConfig, _set_dotted, format_validation_error, load_config, merge, parse_overrides,
                                validate_config)
@@ -24,4 +25,4 @@ __all__ = ["AudioAugmentConfig", "AudioDataConfig", "AugmentConfig", "CompressCo
            "OBJECTIVE_MODES", "Objective", "PipelineConfig", "PlainName", "PruneConfig", "QuantizeConfig",
            "RaylmConfig", "SearchDimension", "Section", "ServeConfig", "TaskConfig", "TextAugmentConfig",
            "TextDataConfig", "TrainConfig", "TuneConfig", "_set_dotted", "format_validation_error",
-           "load_config", "merge", "parse_overrides", "plain_name", "validate_config"]
+           "load_config", "merge", "MlflowConfig", "TrackingConfig", "parse_overrides", "plain_name", "validate_config"]

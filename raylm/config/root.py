@@ -18,6 +18,7 @@ from raylm.config.compress import CompressConfig
 from raylm.config.data import DataConfig, TaskConfig
 from raylm.config.section import ConfigError, Section
 from raylm.config.serve import ServeConfig
+from raylm.config.tracking import TrackingConfig
 from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.tune import PipelineConfig, TuneConfig, check_population
 from raylm.errors import RaylmError
@@ -35,6 +36,7 @@ class RaylmConfig(Section):
     serve: ServeConfig = ServeConfig()
     tune: TuneConfig = TuneConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _resolve(self) -> RaylmConfig:

@@ -35,12 +35,15 @@ def trains_in_process(cfg: RaylmConfig) -> bool:
 
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, in_process: bool = False,
-                  on_report: Callable[[dict[str, Any]], None] | None = None, tracked: tuple[str, ...] = ()):
+                  on_report: Callable[[dict[str, Any]], None] | None = None, tracked: tuple[str, ...] = (),
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None):
     """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
 
     ``in_process`` (see :func:`trains_in_process`): an :class:`InProcessTrainer` instead, which
     hands each epoch's metrics to ``on_report`` (e.g. a Tune trial's). ``tracked``: dotted config paths
-    whose values every epoch records (a PBT trial's mutable keys)."""
+    whose values every epoch records (a PBT trial's mutable keys). ``on_epoch``: called by the
+    worker ranked 0 with each epoch's metrics, wherever it runs (experiment tracking: a module-level
+    function or a ``functools.partial`` of one, as it travels with the loop's config)."""
     import ray.train
 
     from raylm.data import build_datasets
@@ -69,7 +72,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     # hooks: what a stage above training changes about the run (compression's fine-tune), typed.
     loop_config = {"config": cfg, "labels": data.labels, "data_fingerprint": data.fingerprint,
                    "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks(),
-                   "schedule": run_schedule(cfg), "tracked": tuple(tracked)}
+                   "schedule": run_schedule(cfg), "tracked": tuple(tracked), "on_epoch": on_epoch}
     datasets = {"train": data.train, "validation": data.validation}
     where = run_config_overrides or {}
     # Where Ray Train writes: the run's storage (a URI goes straight there, through pyarrow), or the
@@ -176,12 +179,17 @@ def fit(cfg: RaylmConfig) -> TrainOutcome:
     the checkpoints go straight to the URI and the run's other files (data_report.json) through its
     workspace (``raylm.storage.run_workspace``)."""
     from raylm.storage import run_workspace
+    from raylm.tracking import epoch_hook, log_files, tracked_run
 
-    with run_workspace(cfg.run_location):
-        return _fit(cfg)
+    # Tracking on: the run directory's MLflow run (created once, continued by a rerun); its id travels
+    # to the worker ranked 0 in the loop's config, so a restarted worker group logs into the same run.
+    with run_workspace(cfg.run_location), tracked_run(cfg, "train") as run:
+        outcome = _fit(cfg, on_epoch=epoch_hook(run))
+        log_files(run, [cfg.run_dir / "data_report.json"])
+        return outcome
 
 
-def _fit(cfg: RaylmConfig) -> TrainOutcome:
+def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainOutcome:
     import ray.train
 
     from raylm.capacity import check_run_paths, check_training_fits, resources_for, training_bundles
@@ -194,7 +202,7 @@ def _fit(cfg: RaylmConfig) -> TrainOutcome:
     with resources_for(training_bundles(training.max_workers, training.cpus_per_worker, use_gpu),
                        timeout_s=training.wait_for_resources_s,
                        enough=training_bundles(training.min_workers, training.cpus_per_worker, use_gpu)):  # elastic: start on min
-        trainer, data = build_trainer(cfg)
+        trainer, data = build_trainer(cfg, on_epoch=on_epoch)
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error

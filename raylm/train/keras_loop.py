@@ -175,6 +175,8 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
             "time": time.time(),
         }
         history.append(metrics)
+        if rank == 0 and loop_config.get("on_epoch") is not None:  # experiment tracking (MLflow): rank 0 only
+            loop_config["on_epoch"](metrics)
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      "val_accuracy {val_accuracy:.4f}".format(total=training.epochs, **metrics))

@@ -237,6 +237,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics |= start_record
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
+        if rank == 0 and loop_config.get("on_epoch") is not None:  # experiment tracking (MLflow): rank 0 only
+            loop_config["on_epoch"](metrics)
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=training.epochs, **metrics))

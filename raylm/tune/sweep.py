@@ -193,14 +193,17 @@ def only_these_loggers():
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
-def _trainable(cfg: RaylmConfig, tune_dir: Path, probe):
+def _trainable(cfg: RaylmConfig, tune_dir: Path, probe, run=None):
     from ray import tune
 
+    from raylm.tracking import nested_under
     from raylm.train import trains_in_process
     from raylm.tune.trial import InProcessTrial, run_trial
 
     # tune.with_parameters puts the decoded splits in the object store once for all trials.
-    trainable = tune.with_parameters(InProcessTrial if trains_in_process(cfg) else run_trial, base=cfg.to_dict(),
+    # Each trial's MLflow run (tracking on) is a child of the sweep's ``run``.
+    trainable = tune.with_parameters(InProcessTrial if trains_in_process(cfg) else run_trial,
+                                     base=nested_under(cfg, run).to_dict(),
                                      trials_dir=trials_location(cfg, tune_dir), decoded=_decode_once(cfg), probe=probe)
     return tune.with_resources(trainable, trial_resources(cfg))
 
@@ -257,15 +260,21 @@ def sweep(cfg: RaylmConfig | None = None, *, resume: str | os.PathLike[str] | No
     experiment and every trial's directory go to the bucket (docs/storage.md).
     """
     from raylm.storage import run_workspace
+    from raylm.tracking import tracked_run
 
+    # Tracking on: the sweep is one MLflow run (the pipeline's, inside a pipeline) and each trial a child of it.
     if resume is None and cfg is not None:
-        with run_workspace(cfg.run_location):
-            return _sweep(cfg, resume=None, export=export, verbose=verbose)
-    return _sweep(cfg, resume=resume, export=export, verbose=verbose)
+        from raylm.tune.space import check_space
+
+        check_space(cfg)  # a bad space is refused before an MLflow run is opened
+        with run_workspace(cfg.run_location), tracked_run(cfg, "sweep") as run:
+            return _sweep(cfg, resume=None, export=export, verbose=verbose, run=run)
+    with tracked_run(load_sweep_config(sweep_dir(resume)), "sweep") as run:
+        return _sweep(cfg, resume=resume, export=export, verbose=verbose, run=run)
 
 
 def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, export: str | None,
-           verbose: bool) -> SweepResult:
+           verbose: bool, run=None) -> SweepResult:
     import ray
     from ray import tune
 
@@ -300,11 +309,11 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
     experiment, filesystem = experiment_location(cfg, tune_dir)
     if resume is not None:
-        tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe), resume_errored=True,
+        tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe, run), resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
         tune_config = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
-        trainable = _trainable(cfg, tune_dir, probe)
+        trainable = _trainable(cfg, tune_dir, probe, run)
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
@@ -351,8 +360,17 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         files["plot"] = plot
     exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export,
                                 options=cfg.train.storage_options)
+    _log_sweep(run, files, best, objectives)
     if verbose:
         print(format_table(rows, front, best))
     if mixed is not None:
         raise mixed
     return SweepResult(tune_dir, objectives, rows, front, best, files, exported)
+
+
+def _log_sweep(run, files: dict[str, Path], best: dict[str, Any] | None, objectives: list[str]) -> None:
+    """Tracking on: the sweep's tables and Pareto plot, and its best trial's objectives, into its run."""
+    from raylm.tracking import log_files, log_metrics
+
+    log_files(run, list(files.values()))
+    log_metrics(run, {f"best_{name}": (best or {}).get(name) for name in objectives})

@@ -53,20 +53,24 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     # go straight to ``<trials_dir>/<trial_id>/train/``; the artifact and the record are written in a
     # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
     # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
+    from raylm.tracking import epoch_hook, log_metrics, tracked_run
     from raylm.tune.population import is_population, population_trial_changes
 
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
     population = is_population(cfg)
     if population:
         cfg = cfg.override(population_trial_changes(cfg, resume_from))
-    with run_workspace(cfg.run_location) as trial_dir, sharing(decoded):
+    # Tracking on: the trial's MLflow run, a child of the sweep's (base names it), reused if Tune reruns it.
+    with run_workspace(cfg.run_location) as trial_dir, sharing(decoded), \
+            tracked_run(cfg, "trial", stopped=(_Stopped,)) as mlflow_run:
         if on_epoch is not None:
             trainer, _ = build_trainer(cfg, in_process=True, on_report=on_epoch,
-                                       tracked=tuple(params) if population else ())
+                                       tracked=tuple(params) if population else (), on_epoch=epoch_hook(mlflow_run))
         else:
             from ray.tune.integration.ray_train import TuneReportCallback
 
-            trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]})
+            trainer, _ = build_trainer(cfg, run_config_overrides={"callbacks": [TuneReportCallback()]},
+                                       on_epoch=epoch_hook(mlflow_run))
         result = trainer.fit()
         if result.error is not None:
             raise result.error
@@ -84,6 +88,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
                  "epochs": result.metrics.get("epoch"), **measured, "checkpoint": checkpoint, "compressed": True}
         # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.
+        log_metrics(mlflow_run, measured, step=int(final["epochs"] or 0))  # the compressed model's measurement
         record: dict[str, Any] = {"params": params, "result": final}
         if population:  # the epochs this trial's weights went through, donors' included (its lineage)
             from raylm.tune.schedule import lineage_of

@@ -21,6 +21,7 @@ LAYERS = [
     {"config"},
     {"capacity"},  # what the cluster can hold: nodes up + what its autoscaler can add
     {"runtime", "hf_sources", "run_files"},  # below data and models; below the console and the report
+    {"tracking"},  # MLflow runs and registry: called by train (rank 0's epochs), tune, pipeline, cli
     {"data", "models"},
     {"train"},
     {"artifacts"},  # the artifact format, its checks and runtimes: what compress writes and serve loads
