@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from raylm.config import ConfigError
 from raylm.records import (CompressReport, PipelineRecord, RecordError, SweepResults, parse_record, read_record)
 from raylm.records.pipeline import SweepMeasurement, TuneStage
+from tests.helpers.paths import REPO
 
-OLD_RUN = Path(__file__).parent / "fixtures" / "run_before_records"
+OLD_RUN = REPO / "tests" / "fixtures" / "run_before_records"
 
 
 def _json(path: Path):
