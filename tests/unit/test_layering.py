@@ -208,7 +208,7 @@ def test_no_new_file_level_import_circles():
 # call) -> build (Ray datasets, the check's pass, decoded splits, the augmentation stage). A file
 # imports its own floor and those below (docs/contracts.md, "data/").
 DATA_FLOORS = [
-    {"data.files", "data.sources", "data.demo", "data.synth"},
+    {"data.files", "data.sources", "data.demo", "data.synth", "data.schedule"},  # schedule: a learned schedule.json read back
     {"data.rules", "data.limits"},
     {"data.modality", "data.images", "data.audio", "data.text", "data.augment_ops", "data.preview_tiles"},
     {"data", "data.check", "data.decoded", "data.materialize", "data.shards", "data.augment", "data.augment_preview"},
