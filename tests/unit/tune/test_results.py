@@ -56,7 +56,8 @@ def test_a_dense_row_is_the_trials_dense_model():
     dense = dense_row(_row("a", 0.8, 5.0, 1.0, dense=(0.9, 10.0, 4.0)))
     assert dense["trial_id"] == "a-dense" and dense["kind"] == "dense" and dense["variant"] == "dense"
     assert (dense["accuracy"], dense["latency_ms"], dense["size_mb"]) == (0.9, 10.0, 4.0)
-    assert dense["params"] == {"train.lr": 0.01, "compress.prune.method": "none", "compress.quantize.mode": "none"}
+    assert dense["params"] == {"train.lr": 0.01, "compress.prune.method": "none", "compress.quantize.mode": "none",
+                               "compress.distill.method": "none"}  # the dense model: no compression step at all
     assert dense["artifact"] is None and dense["gain"] is None and dense["size_ratio"] == 1.0
 
 
