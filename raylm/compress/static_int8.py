@@ -75,7 +75,7 @@ def _paired_ms(paths: list[Path], feeds: dict[str, np.ndarray], runs: int = 100)
     the same two files swapped order between runs; the fast end of each distribution is the kernels' own."""
     import time
 
-    from raylm.compress.quantize import onnx_predictor
+    from raylm.artifacts.onnx_runtime import onnx_predictor
 
     predicts = [onnx_predictor(p, 1) for p in paths]
     for predict in predicts:
