@@ -128,3 +128,20 @@ def test_replay_augments_each_epoch_with_that_epochs_scheduled_values(ray_local,
                                  seed=cfg.train.seed, epoch=epoch)["image"]
         assert _checksums(seen) == _checksums(expected), f"epoch {epoch}"
         assert (_checksums(seen) == _checksums(images)) == (expected_values["augment.image.cutout_p"] == 0.0)
+
+
+def test_scheduled_values_apply_per_modality_and_are_validated():
+    """The mechanism is modality-agnostic: an epoch's ``augment.<modality>.*`` values update that
+    modality's policy, other keys are left to others, and a value the section refuses is refused."""
+    from pydantic import ValidationError
+
+    from raylm.config import AudioAugmentConfig, TextAugmentConfig
+    from raylm.data.augment import scheduled_policy
+
+    per_epoch = [{"augment.audio.noise_p": 0.0, "augment.audio.time_masks": 0, "augment.text.dropout_p": 0.1},
+                 {"augment.audio.noise_p": 0.7, "augment.audio.time_masks": 2, "augment.text.dropout_p": 0.3}]
+    audio = [scheduled_policy(AudioAugmentConfig(), per_epoch, e, "audio") for e in range(3)]
+    assert [(p.noise_p, p.time_masks) for p in audio] == [(0.0, 0), (0.7, 2), (0.7, 2)]  # past the end: the last
+    assert [scheduled_policy(TextAugmentConfig(), per_epoch, e, "text").dropout_p for e in (0, 1)] == [0.1, 0.3]
+    with pytest.raises(ValidationError, match="noise_p"):
+        scheduled_policy(AudioAugmentConfig(), [{"augment.audio.noise_p": 1.5}], 0, "audio")
