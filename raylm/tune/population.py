@@ -75,11 +75,15 @@ def _taking_turns(scheduler_class):
     from ray.tune.schedulers import TrialScheduler
 
     class TakingTurns(scheduler_class):
-        def __init__(self, *args, limit: int, generator, **kwargs):
+        def __init__(self, *args, limit: int, generator, epochs: int, **kwargs):
             super().__init__(*args, **kwargs)
-            self._limit, self._generator = limit, generator
+            self._limit, self._generator, self._epochs = limit, generator, epochs
 
         def on_trial_result(self, tune_controller, trial, result):
+            if result.get("epoch", 0) >= self._epochs:
+                # The last epoch: nothing is left to train after a copy or a pause, so no perturbation;
+                # the trial goes on to its compressed measurement.
+                return TrialScheduler.CONTINUE
             decision = super().on_trial_result(tune_controller, trial, result)
             state = self._trial_state.get(trial)
             perturbed = state is not None and result.get(self._time_attr) == state.last_perturbation_time
@@ -117,7 +121,8 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
         from ray.tune.schedulers.pb2 import PB2
 
         return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
-                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator, **common)
+                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator,
+                                  epochs=cfg.train.epochs, **common)
     from ray.tune.schedulers import PopulationBasedTraining
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
@@ -125,4 +130,4 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
     return _taking_turns(PopulationBasedTraining)(
         hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
         resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
-        generator=generator, **common)
+        generator=generator, epochs=cfg.train.epochs, **common)
