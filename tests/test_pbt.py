@@ -145,3 +145,19 @@ def test_scheduled_values_apply_per_modality_and_are_validated():
     assert [scheduled_policy(TextAugmentConfig(), per_epoch, e, "text").dropout_p for e in (0, 1)] == [0.1, 0.3]
     with pytest.raises(ValidationError, match="noise_p"):
         scheduled_policy(AudioAugmentConfig(), [{"augment.audio.noise_p": 1.5}], 0, "audio")
+
+
+def test_the_report_draws_the_schedule_with_its_exploits():
+    import base64
+
+    from raylm.report import page, plots
+
+    schedule = {"scheduler": "pbt", "trial_id": "t2", "keys": ["augment.image.rotate_p", "train.lr"],
+                "per_epoch": [{"epoch": e, "trial": "t1" if e < 3 else "t2",
+                               "values": {"augment.image.rotate_p": 0.1 * e, "train.lr": 0.001 * e}} for e in (1, 2, 3, 4)],
+                "exploits": [{"epoch": 3, "from": "t1", "to": "t2"}]}
+    uri = plots.schedule(schedule)
+    assert base64.b64decode(uri.removeprefix("data:image/png;base64,"))[:8] == b"\x89PNG\r\n\x1a\n"
+    section = page._schedule_section({"schedule": schedule})
+    assert "Learned schedule (pbt)" in section and "epoch 3: t1 -&gt; t2" in section and "<img" in section
+    assert page._schedule_section({"schedule": None}) == ""
