@@ -109,12 +109,15 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
 
 def final_run(args, tree: dict, arm: str, seed: int, changes: dict) -> float:
     from raylm.config import merge, validate_config
-    from raylm.train import fit
+    from raylm.train import build_trainer
 
     train = {"epochs": args.final_epochs, "seed": seed, "name": f"final-{arm}-{seed}"}
     cfg = validate_config(merge(merge(tree, {"train": train}), _tree(changes)))
-    outcome = fit(cfg)
-    return float(outcome.history[-1]["val_accuracy"])
+    # One CPU worker, trained in this process (Train V2's local mode, as a sweep's trial trains): the
+    # arms differ only in their augmentation, not in worker-group start-up.
+    trainer, _ = build_trainer(cfg, in_process=True)
+    result = trainer.fit()
+    return float(result.metrics["val_accuracy"])  # the last epoch's, on the whole validation split
 
 
 def _tree(changes: dict) -> dict:

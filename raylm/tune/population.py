@@ -75,14 +75,19 @@ def _taking_turns(scheduler_class):
     from ray.tune.schedulers import TrialScheduler
 
     class TakingTurns(scheduler_class):
-        def __init__(self, *args, limit: int, generator, **kwargs):
+        def __init__(self, *args, limit: int, generator, epochs: int, **kwargs):
             super().__init__(*args, **kwargs)
-            self._limit, self._generator = limit, generator
+            self._limit, self._generator, self._epochs = limit, generator, epochs
 
         def on_trial_result(self, tune_controller, trial, result):
-            decision = super().on_trial_result(tune_controller, trial, result)
+            if result.get("epoch", 0) >= self._epochs:
+                # The last epoch: nothing is left to train after a copy or a pause, so no perturbation;
+                # the trial goes on to its compressed measurement.
+                return TrialScheduler.CONTINUE
             state = self._trial_state.get(trial)
-            perturbed = state is not None and result.get(self._time_attr) == state.last_perturbation_time
+            before = state.last_perturbation_time if state is not None else None
+            decision = super().on_trial_result(tune_controller, trial, result)
+            perturbed = state is not None and state.last_perturbation_time != before  # this result was a perturbation
             if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
@@ -93,7 +98,10 @@ def _taking_turns(scheduler_class):
             busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
             if busy >= self._limit:
                 return None
-            trial = super().choose_trial_to_run(tune_controller)
+            # The waiting trial with the fewest epochs first. (Tune's own choice sorts by a time it updates
+            # in synch mode only, so in async mode the first paused trial would run on and on.)
+            waiting = [t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)]
+            trial = min(waiting, key=lambda t: (t.last_result or {}).get("training_iteration", 0), default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
             return trial
@@ -117,7 +125,8 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
         from ray.tune.schedulers.pb2 import PB2
 
         return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
-                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator, **common)
+                                  custom_explore_fn=_clipper(cfg), limit=limit, generator=generator,
+                                  epochs=cfg.train.epochs, **common)
     from ray.tune.schedulers import PopulationBasedTraining
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
@@ -125,4 +134,4 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
     return _taking_turns(PopulationBasedTraining)(
         hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
         resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
-        generator=generator, **common)
+        generator=generator, epochs=cfg.train.epochs, **common)

@@ -48,11 +48,12 @@ def write_schedule(tune_dir: Path, best: dict[str, Any] | None, scheduler: str, 
     record_path = _trial_record(tune_dir, best, record_name)
     if record_path is None:
         return None
+    # The record's directory names the trial (the best row may be its dense candidate, "<trial>-dense").
     lineage = json.loads(record_path.read_text()).get("lineage")
     if not lineage:
         return None
     path = Path(tune_dir) / SCHEDULE_FILE
-    atomic_write_text(path, json.dumps(schedule_from_lineage(lineage, trial_id=best["trial_id"], scheduler=scheduler),
+    atomic_write_text(path, json.dumps(schedule_from_lineage(lineage, trial_id=record_path.parent.name, scheduler=scheduler),
                                        indent=2))
     return path
 

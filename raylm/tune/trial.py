@@ -172,7 +172,7 @@ class InProcessTrial(tune.Trainable):
         self._paused = True
         return payload
 
-    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
         """PBT (a perturbation, a pause): the checkpoint of the epoch just reported, copied for Tune.
         The training thread waits in that report, so it is the trial's state now (weights, optimizer,
         the epoch history that records its lineage)."""
@@ -181,7 +181,7 @@ class InProcessTrial(tune.Trainable):
         if self._last_checkpoint is None:
             raise RuntimeError(f"trial {self.trial_id}: Tune asked for a checkpoint before the first epoch's")
         copy_checkpoint(self._last_checkpoint, checkpoint_dir)
-        return {}
+        # None: the checkpoint is the directory (a returned dict would be what load_checkpoint gets)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """PBT restores a paused trial from its own checkpoint, an exploiting one from its donor's:
