@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.helpers.oracles import assert_beats_chance
 import torch
+
+from tests.helpers.oracles import assert_beats_chance
 
 pytestmark = pytest.mark.gpu
 
@@ -16,6 +17,7 @@ def test_one_gpu_worker_trains_in_bf16(ray_local, tiny_config):
 
     outcome = fit(tiny_config("image", "train.num_workers=1", "train.use_gpu=auto", "train.precision=auto"))
     assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"])
+    assert {row["device"] for row in outcome.history} == {"cuda"}  # trained on the GPU, not quietly on the CPU
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
