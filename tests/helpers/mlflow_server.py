@@ -41,7 +41,7 @@ class MlflowServer:
     def log(self) -> Path:
         return self.root / "server.log"
 
-    def start(self, deadline_s: float = 120.0) -> MlflowServer:
+    def start(self, deadline_s: float = 300.0) -> MlflowServer:
         command = [str(server_executable()), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", "0",
                    "--workers", "1"]
