@@ -46,8 +46,10 @@ class MlflowServer:
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", "0",
                    "--workers", "1"]
         with open(self.log, "wb") as out:
+            # No background job runner (its queue consumers serve MLflow's GenAI jobs, which raylm never submits).
+            env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=self.root)
+                                            cwd=self.root, env=env)
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", self.log.read_text(errors="replace"))
