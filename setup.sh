@@ -20,3 +20,9 @@ if [ -n "$missing" ]; then
   fi
 fi
 python3 -m pip install -q "torch==2.13.0" -e ".[test,keras]"
+# The MLflow tracking server for tests/test_mlflow.py (raylm needs only the client, mlflow-skinny,
+# from the test extra): the full mlflow package pins pyarrow<26 while Ray needs 26, so it lives in its
+# own virtualenv, created once.
+if [ ! -x .venv-mlflow/bin/mlflow ]; then
+  python3 -m venv .venv-mlflow && .venv-mlflow/bin/pip install -q "mlflow==3.17.2"
+fi

@@ -41,13 +41,15 @@ class MlflowServer:
     def log(self) -> Path:
         return self.root / "server.log"
 
-    def start(self, deadline_s: float = 120.0) -> MlflowServer:
+    def start(self, deadline_s: float = 300.0) -> MlflowServer:
         command = [str(server_executable()), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", "0",
                    "--workers", "1"]
         with open(self.log, "wb") as out:
+            # No background job runner (its queue consumers serve MLflow's GenAI jobs, which raylm never submits).
+            env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=self.root)
+                                            cwd=self.root, env=env)
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", self.log.read_text(errors="replace"))

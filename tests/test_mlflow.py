@@ -1,0 +1,199 @@
+"""MLflow tracking and the model registry against a real ``mlflow server`` (sqlite backend store,
+local artifact destination) that the module starts on a free port and stops: a pipeline's sweep is
+one parent run with a child per trial carrying its per-epoch metrics, the served artifact is a
+registered version whose tags are its certificate, ``raylm serve --model models:/...`` answers like
+the file artifact over real HTTP, and a killed and restarted worker group adds no run.
+
+The server comes from ``.venv-mlflow/`` (setup.sh) or ``RAYLM_MLFLOW_SERVER``; without one these tests
+fail saying so (they never skip)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import uuid
+
+import pytest
+import requests
+
+from raylm.config import ConfigError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mlflow_server():
+    from helpers.mlflow_server import MlflowServer
+
+    try:
+        server = MlflowServer().start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tracking(mlflow_server):
+    """Overrides that track into a fresh experiment of the server, and a client to read it back."""
+    from mlflow import MlflowClient
+
+    experiment = f"test-{uuid.uuid4().hex[:10]}"
+    client = MlflowClient(tracking_uri=mlflow_server.uri, registry_uri=mlflow_server.uri)
+    return (f"tracking.mlflow.uri={mlflow_server.uri}", f"tracking.mlflow.experiment={experiment}"), client, experiment
+
+
+def _runs(client, experiment: str):
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- no Ray: config and CLI
+
+
+def test_tracking_is_off_by_default_and_bad_settings_name_the_field(tiny_config):
+    from raylm.tracking import tracked_run
+
+    cfg = tiny_config("image")
+    assert cfg.tracking.mlflow.uri is None
+    with tracked_run(cfg, "train") as run:
+        assert run is None
+    assert not (cfg.run_dir / "mlflow_run.json").exists()
+    for override, field in [("tracking.mlflow.uri=localhost:5000", "tracking.mlflow.uri"),
+                            ("tracking.mlflow.experiment=' '", "tracking.mlflow.experiment"),
+                            ("tracking.mlflow.model_name=a/b", "tracking.mlflow.model_name"),
+                            ("tracking.mlflow.bogus=1", "tracking.mlflow.bogus")]:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            tiny_config("image", override)
+
+
+def test_serve_model_needs_a_server_and_an_existing_version(mlflow_server, monkeypatch, capsys):
+    from raylm.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["serve", "--model", "models:/nothing/1"]) == 2
+    assert "tracking.mlflow.uri" in capsys.readouterr().err
+    assert main(["serve", "--model", "models:/nothing/1", f"tracking.mlflow.uri={mlflow_server.uri}"]) == 2
+    assert "models:/nothing/1" in capsys.readouterr().err
+    assert main(["serve", "--model", "nothing/1", f"tracking.mlflow.uri={mlflow_server.uri}"]) == 2
+    assert "not models:/<name>/<version>" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- with Ray
+
+
+def _png_b64(data_root, label: str, index: int) -> str:
+    path = sorted((data_root["image"] / label).glob("*.png"))[index]
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it_serves(
+        ray_local, tiny_config, tracking, data_root, mlflow_server):
+    from ray import serve
+
+    from raylm.cli import main
+    from raylm.pipeline import run_pipeline
+
+    overrides, client, experiment = tracking
+    port = _free_port()
+    model_name = f"pipe-{uuid.uuid4().hex[:8]}"
+    cfg = tiny_config("image", "train.name=tracked", "train.num_workers=1", "train.epochs=2",
+                      "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}", "tune.num_samples=1", "tune.scheduler=fifo",
+                      "tune.max_concurrent_trials=1", "tune.trial_cpus=0.25", "tune.export=none",
+                      "tune.objectives=[accuracy, latency_ms]", "compress.latency_runs=3", "compress.latency_warmup=1",
+                      "pipeline.retrain_epochs=2", "serve.replica_cpus=0.25", "serve.max_replicas=1", f"serve.port={port}",
+                      f"tracking.mlflow.model_name={model_name}", *overrides)
+    try:
+        record = run_pipeline(cfg, verbose=False)
+        stages = record["stages"]
+
+        # 1 parent (the pipeline's run) + 1 child per trial, each with its epochs as steps.
+        runs = _runs(client, experiment)
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(parents) == 1 and len(children) == stages["tune"]["trials"] == 3
+        parent = parents[0]
+        assert parent.info.status == "FINISHED" and parent.data.params["tune.num_samples"] == "1"
+        assert json.loads((cfg.run_dir / "mlflow_run.json").read_text())["run_id"] == parent.info.run_id
+        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+        rows = {p.parent.name: json.loads(p.read_text()) for p in (cfg.run_dir / "tune" / "trials").glob("*/raylm_trial.json")}
+        assert {r.info.run_name for r in children} == set(rows)
+        for child in children:
+            trial = rows[child.info.run_name]
+            assert child.info.status == "FINISHED"
+            assert float(child.data.params["train.lr"]) == trial["params"]["train.lr"]
+            history = client.get_metric_history(child.info.run_id, "val_accuracy")
+            assert sorted(m.step for m in history) == [1, 2]
+            assert max(m.value for m in history) == pytest.approx(trial["result"]["val_accuracy"])
+            assert child.data.metrics["accuracy"] == pytest.approx(trial["result"]["accuracy"])
+        # The retrain logged its epochs into the pipeline's run; the sweep's files and the certificate are its artifacts.
+        retrain = client.get_metric_history(parent.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in retrain) == [1, 2]
+        assert retrain[-1].value == pytest.approx(stages["train"]["metrics"]["val_accuracy"])
+        files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"trials.csv", "trials.json", "certificate", "model"} <= files, files
+
+        # The served artifact is a registered version whose tags are its certificate.
+        certificate = json.loads((cfg.run_dir / "certificate.json").read_text())
+        registered = certificate["registered"]
+        assert registered == f"models:/{model_name}/1"
+        version = client.get_model_version(model_name, "1")
+        assert version.run_id == parent.info.run_id
+        assert {k: v for k, v in version.tags.items() if k.startswith("raylm.")} == certificate["tags"]
+        artifact_meta = json.loads((cfg.run_dir / "compress" / "pipeline" / "artifact.json").read_text())
+        tags = certificate["tags"]
+        assert float(tags["raylm.accuracy"]) == stages["evaluate"]["accuracy"]
+        assert float(tags["raylm.accuracy_drop_pts"]) == stages["evaluate"]["accuracy_drop_pts"]
+        assert float(tags["raylm.p50_ms"]) == stages["compress"]["latency_ms"]
+        assert tags["raylm.recipe"] == stages["compress"]["recipe"]
+        assert tags["raylm.data_fingerprint"] == artifact_meta["lineage"]["data_fingerprint"]
+        assert tags["raylm.model_sha256"] == artifact_meta["files"][artifact_meta["model_file"]]
+
+        # `raylm serve --model models:/...` answers like the file artifact the pipeline serves at /.
+        assert main(["serve", "--model", registered, "--name", "registered", "--route-prefix", "/registered", "--detach",
+                     f"tracking.mlflow.uri={mlflow_server.uri}", f"serve.port={port}", "serve.replica_cpus=0.25",
+                     "serve.max_replicas=1"]) == 0
+        body = {"image": [_png_b64(data_root, label, i) for label in ("horizontal", "vertical") for i in range(3)]}
+        from_file = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
+        from_registry = requests.post(f"http://127.0.0.1:{port}/registered/predict", json=body, timeout=60)
+        assert from_file.status_code == from_registry.status_code == 200, from_registry.text
+        file_predictions, registry_predictions = from_file.json()["predictions"], from_registry.json()["predictions"]
+        assert [p["label"] for p in registry_predictions] == [p["label"] for p in file_predictions]
+        assert [p["label"] for p in registry_predictions] == ["horizontal"] * 3 + ["vertical"] * 3
+        for mine, theirs in zip(registry_predictions, file_predictions):
+            assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
+    finally:
+        serve.shutdown()
+
+
+def test_a_killed_worker_group_continues_its_run_and_adds_none(ray_local, tiny_config, tracking):
+    from fixtures.faults import WorkerKiller
+
+    from raylm.train import fit
+
+    overrides, client, experiment = tracking
+    cfg = tiny_config("image", "train.epochs=4", "train.batch_size=4", "train.max_failures=1", "train.seed=3",
+                      "train.name=killed-tracked", *overrides)
+    killer = WorkerKiller(cfg.run_dir / "train", after_epoch=1)
+    killer.start()
+    outcome = fit(cfg)
+    killer.join(timeout=5)
+    assert len(killer.killed) == 1, "no worker was killed: the run ended before its first checkpoint was seen"
+    runs = _runs(client, experiment)
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.params["train.max_failures"] == "1"
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted({m.step for m in history}) == [1, 2, 3, 4]
+    # The last value logged at each epoch is the one the run's history kept (a redone epoch logs twice).
+    last = {}
+    for metric in sorted(history, key=lambda m: m.timestamp):
+        last[metric.step] = metric.value
+    assert last == {row["epoch"]: pytest.approx(row["val_accuracy"]) for row in outcome.history}
