@@ -394,7 +394,8 @@ def _run_stages(cfg: RaylmConfig, record: PipelineRecord, run_dir: Path, start: 
         for later in STAGES[STAGES.index(stage) + 1:]:
             setattr(record.stages, later, None)  # made from the old output: stale now
         _write_record(run_dir, record)
-        track_stage(cfg, tracked, stage, record["stages"], run_dir)  # MLflow, when on: figures; registry after evaluate
+        # MLflow, when on: figures; registry after evaluate (the stages as pipeline.json holds them)
+        track_stage(cfg, tracked, stage, record.to_json()["stages"], run_dir)
         publish_workspace(cfg.run_location)  # the stage's files, then its record, committed
     record.run_dir = cfg.run_location.uri
     return record

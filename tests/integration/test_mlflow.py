@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import uuid
 
 import pytest
 import requests
 
 from raylm.config import ConfigError
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def mlflow_server():
-    from helpers.mlflow_server import MlflowServer
+    from tests.helpers.mlflow_server import MlflowServer
 
     try:
         server = MlflowServer().start()
@@ -47,12 +47,6 @@ def tracking(mlflow_server):
 def _runs(client, experiment: str):
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- no Ray: config and CLI
@@ -102,7 +96,7 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
     from raylm.pipeline import run_pipeline
 
     overrides, client, experiment = tracking
-    port = _free_port()
+    port = free_port()
     model_name = f"pipe-{uuid.uuid4().hex[:8]}"
     cfg = tiny_config("image", "train.name=tracked", "train.num_workers=1", "train.epochs=2",
                       "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}", "tune.num_samples=1", "tune.scheduler=fifo",
@@ -174,7 +168,7 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
 
 
 def test_a_killed_worker_group_continues_its_run_and_adds_none(ray_local, tiny_config, tracking):
-    from fixtures.faults import WorkerKiller
+    from tests.helpers.faults import WorkerKiller
 
     from raylm.train import fit
 
