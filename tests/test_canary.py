@@ -296,3 +296,22 @@ def test_versioned_v2_paths_answer_like_unversioned(artifacts, url):
         assert r.status_code == 404 and "version '7': unknown" in r.json()["error"] and version_a in r.json()["error"], r.text
     r = requests.get(f"{base}/c/versions/1", timeout=30)
     assert r.status_code == 404 and "model 'c': unknown" in r.json()["error"]
+
+
+def test_replica_summaries_add_up(tmp_path):
+    """Two replicas' files (one restarted replica's included) sum to one summary and one `raylm runs` cell."""
+    from raylm.serve.shadow import read_shadow_summary, shadow_line
+
+    pair = {"answer": "a", "shadow": "b", "requests": 3, "rows": 4, "agreed": 3, "skipped": 1, "failed": 0,
+            "answer_ms": [1.0, 3.0], "shadow_ms": [2.0]}
+    (tmp_path / "shadow-r1.json").write_text(json.dumps({"routed": {"a": 9, "b": 1}, "pairs": {"a>b": pair}}))
+    (tmp_path / "shadow-r2.json").write_text(json.dumps({"routed": {"a": 6, "b": 4}, "pairs": {"a>b": pair | {
+        "rows": 6, "agreed": 2, "answer_ms": [5.0], "shadow_ms": [4.0, 6.0]}}}))
+    (tmp_path / "shadow-r3.json").write_text("{half a fi")  # a torn file from another writer is skipped
+    summary = read_shadow_summary(tmp_path)
+    assert summary["routed"] == {"a": 15, "b": 5}
+    got = summary["pairs"]["a>b"]
+    assert (got["rows"], got["agreed"], got["skipped"], got["agreement"]) == (10, 5, 2, 0.5)
+    assert (got["answer_p50_ms"], got["shadow_p50_ms"]) == (3.0, 4.0)
+    assert shadow_line(summary) == "a 75.0% b 25.0% of 20; a>b agree 50.0% of 10 rows"
+    assert read_shadow_summary(tmp_path / "none") is None and shadow_line(None) == "-"
