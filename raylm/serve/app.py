@@ -35,7 +35,7 @@ from raylm.serve.batching import choose_batching
 from raylm.serve.http import check_key, json_body, read_body
 from raylm.serve.loading import load_serve_config, resolve_tiers
 from raylm.serve.preprocess import InputError, Preprocessor
-from raylm.serve.routing import Routing, RoutedReplica, constructor_config, routing_for
+from raylm.serve.routing import Routing, RoutedReplica, constructor_config, pin_code_version, routing_for
 from raylm.serve.shadow import ShadowRecorder, summary_dir_for
 from raylm.serve.versioned import VersionedRoutes
 from raylm.serve.versioned import router as versioned_router
@@ -85,7 +85,7 @@ def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], No
     say(f"raylm serve: autoscaling {cfg.min_replicas}..{cfg.max_replicas} replicas at {cfg.target_ongoing_requests:g} "
         f"ongoing requests each, load averaged over {cfg.look_back_period_s:g} s (metrics every "
         f"{cfg.metrics_interval_s():g} s), up after {cfg.upscale_delay_s:g} s, down after {cfg.downscale_delay_s:g} s")
-    return TierServer.options(
+    deployment = TierServer.options(
         autoscaling_config=cfg.autoscaling_config(),
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
@@ -93,8 +93,10 @@ def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], No
         graceful_shutdown_timeout_s=cfg.replica_shutdown_s(),
         health_check_period_s=cfg.health_check_period_s,
         user_config=routing.model_dump(),  # a change reconfigures the running replicas (raylm/serve/routing.py)
-    ).bind(paths, next(iter(tiers)), constructor_config(cfg), key_digest, versions,
-           str(summary_dir) if summary_dir else None)
+    )
+    args = (paths, next(iter(tiers)), constructor_config(cfg), key_digest, versions, str(summary_dir) if summary_dir else None)
+    pin_code_version(deployment, args)
+    return deployment.bind(*args)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
