@@ -82,6 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from raylm.serve import build_app, load_serve_config
 
     cfg = load_serve_config(args.config, args.overrides)
+    if args.promote or args.rollback:  # the same command and config, redeployed with the canary promoted / removed
+        from raylm.serve.routing import promoted, rolled_back
+
+        cfg = promoted(cfg) if args.promote else rolled_back(cfg)
     said: list[str] = []
     artifacts = list(args.artifact or []) + _registered_tiers(args)  # --model models:/...: downloaded first
     app = build_app(artifacts, cfg, say=said.append)  # artifacts and config checked before Ray starts
@@ -402,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--route-prefix", default="/")
     srv.add_argument("--detach", action="store_true", help="return once deployed (the app keeps running on the cluster)")
     srv.add_argument("--log-dir", help="where Ray's own lines go (default: a new raylm-serve-* directory in the temp dir)")
+    switch = srv.add_mutually_exclusive_group()
+    switch.add_argument("--promote", action="store_true", help="deploy with serve.canary's tier as the default tier and "
+                        "no canary (rerun the command that serves, with --detach against its cluster: docs/canary.md)")
+    switch.add_argument("--rollback", action="store_true", help="deploy without serve.canary: the default tier answers all")
     srv.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.max_batch_size=32")
     srv.set_defaults(run=cmd_serve)
     tun = verbs.add_parser("tune", parents=[loud], help="sweep augmentation, training and compression together (Ray Tune)")

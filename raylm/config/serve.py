@@ -45,6 +45,13 @@ def ingress_of(env: dict[str, str | None]) -> str:
     return "proxy (throughput-optimized)" if on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] else "proxy"
 
 
+class CanaryConfig(Section):
+    """``serve.canary``: a share of the default tier's traffic answered by another tier (docs/canary.md)."""
+
+    tier: str = Field(..., min_length=1, description="the tier that answers the canary share")
+    percent: float = Field(..., ge=0, le=100, description="share of requests that name no tier, in percent")
+
+
 class ServeConfig(Section):
     """Ray Serve of ARTIFACTs (raylm/serve): batching, autoscaling, request limits, API key."""
 
@@ -84,6 +91,20 @@ class ServeConfig(Section):
                              "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
                              "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
+    # Routing (docs/canary.md): Serve's user_config, so a redeploy that changes only these reconfigures the
+    # running replicas in place (raylm/serve/routing.py).
+    canary: CanaryConfig | None = Field(None, description="{tier, percent}: that share of the requests naming no "
+                                        "tier is answered by the canary tier")
+    shadow: str | None = Field(None, min_length=1, description="tier that gets a copy of each routed request after "
+                               "the answer is sent; live top-1 agreement and both latencies are recorded")
+    shadow_max_pending: int = Field(64, ge=1, description="shadow copies waiting or running per replica; more are "
+                                    "skipped (counted): the shadow never queues up behind live traffic")
+    shadow_summary_dir: str | None = Field(None, description="where replicas write shadow-<replica>.json summaries "
+                                           "(read by `raylm runs`); default: <run>/serve of the default tier's "
+                                           "artifact when it is a local <run>/compress/<variant> directory")
+    versions: dict[str, str | int] = Field(default_factory=dict, description="tier -> model version for the Open Inference "
+                                     "Protocol's /versions/{version} paths (the registry version where there is one); "
+                                     "default: the first 12 hex digits of the artifact's content hash")
 
     def http_options(self) -> dict[str, Any]:
         """``serve.start(http_options=...)``: where the proxies listen, and how long a request may take."""
@@ -117,4 +138,7 @@ class ServeConfig(Section):
             # A replica still draining when the process gives up would lose its requests.
             raise ValueError(f"serve.graceful_shutdown_timeout_s={self.graceful_shutdown_timeout_s:g} exceeds "
                              f"serve.graceful_shutdown_s={self.graceful_shutdown_s:g}")
+        if self.canary is not None and self.shadow == self.canary.tier:
+            raise ValueError(f"serve.shadow={self.shadow!r} is also serve.canary.tier: a canary's answers would be "
+                             "compared with themselves")
         return self

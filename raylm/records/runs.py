@@ -14,3 +14,4 @@ class RunSummary(Record):
     url: str | None = None
     modified: float  # seconds since the epoch
     state: str = "-"  # finished | failed | interrupted | running (logs/status.json), - when unknown
+    shadow: str | None = None  # live serving: the canary's share and the shadow's agreement (raylm/serve/shadow.py)

@@ -134,7 +134,17 @@ def summarize(run_dir: Path) -> RunSummary | None:
     found = [a for a in accuracies if isinstance(a, (int, float))]
     return RunSummary(name=run_dir.name, path=str(run_dir), kind=kind, stage=stage,
                       best_accuracy=float(max(found)) if found else None,
-                      url=stages.serve.url if stages.serve else None, modified=_modified(run_dir))
+                      url=stages.serve.url if stages.serve else None, modified=_modified(run_dir),
+                      shadow=_live_serving(Path(run_dir) / "serve"))
+
+
+def _live_serving(summary_dir: Path) -> str | None:
+    """The canary's share and the shadow's agreement that serving replicas wrote (raylm/serve/shadow.py)."""
+    if not summary_dir.is_dir():  # imported only then: raylm.serve brings Ray Serve and FastAPI with it
+        return None
+    from raylm.serve.shadow import read_shadow_summary, shadow_line
+
+    return shadow_line(read_shadow_summary(summary_dir))
 
 
 def _modified(run_dir: Path) -> float:

@@ -110,8 +110,8 @@ def _list_local_runs(storage_path: Path) -> list[RunSummary]:
 
 
 def format_runs(runs: list[RunSummary]) -> str:
-    header = ("run", "kind", "stage", "state", "best acc", "served at", "modified")
+    header = ("run", "kind", "stage", "state", "best acc", "served at", "modified", "live (canary / shadow)")
     rows = [(r.name, r.kind, r.stage, r.state, f"{r.best_accuracy:.3f}" if r.best_accuracy is not None else "-",
-             r.url or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified))) for r in runs]
+             r.url or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)), r.shadow or "-") for r in runs]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -12,6 +12,7 @@ Every bad request is answered with a 4xx naming the field before anything reache
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 import asyncio
 import hashlib
+import random
 import json
 import logging
 import os
@@ -34,6 +35,11 @@ from raylm.serve.batching import choose_batching
 from raylm.serve.http import check_key, json_body, read_body
 from raylm.serve.loading import load_serve_config, resolve_tiers
 from raylm.serve.preprocess import InputError, Preprocessor
+from raylm.serve.routing import Routing, RoutedReplica, constructor_config, pin_code_version, routing_for
+from raylm.serve.shadow import ShadowRecorder, summary_dir_for
+from raylm.serve.versioned import VersionedRoutes
+from raylm.serve.versioned import router as versioned_router
+from raylm.serve.versions import tier_versions
 from raylm.serve.schemas import (ERRORS, TIER_HEADER, V2_ERRORS, ModelsResponse, PredictResponse, TierInfo,
                                  openapi_document, request_error, request_model)
 
@@ -68,18 +74,29 @@ def build_app(artifacts: list[str], cfg: ServeConfig, *, say: Callable[[str], No
     paths = {name: tier["path"] for name, tier in tiers.items()}
     max_batch_size, wait_s, why = choose_batching(tiers[default]["meta"], cfg)
     say(f"raylm serve: batching max_batch_size={max_batch_size} batch_wait_timeout_s={wait_s:g} ({why})")
-    cfg = cfg.model_copy(update={"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s})
+    routing = routing_for(cfg, list(tiers), default, max_batch_size, wait_s)
+    versions = tier_versions(tiers, cfg)
+    summary_dir = summary_dir_for(cfg.shadow_summary_dir, paths[default]) if cfg.shadow or cfg.canary else None
+    if routing.canary or routing.shadow:
+        say(f"raylm serve: routing: default {routing.default}"
+            + (f", canary {routing.canary} at {routing.canary_percent:g}%" if routing.canary else "")
+            + (f", shadow {routing.shadow}" if routing.shadow else "")
+            + f"; summaries in {summary_dir or '(none: metrics only; set serve.shadow_summary_dir)'}")
     say(f"raylm serve: autoscaling {cfg.min_replicas}..{cfg.max_replicas} replicas at {cfg.target_ongoing_requests:g} "
         f"ongoing requests each, load averaged over {cfg.look_back_period_s:g} s (metrics every "
         f"{cfg.metrics_interval_s():g} s), up after {cfg.upscale_delay_s:g} s, down after {cfg.downscale_delay_s:g} s")
-    return TierServer.options(
+    deployment = TierServer.options(
         autoscaling_config=cfg.autoscaling_config(),
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         max_replicas_per_node=cfg.max_replicas_per_node,  # spread: one lost node takes at most this many
         graceful_shutdown_timeout_s=cfg.replica_shutdown_s(),
         health_check_period_s=cfg.health_check_period_s,
-    ).bind(paths, default, cfg.model_dump(), key_digest)
+        user_config=routing.model_dump(),  # a change reconfigures the running replicas (raylm/serve/routing.py)
+    )
+    args = (paths, next(iter(tiers)), constructor_config(cfg), key_digest, versions, str(summary_dir) if summary_dir else None)
+    pin_code_version(deployment, args)
+    return deployment.bind(*args)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -121,6 +138,7 @@ def server_timing(timing: dict[str, float]) -> str:
 # The documents are built per replica (routes below), where the modality is known: see schemas.openapi_document.
 api = FastAPI(title="raylm", description="Classifiers compressed by raylm, served by Ray Serve.",
               docs_url=None, openapi_url=None)
+api.include_router(versioned_router)  # /v2/models/{name}/versions/{version}[/ready|/infer]
 
 
 @api.exception_handler(HTTPException)
@@ -134,7 +152,7 @@ async def _error_body(request: Request, err: HTTPException) -> JSONResponse:
 
 @serve.deployment
 @serve.ingress(api)
-class TierServer:
+class TierServer(RoutedReplica, VersionedRoutes):
     """One model's compression tiers behind HTTP: validate -> training preprocessing -> batched model call.
 
     The ingress lives in the model replica on purpose: a separate ingress deployment cost an extra
@@ -144,24 +162,23 @@ class TierServer:
     Texts are tokenized once per batch, inside it; images and clips are decoded per request.
     """
 
-    def __init__(self, paths: dict[str, str], default: str, cfg: dict[str, Any], key_digest: str | None):
-        from raylm.artifacts import load_artifact, read_meta
-
+    def __init__(self, paths: dict[str, str], first: str, cfg: dict[str, Any], key_digest: str | None,
+                 versions: dict[str, str] | None = None, summary_dir: str | None = None):
+        from raylm.artifacts import read_meta
         from raylm.storage import localize
 
         self._cfg = ServeConfig.model_validate(cfg)
         # A tier given as a URI is read from this node's content-keyed cache, downloaded and checked
         # against its commit marker once (raylm/storage/commit.py).
         self._paths = paths = {name: str(localize(path)) for name, path in paths.items()}
-        self._default = default
         self._key_digest = key_digest
         self._metas = {name: read_meta(path) for name, path in paths.items()}
-        meta = self._metas[default]
+        meta = self._metas[first]  # every tier has the same task, labels and preprocessing (resolve_tiers)
         self._modality = meta["task"]["modality"]
         self._labels = list(meta["labels"])
         self._model_name = meta.get("architecture", {}).get("name", "model")
         self._request_model = request_model(self._modality)
-        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[default], self._cfg.max_text_chars,
+        self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[first], self._cfg.max_text_chars,
                                         self._cfg.limits)
         self._preprocess.warm_up()
         self._threads = self._cfg.model_threads
@@ -171,11 +188,14 @@ class TierServer:
             torch.set_num_threads(self._threads)
         except ImportError:
             pass
-        # Load the default tier now: a broken artifact fails the deployment, not the first request.
-        self._preloaded = {default: load_artifact(paths[default], threads=self._threads)}
-        self._max_batch_size = self._cfg.max_batch_size or 1  # resolved by build_app
-        self._wait_s = self._cfg.batch_wait_timeout_s or 0.0
-        self._predict_batch.set_max_batch_size(self._max_batch_size)
+        self._versions = versions or {name: "1" for name in paths}
+        # The tiers the routing sends traffic to are loaded by reconfigure() (Serve calls it before the replica
+        # takes requests): a broken artifact fails the deployment, not the first request.
+        self._preloaded: dict[str, Any] = {}
+        self._loaded: set[str] = set()
+        self._routing: Routing | None = None
+        self._rng = random.Random()  # seeded from the OS: replicas draw independently
+        self._shadow = ShadowRecorder(summary_dir, self._cfg.shadow_max_pending)
         # Requests inside the handlers, and those of them queued for / inside a model call: the difference is
         # what a batch could still gain by waiting.
         self._in_handler = 0
@@ -183,13 +203,17 @@ class TierServer:
 
     # -- model side
 
-    @serve.multiplexed(max_num_models_per_replica=MAX_TIERS_PER_REPLICA)
-    async def tier(self, name: str):
-        if name in self._preloaded:
-            return self._preloaded.pop(name)
+    async def _load_tier(self, name: str):
         from raylm.artifacts import load_artifact
 
         return await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_TIERS_PER_REPLICA)
+    async def tier(self, name: str):
+        self._loaded.add(name)
+        if name in self._preloaded:
+            return self._preloaded.pop(name)
+        return await self._load_tier(name)
 
     def _run_model(self, artifact, payloads: list[Any]) -> tuple[np.ndarray, float]:
         """One model call over the payloads of several requests: texts are tokenized here, all at once."""
@@ -298,7 +322,9 @@ class TierServer:
             parsed = self._request_model.model_validate(body)
         except ValidationError as err:
             raise HTTPException(422, request_error(err, body)) from None
-        tier = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id() or self._default
+        named = parsed.tier or request.headers.get(TIER_HEADER) or serve.get_multiplexed_model_id()
+        routing = self._routing  # one routing per request, even if a redeploy swaps it meanwhile
+        tier = named or routing.pick(self._rng)
         if tier not in self._metas:
             raise HTTPException(422, f"tier: unknown {tier[:64]!r}; one of {sorted(self._metas)}")
         items = getattr(parsed, self._modality)
@@ -308,14 +334,21 @@ class TierServer:
         if len(items) > self._cfg.max_items:
             raise HTTPException(422, f"{self._modality}: {len(items)} items, more than serve.max_items={self._cfg.max_items}")
         timing["read"] = (time.perf_counter() - timing["start"]) * 1000
+        answer_start = time.perf_counter()
         probs, batch_requests = await self._classify(tier, items, timing)
+        answer_ms = (time.perf_counter() - answer_start) * 1000
         # Serialized here rather than through response_model, whose re-validation of every prediction costs ~6x
         # json.dumps (docs/serving.md); the OpenAPI document still declares PredictResponse.
         predictions = [{"label": self._labels[int(p.argmax())], "probabilities": dict(zip(self._labels, p.tolist()))}
                        for p in probs]
         content = json.dumps({"model": self._model_name, "tier": tier, "predictions": predictions,
                               "batch_requests": batch_requests})
-        return Response(content, media_type="application/json", headers={"server-timing": server_timing(timing)})
+        shadow = None
+        if not named:
+            self._shadow.routed(tier, answer_ms)
+            shadow = self._shadow_copy(routing, tier, items, probs, answer_ms)
+        return Response(content, media_type="application/json", background=shadow,
+                        headers={"server-timing": server_timing(timing), TIER_HEADER: tier})
 
     @api.get("/models", response_model=ModelsResponse, responses={401: ERRORS[401]})
     async def models(self, request: Request) -> ModelsResponse:
@@ -367,7 +400,7 @@ class TierServer:
     @api.get("/v2/models/{name}", response_model=v2.ModelMetadata, responses=V2_ERRORS)
     async def v2_model(self, name: str, request: Request) -> dict[str, Any]:
         self._v2_tier(request, name)
-        return v2.model_metadata(name, self._metas[name])
+        return v2.model_metadata(name, self._metas[name], self._versions[name])
 
     @api.get("/v2/models/{name}/ready", response_model=v2.Ready, responses=V2_ERRORS)
     async def v2_model_ready(self, name: str, request: Request) -> dict[str, bool]:
@@ -396,5 +429,6 @@ class TierServer:
                                      f"more than serve.max_items={self._cfg.max_items}")
         timing["read"] = (time.perf_counter() - timing["start"]) * 1000
         probs, _ = await self._classify(name, items, timing)
-        return Response(v2.infer_response(name, parsed, probs, self._labels), media_type="application/json",
+        return Response(v2.infer_response(name, parsed, probs, self._labels, self._versions[name]),
+                        media_type="application/json",
                         headers={"server-timing": server_timing(timing)})

@@ -66,6 +66,7 @@ class Tensor(BaseModel):
 
 class InferResponse(BaseModel):
     model_name: str
+    model_version: str | None = None
     id: str | None = None
     outputs: list[Tensor]
 
@@ -102,9 +103,10 @@ class ErrorBody(BaseModel):
     error: str
 
 
-def model_metadata(tier: str, meta: dict[str, Any]) -> dict[str, Any]:
+def model_metadata(tier: str, meta: dict[str, Any], version: str = "1") -> dict[str, Any]:
+    """The model's one version: the registry's, or the artifact's content hash (raylm/serve/versions.py)."""
     runtime = "onnxruntime_onnx" if meta["model_file"].endswith(".onnx") else "pytorch_safetensors"
-    return {"name": tier, "versions": ["1"], "platform": runtime,
+    return {"name": tier, "versions": [version], "platform": runtime,
             "inputs": [{"name": meta["task"]["modality"], "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(meta["labels"])]},
                         {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
@@ -171,13 +173,16 @@ def parse_infer(body: bytes, header_length: str | None, modality: str) -> tuple[
     return request, found
 
 
-def infer_response(tier: str, request: InferRequest, probs: np.ndarray, labels: list[str]) -> bytes:
+def infer_response(tier: str, request: InferRequest, probs: np.ndarray, labels: list[str],
+                   version: str | None = None) -> bytes:
     wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUTS)
     tensors = {"probabilities": {"name": "probabilities", "shape": list(probs.shape), "datatype": "FP32",
                                  "data": probs.astype(np.float32).ravel().tolist()},
                "label": {"name": "label", "shape": [len(probs)], "datatype": "BYTES",
                          "data": [labels[int(i)] for i in probs.argmax(-1)]}}
     body: dict[str, Any] = {"model_name": tier, "outputs": [tensors[name] for name in wanted]}
+    if version is not None:
+        body["model_version"] = version
     if request.id is not None:
         body["id"] = request.id
     return json.dumps(body).encode()
