@@ -49,6 +49,14 @@ def choose(cfg: RaylmConfig, record: ModalityRecord, samples: int | None) -> Mat
         return MaterializeChoice(bool(setting), f"data.materialize={str(setting).lower()}")
     import ray
 
+    from raylm.capacity import read_capacity
+
+    if read_capacity().multi_node:
+        # Kept blocks live in the object store of the node that decoded them: a lost node would take a
+        # split with it, and a restarted worker group would wait on its blocks for good (seen in the
+        # node-loss test). Streamed splits are re-read from the source by whichever nodes remain.
+        return MaterializeChoice(False, "data.materialize=auto: a multi-node cluster (or one that can grow): "
+                                        "streamed, so a lost node loses no kept split (data.materialize=true keeps them)")
     store = ray.cluster_resources().get("object_store_memory", 0)
     budget = cfg.data.materialize_share * store
     if samples is None:
