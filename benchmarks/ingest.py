@@ -193,6 +193,7 @@ def main() -> None:
         "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
         "data_wait_s": round(metrics["data_wait_s"], 2) if "data_wait_s" in metrics else None,
         "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,
+        "data_wait_first_batch_s": round(metrics["data_wait_first_batch_s"], 2) if "data_wait_first_batch_s" in metrics else None,
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "streamed_over_in_memory": round(streamed / baseline, 3),
         "rss_total_mib_at_10pct": round(rss_10 / mib, 1),

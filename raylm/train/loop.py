@@ -50,13 +50,17 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 def waiting_on(batches, waited: list[float]):
-    """``batches``, adding to ``waited[0]`` the seconds spent blocked on each next batch (including
-    the first, which waits for the pipeline to start): the trainer's wait on its data."""
+    """``batches``, adding to ``waited[0]`` the seconds spent blocked on each next batch (the trainer's
+    wait on its data), of which ``waited[1]``: the wait for the first one (the pipeline's start)."""
     iterator = iter(batches)
+    first = True
     while True:
         asked = time.perf_counter()
         batch = next(iterator, None)
-        waited[0] += time.perf_counter() - asked
+        seconds = time.perf_counter() - asked
+        waited[0] += seconds
+        if first:
+            waited[1], first = seconds, False
         if batch is None:
             return
         yield batch
@@ -216,7 +220,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch_size=training.batch_size, device=device, prefetch_batches=2,
             **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
         )
-        waited = [0.0]
+        waited = [0.0, 0.0]
         for batch in waiting_on(batches, waited):
             with _autocast(device, training.precision):
                 loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
@@ -232,7 +236,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0 and step % training.log_every_n_steps == 0:
                 log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, training.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
-        loss_sum, seen, waited_sum = _all_reduce_sum([loss_sum, seen, waited[0]], device)
+        loss_sum, seen, waited_sum, first_wait = _all_reduce_sum([loss_sum, seen, *waited], device)
         metrics = {
             "epoch": epoch + 1,
             "step": step,
@@ -243,6 +247,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             # The trainer's wait on its next batch (mean over workers): near 0 when data keeps up.
             "data_wait_s": waited_sum / world,
             "data_wait_fraction": waited_sum / world / max(elapsed, 1e-9),
+            "data_wait_first_batch_s": first_wait / world,  # of data_wait_s: the pipeline's start
             **evaluate(model, val_shard.iter_torch_batches(batch_size=training.batch_size, device=device), inputs, device, training.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)

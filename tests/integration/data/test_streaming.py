@@ -83,8 +83,11 @@ def test_an_epoch_over_a_set_several_times_the_store_stays_within_the_budget(cap
     # Every training row went through the epoch (validation is 5 % of the rows, split by key hash).
     assert 0.9 * _ROWS < metrics["val_samples"] + metrics["train_samples_per_s"] * metrics["train_seconds"] <= 1.01 * _ROWS
     spilled = after["spilled"] - before["spilled"]
+    print(f"data {data_bytes} bytes, spilled {spilled}, restored {after['restored'] - before['restored']}")
     assert spilled <= 0.05 * data_bytes, f"spilled {spilled} bytes of {data_bytes} ({spilled / data_bytes:.0%})"
-    assert 0 <= metrics["data_wait_fraction"] <= 1 and metrics["data_wait_s"] >= 0
+    # The trainer's wait on its data is measured (its size is a benchmark's business: benchmarks/ingest.py).
+    assert 0 <= metrics["data_wait_first_batch_s"] <= metrics["data_wait_s"] <= metrics["train_seconds"]
+    assert metrics["data_wait_fraction"] == pytest.approx(metrics["data_wait_s"] / metrics["train_seconds"])
 
 
 @pytest.mark.parametrize("value, message", [
