@@ -1,7 +1,7 @@
 """A streamed set several times Ray's object store through one epoch: within data.stream_memory, no spill.
 
 Issue 31: with Ray Data's defaults one streamed epoch of an 800 MB set spilled 789 MB to disk with a
-128 MB store. Here a set ~3.5x a capped store (its own local Ray) trains one real epoch through Ray
+128 MB store. Here a set 3x a capped store (its own local Ray) trains one real epoch through Ray
 Train (read -> decode -> augment -> split -> iter_torch_batches) and Ray's own store counters must show
 (almost) nothing spilled. Run once by hand with raylm.data.shards' bound removed, it spilled (see
 docs/large-data.md).
