@@ -1,6 +1,6 @@
 """A dataset several times Ray's object store streamed through one epoch of raylm training.
 
-    python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--data DIR] [--batch-size 128]
+    python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--stream-memory 0.25] [--data DIR] [--batch-size 128]
 
 Writes (or reuses) a learnable synthetic image set of ``--size`` in parquet shards (``raylm data
 synth``: 64x64 PNGs, 10 classes), starts Ray with its object store capped at ``--object-store``,
@@ -13,7 +13,8 @@ Baseline: the same model, batch size, optimizer and thread count on an in-memory
 ``--slice`` of the training rows, decoded up front (``plain_loop.py``, 1 thread), run before and
 after the streamed epoch (the machine is shared: the mean of the two is the baseline).
 
-Prints one JSON line: streamed samples/s and its ratio to the in-memory feed; the summed RSS of
+Prints one JSON line: streamed samples/s and its ratio to the in-memory feed; the trainer's wait on
+its next batch (seconds and share of the epoch, ``data_wait_*``); the summed RSS of
 all processes at 10 % of the epoch, its peak after that and their ratio; each process's peak; the
 object store's spilled / restored bytes; and whether the issue's goals were met (peak RSS <= 1.2x
 its 10 % value; streaming >= 0.9x in-memory).
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=0.05, help="fraction of the training rows in the in-memory baseline")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
+    parser.add_argument("--stream-memory", type=float, default=None,
+                        help="data.stream_memory: share of the object store (<= 1) or MiB (> 1); default: raylm's")
     parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
     args = parser.parse_args()
 
@@ -158,6 +161,7 @@ def main() -> None:
             "model.name=seed_cnn", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
             "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
+            *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
         ])
         outcome = fit(cfg)
         store_stats = _store_stats()
@@ -186,6 +190,11 @@ def main() -> None:
         "in_memory_samples_per_s": [round(v, 1) for v in in_memory],
         "in_memory_rows": slice_rows,
         "block_mib": args.block_mib,
+        "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
+        "data_wait_s": round(metrics["data_wait_s"], 2) if "data_wait_s" in metrics else None,
+        "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,
+        "data_wait_first_batch_s": round(metrics["data_wait_first_batch_s"], 2) if "data_wait_first_batch_s" in metrics else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "streamed_over_in_memory": round(streamed / baseline, 3),
         "rss_total_mib_at_10pct": round(rss_10 / mib, 1),
         "rss_total_mib_peak_after_10pct": round(peak_after / mib, 1),
@@ -199,6 +208,8 @@ def main() -> None:
         "rss_peak_mib_per_process": {f"{pid} {name}": round(peak / mib)
                                      for pid, (name, peak) in sorted(sampler.peaks.items(), key=lambda kv: -kv[1][1])[:12]},
         **store_stats,
+        "spilled_over_data": round(store_stats["spilled_bytes"] / manifest["bytes"], 4),
+        "goal_spill_5pct": store_stats["spilled_bytes"] <= 0.05 * manifest["bytes"],
         "goal_rss_flat": peak_after <= 1.2 * rss_10,
         "goal_streaming_0_9x": streamed >= 0.9 * baseline,
     }

@@ -120,6 +120,10 @@ class DataConfig(Section):
     block_mib: int = Field(
         0, ge=0, le=1024, description="Ray Data's target block size (MiB) for this data; 0 = Ray's default (128). "
         "Blocks of a few MiB keep memory flat when the object store is small")
+    stream_memory: float = Field(
+        0.25, gt=0, description="the most of Ray's object store a streamed (not materialized) dataset's read -> "
+        "decode -> augment -> split pipeline may hold: a share of the store (<= 1, e.g. 0.25) or MB (> 1, e.g. 64); "
+        "Ray Data holds back reads beyond it instead of spilling to disk (raylm/data/shards.py, docs/large-data.md)")
     check: bool = Field(
         True, description="decode every sample once before training and list the bad ones (raylm data check); "
         "false skips that pass for very large sets: bad samples are still left out, but not listed")
@@ -137,6 +141,17 @@ class DataConfig(Section):
         if not resolved.exists():
             raise ValueError(f"no such file or directory: {resolved}")
         return str(resolved.resolve())
+
+    @field_validator("stream_memory")
+    @classmethod
+    def _stream_memory_holds_blocks(cls, value: float, info) -> float:
+        # Below two blocks a read and a decode cannot both hold one: the pipeline creeps a block at a
+        # time. (A share is resolved against the store once Ray runs: raylm/data/shards.py.)
+        block_mib = info.data.get("block_mib") or 128
+        if value > 1 and value < 2 * block_mib:
+            raise ValueError(f"{value:g} MB holds fewer than two blocks of data.block_mib ({block_mib} MiB); "
+                             "give at least twice the block size, or a share of the object store (<= 1)")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

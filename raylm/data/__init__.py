@@ -105,7 +105,7 @@ def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> Deco
     import ray.data
 
     from raylm.data.check import check_data
-    from raylm.data.shards import block_size, file_shuffle
+    from raylm.data.shards import bounded_stream, file_shuffle
 
     record = modality_record(cfg.task.modality)
     resolved = source or data_source(cfg)
@@ -130,7 +130,7 @@ def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> Deco
         train_files = [train_files[i] for i in np.random.default_rng(cfg.train.seed).permutation(len(train_files))]
         # Paths must be readable from every node (a shared or object-store path on a real
         # cluster; docs/cluster.md), including data.cache_dir for the demo sets.
-        with block_size(cfg):
+        with bounded_stream(cfg):
             tables = {
                 split: ray.data.read_binary_files(fs, include_paths=True, shuffle=file_shuffle(cfg) if split == "train" else None)
                 for split, fs in (("train", train_files), ("validation", val_files))
@@ -140,7 +140,7 @@ def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> Deco
         roots = {}
         # Only the training read is file-shuffled; validation is read in its own order.
         val_root = resolved.roots.get("validation", resolved.roots["train"])
-        with block_size(cfg):
+        with bounded_stream(cfg):
             raw = {"train": _read_table(source, fmt, file_shuffle(cfg)),
                    "validation": _read_table(val_root.root, val_root.format)}
         if cfg.data.validation_path:

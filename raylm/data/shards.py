@@ -33,22 +33,74 @@ def file_shuffle(cfg: RaylmConfig) -> Any:
     return FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True)
 
 
+def stream_budget(cfg: RaylmConfig) -> int | None:
+    """``data.stream_memory`` in bytes: MiB as given (> 1), or that share of the running Ray's object
+    store (<= 1); None while no Ray is running to take the share of (Ray Data's default then applies)."""
+    value = cfg.data.stream_memory
+    if value > 1:
+        return int(value * 2**20)
+    import ray
+
+    store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
+    return int(value * store) or None
+
+
+def _bounded(options: Any, budget: int | None, *, cpus: float | None = None) -> Any:
+    """A copy of Ray Data ``ExecutionOptions`` limited to ``budget`` bytes of the object store and
+    ``cpus`` CPUs (None: no change)."""
+    import copy
+
+    options = copy.deepcopy(options)
+    if budget is not None:
+        options.resource_limits = options.resource_limits.copy(object_store_memory=budget)
+    if cpus is not None:
+        options.resource_limits = options.resource_limits.copy(cpu=cpus)
+    return options
+
+
 @contextlib.contextmanager
-def block_size(cfg: RaylmConfig) -> Iterator[None]:
-    """Datasets created inside take ``data.block_mib`` as Ray Data's target block size (a dataset
-    keeps the context it was created with, and so do the stages derived from it). Ray's default,
-    128 MiB, is sized for an object store of 30 % of RAM: with a small store two such blocks fill
-    it and the rest spills to disk."""
+def bounded_stream(cfg: RaylmConfig) -> Iterator[None]:
+    """Datasets created inside stream within ``data.stream_memory`` of the object store, in blocks
+    of ``data.block_mib`` (a dataset keeps the context it was created with, and so do the stages
+    derived from it; Ray Train replaces the execution options: :func:`ingest_options`).
+
+    - **block size**: Ray's default, 128 MiB, is sized for an object store of 30 % of RAM: with a
+      small store two such blocks fill it and the rest spills to disk.
+    - **the budget**: Ray Data's resource limit on object-store memory; its backpressure holds the
+      reads back when the blocks in flight (read, decoded, augmented, queued for the split) reach it.
+      Ray's own default is half the store, which a producer running ahead of the trainer overran
+      (issue 31: 789 MB of an 800 MB set spilled with a 128 MB store).
+    - **read units**: Ray 2.60's Parquet reader (datasource v2) bin-packs row groups into 128 MiB
+      read tasks whatever the block size (``RAY_DATA_PARQUET_BIN_PACKING_BYTES``, read from the
+      environment) and lists footers with a pool of 32 actors, one Python worker each: the worker
+      storm on a 2-core node. The v1 reader reads one file group per task in batches sized to the
+      target block size and starts no actors; it is used for the sets raylm streams.
+    """
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    before = context.target_max_block_size
+    before = context.target_max_block_size, context.use_datasource_v2, context.execution_options
     if cfg.data.block_mib:
         context.target_max_block_size = cfg.data.block_mib * 2**20
+    context.use_datasource_v2 = False
+    context.execution_options = _bounded(context.execution_options, stream_budget(cfg))
     try:
         yield
     finally:
-        context.target_max_block_size = before
+        context.target_max_block_size, context.use_datasource_v2, context.execution_options = before
+
+
+def ingest_options(cfg: RaylmConfig, *, training_cpus: float = 0) -> Any:
+    """Ray Data execution options for Ray Train's ``DataConfig``: Ray Train sets them on every
+    dataset it splits, replacing the ones the dataset was created with. The ``data.stream_memory``
+    budget, and a CPU limit of the cluster's CPUs less the training workers' (at least one), so
+    Ray Data starts no more read/decode tasks (and Python workers for them) than there are free CPUs."""
+    import ray
+    from ray.train import DataConfig
+
+    total = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
+    cpus = max(1.0, total - training_cpus) if total else None
+    return _bounded(DataConfig.default_ingest_options(), stream_budget(cfg), cpus=cpus)
 
 
 def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dict[str, int]:

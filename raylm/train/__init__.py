@@ -47,6 +47,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     import ray.train
 
     from raylm.data import build_datasets
+    from raylm.data.shards import ingest_options
     from raylm.data.schedule import run_schedule
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
     from raylm.train.hooks import TrainHooks
@@ -120,6 +121,10 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
                                                  placement_strategy=training.placement_strategy),
         run_config=ray.train.RunConfig(**run_config),
         datasets=datasets,
+        # Ray Train replaces each dataset's execution options with these: data.stream_memory's bound,
+        # and Ray Data's CPUs without the training workers' (raylm/data/shards.py).
+        dataset_config=ray.train.DataConfig(
+            execution_options=ingest_options(cfg, training_cpus=training.max_workers * training.cpus_per_worker)),
     )
     return trainer, data
 

@@ -49,6 +49,23 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def waiting_on(batches, waited: list[float]):
+    """``batches``, adding to ``waited[0]`` the seconds spent blocked on each next batch (the trainer's
+    wait on its data), of which ``waited[1]``: the wait for the first one (the pipeline's start)."""
+    iterator = iter(batches)
+    first = True
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        seconds = time.perf_counter() - asked
+        waited[0] += seconds
+        if first:
+            waited[1], first = seconds, False
+        if batch is None:
+            return
+        yield batch
+
+
 def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], inputs: tuple[str, ...]) -> torch.Tensor:
     return model(*(batch[name] for name in inputs))
 
@@ -203,7 +220,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch_size=training.batch_size, device=device, prefetch_batches=2,
             **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
         )
-        for batch in batches:
+        waited = [0.0, 0.0]
+        for batch in waiting_on(batches, waited):
             with _autocast(device, training.precision):
                 loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
@@ -218,7 +236,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0 and step % training.log_every_n_steps == 0:
                 log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, training.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
-        loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
+        loss_sum, seen, waited_sum, first_wait = _all_reduce_sum([loss_sum, seen, *waited], device)
         metrics = {
             "epoch": epoch + 1,
             "step": step,
@@ -226,6 +244,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_samples_per_s": seen / max(elapsed, 1e-9),
             "train_started": started_at,  # wall clock: the epoch's training window (benchmarks/ingest.py)
             "train_seconds": elapsed,
+            # The trainer's wait on its next batch (mean over workers): near 0 when data keeps up.
+            "data_wait_s": waited_sum / world,
+            "data_wait_fraction": waited_sum / world / max(elapsed, 1e-9),
+            "data_wait_first_batch_s": first_wait / world,  # of data_wait_s: the pipeline's start
             **evaluate(model, val_shard.iter_torch_batches(batch_size=training.batch_size, device=device), inputs, device, training.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
@@ -241,7 +263,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             loop_config["on_epoch"](metrics)
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                     "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s)".format(total=training.epochs, **metrics))
+                     "val_accuracy {val_accuracy:.4f} ({train_samples_per_s:.0f} samples/s, waited {data_wait_fraction:.0%} on data)".format(total=training.epochs, **metrics))
         if not checkpoint_due(training, history):
             ray.train.report(metrics, checkpoint=None)
         elif rank == 0:

@@ -1,0 +1,109 @@
+"""A streamed set several times Ray's object store through one epoch: within data.stream_memory, no spill.
+
+Issue 31: with Ray Data's defaults one streamed epoch of an 800 MB set spilled 789 MB to disk with a
+128 MB store. Here a set 3x a capped store (its own local Ray) trains one real epoch through Ray
+Train (read -> decode -> augment -> split -> iter_torch_batches) and Ray's own store counters must show
+(almost) nothing spilled. Run once by hand with raylm.data.shards' bound removed, it spilled (see
+docs/large-data.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raylm.config import ConfigError, load_config
+
+_STORE = 80 * 2**20  # Ray's smallest object store (75 MiB) and a little
+_ROWS, _SIDE, _SHARDS = 5200, 128, 13  # ~257 MB (3.07x the store) of incompressible 128x128 PNGs, 20 MB shards
+
+
+def _noise_shards(root: Path) -> int:
+    """Parquet shards of random-noise PNGs (they do not compress: bytes on disk ~ bytes read), 2 classes;
+    returns the bytes written."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    per_shard = _ROWS // _SHARDS
+    for shard in range(_SHARDS):
+        # Stored PNGs (compression 0): writing them costs no deflate, reading them is still a real decode.
+        images = [cv2.imencode(".png", rng.integers(0, 256, (_SIDE, _SIDE, 3), np.uint8),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes() for _ in range(per_shard)]
+        labels = [("a", "b")[i % 2] for i in range(per_shard)]
+        pq.write_table(pa.table({"image": images, "label": labels}), root / f"shard-{shard:03d}.parquet",
+                       row_group_size=64, compression="none", use_dictionary=False)
+    return sum(p.stat().st_size for p in root.iterdir())
+
+
+def _store_stats() -> dict[str, int]:
+    """Spilled / restored bytes of the connected Ray (the counters `ray memory` prints)."""
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    stats = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address)).store_stats
+    return {"spilled": int(stats.spilled_bytes_total), "restored": int(stats.restored_bytes_total)}
+
+
+@pytest.fixture
+def capped_ray():
+    """A local Ray of its own with the object store capped at ``_STORE`` (the shared one is not capped)."""
+    import ray
+
+    from raylm.runtime import ensure_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ensure_ray(num_cpus=2, object_store_memory=_STORE, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.integration
+def test_an_epoch_over_a_set_several_times_the_store_stays_within_the_budget(capped_ray, tmp_path):
+    from raylm.train import fit
+
+    data_bytes = _noise_shards(tmp_path / "train")
+    assert data_bytes > 3 * _STORE
+    cfg = load_config(None, [
+        "task.modality=image", "model.name=seed_cnn", f"data.path={tmp_path / 'train'}", "data.format=parquet",
+        "data.validation_fraction=0.05", "data.image.size=16", "data.materialize=false", "data.check=false",
+        "data.block_mib=4", f"data.cache_dir={tmp_path / 'cache'}", f"train.storage_path={tmp_path / 'runs'}",
+        "task.labels=[a,b]", "train.epochs=1", "train.batch_size=64", "train.num_workers=1", "train.cpus_per_worker=1",
+    ])
+    before = _store_stats()
+    outcome = fit(cfg)
+    after = _store_stats()
+    metrics = outcome.metrics
+    # Every training row went through the epoch (validation is 5 % of the rows, split by key hash).
+    assert 0.9 * _ROWS < metrics["val_samples"] + metrics["train_samples_per_s"] * metrics["train_seconds"] <= 1.01 * _ROWS
+    spilled = after["spilled"] - before["spilled"]
+    print(f"data {data_bytes} bytes, spilled {spilled}, restored {after['restored'] - before['restored']}")
+    assert spilled <= 0.05 * data_bytes, f"spilled {spilled} bytes of {data_bytes} ({spilled / data_bytes:.0%})"
+    # The trainer's wait on its data is measured (its size is a benchmark's business: benchmarks/ingest.py).
+    assert 0 <= metrics["data_wait_first_batch_s"] <= metrics["data_wait_s"] <= metrics["train_seconds"]
+    assert metrics["data_wait_fraction"] == pytest.approx(metrics["data_wait_s"] / metrics["train_seconds"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "data.stream_memory: Input should be greater than 0"),
+    ("100", "data.stream_memory: Value error, 100 MB holds fewer than two blocks of data.block_mib (128 MiB)"),
+    ("lots", "data.stream_memory: Input should be a valid number"),
+])
+def test_stream_memory_errors_name_the_field(value, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, ["task.modality=image", "model.name=seed_cnn", "data.name=digits", f"data.stream_memory={value}"])
+    assert message in str(raised.value)
+
+
+def test_stream_memory_as_megabytes_or_a_share_of_the_store():
+    from raylm.data.shards import stream_budget
+
+    base = ["task.modality=image", "model.name=seed_cnn", "data.name=digits", "data.block_mib=8"]
+    assert stream_budget(load_config(None, [*base, "data.stream_memory=48"])) == 48 * 2**20
+    assert load_config(None, base).data.stream_memory == 0.25  # the default: a quarter of the store
