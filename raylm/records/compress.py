@@ -94,6 +94,7 @@ class Parity(_WithExtras):
     __pydantic_extra__: dict[str, int | float]
 
     atol: float | None = None  # the keras path checks top-1 agreement, not a tolerance
+    sparse_layout: str | None = None  # int8 weights stored as a bitmask (raylm/artifacts/sparse.py), when they are
     rows: int
     max_abs_diff: float
     top1_agreement: float

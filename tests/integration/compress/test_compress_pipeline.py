@@ -65,10 +65,19 @@ def test_int8_model_runs_and_agrees_with_float(trained, tiny_config, modality, m
     assert_beats_chance(dense["accuracy"], dense["samples"], modality)  # so agreement means something
     assert int8["agreement_with_dense"] >= 0.95
     assert int8["accuracy"] >= dense["accuracy"] - 0.05
-    # A full int8 export is 0.25-0.3 of fp32 (weights 4x smaller, plus scales and graph); mostly fp32 is not.
-    assert report["ratios"]["size_ratio"] <= 0.35, report["ratios"]
     assert report["parity"]["passed"] and report["parity"]["fp32_onnx_max_abs_diff"] <= 1e-4
     artifact = load_artifact(report["artifact"])
+    # The weights are int8: >= 90 % of the elements of every weight-sized initializer (scales and zero
+    # points aside). An export left mostly fp32 fails here whatever the model's size.
+    graph = onnx.load(str(artifact.weight_files[0])).graph
+    weights = [(onnx.helper.tensor_dtype_to_np_dtype(init.data_type), int(np.prod(init.dims)))
+               for init in graph.initializer if np.prod(init.dims) >= 16]
+    int8_share = sum(n for dtype, n in weights if dtype.itemsize == 1) / sum(n for _, n in weights)
+    assert int8_share >= 0.9, int8_share
+    # A full int8 export is 0.25-0.3 of fp32 (weights 4x smaller, plus scales and graph). The tiny audio
+    # model (~4k weights, 17 KB) is 0.67x: per-channel scales, QDQ nodes and names outweigh its weights.
+    if dense["file_bytes"] >= 100_000:
+        assert report["ratios"]["size_ratio"] <= 0.35, report["ratios"]
     assert artifact.meta["model_file"] == "model.onnx" and artifact.session is not None
     assert artifact.meta["report"]["compressed"]["accuracy"] == int8["accuracy"]
 

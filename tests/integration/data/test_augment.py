@@ -252,7 +252,8 @@ def test_training_with_augmentation_sets_the_epoch_and_learns(ray_local, tiny_co
     ("audio", ["augment.audio.noise_p=1", "augment.audio.time_masks=2", "augment.audio.freq_masks=1"]),
     ("text", ["augment.text.dropout_p=0.3", "augment.text.swap_p=0.2"]),
 ])
-def test_preview_command(ray_local, tiny_config, tmp_path, capsys, modality, overrides):
+def test_preview_command(ray_local, tiny_config, tmp_path, capfd, modality, overrides):
+    # capfd: the console writes raylm's lines to its own copy of the real stdout (Ray's go to a log).
     import yaml
 
     from raylm.cli import main
@@ -262,7 +263,7 @@ def test_preview_command(ray_local, tiny_config, tmp_path, capsys, modality, ove
     out = tmp_path / "grid.png"
     assert main(["augment", "preview", "--config", str(config), "--out", str(out), "--samples", "4", "--epochs", "2"]) == 0
     if modality == "text":
-        lines = capsys.readouterr().out.splitlines()
+        lines = capfd.readouterr().out.splitlines()
         assert sum(line.startswith("clean:") for line in lines) == 4 and not out.exists()
         return
     grid = cv2.imread(str(out))

@@ -445,13 +445,14 @@ def test_atomic_directory_replaces_whole(tmp_path):
 
 def test_concurrent_pipeline_records_never_tear(tmp_path):
     from raylm.pipeline import RECORD, _write_record
+    from raylm.records import PipelineRecord
 
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         try:
             for i in range(150):
-                _write_record(tmp_path, {"stages": {"train": {"writer": n, "i": i, "pad": "x" * 4096}}})
+                _write_record(tmp_path, PipelineRecord(config={"writer": n, "i": i, "pad": "x" * 4096}))
         except BaseException as err:  # noqa: BLE001 - collected and asserted below
             errors.append(err)
 
@@ -461,5 +462,5 @@ def test_concurrent_pipeline_records_never_tear(tmp_path):
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors[:1]
-    assert json.loads((tmp_path / RECORD).read_text())["stages"]["train"]["i"] == 149
+    assert json.loads((tmp_path / RECORD).read_text())["config"]["i"] == 149
     assert [p.name for p in tmp_path.iterdir()] == [RECORD]
