@@ -215,7 +215,7 @@ def test_shadow_agreement_matches_offline(artifacts, url, tmp_path):
     assert abs(pair["agreement"] - offline) <= 0.01, (pair["agreement"], offline)
     assert pair["answer_p50_ms"] > 0 and pair["shadow_p50_ms"] > 0
     row = summarize(Path(artifacts["a"]).parent.parent)
-    assert f"a>b agree {100 * pair['agreement']:.1f}% of 400 rows" in row["shadow"]
+    assert f"a>b agree {100 * pair['agreement']:.1f}% of 400 rows" in row.shadow
 
 
 def test_no_request_fails_across_promote_and_rollback(artifacts, url, tmp_path):
