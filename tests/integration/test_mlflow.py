@@ -106,7 +106,7 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
                       f"tracking.mlflow.model_name={model_name}", *overrides)
     try:
         record = run_pipeline(cfg, verbose=False)
-        stages = record["stages"]
+        stages = record.to_json()["stages"]  # the record as pipeline.json holds it
 
         # 1 parent (the pipeline's run) + 1 child per trial, each with its epochs as steps.
         runs = _runs(client, experiment)

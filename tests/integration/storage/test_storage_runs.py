@@ -122,7 +122,7 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
         stages = record.to_json()["stages"]  # the record as pipeline.json holds it
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
         run_uri = f"s3://{bucket}/runs/{name}"
-        assert record["run_dir"] == run_uri
+        assert record.run_dir == run_uri
         assert stages["train"]["checkpoint"].startswith(f"{run_uri}/train/checkpoint_")
         assert stages["compress"]["artifact"] == f"{run_uri}/compress/pipeline"
         assert stages["tune"]["tune_dir"] == f"{run_uri}/tune"
