@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylm.config import CompressConfig, ConfigError, PipelineConfig, RaylmConfig, validate_config
+from raylm.config import ConfigError, PipelineConfig, RaylmConfig, validate_config
 from raylm.console import format_summary  # noqa: F401  (the final table; raylm.pipeline.format_summary as before)
 from raylm.errors import RaylmError
 from raylm.records import Objectives, PipelineRecord, RecordError, parse_record, read_record

@@ -28,6 +28,7 @@ from tests.helpers.faults import (
     wait_for,
 )
 from tests.helpers.oracles import assert_beats_chance
+from tests.helpers.paths import REPO
 from raylm.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -222,7 +223,7 @@ def test_a_killed_replica_under_load_fails_few_requests_cleanly_and_is_replaced(
     from ray import serve
 
     from raylm.serve import build_app, load_serve_config
-    from tests.helpers.serving import _b64, _png
+    from tests.helpers.serving import _b64, _image_artifact, _png
 
     artifact = _image_artifact(serving["root"], serving["data_root"], "replicas")
     cfg = load_serve_config(None, ["serve.min_replicas=2", "serve.max_replicas=2", "serve.replica_cpus=0.25",
@@ -267,7 +268,7 @@ def test_a_deleted_artifact_turns_health_red_with_a_reason_and_never_500s(servin
     from ray import serve
 
     from raylm.serve import build_app, load_serve_config
-    from tests.helpers.serving import _b64, _png
+    from tests.helpers.serving import _b64, _image_artifact, _png
 
     artifact = _image_artifact(serving["root"], serving["data_root"], "deleted")
     cfg = load_serve_config(None, ["serve.min_replicas=1", "serve.max_replicas=1", "serve.replica_cpus=0.25",
