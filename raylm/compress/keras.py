@@ -299,7 +299,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
         ratios = variant_ratios(dense, compressed, recipe, compresses=len(variants) > 1,
                                 paired_latency_ratio=_paired_ratio(artifact.tflite, dense_runner, val, feature, recipe))
         # The same alternation at batch 1, as the torch report has it.
-        ratios["paired_latency_ratio_b1"] = _paired_ratio(artifact.tflite, dense_runner, val, feature, recipe, 1)
+        ratios.paired_latency_ratio_b1 = _paired_ratio(artifact.tflite, dense_runner, val, feature, recipe, 1)
         parity_rows = x_val[:256]
         reloaded = artifact.predict({feature: parity_rows})
         in_memory = np.asarray(last_model(parity_rows, training=False))
