@@ -41,7 +41,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 NOT_RUN = {
     "bash": "setup.sh installs system packages; CI runs it before this suite",
-    "pip": "installs into the reader's environment",
+    "pip": "installs into the reader's environment (or a scratch virtualenv's)",
     "curl": "talks to a server the reader started (the Serve tests send the same requests)",
     "printf": "part of a request body piped to curl",
     "base64": "part of a request body piped to curl",
@@ -141,6 +141,8 @@ def check_raylm(argv: list[str]) -> str | None:
     if not hasattr(args, "overrides"):
         return None
     config = args.config and str(ROOT / args.config)
+    if config and not Path(config).is_file():
+        config = None  # a file the page has the reader write (e.g. serve.yaml from a yaml block): overrides only
     try:
         if args.verb == "serve":  # serve reads only the serve section (of --config or the defaults)
             from raylm.serve import load_serve_config
@@ -196,8 +198,8 @@ def test_every_docs_command_is_run_checked_or_declared_not_runnable():
             reason = check_raylm(argv)
         elif words[0] in {"python", "python3"} and len(words) > 1 and words[1].startswith("benchmarks/"):
             reason = check_benchmark(words)
-        elif words[:3] == ["python3", "-m", "pytest"] or words[0] in NOT_RUN:
-            reason = None
+        elif words[1:3] == ["-m", "pytest"] or words[1:3] == ["-m", "venv"] or Path(words[0]).name in NOT_RUN:
+            reason = None  # the suite itself (any interpreter, e.g. a scratch virtualenv's), or not run
         else:
             reason = f"no rule for `{words[0]}`: run it, check it, or add it to NOT_RUN with a reason"
         if reason:

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from raylm.compress.gate import compression_ratios, gain_verdict, ratios_to_dense, variant_ratios
+from raylm.records import Measurement
 
 GATE = dict(min_size_gain=2.0, min_speedup=1.25, tolerance=0.1)
 
@@ -27,8 +28,10 @@ def test_the_gate_fails_just_past_them_saying_why(size, latency, reason):
 
 
 def _measured(accuracy, file_bytes, p50_b1, p50_b4, *, gzip_bytes=None, params=100, nonzero=100):
-    return {"accuracy": accuracy, "file_bytes": file_bytes, "gzip_bytes": gzip_bytes or file_bytes, "params": params,
-            "nonzero_params": nonzero, "latency": {"batch_1": {"p50_ms": p50_b1}, "batch_4": {"p50_ms": p50_b4}}}
+    return Measurement(accuracy=accuracy, samples=100, file_bytes=file_bytes, gzip_bytes=gzip_bytes or file_bytes,
+                       params=params, nonzero_params=nonzero, sparsity=0.0, overall_sparsity=0.0, threads=1,
+                       latency={"batch_1": {"p50_ms": p50_b1, "p95_ms": p50_b1},
+                                "batch_4": {"p50_ms": p50_b4, "p95_ms": p50_b4}})
 
 
 CC = SimpleNamespace(serving_batch_size=4, min_size_gain=2.0, min_speedup=1.25, gain_tolerance=0.1)
@@ -45,8 +48,7 @@ def test_ratios_compare_the_variant_with_the_dense_model():
     assert ratios_to_dense(dense, int8, (1, 4)) == {
         "accuracy_delta": pytest.approx(-0.05), "size_ratio": 0.25, "gzip_size_ratio": pytest.approx(1 / 3),
         "params_ratio": 1.0, "nonzero_ratio": 0.5, "latency_p50_ratio_b1": 0.5, "latency_p50_ratio_b4": 0.75}
-    report = variant_ratios(dense, int8, CC, compresses=True)
+    report = variant_ratios(dense, int8, CC, compresses=True).model_dump()
     assert report["gain"]["passed"] and report["latency_p50_ratio_b1"] == 0.5 and report["size_ratio"] == 0.25
-    itself = variant_ratios(dense, dense | {"latency": {"batch_1": {"p50_ms": 1.0}, "batch_4": {"p50_ms": 1.0}}}, CC,
-                            compresses=False)
-    assert itself["gain"] == {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+    itself = variant_ratios(dense, _measured(0.9, 1000, 1.0, 1.0, gzip_bytes=900), CC, compresses=False)
+    assert itself.gain.model_dump() == {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
