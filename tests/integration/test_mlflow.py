@@ -167,6 +167,7 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
         serve.shutdown()
 
 
+@pytest.mark.faults  # a killed worker group: the fault tier (test_faults keeps the fast restart case)
 def test_a_killed_worker_group_continues_its_run_and_adds_none(ray_local, tiny_config, tracking):
     from tests.helpers.faults import WorkerKiller
 

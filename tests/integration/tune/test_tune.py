@@ -207,6 +207,7 @@ def test_measure_on_is_refused_naming_the_key(ray_local, tiny_config):
         start_probe(tiny_config("image", "tune.measure_on=serving_node"))
 
 
+@pytest.mark.faults  # the sweep driver killed: the fault tier (budget, #27)
 @pytest.mark.integration
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, tiny_config, tmp_path):
     import ray
