@@ -149,7 +149,7 @@ def _registered_tiers(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from raylm.tune import check_space, sweep
+    from raylm.tune import check_space
 
     if args.resume is None:
         if args.config is None:
@@ -163,8 +163,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from raylm.runtime import load_torch_first
 
     load_torch_first(cfg.model.backend if cfg is not None else None)
-    from raylm.report.runs import run_status
-    from raylm.tune.results import sweep_table
     from raylm.tune.sweep import sweep_dir
 
     from contextlib import nullcontext
