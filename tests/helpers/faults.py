@@ -4,6 +4,7 @@ keep a steady HTTP load, wait with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -104,6 +105,27 @@ def running_replicas(app: str) -> int:
     if status is None:
         return 0
     return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
+
+
+@contextlib.contextmanager
+def two_node_cluster(head_cpus: int = 3, node_cpus: int = 2):
+    """A real two-node Ray (``ray.cluster_utils.Cluster``) in place of the shared local Ray, which the
+    ``ray_local`` fixture restarts for later tests. Yields ``(cluster, node)``: ``cluster.remove_node(node)``
+    is a lost node. The defaults: 2-CPU workers, one fits each node, and once the other node is gone the
+    head (3 CPUs) holds one worker and still has a CPU for Ray Data."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus})
+    node = cluster.add_node(num_cpus=node_cpus)
+    try:
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        yield cluster, node
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def wait_for(predicate, deadline_s: float, what: str) -> None:

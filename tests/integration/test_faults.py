@@ -25,6 +25,7 @@ from tests.helpers.faults import (
     latest_epoch,
     raylm_cli,
     running_replicas,
+    two_node_cluster,
     wait_for,
 )
 from tests.helpers.oracles import assert_beats_chance
@@ -408,19 +409,9 @@ def test_a_pipeline_sigkilled_in_a_stage_reenters_there_on_the_same_command(ray_
 
 @pytest.mark.faults
 def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(tiny_config):
-    import ray
-    from ray.cluster_utils import Cluster
-
     from raylm.train import fit
 
-    ray.shutdown()  # the shared local Ray; the ray_local fixture restarts it for later tests
-    # 2-CPU workers: one fits each node, and after the removal the head (3 CPUs) holds one worker and
-    # still has a CPU for Ray Data.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
-    doomed = cluster.add_node(num_cpus=2)
-    try:
-        ray.init(address=cluster.address)
-        cluster.wait_for_nodes()
+    with two_node_cluster() as (cluster, doomed):
         cfg = tiny_config("image", "train.epochs=6", "train.batch_size=4", "train.num_workers=[1,2]",
                           "train.cpus_per_worker=2", "train.max_failures=2",
                           "train.name=elastic", "train.storage_shared=true")  # two nodes, one disk
@@ -440,9 +431,6 @@ def test_elastic_training_finishes_on_the_remaining_node_after_one_is_removed(ti
         assert workers[0] == 2 and workers[-1] == 1, workers  # started on both nodes, finished on one
         assert [row["epoch"] for row in outcome.history] == list(range(1, 7))
         assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"])
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.mark.parametrize("value, expected", [("2", 2), ("[1, 2]", (1, 2)), ("[2, 2]", 2)])

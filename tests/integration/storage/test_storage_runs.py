@@ -342,26 +342,18 @@ def test_a_node_removed_mid_run_continues_from_the_checkpoint_in_the_bucket(s3_b
     once, and the model still learns."""
     import threading
 
-    import ray
-    from ray.cluster_utils import Cluster
-
     from raylm.run_files import newest_checkpoint_meta
     from raylm.storage import StoragePath
     from raylm.train import fit
     from tests.helpers.fake_cluster import wait_for
+    from tests.helpers.faults import two_node_cluster
 
     bucket, name = s3_bucket, "node-lost"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(tmp_path / "scratch"))
     monkeypatch.setenv("RAYLM_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "scratch").mkdir()
-    ray.shutdown()  # the shared local Ray; the ray_local fixture restarts it for later tests
-    # The head (3 CPUs) keeps one 2-CPU worker and a CPU for Ray Data once the other node is gone.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
-    doomed = cluster.add_node(num_cpus=2)
-    try:
-        ray.init(address=cluster.address)
-        cluster.wait_for_nodes()
+    with two_node_cluster() as (cluster, doomed):
         # The data too: on two nodes a driver-only folder is refused (data.path), so it lives in the bucket.
         StoragePath.of(f"s3://{bucket}/data/images").upload_tree(Path(data_root["image"]))
         cfg = tiny_config("image", f"data.path=s3://{bucket}/data/images",
@@ -397,6 +389,3 @@ def test_a_node_removed_mid_run_continues_from_the_checkpoint_in_the_bucket(s3_b
         assert str(outcome.checkpoint).startswith(f"s3://{bucket}/runs/{name}/train/checkpoint_")
         assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"])
         assert not (tmp_path / "s3:").exists() and not list((tmp_path / "scratch").iterdir())
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
