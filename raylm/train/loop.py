@@ -117,6 +117,24 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def replica_digests(model: torch.nn.Module) -> list[str]:
+    """Every rank's sha256 of its parameters (rank order; a collective: all ranks call it). DDP keeps the
+    replicas' parameters identical (one all-reduced gradient, one optimizer step each); replicas that
+    never synced gradients drift apart after their first step. Buffers (BatchNorm's running statistics)
+    are each rank's own between DDP's broadcasts and are left out."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in unwrap(model).named_parameters():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [digest.hexdigest()]
+    gathered: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, digest.hexdigest())
+    return [str(g) for g in gathered]
+
+
 def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool:
     """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
     ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best val_accuracy so far.
@@ -257,6 +275,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics |= {"hyperparameters": epoch_hyperparameters(cfg, tracked, scheduled), "trained_by": str(training.name)}
         if start_record and epoch == start_epoch:
             metrics |= start_record
+        if world > 1 and epoch + 1 == training.epochs:  # the final weights, once: were the replicas one model?
+            metrics["replica_digests"] = replica_digests(model)
         # The whole history travels in each checkpoint, so a resumed run still knows its past.
         history.append(metrics)
         if rank == 0 and loop_config.get("on_epoch") is not None:  # experiment tracking (MLflow): rank 0 only
