@@ -56,3 +56,55 @@ def assert_served_beats_chance(url: str, files: list[tuple[Path, str]]) -> float
     bar = chance_bar_of(labels)
     assert accuracy >= bar, f"served accuracy {accuracy:.3f} on {len(labels)} validation files is within chance (bar {bar:.3f})"
     return accuracy
+
+
+class LabelledLoad:
+    """``concurrency`` HTTP clients posting the validation ``files`` one a request, each client cycling
+    through them from its own offset, back to back until stopped. Every answer is kept as ``(sent at,
+    status or the exception's name, seconds, file index, predicted label or None)``."""
+
+    def __init__(self, url: str, files: list[tuple[Path, str]], concurrency: int, timeout_s: float):
+        import threading
+
+        self.url, self.files, self.concurrency, self.timeout_s = url, files, concurrency, timeout_s
+        self.bodies = [image_body([p]) for p, _ in files]
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, object, float, int, str | None]] = []
+        self.lock = threading.Lock()
+        self.clients = [threading.Thread(target=self._client, args=(c,), daemon=True) for c in range(concurrency)]
+
+    def _client(self, offset: int) -> None:
+        import time
+
+        import requests
+
+        i = offset * len(self.files) // self.concurrency
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                index = i % len(self.files)
+                sent, label = time.time(), None
+                try:
+                    response = session.post(self.url, json=self.bodies[index], timeout=self.timeout_s)
+                    status = response.status_code
+                    if status == 200:
+                        label = response.json()["predictions"][0]["label"]
+                except requests.RequestException as err:  # a dropped connection or a hang: not an HTTP status
+                    status = type(err).__name__
+                with self.lock:
+                    self.answers.append((sent, status, time.time() - sent, index, label))
+                i += 1
+
+    def start(self) -> "LabelledLoad":
+        for client in self.clients:
+            client.start()
+        return self
+
+    def stop_and_join(self) -> None:
+        self.stop.set()
+        for client in self.clients:
+            client.join(timeout=self.timeout_s + 10)
+        assert not any(c.is_alive() for c in self.clients), "an HTTP client is still waiting past its timeout"
+
+    def answered(self, after: float = 0.0) -> list[tuple[float, object, float, int, str | None]]:
+        with self.lock:
+            return [a for a in self.answers if a[1] == 200 and a[0] >= after]

@@ -1,82 +1,141 @@
-"""The pipeline end to end on tiny settings: sweep -> retrain -> compress -> evaluate -> a served
-endpoint that answers; then re-entry at compress without redoing the sweep or the training."""
+"""The README's Quick start end to end: ``python3 jobs/pipeline.py --config jobs/configs/image_tune.yaml``
+as a user runs it (a subprocess on its own embedded Ray, serving until SIGTERM), on the shipped YAML with
+only dotted overrides that make it small; the served model judged over HTTP on the validation files.
+Then re-entry at compress without redoing the sweep or the training."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 
-from raylm.config import ConfigError
-from tests.helpers.pipeline import _ARGS
+from raylm.config import ConfigError, load_config
+from tests.helpers.faults import wait_for
+from tests.helpers.paths import CONFIGS, REPO
 from tests.helpers.ports import free_port as _free_port
-from tests.helpers.oracles import assert_beats_chance
+from tests.helpers.served import assert_served_beats_chance, validation_files
 
 pytestmark = pytest.mark.integration
 
+QUICK_START = CONFIGS / "image_tune.yaml"
 
-def test_pipeline_end_to_end_then_reentry_at_compress(ray_local, tiny_config):
+
+def _quick_start_overrides(root: Path, port: int) -> list[str]:
+    """The Quick start config, small: 40 digits a class (~80 validation images), two one-epoch trials
+    over the YAML's own search space, a three-epoch retrain; its own storage, cache and port."""
+    return [f"data.cache_dir={root / 'cache'}", "data.samples_per_class=40", f"train.storage_path={root / 'runs'}",
+            "train.name=quickstart", "train.epochs=1", "train.batch_size=16", "tune.num_samples=2",
+            "compress.finetune_epochs=1", "compress.latency_runs=3", "compress.latency_warmup=1",
+            "pipeline.retrain_epochs=3", f"serve.port={port}", "serve.max_replicas=1", "serve.replica_cpus=0.25",
+            "pipeline.keep_serving=true"]
+
+
+def _lines_of(stream, lines: list[str]) -> threading.Thread:
+    def read() -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def _walk(config: dict, dotted: str):
+    node = config
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def test_quick_start_end_to_end_then_reentry_at_compress(ray_local, tmp_path):
     from ray import serve
 
-    from raylm.data.sources import RESOLUTIONS
     from raylm.pipeline import format_summary, run_pipeline
 
     port = _free_port()
-    cfg = tiny_config(*_ARGS, f"serve.port={port}")
+    overrides = _quick_start_overrides(tmp_path, port)
+    cfg = load_config(QUICK_START, overrides)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}  # embedded Ray
+    proc = subprocess.Popen([sys.executable, "jobs/pipeline.py", "--config", str(QUICK_START), *overrides], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = _lines_of(proc.stdout, lines)
     try:
-        resolved = RESOLUTIONS["count"]
-        record = run_pipeline(cfg, verbose=False)
-        # data.path resolved once for the run: sweep decode, retrain, compress attempts, evaluate, smoke request.
-        assert RESOLUTIONS["count"] == resolved + 1
-        stages = record.to_json()["stages"]  # the record as pipeline.json holds it
+        wait_for(lambda: any(line.startswith("serving until SIGTERM") for line in lines) or proc.poll() is not None,
+                 900, "the Quick start to serve")
+        assert proc.poll() is None, "\n".join(lines[-60:])
+        stages = json.loads((cfg.run_dir / "pipeline.json").read_text())["stages"]
         assert list(stages) == ["tune", "train", "compress", "evaluate", "serve"]
-        assert stages["tune"]["completed"] == 2 and stages["tune"]["chosen"] in stages["tune"]["pareto_front"]
-        assert stages["train"]["metrics"]["epoch"] == 2
-        assert_beats_chance(stages["evaluate"]["accuracy"], stages["evaluate"]["samples"])
-        # The sweep's point was retrained with its own hyperparameters: Tune's params.json of the chosen
-        # trial against the resolved config in the retrained checkpoint's raylm.json.
-        chosen_id = stages["tune"]["chosen"].removesuffix("-dense")
-        (trial_dir,) = [d for d in Path(stages["tune"]["tune_dir"]).iterdir() if d.is_dir() and chosen_id in d.name]
-        tuned = {k: v for k, v in json.loads((trial_dir / "params.json").read_text()).items() if k.startswith("train.")}
-        retrained = json.loads((Path(stages["train"]["checkpoint"]) / "raylm.json").read_text())["config"]
-        assert tuned and {k: retrained["train"][k.split(".", 1)[1]] for k in tuned} == tuned, (tuned, retrained["train"])
-        assert retrained["train"]["epochs"] == cfg.pipeline.retrain_epochs
-        assert stages["compress"]["artifact"].startswith(str(cfg.run_dir / "compress"))
+        url = stages["serve"]["url"]
+        assert url == f"http://127.0.0.1:{port}/predict" and any(url in line for line in lines)
+        # The served model over real HTTP, on the files the run held out, against their folders' labels.
+        digits = Path(cfg.data.cache_dir).expanduser() / "demo" / "digits-40"  # raylm/data/demo.py
+        held_out = validation_files(digits, cfg.data.validation_fraction)
+        assert len(held_out) == stages["evaluate"]["samples"]
+        assert_served_beats_chance(url, held_out)
         smoke = stages["serve"]["smoke"]
-        assert smoke["status"] == 200 and smoke["predicted"] == smoke["expected"] and smoke["correct"]
-        # The served model was judged against the dense retrain, and whatever was served is within budget.
-        compressed = stages["compress"]
-        assert compressed["dense"]["runtime"] == "onnx-fp32" and compressed["attempts"][-1]["passed"]
-        assert stages["evaluate"]["accuracy_drop_pts"] <= cfg.pipeline.max_accuracy_drop
-        assert requests.get(stages["serve"]["url"].replace("/predict", "/healthz"), timeout=30).status_code == 200
-        summary = format_summary(record)
-        assert stages["serve"]["url"] in summary and "evaluate" in summary
+        assert smoke["status"] == 200 and smoke["predicted"] == smoke["expected"], smoke
+        proc.send_signal(signal.SIGTERM)  # the README's Ctrl-C: drain, remove the app, stop the embedded Ray
+        assert proc.wait(timeout=120) == 0, "\n".join(lines[-60:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert stages["tune"]["completed"] == 2 and stages["tune"]["chosen"] in stages["tune"]["pareto_front"]
+    assert stages["train"]["metrics"]["epoch"] == 3 == cfg.pipeline.retrain_epochs
+    # The report the run wrote, at the path it printed, about this run's served model.
+    (report_line,) = [line for line in lines if line.startswith("report ")]
+    report = Path(report_line.split(None, 1)[1])
+    assert report == cfg.run_dir / "report.html" and stages["compress"]["recipe"] in report.read_text()
+    # The sweep's point was retrained with its own hyperparameters: Tune's params.json of the chosen trial
+    # against the resolved config in the retrained checkpoint's raylm.json (train.* and augment.*; the
+    # compress.* ones apply to the compress stage). The YAML's own train.lr (0.003) is not one a trial
+    # draws exactly, so a retrain that ignored the chosen point shows.
+    chosen_id = stages["tune"]["chosen"].removesuffix("-dense")
+    (trial_dir,) = [d for d in Path(stages["tune"]["tune_dir"]).iterdir() if d.is_dir() and chosen_id in d.name]
+    tuned = {k: v for k, v in json.loads((trial_dir / "params.json").read_text()).items()
+             if k.startswith(("train.", "augment."))}
+    retrained = json.loads((Path(stages["train"]["checkpoint"]) / "raylm.json").read_text())["config"]
+    assert "train.lr" in tuned and {k: _walk(retrained, k) for k in tuned} == tuned, (tuned, retrained["train"])
+    assert tuned["train.lr"] != 0.003 and retrained["train"]["epochs"] == cfg.pipeline.retrain_epochs
+    assert stages["compress"]["artifact"].startswith(str(cfg.run_dir / "compress"))
+    compressed = stages["compress"]
+    assert compressed["dense"]["runtime"] == "onnx-fp32" and compressed["attempts"][-1]["passed"]
+    assert stages["evaluate"]["accuracy_drop_pts"] <= cfg.pipeline.max_accuracy_drop
 
-        checkpoint = stages["train"]["checkpoint"]
-        swept = dict(stages["tune"])
-        trained = sorted(p.name for p in (cfg.run_dir / "train").glob("checkpoint_*"))
-        # Re-enter at compress with a recipe that destroys the model (99.5 % of every layer, one-shot,
-        # no fine-tune): the guard refuses it, says why, and serves the next candidate that passes.
-        destroy = tiny_config(*_ARGS, "compress.prune.method=magnitude", "compress.prune.sparsity=0.995",
-                              "compress.prune.scope=layer", "pipeline.prune_epochs=0", "pipeline.recovery_epochs=0",
-                              f"serve.port={port}")  # Serve keeps the port it started with
-        # As if the sweep had chosen a compressed recipe: the record's choice keeps only the hyperparameters,
-        # so the destroying compress section of the config is what the pipeline tries first.
-        saved = json.loads((cfg.run_dir / "pipeline.json").read_text())
-        saved["stages"]["tune"] |= {"params": {"train.lr": stages["tune"]["params"]["train.lr"]}, "alternates": []}
-        (cfg.run_dir / "pipeline.json").write_text(json.dumps(saved))
-        swept = dict(saved["stages"]["tune"])
+    checkpoint = stages["train"]["checkpoint"]
+    trained = sorted(p.name for p in (cfg.run_dir / "train").glob("checkpoint_*"))
+    # Re-enter at compress (on this test's Ray) with a recipe that destroys the model (99.5 % of every
+    # layer, one-shot, no fine-tune): the guard refuses it, says why, and serves the next candidate that passes.
+    port = _free_port()
+    destroy = load_config(QUICK_START, [o for o in overrides if not o.startswith("serve.port=")] + [
+        "compress.prune.method=magnitude", "compress.prune.sparsity=0.995", "compress.prune.scope=layer",
+        "pipeline.prune_epochs=0", "pipeline.recovery_epochs=0", f"serve.port={port}"])
+    # As if the sweep had chosen a compressed recipe: the record's choice keeps only the hyperparameters,
+    # so the destroying compress section of the config is what the pipeline tries first.
+    saved = json.loads((cfg.run_dir / "pipeline.json").read_text())
+    saved["stages"]["tune"] |= {"params": {"train.lr": stages["tune"]["params"]["train.lr"]}, "alternates": []}
+    (cfg.run_dir / "pipeline.json").write_text(json.dumps(saved))
+    swept = dict(saved["stages"]["tune"])
+    try:
         rerun = run_pipeline(destroy, start="compress", verbose=False)
         again = rerun.to_json()["stages"]
-        assert RESOLUTIONS["count"] == resolved + 2  # the re-entered run resolved it once more
         assert again["tune"] == swept and again["train"]["checkpoint"] == checkpoint  # records kept, not redone
         first, served = again["compress"]["attempts"][0], again["compress"]["attempts"][-1]
         assert not first["passed"] and "exceeds pipeline.max_accuracy_drop" in first["why"], first
         assert served["passed"] and served["recipe"] != first["recipe"] and "magnitude" not in served["recipe"]
         assert again["evaluate"]["accuracy_drop_pts"] <= 1.0
+        assert_served_beats_chance(again["serve"]["url"], held_out)  # the model served now, over HTTP
         assert again["serve"]["smoke"]["status"] == 200 and again["serve"]["smoke"]["correct"]
+        assert requests.get(again["serve"]["url"].replace("/predict", "/healthz"), timeout=30).status_code == 200
         assert "rejected: accuracy drop" in format_summary(rerun)
         assert sorted(p.name for p in (cfg.run_dir / "train").glob("checkpoint_*")) == trained  # not retrained
     finally:
