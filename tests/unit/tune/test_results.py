@@ -82,3 +82,44 @@ def test_latencies_of_different_hardware_are_never_ranked():
     same_machine_type = CPU | {"node_id": "n2", "node_ip": "10.0.0.9"}
     assert hardware_key(same_machine_type) == hardware_key(CPU) == ("Xeon", 8, "cpu")
     assert hardware_key(None) is None and describe(None) == "unrecorded hardware"
+
+
+def test_a_dense_row_replaces_every_measured_field_and_keeps_the_rest():
+    row = _row("a", 0.8, 5.0, 1.0, dense=(0.9, 10.0, 4.0)) | {
+        "size_ratio": 0.25, "latency_ratio": 0.5, "gain_reason": "4x smaller", "artifact": "/runs/a/int8",
+        "variant": "int8", "checkpoint": "/runs/a/ckpt"}
+    assert dense_row(row) == {
+        **row, "trial_id": "a-dense", "kind": "dense",
+        "params": {"train.lr": 0.01, "compress.distill.method": "none", "compress.prune.method": "none",
+                   "compress.quantize.mode": "none"},
+        "accuracy": 0.9, "size_mb": 4.0, "latency_ms": 10.0, "accuracy_drop_pts": 0.0, "size_ratio": 1.0,
+        "latency_ratio": 1.0, "gain": None, "gain_reason": "dense reference", "artifact": None, "variant": "dense"}
+    assert row["trial_id"] == "a" and row["kind"] == "compressed"  # the trial's own row is not changed
+
+
+def test_the_refusal_names_each_hardware_and_its_distinct_candidates():
+    other = CPU | {"cpu": "EPYC", "logical_cpus": 4, "node_ip": "10.0.0.2"}
+    rows = [_row("a", 0.9, 5.0, 1.0), _row("b", 0.8, 1.0, 1.0, gain=False, measured_on=other),
+            _row("c", 0.8, 1.0, 1.0, measured_on=other)]
+    with pytest.raises(MixedHardwareError) as err:
+        best_row(rows, ["accuracy", "latency_ms"])
+    assert str(err.value) == (
+        "tune.measure_on: the sweep's latencies were measured on 2 kinds of hardware (2 candidate(s) on Xeon x8 cpu "
+        "(10.0.0.1); 3 candidate(s) on EPYC x4 cpu (10.0.0.2)); a front ranking them would rank machines, not "
+        "models. trials.json keeps a front per hardware; sweep again with tune.measure_on=driver or a custom "
+        "resource, or drop latency_ms from tune.objectives")
+    # One hardware, or no latency among the objectives: ranked.
+    assert best_row(rows[:1], ["accuracy", "latency_ms"])["trial_id"] == "a"  # as accurate as a-dense, faster
+    assert best_row(rows, ["accuracy", "size_mb"])["trial_id"] == "a"
+
+
+def test_a_point_dominates_only_when_no_worse_anywhere_and_better_somewhere():
+    from raylm.tune.results import _dominates
+
+    a = {"accuracy": 0.9, "latency_ms": 2.0, "size_mb": 1.0}
+    assert _dominates(a, a | {"accuracy": 0.8}, ["accuracy", "latency_ms"])
+    assert _dominates(a, a | {"latency_ms": 3.0}, ["accuracy", "latency_ms"])
+    assert not _dominates(a, a, ["accuracy", "latency_ms"])  # equal everywhere: neither dominates
+    assert not _dominates(a, a | {"accuracy": 0.95, "latency_ms": 3.0}, ["accuracy", "latency_ms"])
+    assert not _dominates(a | {"size_mb": 2.0}, a, ["accuracy", "size_mb"])
+    assert _dominates(a, a | {"size_mb": 2.0}, ["size_mb"])

@@ -1,0 +1,224 @@
+"""The data check's pieces without Ray (raylm/data/check.py): what a batch of files or a table's rows
+sum up to, row numbers, the columns a table must have, and when a cached check may be reused.
+The Ray Data pass that runs these on the cluster is tested in tests/integration/data/."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raylm.config import ImageDataConfig, load_config
+from raylm.data import check
+from raylm.data.check import (
+    DataError,
+    check_file_batch,
+    check_table_batch,
+    csv_parse_options,
+    fingerprint,
+    skip_invalid_csv_row,
+    table_columns,
+)
+
+
+def _png() -> bytes:
+    return cv2.imencode(".png", np.full((12, 10, 3), 200, np.uint8))[1].tobytes()
+
+
+def test_a_batch_of_files_counts_the_accepted_per_class_and_lists_the_bad_with_reasons():
+    paths = ["/d/a/1.png", "/d/a/2.png", "/d/b/3.png", "/d/b/empty.png", "/d/b/not.png", "/d/c/4.png"]
+    data = [_png(), _png(), _png(), b"", b"GIF89a......", _png()]
+    rows = check_file_batch({"path": paths, "bytes": data}, modality="image", settings=ImageDataConfig(size=8),
+                            root="/d", label_index={"a": 0, "b": 1})
+    assert list(rows) == ["summary"] and len(rows["summary"]) == 1
+    summary = json.loads(rows["summary"][0])
+    assert summary["checked"] == 6
+    assert summary["counts"] == {"a": 2, "b": 1}
+    assert summary["bad"] == [
+        {"file": "/d/b/empty.png", "label": "b", "reason": "empty (0 bytes)"},
+        {"file": "/d/b/not.png", "label": "b", "reason": summary["bad"][1]["reason"]},
+        {"file": "/d/c/4.png", "label": "c", "reason": "label 'c' is not one of task.labels"},
+    ]
+    assert "image" in summary["bad"][1]["reason"]
+    # Without task.labels every folder is a class.
+    open_classes = json.loads(check_file_batch({"path": paths[-1:], "bytes": data[-1:]}, modality="image",
+                                               settings=ImageDataConfig(size=8), root="/d",
+                                               label_index=None)["summary"][0])
+    assert open_classes == {"checked": 1, "counts": {"c": 1}, "bad": []}
+
+
+def _rows(n: int) -> list[dict]:
+    """n text rows; row k (1-based) is bad when k is 3 (empty text), 5 (no label) or 300 (an unknown label)."""
+    rows = [{"text": f"text {k}", "label": "pos" if k % 2 else "neg"} for k in range(1, n + 1)]
+    rows[2]["text"] = "  "
+    rows[4]["label"] = None
+    if n >= 300:
+        rows[299]["label"] = "maybe"
+    return rows
+
+
+def _write(tmp_path, fmt: str, rows: list[dict]) -> str:
+    if fmt == "parquet":
+        path = tmp_path / "t.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif fmt == "csv":
+        path = tmp_path / "t.csv"
+        lines = ["text,label"] + [f"{r['text']},{r['label'] if r['label'] is not None else ''}" for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path = tmp_path / "t.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _table(path: str, fmt: str, stop_at_first: bool = False, label_index=None) -> list[dict]:
+    return [json.loads(s) for out in check_table_batch(
+        {"path": [path]}, modality="text", settings=None, fmt=fmt, value_column="text", label_column="label",
+        label_index=label_index or {"pos": 0, "neg": 1}, stop_at_first=stop_at_first) for s in out["summary"]]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_a_tables_rows_are_numbered_across_chunks_and_the_bad_ones_listed(tmp_path, fmt):
+    path = _write(tmp_path, fmt, _rows(310))
+    summaries = _table(path, fmt)
+    # One summary per chunk: 256 rows (parquet, jsonl), or pyarrow's CSV block (this whole small file).
+    chunks = [310] if fmt == "csv" else [256, 54]
+    assert [s["checked"] for s in summaries] == chunks
+    bad = [b for s in summaries for b in s["bad"]]
+    assert [(b["row"], b["reason"]) for b in bad] == [
+        (3, "empty text"), (5, "empty label"), (300, "label 'maybe' is not one of task.labels")]
+    assert all(b["file"] == path for b in bad)
+    assert bad[2]["label"] == "maybe"
+    counts = [s["counts"] for s in summaries]
+    # Rows 1..256: 128 odd (pos) of which 3 and 5 are bad, 128 even (neg); rows 257..310 without 300.
+    assert counts == ([{"pos": 153, "neg": 154}] if fmt == "csv" else [{"pos": 126, "neg": 128}, {"pos": 27, "neg": 26}])
+    # fail: the pass stops after the first chunk that holds a bad row.
+    assert [s["checked"] for s in _table(path, fmt, stop_at_first=True)] == chunks[:1]
+
+
+def test_the_check_stops_at_the_chunk_of_the_first_bad_row_only_when_asked(tmp_path):
+    rows = [{"text": f"t{k}", "label": "pos"} for k in range(600)]
+    rows[400]["text"] = ""
+    path = _write(tmp_path, "jsonl", rows)
+    assert [s["checked"] for s in _table(path, "jsonl", stop_at_first=True)] == [256, 256]
+    assert [s["checked"] for s in _table(path, "jsonl")] == [256, 256, 88]
+
+
+def test_a_csv_line_with_the_wrong_number_of_fields_is_listed_without_a_row_number(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('text,label\nfine,pos\n"one, quoted\nacross lines",neg\nthree,fields,here\nlast,neg\n')
+    (summary,) = _table(str(path), "csv")
+    assert summary["checked"] == 4  # three rows read and one line skipped
+    assert summary["counts"] == {"pos": 1, "neg": 2}  # the quoted field spans two lines and stays one row
+    assert summary["bad"] == [{"file": str(path), "row": None, "label": "",
+                               "reason": "a line with 3 fields where the header has 2: 'three,fields,here'"}]
+    assert skip_invalid_csv_row(object()) == "skip"
+    assert csv_parse_options().newlines_in_values is True
+    assert csv_parse_options().invalid_row_handler is skip_invalid_csv_row
+
+
+def test_a_jsonl_row_without_the_label_key_is_an_empty_label(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n')
+    (summary,) = _table(str(path), "jsonl")
+    assert summary == {"checked": 2, "counts": {"pos": 1},
+                       "bad": [{"file": str(path), "row": 2, "label": "", "reason": "empty label"}]}
+
+
+def test_table_columns_for_each_format_and_a_missing_column_names_the_key(tmp_path):
+    rows = [{"review": "x", "stars": "5"}]
+    for fmt in ("parquet", "csv", "jsonl"):
+        path = _write(tmp_path, fmt, [{"text": "x", "label": "pos"}]) if fmt == "csv" else None
+        if fmt != "csv":
+            path = str(tmp_path / f"r.{fmt}")
+            if fmt == "parquet":
+                pq.write_table(pa.Table.from_pylist(rows), path)
+            else:
+                with open(path, "w") as f:
+                    f.write("\n  \n" + json.dumps(rows[0]) + "\n")  # blank lines before the first object
+        assert table_columns(path, fmt) == (["text", "label"] if fmt == "csv" else ["review", "stars"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("5\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: the first line is not a JSON object \(data.format=jsonl"):
+        table_columns(str(bad), "jsonl")
+    bad.write_text("{not json\n")
+    with pytest.raises(DataError, match="the first line is not a JSON object"):
+        table_columns(str(bad), "jsonl")
+    path = str(tmp_path / "r.parquet")
+    check._require_columns(path, "parquet", {"data.text.text_column": "review", "data.label_column": "stars"})
+    with pytest.raises(DataError) as err:
+        check._require_columns(path, "parquet", {"data.text.text_column": "review", "data.label_column": "label"})
+    assert str(err.value) == (f"data.label_column: {path} has no column 'label'; its columns are 'review', 'stars'. "
+                              "Set data.label_column=<one of them>")
+
+
+def test_the_fingerprint_changes_with_a_files_size_or_time_not_with_the_order(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"1")
+    b.write_bytes(b"2")
+    first = fingerprint([str(a), str(b)])
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert fingerprint([str(b), str(a)]) == first
+    assert fingerprint([str(a)]) != first
+    os.utime(b, ns=(1, 1))
+    assert fingerprint([str(a), str(b)]) != first
+    stamped = fingerprint([str(a), str(b)])
+    b.write_bytes(b"22")
+    os.utime(b, ns=(1, 1))
+    assert fingerprint([str(a), str(b)]) != stamped
+
+
+def _text_config(tmp_path, *overrides: str):
+    table = tmp_path / "t.csv"
+    if not table.exists():
+        table.write_text("text,label\nhello,pos\nbye,neg\n")
+    return load_config(None, ["task.modality=text", "model.name=bert_tiny", f"data.path={table}",
+                              f"data.cache_dir={tmp_path / 'cache'}", *overrides])
+
+
+def test_the_plan_lists_each_split_and_refuses_a_table_without_its_columns(tmp_path):
+    from raylm.data.sources import resolve
+
+    cfg = _text_config(tmp_path)
+    source = resolve(cfg, extensions=())
+    (entry,) = check._plan(cfg, source)
+    assert entry == {"split": "train", "root": str(tmp_path / "t.csv"), "format": "csv",
+                     "files": [str(tmp_path / "t.csv")], "ignored": [], "value_column": "text"}
+    renamed = _text_config(tmp_path, "data.text.text_column=review")
+    with pytest.raises(DataError, match=r"^data.text.text_column: .*t.csv has no column 'review'"):
+        check._plan(renamed, resolve(renamed, extensions=()))
+    relabelled = _text_config(tmp_path, "data.label_column=stars")
+    with pytest.raises(DataError, match=r"^data.label_column: .*t.csv has no column 'stars'"):
+        check._plan(relabelled, resolve(relabelled, extensions=()))
+
+
+def test_a_cached_check_is_reused_only_while_files_and_acceptance_settings_are_unchanged(tmp_path):
+    from raylm.data.sources import resolve
+
+    cfg = _text_config(tmp_path)
+    plan = check._plan(cfg, resolve(cfg, extensions=()))
+    key = check._cache_key(cfg, plan)
+    assert len(key) == 24 and key == check._cache_key(_text_config(tmp_path), plan)
+    for changed in (["task.labels=[pos, neg]"], ["data.text.max_length=9"], ["data.label_column=stars"],
+                    ["data.limits.max_image_pixels=1000"]):
+        assert check._cache_key(_text_config(tmp_path, *changed), plan) != key, changed
+    (tmp_path / "more.csv").write_text("text,label\nhi,pos\n")
+    assert check._cache_key(cfg, [dict(plan[0], files=plan[0]["files"] + [str(tmp_path / "more.csv")])]) != key
+    assert check._cache_key(cfg, [dict(plan[0], root=str(tmp_path))]) != key
+    assert check._cache_key(cfg, [dict(plan[0], split="validation")]) != key
+    assert check._cache_key(cfg, [dict(plan[0], format="jsonl")]) != key
+
+
+def test_the_report_is_written_whole_as_indented_utf8(tmp_path):
+    target = tmp_path / "deep" / "data_report.json"
+    check._write_json(target, {"classes": {"垂直": 2}})
+    text = target.read_text(encoding="utf-8")
+    assert text == '{\n  "classes": {\n    "垂直": 2\n  }\n}'
+    check._write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["data_report.json"]  # no temporary left
