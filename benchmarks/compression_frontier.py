@@ -55,8 +55,8 @@ STUDENT = ["compress.distill.method=distill", "compress.distill.width=0.5", "com
            "compress.distill.lr=0.0002"]
 TEXT_RECIPES = {
     "int8-dynamic": ["compress.quantize.mode=dynamic"],
-    "vocab-int8-dynamic": VOCAB + ["compress.quantize.mode=dynamic"],
     "vocab-distill-l33-w50-int8": VOCAB + STUDENT + ["compress.distill.layers=0.34", "compress.quantize.mode=dynamic"],
+    "vocab-int8-dynamic": VOCAB + ["compress.quantize.mode=dynamic"],
     "vocab-distill-l50-w50-int8": VOCAB + STUDENT + ["compress.distill.layers=0.5", "compress.quantize.mode=dynamic"],
     "structured50-int8": ["compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
                           "compress.quantize.mode=dynamic"],
