@@ -17,6 +17,7 @@ frontier is also drawn on stderr (size ratio vs p50 ratio). Goals (issue 28) are
     python benchmarks/compression_frontier.py                      # image + audio, ~15 min on 2 quiet cores
     python benchmarks/compression_frontier.py --cases image-seed_cnn --quick
     python benchmarks/compression_frontier.py --cases text-minilm  # slow: MiniLM distillation on CPU
+    python benchmarks/compression_frontier.py --cases text-minilm --checkpoint <dense_checkpoint> --recipes ...
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ CNN_RECIPES = {
     "distill50": DISTILL,
     "distill50-int8": DISTILL + INT8,
 }
+# The moonshot (issue 28: <= 0.1x size AND <= 0.2x p50): MiniLM's word embedding is half its bytes, so the
+# student keeps the rows of the tokens the training split uses (compress.vocabulary=train), a third of the
+# encoder layers (initialised from the teacher's) and half of each FFN, distilled, then int8.
+VOCAB = ["compress.vocabulary=train"]
+STUDENT = ["compress.distill.method=distill", "compress.distill.width=0.5", "compress.distill.epochs=4",
+           "compress.distill.lr=0.0002"]
 TEXT_RECIPES = {
     "int8-dynamic": ["compress.quantize.mode=dynamic"],
+    "vocab-distill-l33-w50-int8": VOCAB + STUDENT + ["compress.distill.layers=0.34", "compress.quantize.mode=dynamic"],
+    "vocab-int8-dynamic": VOCAB + ["compress.quantize.mode=dynamic"],
+    "vocab-distill-l50-w50-int8": VOCAB + STUDENT + ["compress.distill.layers=0.5", "compress.quantize.mode=dynamic"],
     "structured50-int8": ["compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
                           "compress.quantize.mode=dynamic"],
     "distill-l50-w50-int8": ["compress.distill.method=distill", "compress.distill.width=0.5",
@@ -90,7 +100,11 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=None, help="only these recipe names")
     parser.add_argument("--serving-batch", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="fewer latency runs")
+    parser.add_argument("--checkpoint", default=None, help="a dense checkpoint of the (one) case to compress, "
+                                                           "instead of training one (its 'dense' line names it)")
     args = parser.parse_args()
+    if args.checkpoint and len(args.cases) != 1:
+        parser.error("--checkpoint: one dense checkpoint is one case: name it alone in --cases")
 
     from raylm.compress import compress
     from raylm.config import load_config
@@ -106,7 +120,9 @@ def main() -> None:
         config, train_overrides, recipes, (size_goal, p50_goal) = CASES[case]
         base = [f"train.storage_path={storage}", f"train.name={case}-{int(time.time())}", "train.num_workers=1",
                 *train_overrides]
-        outcome = fit(load_config(ROOT / "jobs" / "configs" / config, base))
+        checkpoint = args.checkpoint or fit(load_config(ROOT / "jobs" / "configs" / config, base)).checkpoint
+        print(json.dumps({"benchmark": "compression_frontier", "model": case, "dense_checkpoint": str(checkpoint)}),
+              flush=True)
         points = {"dense": (1.0, 1.0, 0.0)}
         for name, overrides in recipes.items():
             if args.recipes and name not in args.recipes:
@@ -114,7 +130,7 @@ def main() -> None:
             cfg = load_config(ROOT / "jobs" / "configs" / config, base + timing + [f"compress.variant={name}", *overrides])
             started = time.time()
             try:
-                report = compress(cfg, outcome.checkpoint, verbose=False)
+                report = compress(cfg, checkpoint, verbose=False)
             except Exception as err:  # one recipe failing must not hide the others' figures
                 print(json.dumps({"benchmark": "compression_frontier", "model": case, "recipe": name,
                                   "error": f"{type(err).__name__}: {str(err)[:300]}"}), flush=True)

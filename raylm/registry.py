@@ -196,6 +196,7 @@ COMPRESSION_METHODS = Registry[Any]("compression method", ["raylm.compress.metho
     # Any Keras int8 mode is quantization-aware training and a full-int8 TFLite model (tfmot has one scheme).
     ("quantize", "dynamic", "keras"): QuantizeSpec(exports=("tflite",)),
     ("quantize", "static", "keras"): QuantizeSpec(exports=("tflite",)),
+    ("quantize", "static-selective", "keras"): QuantizeSpec(exports=("tflite",)),
     # A smaller student trained on the dense model's logits (compress.distill), before pruning and int8.
     ("distill", "none", "any"): DistillSpec(),
     ("distill", "distill", "torch"): DistillSpec(trains=True),

@@ -256,10 +256,18 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
                                    batch_size=training.batch_size, lr=lr, seed=training.seed)
         variants.append(("pruned", export.write(model), model))
     if int8_method is not None:
+        float_model = model
         if recipe.finetune_epochs:
             model = int8_method.apply(model, x_train, y_train, epochs=recipe.finetune_epochs, batch_size=training.batch_size,
                                       lr=lr, preserve_sparsity=target_sparsity > 0, seed=training.seed)
-        variants.append(("int8", export.write(model, int8_calibration=calibration), model))
+        name, int8_file = "int8", export.write(model, int8_calibration=calibration)
+        if recipe.quantize.mode == "static-selective":  # the faster of full int8 and its convs kept float
+            from raylm.compress.keras_int8 import faster_int8
+
+            name, int8_file, _ = faster_int8(int8_file, float_model, calibration, recipe.serving_batch_size,
+                                             recipe.latency_threads)
+            model = model if name == "int8" else float_model
+        variants.append((name, int8_file, model))
 
     final = Path(output_dir) if output_dir is not None else cfg.run_dir / "compress" / variant
     rows: list[Measurement] = []
@@ -314,9 +322,10 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
 
 
 # tfmot prunes while it fine-tunes, and any int8 mode is quantization-aware training and a full-int8
-# TFLite model (tfmot has one int8 scheme): declared in raylm.registry, where the config reads it.
+# TFLite model (tfmot has one int8 scheme); static-selective also converts the model with its convs
+# float and serves the faster (raylm.compress.keras_int8). Declared in raylm.registry for the config.
 COMPRESSION_METHODS.register("prune", "magnitude", "keras")(Pruner(tag=magnitude_tag, apply=prune))
-for _mode in ("dynamic", "static"):
+for _mode in ("dynamic", "static", "static-selective"):
     COMPRESSION_METHODS.register("quantize", _mode, "keras")(
         Quantizer(apply=quantization_aware, calibrated=True))
 COMPRESSION_METHODS.register("export", "tflite", "keras")(Exporter(

@@ -93,5 +93,6 @@ def distills(recipe, backend: str = "torch") -> bool:
 
 
 def compresses(recipe, backend: str = "torch") -> bool:
-    """Whether a recipe changes the dense model at all: distills, prunes or quantizes."""
-    return distills(recipe, backend) or prunes(recipe, backend) or recipe.quantize.mode != "none"
+    """Whether a recipe changes the dense model at all: shrinks the vocabulary, distills, prunes or quantizes."""
+    return (recipe.vocabulary != "full" or distills(recipe, backend) or prunes(recipe, backend)
+            or recipe.quantize.mode != "none")

@@ -51,7 +51,7 @@ def variant_name(cfg: RaylmConfig) -> str:
     recipe = cfg.compress
     if recipe.variant:
         return recipe.variant
-    parts = []
+    parts = [f"vocab{recipe.vocabulary}"] if recipe.vocabulary != "full" else []
     if distills(recipe, cfg.model.backend):
         from raylm.compress.distill import distill_tag
 
@@ -132,6 +132,18 @@ def _measure_dense(recipe, dense_model: torch.nn.Module, rows: _Rows):
                                      counts=sparsity_stats(dense_model), **_timing(recipe))
     dense.runtime = "onnx-fp32"
     return dense, dense_preds, dense_predict
+
+
+def _shrink_vocabulary(cfg: RaylmConfig, teacher: torch.nn.Module, train) -> torch.nn.Module:
+    """``compress.vocabulary=train``: a copy of ``teacher`` over the training split's tokens (raylm.compress.vocabulary);
+    its logits on the training rows are the teacher's, so a student distilled from it learns the same targets."""
+    if cfg.compress.vocabulary == "full":
+        return teacher
+    from raylm.compress.measure import collect
+    from raylm.compress.vocabulary import shrink_vocabulary
+    from raylm.hf_sources import load_tokenizer, tokenizer_source
+
+    return shrink_vocabulary(teacher, collect(train, ("input_ids",))["input_ids"], load_tokenizer(tokenizer_source(cfg)))
 
 
 def _distill(cfg: RaylmConfig, teacher: torch.nn.Module, train, rows: _Rows, num_classes: int) -> torch.nn.Module:
@@ -255,7 +267,8 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
     rows = _Rows(collect(data.validation, inputs + ("label",), recipe.max_eval_samples), inputs)
     dense, dense_preds, dense_predict = _measure_dense(recipe, loaded.model, rows)
 
-    model = _distill(cfg, loaded.model, data.train, rows, len(loaded.labels))  # a copy when not distilling
+    model = _shrink_vocabulary(cfg, loaded.model, data.train)
+    model = _distill(cfg, model, data.train, rows, len(loaded.labels))  # a copy when not distilling
     model = _prune(cfg, model, rows, len(loaded.labels))
     model = _finetune(cfg, model, variant)
     counts = sparsity_stats(model)

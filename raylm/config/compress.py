@@ -48,6 +48,10 @@ class DistillConfig(Section):
 
 class CompressConfig(Section):
     variant: PlainName | None = Field(None, description="artifact name under <run_dir>/compress/; default from the recipe")
+    vocabulary: Literal["full", "train"] = Field(
+        "full", description="text (model.name=hf, ONNX export): train keeps only the embedding rows of the token ids "
+                            "the training split uses (and the special tokens); other ids read [UNK] through a lookup "
+                            "the exported graph holds, so the tokenizer and serving are unchanged")
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()

@@ -70,6 +70,10 @@ class RaylmConfig(Section):
         if recipe.export != "auto" and recipe.quantize.mode != "none" and recipe.export not in quantizer.exports:
             raise ValueError(f"compress.export: int8 models are exported as {' or '.join(quantizer.exports)} "
                              f"(set export={quantizer.exports[0]} or auto)")
+        if recipe.vocabulary != "full" and (self.task.modality != "text" or backend != "torch"
+                                            or recipe.export not in ("auto", "onnx")):
+            raise ValueError("compress.vocabulary: only a torch text model exported as ONNX has its vocabulary "
+                             "shrunk (the id lookup lives in the ONNX graph)")
         if pruner.needs_finetune and pruner.removes(recipe.prune) and recipe.finetune_epochs < 1:
             raise ValueError(f"compress.finetune_epochs: {backend}'s {recipe.prune.method} pruning prunes while "
                              "fine-tuning: at least 1 epoch when it removes weights")
