@@ -86,8 +86,16 @@ def _taking_turns(scheduler_class):
                 return TrialScheduler.CONTINUE
             state = self._trial_state.get(trial)
             before = state.last_perturbation_time if state is not None else None
+            exploits = self._num_perturbations
             decision = super().on_trial_result(tune_controller, trial, result)
             perturbed = state is not None and state.last_perturbation_time != before  # this result was a perturbation
+            if perturbed and state.last_checkpoint is None and self._num_perturbations == exploits:
+                # PBT keeps a checkpoint only of a trial in the upper quantile *at its own perturbation*.
+                # Taking turns, the first trials reach a perturbation alone (no quantiles yet), so the
+                # best of them would never be a donor: the trials arriving later found "no checkpoint"
+                # and skipped every exploit. Each perturbed trial that was not exploited keeps its
+                # checkpoint, so that it can be copied once the others have caught up.
+                state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
             if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
