@@ -103,7 +103,12 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
     result = sweep(cfg, verbose=False)
     wall = time.perf_counter() - started
     epochs = sum(int(r.get("epochs") or 0) for r in result.rows)
-    extra = {"trial_epochs": epochs, "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None}
+    extra = {"trial_epochs": epochs, "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None,
+             "best_search_accuracy": result.best and result.best.get("val_accuracy")}
+    if extra["schedule"]:  # what was learned, for the report: exploits along the lineage, first and last epoch's values
+        learned = json.loads(Path(extra["schedule"]).read_text())
+        extra["exploits"] = len(learned["exploits"])
+        extra["first_last"] = [{k: round(v, 4) for k, v in learned["per_epoch"][i]["values"].items()} for i in (0, -1)]
     return result.best, wall, extra
 
 
@@ -183,6 +188,10 @@ def main() -> int:
                 line = {"bench": "pba", "arm": arm, "seed": seed, "val_accuracy": round(accuracy, 4),
                         "search_s": None if search_s is None else round(search_s, 1), "search_trial_epochs": trial_epochs,
                         "final_s": round(time.perf_counter() - started, 1), "load_avg": _load()}
+                if arm in ("asha", "pbt"):
+                    line |= {k: extra.get(k) for k in ("best_search_accuracy", "exploits", "first_last") if k in extra}
+                    if arm == "asha":
+                        line["policy"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in changes.items()}
                 lines.append(line)
                 print(json.dumps(line), flush=True)
         mean = {arm: statistics.mean(l["val_accuracy"] for l in lines if l["arm"] == arm) for arm in args.arms}

@@ -78,6 +78,7 @@ def _taking_turns(scheduler_class):
         def __init__(self, *args, limit: int, generator, epochs: int, **kwargs):
             super().__init__(*args, **kwargs)
             self._limit, self._generator, self._epochs = limit, generator, epochs
+            self._now = None  # the epoch of the perturbation being decided (see _quantiles)
 
         def on_trial_result(self, tune_controller, trial, result):
             if result.get("epoch", 0) >= self._epochs:
@@ -86,13 +87,41 @@ def _taking_turns(scheduler_class):
                 return TrialScheduler.CONTINUE
             state = self._trial_state.get(trial)
             before = state.last_perturbation_time if state is not None else None
-            decision = super().on_trial_result(tune_controller, trial, result)
+            exploits = self._num_perturbations
+            self._now = result.get(self._time_attr)
+            try:
+                decision = super().on_trial_result(tune_controller, trial, result)
+            finally:
+                self._now = None
             perturbed = state is not None and state.last_perturbation_time != before  # this result was a perturbation
+            if perturbed and state.last_checkpoint is None and self._num_perturbations == exploits:
+                # PBT keeps a checkpoint only of a trial in the upper quantile *at its own perturbation*.
+                # Taking turns, the first trials reach a perturbation alone (no quantiles yet), so the
+                # best of them would never be a donor: the trials arriving later found "no checkpoint"
+                # and skipped every exploit. Each perturbed trial that was not exploited keeps its
+                # checkpoint, so that it can be copied once the others have caught up.
+                state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
             if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 self._generator._live_trials.discard(trial.trial_id)
             return decision
+
+        def _quantiles(self):
+            """The lower and upper quantiles among the trials perturbed at the epoch the reporting
+            trial is perturbed at (Ray's PBT ranks every trial's latest score: taking turns, the
+            others' latest scores are of earlier epochs, so the reporting trial, trained longest,
+            was never in the lower quantile and nobody was ever exploited)."""
+            if self._now is None:
+                return super()._quantiles()
+            peers = sorted((t for t, s in self._trial_state.items()
+                            if s.last_perturbation_time == self._now and s.last_score is not None
+                            and not math.isnan(s.last_score) and not t.is_finished()),
+                           key=lambda t: self._trial_state[t].last_score)
+            if len(peers) <= 1:
+                return [], []
+            count = min(math.ceil(len(peers) * self._quantile_fraction), len(peers) // 2)
+            return peers[:count], peers[-count:]
 
         def choose_trial_to_run(self, tune_controller):
             busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())

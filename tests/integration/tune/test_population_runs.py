@@ -1,0 +1,115 @@
+"""A PBT sweep interrupted (Ctrl-C) after a perturbation continues where it stopped (Tune's restore):
+the paused trial trains on from its perturbation checkpoint, no epoch of it is trained twice, and the
+learned schedule.json covers every epoch. Audio and text populations learn a schedule too, and so
+does PB2 (its GP-bandit explore, GPy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.paths import REPO
+
+_PBT = ["train.num_workers=1", "tune.scheduler=pbt", "compress.latency_runs=3", "compress.latency_warmup=1",
+        "tune.max_concurrent_trials=1", "tune.trial_cpus=0.25", "tune.export=none", "tune.measure_on=trial"]
+
+
+def _results(tune_dir: Path) -> dict[str, list[dict]]:
+    """Every epoch result Tune's driver logged, per trial (both drivers' lines: Tune appends on resume)."""
+    by_trial: dict[str, list[dict]] = {}
+    for log in tune_dir.glob("*/result.json"):
+        for line in log.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:  # the line being written when the driver was interrupted
+                continue
+            if "start_epoch" in result:  # an epoch's report (the last one is the compressed measurement)
+                by_trial.setdefault(result["trial_id"], []).append(result)
+    return by_trial
+
+
+def _perturbed(tune_dir: Path) -> list[Path]:
+    """Tune checkpoints of trials PBT paused or exploited (Tune's save of a trial: ``<trial>/checkpoint_*``)."""
+    return [p for p in tune_dir.glob("*/checkpoint_*") if p.is_dir() and any(p.iterdir())]
+
+
+@pytest.mark.slow  # a 2-trial x 4-epoch PBT sweep, interrupted and resumed: minutes on the shared 2-core machine
+def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ray_local, tiny_config, tmp_path):
+    import ray
+
+    from raylm.tune import sweep
+
+    epochs = 4
+    cfg = tiny_config("image", *_PBT, f"train.epochs={epochs}", "tune.num_samples=2", "tune.perturbation_interval=1",
+                      "tune.quantile_fraction=0.5", "tune.seed=1", "train.name=pbt-interrupted",
+                      "tune.space={train.lr: {loguniform: [0.002, 0.02]}, augment.image.rotate_p: {uniform: [0.0, 0.5]}}")
+    path = tmp_path / "pbt.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    tune_dir = cfg.run_dir / "tune"
+    # A second driver on the test's cluster, interrupted (Ctrl-C) once PBT has paused a trial at a
+    # perturbation (one trial at a time: the first is paused after epoch 1 so that the second starts).
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not _perturbed(tune_dir):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no perturbation checkpoint in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _results(tune_dir)
+    assert not (tune_dir / "schedule.json").exists(), "the interrupted sweep already finished"
+    interrupted_at = {trial: max(r["epoch"] for r in rows) for trial, rows in before.items()}
+
+    result = sweep(resume=cfg.run_dir, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 2, result.rows
+    after = _results(tune_dir)
+    for trial, rows in after.items():
+        # Each epoch trained once (an exploit may re-train from a donor's epoch: then its start_epoch is
+        # that epoch); a trial continued after the interruption from a checkpoint, not from epoch 0.
+        restarts = [r for r in rows if r["start_epoch"] == 0]
+        assert len({r["epoch"] for r in restarts if r["epoch"] == 1}) == 1 and \
+            len([r for r in restarts if r["epoch"] == 1]) == 1, f"{trial} trained from scratch twice: {rows}"
+        assert max(r["epoch"] for r in rows) == epochs
+    continued = [t for t, last in interrupted_at.items()
+                 if any(r["epoch"] == last + 1 and r["start_epoch"] >= 1 for r in after[t][len(before[t]):])]
+    assert continued, f"no trial continued from a checkpoint after the interruption: {after}"
+
+    schedule = json.loads((tune_dir / "schedule.json").read_text())
+    assert [e["epoch"] for e in schedule["per_epoch"]] == list(range(1, epochs + 1))
+    assert set(schedule["keys"]) == {"train.lr", "augment.image.rotate_p"}
+
+
+@pytest.mark.slow  # tiny population sweeps (2 trials x 2 epochs each)
+@pytest.mark.parametrize("modality, scheduler, space", [
+    ("audio", "pbt", "{augment.audio.noise_p: {uniform: [0.0, 0.8]}, augment.audio.time_masks: {randint: [0, 3]}}"),
+    ("text", "pbt", "{augment.text.dropout_p: {uniform: [0.0, 0.3]}, train.lr: {loguniform: [0.002, 0.02]}}"),
+    ("image", "pb2", "{augment.image.rotate_p: {uniform: [0.0, 0.8]}, train.lr: {loguniform: [0.002, 0.02]}}"),
+])
+def test_populations_learn_a_schedule(ray_local, tiny_config, modality, scheduler, space):
+    from raylm.tune import sweep
+
+    cfg = tiny_config(modality, *_PBT, f"tune.scheduler={scheduler}", "train.epochs=2", "tune.num_samples=2",
+                      "tune.perturbation_interval=1", "tune.quantile_fraction=0.5", f"tune.space={space}")
+    result = sweep(cfg, verbose=False)
+    assert [r["status"] for r in result.rows] == ["completed"] * 2, result.rows
+    schedule = json.loads(result.files["schedule"].read_text())
+    assert schedule["scheduler"] == scheduler
+    assert [e["epoch"] for e in schedule["per_epoch"]] == [1, 2]
+    keys = {k.split(":")[0].strip("{} ") for k in space.split("}, ")}
+    assert set(schedule["keys"]) == keys
+    for entry in schedule["per_epoch"]:  # each epoch's values lie in the space
+        assert set(entry["values"]) == keys
