@@ -59,12 +59,15 @@ def _image_rows(spec: SynthSpec, rng: np.random.Generator, n: int) -> tuple[list
     import cv2
 
     side, k = spec.image_size, spec.num_classes
+    # The grating is smooth (about 3 cycles across): drawn at up to 128x128 and resized, it costs
+    # the same for any image size; the noise is drawn at full size.
+    drawn = min(side, 128)
     labels = rng.integers(0, k, n)
-    axis = np.arange(side, dtype=np.float32) / side
+    axis = np.arange(drawn, dtype=np.float32) / drawn
     angle = (np.pi * labels / k).astype(np.float32)[:, None]
     freq = (3.0 * rng.uniform(0.9, 1.1, n)).astype(np.float32)[:, None]
     phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None]
-    along_x = 2 * np.pi * freq * axis * np.cos(angle) + phase  # (n, side)
+    along_x = 2 * np.pi * freq * axis * np.cos(angle) + phase  # (n, drawn)
     along_y = 2 * np.pi * freq * axis * np.sin(angle)
     tint = 0.5 + 0.4 * np.cos(2 * np.pi * (labels[:, None] / k + np.array([0.0, 1 / 3, 2 / 3]))).astype(np.float32)
     # Uniform noise of standard deviation `noise` (half-width sqrt(3) x that), from random bytes:
@@ -72,9 +75,11 @@ def _image_rows(spec: SynthSpec, rng: np.random.Generator, n: int) -> tuple[list
     width = np.sqrt(3) * spec.noise * 255
     encoded = []
     for i in range(n):
-        # sin(x-part + y-part) as two outer products: side^2 multiply-adds instead of side^2 sines
+        # sin(x-part + y-part) as two outer products: drawn^2 multiply-adds instead of drawn^2 sines
         wave = np.outer(np.cos(along_y[i]), np.sin(along_x[i])) + np.outer(np.sin(along_y[i]), np.cos(along_x[i]))
         grating = cv2.merge([127.5 + 89.25 * t * wave for t in tint[i]]).astype(np.uint8)
+        if drawn != side:
+            grating = cv2.resize(grating, (side, side), interpolation=cv2.INTER_LINEAR)
         noise = np.frombuffer(rng.bytes(side * side * 3), np.uint8).reshape(side, side, 3)
         pixels = cv2.addWeighted(grating, 1.0, noise, 2 * width / 255, -width)  # saturated to uint8
         encoded.append(cv2.imencode(f".{spec.image_format}", pixels)[1].tobytes())
@@ -148,8 +153,9 @@ def _write_shard(path: Path, spec: SynthSpec, seed: tuple[int, ...], max_bytes: 
     rng = np.random.default_rng(seed)
     tmp = path.with_name(f".{path.name}.tmp")
     rows = 0
-    with pq.ParquetWriter(tmp, pa.schema([(column, pa.string() if column == "text" else pa.binary()),
-                                          ("label", pa.string())])) as writer:
+    schema = pa.schema([(column, pa.string() if column == "text" else pa.binary()), ("label", pa.string())])
+    # Encoded images and audio are noise-like: compressing them again costs CPU and saves nothing.
+    with pq.ParquetWriter(tmp, schema, compression="snappy" if column == "text" else "none") as writer:
         while tmp.stat().st_size < max_bytes:
             values, labels = make_rows(spec, rng, _row_group(spec))
             writer.write_table(pa.table({column: values, "label": [spec.labels[k] for k in labels]}))
