@@ -70,9 +70,12 @@ def _image_rows(spec: SynthSpec, rng: np.random.Generator, n: int) -> tuple[list
     along_x = 2 * np.pi * freq * axis * np.cos(angle) + phase  # (n, drawn)
     along_y = 2 * np.pi * freq * axis * np.sin(angle)
     tint = 0.5 + 0.4 * np.cos(2 * np.pi * (labels[:, None] / k + np.array([0.0, 1 / 3, 2 / 3]))).astype(np.float32)
-    # Uniform noise of standard deviation `noise` (half-width sqrt(3) x that), from random bytes:
-    # a tenth of the cost of Gaussian floats, so large sets are written at disk-ish speed.
+    # Uniform noise of standard deviation `noise` (half-width sqrt(3) x that), from random bytes: a
+    # tenth of the cost of Gaussian floats. Each image takes a random window of one field drawn per
+    # call (twice the side): every image's noise differs, and large sets are written at disk-ish speed.
     width = np.sqrt(3) * spec.noise * 255
+    field = np.frombuffer(rng.bytes(4 * side * side * 3), np.uint8).reshape(2 * side, 2 * side, 3)
+    offsets = rng.integers(0, side, (n, 2))
     encoded = []
     for i in range(n):
         # sin(x-part + y-part) as two outer products: drawn^2 multiply-adds instead of drawn^2 sines
@@ -80,8 +83,8 @@ def _image_rows(spec: SynthSpec, rng: np.random.Generator, n: int) -> tuple[list
         grating = cv2.merge([127.5 + 89.25 * t * wave for t in tint[i]]).astype(np.uint8)
         if drawn != side:
             grating = cv2.resize(grating, (side, side), interpolation=cv2.INTER_LINEAR)
-        noise = np.frombuffer(rng.bytes(side * side * 3), np.uint8).reshape(side, side, 3)
-        pixels = cv2.addWeighted(grating, 1.0, noise, 2 * width / 255, -width)  # saturated to uint8
+        (y, x) = offsets[i]
+        pixels = cv2.addWeighted(grating, 1.0, field[y:y + side, x:x + side], 2 * width / 255, -width)  # saturated
         encoded.append(cv2.imencode(f".{spec.image_format}", pixels)[1].tobytes())
     return encoded, labels
 
@@ -133,10 +136,10 @@ def _text_rows(spec: SynthSpec, rng: np.random.Generator, n: int) -> tuple[list,
 
 
 def _row_group(spec: SynthSpec) -> int:
-    """Rows per row group: about 1 MB, also for images larger than 64x64 (fewer rows: a shard
-    overshoots its target by less than one row group)."""
+    """Rows per row group: about 1 MB, also for images larger than 64x64 (fewer rows, at least 4: a
+    shard overshoots its target by less than one row group)."""
     if spec.modality == "image":
-        return max(1, min(_ROW_GROUP["image"], _ROW_GROUP["image"] * 64 * 64 // spec.image_size**2))
+        return max(4, min(_ROW_GROUP["image"], _ROW_GROUP["image"] * 64 * 64 // spec.image_size**2))
     return _ROW_GROUP[spec.modality]
 
 
