@@ -325,12 +325,13 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         size, shard = (int(TypeAdapter(ByteSize).validate_python(v)) for v in (args.size, args.shard_size))
     except ValidationError:
         raise ConfigError(f"--size/--shard-size: not a size ({args.size!r}, {args.shard_size!r}); e.g. 2GB, 500MiB") from None
-    if args.classes < 2 or size <= 0 or shard <= 0:
-        raise ConfigError("--classes must be >= 2, --size and --shard-size above 0")
+    if args.classes < 2 or size <= 0 or shard <= 0 or args.workers < 1:
+        raise ConfigError("--classes must be >= 2, --workers >= 1, --size and --shard-size above 0")
     spec = SynthSpec(args.modality, size, num_classes=args.classes, shard_bytes=shard, seed=args.seed,
-                     image_size=args.image_size)
+                     image_size=args.image_size, image_format=args.image_format)
     try:
-        manifest = synthesize(spec, args.out, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        manifest = synthesize(spec, args.out, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                              workers=args.workers)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     print(json.dumps({k: manifest[k] for k in ("modality", "bytes", "splits")}, indent=2))
@@ -448,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--shard-size", default="32MiB", help="bytes per shard (default 32MiB)")
     synth.add_argument("--classes", type=int, default=10)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--image-format", choices=["png", "bmp"], default="png",
+                       help="png (default) or bmp: uncompressed, the least CPU per byte to write and to decode")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1, help="shards written at once, one process each (default 1)")
     synth.set_defaults(run=cmd_data_synth)
     report = verbs.add_parser("report", parents=[loud], help="write <run>/report.html for a pipeline, sweep or training run")
     report.add_argument("run_dir", metavar="RUN", help="the run directory (<train.storage_path>/<train.name>)")
