@@ -15,7 +15,8 @@ Measures, in one run on one embedded local Ray:
 ``efficiency``: trial-epochs (epochs trained in the trials, one per epoch report) per second of the
 sweep's wall time (Ray already up) over ``cores x`` the plain loop's epochs per second; the goal is
 >= 0.6. ``efficiency_training``: the same over the window in which trials trained (first epoch's start
-to the last report), i.e. without the decode and Tune's start. Run it at normal priority on a machine
+to the last report), i.e. without the decode and Tune's start; ``efficiency_with_finetune`` also
+counts the epochs each pruned trial's compression fine-tunes (``compress.finetune_epochs``). Run it at normal priority on a machine
 others share; the load average is printed at the start and the end. Prints one JSON line.
 """
 
@@ -130,6 +131,9 @@ def main() -> None:
     sweep_s = (answered[0] if answered else returned) - sweep_started
     training_window = max(last_report - first_start, 1e-9)
     statuses = [r["status"] for r in result.rows]
+    # A pruned trial's compression fine-tunes compress.finetune_epochs more epochs: trained epochs too.
+    finetune = sum(cfg.compress.finetune_epochs for r in result.rows if r["status"] == "completed"
+                   and (r.get("params") or {}).get("compress.prune.method", cfg.compress.prune.method) != "none")
     line = {
         "benchmark": "sweep_efficiency", "config": args.config, "overrides": args.overrides, "cores": cores,
         "model": cfg.model.name, "train_samples": train_samples, "batch_size": cfg.train.batch_size,
@@ -141,6 +145,8 @@ def main() -> None:
         "trial_epochs_per_s": round(len(epochs) / sweep_s, 3),
         "efficiency": round(len(epochs) / sweep_s / limit, 3),
         "efficiency_training": round(len(epochs) / training_window / limit, 3),
+        "finetune_epochs": finetune,
+        "efficiency_with_finetune": round((len(epochs) + finetune) / sweep_s / limit, 3),
         "fixed_costs_s": {
             **{k: round(v, 2) for k, v in phases.items() if k != "plain_loop_s"},
             # Tune's start: from sweep() (after the decode) to the first trial's first epoch beginning
