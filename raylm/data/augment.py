@@ -92,6 +92,12 @@ def _clock():
     return _clock_handles[node]
 
 
+def start_clock() -> None:
+    """Start the clock's actor without waiting for it (a sweep does, beside Tune's start, so that its
+    first trials do not wait on the actor's process)."""
+    _clock()
+
+
 def _head_node_id() -> str | None:
     """The live head node (it carries Ray's ``node:__internal_head__`` resource)."""
     import ray

@@ -228,6 +228,15 @@ def experiment_location(cfg: RaylmConfig, tune_dir: Path) -> tuple[str, Any]:
     return location.join("tune").path, location.fs
 
 
+def _warm_augment_clock(cfg: RaylmConfig) -> None:
+    """Start the cluster's augmentation epoch clock (a detached actor, ``raylm.data.augment``) now, while
+    Tune starts, instead of inside the first trials, whose first epoch would wait on its process."""
+    from raylm.data.augment import is_identity, policy_for, start_clock
+
+    if not is_identity(policy_for(cfg)) or cfg.augment.schedule or any(p.startswith("augment.") for p in cfg.tune.space):
+        start_clock()
+
+
 def _decode_once(cfg: RaylmConfig):
     """The sweep's splits decoded (and materialized with ``data.materialize``) once, here, for every
     trial; None when the space searches ``data.*``, so that each trial decodes its own."""
@@ -305,6 +314,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     quiet_data_progress()
     _check_state_api(cfg)
     probe = start_probe(cfg)  # before any trial: a tune.measure_on nobody can host is refused here
+    _warm_augment_clock(cfg)
     base = cfg.to_dict()
     progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
     experiment, filesystem = experiment_location(cfg, tune_dir)
@@ -355,14 +365,15 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         schedule = write_schedule(tune_dir, best, cfg.tune.scheduler, record_name=TRIAL_RECORD)
         if schedule is not None:
             files["schedule"] = schedule
+    exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export,
+                                options=cfg.train.storage_options)
+    if verbose:
+        print(format_table(rows, front, best), flush=True)
+    # The answer (front, best, tables) is out; the plot (matplotlib's import and a render, ~3 s) comes after.
     plot = plot_front(tune_dir / "pareto.png", rows, front)
     if plot is not None:
         files["plot"] = plot
-    exported = export_artifacts(cfg.run_dir, rows, front, best, export or cfg.tune.export,
-                                options=cfg.train.storage_options)
     _log_sweep(run, files, best, objectives)
-    if verbose:
-        print(format_table(rows, front, best))
     if mixed is not None:
         raise mixed
     return SweepResult(tune_dir, objectives, rows, front, best, files, exported)
