@@ -62,7 +62,8 @@ def test_quick_start_end_to_end_then_reentry_at_compress(ray_local, tmp_path):
     port = _free_port()
     overrides = _quick_start_overrides(tmp_path, port)
     cfg = load_config(QUICK_START, overrides)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}  # embedded Ray
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no cluster to join: an embedded Ray
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # this checkout's raylm
     proc = subprocess.Popen([sys.executable, "jobs/pipeline.py", "--config", str(QUICK_START), *overrides], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
