@@ -99,7 +99,8 @@ def fake_cluster():
     token and process session: the shared ``ray_local`` Ray never sees it. ~5-15 s to start."""
     from tests.helpers.fake_cluster import FakeCluster
 
-    with FakeCluster() as cluster:
+    # Idle worker nodes go after 3 s (the default 6): the scale-down case waits for it.
+    with FakeCluster(idle_timeout_minutes=0.05) as cluster:
         yield cluster
 
 

@@ -15,6 +15,14 @@ def tiny_config_in(root: Path, data_root: dict[str, Path], modality: str, *overr
     return load_config(None, tiny_overrides(root, data_root, modality) + list(overrides))
 
 
+def shared_cache_dir(data_root: dict[str, Path], modality: str) -> Path:
+    """One data.cache_dir per generated data set, beside it: raylm keys what it keeps there by content
+    (a data check by the files' names, sizes and mtimes and the acceptance settings; a demo set by its
+    name and size), so the session's tests check the tiny data once per modality instead of once per
+    test (a Ray Data pass each time). Nothing a test asserts lives there: run state is under root."""
+    return Path(data_root[modality]).parent / "cache"
+
+
 def tiny_overrides(root: Path, data_root: dict[str, Path], modality: str) -> list[str]:
     """The tiny config as ``key=value`` overrides (for ``raylm <verb>`` in a subprocess)."""
     return [
@@ -22,7 +30,7 @@ def tiny_overrides(root: Path, data_root: dict[str, Path], modality: str) -> lis
         f"model.name={_TINY_MODELS[modality]}",
         f"data.path={data_root[modality]}",
         "data.validation_fraction=0.3",
-        f"data.cache_dir={root / 'cache'}",
+        f"data.cache_dir={shared_cache_dir(data_root, modality)}",
         "data.text.max_length=16",
         "data.audio.sample_rate=8000",
         "data.audio.clip_seconds=0.5",

@@ -167,7 +167,7 @@ class FakeCluster:
             # answer before that and the start still fail), then blocks.
             wait_for(lambda: self.proc.poll() is not None or ("Ray runtime started" in log.read_text(errors="replace")
                                                                and self._api_up()),
-                     timeout_s, "the fake cluster's head and job API")
+                     timeout_s, "the fake cluster's head and job API", every_s=0.25)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited:\n{log.read_text(errors='replace')[-3000:]}")
         except BaseException:

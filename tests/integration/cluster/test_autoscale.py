@@ -44,8 +44,8 @@ def test_train_from_zero_worker_nodes_scales_up_trains_and_scales_down(fake_clus
     outcome = _outcome(run.stdout)
     assert outcome["metrics"]["epoch"] == 2
     assert_beats_chance(outcome["metrics"]["val_accuracy"], outcome["metrics"]["val_samples"])
-    # The request is withdrawn after the run: the idle worker node goes (idle timeout 6 s).
-    wait_for(lambda: fake_cluster.worker_nodes() == 0, 180, "the cluster back at 0 worker nodes", every_s=3)
+    # The request is withdrawn after the run: the idle worker node goes (idle timeout 3 s, tests/conftest.py).
+    wait_for(lambda: fake_cluster.worker_nodes() == 0, 180, "the cluster back at 0 worker nodes", every_s=0.5)
 
 
 # The CLI end to end on the real autoscaler's state; every other refusal is in tests/unit/test_capacity.py.
