@@ -110,3 +110,71 @@ def test_a_stored_class_folder_is_listed_through_the_s3_api(s3_bucket):
     s3.put_object(Bucket=s3_bucket, Key="tab/part-0.parquet", Body=b"x")
     assert detect_format(f"s3://{s3_bucket}/tab", "auto") == "parquet"
     assert detect_format(f"s3://{s3_bucket}/data", "auto") == "folder"
+
+
+def test_the_split_boundary_and_a_missing_key():
+    assert zlib.crc32(b"k687") % 10_000 == 3000
+    assert not in_validation("k687", 0.3)  # exactly at the fraction: train (the bound is strict)
+    assert in_validation("k687", 0.3001)
+    assert in_validation(None, 0.0001)  # a missing key hashes as the empty bytes (crc 0): below any fraction > 0
+    assert in_validation(b"", 0.0001) and not in_validation(b"", 0.0)
+
+
+def test_labels_and_split_keys_of_paths_spelled_differently_from_root(tmp_path):
+    root = _tree(tmp_path / "data", ["a/deep/1.png", "b/2.png"])
+    crooked = str(tmp_path / "other" / ".." / "data")  # the same folder, not the same string
+    assert label_of_file(str(root / "a/deep/1.png"), crooked) == "a"
+    assert label_of_file(str(root / "a/deep/1.png"), str(root) + "/") == "a"
+    # Ray Data names an object without its scheme; either side may carry it.
+    assert label_of_file("bucket/data/a/deep/1.png", "s3://bucket/data") == "a"
+    assert label_of_file("s3://bucket/data/a/deep/1.png", "bucket/data") == "a"
+    assert label_of_file("s3://bucket/BOX/a/deep/1.png", "s3://bucket/BOX") == "a"
+    files = [f"{label}/{i:03d}.png" for label in ("a", "b") for i in range(40)]
+    want = [f for f in files if in_validation(f, 0.5)]
+    local = split_files([str(root / f) for f in files], crooked, 0.5)[1]
+    assert [p[len(str(root)) + 1:] for p in local] == want
+    schemed = split_files([f"s3://bucket/data/{f}" for f in files], "bucket/data", 0.5)[1]
+    assert [p[len("s3://bucket/data/"):] for p in schemed] == want
+    # Not below root: the whole object name (without scheme) is the key.
+    outside = [f"s3://other/{f}" for f in files]
+    assert split_files(outside, "s3://bucket/data", 0.5)[1] == [p for p in outside if in_validation(p[5:], 0.5)]
+
+
+def test_an_objects_key_below_root():
+    from raylm.data.files import _key_under
+
+    assert _key_under("s3://bucket/data/a/1.png", "s3://bucket/data/") == "a/1.png"
+    assert _key_under("bucket/data/a/1.png", "gs://bucket/data") == "a/1.png"
+    assert _key_under("s3://bucket/datasets/a/1.png", "s3://bucket/data") is None  # a prefix is not a folder
+    assert _key_under("s3://other/x/a/1.png", "s3://bucket/data") is None
+
+
+def test_a_loose_file_sorted_first_does_not_hide_the_class_folders(tmp_path):
+    root = _tree(tmp_path / "data", ["0.png", "a/1.png", "b/2.png"])
+    folder = scan_class_folder(str(root), (".png", ".jpg"))
+    assert folder.labels == ["a", "b"] and len(folder.files) == 2
+    assert folder.ignored == [{"file": str(root / "0.png"), "reason": "not inside a class folder"}]
+    only = _tree(tmp_path / "one", ["a/1.png"])
+    with pytest.raises(ValueError) as err:
+        scan_class_folder(str(only), (".png", ".jpg"))
+    assert str(err.value) == (f"data.path: {only} must hold at least 2 class folders of .png/.jpg files "
+                              "(found 1 with such files, 1 files)")
+
+
+def test_a_stored_folders_ignored_files_and_refusal_name_everything(s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3")
+    for key in ("d/a/1.png", "d/b/2.jpg", "d/b/x.txt", "d/loose.png", "one/a/1.png", "tab/part-0.parquet",
+                "tab/_COMMITTED"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    folder = scan_class_folder(f"s3://{s3_bucket}/d", (".png", ".jpg"))
+    assert folder.files == [f"s3://{s3_bucket}/d/a/1.png", f"s3://{s3_bucket}/d/b/2.jpg"]
+    assert sorted(folder.ignored, key=lambda i: i["file"]) == [
+        {"file": f"s3://{s3_bucket}/d/b/x.txt", "reason": "not a .png/.jpg file"},
+        {"file": f"s3://{s3_bucket}/d/loose.png", "reason": "not inside a class folder"}]
+    with pytest.raises(ValueError) as err:
+        scan_class_folder(f"s3://{s3_bucket}/one", (".png", ".jpg"))
+    assert str(err.value) == (f"data.path: s3://{s3_bucket}/one must hold at least 2 class folders of .png/.jpg "
+                              "files (found 1 with such files, 1 files)")
+    assert detect_format(f"s3://{s3_bucket}/tab", "auto") == "parquet"  # the _COMMITTED marker is not a file of it
