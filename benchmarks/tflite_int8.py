@@ -7,7 +7,9 @@ The Keras seed CNN (Conv2D(32, 3x3) on RGB -> MaxPool -> Dense) converted four w
 - ``fp``: float TFLite (the reference);
 - ``int8``: full integer (int8 input/output, per-channel weights, ``TFLITE_BUILTINS_INT8``, no float fallback);
 - ``int8_float_io``: the same with float input/output (a QUANTIZE op in the graph);
-- ``int8_conv_float``: everything int8 except CONV_2D (``QuantizationDebugger`` denylist).
+- ``int8_conv_float``: everything int8 except CONV_2D (``QuantizationDebugger`` denylist), the second
+  candidate of the Keras ``compress.quantize.mode=static-selective`` (``raylm.compress.keras_int8``);
+  ``static_selective_serves`` names the one that recipe keeps for this model.
 
 The RGB convolution has a reduction of only 3 x 3 x 3 = 27: int8 kernels (XNNPACK QS8 or TFLite's
 ruy) pack and requantize for so little work that float wins; the model's size is in the Dense layer,
@@ -69,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
+    from raylm.compress.keras_int8 import faster_int8, int8_convs_float
     from raylm.compress.tflite import to_tflite
     from raylm.config import load_config
     from raylm.registry import MODELS
@@ -79,13 +82,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.random((128, 32, 32, 3), dtype=np.float32)
     model.fit(x, rng.integers(0, 10, 128), epochs=1, verbose=0)
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_converter(tf, model, x, int8_io=False), debug_dataset=lambda: ([s[None]] for s in x[:4]),
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["CONV_2D"]))
     files = {"fp": to_tflite(model), "int8": to_tflite(model, int8_calibration=x[:64]),
              "int8_float_io": _converter(tf, model, x, int8_io=False).convert(),
-             "int8_conv_float": debugger.get_nondebug_quantized_model()}
-    out: dict = {"benchmark": "tflite_int8", "model": "keras seed_cnn", "threads": 1, "runs": args.runs}
+             "int8_conv_float": int8_convs_float(model, x[:64])}
+    # What compress.quantize.mode=static-selective serves for this model (the faster on a calibration batch of 16).
+    served, _, choice_ms = faster_int8(files["int8"], model, x[:64], batch_size=16)
+    out: dict = {"benchmark": "tflite_int8", "model": "keras seed_cnn", "threads": 1, "runs": args.runs,
+                 "static_selective_serves": served, "static_selective_choice_ms_b16": choice_ms}
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             Path(tmp, f"{name}.tflite").write_bytes(data)
