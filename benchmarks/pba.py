@@ -162,7 +162,16 @@ def main() -> int:
     try:
         train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data")
         tree = base_tree(args, train_dir, val_dir, work / "runs")
-        ensure_ray()
+        for attempt in range(8):  # on a machine at load 100 Ray's raylet may miss its 30 s start-up window
+            try:
+                ensure_ray()
+                break
+            except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for it
+                import ray
+
+                ray.shutdown()
+                if attempt == 7 or "timed out during startup" not in str(err):
+                    raise
         searched: dict[tuple[str, int], tuple[dict, float, dict]] = {}
         for seed in args.seeds:
             search_seed = seed if args.search_per_seed else args.seeds[0]
