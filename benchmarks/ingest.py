@@ -202,7 +202,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="raylm-ingest-") as tmp:
         npz = Path(tmp) / "slice.npz"
-        with_baseline = args.modality == "image"
+        with_baseline = args.modality == "image" and args.slice > 0  # --slice 0: no baseline
         slice_rows = _in_memory_slice(manifest, args.slice, 32, npz) if with_baseline else 0
         in_memory = [_plain(npz, args)] if with_baseline else []
 
