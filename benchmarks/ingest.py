@@ -1,17 +1,22 @@
 """A dataset several times Ray's object store streamed through one epoch of raylm training.
 
     python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--stream-memory 0.25] [--data DIR] [--batch-size 128]
+        [--modality image|audio|text] [--image-size 64] [--image-format png|bmp] [--synth-workers 1] [--trace F --plot P]
 
-Writes (or reuses) a learnable synthetic image set of ``--size`` in parquet shards (``raylm data
-synth``: 64x64 PNGs, 10 classes), starts Ray with its object store capped at ``--object-store``,
-and trains raylm's seed CNN for one epoch on 1 Ray Train worker (1 CPU) while Ray Data reads and
-decodes the shards on the other CPU(s): ``data.materialize=false``, ``data.check=false``, shard
-order shuffled, validation from its own shards. Meanwhile every Ray process (this driver and all
-its descendants: GCS, raylet, Data and Train workers) has its RSS sampled with psutil.
+Writes (or reuses) a learnable synthetic set of ``--size`` in parquet shards (``raylm data synth``:
+64x64 PNGs by default, 10 classes; ``--image-size 512 --image-format bmp`` for sets larger than RAM,
+``--modality audio|text`` for WAV clips or sentences), starts Ray with its object store capped at
+``--object-store``, and trains raylm's seed model of that modality for one epoch on 1 Ray Train
+worker (1 CPU) while Ray Data reads and decodes the shards on the other CPU(s):
+``data.materialize=false``, ``data.check=false``, shard order shuffled, validation from its own
+shards. Meanwhile every Ray process (this driver and all its descendants: GCS, raylet, Data and
+Train workers) has its RSS sampled with psutil; ``--trace`` appends each sample (with the bytes
+those processes have read and, every 5 s, the store's spilled bytes) and ``--plot`` draws them
+(benchmarks/ingest_plot.py).
 
-Baseline: the same model, batch size, optimizer and thread count on an in-memory tensor holding
-``--slice`` of the training rows, decoded up front (``plain_loop.py``, 1 thread), run before and
-after the streamed epoch (the machine is shared: the mean of the two is the baseline).
+Baseline (images): the same model, batch size, optimizer and thread count on an in-memory tensor
+holding ``--slice`` of the training rows, decoded up front (``plain_loop.py``, 1 thread), run before
+and after the streamed epoch (the machine is shared: the mean of the two is the baseline).
 
 Prints one JSON line: streamed samples/s and its ratio to the in-memory feed; the trainer's wait on
 its next batch (seconds and share of the epoch, ``data_wait_*``); the summed RSS of
@@ -23,6 +28,7 @@ its 10 % value; streaming >= 0.9x in-memory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -39,11 +45,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class RssSampler(threading.Thread):
     """RSS (and PSS, which counts shared object-store pages once) of this process and all its
-    descendants every ``interval`` seconds, until stopped; each sample also appended to ``trace``."""
+    descendants every ``interval`` seconds, until stopped; each sample also appended to ``trace``
+    with the bytes those processes have read so far (``read()`` calls, page cache included: the
+    stream's throughput; kept for processes that have exited) and, every ``store_every`` samples
+    while Ray is up, the object store's spilled bytes."""
 
-    def __init__(self, interval: float = 1.0, trace: Path | None = None):
+    def __init__(self, interval: float = 1.0, trace: Path | None = None, store_every: int = 5):
         super().__init__(daemon=True)
         self.interval, self.trace, self.samples, self.peaks = interval, trace, [], {}
+        self.store_every, self._read = store_every, {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -61,10 +71,17 @@ class RssSampler(threading.Thread):
                 rss, pss, count = rss + memory.rss, pss + memory.pss, count + 1
                 peak = self.peaks.get(proc.pid, ("", 0))[1]
                 self.peaks[proc.pid] = (name[:40], max(peak, memory.rss))  # the name of its latest task
+                with contextlib.suppress(psutil.Error):
+                    self._read[proc.pid] = proc.io_counters().read_chars
             self.samples.append((time.time(), rss, pss))
             if self.trace is not None:
+                record = {"time": time.time(), "rss": rss, "pss": pss, "processes": count,
+                          "read_bytes": sum(self._read.values())}
+                if len(self.samples) % self.store_every == 0:
+                    with contextlib.suppress(Exception):  # Ray not up yet, or going down
+                        record["spilled_bytes"] = _store_stats()["spilled_bytes"]
                 with open(self.trace, "a") as f:
-                    f.write(json.dumps({"time": time.time(), "rss": rss, "pss": pss, "processes": count}) + "\n")
+                    f.write(json.dumps(record) + "\n")
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -77,9 +94,41 @@ def _store_stats() -> dict[str, int]:
     import ray
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not running")
     stats = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address)).store_stats
     return {"spilled_bytes": int(stats.spilled_bytes_total), "restored_bytes": int(stats.restored_bytes_total),
             "store_used_bytes": int(stats.object_store_bytes_used)}
+
+
+_MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}  # raylm data synth's models
+
+
+def _start_ray(tries: int = 4, **init_kwargs) -> None:
+    """raylm's embedded Ray, started again when it times out during startup: Ray waits 30 s (fixed)
+    for its raylet to register, which a raylet at nice 19 on a loaded shared machine can miss. The
+    processes a failed start left behind (this process's new descendants) are ended first."""
+    import psutil
+    import ray
+
+    from raylm.runtime import ensure_ray
+
+    me = psutil.Process()
+    for attempt in range(1, tries + 1):
+        before = {p.pid for p in me.children(recursive=True)}
+        try:
+            ensure_ray(**init_kwargs)
+            return
+        except Exception as err:
+            if "timed out during startup" not in str(err) or attempt == tries:
+                raise
+            print(f"[ingest] Ray start {attempt} timed out (load {os.getloadavg()[0]:.0f}); again", file=sys.stderr)
+            ray.shutdown()
+            left = [p for p in me.children(recursive=True) if p.pid not in before]
+            for proc in left:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(left, timeout=30)
 
 
 def _in_memory_slice(manifest: dict, fraction: float, size: int, out: Path) -> int:
@@ -126,11 +175,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--slice", type=float, default=0.05, help="fraction of the training rows in the in-memory baseline")
+    parser.add_argument("--modality", choices=sorted(_MODELS), default="image",
+                        help="image (default); audio (WAV -> MFCC) or text (tokenizer): no in-memory baseline")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
     parser.add_argument("--stream-memory", type=float, default=None,
                         help="data.stream_memory: share of the object store (<= 1) or MiB (> 1); default: raylm's")
     parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
+    parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (raylm data synth)")
+    parser.add_argument("--image-format", choices=["png", "bmp"], default="png", help="their encoding (raylm data synth)")
+    parser.add_argument("--synth-workers", type=int, default=1, help="processes writing the set, if not there yet")
+    parser.add_argument("--plot", default=None, help="draw the --trace's RSS, spill and read throughput into this PNG/SVG")
     args = parser.parse_args()
 
     from pydantic import ByteSize, TypeAdapter
@@ -138,27 +193,29 @@ def main() -> None:
     from raylm.data.synth import SynthSpec, synthesize, train_overrides
 
     size, store = (int(TypeAdapter(ByteSize).validate_python(v)) for v in (args.size, args.object_store))
-    data_dir = Path(args.data or f"/tmp/raylm-ingest/image-{args.size}")
+    suffix = "" if (args.image_size, args.image_format) == (64, "png") else f"-{args.image_size}{args.image_format}"
+    data_dir = Path(args.data or f"/tmp/raylm-ingest/{args.modality}-{args.size}{suffix if args.modality == 'image' else ''}")
     started = time.time()
-    manifest = synthesize(SynthSpec("image", size), data_dir)  # the same spec as `raylm data synth` defaults
+    spec = SynthSpec(args.modality, size, image_size=args.image_size, image_format=args.image_format)
+    manifest = synthesize(spec, data_dir, workers=args.synth_workers)  # as `raylm data synth` (reused when there)
     synth_s = time.time() - started
 
     with tempfile.TemporaryDirectory(prefix="raylm-ingest-") as tmp:
         npz = Path(tmp) / "slice.npz"
-        slice_rows = _in_memory_slice(manifest, args.slice, 32, npz)
-        in_memory = [_plain(npz, args)]
+        with_baseline = args.modality == "image" and args.slice > 0  # --slice 0: no baseline
+        slice_rows = _in_memory_slice(manifest, args.slice, 32, npz) if with_baseline else 0
+        in_memory = [_plain(npz, args)] if with_baseline else []
 
         import ray
 
         from raylm.config import load_config
-        from raylm.runtime import ensure_ray
         from raylm.train import fit
 
         sampler = RssSampler(trace=Path(args.trace) if args.trace else None)
         sampler.start()
-        ensure_ray(num_cpus=args.num_cpus, object_store_memory=store, configure_logging=False)
+        _start_ray(num_cpus=args.num_cpus, object_store_memory=store, configure_logging=False)
         cfg = load_config(None, [
-            "model.name=seed_cnn", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
+            f"model.name={_MODELS[args.modality]}", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
             "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
             *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
@@ -167,18 +224,22 @@ def main() -> None:
         store_stats = _store_stats()
         sampler.stop()
         ray.shutdown()
-        in_memory.append(_plain(npz, args))
+        if with_baseline:
+            in_memory.append(_plain(npz, args))
 
     metrics = outcome.metrics
     begin, seconds = metrics["train_started"], metrics["train_seconds"]
     rss_10, peak_after = _flatness(sampler.samples, begin, seconds, 1)
     pss_10, pss_peak = _flatness(sampler.samples, begin, seconds, 2)
-    baseline = float(np.mean(in_memory))
+    baseline = float(np.mean(in_memory)) if in_memory else None
     streamed = metrics["train_samples_per_s"]
     mib = 2**20
     result = {
         "benchmark": "ingest",
         "data_bytes": manifest["bytes"],
+        "modality": args.modality,
+        "image": f"{args.image_size}x{args.image_size} {args.image_format}" if args.modality == "image" else None,
+        "epoch_started": begin,
         "object_store_bytes": store,
         "data_over_store": round(manifest["bytes"] / store, 2),
         "train_rows": manifest["splits"]["train"]["rows"],
@@ -195,7 +256,7 @@ def main() -> None:
         "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,
         "data_wait_first_batch_s": round(metrics["data_wait_first_batch_s"], 2) if "data_wait_first_batch_s" in metrics else None,
         "load_average": [round(v, 2) for v in os.getloadavg()],
-        "streamed_over_in_memory": round(streamed / baseline, 3),
+        "streamed_over_in_memory": round(streamed / baseline, 3) if baseline else None,
         "rss_total_mib_at_10pct": round(rss_10 / mib, 1),
         "rss_total_mib_peak_after_10pct": round(peak_after / mib, 1),
         "rss_peak_over_10pct": round(peak_after / rss_10, 3),
@@ -211,9 +272,13 @@ def main() -> None:
         "spilled_over_data": round(store_stats["spilled_bytes"] / manifest["bytes"], 4),
         "goal_spill_5pct": store_stats["spilled_bytes"] <= 0.05 * manifest["bytes"],
         "goal_rss_flat": peak_after <= 1.2 * rss_10,
-        "goal_streaming_0_9x": streamed >= 0.9 * baseline,
+        "goal_streaming_0_9x": streamed >= 0.9 * baseline if baseline else None,
     }
     print(json.dumps(result))
+    if args.plot and args.trace:
+        from ingest_plot import plot_trace  # benchmarks/ is on sys.path when this runs as a script
+
+        plot_trace(Path(args.trace), result, Path(args.plot))
 
 
 if __name__ == "__main__":

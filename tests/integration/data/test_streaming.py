@@ -90,6 +90,72 @@ def test_an_epoch_over_a_set_several_times_the_store_stays_within_the_budget(cap
     assert metrics["data_wait_fraction"] == pytest.approx(metrics["data_wait_s"] / metrics["train_seconds"])
 
 
+def _summed_rss() -> int:
+    """RSS of this process and all its descendants (the local Ray's GCS, raylet and workers)."""
+    import psutil
+
+    total = 0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("modality, overrides", [
+    # 1 s WAV clips -> MFCC frames: ~3.2x the store in raw bytes (the bytes the read stage holds)
+    ("audio", ["model.name=seed_conv1d"]),
+    # short sentences -> 128 token ids + mask (2 KiB a row, ~14x the text): the tokenized blocks are
+    # ~3x the store, the text itself a fraction of it
+    ("text", ["model.name=bert_tiny", "data.text.max_length=128"]),
+])
+def test_audio_and_text_shards_stream_within_the_budget(capped_ray, tmp_path, modality, overrides):
+    """Issue 31 item 4: the MFCC and tokenizer stages run inside the same bound as image decoding."""
+    import threading
+
+    from raylm.data.synth import SynthSpec, synthesize, train_overrides
+    from raylm.train import fit
+
+    size = {"audio": int(3.2 * _STORE), "text": 8 * 2**20}[modality]  # text: ~130k rows of ~75 B
+    manifest = synthesize(SynthSpec(modality, size, num_classes=4, shard_bytes={"audio": 16, "text": 1}[modality] * 2**20),
+                          tmp_path / "set")
+    rows = manifest["splits"]["train"]["rows"]
+    streamed = {"audio": manifest["splits"]["train"]["bytes"], "text": rows * 128 * 16}[modality]
+    assert streamed > 3 * _STORE
+    cfg = load_config(None, [
+        f"task.modality={modality}", *overrides, *train_overrides(manifest), "data.materialize=false",
+        "data.block_mib=4", f"data.cache_dir={tmp_path / 'cache'}", f"train.storage_path={tmp_path / 'runs'}",
+        "train.epochs=1", "train.batch_size=64", "train.num_workers=1", "train.cpus_per_worker=1",
+    ])
+    samples, done = [], threading.Event()
+
+    def sample() -> None:  # summed RSS every second while the epoch runs
+        while not done.wait(1.0):
+            samples.append(_summed_rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    before = _store_stats()
+    sampler.start()
+    try:
+        outcome = fit(cfg)
+    finally:
+        done.set()
+        sampler.join()
+    after = _store_stats()
+    metrics = outcome.metrics
+    trained = metrics["train_samples_per_s"] * metrics["train_seconds"]
+    assert 0.95 * rows <= trained <= 1.01 * rows  # every training row went through the epoch
+    spilled = after["spilled"] - before["spilled"]
+    tenth = samples[len(samples) // 10]
+    print(f"{modality}: {rows} rows, {streamed} bytes streamed, spilled {spilled}, summed RSS at 10 % "
+          f"{tenth / 2**20:.0f} MiB, peak after {max(samples[len(samples) // 10:]) / 2**20:.0f} MiB")
+    assert spilled <= 0.05 * streamed, f"spilled {spilled} bytes of {streamed} ({spilled / streamed:.0%})"
+    assert metrics["val_accuracy"] > 0.5  # 4 classes: the streamed features are the real ones
+
+
 @pytest.mark.parametrize("value, message", [
     ("0", "data.stream_memory: Input should be greater than 0"),
     ("100", "data.stream_memory: Value error, 100 MB holds fewer than two blocks of data.block_mib (128 MiB)"),
