@@ -28,6 +28,7 @@ from raylm.train.checkpoint import (
     unwrap,
     write_checkpoint,
 )
+from raylm.train.feed import EpochFeed
 from raylm.train.hooks import TrainHooks, apply_masks
 
 # A logger, not print: Ray Train V2 both tees and logs a worker's print(), so it shows twice.
@@ -221,6 +222,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("validation")
     step = 0
     schedule, tracked = loop_config.get("schedule"), list(loop_config.get("tracked") or ())
+
+    def epoch_batches(epoch: int):
+        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
+        return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=2,
+                                              **local_shuffle(cfg, epoch=epoch, rank=rank, world=world))
+
+    feed = EpochFeed(epoch_batches)  # the next epoch's pipeline starts while this one validates (feed.py)
     for epoch in range(start_epoch, training.epochs):
         scheduled = schedule[epoch] if schedule else None
         # augment.schedule's train.lr replaces train.lr for this epoch (train.lr_schedule still applies).
@@ -231,13 +239,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             masks = hooks.sparsity_schedule(unwrap(model), epoch + 1, training.epochs)
             apply_masks(unwrap(model), masks)
         model.train()
-        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         started, started_at = time.perf_counter(), time.time()
         loss_sum = seen = 0.0
-        batches = train_shard.iter_torch_batches(
-            batch_size=training.batch_size, device=device, prefetch_batches=2,
-            **local_shuffle(cfg, epoch=epoch, rank=rank, world=world),
-        )
+        batches = feed.batches(epoch)
         waited = [0.0, 0.0]
         for batch in waiting_on(batches, waited):
             with _autocast(device, training.precision):
@@ -254,6 +258,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0 and step % training.log_every_n_steps == 0:
                 log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, training.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
+        if epoch + 1 < training.epochs:
+            feed.start(epoch + 1)
         loss_sum, seen, waited_sum, first_wait = _all_reduce_sum([loss_sum, seen, *waited], device)
         metrics = {
             "epoch": epoch + 1,
