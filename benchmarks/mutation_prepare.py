@@ -3,7 +3,7 @@
 Never run on the checkout itself (mutation.sh runs it in its scratch copy):
 
   python3 mutation_prepare.py skip MODULE FUNC ...   # FUNC not mutated (pragma on its def line)
-  python3 mutation_prepare.py lift MODULE            # decorated functions made mutable (below)
+  python3 mutation_prepare.py lift MODULE ...        # decorated functions made mutable (below)
   python3 mutation_prepare.py score RESULTS MODULE ...  # the JSON line from the results files
 
 Why ``lift``: mutmut 3 never mutates a decorated function (other than @staticmethod/@classmethod:
@@ -123,12 +123,13 @@ def score(results_dir: Path, modules: list[str], start: int) -> None:
             timeouts[name] = verdict
     for file in sorted(results_dir.glob("*.txt")):
         lines = file.read_text().splitlines()
-        module = lines[0].lstrip("# ").strip()
         for line in lines[1:]:
             m = re.match(r"\s*([\w.ǁ]+__mutmut_\d+): (.+)$", line.strip())
             if not m:
                 continue
             name, status = m.group(1), m.group(2).strip()
+            module = re.match(r"(.*?)\.xǁ|(.*?)\.x_", name)
+            module = (module.group(1) or module.group(2)).replace(".", "/") + ".py"
             per[module][status] += 1
             if status == "survived":
                 survivors.append(name)
@@ -175,7 +176,8 @@ if __name__ == "__main__":
     if verb == "skip":
         skip(Path(rest[0]), rest[1:])
     elif verb == "lift":
-        lift(Path(rest[0]))
+        for name in rest:
+            lift(Path(name))
     elif verb == "score":
         score(Path(rest[0]), rest[2:], int(rest[1]))
     else:

@@ -3,6 +3,7 @@
 import errno
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -96,11 +97,13 @@ def test_a_storage_error_inside_names_the_directory(tmp_path):
 
 def test_a_copy_moved_aside_by_a_crash_is_put_back_newest_first(tmp_path):
     final = tmp_path / "artifact"
-    older, newer = tmp_path / ".artifact-old-1", tmp_path / ".artifact-old-2"
-    older.mkdir()
-    newer.mkdir()
+    # Named against their age: the newest is the one put back, whatever its name.
+    newer, older, oldest = tmp_path / ".artifact-old-1", tmp_path / ".artifact-old-2", tmp_path / ".artifact-old-3"
+    for aside in (newer, older, oldest):
+        aside.mkdir()
     (newer / "kept").write_text("y")
-    os.utime(older, (1, 1))
+    os.utime(older, (2, 2))
+    os.utime(oldest, (1, 1))
     recover(final)
     assert (final / "kept").read_text() == "y" and older.exists() and not newer.exists()
     recover(final)  # already there: nothing moves
@@ -125,6 +128,16 @@ def test_the_exchange_swaps_two_directories_and_says_when_it_cannot(tmp_path):
         atomic._exchange(tmp_path / "missing", b)
     assert err.value.errno == errno.ENOENT and not isinstance(err.value, StorageError)
     assert err.value.filename == str(tmp_path / "missing") and err.value.filename2 == str(b)
+    assert err.value.strerror == os.strerror(errno.ENOENT)
+
+
+def test_the_exchange_takes_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / name).write_text(name)
+    assert atomic._exchange(Path("a"), Path("b")) is True
+    assert (tmp_path / "a" / "b").exists() and (tmp_path / "b" / "a").exists()
 
 
 def test_the_temporary_is_a_hidden_sibling_named_after_the_file(tmp_path, monkeypatch):
@@ -194,3 +207,25 @@ def test_a_failed_second_rename_of_the_fallback_puts_the_old_copy_back(tmp_path,
             (tmp / "new").write_text("2")
     assert sorted(p.name for p in final.iterdir()) == ["good"]
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_a_directory_under_missing_parents_and_the_copy_moved_aside_is_a_hidden_sibling(tmp_path, monkeypatch):
+    final = tmp_path / "runs" / "r1" / "artifact"
+    with atomic_directory(final) as tmp:
+        (tmp / "a").write_text("1")
+    assert (final / "a").read_text() == "1"
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    moves = []
+    real_rename = os.rename
+
+    def rename(src, dst):
+        moves.append((str(src), str(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with atomic_directory(final) as tmp:
+        (tmp / "b").write_text("2")
+    aside = moves[0][1]
+    assert moves[0][0] == str(final) and os.path.dirname(aside) == str(final.parent)
+    assert os.path.basename(aside).startswith(".artifact-old-")  # what recover() looks for after a crash
+    assert moves[1][1] == str(final) and sorted(p.name for p in final.iterdir()) == ["b"]

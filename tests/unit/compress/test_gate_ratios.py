@@ -52,3 +52,13 @@ def test_ratios_compare_the_variant_with_the_dense_model():
     assert report["gain"]["passed"] and report["latency_p50_ratio_b1"] == 0.5 and report["size_ratio"] == 0.25
     itself = variant_ratios(dense, _measured(0.9, 1000, 1.0, 1.0, gzip_bytes=900), CC, compresses=False)
     assert itself.gain.model_dump() == {"passed": False, "reason": "no gain: the dense model (nothing compressed)"}
+
+
+def test_the_accuracy_drop_is_in_points_to_three_decimals_and_a_paired_ratio_reaches_the_report():
+    dense = _measured(0.9, 1000, 2.0, 8.0)
+    student = _measured(0.854321, 250, 1.0, 6.0)
+    assert compression_ratios(dense, student, 4, CC)["accuracy_drop_pts"] == 4.568  # 4.5679 points
+    report = variant_ratios(dense, student, CC, compresses=True, paired_latency_ratio=1.5)
+    assert report.latency_ratio == 1.5 and report.latency_ratio_timing == "paired"
+    assert report.gain.model_dump() == {"passed": False, "reason": "no gain: size 0.25x but p50 1.50x of dense "
+                                                                   "(the other may cost at most 10% more)"}

@@ -34,6 +34,7 @@ def _rows(*accuracies):
     ((0.6, 0.5, 0.5), True),        # every third epoch
     ((0.6, 0.5, 0.5, 0.5, 0.5), True),  # the last epoch
     ((0.6, 0.5, 0.5, 0.5), False),
+    ((0.5, 0.7, 0.5, 0.6), False),  # better than the first epoch, not than the best one (the second)
 ])
 def test_checkpoints_at_the_cadence_the_last_epoch_and_every_new_best(accuracies, due):
     tc = _train("train.epochs=5", "train.checkpoint_every=3")
