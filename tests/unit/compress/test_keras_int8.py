@@ -22,10 +22,10 @@ def trained():
     rng = np.random.default_rng(0)
     x = rng.random((384, 32, 32, 3), dtype=np.float32) * 0.5
     y = rng.integers(0, 3, len(x))
-    x[np.arange(len(x)), :, :, y] += 0.5
+    x[np.arange(len(x)), :, :, y] += 1.0
     model = MODELS.get("image", "seed_cnn", "keras")(cfg=cfg, num_classes=3)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
     return cfg, model, x, y
 
 
@@ -56,8 +56,9 @@ def test_convs_float_candidate_keeps_the_conv_float_and_the_dense_int8(trained):
         (Path(tmp) / "m.tflite").write_bytes(candidate)
         preds = TFLiteRunner(Path(tmp) / "m.tflite")(x[:128]).argmax(-1)
     keras_preds = np.asarray(model(x[:128], training=False)).argmax(-1)
+    assert (keras_preds == y[:128]).mean() > 0.6  # chance: 1/3
     assert (preds == keras_preds).mean() >= 0.95
-    assert (preds == y[:128]).mean() >= 0.8
+    assert (preds == y[:128]).mean() >= (keras_preds == y[:128]).mean() - 0.05
 
 
 def test_the_faster_candidate_is_served_and_a_model_without_convs_keeps_full_int8(trained, monkeypatch):
