@@ -41,13 +41,14 @@ def _perturbed(tune_dir: Path) -> list[Path]:
     return [p for p in tune_dir.glob("*/checkpoint_*") if p.is_dir() and any(p.iterdir())]
 
 
-@pytest.mark.slow  # a 2-trial x 4-epoch PBT sweep, interrupted and resumed: minutes on the shared 2-core machine
+@pytest.mark.timeout(1800)
+@pytest.mark.slow  # a 2-trial x 3-epoch PBT sweep, interrupted and resumed: 15+ min on the shared 2-core machine at load 100+
 def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ray_local, tiny_config, tmp_path):
     import ray
 
     from raylm.tune import sweep
 
-    epochs = 4
+    epochs = 3
     cfg = tiny_config("image", *_PBT, f"train.epochs={epochs}", "tune.num_samples=2", "tune.perturbation_interval=1",
                       "tune.quantile_fraction=0.5", "tune.seed=1", "train.name=pbt-interrupted",
                       "tune.space={train.lr: {loguniform: [0.002, 0.02]}, augment.image.rotate_p: {uniform: [0.0, 0.5]}}")
