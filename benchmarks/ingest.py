@@ -104,7 +104,7 @@ def _store_stats() -> dict[str, int]:
 _MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}  # raylm data synth's models
 
 
-def _start_ray(tries: int = 4, **init_kwargs) -> None:
+def _start_ray(tries: int = 10, **init_kwargs) -> None:
     """raylm's embedded Ray, started again when it times out during startup: Ray waits 30 s (fixed)
     for its raylet to register, which a raylet at nice 19 on a loaded shared machine can miss. The
     processes a failed start left behind (this process's new descendants) are ended first."""
