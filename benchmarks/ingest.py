@@ -104,7 +104,7 @@ def _store_stats() -> dict[str, int]:
 _MODELS = {"image": "seed_cnn", "audio": "seed_conv1d", "text": "bert_tiny"}  # raylm data synth's models
 
 
-def _start_ray(tries: int = 4, **init_kwargs) -> None:
+def _start_ray(tries: int = 10, **init_kwargs) -> None:
     """raylm's embedded Ray, started again when it times out during startup: Ray waits 30 s (fixed)
     for its raylet to register, which a raylet at nice 19 on a loaded shared machine can miss. The
     processes a failed start left behind (this process's new descendants) are ended first."""
@@ -217,7 +217,7 @@ def main() -> None:
         cfg = load_config(None, [
             f"model.name={_MODELS[args.modality]}", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
-            "train.log_every_n_steps=1000000", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
+            "train.log_every_n_steps=1000000", "data.materialize=false", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
             *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
         ])
         outcome = fit(cfg)

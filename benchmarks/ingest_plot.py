@@ -48,6 +48,8 @@ def plot_trace(trace: Path, result: dict, out: Path) -> None:
     axes[1].legend(loc="upper left", fontsize=7)
     axes[2].plot(t[window:], rate / 1e6, lw=1, color="tab:green", label=f"bytes read by Ray's processes ({window} s mean)")
     axes[2].set_ylabel("MB/s")
+    axes[2].set_ylim(0, max(rate.max(initial=0) / 1e6, 1) * 1.15)
+    axes[2].ticklabel_format(axis="y", useOffset=False, style="plain")
     axes[2].legend(loc="upper left", fontsize=7)
     axes[2].set_xlabel("minutes from the start of the epoch")
     for ax in axes:
