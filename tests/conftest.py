@@ -135,3 +135,26 @@ def s3_bucket(s3_server, monkeypatch):
     name = f"raylm-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """A real ``mlflow server`` (tests/helpers/mlflow_server.py) for the session; without one the tests
+    that need it fail saying how to get one (they never skip)."""
+    from tests.helpers.mlflow_server import MlflowServer
+
+    try:
+        server = MlflowServer().start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tracked_pipeline(mlflow_server, data_root, tmp_path_factory):
+    """One tiny ``raylm pipeline`` through the CLI with MLflow tracking on and its console captured
+    (tests/helpers/tracked_pipeline.py), read by the console, report and MLflow tests."""
+    from tests.helpers.tracked_pipeline import run_tracked_pipeline
+
+    return run_tracked_pipeline(tmp_path_factory.mktemp("tracked"), data_root, mlflow_server.uri)

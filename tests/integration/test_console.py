@@ -19,42 +19,25 @@ from pathlib import Path
 
 import pytest
 
-# One pipeline and one training run through the CLI, each with its own Ray: minutes on a busy machine.
+# The session's pipeline and one training run through the CLI: minutes on a busy machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 from tests.helpers.cli import RAY_LINE, _env
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port as _free_port
+from tests.helpers.tracked_pipeline import EPOCHS, LEARNING_RATES, tiny_cli_overrides
+
+
 def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "raylm.cli", *args], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
-def _tiny(root: Path, data_root: dict[str, Path], name: str) -> list[str]:
-    return ["task.modality=image", "model.name=seed_cnn", f"data.path={data_root['image']}",
-            "data.validation_fraction=0.3", f"data.cache_dir={root / 'cache'}", f"train.storage_path={root / 'runs'}",
-            "train.batch_size=8", "train.cpus_per_worker=0.5", "train.lr=0.005", f"train.name={name}"]
-
-
 @pytest.fixture(scope="module")
-def piped_run(tmp_path_factory, data_root):
-    """``raylm pipeline`` of a tiny sweep, its output piped (as under ``ray job submit``): not verbose."""
-    import ray
-    from ray import serve
-
-    from raylm.runtime import ensure_ray
-
-    if not ray.is_initialized():
-        ensure_ray(num_cpus=2, configure_logging=False)
-    root = tmp_path_factory.mktemp("console")
-    args = _tiny(root, data_root, "piped") + [
-        "train.num_workers=1", "train.epochs=1",
-        "tune.space={train.lr: {choice: [0.01, 0.005]}}", "tune.num_samples=1", "tune.export=none",
-        "tune.objectives=[accuracy, latency_ms]", "compress.latency_runs=3", "compress.latency_warmup=1",
-        "pipeline.retrain_epochs=2", f"serve.port={_free_port()}", "serve.replica_cpus=0.25", "serve.max_replicas=1"]
-    done = _cli("pipeline", *args, timeout=1500)
-    yield root, done
-    serve.shutdown()  # the pipeline's app outlives its driver on a cluster
+def piped_run(tracked_pipeline):
+    """The session's one tiny ``raylm pipeline`` (tests/helpers/tracked_pipeline.py): its output piped
+    (as under ``ray job submit``), not verbose; MLflow tracking on (test_mlflow.py reads that side)."""
+    return tracked_pipeline.root, tracked_pipeline.done
 
 
 def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
@@ -67,8 +50,9 @@ def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
     run_dir = root / "runs" / "piped"
     record = json.loads((run_dir / "pipeline.json").read_text())
     # Progress per stage, the result table, the URL and the report path, all on the console.
-    assert any(line.startswith("[sweep] done") and "completed 1" in line for line in lines), console
-    assert any(line.startswith("[retrain] 2/2 epochs") for line in lines), console
+    trials, epochs = len(LEARNING_RATES), EPOCHS
+    assert any(line.startswith("[sweep] done") and f"completed {trials}" in line for line in lines), console
+    assert any(line.startswith(f"[retrain] {epochs}/{epochs} epochs") for line in lines), console
     for stage in ("compress", "evaluate", "serve"):
         assert any(line.startswith(f"[{stage}] done") for line in lines), console
     assert record["stages"]["serve"]["url"] in console and f"report    {run_dir / 'report.html'}" in console
@@ -180,7 +164,7 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
     Ray's stream (-v), and ``raylm runs`` tells it apart from the finished pipeline."""
     root, done = piped_run
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    args = _tiny(root, data_root, "stopped") + ["train.num_workers=1", "train.epochs=50"]
+    args = tiny_cli_overrides(root, data_root, "stopped") + ["train.num_workers=1", "train.epochs=50"]
     proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "train", "-v", *args], cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     train_dir = root / "runs" / "stopped" / "train"
@@ -188,7 +172,7 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
         deadline = time.monotonic() + 400
         while not list(train_dir.glob("checkpoint_*/raylm.json")):
             assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
-            time.sleep(1)
+            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=180)
     finally:

@@ -17,6 +17,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from raylm.config import load_config  # noqa: E402
+from tests.helpers.configs import shared_cache_dir  # noqa: E402
 from tests.helpers.oracles import assert_beats_chance  # noqa: E402
 from tests.helpers.ports import free_port  # noqa: E402
 
@@ -33,7 +34,7 @@ KERAS_MODELS = [
 def _keras_config(data_root, root, modality: str, name: str, *overrides: str):
     return load_config(None, [
         f"task.modality={modality}", f"model.name={name}", "model.backend=keras",
-        f"data.path={data_root[modality]}", "data.validation_fraction=0.3", f"data.cache_dir={root / 'cache'}",
+        f"data.path={data_root[modality]}", "data.validation_fraction=0.3", f"data.cache_dir={shared_cache_dir(data_root, modality)}",
         "data.audio.sample_rate=8000", "data.audio.clip_seconds=0.5", "data.audio.hop_length=128",
         f"train.storage_path={root / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.num_workers=2",
         "train.cpus_per_worker=0.5", "train.lr=0.005", f"train.name={modality}-{name}",

@@ -22,18 +22,6 @@ from tests.helpers.ports import free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def mlflow_server():
-    from tests.helpers.mlflow_server import MlflowServer
-
-    try:
-        server = MlflowServer().start()
-    except RuntimeError as err:
-        pytest.fail(str(err))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def tracking(mlflow_server):
     """Overrides that track into a fresh experiment of the server, and a client to read it back."""
@@ -89,71 +77,74 @@ def _png_b64(data_root, label: str, index: int) -> str:
 
 
 def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it_serves(
-        ray_local, tiny_config, tracking, data_root, mlflow_server):
+        ray_local, tracked_pipeline, data_root, mlflow_server):
+    """The session's tracked pipeline (tests/helpers/tracked_pipeline.py: a grid of 2 learning rates,
+    2 epochs per trial and for the retrain), read back from the MLflow server."""
+    from mlflow import MlflowClient
     from ray import serve
 
     from raylm.cli import main
-    from raylm.pipeline import run_pipeline
+    from tests.helpers.tracked_pipeline import EPOCHS, LEARNING_RATES
 
-    overrides, client, experiment = tracking
+    run = tracked_pipeline
+    assert run.done.returncode == 0, run.console[-3000:]
+    client = MlflowClient(tracking_uri=mlflow_server.uri, registry_uri=mlflow_server.uri)
+    experiment, model_name, run_dir = run.experiment, run.model_name, run.run_dir
+    stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    steps = list(range(1, EPOCHS + 1))
+
+    # 1 parent (the pipeline's run) + 1 child per trial, each with its epochs as steps.
+    runs = _runs(client, experiment)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == stages["tune"]["trials"] == len(LEARNING_RATES)
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.params["tune.num_samples"] == "1"
+    assert json.loads((run_dir / "mlflow_run.json").read_text())["run_id"] == parent.info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    rows = {p.parent.name: json.loads(p.read_text()) for p in (run_dir / "tune" / "trials").glob("*/raylm_trial.json")}
+    assert {r.info.run_name for r in children} == set(rows)
+    assert sorted(float(r.data.params["train.lr"]) for r in children) == sorted(LEARNING_RATES)
+    for child in children:
+        trial = rows[child.info.run_name]
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["train.lr"]) == trial["params"]["train.lr"]
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == steps
+        assert max(m.value for m in history) == pytest.approx(trial["result"]["val_accuracy"])
+        assert child.data.metrics["accuracy"] == pytest.approx(trial["result"]["accuracy"])
+    # The retrain logged its epochs into the pipeline's run; the sweep's files and the certificate are its artifacts.
+    retrain = client.get_metric_history(parent.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in retrain) == steps
+    assert retrain[-1].value == pytest.approx(stages["train"]["metrics"]["val_accuracy"])
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "trials.json", "certificate", "model"} <= files, files
+
+    # The served artifact is a registered version whose tags are its certificate.
+    certificate = json.loads((run_dir / "certificate.json").read_text())
+    registered = certificate["registered"]
+    assert registered == f"models:/{model_name}/1"
+    version = client.get_model_version(model_name, "1")
+    assert version.run_id == parent.info.run_id
+    assert {k: v for k, v in version.tags.items() if k.startswith("raylm.")} == certificate["tags"]
+    artifact_meta = json.loads((run_dir / "compress" / "pipeline" / "artifact.json").read_text())
+    tags = certificate["tags"]
+    assert float(tags["raylm.accuracy"]) == stages["evaluate"]["accuracy"]
+    assert float(tags["raylm.accuracy_drop_pts"]) == stages["evaluate"]["accuracy_drop_pts"]
+    assert float(tags["raylm.p50_ms"]) == stages["compress"]["latency_ms"]
+    assert tags["raylm.recipe"] == stages["compress"]["recipe"]
+    assert tags["raylm.data_fingerprint"] == artifact_meta["lineage"]["data_fingerprint"]
+    assert tags["raylm.model_sha256"] == artifact_meta["files"][artifact_meta["model_file"]]
+
+    # `raylm serve --model models:/...` answers like the file artifact the pipeline served (the shared
+    # run's own app is gone: the artifact it deployed, compress's, is served again here beside the registry's).
     port = free_port()
-    model_name = f"pipe-{uuid.uuid4().hex[:8]}"
-    cfg = tiny_config("image", "train.name=tracked", "train.num_workers=1", "train.epochs=2",
-                      "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}", "tune.num_samples=1", "tune.scheduler=fifo",
-                      "tune.max_concurrent_trials=1", "tune.trial_cpus=0.25", "tune.export=none",
-                      "tune.objectives=[accuracy, latency_ms]", "compress.latency_runs=3", "compress.latency_warmup=1",
-                      "pipeline.retrain_epochs=2", "serve.replica_cpus=0.25", "serve.max_replicas=1", f"serve.port={port}",
-                      f"tracking.mlflow.model_name={model_name}", *overrides)
+    common = ["--detach", f"tracking.mlflow.uri={mlflow_server.uri}", f"serve.port={port}", "serve.replica_cpus=0.25",
+              "serve.max_replicas=1"]
     try:
-        record = run_pipeline(cfg, verbose=False)
-        stages = record.to_json()["stages"]  # the record as pipeline.json holds it
-
-        # 1 parent (the pipeline's run) + 1 child per trial, each with its epochs as steps.
-        runs = _runs(client, experiment)
-        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(parents) == 1 and len(children) == stages["tune"]["trials"] == 3
-        parent = parents[0]
-        assert parent.info.status == "FINISHED" and parent.data.params["tune.num_samples"] == "1"
-        assert json.loads((cfg.run_dir / "mlflow_run.json").read_text())["run_id"] == parent.info.run_id
-        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-        rows = {p.parent.name: json.loads(p.read_text()) for p in (cfg.run_dir / "tune" / "trials").glob("*/raylm_trial.json")}
-        assert {r.info.run_name for r in children} == set(rows)
-        for child in children:
-            trial = rows[child.info.run_name]
-            assert child.info.status == "FINISHED"
-            assert float(child.data.params["train.lr"]) == trial["params"]["train.lr"]
-            history = client.get_metric_history(child.info.run_id, "val_accuracy")
-            assert sorted(m.step for m in history) == [1, 2]
-            assert max(m.value for m in history) == pytest.approx(trial["result"]["val_accuracy"])
-            assert child.data.metrics["accuracy"] == pytest.approx(trial["result"]["accuracy"])
-        # The retrain logged its epochs into the pipeline's run; the sweep's files and the certificate are its artifacts.
-        retrain = client.get_metric_history(parent.info.run_id, "val_accuracy")
-        assert sorted(m.step for m in retrain) == [1, 2]
-        assert retrain[-1].value == pytest.approx(stages["train"]["metrics"]["val_accuracy"])
-        files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert {"trials.csv", "trials.json", "certificate", "model"} <= files, files
-
-        # The served artifact is a registered version whose tags are its certificate.
-        certificate = json.loads((cfg.run_dir / "certificate.json").read_text())
-        registered = certificate["registered"]
-        assert registered == f"models:/{model_name}/1"
-        version = client.get_model_version(model_name, "1")
-        assert version.run_id == parent.info.run_id
-        assert {k: v for k, v in version.tags.items() if k.startswith("raylm.")} == certificate["tags"]
-        artifact_meta = json.loads((cfg.run_dir / "compress" / "pipeline" / "artifact.json").read_text())
-        tags = certificate["tags"]
-        assert float(tags["raylm.accuracy"]) == stages["evaluate"]["accuracy"]
-        assert float(tags["raylm.accuracy_drop_pts"]) == stages["evaluate"]["accuracy_drop_pts"]
-        assert float(tags["raylm.p50_ms"]) == stages["compress"]["latency_ms"]
-        assert tags["raylm.recipe"] == stages["compress"]["recipe"]
-        assert tags["raylm.data_fingerprint"] == artifact_meta["lineage"]["data_fingerprint"]
-        assert tags["raylm.model_sha256"] == artifact_meta["files"][artifact_meta["model_file"]]
-
-        # `raylm serve --model models:/...` answers like the file artifact the pipeline serves at /.
-        assert main(["serve", "--model", registered, "--name", "registered", "--route-prefix", "/registered", "--detach",
-                     f"tracking.mlflow.uri={mlflow_server.uri}", f"serve.port={port}", "serve.replica_cpus=0.25",
-                     "serve.max_replicas=1"]) == 0
+        assert main(["serve", "--artifact", stages["compress"]["artifact"], "--name", "from-file", *common]) == 0
+        assert main(["serve", "--model", registered, "--name", "registered", "--route-prefix", "/registered",
+                     *common]) == 0
         body = {"image": [_png_b64(data_root, label, i) for label in ("horizontal", "vertical") for i in range(3)]}
         from_file = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
         from_registry = requests.post(f"http://127.0.0.1:{port}/registered/predict", json=body, timeout=60)

@@ -161,10 +161,11 @@ def test_promote_and_rollback_configs():
 # ---------------------------------------------------------------- live traffic
 
 
-def test_canary_share_over_2000_requests(artifacts, url, tmp_path):
-    """10 % canary: over N=2000 independent draws the share's standard deviation is sqrt(0.1 * 0.9 / 2000) = 0.67
-    points, so +-3 points is 4.5 sigma (a false failure about once in 150,000 runs); a split that ignored the
-    setting (0 % or 50 %) is 15 sigma away."""
+def test_canary_share_over_1000_requests(artifacts, url, tmp_path):
+    """10 % canary: over N=1000 independent draws the share's standard deviation is sqrt(0.1 * 0.9 / 1000) = 0.95
+    points, so +-4.5 points is 4.7 sigma (a false failure about once in 400,000 runs); a split that ignored the
+    setting (0 % or 50 %) is 10 sigma away. (1000, not 2000, requests: ~10 s of the default suite, #27.)"""
+    REQUESTS = 1000  # noqa: N806
     _deploy(artifacts, "canary", "serve.canary.tier=b", "serve.canary.percent=10", summary_dir=tmp_path)
     session = requests.Session()
     body = json.dumps({"text": "ok"})
@@ -176,17 +177,17 @@ def test_canary_share_over_2000_requests(artifacts, url, tmp_path):
         return r.headers["x-raylm-tier"]
 
     with ThreadPoolExecutor(8) as pool:
-        answered = list(pool.map(one, range(2000)))
+        answered = list(pool.map(one, range(REQUESTS)))
     share = 100 * answered.count("b") / len(answered)
-    assert set(answered) == {"a", "b"} and abs(share - 10) <= 3, share
+    assert set(answered) == {"a", "b"} and abs(share - 10) <= 4.5, share
     # A tier named in the request is never re-routed.
     r = requests.post(f"{url}/canary/predict", json={"text": "ok", "tier": "a"}, timeout=60)
     assert r.headers["x-raylm-tier"] == "a"
 
     from raylm.serve.shadow import read_shadow_summary
 
-    summary = _wait_for(lambda: (s := read_shadow_summary(tmp_path)) and sum(s["routed"].values()) == 2000 and s,
-                        "the replica's summary of 2000 routed requests")
+    summary = _wait_for(lambda: (s := read_shadow_summary(tmp_path)) and sum(s["routed"].values()) == REQUESTS and s,
+                        f"the replica's summary of {REQUESTS} routed requests")
     assert summary["routed"] == {"a": answered.count("a"), "b": answered.count("b")}
 
 
