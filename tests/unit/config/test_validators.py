@@ -286,3 +286,20 @@ def test_plain_names_only():
             plain_name(bad)
         assert str(err.value) == ("must be a plain directory name of letters, digits, '.', '_' and '-', "
                                   "not starting with '.'")
+
+
+def test_serves_settings_as_ray_serve_takes_them():
+    serve = _cfg("serve.host=0.0.0.0", "serve.port=8123", "serve.request_timeout_s=12", "serve.min_replicas=0",
+                 "serve.max_replicas=3", "serve.target_ongoing_requests=4", "serve.upscale_delay_s=1",
+                 "serve.downscale_delay_s=30", "serve.look_back_period_s=6").serve
+    assert serve.http_options() == {"host": "0.0.0.0", "port": 8123, "request_timeout_s": 12}
+    # A window under 20 s: Serve must be sent metrics every half window (3 s), or it warns and averages one report.
+    assert serve.metrics_interval_s() == 3
+    assert serve.autoscaling_config() == {
+        "min_replicas": 0, "max_replicas": 3, "initial_replicas": 1, "target_ongoing_requests": 4,
+        "upscale_delay_s": 1, "downscale_delay_s": 30, "look_back_period_s": 6, "metrics_interval_s": 3}
+    default = _cfg("serve.min_replicas=2", "serve.look_back_period_s=20").serve
+    assert default.metrics_interval_s() == 10
+    assert "metrics_interval_s" not in default.autoscaling_config()  # Serve's own 10 s: nothing to send
+    assert default.autoscaling_config()["initial_replicas"] == 2
+    assert _cfg("serve.look_back_period_s=30").serve.metrics_interval_s() == 10
