@@ -258,7 +258,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0 and step % training.log_every_n_steps == 0:
                 log.info("[raylm] epoch %d/%d step %d loss %.4f", epoch + 1, training.epochs, step, loss.item())
         elapsed = time.perf_counter() - started
-        if epoch + 1 < training.epochs:
+        # One worker only for now: with several, each rank's early start meets streaming_split's epoch
+        # barrier on a thread while the main threads all-reduce; not yet run under load (issue 25).
+        if epoch + 1 < training.epochs and world == 1:
             feed.start(epoch + 1)
         loss_sum, seen, waited_sum, first_wait = _all_reduce_sum([loss_sum, seen, *waited], device)
         metrics = {
