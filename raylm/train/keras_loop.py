@@ -20,7 +20,6 @@ from raylm.config import RaylmConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.data.shards import local_shuffle
-from raylm.train.loop import checkpoint_due  # the same cadence as the torch loop (train.checkpoint_every)
 from raylm.train.checkpoint import (
     CheckpointError,
     LoadedModel,
@@ -181,9 +180,6 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      "val_accuracy {val_accuracy:.4f}".format(total=training.epochs, **metrics))
-        if not checkpoint_due(training, history):  # train.checkpoint_every; the best and the last always kept
-            ray.train.report(metrics, checkpoint=None)  # the metrics are Keras-reduced: every rank agrees
-            continue
         # Every rank saves: reading the strategy's sync-on-read variables is a collective op, so a
         # save on rank 0 alone would wait forever. Only rank 0's copy is reported.
         with tempfile.TemporaryDirectory() as tmp:
