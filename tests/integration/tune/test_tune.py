@@ -17,6 +17,7 @@ import yaml
 
 from raylm.config import ConfigError
 
+from tests.helpers.signals import freeze, signal_frozen
 from tests.helpers.paths import REPO
 from tests.helpers.oracles import assert_beats_chance
 from tests.helpers.tuning import _SWEEP, _finished_trials, brute_force_front, front_points, validation_accuracy
@@ -231,8 +232,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        # Frozen first, then Ctrl-C: the driver cannot start (or finish) another trial in between.
+        freeze(proc)
+        signal_frozen(proc, signal.SIGINT, timeout_s=120)
     finally:
         if proc.poll() is None:
             proc.kill()
