@@ -90,7 +90,9 @@ def test_quick_start_end_to_end_then_reentry_at_compress(ray_local, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         reader.join(timeout=10)
-    assert stages["tune"]["completed"] == 2 and stages["tune"]["chosen"] in stages["tune"]["pareto_front"]
+    # Both trials ran; ASHA (the Quick start's scheduler) may stop one at its single rung, so >= 1 completed.
+    assert stages["tune"]["trials"] == 2 and stages["tune"]["completed"] >= 1
+    assert stages["tune"]["chosen"] in stages["tune"]["pareto_front"]
     assert stages["train"]["metrics"]["epoch"] == 3 == cfg.pipeline.retrain_epochs
     # The report the run wrote, at the path it printed, about this run's served model.
     (report_line,) = [line for line in lines if line.startswith("report ")]
