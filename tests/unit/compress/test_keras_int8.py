@@ -18,13 +18,18 @@ def trained():
     from raylm.registry import MODELS
     import raylm.models.keras  # noqa: F401 (registers the Keras builders)
 
+    from raylm.models.keras import keras_api
+
     cfg = load_config(None, ["task.modality=image", "model.backend=keras", "model.name=seed_cnn"])
+    keras = keras_api()
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.random((384, 32, 32, 3), dtype=np.float32) * 0.5
     y = rng.integers(0, 3, len(x))
     x[np.arange(len(x)), :, :, y] += 1.0
     model = MODELS.get("image", "seed_cnn", "keras")(cfg=cfg, num_classes=3)
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    # The builders end in logits (as raylm's Keras loop trains them): a loss on probabilities never learns.
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
     return cfg, model, x, y
 
