@@ -38,6 +38,9 @@ pytestmark = pytest.mark.integration
 # ------------------------------------------------------------------ 1. Train worker killed mid-epoch
 
 
+# faults: the default suite's node-loss case (storage/test_storage_runs.py) restarts a worker group
+# from its latest checkpoint too; this one cost 38 s of the 15-minute budget.
+@pytest.mark.faults
 def test_a_killed_train_worker_restarts_from_the_latest_checkpoint(ray_local, tiny_config):
     from raylm.train import fit
 

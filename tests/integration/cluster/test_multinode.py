@@ -5,6 +5,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+# slow: the default suite's node-loss case (storage/test_storage_runs.py) already trains two workers on
+# two nodes; this placement check alone cost 37 s of the 15-minute budget.
+@pytest.mark.slow
 def test_two_workers_land_on_different_nodes(tiny_config):
     import ray
     from ray.cluster_utils import Cluster
