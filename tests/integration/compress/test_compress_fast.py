@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from raylm.config import ConfigError, load_config
+from tests.helpers.models import fit
 
 CLASSES = 10
 
@@ -40,23 +41,6 @@ def _digits(cache: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             {"images": x[order[cut:]], "label": y[order[cut:]]})
 
 
-def _train(model: torch.nn.Module, rows: dict[str, np.ndarray], epochs: int, lr: float = 3e-3) -> torch.nn.Module:
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(rows["label"]))
-        for i in range(0, len(order), 32):
-            idx = order[i:i + 32]
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(rows["images"][idx])),
-                                                     torch.from_numpy(rows["label"][idx]))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
 def _accuracy(model: torch.nn.Module, rows: dict[str, np.ndarray]) -> float:
     with torch.inference_mode():
         return float((model(torch.from_numpy(rows["images"])).argmax(-1).numpy() == rows["label"]).mean())
@@ -73,7 +57,7 @@ def digits_cnn(tmp_path_factory):
 
     train, val = _digits(tmp_path_factory.mktemp("cache"))
     torch.set_num_threads(1)
-    teacher = _train(SeedCNN(CLASSES, size=32, channels=16), train, epochs=4)
+    teacher = fit(SeedCNN(CLASSES, size=32, channels=16), train, ("images",), epochs=4)
     return SimpleNamespace(train=train, val=val, teacher=teacher, accuracy=_accuracy(teacher, val))
 
 
@@ -120,7 +104,7 @@ def test_channel_pruning_removes_channels_and_fine_tunes_back(digits_cnn):
     assert params < 0.55 * sum(p.numel() for p in digits_cnn.teacher.parameters())
     with torch.inference_mode():
         assert model(torch.from_numpy(digits_cnn.val["images"][:5])).shape == (5, CLASSES)
-    _train(model, digits_cnn.train, epochs=2, lr=1e-3)
+    fit(model, digits_cnn.train, ("images",), epochs=2, lr=1e-3)
     assert _accuracy(model, digits_cnn.val) > _constant_bound(digits_cnn.val) + 0.4
 
 
@@ -189,8 +173,8 @@ def test_compress_distills_then_quantizes_into_a_smaller_artifact(ray_local, tin
 
     cfg = tiny_config("image", "train.lr=0.003", "model.kwargs={channels: 16}")
     data = build_datasets(cfg)
-    rows = collect(data.train, ("images", "label"))
-    teacher = _train(build_model(cfg, len(data.labels)), rows, epochs=3)
+    rows = collect(data.train, ("image", "label"))  # the image modality's input column (data/modality.py)
+    teacher = fit(build_model(cfg, len(data.labels)), rows, ("image",), epochs=3)
     checkpoint = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_inproc", teacher, cfg, data.labels,
                                         epoch=3, data_fingerprint=data.fingerprint)
     report = compress(tiny_config("image", "train.lr=0.003", "model.kwargs={channels: 16}",
@@ -205,6 +189,6 @@ def test_compress_distills_then_quantizes_into_a_smaller_artifact(ray_local, tin
     assert student["accuracy"] >= dense["accuracy"] - 0.15
     assert report["ratios"]["size_ratio"] < 0.3 and "paired_latency_ratio_b1" in report["ratios"]
     artifact = load_artifact(report["artifact"])
-    reloaded = artifact.predict({"images": rows["images"][:8]})
+    reloaded = artifact.predict({"image": rows["image"][:8]})
     assert reloaded.shape == (8, len(data.labels))
     assert artifact.meta["recipe"]["distill"]["method"] == "distill"

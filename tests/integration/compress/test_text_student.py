@@ -3,26 +3,9 @@ distilled student (fewer layers, narrower FFN), dynamic int8, one ONNX file the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-
-def _train(model: torch.nn.Module, rows: dict[str, np.ndarray], epochs: int, lr: float = 3e-3) -> torch.nn.Module:
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(rows["label"]))
-        for i in range(0, len(order), 16):
-            idx = order[i:i + 16]
-            logits = model(torch.from_numpy(rows["input_ids"][idx]), torch.from_numpy(rows["attention_mask"][idx]))
-            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(rows["label"][idx]))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+from tests.helpers.models import fit
 
 
 @pytest.mark.integration
@@ -39,7 +22,7 @@ def test_vocabulary_student_int8_is_a_tenth_of_the_dense_model(ray_local, tiny_c
     cfg = tiny_config("text", *base)
     data = build_datasets(cfg)
     rows = collect(data.train, ("input_ids", "attention_mask", "label"))
-    teacher = _train(build_model(cfg, len(data.labels)), rows, epochs=6)
+    teacher = fit(build_model(cfg, len(data.labels)), rows, ("input_ids", "attention_mask"), epochs=6, batch_size=16)
     checkpoint = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_inproc", teacher, cfg, data.labels,
                                         epoch=6, data_fingerprint=data.fingerprint)
     report = compress(tiny_config("text", *base, "compress.vocabulary=train", "compress.distill.method=distill",
