@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Two learning rates: one learns the bars in an epoch, one stays at chance. In grid order with one
@@ -23,6 +29,35 @@ def _finished_trials(tune_dir: Path) -> set[str]:
             if result.get("compressed"):
                 done.add(result["trial_id"])
     return done
+
+
+def interrupt_sweep_driver(config_path: Path, ready: Callable[[], bool], what: str, *, cwd: Path,
+                           env: dict[str, str] | None = None, deadline_s: float = 300, poll_s: float = 0.2,
+                           wait_s: float = 180) -> int:
+    """``raylm tune --config config_path`` as a second driver on the test's Ray (``RAY_ADDRESS``: the
+    test's, unless ``env`` names one), Ctrl-C'd once ``ready()`` (polled every ``poll_s``, ``what`` names
+    it in the timeout message). The driver is frozen (SIGSTOP) the moment it is ready, then sent SIGINT
+    (tests/helpers/signals.py), so it starts no further trial before the signal. Its return code."""
+    import ray
+
+    from tests.helpers.signals import freeze, signal_frozen
+
+    env = dict(os.environ if env is None else env)
+    env.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(config_path)], cwd=cwd,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + deadline_s
+        while not ready():
+            assert proc.poll() is None, f"the sweep ended before {what}: " + proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(poll_s)
+        freeze(proc)
+        return signal_frozen(proc, signal.SIGINT, timeout_s=wait_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def brute_force_front(rows: list[dict], objectives: list[str]) -> set[tuple[str, str]]:

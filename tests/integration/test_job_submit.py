@@ -96,10 +96,15 @@ def _job_status(address, env, submission_id) -> str:
         return json.load(response)["status"]
 
 
-def _submit(address, env, submission_id, *entrypoint):
-    return _ray(env, "job", "submit", "--address", address, "--submission-id", submission_id,
-                "--working-dir", str(REPO), "--runtime-env", str(REPO / "jobs" / "runtime_env.yaml"),
-                "--", *entrypoint)
+def _submit_args(address, submission_id, *entrypoint) -> list[str]:
+    return [*RAY_CLI, "job", "submit", "--address", address, "--submission-id", submission_id,
+            "--working-dir", str(REPO), "--runtime-env", str(REPO / "jobs" / "runtime_env.yaml"), "--", *entrypoint]
+
+
+def _submit(address, env, submission_id, *entrypoint) -> subprocess.Popen:
+    """``ray job submit`` (it waits for the job and prints its logs), started: ``.communicate()`` ends it."""
+    return subprocess.Popen(_submit_args(address, submission_id, *entrypoint), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
 def test_job_api_refuses_requests_without_the_token(token_cluster):
@@ -113,25 +118,36 @@ def test_job_api_refuses_requests_without_the_token(token_cluster):
 
 def test_train_job_succeeds_and_a_bad_config_job_fails_naming_the_field(token_cluster, data_root, tmp_path):
     address, env = token_cluster
-    cfg = tiny_config_in(tmp_path, data_root, "image", "train.epochs=2", "train.num_workers=1",
+    # One epoch: the record's accuracy must clear the chance bar all the same (tests/helpers/oracles.py).
+    cfg = tiny_config_in(tmp_path, data_root, "image", "train.epochs=1", "train.num_workers=1",
                          "train.cpus_per_worker=0.5", "train.name=submitted")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
 
+    # Both submitted at once (the bad one fails in seconds, before Ray; one after the other cost its
+    # whole submission, #27 budget): each is judged on its own status and logs.
     ok = _submit(address, env, "raylm-train-ok", "python", "jobs/train.py", "--config", str(config))
-    assert ok.returncode == 0, ok.stdout[-4000:] + ok.stderr[-4000:]
+    bad = _submit(address, env, "raylm-train-bad", "python", "jobs/train.py", "--config", str(config),
+                  "train.num_workers=0")
+    try:
+        ok_out, ok_err = ok.communicate(timeout=300)
+        bad.communicate(timeout=300)
+    finally:
+        for proc in (ok, bad):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    assert ok.returncode == 0, ok_out[-4000:] + ok_err[-4000:]
     assert _job_status(address, env, "raylm-train-ok") == "SUCCEEDED"
     # The run record the job's workers wrote where the config said: the newest checkpoint's raylm.json,
     # its accuracy on the validation split against chance (tests/helpers/oracles.py).
     record = newest_checkpoint_meta(cfg.run_dir / "train")
-    assert record is not None and record["epoch"] == 2, record
+    assert record is not None and record["epoch"] == 1, record
     assert_beats_chance(record["metrics"]["val_accuracy"], record["metrics"]["val_samples"])
     logs = _ray(env, "job", "logs", "--address", address, "raylm-train-ok", timeout=60).stdout
     printed = json.JSONDecoder().raw_decode(logs[logs.index('{\n  "run_dir"'):])[0]  # the job's JSON outcome, as a user reads it
     assert printed["run_dir"] == str(cfg.run_dir) and printed["metrics"]["val_accuracy"] == record["metrics"]["val_accuracy"]
 
-    bad = _submit(address, env, "raylm-train-bad", "python", "jobs/train.py", "--config", str(config),
-                  "train.num_workers=0")
     assert bad.returncode != 0
     assert _job_status(address, env, "raylm-train-bad") == "FAILED"
     logs = _ray(env, "job", "logs", "--address", address, "raylm-train-bad", timeout=60).stdout

@@ -262,16 +262,11 @@ def _trials_committed(s3_server, bucket: str, prefix: str) -> dict[str, float]:
 def test_an_interrupted_sweep_on_s3_resumes_from_the_bucket(ray_with_s3, s3_server, tiny_config, tmp_path, monkeypatch):
     """Tune's experiment lives in the bucket: a sweep interrupted (Ctrl-C) in one driver, with its
     scratch gone, is continued by another from the bucket alone; finished trials are not trained again."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import ray
     import yaml
 
     from raylm.storage import run_workspace
     from raylm.tune import sweep
+    from tests.helpers.tuning import interrupt_sweep_driver
 
     bucket, name = ray_with_s3, "sweep-resume"
     first, second = tmp_path / "first", tmp_path / "second"
@@ -283,21 +278,10 @@ def test_an_interrupted_sweep_on_s3_resumes_from_the_bucket(ray_with_s3, s3_serv
                       "compress.latency_runs=3", "compress.latency_warmup=1")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAYLM_SCRATCH_DIR=str(first / "scratch"))
-    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=first, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, RAYLM_SCRATCH_DIR=str(first / "scratch"))
     trials = f"runs/{name}/tune/trials/"
-    try:
-        deadline = time.monotonic() + 300
-        while not _trials_committed(s3_server, bucket, trials):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    interrupt_sweep_driver(path, lambda: bool(_trials_committed(s3_server, bucket, trials)), "a finished trial",
+                           cwd=first, env=env, deadline_s=300, poll_s=0.5, wait_s=120)
     finished = _trials_committed(s3_server, bucket, trials)
     assert 1 <= len(finished) < 4 and not list((first / "scratch").iterdir())
 
@@ -356,8 +340,9 @@ def test_a_node_removed_mid_run_continues_from_the_checkpoint_in_the_bucket(s3_b
     # again; that placement group can only time out (Ray's default wait: 60 s, half of this test)
     # before the controller settles on the 1 worker the cluster holds. The wait covers reserving the
     # bundles only (not starting workers), and a timed-out start is retried (a controller error, not
-    # counted against max_failures). The cluster's processes inherit this environment.
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "10")
+    # counted against max_failures), so a short wait costs at most a retry. The cluster's processes
+    # inherit this environment. 5 s (was 10 s; 60 s Ray's default): #27 budget.
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "5")
     (tmp_path / "scratch").mkdir()
     with two_node_cluster() as (cluster, doomed):
         # The data too: on two nodes a driver-only folder is refused (data.path), so it lives in the bucket.

@@ -17,13 +17,29 @@ pytestmark = pytest.mark.integration
 # One fast case per modality (two DDP workers each). Text: bert_tiny learns the two word lists in ~40
 # optimizer steps at lr 0.003; batch 4 per worker gives 17 steps an epoch, so 3 epochs do it (the old
 # 6 epochs of batch 8 paid Ray Train's per-epoch cost, a report and a checkpoint, twice as often).
+@pytest.fixture(scope="module")
+def image_two_workers(data_root, tmp_path_factory):
+    """The tiny image config's two-worker run (2 epochs), shared: the image case below checks it, the
+    resume case continues from its checkpoint (a run of its own cost a whole fit: #27 budget)."""
+    from raylm.runtime import ensure_ray
+    from tests.helpers.configs import tiny_config_in
+
+    ensure_ray(num_cpus=2, configure_logging=False)
+    cfg = tiny_config_in(tmp_path_factory.mktemp("two-workers"), data_root, "image")
+    return cfg, fit(cfg)
+
+
 @pytest.mark.parametrize("modality, overrides", [
     ("image", []),
     ("audio", []),
     ("text", ["train.lr=0.003", "train.epochs=3", "train.batch_size=4"]),
 ])
-def test_each_modality_trains_with_two_workers_and_beats_chance(ray_local, tiny_config, modality, overrides):
-    outcome = fit(tiny_config(modality, *overrides))
+def test_each_modality_trains_with_two_workers_and_beats_chance(ray_local, tiny_config, modality, overrides, request):
+    if modality == "image":
+        cfg, outcome = request.getfixturevalue("image_two_workers")
+    else:
+        cfg = tiny_config(modality, *overrides)
+        outcome = fit(cfg)
     assert_beats_chance(outcome.metrics["val_accuracy"], outcome.metrics["val_samples"], modality)
     assert outcome.metrics["epoch"] == len(outcome.history) >= 2
     assert outcome.checkpoint.is_dir() and outcome.checkpoint.is_relative_to(outcome.run_dir / "train")
@@ -33,13 +49,13 @@ def test_each_modality_trains_with_two_workers_and_beats_chance(ray_local, tiny_
     assert outcome.metrics["workers"] == 2
     digests = outcome.metrics["replica_digests"]
     assert len(digests) == 2 and len(set(digests)) == 1, f"the two DDP replicas ended with different weights: {digests}"
+    if modality == "image":  # the checkpoint holds the trained model (was a test of its own: the same fit, #27)
+        _assert_reloads_to_the_reported_accuracy(cfg, outcome)
 
 
-def test_checkpoint_reloads_to_the_reported_accuracy(ray_local, tiny_config):
+def _assert_reloads_to_the_reported_accuracy(cfg, outcome) -> None:
     from raylm.data import build_datasets
 
-    cfg = tiny_config("image")
-    outcome = fit(cfg)
     loaded = load_checkpoint(outcome.checkpoint)
     correct = total = 0
     for batch in build_datasets(cfg).validation.iter_batches(batch_size=64, batch_format="numpy"):
@@ -52,19 +68,21 @@ def test_checkpoint_reloads_to_the_reported_accuracy(ray_local, tiny_config):
     assert loaded.labels == ["horizontal", "vertical"]
 
 
-def test_resume_continues_from_the_saved_epoch(ray_local, tiny_config):
-    """The README's ``train.resume_from``: a second run continues at the saved epoch (default suite: one
-    epoch each, one worker, image; the audio model's case is the same code)."""
+def test_resume_continues_from_the_saved_epoch(ray_local, tiny_config, image_two_workers):
+    """The README's ``train.resume_from``: a second run continues at the saved epoch (default suite: image,
+    from the two-worker run's epoch-2 checkpoint, one more epoch on one worker; the audio model's case is
+    the same code)."""
     import time
 
-    first = fit(tiny_config("image", "train.epochs=1", "train.num_workers=1", "train.name=first"))
+    _, first = image_two_workers
+    assert load_checkpoint(first.checkpoint).meta["epoch"] == 2
     started = time.time()
-    resumed = fit(tiny_config("image", "train.epochs=2", "train.num_workers=1", "train.name=second",
+    resumed = fit(tiny_config("image", "train.epochs=3", "train.num_workers=1", "train.name=second",
                               f"train.resume_from={first.checkpoint}"))
-    assert [row["epoch"] for row in resumed.history] == [1, 2]
-    assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not retrained
-    assert all(row["time"] > started for row in resumed.history[1:])
-    assert load_checkpoint(resumed.checkpoint).meta["epoch"] == 2
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == first.history  # epochs 1-2 came from the checkpoint, not retrained
+    assert all(row["time"] > started for row in resumed.history[2:])
+    assert load_checkpoint(resumed.checkpoint).meta["epoch"] == 3
 
 
 def test_bad_config_exits_non_zero_naming_the_field(tmp_path):

@@ -6,10 +6,6 @@ does PB2 (its GP-bandit explore, GPy)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +13,7 @@ import pytest
 import yaml
 
 from tests.helpers.paths import REPO
+from tests.helpers.tuning import interrupt_sweep_driver
 
 _PBT = ["train.num_workers=1", "tune.scheduler=pbt", "compress.latency_runs=3", "compress.latency_warmup=1",
         "tune.max_concurrent_trials=1", "tune.trial_cpus=0.25", "tune.export=none", "tune.measure_on=trial"]
@@ -49,8 +46,6 @@ def _perturbed(tune_dir: Path) -> list[Path]:
 @pytest.mark.timeout(1800)
 @pytest.mark.slow  # a 2-trial x 3-epoch PBT sweep, interrupted and resumed: 15+ min on the shared 2-core machine at load 100+
 def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ray_local, tiny_config, tmp_path):
-    import ray
-
     from raylm.tune import sweep
 
     epochs = 3
@@ -62,20 +57,8 @@ def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ra
     tune_dir = cfg.run_dir / "tune"
     # A second driver on the test's cluster, interrupted (Ctrl-C) once PBT has paused a trial at a
     # perturbation (one trial at a time: the first is paused after epoch 1 so that the second starts).
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
-    proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not _perturbed(tune_dir):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no perturbation checkpoint in time"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    interrupt_sweep_driver(path, lambda: bool(_perturbed(tune_dir)), "a perturbation checkpoint", cwd=REPO,
+                           deadline_s=600)
     interrupted = time.time()
     # Trials PBT had paused at a perturbation when the driver was interrupted: Tune holds their checkpoint.
     paused = {_trial_id(p.parent) for p in _perturbed(tune_dir)}

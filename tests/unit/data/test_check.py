@@ -222,3 +222,82 @@ def test_the_report_is_written_whole_as_indented_utf8(tmp_path):
     check._write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["data_report.json"]  # no temporary left
+
+
+# Aimed at the survivors of benchmarks/mutation.sh raylm/data/check.py (docs/testing.md names them).
+
+
+def test_the_input_limits_reach_the_decoder_for_files_and_table_rows(tmp_path):
+    """data.limits (here 64 pixels; the PNG holds 120) refuse a file and a table row that the decoder
+    settings alone accept: the limits are passed down, not dropped on the way."""
+    from raylm.config import InputLimits
+
+    settings, small = ImageDataConfig(size=8), InputLimits(max_image_pixels=64)
+    assert check.acceptance_problem("image", _png(), "a", settings, {"a": 0}) is None
+    refused = check.acceptance_problem("image", _png(), "a", settings, {"a": 0}, small)
+    assert refused and "pixels" in refused
+    batch = {"path": ["/d/a/1.png"], "bytes": [_png()]}
+    assert json.loads(check_file_batch(batch, modality="image", settings=settings, root="/d", label_index={"a": 0})["summary"][0])["counts"] == {"a": 1}
+    (summary,) = check_file_batch(batch, modality="image", settings=settings, root="/d", label_index={"a": 0}, limits=small)["summary"]
+    assert json.loads(summary)["bad"] == [{"file": "/d/a/1.png", "label": "a", "reason": refused}]
+    path = tmp_path / "images.parquet"
+    pq.write_table(pa.Table.from_pylist([{"image": _png(), "label": "a"}]), path)
+
+    def table(limits):
+        (out,) = check_table_batch({"path": [str(path)]}, modality="image", settings=settings, fmt="parquet",
+                                   value_column="image", label_column="label", label_index={"a": 0},
+                                   stop_at_first=False, limits=limits)
+        return json.loads(out["summary"][0])
+
+    assert table(None) == {"checked": 1, "counts": {"a": 1}, "bad": []}
+    assert table(small)["bad"] == [{"file": str(path), "row": 1, "label": "a", "reason": refused}]
+
+
+def test_a_long_bad_csv_line_is_quoted_to_80_characters(tmp_path):
+    path = tmp_path / "t.csv"
+    long_line = "x" * 100 + ",y,z"
+    path.write_text(f"text,label\nfine,pos\n{long_line}\n")
+    (summary,) = _table(str(path), "csv")
+    assert summary["bad"][0]["reason"] == f"a line with 3 fields where the header has 2: {long_line[:80]!r}"
+
+
+def test_a_jsonl_chunk_without_the_label_key_at_all_is_empty_labels_not_an_error(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b"}\n')
+    (summary,) = _table(str(path), "jsonl")
+    assert summary == {"checked": 2, "counts": {}, "bad": [
+        {"file": str(path), "row": k, "label": "", "reason": "empty label"} for k in (1, 2)]}
+
+
+def test_the_columns_of_a_csv_with_a_bad_first_block_line_and_of_an_empty_jsonl(tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("text,label\nthree,fields,here\nfine,pos\n")
+    assert table_columns(str(csv), "csv") == ["text", "label"]  # the bad line is the check's to list
+    empty = tmp_path / "t.jsonl"
+    empty.write_text("\n\n")
+    assert table_columns(str(empty), "jsonl") == []  # no columns: the plan then names the missing one
+    with pytest.raises(DataError, match=r"^data.text.text_column: .*t.jsonl has no column 'text'; its columns are \. "):
+        check._require_columns(str(empty), "jsonl", {"data.text.text_column": "text"})
+
+
+def test_the_report_is_written_under_missing_folders_and_a_failed_write_leaves_only_a_hidden_temporary(tmp_path):
+    target = tmp_path / "a" / "b" / "data_report.json"
+    check._write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        check._write_json(target, {"a": object()})  # not JSON: fails while writing
+    assert json.loads(target.read_text()) == {"a": 1}  # the old report stays whole
+    assert all(p.name == "data_report.json" or p.name.startswith(".data_report.json-") for p in target.parent.iterdir())
+
+
+def test_the_plan_of_a_class_folder_lists_its_files_and_asks_for_no_columns(tmp_path):
+    from raylm.data.sources import resolve
+
+    for label in ("h", "v"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        (tmp_path / "images" / label / "0.png").write_bytes(_png())
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", f"data.path={tmp_path / 'images'}",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
+    (entry,) = check._plan(cfg, resolve(cfg, extensions=(".png",)))
+    assert entry["format"] == "folder" and "value_column" not in entry
+    assert sorted(entry["files"]) == [str(tmp_path / "images" / label / "0.png") for label in ("h", "v")]

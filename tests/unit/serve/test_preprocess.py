@@ -104,3 +104,12 @@ def test_an_image_replica_warms_up_on_a_synthetic_item_and_an_input_error_names_
     Preprocessor("image", {"size": 16}, "/nonexistent").warm_up()
     err = InputError("image[3]", "too large")
     assert (str(err), err.field) == ("image[3]: too large", "image[3]")
+
+
+def test_a_tokenizer_path_outside_the_artifact_is_refused_naming_the_field(tmp_path):
+    """The artifact's preprocessing.tokenizer is a file name inside the artifact, never a path out of it."""
+    from raylm.artifacts import ArtifactError
+
+    pre = Preprocessor("text", {"tokenizer": "../elsewhere", "max_length": 8}, str(tmp_path))
+    with pytest.raises(ArtifactError, match=r"preprocessing\.tokenizer '\.\./elsewhere' leads outside the artifact directory"):
+        pre.encode_text(["hello"])
