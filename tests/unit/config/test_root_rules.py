@@ -119,3 +119,34 @@ def test_a_streaming_budget_just_over_one_is_megabytes_not_a_share():
         "  data.stream_memory: Value error, 1.5 MB holds fewer than two blocks of data.block_mib (128 MiB); give at "
         "least twice the block size, or a share of the object store (<= 1) (got 1.5)")
     assert load_config(None, [*IMAGE, "data.stream_memory=1"]).data.stream_memory == 1
+
+
+def test_an_mlflow_uri_is_read_up_to_its_first_colon_and_plus_and_keeps_its_path():
+    from raylm.config import MlflowConfig
+
+    with pytest.raises(ValueError, match="must be a URI with one of the schemes"):
+        MlflowConfig(uri="databricks")  # a scheme's name alone is no URI
+    assert MlflowConfig(uri="postgresql+psycopg2+x://u@h/db").uri == "postgresql+psycopg2+x://u@h/db"
+    assert MlflowConfig(uri="http://127.0.0.1:5000/MLX/").uri == "http://127.0.0.1:5000/MLX"  # only the slash goes
+
+
+def test_an_mlflow_uri_without_the_client_installed_is_refused_naming_the_field(monkeypatch):
+    import importlib.util
+
+    from raylm.config import MlflowConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    assert MlflowConfig().uri is None  # tracking off: no client needed
+    with pytest.raises(ValueError) as err:
+        MlflowConfig(uri="http://127.0.0.1:5000")
+    assert ("tracking.mlflow.uri: the MLflow client is not installed (pip install 'raylm[mlflow]' or mlflow-skinny)"
+            in str(err.value))
+
+
+def test_population_schedulers_keras_refusal_and_pb2s_numeric_dimensions():
+    population = ["train.num_workers=1", "train.epochs=4", "train.storage_path=file:///tmp/x",
+                  "tune.space={train.lr: {uniform: [0.1, 0.2]}, train.batch_size: {randint: [4, 16]}}"]
+    assert _refusal(*KERAS, *population, "tune.scheduler=pbt") == (
+        "  model.backend: keras trials cannot checkpoint and restore mid-sweep; tune.scheduler=pbt needs model.backend=torch")
+    assert load_config(None, [*IMAGE, *population, "tune.scheduler=pb2"]).tune.scheduler == "pb2"  # uniform, randint

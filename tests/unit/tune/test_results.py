@@ -123,3 +123,31 @@ def test_a_point_dominates_only_when_no_worse_anywhere_and_better_somewhere():
     assert not _dominates(a, a | {"accuracy": 0.95, "latency_ms": 3.0}, ["accuracy", "latency_ms"])
     assert not _dominates(a | {"size_mb": 2.0}, a, ["accuracy", "size_mb"])
     assert _dominates(a, a | {"size_mb": 2.0}, ["size_mb"])
+
+
+# Aimed at the survivors of benchmarks/mutation.sh raylm/tune/results.py (docs/testing.md names them).
+
+
+def test_a_dense_row_drops_every_compression_param_not_only_the_three_methods():
+    row = _row("a", 0.8, 5.0, 1.0)
+    row["params"] |= {"compress.prune.sparsity": 0.9, "compress.finetune_epochs": 2, "augment.image.rotate_p": 0.3}
+    assert dense_row(row)["params"] == {"train.lr": 0.01, "augment.image.rotate_p": 0.3, "compress.distill.method": "none",
+                                        "compress.prune.method": "none", "compress.quantize.mode": "none"}
+
+
+def test_a_trial_that_did_not_complete_is_skipped_not_the_end_of_the_rows():
+    rows = [_row("stopped", 0.9, 1.0, 1.0, status="stopped"), _row("a", 0.88, 5.0, 1.0)]
+    assert [r["trial_id"] for r in candidates(rows)] == ["a-dense", "a"]
+
+
+def test_a_hardware_with_a_single_candidate_is_named_too():
+    other = CPU | {"cpu": "EPYC", "node_ip": "10.0.0.2"}
+    rows = [_row("a", 0.9, 5.0, 1.0), _row("b", 0.8, 1.0, 1.0, gain=False, measured_on=other)]  # b: its dense model only
+    with pytest.raises(MixedHardwareError, match=r"\(2 candidate\(s\) on Xeon x8 cpu \(10.0.0.1\); 1 candidate\(s\) on "
+                                                 r"EPYC x8 cpu \(10.0.0.2\)\)"):
+        pareto_front(rows, ["accuracy", "latency_ms"])
+
+
+def test_a_row_recorded_before_dense_references_is_not_the_end_of_the_rows():
+    legacy = {k: v for k, v in _row("old", 0.8, 2.0, 1.0).items() if not k.startswith("dense_")}
+    assert [r["trial_id"] for r in candidates([legacy, _row("a", 0.88, 5.0, 1.0)])] == ["old", "a-dense", "a"]
