@@ -89,6 +89,8 @@ def test_a_saved_config_without_its_train_or_task_section_runs_again():
     saved = load_config(None, IMAGE).to_dict()
     assert saved == __import__("json").loads(__import__("json").dumps(saved))  # plain JSON values
     assert isinstance(saved["train"]["num_workers"], int)
+    elastic = load_config(None, [*IMAGE, "train.num_workers=[1, 2]"])
+    assert elastic.train.num_workers == (1, 2) and elastic.to_dict()["train"]["num_workers"] == [1, 2]  # JSON: a list
     del saved["train"]
     again = RaylmConfig.from_saved(saved, labels=["a", "b"])
     assert again.train.resume_from is None and again.task.labels == ["a", "b"]

@@ -280,7 +280,13 @@ def test_the_columns_of_a_csv_with_a_bad_first_block_line_and_of_an_empty_jsonl(
         check._require_columns(str(empty), "jsonl", {"data.text.text_column": "text"})
 
 
-def test_the_report_is_written_under_missing_folders_and_a_failed_write_leaves_only_a_hidden_temporary(tmp_path):
+def test_the_report_is_written_under_missing_folders_and_a_failed_write_leaves_only_a_hidden_temporary(tmp_path,
+                                                                                                    monkeypatch):
+    import tempfile
+
+    elsewhere = tmp_path / "system-temp"
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))  # a temporary there could not be renamed across disks
     target = tmp_path / "a" / "b" / "data_report.json"
     check._write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
@@ -288,6 +294,7 @@ def test_the_report_is_written_under_missing_folders_and_a_failed_write_leaves_o
         check._write_json(target, {"a": object()})  # not JSON: fails while writing
     assert json.loads(target.read_text()) == {"a": 1}  # the old report stays whole
     assert all(p.name == "data_report.json" or p.name.startswith(".data_report.json-") for p in target.parent.iterdir())
+    assert not list(elsewhere.iterdir())  # the temporary is the report's sibling
 
 
 def test_the_plan_of_a_class_folder_lists_its_files_and_asks_for_no_columns(tmp_path):
