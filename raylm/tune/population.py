@@ -33,6 +33,20 @@ def is_population(cfg: RaylmConfig) -> bool:
     return cfg.tune.scheduler in POPULATION_SCHEDULERS
 
 
+def hold_for_population(cfg: RaylmConfig, decoded):
+    """The sweep's decoded splits, held in memory as numpy columns too when the sweep is a population
+    whose trials train in their own process and the set fits (raylm/data/arrays.py). Taking turns, a
+    population trial restarts at every perturbation; from memory a restart starts no Ray Data
+    pipeline, and no epoch executes one either."""
+    from raylm.train import trains_in_process
+
+    if not is_population(cfg) or not trains_in_process(cfg):
+        return decoded
+    from raylm.data.arrays import hold_in_memory
+
+    return hold_in_memory(decoded, cfg)
+
+
 def population_trial_changes(cfg: RaylmConfig, resume_from: str | None) -> dict[str, Any]:
     """A population trial's config changes: a checkpoint at every perturbation epoch (Tune saves the
     newest one when it exploits or pauses), and the checkpoint it continues from, if restored."""
