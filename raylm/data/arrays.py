@@ -53,7 +53,7 @@ def hold_in_memory(decoded, cfg: RaylmConfig):
     object store: ``data.materialize``) and fit in ``data.materialize_share`` of it; else unchanged
     (a streamed set stays on Ray Data)."""
     import ray
-    from ray.data import MaterializedDataset
+    from ray.data.dataset import MaterializedDataset
 
     if not (isinstance(decoded.train, MaterializedDataset) and isinstance(decoded.validation, MaterializedDataset)):
         return decoded

@@ -137,14 +137,24 @@ def _taking_turns(scheduler_class):
             count = min(math.ceil(len(peers) * self._quantile_fraction), len(peers) // 2)
             return peers[:count], peers[-count:]
 
+        def _turn(self, trial) -> tuple[float, float]:
+            """The waiting trial with the fewest epochs runs first (Tune's own choice sorts by a time it
+            updates in synch mode only, so in async mode the first paused trial would run on and on);
+            among equals, the best score at the last perturbation first. A trial is ranked among the
+            trials already perturbed at its epoch (``_quantiles``), so the first to arrive is ranked
+            alone and never exploited: in creation order the weakest trial could arrive first at every
+            perturbation (seen: the test's lr=1e-7 trial trained all its epochs and was never copied
+            over). Best first, the weakest arrives last, ranked against the whole population."""
+            state = self._trial_state.get(trial)
+            score = state.last_score if state is not None and state.last_score is not None else math.inf
+            return (trial.last_result or {}).get("training_iteration", 0), -score
+
         def choose_trial_to_run(self, tune_controller):
             busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
             if busy >= self._limit:
                 return None
-            # The waiting trial with the fewest epochs first. (Tune's own choice sorts by a time it updates
-            # in synch mode only, so in async mode the first paused trial would run on and on.)
             waiting = [t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)]
-            trial = min(waiting, key=lambda t: (t.last_result or {}).get("training_iteration", 0), default=None)
+            trial = min(waiting, key=self._turn, default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
             return trial
