@@ -93,6 +93,7 @@ def _taking_turns(scheduler_class):
             super().__init__(*args, **kwargs)
             self._limit, self._generator, self._epochs = limit, generator, epochs
             self._now = None  # the epoch of the perturbation being decided (see _quantiles)
+            self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
 
         def on_trial_result(self, tune_controller, trial, result):
             if result.get("epoch", 0) >= self._epochs:
@@ -119,6 +120,8 @@ def _taking_turns(scheduler_class):
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 self._generator._live_trials.discard(trial.trial_id)
+            if decision == TrialScheduler.PAUSE:
+                self._pausing.add(trial.trial_id)
             return decision
 
         def _quantiles(self):
@@ -150,10 +153,17 @@ def _taking_turns(scheduler_class):
             return (trial.last_result or {}).get("training_iteration", 0), -score
 
         def choose_trial_to_run(self, tune_controller):
-            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
+            # A trial being paused (its save in flight) frees its slot now: the next trial is staged
+            # before the paused trial's actor stops, and Tune caches an actor for reuse only while a
+            # trial is staged (after the whole population was created it would stop it). The next
+            # trial then resumes in that actor (reset_config + load_checkpoint) instead of a new
+            # process importing torch: taking turns, every trial restarts at every perturbation.
+            trials = tune_controller.get_trials()
+            self._pausing -= {t.trial_id for t in trials if t.status not in (Trial.RUNNING, Trial.PENDING)}
+            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) and t.trial_id not in self._pausing for t in trials)
             if busy >= self._limit:
                 return None
-            waiting = [t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)]
+            waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED) and t.trial_id not in self._pausing]
             trial = min(waiting, key=self._turn, default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
