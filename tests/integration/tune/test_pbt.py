@@ -40,7 +40,7 @@ def _results(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow  # 399 s on the shared 2-core machine at load average 40-90 (4 trials x 3 epochs, in turns)
+@pytest.mark.slow  # 79 s on the shared 2-core machine at load average 30-55 (4 trials x 3 epochs, in turns; 399 s before actor reuse)
 def test_pbt_sweep_exploits_from_the_donors_weights_and_writes_the_schedule(ray_local, tiny_config):
     from raylm.train.checkpoint import load_checkpoint, read_meta
     from raylm.train.loop import weights_digest
