@@ -1,6 +1,6 @@
 """Population Based Augmentation in PBA's own setting: a reduced image training set where augmentation matters.
 
-    python benchmarks/pba.py [--train-fraction 0.15] [--trials 8] [--epochs 6] [--interval 2]
+    python benchmarks/pba.py [--data digits|shapes] [--train-fraction 0.15] [--trials 8] [--epochs 6] [--interval 2]
                              [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed]
 
 The image demo (``digits``, ``seed_cnn``: jobs/configs/image_pbt.yaml's data and model) split once
@@ -39,14 +39,28 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SPACE = {
-    "train.lr": {"loguniform": [0.001, 0.005]},
-    "augment.image.rotate_p": {"uniform": [0.0, 0.8]},
-    "augment.image.max_rotation": {"uniform": [0.0, 20.0]},
-    "augment.image.crop_p": {"uniform": [0.0, 0.8]},
-    "augment.image.brightness": {"uniform": [0.0, 0.3]},
-    "augment.image.contrast": {"uniform": [0.0, 0.3]},
-    "augment.image.cutout_p": {"uniform": [0.0, 0.5]},
+# The searched space per demo: lr and the image ops, at ranges that keep the label (a digit rotated
+# by 90 degrees is another digit; a shape rotated by any angle, or mirrored, is the same shape).
+SPACES = {
+    "digits": {
+        "train.lr": {"loguniform": [0.001, 0.005]},
+        "augment.image.rotate_p": {"uniform": [0.0, 0.8]},
+        "augment.image.max_rotation": {"uniform": [0.0, 20.0]},
+        "augment.image.crop_p": {"uniform": [0.0, 0.8]},
+        "augment.image.brightness": {"uniform": [0.0, 0.3]},
+        "augment.image.contrast": {"uniform": [0.0, 0.3]},
+        "augment.image.cutout_p": {"uniform": [0.0, 0.5]},
+    },
+    "shapes": {
+        "train.lr": {"loguniform": [0.001, 0.005]},
+        "augment.image.rotate_p": {"uniform": [0.0, 1.0]},
+        "augment.image.max_rotation": {"uniform": [0.0, 180.0]},
+        "augment.image.crop_p": {"uniform": [0.0, 0.8]},
+        "augment.image.hflip_p": {"uniform": [0.0, 0.5]},
+        "augment.image.brightness": {"uniform": [0.0, 0.3]},
+        "augment.image.contrast": {"uniform": [0.0, 0.3]},
+        "augment.image.cutout_p": {"uniform": [0.0, 0.5]},
+    },
 }
 
 
@@ -54,13 +68,14 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def reduced_split(cache: Path, fraction: float, work: Path) -> tuple[Path, Path]:
+def reduced_split(cache: Path, fraction: float, work: Path, name: str = "digits") -> tuple[Path, Path]:
     """(train dir, validation dir) of class folders: 20 % of each class for validation (all of it is
     scored), ``fraction`` of the remaining files for training; file lists drawn with seed 0."""
     from raylm.config import load_config
-    from raylm.data.demo import digits
+    from raylm.data import demo
 
-    source = Path(digits(load_config(None, ["task.modality=image", "model.name=seed_cnn", f"data.cache_dir={cache}"])))
+    source = Path(getattr(demo, name)(load_config(None, ["task.modality=image", "model.name=seed_cnn",
+                                                                 f"data.cache_dir={cache}"])))
     train_dir, val_dir = work / "train", work / "validation"
     rng = random.Random(0)
     for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
@@ -91,13 +106,15 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
     from raylm.config import merge, validate_config
     from raylm.tune import sweep
 
-    tune = {"space": SPACE, "search": "random", "scheduler": scheduler, "num_samples": args.trials, "seed": seed,
+    tune = {"space": SPACES[args.data], "search": "random", "scheduler": scheduler, "num_samples": args.trials, "seed": seed,
             "objectives": ["accuracy"], "export": "none", "max_concurrent_trials": args.concurrency,
             "measure_on": "trial"}
     if scheduler == "pbt":
         tune |= {"perturbation_interval": args.interval, "quantile_fraction": 0.25}
-    else:
+    elif args.fixed_scheduler == "asha":
         tune |= {"reduction_factor": 2}
+    else:  # fifo: every trial trains all its epochs, the same trial-epochs as PBT's
+        tune["scheduler"] = "fifo"
     cfg = validate_config(merge(tree, {"tune": tune, "train": {"name": f"{scheduler}-search-{seed}"}}))
     started = time.perf_counter()
     result = sweep(cfg, verbose=False)
@@ -134,14 +151,15 @@ def _tree(changes: dict) -> dict:
     return tree
 
 
-def uniform_policy(magnitude: float) -> dict:
+def uniform_policy(magnitude: float, data: str = "digits") -> dict:
     """Every op of the space at ``magnitude`` of its range, lr at the base config's."""
     return {path: spec["uniform"][0] + magnitude * (spec["uniform"][1] - spec["uniform"][0])
-            for path, spec in SPACE.items() if "uniform" in spec}
+            for path, spec in SPACES[data].items() if "uniform" in spec}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=sorted(SPACES), default="digits", help="the image demo to reduce")
     parser.add_argument("--train-fraction", type=float, default=0.15)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6, help="per search trial")
@@ -153,6 +171,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5)
     parser.add_argument("--arms", nargs="+", default=["none", "asha", "pbt", "uniform"])
+    parser.add_argument("--fixed-scheduler", choices=["asha", "fifo"], default="asha",
+                        help="the scheduler of arm (b)'s random search (its arm keeps the name asha)")
     args = parser.parse_args()
 
     from raylm.runtime import ensure_ray
@@ -160,7 +180,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="raylm-pba-"))
     lines = []
     try:
-        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data")
+        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data", args.data)
         tree = base_tree(args, train_dir, val_dir, work / "runs")
         for attempt in range(8):  # on a machine at load 100 Ray's raylet may miss its 30 s start-up window
             try:
@@ -191,7 +211,7 @@ def main() -> int:
                     else:
                         raise RuntimeError("the PBT sweep wrote no schedule.json")
                 elif arm == "uniform":
-                    changes = uniform_policy(args.magnitude)
+                    changes = uniform_policy(args.magnitude, args.data)
                 started = time.perf_counter()
                 accuracy = final_run(args, tree, arm, seed, changes)
                 line = {"bench": "pba", "arm": arm, "seed": seed, "val_accuracy": round(accuracy, 4),
@@ -212,6 +232,12 @@ def main() -> int:
         if {"pbt", "asha"} <= set(mean):
             summary["pbt_minus_asha_pts"] = round(100 * (mean["pbt"] - mean["asha"]), 2)
             summary["pbt_vs_asha_time"] = round(walls["pbt"] / walls["asha"], 2)
+            epochs = {s: extra["trial_epochs"] for (s, _), (_, _, extra) in searched.items()}
+            summary["search_trial_epochs"] = epochs
+            summary["fixed_scheduler"] = args.fixed_scheduler
+            # Per trial-epoch: ASHA stops trials early, so its wall covers fewer epochs than PBT's.
+            summary["pbt_vs_asha_time_per_trial_epoch"] = round(
+                (walls["pbt"] / max(epochs["pbt"], 1)) / (walls["asha"] / max(epochs["asha"], 1)), 2)
             summary["goal_met"] = summary["pbt_minus_asha_pts"] >= 1.0 and summary["pbt_vs_asha_time"] <= 1.2 and \
                 mean["pbt"] > mean.get("none", 0.0)
         print(json.dumps(summary), flush=True)

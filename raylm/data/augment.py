@@ -106,8 +106,25 @@ def _head_node_id() -> str | None:
                 None)
 
 
+# Epoch clocks kept in this process: a one-worker loop fed from memory (raylm/data/arrays.py) augments
+# in the process that sets the epoch, so no actor call is needed. Keyed like the cluster's clock.
+_local_epochs: dict[str, int] = {}
+
+
+def register_local_clock(run_id: str) -> str:
+    _local_epochs[run_id] = 0
+    return run_id
+
+
+def local_epoch(run_id: str | None) -> int:
+    return _local_epochs.get(run_id, 0) if run_id is not None else 0
+
+
 def set_epoch(run_id: str | None, epoch: int) -> None:
     """Called by the training loop at the start of every epoch (a no-op without augmentation)."""
+    if run_id in _local_epochs:
+        _local_epochs[run_id] = epoch
+        return
     if run_id is not None:
         import ray
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from raylm.config import RaylmConfig
+    from raylm.data.arrays import SplitArrays
 
 
 @dataclass
@@ -36,6 +37,9 @@ class DecodedSplits:
     labels: list[str]
     source: str
     fingerprint: str
+    # The same splits as numpy columns, for trials that train in their own process without Ray Data
+    # (raylm/data/arrays.py: a population sweep over a set that fits in memory); None: Ray Data only.
+    arrays: SplitArrays | None = None
 
 
 _shared: ContextVar[DecodedSplits | None] = ContextVar("raylm_shared_decoded_splits", default=None)

@@ -33,6 +33,20 @@ def is_population(cfg: RaylmConfig) -> bool:
     return cfg.tune.scheduler in POPULATION_SCHEDULERS
 
 
+def hold_for_population(cfg: RaylmConfig, decoded):
+    """The sweep's decoded splits, held in memory as numpy columns too when the sweep is a population
+    whose trials train in their own process and the set fits (raylm/data/arrays.py). Taking turns, a
+    population trial restarts at every perturbation; from memory a restart starts no Ray Data
+    pipeline, and no epoch executes one either."""
+    from raylm.train import trains_in_process
+
+    if not is_population(cfg) or not trains_in_process(cfg):
+        return decoded
+    from raylm.data.arrays import hold_in_memory
+
+    return hold_in_memory(decoded, cfg)
+
+
 def population_trial_changes(cfg: RaylmConfig, resume_from: str | None) -> dict[str, Any]:
     """A population trial's config changes: a checkpoint at every perturbation epoch (Tune saves the
     newest one when it exploits or pauses), and the checkpoint it continues from, if restored."""
@@ -79,6 +93,7 @@ def _taking_turns(scheduler_class):
             super().__init__(*args, **kwargs)
             self._limit, self._generator, self._epochs = limit, generator, epochs
             self._now = None  # the epoch of the perturbation being decided (see _quantiles)
+            self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
 
         def on_trial_result(self, tune_controller, trial, result):
             if result.get("epoch", 0) >= self._epochs:
@@ -105,6 +120,8 @@ def _taking_turns(scheduler_class):
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 self._generator._live_trials.discard(trial.trial_id)
+            if decision == TrialScheduler.PAUSE:
+                self._pausing.add(trial.trial_id)
             return decision
 
         def _quantiles(self):
@@ -123,14 +140,31 @@ def _taking_turns(scheduler_class):
             count = min(math.ceil(len(peers) * self._quantile_fraction), len(peers) // 2)
             return peers[:count], peers[-count:]
 
+        def _turn(self, trial) -> tuple[float, float]:
+            """The waiting trial with the fewest epochs runs first (Tune's own choice sorts by a time it
+            updates in synch mode only, so in async mode the first paused trial would run on and on);
+            among equals, the best score at the last perturbation first. A trial is ranked among the
+            trials already perturbed at its epoch (``_quantiles``), so the first to arrive is ranked
+            alone and never exploited: in creation order the weakest trial could arrive first at every
+            perturbation (seen: the test's lr=1e-7 trial trained all its epochs and was never copied
+            over). Best first, the weakest arrives last, ranked against the whole population."""
+            state = self._trial_state.get(trial)
+            score = state.last_score if state is not None and state.last_score is not None else math.inf
+            return (trial.last_result or {}).get("training_iteration", 0), -score
+
         def choose_trial_to_run(self, tune_controller):
-            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in tune_controller.get_trials())
+            # A trial being paused (its save in flight) frees its slot now: the next trial is staged
+            # before the paused trial's actor stops, and Tune caches an actor for reuse only while a
+            # trial is staged (after the whole population was created it would stop it). The next
+            # trial then resumes in that actor (reset_config + load_checkpoint) instead of a new
+            # process importing torch: taking turns, every trial restarts at every perturbation.
+            trials = tune_controller.get_trials()
+            self._pausing -= {t.trial_id for t in trials if t.status not in (Trial.RUNNING, Trial.PENDING)}
+            busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) and t.trial_id not in self._pausing for t in trials)
             if busy >= self._limit:
                 return None
-            # The waiting trial with the fewest epochs first. (Tune's own choice sorts by a time it updates
-            # in synch mode only, so in async mode the first paused trial would run on and on.)
-            waiting = [t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)]
-            trial = min(waiting, key=lambda t: (t.last_result or {}).get("training_iteration", 0), default=None)
+            waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED) and t.trial_id not in self._pausing]
+            trial = min(waiting, key=self._turn, default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
             return trial

@@ -243,8 +243,9 @@ def _decode_once(cfg: RaylmConfig):
     if any(path.startswith("data.") for path in cfg.tune.space):
         return None
     from raylm.data import decode_splits
+    from raylm.tune.population import hold_for_population
 
-    return decode_splits(cfg)
+    return hold_for_population(cfg, decode_splits(cfg))
 
 
 def load_sweep_config(tune_dir: Path) -> RaylmConfig:

@@ -211,7 +211,8 @@ DATA_FLOORS = [
     {"data.files", "data.sources", "data.demo", "data.synth", "data.schedule"},  # schedule: a learned schedule.json read back
     {"data.rules", "data.limits"},
     {"data.modality", "data.images", "data.audio", "data.text", "data.augment_ops", "data.preview_tiles"},
-    {"data", "data.check", "data.decoded", "data.materialize", "data.shards", "data.augment", "data.augment_preview"},
+    {"data", "data.check", "data.decoded", "data.materialize", "data.shards", "data.augment", "data.augment_preview",
+     "data.arrays"},
 ]
 DATA_FLOOR = {name: floor for floor, names in enumerate(DATA_FLOORS) for name in names}
 

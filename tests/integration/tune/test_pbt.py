@@ -40,7 +40,7 @@ def _results(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow  # 399 s on the shared 2-core machine at load average 40-90 (4 trials x 3 epochs, in turns)
+@pytest.mark.slow  # 79 s on the shared 2-core machine at load average 30-55 (4 trials x 3 epochs, in turns; 399 s before actor reuse)
 def test_pbt_sweep_exploits_from_the_donors_weights_and_writes_the_schedule(ray_local, tiny_config):
     from raylm.train.checkpoint import load_checkpoint, read_meta
     from raylm.train.loop import weights_digest
@@ -162,3 +162,36 @@ def test_the_report_draws_the_schedule_with_its_exploits():
     section = page._schedule_section({"schedule": schedule})
     assert "Learned schedule (pbt)" in section and "epoch 3: t1 -&gt; t2" in section and "<img" in section
     assert page._schedule_section({"schedule": None}) == ""
+
+
+def test_a_population_sweep_holds_its_splits_in_memory_and_its_trials_train_from_them(ray_local, tiny_config):
+    """Taking turns, a PBT trial restarts at every perturbation: from memory no restart or epoch starts a
+    Ray Data pipeline (raylm/data/arrays.py). The arrays hold the decoded rows; a trial trains on
+    ArrayShards and learns; an ASHA sweep keeps Ray Data."""
+    from raylm.data.arrays import ArrayShard
+    from raylm.data.decoded import sharing
+    from raylm.train import build_trainer
+    from raylm.tune.sweep import _decode_once
+
+    cfg = tiny_config("image", *_PBT, _SPACE, "train.epochs=3", "data.materialize=true", "train.lr=0.02",
+                      "augment.image.rotate_p=0.3")
+    decoded = _decode_once(cfg)
+    assert decoded.arrays is not None, "a population sweep over a small materialized set is held in memory"
+    rows = decoded.train.take_all()
+    assert _checksums(decoded.arrays.train["image"]) == _checksums(np.stack([r["image"] for r in rows]))
+    assert sorted(decoded.arrays.train["label"].tolist()) == sorted(int(r["label"]) for r in rows)
+    assert len(decoded.arrays.validation["label"]) == decoded.validation.count()
+
+    with sharing(decoded):
+        trainer, _ = build_trainer(cfg, in_process=True)
+        assert isinstance(trainer.datasets["train"], ArrayShard) and isinstance(trainer.datasets["validation"], ArrayShard)
+        result = trainer.fit()
+    from raylm.train.checkpoint import read_meta
+
+    history = read_meta(Path(result.checkpoint.path))["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert max(m["val_accuracy"] for m in history) > 1.5 / len(decoded.labels), history  # learned: above chance
+    assert all(m["val_samples"] == len(decoded.arrays.validation["label"]) for m in history)
+
+    asha = tiny_config("image", "train.num_workers=1", _SPACE, "tune.scheduler=asha", "data.materialize=true")
+    assert _decode_once(asha).arrays is None

@@ -44,7 +44,7 @@ def _perturbed(tune_dir: Path) -> list[Path]:
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.slow  # a 2-trial x 3-epoch PBT sweep, interrupted and resumed: 15+ min on the shared 2-core machine at load 100+
+@pytest.mark.slow  # a 2-trial x 3-epoch PBT sweep, interrupted and resumed: 291 s on the shared 2-core machine at load 30-55
 def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ray_local, tiny_config, tmp_path):
     from raylm.tune import sweep
 

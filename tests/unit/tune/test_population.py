@@ -59,3 +59,26 @@ def test_the_quantile_size_follows_ray_rule_on_the_peers_alone(tmp_path, peers, 
     assert all(t.trial_id != "late" for t in lower + upper)
     if expected:
         assert lower[0].trial_id == "t0" and upper[-1].trial_id == f"t{peers - 1}"
+
+
+def test_waiting_trials_take_turns_fewest_epochs_first_then_best_score_first(tmp_path):
+    """The weakest trial of a round arrives last at the next perturbation, when its peers are there to
+    rank it against (the first to arrive is ranked alone and could never be exploited)."""
+    from ray.tune.experiment import Trial
+
+    scheduler = _scheduler(tmp_path)
+    trials = _population(scheduler, {"weak": (2, 0.30), "best": (2, 0.95), "mid": (2, 0.60), "behind": (0, 0.10)})
+    for name, trial in trials.items():
+        trial.status = Trial.PAUSED
+        trial.run_metadata.last_result = {"training_iteration": 0 if name == "behind" else 2, "x": 1}
+
+    class Controller:
+        def get_trials(self):
+            return list(trials.values())
+
+    order = []
+    for _ in trials:
+        chosen = scheduler.choose_trial_to_run(Controller())
+        order.append(chosen.trial_id)
+        chosen.status = Trial.TERMINATED  # out of the waiting set, not counted as busy
+    assert order == ["behind", "best", "mid", "weak"]
