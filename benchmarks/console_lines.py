@@ -5,9 +5,10 @@ lines (the first few quoted) and where the verb said Ray's logs went.
 
     python benchmarks/console_lines.py                       # data check, train, compress, serve, tune, pipeline
     python benchmarks/console_lines.py --verbs data-check,train,compress,serve
+    python benchmarks/console_lines.py --verbs serve --artifact <run>/compress/int8-dynamic
 
-`serve` is stopped with a real SIGTERM once it answers a request (exit status and seconds to exit
-recorded); `pipeline` runs the tiny sweep -> retrain -> compress -> serve and exits after its smoke
+`serve` is stopped with a real SIGTERM while 8 clients post (requests in flight, failed ones, exit
+status, seconds from the signal to the exit, a Ray stack dump or not); `pipeline` runs the tiny sweep -> retrain -> compress -> serve and exits after its smoke
 request (pipeline.keep_serving=false). Sequential, one Ray at a time; bounded by --timeout per verb.
 """
 
@@ -61,35 +62,72 @@ def _run(argv: list[str], env: dict, timeout: float) -> tuple[int, str, float]:
     return run.returncode, run.stdout, time.monotonic() - t0
 
 
-def _serve(artifact: str, env: dict, timeout: float) -> dict:
+def _serve(artifact: str, env: dict, timeout: float, clients: int = 8) -> dict:
+    """``raylm serve`` on its own embedded Ray; once it answers, ``clients`` threads post without pause and,
+    after 40 answers, a real SIGTERM: every request sent before it must be answered 200, the process exit 0."""
+    import threading
+
     port = _free_port()
+    modality = json.loads((Path(artifact) / "artifact.json").read_text())["task"]["modality"]
+    body = json.dumps({"text": ["the match was a storm of goals"]} if modality == "text" else {"image": [_png_b64()]}).encode()
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "serve", "--artifact", artifact, f"serve.port={port}",
                              "serve.max_replicas=1", "serve.graceful_shutdown_s=10"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    answered = None
+
+    def post() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status
+
+    results: list[tuple[float, float, object]] = []  # (sent, answered, status or error)
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                outcome: object = post()
+            except OSError as err:  # urllib's HTTPError is one too: its status is the outcome
+                outcome = getattr(err, "code", None) or type(err).__name__
+            results.append((sent, time.monotonic(), outcome))
+
+    exited_s = at = None
     try:
         deadline = time.monotonic() + timeout
-        while answered is None and time.monotonic() < deadline and proc.poll() is None:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", headers={"content-type": "application/json"},
-                                             data=json.dumps({"image": [_png_b64()]}).encode())
+        up = False
+        while not up and time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(request, timeout=30) as r:
-                    answered = r.status
+                up = post() == 200
             except OSError:
                 time.sleep(1)
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        if up:
+            for thread in threads:
+                thread.start()
+            while len(results) < 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        stop.set()
         at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(90)
+        output, _ = proc.communicate(timeout=120)
         exited_s = time.monotonic() - at
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             output = proc.communicate()[0]
-            exited_s = None
-    return _count("serve", output, proc.returncode, time.monotonic() - t0,
-                  {"answered": answered, "seconds_from_sigterm_to_exit": round(exited_s, 1) if exited_s else None,
-                   "last_line": output.strip().splitlines()[-1][:200] if output.strip() else None})
+    before = [outcome for sent, _, outcome in results if at is not None and sent < at]
+    in_flight = [outcome for sent, answered, outcome in results if at is not None and sent < at < answered]
+    return _count("serve", output, proc.returncode, time.monotonic() - t0, {
+        "sent_before_sigterm": len(before), "in_flight_at_sigterm": len(in_flight),
+        "failed_before_sigterm": sum(outcome != 200 for outcome in before),
+        "seconds_from_sigterm_to_exit": round(exited_s, 1) if exited_s is not None else None,
+        "graceful_shutdown_s": 10, "stack_dump": "SIGTERM received" in output or "logging.cc" in output,
+        "last_line": output.strip().splitlines()[-1][:240] if output.strip() else None})
 
 
 def _png_b64() -> str:
@@ -108,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbs", default="data-check,train,compress,serve,tune,pipeline")
     parser.add_argument("--timeout", type=float, default=900, help="per verb, seconds")
+    parser.add_argument("--artifact", help="serve this artifact (text or image) instead of the one compress writes")
     args = parser.parse_args()
     storage = tempfile.mkdtemp(prefix="raylm-consoles-")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -116,7 +155,7 @@ def main() -> None:
     config = ["--config", "jobs/configs/image.yaml"]
     common = [f"train.storage_path={storage}", *TINY, "train.num_workers=1"]
     results: dict = {"load_avg_start": round(os.getloadavg()[0], 1)}
-    checkpoint = artifact = None
+    checkpoint, artifact = None, args.artifact
     for verb in args.verbs.split(","):
         print(verb, "...", file=sys.stderr, flush=True)
         if verb == "data-check":
