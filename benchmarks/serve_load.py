@@ -417,7 +417,7 @@ def run_mode(artifact: str, mode: str, args) -> dict:
         mixed["5xx"] = sum(v for k, v in mixed["status"].items() if k.startswith("5"))
         results["malformed_10pct"] = mixed
         log("malformed", mixed)
-    serve.shutdown()
+    # No serve.shutdown(): this process's Ray ends with it (Serve's own shutdown waits 30 s under HAProxy).
     return results
 
 
@@ -429,8 +429,8 @@ def _subprocess_json(argv: list[str], env: dict[str, str], timeout: float, tries
         clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
         run = subprocess.run([sys.executable, __file__, *argv], env={**clean, **env}, stdout=subprocess.PIPE,
                              text=True, timeout=timeout)
-        if run.returncode == 0:
-            return json.loads(run.stdout.strip().splitlines()[-1])
+        if run.returncode == 0:  # the result is the last JSON line: Ray may print after it while it shuts down
+            return json.loads(next(line for line in reversed(run.stdout.splitlines()) if line.startswith("{")))
         log(f"attempt {attempt + 1} exited {run.returncode}")
     return {"error": f"exit {run.returncode} after {tries} tries"}
 
