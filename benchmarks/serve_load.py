@@ -6,14 +6,17 @@
   * per ingress mode, each in its own Ray (the modes are env vars read when Serve starts):
     ``proxy`` (Serve's default proxy), ``direct`` (RAY_SERVE_ENABLE_DIRECT_INGRESS=1, requests posted
     to the replica's own port), ``haproxy`` (RAY_SERVE_ENABLE_HA_PROXY=1), ``throughput``
-    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress), ``default`` (what raylm runs
+    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress), ``haproxy_throughput`` (both:
+    HAProxy's one URL with the throughput settings on the replicas), ``default`` (what raylm runs
     untuned: serve.ingress=auto, see raylm/config/serve.py): concurrency 1/8/32 with
     batching chosen from the artifact's latency curve, and the c=1 profile from the replica's
     Server-Timing header (read / preprocess / queue / model / replica; client minus replica = the
     HTTP hops and Serve's routing);
-  * in the ``proxy`` mode also: batching off (serve.max_batch_size=1); an autoscaling ramp (load
-    up until Serve runs 2 replicas, down until 1; time to scale, p99 during the ramp); a cold start
-    from min_replicas 0 (time to the first answer); 10k requests with 10 % malformed ones (5xx count).
+  * in the ``proxy`` mode also: batching forced on (16 rows) and off (serve.max_batch_size=1);
+  * in the ``default`` mode also: an autoscaling ramp with raylm's autoscaling defaults (load up until
+    Serve runs 2 replicas, down until 1; seconds from the step to Serve's decision and to the replica
+    running, p99 during the ramp); a cold start from min_replicas 0 (time to the first answer); 10k
+    requests with 10 % malformed ones (5xx count).
 
     python benchmarks/serve_load.py --artifact ~/raylm_runs/<run>/compress/int8-dynamic
     python benchmarks/serve_load.py                     # builds the artifact first (MiniLM, untrained head)
@@ -154,12 +157,14 @@ async def _load(url: str, concurrency: int, requests: int, seconds: float, bodie
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         wall = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu  # this process: the load generator (and an idle Ray driver)
     ms = np.array(latencies) * 1000
     out = {"n": len(latencies), "rps": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-           "p99_ms": round(float(np.percentile(ms, 99)), 2), "status": {str(k): v for k, v in sorted(statuses.items())}}
+           "p99_ms": round(float(np.percentile(ms, 99)), 2), "status": {str(k): v for k, v in sorted(statuses.items())},
+           "client_cpu_cores": round(client_cpu / wall, 2)}  # of the 2 cores the server shares with it
     if batches:
         out.update(mean_batch_requests=round(float(np.mean(batches)), 2), max_batch_requests=max(batches))
     if stages:
@@ -256,20 +261,27 @@ def _json_response(labels: list[str], probs: np.ndarray) -> bytes:
 # ---------------------------------------------------------------- one ingress mode, in its own Ray
 
 MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-         "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "default": {}}
+         "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+         "haproxy_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, "default": {}}
 # serve.ingress for ensure_ray: "default" is what raylm does untuned (serve.ingress=auto); the others pin their mode
 # (throughput's variables, exported above, are left alone by auto).
-MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto", "default": "auto"}
+MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto",
+                "haproxy_throughput": "haproxy", "default": "auto"}
 PINNED = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.model_threads=1"]
 
 
-def _replicas(app: str) -> int:
+def _replicas(app: str, states: tuple[str, ...] = ("RUNNING",)) -> int:
     from ray import serve
 
     status = serve.status().applications.get(app)
     if status is None:
         return 0
-    return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
+    return sum(d.replica_states.get(state, 0) for d in status.deployments.values() for state in states)
+
+
+# Replicas Serve has decided to run (starting or running, not stopping): when this changes, the controller
+# decided; when RUNNING follows, the new replica took its first request.
+DECIDED = ("STARTING", "PENDING_MIGRATION", "UPDATING", "RECOVERING", "RUNNING")
 
 
 def _front_url(app: str, serve_port: int, mode: str) -> str:
@@ -285,27 +297,33 @@ def _front_url(app: str, serve_port: int, mode: str) -> str:
 
 
 def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
-    """Load up until Serve runs 2 replicas, then down until 1, sampling the replica count every 0.25 s."""
+    """Load up until Serve runs 2 replicas, then down until 1, sampling the replica count every 0.25 s.
+
+    raylm's own autoscaling defaults (look_back_period_s, upscale_delay_s, the metrics interval derived
+    from them) except the replica range and target, and downscale_delay_s (its default, 600 s, keeps a
+    replica for ten minutes: 5 s here times the mechanism)."""
     import threading
 
     from ray import serve
 
     from raylm.serve import build_app, load_serve_config
 
-    cfg = ["serve.min_replicas=1", "serve.max_replicas=2", "serve.target_ongoing_requests=2", "serve.replica_cpus=0.5",
-           "serve.upscale_delay_s=2", "serve.downscale_delay_s=5", "serve.look_back_period_s=2", "serve.model_threads=1"]
-    serve.run(build_app([f"int8={artifact}"], load_serve_config(None, cfg)), name="ramp", route_prefix="/ramp")
+    cfg = load_serve_config(None, ["serve.min_replicas=1", "serve.max_replicas=2", "serve.target_ongoing_requests=2",
+                                   "serve.replica_cpus=0.5", "serve.downscale_delay_s=5", "serve.model_threads=1"])
+    serve.run(build_app([f"int8={artifact}"], cfg), name="ramp", route_prefix="/ramp")
     url = f"http://127.0.0.1:{serve_port}/ramp/predict"
-    counts: list[tuple[float, int]] = []
+    counts: list[tuple[float, int, int]] = []  # (time, running, decided)
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            counts.append((time.perf_counter(), _replicas("ramp")))
+            counts.append((time.perf_counter(), _replicas("ramp"), _replicas("ramp", DECIDED)))
             time.sleep(0.25)
 
-    def first(after: float, replicas: int) -> float | None:
-        return next((round(t - after, 1) for t, n in counts if t >= after and n == replicas), None)
+    def first(after: float | None, replicas: int, column: int = 1) -> float | None:
+        if after is None:
+            return None
+        return next((round(row[0] - after, 1) for row in counts if row[0] >= after and row[column] == replicas), None)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -323,13 +341,19 @@ def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
         sampler.join(5)
         serve.delete("ramp")
     to_2 = first(up_start, 2)
-    # Back to 1 counts from when the load dropped, or from the scale-up if that came later (Serve
-    # decides on metrics pushed every 10 s: the second replica may arrive after the high phase).
-    scaled_down_from = max(down_start, up_start + to_2) if to_2 is not None else None
-    return {"max_replicas_seen": max(n for _, n in counts), "seconds_to_2_replicas": to_2,
-            "seconds_back_to_1": (round(scaled_down_from - down_start + first(scaled_down_from + 0.01, 1), 1)
-                                  if scaled_down_from is not None and first(scaled_down_from + 0.01, 1) is not None
-                                  else None),
+    # Back to 1 counts from when the load dropped, or from the scale-up if that came later (the second
+    # replica may arrive after the high phase).
+    down_from = max(down_start, up_start + to_2) if to_2 is not None else None
+    back = first(down_from + 0.01, 1) if down_from is not None else None
+    decided_back = first(down_from + 0.01, 1, column=2) if down_from is not None else None
+    return {"settings": {k: v for k, v in cfg.autoscaling_config().items() if k != "initial_replicas"}
+            | {"metrics_interval_s": cfg.metrics_interval_s()},
+            "max_replicas_seen": max(row[1] for row in counts),
+            "seconds_to_2_replicas": to_2,  # the step to the second replica RUNNING
+            "seconds_to_scale_up_decision": first(up_start, 2, column=2),  # the step to Serve starting it
+            "seconds_back_to_1": round(down_from - down_start + back, 1) if back is not None else None,
+            "seconds_to_scale_down_decision": (round(down_from - down_start + decided_back, 1)
+                                               if decided_back is not None else None),
             "high_c16": high, "low_c1": low}
 
 
@@ -368,7 +392,7 @@ def run_mode(artifact: str, mode: str, args) -> dict:
                log_to_driver=False)
     serve_port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    results: dict = {}
+    results: dict = {"load_avg_start": round(os.getloadavg()[0], 1)}
     # "batched": the choice build_app makes from the artifact's latency curve; in the proxy mode also batching
     # forced on (16 rows, 5 ms) and off, whatever the curve says.
     variants = [("batched", [])]
@@ -379,7 +403,7 @@ def run_mode(artifact: str, mode: str, args) -> dict:
         serve.run(build_app([f"int8={artifact}"], load_serve_config(None, PINNED + extra)), name=name, route_prefix=f"/{name}")
         results[name] = sweep(f"{mode}/{name}", f"{_front_url(name, serve_port, mode)}/predict", args)
         serve.delete(name)  # one application at a time on the 2 cores
-    if mode == "proxy":
+    if mode == "default":  # what a user gets: the ramp, the cold start and the malformed mix
         if args.ramp_seconds:
             results["autoscale"] = autoscale_ramp(artifact, serve_port, args)
             log("autoscale", results["autoscale"])
@@ -393,7 +417,7 @@ def run_mode(artifact: str, mode: str, args) -> dict:
         mixed["5xx"] = sum(v for k, v in mixed["status"].items() if k.startswith("5"))
         results["malformed_10pct"] = mixed
         log("malformed", mixed)
-    serve.shutdown()
+    # No serve.shutdown(): this process's Ray ends with it (Serve's own shutdown waits 30 s under HAProxy).
     return results
 
 
@@ -405,8 +429,8 @@ def _subprocess_json(argv: list[str], env: dict[str, str], timeout: float, tries
         clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
         run = subprocess.run([sys.executable, __file__, *argv], env={**clean, **env}, stdout=subprocess.PIPE,
                              text=True, timeout=timeout)
-        if run.returncode == 0:
-            return json.loads(run.stdout.strip().splitlines()[-1])
+        if run.returncode == 0:  # the result is the last JSON line: Ray may print after it while it shuts down
+            return json.loads(next(line for line in reversed(run.stdout.splitlines()) if line.startswith("{")))
         log(f"attempt {attempt + 1} exited {run.returncode}")
     return {"error": f"exit {run.returncode} after {tries} tries"}
 
@@ -438,7 +462,7 @@ def main() -> None:
     parser.add_argument("--artifact", help="an int8 text artifact; default: build one (MiniLM, dynamic int8)")
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=20, help="per concurrency level")
-    parser.add_argument("--modes", default="default,proxy,direct,haproxy,throughput", help=f"ingress modes among {list(MODES)}")
+    parser.add_argument("--modes", default="default,proxy,direct,haproxy,throughput,haproxy_throughput", help=f"ingress modes among {list(MODES)}")
     parser.add_argument("--ramp-seconds", type=float, default=30, help="each phase of the autoscaling ramp; 0 = skip it")
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)
@@ -485,7 +509,8 @@ def main() -> None:
         batched = results[mode].get("batched")
         if not batched:
             continue
-        ratios[mode] = {"c1_p50_minus_in_process_predict_ms": round(batched["c1"]["p50_ms"] - results["in_process"]["predict_p50_ms"], 2),
+        ratios[mode] = {"load_avg_start": results[mode].get("load_avg_start"),
+                        "c1_p50_minus_in_process_predict_ms": round(batched["c1"]["p50_ms"] - results["in_process"]["predict_p50_ms"], 2),
                         "c1_p50_vs_uvicorn": round(batched["c1"]["p50_ms"] / uvicorn["c1"]["p50_ms"], 2),
                         "c32_rps_vs_uvicorn": round(batched["c32"]["rps"] / uvicorn["c32"]["rps"], 2),
                         "c32_p99_vs_uvicorn": round(batched["c32"]["p99_ms"] / uvicorn["c32"]["p99_ms"], 2)}
@@ -494,6 +519,7 @@ def main() -> None:
             ratios["proxy"][f"{name}_vs_unbatched_rps_c32"] = round(
                 results["proxy"][name]["c32"]["rps"] / results["proxy"]["unbatched"]["c32"]["rps"], 2)
     floor = results["in_process"]
+    ratios["uvicorn_c1_p50_minus_in_process_predict_ms"] = round(uvicorn["c1"]["p50_ms"] - floor["predict_p50_ms"], 2)
     ratios["in_process_rows_per_s_batch16_vs_batch1"] = round(16 * floor["predict_p50_ms"] / floor["predict_batch16_p50_ms"], 2)
     results["ratios"] = ratios
     results["load_avg_end"] = round(os.getloadavg()[0], 1)

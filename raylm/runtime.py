@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 # Where send_logs_to() sent this process's stdout/stderr: ensure_ray records the Ray session there.
 _log_dir: Path | None = None
+HAPROXY_CHOSEN = "RAYLM_HAPROXY_ENV"  # the RAY_SERVE_HAPROXY_* values raylm chose (JSON), told apart from the user's
 RAY_LOG = "ray.log"
 SESSION_RECORD = "ray_session.json"
 
@@ -67,16 +68,45 @@ def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
 
 def _set_ingress_env(ingress: str) -> None:
     """Before an embedded Ray starts: its raylet, and so Serve's controller, proxy and replicas, inherit these.
-    ``auto`` leaves a variable the user exported alone; a mode named in the config sets its own."""
+    ``auto`` leaves the mode alone when the user exported any of Serve's ingress variables; a mode named
+    in the config sets its own."""
     from raylm.config.serve import AUTOSCALING_ENV, INGRESS_ENV
 
     for key, value in AUTOSCALING_ENV.items():
         os.environ.setdefault(key, value)
-    for key, value in INGRESS_ENV[ingress].items():
-        if ingress == "auto":
-            os.environ.setdefault(key, value)
-        else:
-            os.environ[key] = value
+    chosen = {k for env in INGRESS_ENV.values() for k in env} | {"RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+    if ingress != "auto" or not any(k in os.environ for k in chosen):  # auto: a mode the user exported stays
+        os.environ.update(INGRESS_ENV[ingress])
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        # Values a raylm parent chose for its own Ray (inherited, e.g. by `raylm serve` started from a test
+        # session) are replaced; values the user exported are kept.
+        inherited = json.loads(os.environ.get(HAPROXY_CHOSEN, "{}"))
+        chosen = {}
+        for key, value in _haproxy_session_env().items():
+            if key not in os.environ or os.environ[key] == inherited.get(key):
+                os.environ[key] = chosen[key] = value
+        os.environ[HAPROXY_CHOSEN] = json.dumps(chosen)
+        # HAProxy's manager actor starts a subprocess and answers its ready/health checks over HAProxy's admin
+        # socket: on a loaded 2-core machine Serve's 5-10 s limits killed it at start-up (the serve suite's
+        # fixture failed at load average ~50), so they get 30 s here.
+        for key in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+            os.environ.setdefault(key, "30")
+
+
+def _haproxy_session_env() -> dict[str, str]:
+    """HAProxy's files and side ports for this Ray only. Serve's defaults are one fixed directory
+    (/tmp/haproxy-serve: config, admin socket, server state) and fixed stats/metrics ports (8404, 9101)
+    for the whole machine, so a second embedded Ray on it would rewrite the first one's HAProxy."""
+    base = tempfile.mkdtemp(prefix="raylm-haproxy-")
+    return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{base}/metrics.sock",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            # Serve starts 4 threads; more threads than cores only adds switches beside the replicas.
+            "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1))}
 
 
 def cluster_ingress() -> str:

