@@ -54,19 +54,25 @@ def _natural_sorted(values) -> list[str]:
     return sorted(labels, key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
 
 
-def _read_table(path: str, fmt: str, shuffle=None) -> ray.data.Dataset:
-    """A table or a directory of shards, read lazily; ``shuffle``: file order (raylm.data.shards)."""
+def _read_table(path: str, fmt: str, shuffle=None, *, files: int = 0) -> ray.data.Dataset:
+    """A table or a directory of shards, read lazily; ``shuffle``: file order (raylm.data.shards).
+
+    ``files``: how many shards were listed. With two or more, one read task per shard: left to itself,
+    Ray Data asks for at least 200 blocks and splits every read task's output to get them (24 shards
+    of 8 MiB blocks: each block cut in 3), and a read whose blocks are split is never fused with the
+    decode stage after it (issue 31). A single file keeps Ray's split (its decode then runs in parallel)."""
     import ray.data
 
+    blocks = {"override_num_blocks": files} if files >= 2 else {}
     if fmt == "parquet":
-        return ray.data.read_parquet(path, shuffle=shuffle)
+        return ray.data.read_parquet(path, shuffle=shuffle, **blocks)
     if fmt == "csv":
         from raylm.data.check import csv_parse_options
 
         # Malformed lines are skipped here; the check has listed them in data_report.json.
-        return ray.data.read_csv(path, parse_options=csv_parse_options(), shuffle=shuffle)
+        return ray.data.read_csv(path, parse_options=csv_parse_options(), shuffle=shuffle, **blocks)
     if fmt == "jsonl":
-        return ray.data.read_json(path, lines=True, shuffle=shuffle)
+        return ray.data.read_json(path, lines=True, shuffle=shuffle, **blocks)
     raise ValueError(f"data.format: {fmt} is not a table format")
 
 
@@ -100,6 +106,15 @@ def _table_samples(cfg: RaylmConfig, report: dict | None, raw: dict) -> int | No
     if cfg.data.materialize != "auto" or "://" in str(cfg.data.path or ""):
         return None
     return sum(table.count() for table in (raw.values() if cfg.data.validation_path else [raw["train"]]))
+
+
+def _in_chunks(batch: dict, *, stage, chunk: int, **kwargs):
+    """A whole block through ``stage`` (a batch UDF) ``chunk`` rows at a time, each result yielded as it is
+    made: the worker holds one chunk's decoded rows, not the block's (Ray Data builds the output blocks
+    from what is yielded, at its target block size)."""
+    rows = len(next(iter(batch.values()), ()))
+    for start in range(0, max(rows, 1), chunk):  # an empty block still yields its (empty) columns once
+        yield stage({name: column[start:start + chunk] for name, column in batch.items()}, **kwargs)
 
 
 def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> DecodedSplits:
@@ -145,8 +160,8 @@ def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> Deco
         # Only the training read is file-shuffled; validation is read in its own order.
         val_root = resolved.roots.get("validation", resolved.roots["train"])
         with bounded_stream(cfg):
-            raw = {"train": _read_table(source, fmt, file_shuffle(cfg)),
-                   "validation": _read_table(val_root.root, val_root.format)}
+            raw = {"train": _read_table(source, fmt, file_shuffle(cfg), files=len(resolved.roots["train"].files)),
+                   "validation": _read_table(val_root.root, val_root.format, files=len(val_root.files))}
         if cfg.data.validation_path:
             tables = raw
         else:
@@ -167,9 +182,14 @@ def decode_splits(cfg: RaylmConfig, *, source: DataSource | None = None) -> Deco
     label_index = {label: i for i, label in enumerate(labels)}
     fn, kwargs = record.prepare_stage(cfg, label_column)
     kwargs["label_index"] = label_index
+    # Whole blocks (batch_size=None), decoded _DECODE_BATCH rows at a time inside the UDF: a map stage
+    # with a batch size is not fused with the read before it (Ray Data's operator fusion), so every
+    # encoded block went through the object store between a read task and a decode task, and on a
+    # 2-core node the two tasks took turns on the one CPU Ray Data has (issue 31). Fused, one task
+    # reads and decodes, and only decoded blocks enter the store.
     prepared = {
-        split: table.map_batches(fn, batch_size=_DECODE_BATCH, batch_format="numpy",
-                                 fn_kwargs=kwargs | ({"root": roots[split]} if roots else {}))
+        split: table.map_batches(_in_chunks, batch_size=None, batch_format="numpy",
+                                 fn_kwargs={"stage": fn, "chunk": _DECODE_BATCH} | kwargs | ({"root": roots[split]} if roots else {}))
         for split, table in tables.items()
     }
     choice = materialize.choose(cfg, record, samples)

@@ -173,3 +173,37 @@ def test_stream_memory_as_megabytes_or_a_share_of_the_store():
     base = ["task.modality=image", "model.name=seed_cnn", "data.name=digits", "data.block_mib=8"]
     assert stream_budget(load_config(None, [*base, "data.stream_memory=48"])) == 48 * 2**20
     assert load_config(None, base).data.stream_memory == 0.25  # the default: a quarter of the store
+
+
+@pytest.mark.integration
+def test_shards_are_read_and_decoded_in_one_task(capped_ray, tmp_path, capsys):
+    """Issue 31 (speed): one Ray Data task reads a shard and decodes it (the encoded bytes never pass
+    through the object store between a read task and a decode task), and every row still comes out
+    decoded as serving decodes it."""
+    from raylm.data import build_datasets
+    from raylm.data.images import decode_image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "train"
+    root.mkdir()
+    stored = []
+    for shard in range(3):
+        images = [cv2.imencode(".png", rng.integers(0, 256, (24, 24, 3), np.uint8))[1].tobytes() for _ in range(150)]
+        stored += images
+        pq.write_table(pa.table({"image": images, "label": [("a", "b")[i % 2] for i in range(150)]}),
+                       root / f"shard-{shard}.parquet", row_group_size=50)
+    cfg = load_config(None, [
+        "task.modality=image", "model.name=seed_cnn", f"data.path={root}", "data.format=parquet", "data.image.size=8",
+        "data.validation_fraction=0.1", "data.materialize=false", "data.check=false", "data.block_mib=1",
+        "task.labels=[a,b]", f"data.cache_dir={tmp_path / 'cache'}", f"train.storage_path={tmp_path / 'runs'}",
+    ])
+    datasets = build_datasets(cfg)
+    capsys.readouterr()
+    datasets.train.explain()
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    assert "ReadParquet->" in optimized and "MapBatches(_in_chunks)" in optimized, optimized
+    assert optimized.count("TaskPoolMapOperator") == 1, optimized  # read, split and decode: one operator
+    rows = [*datasets.train.iter_rows(), *datasets.validation.iter_rows()]
+    assert len(rows) == len(stored)  # every row once, in one split or the other
+    expected = sorted(float(decode_image(data, 8).sum()) for data in stored)
+    assert sorted(float(row["image"].sum()) for row in rows) == pytest.approx(expected)
