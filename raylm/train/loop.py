@@ -311,6 +311,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
             "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
+            "feed": "memory" if memory is not None else "ray_data",  # where the batches came from (memory_feed.py)
         }
         if tracked or scheduled:  # a PBT trial's or a scheduled run's values, and who trained the epoch
             metrics |= {"hyperparameters": epoch_hyperparameters(cfg, tracked, scheduled), "trained_by": str(training.name)}
