@@ -54,20 +54,35 @@ def _timed(owner, name: str, into: dict[str, float], key: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def _plain_epochs_per_s(cfg, npz: Path) -> tuple[float, int]:
-    """The plain loop on the sweep's decoded train split: (epochs/s, samples per epoch)."""
+def typical_augmentation(cfg) -> str:
+    """The trials' typical ``augment.image`` policy as ``plain_loop.py --augment``: the config's, with
+    each searched ``augment.image.*`` field at its range's midpoint (its first choice)."""
+    values = cfg.augment.image.model_dump()
+    for path, dim in cfg.tune.space.items():
+        if path.startswith("augment.image."):
+            field = path.removeprefix("augment.image.")
+            values[field] = (sum(dim.values) / 2) if dim.kind in ("uniform", "loguniform", "randint") else dim.values[0]
+    return ",".join(f"{k}={v}" for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _plain_epochs_per_s(cfg, npz: Path) -> tuple[float, float, int, str]:
+    """The plain loop on the sweep's decoded train split, without and with the trials' typical
+    augmentation: (epochs/s, epochs/s augmenting, samples per epoch, the augmentation)."""
     from raylm.data import decode_splits
 
     decoded = decode_splits(cfg)
     batches = list(decoded.train.iter_batches(batch_size=1024, batch_format="numpy"))
     images = np.concatenate([b["image"] for b in batches])
     np.savez(npz, image=images, label=np.concatenate([b["label"] for b in batches]), num_classes=len(decoded.labels))
-    cmd = [sys.executable, "benchmarks/plain_loop.py", "--data", str(npz), "--model", cfg.model.name,
-           "--epochs", "4", "--batch-size", str(cfg.train.batch_size), "--lr", str(cfg.train.lr)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    samples_per_s = json.loads(out.strip().splitlines()[-1])["samples_per_s"]
-    return samples_per_s / len(images), len(images)
+    augment = typical_augmentation(cfg)
+    rates = []
+    for extra in ([], ["--augment", augment]):
+        cmd = [sys.executable, "benchmarks/plain_loop.py", "--data", str(npz), "--model", cfg.model.name,
+               "--epochs", "4", "--batch-size", str(cfg.train.batch_size), "--lr", str(cfg.train.lr), *extra]
+        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+        rates.append(json.loads(out.strip().splitlines()[-1])["samples_per_s"] / len(images))
+    return rates[0], rates[1], len(images), augment
 
 
 def _trial_reports(tune_dir: Path) -> list[list[dict]]:
@@ -113,7 +128,7 @@ def main() -> None:
         extra = [f"tune.num_samples={args.num_samples}"] if args.num_samples else []
         cfg = load_config(args.config, [*args.overrides, *extra, f"train.storage_path={tmp}", "train.name=sweep"])
         limit_started = time.perf_counter()
-        plain_eps, train_samples = _plain_epochs_per_s(cfg, Path(tmp) / "train.npz")
+        plain_eps, plain_aug_eps, train_samples, augment = _plain_epochs_per_s(cfg, Path(tmp) / "train.npz")
         phases["plain_loop_s"] = time.perf_counter() - limit_started
         load_sweep = _load()
         sweep_started, sweep_started_wall = time.perf_counter(), time.time()
@@ -134,6 +149,18 @@ def main() -> None:
     # A pruned trial's compression fine-tunes compress.finetune_epochs more epochs: trained epochs too.
     finetune = sum(cfg.compress.finetune_epochs for r in result.rows if r["status"] == "completed"
                    and (r.get("params") or {}).get("compress.prune.method", cfg.compress.prune.method) != "none")
+    limit_aug = cores * plain_aug_eps
+    first_mean = float(np.mean([r["time_this_iter_s"] for r in first_epochs]))
+    later = [r["time_this_iter_s"] for trial in reports for r in trial[1:] if "epoch" in r and not r.get("compressed")]
+    later_mean = float(np.mean(later or [0]))
+    compress_mean = float(np.mean([r["time_this_iter_s"] for r in finals] or [0]))
+    tune_start = first_start - sweep_started_wall - phases.get("decode_s", 0.0)
+    # The arithmetic bound: these fixed costs on top of the trial-epochs at the plain loop's speed (two
+    # trials side by side; compression and measurement of the trials shared by the cores).
+    concurrent = max(1, min(cores, len(first_epochs)))
+    fixed = (phases.get("decode_s", 0.0) + tune_start + max(first_mean - later_mean, 0.0)
+             + compress_mean * len(finals) / concurrent)
+    ideal = len(epochs) / limit
     line = {
         "benchmark": "sweep_efficiency", "config": args.config, "overrides": args.overrides, "cores": cores,
         "model": cfg.model.name, "train_samples": train_samples, "batch_size": cfg.train.batch_size,
@@ -141,24 +168,34 @@ def main() -> None:
         "trial_epochs": len(epochs),
         "plain_samples_per_s": round(plain_eps * train_samples, 1), "plain_epochs_per_s": round(plain_eps, 3),
         "limit_epochs_per_s": round(limit, 3),
+        "plain_augmented": augment, "plain_augmented_samples_per_s": round(plain_aug_eps * train_samples, 1),
+        "limit_augmented_epochs_per_s": round(limit_aug, 3),
         "sweep_to_answer_s": round(sweep_s, 2), "sweep_to_return_s": round(returned - sweep_started, 2),
         "trial_epochs_per_s": round(len(epochs) / sweep_s, 3),
         "efficiency": round(len(epochs) / sweep_s / limit, 3),
         "efficiency_training": round(len(epochs) / training_window / limit, 3),
+        "efficiency_vs_augmented": round(len(epochs) / sweep_s / limit_aug, 3),
+        "efficiency_training_vs_augmented": round(len(epochs) / training_window / limit_aug, 3),
+        # What these fixed costs allow at best: the trial-epochs at the plain speed plus the fixed seconds.
+        "fixed_total_s": round(fixed, 2), "trial_epochs_at_plain_speed_s": round(ideal, 2),
+        "efficiency_bound": round(ideal / (ideal + fixed), 3),
         "finetune_epochs": finetune,
         "efficiency_with_finetune": round((len(epochs) + finetune) / sweep_s / limit, 3),
         "fixed_costs_s": {
             **{k: round(v, 2) for k, v in phases.items() if k != "plain_loop_s"},
             # Tune's start: from sweep() (after the decode) to the first trial's first epoch beginning
-            "tune_start_s": round(first_start - sweep_started_wall - phases.get("decode_s", 0.0), 2),
-            "first_epoch_mean_s": round(float(np.mean([r["time_this_iter_s"] for r in first_epochs])), 2),
+            "tune_start_s": round(tune_start, 2),
+            "first_epoch_mean_s": round(first_mean, 2),
             "first_epoch_data_wait_s": round(float(np.mean([r.get("data_wait_first_batch_s", 0) for r in first_epochs])), 2),
-            "later_epoch_mean_s": round(float(np.mean([r["time_this_iter_s"] for trial in reports for r in trial[1:]
-                                                       if "epoch" in r and not r.get("compressed")] or [0])), 2),
-            "compress_and_measure_mean_s": round(float(np.mean([r["time_this_iter_s"] for r in finals] or [0])), 2),
+            "later_epoch_mean_s": round(later_mean, 2),
+            "compress_and_measure_mean_s": round(compress_mean, 2),
             "after_answer_s": round(returned - (answered[0] if answered else returned), 2),
         },
         "train_samples_per_s_mean": round(float(np.mean([r["train_samples_per_s"] for r in epochs])), 1),
+        # Epochs after a trial's first: its steady speed (two trials side by side share the cores).
+        "train_samples_per_s_later_epochs": round(float(np.mean([r["train_samples_per_s"] for trial in reports
+                                                                 for r in trial[1:] if "epoch" in r and not r.get("compressed")]
+                                                                or [0])), 1),
         "load_avg_start": load_start, "load_avg_sweep_start": load_sweep, "load_avg_end": _load(),
     }
     line["goal_efficiency_ge_0_6"] = line["efficiency"] >= 0.6

@@ -39,8 +39,11 @@ class Datasets:
     fingerprint: str  # identifies the data a model was trained on (lineage in artifacts)
     # Key of the augmentation epoch clock; the training loop sets the epoch under it (augment.py).
     augment_run_id: str | None = None
-    # The clean splits as numpy columns when the sweep held them in memory (raylm/data/arrays.py).
+    # The clean splits as numpy columns when a population sweep held them in memory (raylm/data/arrays.py).
     arrays: SplitArrays | None = None
+    # The train split before the augmentation stage (``train`` when there is none): a one-worker run
+    # over kept splits reads it into memory and augments in its own process (raylm/train/memory_feed.py).
+    clean_train: ray.data.Dataset | None = None
 
 
 def data_source(cfg: RaylmConfig) -> DataSource:
@@ -95,7 +98,7 @@ def build_datasets(cfg: RaylmConfig, *, source: DataSource | None = None) -> Dat
     # It stays after materialize: the cached samples are the clean ones, each epoch draws anew.
     train, augment_run_id = add_augment_stage(decoded.train, cfg, batch_size=_DECODE_BATCH)
     return Datasets(train, decoded.validation, list(decoded.labels), decoded.source, decoded.fingerprint, augment_run_id,
-                    arrays=decoded.arrays)
+                    arrays=decoded.arrays, clean_train=decoded.train)
 
 
 def _table_samples(cfg: RaylmConfig, report: dict | None, raw: dict) -> int | None:

@@ -75,10 +75,17 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
                    "augment_run_id": data.augment_run_id, "hooks": hooks or TrainHooks(),
                    "schedule": run_schedule(cfg), "tracked": tuple(tracked), "on_epoch": on_epoch}
     datasets = {"train": data.train, "validation": data.validation}
-    if in_process and data.arrays is not None:  # a sweep's splits held in memory: no Ray Data per epoch or restart
+    from raylm.train.memory_feed import use_memory_feed
+
+    if in_process and data.arrays is not None:  # a population sweep's splits held in memory: no Ray Data per epoch or restart
         from raylm.data.arrays import array_shards
 
         datasets, loop_config["augment_run_id"] = array_shards(cfg, data.arrays)
+    elif cfg.model.backend == "torch" and use_memory_feed(cfg, data.clean_train, data.validation):
+        # One worker over small kept splits: the loop reads them into memory once and augments there;
+        # Ray Train starts no split coordinator and Ray Data no per-epoch pipeline (memory_feed.py).
+        loop_config["memory"] = {"train": data.clean_train, "validation": data.validation}
+        datasets = {}
     where = run_config_overrides or {}
     # Where Ray Train writes: the run's storage (a URI goes straight there, through pyarrow), or the
     # local directory a caller names (compression's fine-tune, a sweep's trial).

@@ -168,9 +168,28 @@ def _broadcast(value: str | None) -> str | None:
     return box[0]
 
 
+def warm_optimizer_import() -> None:
+    """Import ``torch._dynamo`` on a daemon thread. Every torch optimizer's ``step()`` imports it
+    (``torch.optim.optimizer._use_grad_for_differentiable``), so a process's first step paid 2-7 s
+    for it inside the first epoch (py-spy, issue 25); started here, it overlaps the model's build,
+    the data's read and the wait for the first batch. Once per process (later calls are no-ops)."""
+    import sys
+    import threading
+
+    if "torch._dynamo" in sys.modules:
+        return
+
+    def load() -> None:
+        import torch._dynamo  # noqa: F401
+
+    threading.Thread(target=load, daemon=True, name="raylm-warm-torch-dynamo").start()
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
+
+    warm_optimizer_import()
 
     cfg: RaylmConfig = loop_config["config"]
     labels: list[str] = loop_config["labels"]
@@ -218,15 +237,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_record = {"start_epoch": start_epoch, "start_digest": weights_digest(model)} if loop_config.get("tracked") else {}
     model = ray.train.torch.prepare_model(model)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("validation")
     step = 0
     schedule, tracked = loop_config.get("schedule"), list(loop_config.get("tracked") or ())
+    memory = loop_config.get("memory")
+    if memory is not None:  # one worker over small kept splits: batches from this process's memory
+        from raylm.train.memory_feed import MemoryFeed, epoch_augmenter, read_columns
+
+        in_memory = MemoryFeed(read_columns(memory["train"]), read_columns(memory["validation"]), batch_size=training.batch_size,
+                               seed=training.seed, augment=epoch_augmenter(cfg), device=device)
+    else:
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("validation")
 
     def epoch_batches(epoch: int):
+        if memory is not None:
+            return in_memory.batches(epoch)
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
         return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=2,
                                               **local_shuffle(cfg, epoch=epoch, rank=rank, world=world))
+
+    def validation_batches():
+        if memory is not None:
+            return in_memory.validation_batches()
+        return val_shard.iter_torch_batches(batch_size=training.batch_size, device=device)
 
     feed = EpochFeed(epoch_batches)  # the next epoch's pipeline starts while this one validates (feed.py)
     for epoch in range(start_epoch, training.epochs):
@@ -274,10 +307,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "data_wait_s": waited_sum / world,
             "data_wait_fraction": waited_sum / world / max(elapsed, 1e-9),
             "data_wait_first_batch_s": first_wait / world,  # of data_wait_s: the pipeline's start
-            **evaluate(model, val_shard.iter_torch_batches(batch_size=training.batch_size, device=device), inputs, device, training.precision),
+            **evaluate(model, validation_batches(), inputs, device, training.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
             "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
+            "feed": "memory" if memory is not None else "ray_data",  # where the batches came from (memory_feed.py)
         }
         if tracked or scheduled:  # a PBT trial's or a scheduled run's values, and who trained the epoch
             metrics |= {"hyperparameters": epoch_hyperparameters(cfg, tracked, scheduled), "trained_by": str(training.name)}

@@ -122,6 +122,9 @@ class InProcessTrial(tune.Trainable):
 
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
               decoded: DecodedSplits | None = None, probe=None) -> None:
+        from raylm.train.loop import warm_optimizer_import
+
+        warm_optimizer_import()  # the first step's torch._dynamo import, overlapped with the trial's start
         self._sweep = {"base": base, "trials_dir": trials_dir, "decoded": decoded, "probe": probe}
         self._held: list[str] = []  # restored checkpoints' copies (PBT)
         self._prepare(config)
