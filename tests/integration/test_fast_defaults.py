@@ -116,7 +116,7 @@ def test_ingress_modes_read_from_a_nodes_environment():
     from raylm.config.serve import INGRESS_ENV, ingress_of
 
     assert ingress_of({}) == "proxy"
-    assert ingress_of(INGRESS_ENV["auto"]) == "haproxy"
+    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
     assert ingress_of(INGRESS_ENV["proxy"]) == "proxy"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
         == "proxy (throughput-optimized)"
@@ -126,7 +126,7 @@ def test_ingress_modes_read_from_a_nodes_environment():
 
 
 def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files(monkeypatch, tmp_path):
-    """serve.ingress=auto picks HAProxy unless the user exported one of Serve's ingress variables; each
+    """serve.ingress=auto leaves a mode the user exported alone (else Serve's proxy); each
     embedded Ray's HAProxy gets its own config/socket directory and side ports, also when a raylm parent's
     choice was inherited (the test session -> `raylm serve`), while a value the user exported is kept."""
     import os
@@ -141,10 +141,12 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # the user's direct ingress stays
     del os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
     _set_ingress_env("auto")
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ
+    _set_ingress_env("haproxy")
     parent = {k: os.environ[k] for k in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT")}
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and parent["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path))
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = "19101"  # exported by the user
-    _set_ingress_env("auto")  # a child that inherited the parent's environment
+    _set_ingress_env("haproxy")  # a child that inherited the parent's environment
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] != parent["RAY_SERVE_HAPROXY_SOCKET_PATH"]
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != parent["RAY_SERVE_HAPROXY_STATS_PORT"]
     assert os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"
