@@ -40,12 +40,10 @@ class SplitArrays:
         return sum(a.nbytes for split in (self.train, self.validation) for a in split.values())
 
 
-def _columns(dataset) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            parts.setdefault(name, []).append(np.asarray(values))
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+def dataset_columns(dataset) -> dict[str, np.ndarray]:
+    """A (kept) dataset's rows as ``{column: array}`` in this process: one concatenation per column."""
+    parts = list(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
+    return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in (parts[0] if parts else {})}
 
 
 def hold_in_memory(decoded, cfg: RaylmConfig):
@@ -60,7 +58,7 @@ def hold_in_memory(decoded, cfg: RaylmConfig):
     budget = cfg.data.materialize_share * ray.cluster_resources().get("object_store_memory", 0)
     if decoded.train.size_bytes() + decoded.validation.size_bytes() > budget:
         return decoded
-    decoded.arrays = SplitArrays(_columns(decoded.train), _columns(decoded.validation))
+    decoded.arrays = SplitArrays(dataset_columns(decoded.train), dataset_columns(decoded.validation))
     return decoded
 
 

@@ -92,8 +92,9 @@ def read_columns(dataset: ray.data.Dataset) -> dict[str, np.ndarray]:
     key = getattr(dataset, "_uuid", None) or id(dataset)
     if key in _read:
         return _read[key]
-    parts = list(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
-    columns = {name: np.concatenate([p[name] for p in parts]) for name in (parts[0] if parts else {})}
+    from raylm.data.arrays import dataset_columns
+
+    columns = dataset_columns(dataset)
     if len(_read) >= 4:  # splits of earlier sweeps in a long-lived process
         _read.clear()
     _read[key] = columns
