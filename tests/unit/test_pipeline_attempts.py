@@ -44,3 +44,18 @@ def test_a_dense_choice_is_tried_once_as_the_last_resort(tiny_config):
     attempts = _recipes(cfg, _record(DENSE, STRUCTURED))
     assert [label for label, _ in attempts] == ["front b", "dense"]
     assert attempts[-1][1].train.lr == 0.03
+
+
+def test_after_the_front_each_quantizer_is_tried_alone_on_the_dense_model(tiny_config):
+    """Pruned recipes that all miss the guard: before the dense fp32 model, each quantize mode they used
+    (chosen first, each once) on the dense model at the chosen point (nothing pruned or distilled)."""
+    static = MAGNITUDE | {"compress.quantize.mode": "static-selective"}
+    dynamic = STRUCTURED | {"compress.quantize.mode": "dynamic"}
+    cfg = tiny_config("image", "pipeline.recovery_epochs=0")
+    attempts = _recipes(cfg, _record(static, dynamic, static | {"compress.prune.sparsity": 0.8}))
+    assert [label for label, _ in attempts] == [
+        "chosen a", "front b", "front c", "static-selective alone (dense, not pruned)",
+        "dynamic alone (dense, not pruned)", "dense"]
+    for (_, candidate), mode in zip(attempts[3:5], ["static-selective", "dynamic"]):
+        assert (candidate.compress.quantize.mode, candidate.compress.prune.method) == (mode, "none")
+        assert candidate.compress.distill.method == "none" and candidate.train.lr == 0.01
