@@ -152,9 +152,10 @@ def mlflow_server():
 
 
 @pytest.fixture(scope="session")
-def tracked_pipeline(mlflow_server, data_root, tmp_path_factory):
-    """One tiny ``raylm pipeline`` through the CLI with MLflow tracking on and its console captured
-    (tests/helpers/tracked_pipeline.py), read by the console, report and MLflow tests."""
+def tracked_pipeline(mlflow_server, tmp_path_factory):
+    """The README's Quick start, once, with MLflow tracking on, its console captured and its served
+    model's answers on the held-out digits (tests/helpers/tracked_pipeline.py): read by the Quick start,
+    console, report and MLflow tests."""
     from tests.helpers.tracked_pipeline import run_tracked_pipeline
 
-    return run_tracked_pipeline(tmp_path_factory.mktemp("tracked"), data_root, mlflow_server.uri)
+    return run_tracked_pipeline(tmp_path_factory.mktemp("tracked"), mlflow_server.uri)

@@ -76,7 +76,10 @@ class MlflowServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)  # its own group: the server and its uvicorn workers
             try:
-                self.process.wait(timeout=20)
+                # 2 s: its uvicorn worker ends within ~0.5 s of SIGTERM, but the `mlflow server` parent then
+                # lingered ~6 s more, the session's teardown waiting on it; the server and its store are
+                # thrown away, so SIGKILL then (#27 budget).
+                self.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=20)

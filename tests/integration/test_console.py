@@ -1,6 +1,6 @@
-"""The console people read and the run report: a real pipeline run through the CLI (its own
-embedded Ray, in a subprocess, as a user runs it), its console, its logs, its report.html, and
-``raylm runs`` over it and over a training run interrupted with Ctrl-C."""
+"""The console people read and the run report: the session's Quick start run (tests/helpers/tracked_pipeline.py:
+``jobs/pipeline.py`` on its own embedded Ray, in a subprocess, as a user runs it), its console, its logs,
+its report.html, and ``raylm runs`` over it and over a training run interrupted with Ctrl-C."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 from tests.helpers.cli import RAY_LINE, _env
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port as _free_port
-from tests.helpers.tracked_pipeline import EPOCHS, LEARNING_RATES, tiny_cli_overrides
+from tests.helpers.tracked_pipeline import NAME, RETRAIN_EPOCHS, TRIALS, tiny_cli_overrides
 
 
 def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -35,8 +35,8 @@ def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def piped_run(tracked_pipeline):
-    """The session's one tiny ``raylm pipeline`` (tests/helpers/tracked_pipeline.py): its output piped
-    (as under ``ray job submit``), not verbose; MLflow tracking on (test_mlflow.py reads that side)."""
+    """The session's Quick start run (tests/helpers/tracked_pipeline.py): its output piped (as under
+    ``ray job submit``), not verbose; MLflow tracking on (test_mlflow.py reads that side)."""
     return tracked_pipeline.root, tracked_pipeline.done
 
 
@@ -47,11 +47,12 @@ def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
     lines = console.splitlines()
     ray_lines = [line for line in lines if RAY_LINE.search(line)]
     assert not ray_lines, ray_lines[:10]
-    run_dir = root / "runs" / "piped"
+    run_dir = root / "runs" / NAME
     record = json.loads((run_dir / "pipeline.json").read_text())
     # Progress per stage, the result table, the URL and the report path, all on the console.
-    trials, epochs = len(LEARNING_RATES), EPOCHS
-    assert any(line.startswith("[sweep] done") and f"completed {trials}" in line for line in lines), console
+    completed, epochs = record["stages"]["tune"]["completed"], RETRAIN_EPOCHS  # ASHA may stop one of the TRIALS
+    assert record["stages"]["tune"]["trials"] == TRIALS
+    assert any(line.startswith("[sweep] done") and f"completed {completed}" in line for line in lines), console
     assert any(line.startswith(f"[retrain] {epochs}/{epochs} epochs") for line in lines), console
     for stage in ("compress", "evaluate", "serve"):
         assert any(line.startswith(f"[{stage}] done") for line in lines), console
@@ -89,10 +90,10 @@ class _Page(HTMLParser):
             self._in_h2 = False
 
 
-def test_report_is_self_contained_and_holds_every_section(piped_run):
+def test_report_is_self_contained_and_holds_every_section(piped_run, ray_local):
     root, done = piped_run
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    run_dir = root / "runs" / "piped"
+    run_dir = root / "runs" / NAME
     report = run_dir / "report.html"
     assert report.stat().st_size < 2e6
     page = _Page()
@@ -154,12 +155,12 @@ def _webdriver_log(html: Path) -> tuple[list[dict], list[list]]:
 def test_report_renders_in_headless_chromium_without_console_errors(piped_run):
     root, done = piped_run
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    log, images = _webdriver_log(root / "runs" / "piped" / "report.html")
+    log, images = _webdriver_log(root / "runs" / NAME / "report.html")
     assert not [entry for entry in log if entry.get("level") in ("SEVERE", "WARNING")], log
     assert len(images) == 4 and all(complete and width > 0 for complete, width in images), images
 
 
-def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
+def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root, ray_local):
     """A verbose training run interrupted with Ctrl-C after its first epoch: its console carried
     Ray's stream (-v), and ``raylm runs`` tells it apart from the finished pipeline."""
     root, done = piped_run
@@ -191,8 +192,8 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root):
     listed = _cli("runs", str(root / "runs"), timeout=120)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
-    piped_url = json.loads((root / "runs" / "piped" / "pipeline.json").read_text())["stages"]["serve"]["url"]
-    assert rows["piped"][1:4] == ["pipeline", "serve", "finished"] and piped_url in rows["piped"]
+    piped_url = json.loads((root / "runs" / NAME / "pipeline.json").read_text())["stages"]["serve"]["url"]
+    assert rows[NAME][1:4] == ["pipeline", "serve", "finished"] and piped_url in rows[NAME]
     assert rows["stopped"][1] == "train" and rows["stopped"][2].startswith("train") and "interrupted" in rows["stopped"]
 
 

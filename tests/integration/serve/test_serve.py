@@ -62,8 +62,8 @@ def served(data_root, tmp_path_factory):
         "image": build_app([artifacts["image-none"]], load_serve_config(None, list(TEST_CPUS))),
         "audio": build_app([artifacts["audio-none"]], load_serve_config(None, [*TEST_CPUS, f"serve.api_key_env={API_KEY_ENV}"])),
     }
-    for name, app in apps.items():
-        serve.run(app, name=name, route_prefix=f"/{name}")
+    # Deployed together: their replicas start side by side, not one app after another (#27 budget).
+    serve.run_many([serve.RunTarget(app, name=name, route_prefix=f"/{name}") for name, app in apps.items()])
     yield {"url": f"http://127.0.0.1:{port}", "artifacts": artifacts, "load": load_artifact}
     serve.shutdown()
 
