@@ -3,7 +3,8 @@
     python benchmarks/train_overhead.py [--models seed_cnn,resnet_small] [--epochs 3] [--per-class 800] [--command-epochs 30]
 
 Measures, in one run:
-  * 1 worker: a plain single-process loop vs raylm's TorchTrainer with 1 worker (1 thread each);
+  * 1 worker: a plain single-process loop vs raylm with 1 worker (1 thread each; on the embedded Ray
+    this benchmark starts, raylm trains that worker in this process: Train V2's local mode);
   * 2 workers: `torchrun --nproc_per_node 2` DDP vs raylm with 2 workers (1 thread each).
 The plain loops read pre-decoded tensors from memory; raylm reads the same demo files (the
 `shapes` set) through Ray Data, once streaming (decode every epoch on a spare CPU) and once with

@@ -60,7 +60,36 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
             outcome = fit(cfg)
     out.line(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
                          "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
+    global _exit_now
+    _exit_now = True
     return 0
+
+
+# Set by a verb whose work is all written and closed (its records are atomic files, the run's
+# storage committed, its tracking run ended) and that needs nothing else of this process: ``entry``
+# then ends the Ray it started and leaves without the interpreter's teardown.
+_exit_now = False
+
+
+def entry() -> None:
+    """``raylm`` as a program (the console script, ``python -m raylm.cli``).
+
+    After ``raylm train`` the interpreter's own teardown (module and thread finalizers, Ray's core
+    worker, torch) took 2-9 s after the answer was printed on the shared 2-core machine, more than
+    stopping Ray itself (~2 s); after that verb ``ray.shutdown()`` and ``os._exit`` end it instead.
+    ``main`` (what tests and jobs/ call in a process that goes on) never exits."""
+    code = main()
+    if _exit_now:
+        import logging
+
+        import ray
+
+        ray.shutdown()  # the Ray this process started (a cluster's driver only disconnects)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -492,4 +521,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

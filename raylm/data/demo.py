@@ -46,12 +46,12 @@ def _root(cfg, name: str, per_class: int) -> Path:
 @DATASETS.register("image", "digits", "any", default=True)
 def digits(cfg) -> Path:
     """scikit-learn's 1,797 handwritten 8x8 digits, upscaled to 32x32 RGB with random tints."""
-    import cv2
-    from sklearn.datasets import load_digits
-
     per_class = cfg.data.samples_per_class or 180
 
     def write(tmp: Path) -> None:
+        import cv2
+        from sklearn.datasets import load_digits  # only to write the set: importing scikit-learn costs ~1 s
+
         bunch = load_digits()
         rng = np.random.default_rng(0)
         counts: dict[int, int] = {}

@@ -33,17 +33,30 @@ def trains_in_process(cfg: RaylmConfig) -> bool:
     return cfg.model.backend == "torch" and cfg.train.num_workers == 1 and not resolve_use_gpu(cfg.train.use_gpu, 1)
 
 
+def fits_in_driver(cfg: RaylmConfig) -> bool:
+    """``fit`` trains in this process (:func:`trains_in_process`) on a Ray this process started (one
+    node, which ends with it): a controller actor, a placement group and a worker group that imports
+    torch again cost the image demo ~16 s of a 40 s ``raylm train``. A run that asks for restarts
+    (``train.max_failures``) or joins a cluster keeps the worker group: a restart needs a worker to
+    lose, and a cluster's driver may live on a node without the run's resources."""
+    from raylm.runtime import started_ray
+
+    return trains_in_process(cfg) and cfg.train.max_failures == 0 and started_ray()
+
+
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, in_process: bool = False,
                   on_report: Callable[[dict[str, Any]], None] | None = None, tracked: tuple[str, ...] = (),
-                  on_epoch: Callable[[dict[str, Any]], None] | None = None):
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None, scan_run: bool | None = None):
     """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
 
     ``in_process`` (see :func:`trains_in_process`): an :class:`InProcessTrainer` instead, which
     hands each epoch's metrics to ``on_report`` (e.g. a Tune trial's). ``tracked``: dotted config paths
     whose values every epoch records (a PBT trial's mutable keys). ``on_epoch``: called by the
     worker ranked 0 with each epoch's metrics, wherever it runs (experiment tracking: a module-level
-    function or a ``functools.partial`` of one, as it travels with the loop's config)."""
+    function or a ``functools.partial`` of one, as it travels with the loop's config). ``scan_run``: whether
+    a rerun continues from the newest checkpoint already in the run's ``train/`` (default: yes, except a
+    local run in this process, e.g. a sweep's trial, which continues only ``train.resume_from``)."""
     import ray.train
 
     from raylm.data import build_datasets
@@ -99,8 +112,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     # Resume decided once, here, from storage: the newest whole checkpoint of this run (a re-run with the
     # same train.name), else train.resume_from; every rank loads that one (loop.py).
     # (A local one-worker run in this process keeps its old rule: only train.resume_from.)
-    loop_config["resume_checkpoint"] = decide_resume(cfg, train_location, data,
-                                                     scan_run=not (in_process and storage.is_local))
+    if scan_run is None:
+        scan_run = not (in_process and storage.is_local)
+    loop_config["resume_checkpoint"] = decide_resume(cfg, train_location, data, scan_run=scan_run)
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
@@ -218,9 +232,16 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
     with resources_for(training_bundles(training.max_workers, training.cpus_per_worker, use_gpu),
                        timeout_s=training.wait_for_resources_s,
                        enough=training_bundles(training.min_workers, training.cpus_per_worker, use_gpu)):  # elastic: start on min
-        trainer, data = build_trainer(cfg, on_epoch=on_epoch)
+        in_driver = fits_in_driver(cfg)
+        trainer, data = build_trainer(cfg, on_epoch=on_epoch, in_process=in_driver, scan_run=True)
         try:
-            result = trainer.fit()
+            if in_driver:
+                from raylm.train.in_process import torch_threads
+
+                with torch_threads(max(1, int(training.cpus_per_worker))):  # a worker's share, as Ray gives its actors
+                    result = trainer.fit()
+            else:
+                result = trainer.fit()
         except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error
             raise TrainingFailed(_failure_message(cfg, err)) from err
     if result.error is not None:

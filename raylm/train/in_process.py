@@ -20,7 +20,8 @@ trial actor starts clean.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from ray.train.v2._internal.execution.train_fn_utils import LocalTrainFnUtils, set_train_fn_utils
 
@@ -73,6 +74,20 @@ class _PersistedReports(LocalTrainFnUtils):
                     path.join("raylm.json").delete_file()  # first: a reader never trusts what is left
                     path.delete_tree()
         self.kept = [(p, m) for p, m in self.kept if p in keep]
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block (the driver's default is every core;
+    a Ray worker with ``num_cpus`` below 2 gets one through OMP_NUM_THREADS), then put back."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class InProcessTrainer:

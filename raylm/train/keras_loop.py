@@ -117,6 +117,7 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
 
     from raylm.models import build_model
     from raylm.models.keras import keras_api
+    from raylm.train.loop import checkpoint_due
 
     keras = keras_api()
     cfg: RaylmConfig = loop_config["config"]
@@ -180,8 +181,12 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("[raylm] epoch {epoch}/{total} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      "val_accuracy {val_accuracy:.4f}".format(total=training.epochs, **metrics))
+        if not checkpoint_due(training, history):  # train.checkpoint_every; the best and the last always saved
+            ray.train.report(metrics, checkpoint=None)
+            continue
         # Every rank saves: reading the strategy's sync-on-read variables is a collective op, so a
-        # save on rank 0 alone would wait forever. Only rank 0's copy is reported.
+        # save on rank 0 alone would wait forever (checkpoint_due answers alike on every rank: Keras
+        # reduces val_accuracy over the workers). Only rank 0's copy is reported.
         with tempfile.TemporaryDirectory() as tmp:
             write_keras_checkpoint(tmp, model, cfg, labels, epoch=epoch + 1, metrics=metrics, history=history,
                                    data_fingerprint=loop_config.get("data_fingerprint"))

@@ -60,7 +60,8 @@ def test_pipeline_console_shows_progress_results_and_no_ray_lines(piped_run):
     assert len(lines) <= 60, len(lines)
     # ... and Ray's own lines went to the run's log, with the Ray session recorded beside it.
     ray_log = (run_dir / "logs" / "ray.log").read_text()
-    assert RAY_LINE.search(ray_log) and "(TrainController pid=" in ray_log
+    # (lines a Ray actor printed, forwarded by Ray: the sweep's trials; the one-worker retrain runs in the driver)
+    assert RAY_LINE.search(ray_log) and re.search(r"\(\w+ pid=\d+\)", ray_log)
     session = json.loads((run_dir / "logs" / "ray_session.json").read_text())
     assert Path(session["logs_dir"]).is_dir() and "raylet.out" in os.listdir(session["logs_dir"])
 

@@ -102,6 +102,25 @@ def test_keras_checkpoint_reloads_and_resumes(trained, data_root):
     assert resumed.metrics["step"] > first.metrics["step"]  # the optimizer's step counter was restored
 
 
+@pytest.mark.slow  # ~1 min of Keras training; the cadence rule itself is a default unit case (test_fast_defaults.py)
+def test_keras_checkpoint_every_keeps_the_best_and_the_last_only(trained, data_root):
+    """``train.checkpoint_every`` in the Keras loop as in the torch one. lr 1e-9 leaves the weights as
+    they are, so val_accuracy never improves after epoch 1: with a cadence of 10, only epoch 1 (the first
+    best) and epoch 4 (the last) may be written."""
+    import json
+
+    from raylm.train import fit
+    from raylm.train.loop import checkpoint_due
+
+    cfg = _keras_config(data_root, trained.root, "audio", "seed_conv1d", "train.epochs=4", "train.lr=1e-9",
+                        "train.checkpoint_every=10", "train.keep_checkpoints=10", "train.name=cadence")
+    outcome = fit(cfg)
+    written = sorted(json.loads(p.read_text())["epoch"] for p in (cfg.run_dir / "train").glob("checkpoint_*/raylm.json"))
+    due = [row["epoch"] for i, row in enumerate(outcome.history) if checkpoint_due(cfg.train, outcome.history[:i + 1])]
+    assert written == due == [1, 4], (written, [row["val_accuracy"] for row in outcome.history])
+    assert [row["epoch"] for row in outcome.history] == [1, 2, 3, 4]  # every epoch still reported
+
+
 def _fast_measure(cfg, runs: int):
     from raylm.config import validate_config
 
