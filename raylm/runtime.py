@@ -96,6 +96,11 @@ def _set_ingress_env(ingress: str) -> None:
         # fixture failed at load average ~50), so they get 30 s here.
         for key in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
             os.environ.setdefault(key, "30")
+        # A direct-ingress replica told to stop stays reachable this long so that an external load balancer
+        # (an ALB) can deregister it; Serve's 30 s made every app deletion, scale-down and serve.shutdown()
+        # wait 30 s. An embedded Ray's only balancer is its own HAProxy, which the controller reloads within
+        # its loop, so a couple of seconds cover it (and the drain fits serve.graceful_shutdown_s).
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
 def _haproxy_session_env() -> dict[str, str]:
