@@ -465,7 +465,7 @@ def main() -> None:
     parser.add_argument("--artifact", help="an int8 text artifact; default: build one (MiniLM, dynamic int8)")
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=20, help="per concurrency level")
-    parser.add_argument("--modes", default="default,proxy,direct,haproxy,throughput,haproxy_throughput", help=f"ingress modes among {list(MODES)}")
+    parser.add_argument("--modes", default="default,proxy,throughput_proxy,direct,haproxy,throughput,haproxy_throughput", help=f"ingress modes among {list(MODES)}")
     parser.add_argument("--ramp-seconds", type=float, default=30, help="each phase of the autoscaling ramp; 0 = skip it")
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)
