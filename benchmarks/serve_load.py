@@ -6,7 +6,9 @@
   * per ingress mode, each in its own Ray (the modes are env vars read when Serve starts):
     ``proxy`` (Serve's default proxy), ``direct`` (RAY_SERVE_ENABLE_DIRECT_INGRESS=1, requests posted
     to the replica's own port), ``haproxy`` (RAY_SERVE_ENABLE_HA_PROXY=1), ``throughput``
-    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress), ``haproxy_throughput`` (both:
+    (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, which includes direct ingress: requests posted to the replica's
+    port), ``throughput_proxy`` (the same replica settings with direct ingress off: Serve's proxy on the
+    one stable URL), ``haproxy_throughput`` (both:
     HAProxy's one URL with the throughput settings on the replicas), ``default`` (what raylm runs
     untuned: serve.ingress=auto, see raylm/config/serve.py): concurrency 1/8/32 with
     batching chosen from the artifact's latency curve, and the c=1 profile from the replica's
@@ -262,10 +264,11 @@ def _json_response(labels: list[str], probs: np.ndarray) -> bytes:
 
 MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
          "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+         "throughput_proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
          "haproxy_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, "default": {}}
 # serve.ingress for ensure_ray: "default" is what raylm does untuned (serve.ingress=auto); the others pin their mode
 # (throughput's variables, exported above, are left alone by auto).
-MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto",
+MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto", "throughput_proxy": "auto",
                 "haproxy_throughput": "haproxy", "default": "auto"}
 PINNED = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.model_threads=1"]
 
@@ -462,7 +465,7 @@ def main() -> None:
     parser.add_argument("--artifact", help="an int8 text artifact; default: build one (MiniLM, dynamic int8)")
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=20, help="per concurrency level")
-    parser.add_argument("--modes", default="default,proxy,direct,haproxy,throughput,haproxy_throughput", help=f"ingress modes among {list(MODES)}")
+    parser.add_argument("--modes", default="default,proxy,throughput_proxy,direct,haproxy,throughput,haproxy_throughput", help=f"ingress modes among {list(MODES)}")
     parser.add_argument("--ramp-seconds", type=float, default=30, help="each phase of the autoscaling ramp; 0 = skip it")
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)

@@ -96,6 +96,16 @@ def _set_ingress_env(ingress: str) -> None:
         # fixture failed at load average ~50), so they get 30 s here.
         for key in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
             os.environ.setdefault(key, "30")
+        # A direct-ingress replica told to stop stays reachable this long so that an external load balancer
+        # (an ALB) can deregister it; Serve's 30 s made every app deletion, scale-down and serve.shutdown()
+        # wait 30 s. An embedded Ray's only balancer is its own HAProxy, which the controller reloads within
+        # its loop, so a couple of seconds cover it (and the drain fits serve.graceful_shutdown_s).
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+        # Serve retries only refused connections: a request in flight on a replica that dies (SIGKILL, OOM) came
+        # back to the client as a dropped connection, not the 5xx docs/failures.md promises. A prediction has no
+        # side effect, so HAProxy may replay it on another replica when the server closed without answering
+        # (tests/integration/test_faults.py's SIGKILL case passed with it once; failed without it).
+        os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")
 
 
 def _haproxy_session_env() -> dict[str, str]:

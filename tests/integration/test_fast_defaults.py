@@ -145,6 +145,9 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     _set_ingress_env("haproxy")
     parent = {k: os.environ[k] for k in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT")}
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and parent["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path))
+    # Serve's 30 s deregistration window (for an external balancer) cut to its own HAProxy's reload
+    assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+    assert os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"  # a dead replica's requests replayed
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = "19101"  # exported by the user
     _set_ingress_env("haproxy")  # a child that inherited the parent's environment
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] != parent["RAY_SERVE_HAPROXY_SOCKET_PATH"]
