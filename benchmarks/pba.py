@@ -1,9 +1,13 @@
 """Population Based Augmentation in PBA's own setting: a reduced image training set where augmentation matters.
 
-    python benchmarks/pba.py [--data digits|shapes] [--train-fraction 0.15] [--trials 8] [--epochs 6] [--interval 2]
-                             [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed]
+    python benchmarks/pba.py [--data digits|shapes] [--per-class N] [--train-fraction 0.15] [--trials 8] [--epochs 6]
+                             [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
 
-The image demo (``digits``, ``seed_cnn``: jobs/configs/image_pbt.yaml's data and model) split once
+The setting where augmentation helps at all (benchmarks/pba_setting.py, docs/pbt.md "Choosing the
+setting"): ``--data shapes --per-class 800 --train-fraction 0.1`` (384 training images); on digits
+no augmented arm beat no augmentation.
+
+An image demo (``digits`` or ``shapes``, ``seed_cnn``: jobs/configs/image_pbt.yaml's model) split once
 (seed 0) into the whole validation split (20 %) and a training set of ``--train-fraction`` of the
 rest. Four arms, each ending in a fresh training run of ``--final-epochs`` per seed, scored by its
 last epoch's accuracy on the whole validation split:
