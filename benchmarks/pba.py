@@ -1,9 +1,13 @@
 """Population Based Augmentation in PBA's own setting: a reduced image training set where augmentation matters.
 
-    python benchmarks/pba.py [--data digits|shapes] [--train-fraction 0.15] [--trials 8] [--epochs 6] [--interval 2]
-                             [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed]
+    python benchmarks/pba.py [--data digits|shapes] [--per-class N] [--train-fraction 0.15] [--trials 8] [--epochs 6]
+                             [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
 
-The image demo (``digits``, ``seed_cnn``: jobs/configs/image_pbt.yaml's data and model) split once
+The setting where augmentation helps at all (benchmarks/pba_setting.py, docs/pbt.md "Choosing the
+setting"): ``--data shapes --per-class 800 --train-fraction 0.1`` (384 training images); on digits
+no augmented arm beat no augmentation.
+
+An image demo (``digits`` or ``shapes``, ``seed_cnn``: jobs/configs/image_pbt.yaml's model) split once
 (seed 0) into the whole validation split (20 %) and a training set of ``--train-fraction`` of the
 rest. Four arms, each ending in a fresh training run of ``--final-epochs`` per seed, scored by its
 last epoch's accuracy on the whole validation split:
@@ -68,14 +72,17 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def reduced_split(cache: Path, fraction: float, work: Path, name: str = "digits") -> tuple[Path, Path]:
+def reduced_split(cache: Path, fraction: float, work: Path, name: str = "digits",
+                  per_class: int | None = None) -> tuple[Path, Path]:
     """(train dir, validation dir) of class folders: 20 % of each class for validation (all of it is
     scored), ``fraction`` of the remaining files for training; file lists drawn with seed 0."""
     from raylm.config import load_config
     from raylm.data import demo
 
-    source = Path(getattr(demo, name)(load_config(None, ["task.modality=image", "model.name=seed_cnn",
-                                                                 f"data.cache_dir={cache}"])))
+    overrides = ["task.modality=image", "model.name=seed_cnn", f"data.cache_dir={cache}"]
+    if per_class:  # the demo's size (shapes draws any number; digits has at most ~180 per class)
+        overrides.append(f"data.samples_per_class={per_class}")
+    source = Path(getattr(demo, name)(load_config(None, overrides)))
     train_dir, val_dir = work / "train", work / "validation"
     rng = random.Random(0)
     for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
@@ -98,7 +105,25 @@ def base_tree(args, train_dir: Path, val_dir: Path, storage: Path) -> dict:
     tree["train"] |= {"storage_path": str(storage), "epochs": args.epochs, "num_workers": 1,
                       "cpus_per_worker": args.cpus_per_worker}
     tree["compress"] = {"latency_runs": 3, "latency_warmup": 1}
+    # What a rotation fills outside the image: replicate keeps the plain background every validation
+    # image has (black corners are a look no validation image has: docs/pbt.md, "Choosing the setting").
+    tree["augment"] = {"image": {"border": args.border}}
     return tree
+
+
+def warm_up(args, tree: dict) -> float:
+    """A 2-trial, 2-epoch PBT sweep, not scored: the first sweep of a process pays imports, Tune's
+    first start and the trial actors' first torch import (50 s to Tune's start vs 18 s for the second
+    sweep, seen); measured searches then start equally warm, whichever runs first."""
+    from raylm.config import merge, validate_config
+    from raylm.tune import sweep
+
+    tune = {"space": SPACES[args.data], "search": "random", "scheduler": "pbt", "num_samples": 2, "seed": 99,
+            "objectives": ["accuracy"], "export": "none", "max_concurrent_trials": args.concurrency,
+            "measure_on": "trial", "perturbation_interval": 1}
+    started = time.perf_counter()
+    sweep(validate_config(merge(tree, {"tune": tune, "train": {"name": "warm-up", "epochs": 2}})), verbose=False)
+    return time.perf_counter() - started
 
 
 def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, dict]:
@@ -160,7 +185,11 @@ def uniform_policy(magnitude: float, data: str = "digits") -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(SPACES), default="digits", help="the image demo to reduce")
+    parser.add_argument("--per-class", type=int, default=None, help="the demo's samples per class (its default if not given)")
     parser.add_argument("--train-fraction", type=float, default=0.15)
+    parser.add_argument("--border", choices=["constant", "replicate", "reflect"], default="replicate",
+                        help="augment.image.border of every arm")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the unscored warm-up sweep")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6, help="per search trial")
     parser.add_argument("--interval", type=int, default=2, help="PBT perturbation interval, epochs")
@@ -180,7 +209,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="raylm-pba-"))
     lines = []
     try:
-        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data", args.data)
+        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data", args.data, args.per_class)
         tree = base_tree(args, train_dir, val_dir, work / "runs")
         for attempt in range(8):  # on a machine at load 100 Ray's raylet may miss its 30 s start-up window
             try:
@@ -192,6 +221,7 @@ def main() -> int:
                 ray.shutdown()
                 if attempt == 7 or "timed out during startup" not in str(err):
                     raise
+        warm_s = warm_up(args, tree) if args.warm_up and {"pbt", "asha"} & set(args.arms) else None
         searched: dict[tuple[str, int], tuple[dict, float, dict]] = {}
         for seed in args.seeds:
             search_seed = seed if args.search_per_seed else args.seeds[0]
@@ -227,7 +257,9 @@ def main() -> int:
         walls = {s: w for (s, _), (_, w, _) in searched.items()}
         summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
                    "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
-                   "final_epochs": args.final_epochs, "search_s": {k: round(v, 1) for k, v in walls.items()},
+                   "final_epochs": args.final_epochs, "data": args.data, "per_class": args.per_class,
+                   "train_rows": sum(1 for _ in train_dir.rglob("*.png")), "border": args.border,
+                   "warm_up_s": None if warm_s is None else round(warm_s, 1), "search_s": {k: round(v, 1) for k, v in walls.items()},
                    "load_avg": _load()}
         if {"pbt", "asha"} <= set(mean):
             summary["pbt_minus_asha_pts"] = round(100 * (mean["pbt"] - mean["asha"]), 2)

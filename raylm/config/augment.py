@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from raylm.config.section import Section
@@ -20,6 +22,9 @@ class ImageAugmentConfig(Section):
     contrast: float = Field(0.0, ge=0, le=1, description="factor ~ U(1-c, 1+c) around the image mean")
     cutout_p: float = Field(0.0, ge=0, le=1, description="probability of one zeroed square")
     cutout_size: float = Field(0.25, ge=0, le=1, description="cutout side as a fraction of the image side")
+    border: Literal["constant", "replicate", "reflect"] = Field(
+        "constant", description="what a rotation fills outside the source image: constant (black), replicate "
+                                "(the edge pixels: a plain background continues) or reflect")
 
     @model_validator(mode="after")
     def _crop_range(self) -> ImageAugmentConfig:

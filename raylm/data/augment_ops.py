@@ -123,9 +123,13 @@ def augment_images(images: np.ndarray, seeds: np.ndarray, policy: ImageAugmentCo
     moved = np.abs(affines - np.array([[1.0, 0, 0], [0, 1.0, 0]])).max(axis=(1, 2)) > 1e-9
     out = np.empty_like(images) if moved.all() else np.array(images, copy=True)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # A rotation's corners: black (constant) differs from every validation image's background; replicate
+    # continues the edge, so a plain background stays plain.
+    border = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE,
+              "reflect": cv2.BORDER_REFLECT_101}[policy.border]
     for i in np.flatnonzero(moved).tolist():
         cv2.warpAffine(images[i], affines[i], (width, height), dst=out[i], flags=flags,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                       borderMode=border, borderValue=0)
 
     if policy.brightness > 0 or policy.contrast > 0:
         u = _uniform(seeds, 10, 2).astype(np.float32)
