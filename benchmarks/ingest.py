@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--stream-memory 0.25] [--data DIR] [--batch-size 128]
         [--modality image|audio|text] [--image-size 64] [--image-format png|bmp] [--synth-workers 1] [--trace F --plot P]
+        [--repeats 5] [--timeline]
 
 Writes (or reuses) a learnable synthetic set of ``--size`` in parquet shards (``raylm data synth``:
 64x64 PNGs by default, 10 classes; ``--image-size 512 --image-format bmp`` for sets larger than RAM,
@@ -235,7 +236,10 @@ def main() -> None:
         if args.timeline:
             from ingest_timeline import pipeline_start  # benchmarks/ is on sys.path when this runs as a script
 
-            timeline = pipeline_start(outcome.metrics["train_started"])
+            try:  # a diagnosis: the epoch's figures are printed without it
+                timeline = pipeline_start(outcome.metrics["train_started"])
+            except Exception as err:  # noqa: BLE001 - Ray's state API unreachable, or its answer cut short
+                timeline = {"error": repr(err)}
         sampler.stop()
         ray.shutdown()
         if with_baseline:
