@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py [--size 1.5GB] [--object-store 256MB] [--stream-memory 0.25] [--data DIR] [--batch-size 128]
         [--modality image|audio|text] [--image-size 64] [--image-format png|bmp] [--synth-workers 1] [--trace F --plot P]
+        [--repeats 5] [--timeline]
 
 Writes (or reuses) a learnable synthetic set of ``--size`` in parquet shards (``raylm data synth``:
 64x64 PNGs by default, 10 classes; ``--image-size 512 --image-format bmp`` for sets larger than RAM,
@@ -14,9 +15,10 @@ Train workers) has its RSS sampled with psutil; ``--trace`` appends each sample 
 those processes have read and, every 5 s, the store's spilled bytes) and ``--plot`` draws them
 (benchmarks/ingest_plot.py).
 
-Baseline (images): the same model, batch size, optimizer and thread count on an in-memory tensor
-holding ``--slice`` of the training rows, decoded up front (``plain_loop.py``, 1 thread), run before
-and after the streamed epoch (the machine is shared: the mean of the two is the baseline).
+Baseline (images): the same model, batch size, optimizer and thread count (1) on an in-memory tensor
+holding ``--slice`` of the training rows, decoded up front (``ingest_baseline.py``): a warm-up epoch and
+``--repeats`` timed ones in a fresh process before the streamed epoch and again after it; the baseline
+is the median of those timed epochs (``in_memory_spread``: their max / min).
 
 Prints one JSON line: streamed samples/s and its ratio to the in-memory feed, over the whole epoch
 (``streamed_over_in_memory``: the pipeline's start included) and from the first batch on
@@ -153,13 +155,14 @@ def _in_memory_slice(manifest: dict, fraction: float, size: int, out: Path) -> i
     return wanted
 
 
-def _plain(npz: Path, args) -> float:
-    # Two passes over the slice; plain_loop.py reports the second (the first warms up).
-    cmd = [sys.executable, "benchmarks/plain_loop.py", "--data", str(npz), "--model", "seed_cnn", "--epochs", "2",
+def _in_memory(npz: Path, args) -> dict[str, list[float]]:
+    """The in-memory feed's samples/s (and per CPU-second) over ``--repeats`` timed epochs after a warm-up
+    one, in a fresh process with the trainer's thread count (benchmarks/ingest_baseline.py)."""
+    cmd = [sys.executable, "benchmarks/ingest_baseline.py", "--data", str(npz), "--repeats", str(args.repeats),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _flatness(samples: list[tuple], begin: float, seconds: float, column: int) -> tuple[int, int]:
@@ -177,6 +180,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--slice", type=float, default=0.05, help="fraction of the training rows in the in-memory baseline")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed in-memory epochs over the slice before and after the streamed epoch (the baseline is their median)")
     parser.add_argument("--modality", choices=sorted(_MODELS), default="image",
                         help="image (default); audio (WAV -> MFCC) or text (tokenizer): no in-memory baseline")
     parser.add_argument("--num-cpus", type=int, default=2)
@@ -189,6 +194,8 @@ def main() -> None:
     parser.add_argument("--synth-workers", type=int, default=1, help="processes writing the set, if not there yet")
     parser.add_argument("--ray-start-tries", type=int, default=10,
                         help="Ray starts tried when its raylet misses Ray's fixed 30 s registration wait (a loaded machine)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="add Ray's task events around the epoch's start (benchmarks/ingest_timeline.py): the first-batch wait")
     parser.add_argument("--plot", default=None, help="draw the --trace's RSS, spill and read throughput into this PNG/SVG")
     args = parser.parse_args()
 
@@ -208,7 +215,7 @@ def main() -> None:
         npz = Path(tmp) / "slice.npz"
         with_baseline = args.modality == "image" and args.slice > 0  # --slice 0: no baseline
         slice_rows = _in_memory_slice(manifest, args.slice, 32, npz) if with_baseline else 0
-        in_memory = [_plain(npz, args)] if with_baseline else []
+        in_memory = [_in_memory(npz, args)] if with_baseline else []
 
         import ray
 
@@ -226,16 +233,25 @@ def main() -> None:
         ])
         outcome = fit(cfg)
         store_stats = _store_stats()
+        if args.timeline:
+            from ingest_timeline import pipeline_start  # benchmarks/ is on sys.path when this runs as a script
+
+            try:  # a diagnosis: the epoch's figures are printed without it
+                timeline = pipeline_start(outcome.metrics["train_started"])
+            except Exception as err:  # noqa: BLE001 - Ray's state API unreachable, or its answer cut short
+                timeline = {"error": repr(err)}
         sampler.stop()
         ray.shutdown()
         if with_baseline:
-            in_memory.append(_plain(npz, args))
+            in_memory.append(_in_memory(npz, args))
 
     metrics = outcome.metrics
     begin, seconds = metrics["train_started"], metrics["train_seconds"]
     rss_10, peak_after = _flatness(sampler.samples, begin, seconds, 1)
     pss_10, pss_peak = _flatness(sampler.samples, begin, seconds, 2)
-    baseline = float(np.mean(in_memory)) if in_memory else None
+    # The median of every timed in-memory epoch, before and after: one 1 s epoch moved 1.5x between runs.
+    in_memory_rates = [v for side in in_memory for v in side["samples_per_s"]]
+    baseline = float(np.median(in_memory_rates)) if in_memory_rates else None
     streamed = metrics["train_samples_per_s"]  # over the whole epoch: the pipeline's start included
     first_wait = metrics.get("data_wait_first_batch_s", 0.0)
     # From the first batch on: the same rows over the epoch less the wait for its first batch.
@@ -255,7 +271,10 @@ def main() -> None:
         "epoch_seconds": round(seconds, 1),
         "val_accuracy": round(metrics["val_accuracy"], 4),
         "streamed_samples_per_s": round(streamed, 1),
-        "in_memory_samples_per_s": [round(v, 1) for v in in_memory],
+        "in_memory_samples_per_s": round(baseline, 1) if baseline else None,  # the median of the epochs below
+        "in_memory_epochs_before_after": [side["samples_per_s"] for side in in_memory],
+        "in_memory_per_cpu_s_before_after": [side["samples_per_cpu_s"] for side in in_memory],
+        "in_memory_spread": round(max(in_memory_rates) / min(in_memory_rates), 3) if in_memory_rates else None,
         "in_memory_rows": slice_rows,
         "block_mib": args.block_mib,
         "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
@@ -283,6 +302,8 @@ def main() -> None:
         "goal_rss_flat": peak_after <= 1.2 * rss_10,
         "goal_streaming_0_9x": streamed >= 0.9 * baseline if baseline else None,  # whole epoch
     }
+    if args.timeline:
+        result["pipeline_start"] = timeline
     print(json.dumps(result))
     if args.plot and args.trace:
         from ingest_plot import plot_trace  # benchmarks/ is on sys.path when this runs as a script

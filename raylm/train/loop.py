@@ -52,7 +52,7 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 def waiting_on(batches, waited: list[float]):
     """``batches``, adding to ``waited[0]`` the seconds spent blocked on each next batch (the trainer's
-    wait on its data), of which ``waited[1]``: the wait for the first one (the pipeline's start)."""
+    wait on its data), of which ``waited[1]`` (added to): the wait for the first one (the pipeline's start)."""
     iterator = iter(batches)
     first = True
     while True:
@@ -61,7 +61,7 @@ def waiting_on(batches, waited: list[float]):
         seconds = time.perf_counter() - asked
         waited[0] += seconds
         if first:
-            waited[1], first = seconds, False
+            waited[1], first = waited[1] + seconds, False
         if batch is None:
             return
         yield batch
@@ -185,6 +185,16 @@ def warm_optimizer_import() -> None:
     threading.Thread(target=load, daemon=True, name="raylm-warm-torch-dynamo").start()
 
 
+def _may_resume(loop_config: dict[str, Any]) -> bool:
+    """Whether this (re)start could continue from a checkpoint: then its first epoch is known only after the restore."""
+    import ray.train
+
+    if ray.train.get_checkpoint() is not None or loop_config.get("resume_checkpoint") or loop_config.get("train_uri") is not None:
+        return True
+    train_dir = loop_config.get("train_dir")
+    return train_dir is not None and bool(run_checkpoints(Path(train_dir)))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -198,6 +208,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     inputs = MODEL_INPUTS[cfg.task.modality]
+    memory = loop_config.get("memory")
+    if memory is not None:  # one worker over small kept splits: batches from this process's memory
+        from raylm.train.memory_feed import MemoryFeed, epoch_augmenter, read_columns
+
+        in_memory = MemoryFeed(read_columns(memory["train"]), read_columns(memory["validation"]), batch_size=training.batch_size,
+                               seed=training.seed, augment=epoch_augmenter(cfg), device=device)
+    else:
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("validation")
+
+    def epoch_batches(epoch: int):
+        if memory is not None:
+            return in_memory.batches(epoch)
+        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
+        return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=2,
+                                              **local_shuffle(cfg, epoch=epoch, rank=rank, world=world))
+
+    def validation_batches():
+        if memory is not None:
+            return in_memory.validation_batches()
+        return val_shard.iter_torch_batches(batch_size=training.batch_size, device=device)
+
+    feed = EpochFeed(epoch_batches)  # the next epoch's pipeline starts while this one validates (feed.py)
+    if memory is None and world == 1 and training.epochs > 0 and not _may_resume(loop_config):
+        # A fresh run's epoch 0 starts streaming now, while the model is built: Ray Train creates the split
+        # coordinators (a new actor process each) at the first get_dataset_shard and the read tasks' workers
+        # start after them, so this start overlaps the setup below instead of following it (issue 31).
+        feed.start(0)
 
     torch.manual_seed(training.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     # Compression's fine-tune starts from a pruned model (its own, possibly narrower, shapes) and
@@ -239,29 +277,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     step = 0
     schedule, tracked = loop_config.get("schedule"), list(loop_config.get("tracked") or ())
-    memory = loop_config.get("memory")
-    if memory is not None:  # one worker over small kept splits: batches from this process's memory
-        from raylm.train.memory_feed import MemoryFeed, epoch_augmenter, read_columns
-
-        in_memory = MemoryFeed(read_columns(memory["train"]), read_columns(memory["validation"]), batch_size=training.batch_size,
-                               seed=training.seed, augment=epoch_augmenter(cfg), device=device)
-    else:
-        train_shard = ray.train.get_dataset_shard("train")
-        val_shard = ray.train.get_dataset_shard("validation")
-
-    def epoch_batches(epoch: int):
-        if memory is not None:
-            return in_memory.batches(epoch)
-        set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
-        return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=2,
-                                              **local_shuffle(cfg, epoch=epoch, rank=rank, world=world))
-
-    def validation_batches():
-        if memory is not None:
-            return in_memory.validation_batches()
-        return val_shard.iter_torch_batches(batch_size=training.batch_size, device=device)
-
-    feed = EpochFeed(epoch_batches)  # the next epoch's pipeline starts while this one validates (feed.py)
     for epoch in range(start_epoch, training.epochs):
         scheduled = schedule[epoch] if schedule else None
         # augment.schedule's train.lr replaces train.lr for this epoch (train.lr_schedule still applies).
@@ -275,7 +290,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started, started_at = time.perf_counter(), time.time()
         loss_sum = seen = 0.0
         batches = feed.batches(epoch)
-        waited = [0.0, 0.0]
+        # Joining an epoch started early (feed.py) waits for its first batch: that wait counts as the data's.
+        joined = time.perf_counter() - started
+        waited = [joined, joined]
         for batch in waiting_on(batches, waited):
             with _autocast(device, training.precision):
                 loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
