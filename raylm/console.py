@@ -271,8 +271,10 @@ def watch_training(train_dir: Path, total_epochs: int, label: str = "train") -> 
         stop.set()
         thread.join(timeout=5)
         latest = latest_epoch()
-        if latest:
-            bar.update(latest["epoch"])
+        if latest and latest["epoch"] > seen["epoch"]:
+            # The last epochs can land between two polls (a one-worker run in the driver trains the
+            # demo's epochs in 0.4 s): the final count gets its line too, as a piped log expects.
+            bar.update(latest["epoch"], _epoch_info(latest), say=True)
         bar.finish(ended + (_epoch_info(latest) if latest else ""), ok=not ended)
 
 
