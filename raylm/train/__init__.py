@@ -47,7 +47,8 @@ def fits_in_driver(cfg: RaylmConfig) -> bool:
 def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, in_process: bool = False,
                   on_report: Callable[[dict[str, Any]], None] | None = None, tracked: tuple[str, ...] = (),
-                  on_epoch: Callable[[dict[str, Any]], None] | None = None, scan_run: bool | None = None):
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None, scan_run: bool | None = None,
+                  in_driver: bool = False):
     """The TorchTrainer, or TensorflowTrainer for ``model.backend: keras``, for ``cfg`` (also used inside Tune trials).
 
     ``in_process`` (see :func:`trains_in_process`): an :class:`InProcessTrainer` instead, which
@@ -56,7 +57,9 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     worker ranked 0 with each epoch's metrics, wherever it runs (experiment tracking: a module-level
     function or a ``functools.partial`` of one, as it travels with the loop's config). ``scan_run``: whether
     a rerun continues from the newest checkpoint already in the run's ``train/`` (default: yes, except a
-    local run in this process, e.g. a sweep's trial, which continues only ``train.resume_from``)."""
+    local run in this process, e.g. a sweep's trial, which continues only ``train.resume_from``).
+    ``in_driver`` (see :func:`fits_in_driver`): in process too, but only when the loop's data is the
+    memory feed's kept splits."""
     import ray.train
 
     from raylm.data import build_datasets
@@ -99,6 +102,10 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         # Ray Train starts no split coordinator and Ray Data no per-epoch pipeline (memory_feed.py).
         loop_config["memory"] = {"train": data.clean_train, "validation": data.validation}
         datasets = {}
+        in_process = in_process or in_driver
+    # A streamed set keeps its worker even where fits_in_driver: in this process Ray Data's streaming
+    # executor would share the training loop's interpreter (ingest.py, 800 MB at 6.3x the store, quiet:
+    # 1,350-1,450 samples/s trained in the driver at a data wait of 8-10 %, 2,480-2,523 in a worker).
     where = run_config_overrides or {}
     # Where Ray Train writes: the run's storage (a URI goes straight there, through pyarrow), or the
     # local directory a caller names (compression's fine-tune, a sweep's trial).
@@ -232,12 +239,11 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
     with resources_for(training_bundles(training.max_workers, training.cpus_per_worker, use_gpu),
                        timeout_s=training.wait_for_resources_s,
                        enough=training_bundles(training.min_workers, training.cpus_per_worker, use_gpu)):  # elastic: start on min
-        in_driver = fits_in_driver(cfg)
-        trainer, data = build_trainer(cfg, on_epoch=on_epoch, in_process=in_driver, scan_run=True)
-        try:
-            if in_driver:
-                from raylm.train.in_process import torch_threads
+        from raylm.train.in_process import InProcessTrainer, torch_threads
 
+        trainer, data = build_trainer(cfg, on_epoch=on_epoch, in_driver=fits_in_driver(cfg), scan_run=True)
+        try:
+            if isinstance(trainer, InProcessTrainer):
                 with torch_threads(max(1, int(training.cpus_per_worker))):  # a worker's share, as Ray gives its actors
                     result = trainer.fit()
             else:
