@@ -24,3 +24,16 @@ def test_streamed_splits_and_two_workers_keep_ray_data(ray_local, tiny_config):
         trainer, _ = build_trainer(tiny_config("image", *overrides), in_process=overrides[0].endswith("=1"))
         loop_config = getattr(trainer, "loop_config", None) or trainer.train_loop_config
         assert "memory" not in loop_config, overrides
+
+
+def test_in_the_driver_only_over_kept_splits_a_streamed_set_keeps_its_worker(ray_local, tiny_config):
+    """``fits_in_driver`` (one CPU worker on a Ray this process started) trains in this process only
+    over the memory feed's kept splits: a streamed set would run Ray Data's executor beside the loop."""
+    from ray.train.torch import TorchTrainer
+
+    from raylm.train.in_process import InProcessTrainer
+
+    kept, _ = build_trainer(tiny_config("image", "train.num_workers=1", "data.materialize=true"), in_driver=True)
+    streamed, _ = build_trainer(tiny_config("image", "train.num_workers=1", "data.materialize=false"), in_driver=True)
+    assert isinstance(kept, InProcessTrainer) and "memory" in kept.loop_config
+    assert isinstance(streamed, TorchTrainer) and "memory" not in streamed.train_loop_config
