@@ -35,9 +35,10 @@ RAY_FORMATS = re.compile(
     r"\(\w+ pid=\d+|\(raylet\)|Trial status|Token authentication is enabled|Progress bars disabled|"
     r"SIGTERM received|logging\.cc|Started a local Ray instance|ServeController|ProxyActor|╭|│")
 TINY = ["train.epochs=1"]
-# Two 1-epoch trials one after the other: the tune and pipeline verbs end to end, not a search.
-SWEEP = ["tune.space={train.lr: {grid: [0.003, 0.005]}}", "tune.num_samples=1", "tune.scheduler=fifo",
-         "tune.max_concurrent_trials=1", "tune.export=none", "compress.latency_runs=3"]
+# Two 1-epoch trials of the YAML's own space, one after the other: the tune and pipeline verbs end to
+# end, not a search. (An override of tune.space.train.lr would merge with the YAML's loguniform.)
+SWEEP = ["tune.num_samples=2", "tune.scheduler=fifo", "tune.max_concurrent_trials=1", "tune.export=none",
+         "compress.latency_runs=3"]
 
 
 def _free_port() -> int:
@@ -53,6 +54,18 @@ def _count(name: str, proc_out: str, rc: int, seconds: float, extra: dict | None
     out = {"rc": rc, "seconds": round(seconds, 1), "console_lines": len(lines), "ray_lines": len(ray_lines),
            "ray_lines_first": [line[:200] for line in ray_lines[:5]], "logs_named": named[:200] if named else None}
     return out | (extra or {})
+
+
+def _last_json(out: str) -> dict:
+    """The verb's answer: the last JSON object its console printed at the start of a line (it may nest)."""
+    decoder = json.JSONDecoder()
+    for start in reversed([i for i, line in enumerate(out.splitlines(keepends=True)) if line.startswith("{")]):
+        text = "".join(out.splitlines(keepends=True)[start:])
+        try:
+            return decoder.raw_decode(text)[0]
+        except ValueError:
+            continue
+    raise ValueError("no JSON answer on the console")
 
 
 def _run(argv: list[str], env: dict, timeout: float) -> tuple[int, str, float]:
@@ -159,11 +172,16 @@ def main() -> None:
     for verb in args.verbs.split(","):
         print(verb, "...", file=sys.stderr, flush=True)
         if verb == "data-check":
-            rc, out, s = _run(["data", "check", *config], env, args.timeout)
+            # The check is for a user's own folder (the demo name alone is refused): the demo's, as a user's.
+            from raylm.config import load_config
+            from raylm.data.demo import digits
+
+            folder = digits(load_config(ROOT / config[1], []))
+            rc, out, s = _run(["data", "check", *config, f"data.path={folder}"], env, args.timeout)
         elif verb == "train":
             rc, out, s = _run(["train", *config, *common, "train.name=consoles"], env, args.timeout)
             if rc == 0:
-                checkpoint = json.loads(out[out.index("{\n"):out.rindex("}") + 1])["best_checkpoint"]
+                checkpoint = _last_json(out)["best_checkpoint"]
         elif verb == "compress":
             if checkpoint is None:
                 results[verb] = {"skipped": "no checkpoint (train did not run or failed)"}
@@ -171,7 +189,7 @@ def main() -> None:
             rc, out, s = _run(["compress", "--checkpoint", checkpoint, "compress.quantize.mode=dynamic",
                                "compress.latency_runs=3"], env, args.timeout)
             if rc == 0:
-                artifact = json.loads(out[out.rindex("{\n"):out.rindex("}") + 1])["artifact"]
+                artifact = _last_json(out)["artifact"]
         elif verb == "serve":
             if artifact is None:
                 results[verb] = {"skipped": "no artifact (compress did not run or failed)"}
