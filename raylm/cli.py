@@ -60,15 +60,13 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
             outcome = fit(cfg)
     out.line(json.dumps({"run_dir": str(outcome.run_dir), "checkpoint": str(outcome.checkpoint),
                          "best_checkpoint": str(outcome.best_checkpoint), "metrics": outcome.metrics}, indent=2))
-    global _exit_now
-    _exit_now = True
     return 0
 
 
-# Set by a verb whose work is all written and closed (its records are atomic files, the run's
-# storage committed, its tracking run ended) and that needs nothing else of this process: ``entry``
+# Verbs whose work, once they return 0, is all written and closed (records are atomic files, the run's
+# storage committed, its tracking run ended) and that need nothing else of this process: ``entry``
 # then ends the Ray it started and leaves without the interpreter's teardown.
-_exit_now = False
+EXIT_AT_ONCE = ("train",)
 
 
 def entry() -> None:
@@ -78,8 +76,9 @@ def entry() -> None:
     worker, torch) took 2-9 s after the answer was printed on the shared 2-core machine, more than
     stopping Ray itself (~2 s); after that verb ``ray.shutdown()`` and ``os._exit`` end it instead.
     ``main`` (what tests and jobs/ call in a process that goes on) never exits."""
-    code = main()
-    if _exit_now:
+    argv = sys.argv[1:]
+    code = main(argv)
+    if code == 0 and argv[:1] and argv[0] in EXIT_AT_ONCE:  # the verb is argv[0]: no options come before it
         import logging
 
         import ray
