@@ -24,8 +24,9 @@ def _console(args: argparse.Namespace, run_dir: Path, *, log_dir: Path | None = 
     return send_logs_to(log_dir or run_dir / "logs", verbose=args.verbose)
 
 
-def _name_log(args: argparse.Namespace, out, log_dir: Path) -> None:
-    """The one line that says where Ray's own lines went (stderr: stdout stays the verb's answer)."""
+def _name_log(args: argparse.Namespace, out, log_dir) -> None:
+    """The one line that says where Ray's own lines went (stderr: stdout stays the verb's answer).
+    ``log_dir`` is a local Path or the run's StoragePath (a URI run's logs are committed there at its end)."""
     from raylm.runtime import RAY_LOG
 
     if not args.verbose:
@@ -53,6 +54,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
 
     out = _console(args, run_dir)
     out.line(f"raylm train  {cfg.run_location}")
+    _name_log(args, out, cfg.run_location.join("logs"))
     with run_status(run_dir, "train"):
         ensure_ray()
         check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
@@ -207,6 +209,7 @@ def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths) -> int:
     from raylm.tune.results import sweep_table
 
     out = _console(args, run_dir)
+    _name_log(args, out, cfg.run_location.join("logs") if cfg is not None else run_dir / "logs")
     with run_status(run_dir, "tune"):
         result = sweep(cfg, resume=args.resume, export=args.export)
     out.line(sweep_table(result.tune_dir))

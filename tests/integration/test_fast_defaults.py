@@ -56,7 +56,7 @@ def test_checkpoint_cadence_keeps_the_best_and_the_last():
 
 
 @pytest.mark.integration
-def test_data_check_and_compress_consoles_hold_no_ray_lines(ray_local, data_root, tmp_path):
+def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_log(ray_local, data_root, tmp_path):
     """Issue 25 item 4: Ray's INFO/WARNING lines (Ray Data's executor, the token-auth warning, ...) go to
     the log file the console names once; the console keeps raylm's answer."""
     import json
@@ -80,6 +80,8 @@ def test_data_check_and_compress_consoles_hold_no_ray_lines(ray_local, data_root
         "data check": ["data", "check", "--config", "jobs/configs/image.yaml", *common],
         "compress": ["compress", "--checkpoint", str(checkpoint), "compress.latency_runs=2", "compress.latency_warmup=0",
                      "compress.max_eval_samples=8"],
+        "train": ["train", "--config", "jobs/configs/image.yaml", *common, "train.epochs=1", "train.name=quiet-train",
+                  "task.labels=[horizontal,vertical]"],
     }
     for verb, argv in runs.items():
         done = subprocess.run([sys.executable, "-m", "raylm.cli", *argv], cwd=REPO, env=_env(), capture_output=True,
