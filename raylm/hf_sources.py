@@ -33,6 +33,21 @@ def offline_if_local(source: str) -> dict[str, Any]:
     return {"trust_remote_code": False, "local_files_only": os.path.isdir(source)}
 
 
+def own_files_config(config: dict[str, Any], labels: list[str], directory: Path) -> dict[str, Any]:
+    """A recorded config tree made to rebuild the model from ``directory``'s own files only: its
+    ``hf_config/`` and ``tokenizer/`` (else the bundled model), never a hub name or another path."""
+    tree = json.loads(json.dumps(config))
+    tree["task"]["labels"] = labels
+    hf_config, tokenizer = directory / "hf_config", directory / "tokenizer"
+    tree["model"]["pretrained"] = str(hf_config) if hf_config.is_dir() and not hf_config.is_symlink() else None
+    tree["data"].setdefault("text", {})["tokenizer"] = (
+        str(tokenizer) if tokenizer.is_dir() and not tokenizer.is_symlink() else None)
+    tree["train"]["resume_from"] = None
+    # The data paths may not exist where the model is loaded; they are not needed to rebuild it.
+    tree["data"].update(path=None, validation_path=None)
+    return tree
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(source: str):
     """One tokenizer per process and source: Ray Data reuses worker processes across batches."""
