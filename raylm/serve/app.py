@@ -187,7 +187,7 @@ class TierServer(RoutedReplica, VersionedRoutes):
         self._preprocess.warm_up()
         clock.mark("preprocessing warm-up")
         self._threads = self._cfg.model_threads
-        if any(meta["runtime"] == "torch" for meta in self._metas.values()):
+        if any(tier["runtime"] == "torch" for tier in self._metas.values()):
             # Only a torch artifact needs torch: importing it for an ONNX or TFLite one cost ~2 s of every start.
             import torch
 
