@@ -299,6 +299,74 @@ def _front_url(app: str, serve_port: int, mode: str) -> str:
     return f"http://127.0.0.1:{target.port}/{app}"
 
 
+_LOG_TIME = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+
+
+def _log_time(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # Ray logs local time
+
+
+def _first(path: Path, pattern: str):
+    """The first match of ``pattern`` (a regex whose group 1 is a log timestamp) in a log file, or None."""
+    import re
+
+    if not path.is_file():
+        return None
+    with open(path, errors="replace") as lines:
+        return next((m for line in lines if (m := re.search(pattern, line))), None)
+
+
+def scale_up_timeline(app: str, step_wall: float) -> dict:
+    """Where the second replica's start went, in seconds after the load step, read from this Ray session's logs:
+    Serve's controller (decision, replica started, RUNNING), the raylet (worker process started), the worker's
+    core-worker log (Ray's core up in that process) and the replica's own log (constructor entered, raylm's
+    ``replica start:`` stages, the tier's load, the first request it answered)."""
+    import re
+
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    controller = next(iter(sorted((logs / "serve").glob("controller_*.log"))), None)
+    out: dict = {}
+
+    def at(name: str, match) -> None:
+        if match is not None:
+            out[name] = round(_log_time(match.group(1)) - step_wall, 2)
+
+    if controller is None:
+        return out
+    at("decision", _first(controller, _LOG_TIME + rf".*Upscaling Deployment\(name='TierServer', app='{app}'\) from 1 to 2"))
+    started = None
+    with open(controller, errors="replace") as lines:  # the replica whose start came after the decision
+        for line in lines:
+            m = re.search(_LOG_TIME + rf".*Replica\(id='(\w+)', deployment='TierServer', app='{app}'\) started "
+                          r"successfully .* \(PID: (\d+)\)", line)
+            if m and _log_time(m.group(1)) > step_wall:
+                started = m
+                break
+    if started is None:
+        return out
+    replica, pid = started.group(2), started.group(3)
+    at("actor_requested", _first(controller, _LOG_TIME + rf".*Starting Replica\(id='{replica}'"))
+    at("worker_process_started", _first(logs / "raylet.out", _LOG_TIME + rf".*Started worker process with pid {pid}\b"))
+    core = next(iter(logs.glob(f"python-core-worker-*_{pid}.log")), None)
+    if core is not None:
+        at("ray_core_worker_up", _first(core, r"\[" + _LOG_TIME + r" .*Constructing CoreWorkerProcess"))
+    replica_log = next(iter((logs / "serve").glob(f"replica_{app}_TierServer_{replica}.log")), None)
+    if replica_log is not None:
+        at("constructor_entered", _first(replica_log, _LOG_TIME + r".*Started initializing replica"))
+        stages = _first(replica_log, _LOG_TIME + r".*(replica start: .*)")
+        at("constructor_done", stages)
+        if stages is not None:
+            out["constructor_stages"] = stages.group(2)
+        at("tier_loaded", _first(replica_log, _LOG_TIME + r".*tier '.*' loaded in"))
+        at("first_request_answered", _first(replica_log, _LOG_TIME + r".* -- (POST|GET) /"))
+    at("running_in_serve", started)
+    return out
+
+
 def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
     """Load up until Serve runs 2 replicas, then down until 1, sampling the replica count every 0.25 s.
 
@@ -332,7 +400,7 @@ def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
     sampler.start()
     try:
         asyncio.run(_load(url, 1, 10**6, 5))
-        up_start = time.perf_counter()
+        up_start, step_wall = time.perf_counter(), time.time()
         high = asyncio.run(_load(url, 16, 10**6, args.ramp_seconds))  # long enough to see the second replica
         down_start = time.perf_counter()
         low = asyncio.run(_load(url, 1, 10**6, args.ramp_seconds))
@@ -343,6 +411,7 @@ def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
         stop.set()
         sampler.join(5)
         serve.delete("ramp")
+    timeline = scale_up_timeline("ramp", step_wall)
     to_2 = first(up_start, 2)
     # Back to 1 counts from when the load dropped, or from the scale-up if that came later (the second
     # replica may arrive after the high phase).
@@ -354,6 +423,7 @@ def autoscale_ramp(artifact: str, serve_port: int, args) -> dict:
             "max_replicas_seen": max(row[1] for row in counts),
             "seconds_to_2_replicas": to_2,  # the step to the second replica RUNNING
             "seconds_to_scale_up_decision": first(up_start, 2, column=2),  # the step to Serve starting it
+            "scale_up_timeline_s": timeline,  # the same, read from the session's logs, stage by stage
             "seconds_back_to_1": round(down_from - down_start + back, 1) if back is not None else None,
             "seconds_to_scale_down_decision": (round(down_from - down_start + decided_back, 1)
                                                if decided_back is not None else None),

@@ -144,7 +144,7 @@ def artifact_config(directory: Path, meta: dict[str, Any]):
     from pydantic import ValidationError
 
     from raylm.config import RaylmConfig, format_validation_error
-    from raylm.train.checkpoint import own_files_config
+    from raylm.hf_sources import own_files_config
 
     try:
         tree = own_files_config(meta["architecture"]["config"], meta["labels"], directory)

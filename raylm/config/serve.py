@@ -76,11 +76,11 @@ class ServeConfig(Section):
                                         "(1 on a cluster: a lost node takes one replica); None = no limit")
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
     # Scale-up within ~10 s of a load step (benchmarks/serve_load.py's ramp): the load is pushed every
-    # look_back_period_s / 2 = 2 s, so the window sees a step within one push, Serve then waits
-    # upscale_delay_s = 2 s, and the new replica's start (actor + model load) takes the rest.
-    upscale_delay_s: float = Field(2, ge=0, description="autoscaling_config: load above target this long adds replicas")
+    # look_back_period_s / 2 = 1 s, so the window sees a step within one push, Serve then waits
+    # upscale_delay_s = 1 s (decision ~2 s after the step), and the new replica's start takes the rest.
+    upscale_delay_s: float = Field(1, ge=0, description="autoscaling_config: load above target this long adds replicas")
     downscale_delay_s: float = Field(600, ge=0, description="autoscaling_config: load below target this long removes them")
-    look_back_period_s: float = Field(4, gt=0, description="autoscaling_config: window the load is averaged over "
+    look_back_period_s: float = Field(2, gt=0, description="autoscaling_config: window the load is averaged over "
                                       "(metrics are pushed at half of it, at most every 10 s: see autoscaling_config())")
     max_ongoing_requests: int = Field(64, ge=1, description="per replica, before the router queues")
     replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")

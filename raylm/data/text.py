@@ -6,7 +6,7 @@ import numpy as np
 
 # Where the tokenizer comes from is shared with the text models, one layer down; the names stay
 # importable from here for data/'s own modules and the checkpoint writer.
-from raylm.hf_sources import bundled_text_model_dir, load_tokenizer, offline_if_local, tokenizer_source
+from raylm.hf_sources import bundled_text_model_dir, load_encoder, load_tokenizer, offline_if_local, tokenizer_source
 
 __all__ = ["bundled_text_model_dir", "load_tokenizer", "offline_if_local", "text_item", "text_special_ids",
            "tokenize", "tokenize_batch", "tokenizer_source"]
@@ -40,10 +40,7 @@ def tokenize_batch(batch: dict, *, tokenizer_source: str, max_length: int, label
 
 def tokenize(texts: list[str], tokenizer_source: str, max_length: int) -> dict[str, np.ndarray]:
     """Padding to max_length keeps every batch the same shape (one compiled graph, simple stacking)."""
-    enc = load_tokenizer(tokenizer_source)(
-        texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
-    )
-    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+    return load_encoder(tokenizer_source, max_length)(texts)
 
 
 def text_special_ids(tokenizer_source: str) -> dict:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from raylm.serve.startup import StartupClock  # first: its clock starts before the imports below
+
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -164,6 +166,7 @@ class TierServer(RoutedReplica, VersionedRoutes):
 
     def __init__(self, paths: dict[str, str], first: str, cfg: dict[str, Any], key_digest: str | None,
                  versions: dict[str, str] | None = None, summary_dir: str | None = None):
+        clock = StartupClock()
         from raylm.artifacts import read_meta
         from raylm.storage import localize
 
@@ -178,16 +181,18 @@ class TierServer(RoutedReplica, VersionedRoutes):
         self._labels = list(meta["labels"])
         self._model_name = meta.get("architecture", {}).get("name", "model")
         self._request_model = request_model(self._modality)
+        clock.mark("artifact metadata")
         self._preprocess = Preprocessor(self._modality, meta["preprocessing"], paths[first], self._cfg.max_text_chars,
                                         self._cfg.limits)
         self._preprocess.warm_up()
+        clock.mark("preprocessing warm-up")
         self._threads = self._cfg.model_threads
-        try:
+        if any(tier["runtime"] == "torch" for tier in self._metas.values()):
+            # Only a torch artifact needs torch: importing it for an ONNX or TFLite one cost ~2 s of every start.
             import torch
 
             torch.set_num_threads(self._threads)
-        except ImportError:
-            pass
+            clock.mark("torch")
         self._versions = versions or {name: "1" for name in paths}
         # The tiers the routing sends traffic to are loaded by reconfigure() (Serve calls it before the replica
         # takes requests): a broken artifact fails the deployment, not the first request.
@@ -200,13 +205,17 @@ class TierServer(RoutedReplica, VersionedRoutes):
         # what a batch could still gain by waiting.
         self._in_handler = 0
         self._in_batch = 0
+        log.info(clock.line())
 
     # -- model side
 
     async def _load_tier(self, name: str):
         from raylm.artifacts import load_artifact
 
-        return await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
+        start = time.perf_counter()
+        artifact = await asyncio.to_thread(load_artifact, self._paths[name], threads=self._threads)
+        log.info("tier %r loaded in %.2f s (%s)", name, time.perf_counter() - start, artifact.runtime)
+        return artifact
 
     @serve.multiplexed(max_num_models_per_replica=MAX_TIERS_PER_REPLICA)
     async def tier(self, name: str):

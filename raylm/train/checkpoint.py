@@ -28,6 +28,8 @@ from safetensors.torch import load_model, save_model
 from raylm.atomic import atomic_directory
 from raylm.config import RaylmConfig
 from raylm.errors import RaylmError
+# Re-exported: the artifacts load through it too, from hf_sources, without importing torch with this module.
+from raylm.hf_sources import own_files_config  # noqa: F401
 from raylm.meta import MetaFormatError, VersionedMeta
 from raylm.storage import StoragePath, is_uri
 
@@ -185,21 +187,6 @@ def parse_meta(meta: Any, where: Any) -> dict[str, Any]:
         return CheckpointMeta.parse(meta, where).model_dump()
     except MetaFormatError as err:
         raise CheckpointError(str(err)) from None
-
-
-def own_files_config(config: dict[str, Any], labels: list[str], directory: Path) -> dict[str, Any]:
-    """A recorded config tree made to rebuild the model from ``directory``'s own files only: its
-    ``hf_config/`` and ``tokenizer/`` (else the bundled model), never a hub name or another path."""
-    tree = json.loads(json.dumps(config))
-    tree["task"]["labels"] = labels
-    hf_config, tokenizer = directory / "hf_config", directory / "tokenizer"
-    tree["model"]["pretrained"] = str(hf_config) if hf_config.is_dir() and not hf_config.is_symlink() else None
-    tree["data"].setdefault("text", {})["tokenizer"] = (
-        str(tokenizer) if tokenizer.is_dir() and not tokenizer.is_symlink() else None)
-    tree["train"]["resume_from"] = None
-    # The data paths may not exist where the model is loaded; they are not needed to rebuild it.
-    tree["data"].update(path=None, validation_path=None)
-    return tree
 
 
 def checkpoint_config(directory: str | os.PathLike[str]) -> RaylmConfig:
