@@ -48,35 +48,57 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class RssSampler(threading.Thread):
-    """RSS (and PSS, which counts shared object-store pages once) of this process and all its
-    descendants every ``interval`` seconds, until stopped; each sample also appended to ``trace``
+    """RSS of this process and all its descendants every ``interval`` seconds (and PSS, which counts
+    shared object-store pages once, every ``pss_every``-th time, carried between), until stopped;
+    each process's CPU seconds (:func:`cpu_during`); each sample also appended to ``trace``
     with the bytes those processes have read so far (``read()`` calls, page cache included: the
     stream's throughput; kept for processes that have exited) and, every ``store_every`` samples
     while Ray is up, the object store's spilled bytes."""
 
-    def __init__(self, interval: float = 1.0, trace: Path | None = None, store_every: int = 5):
+    def __init__(self, interval: float = 1.0, trace: Path | None = None, store_every: int = 5, pss_every: int = 5):
         super().__init__(daemon=True)
         self.interval, self.trace, self.samples, self.peaks = interval, trace, [], {}
+        self.pss_every, self._pss = pss_every, {}  # pid -> its PSS at the last full sweep
         self.store_every, self._read = store_every, {}
+        # pid -> [(time, user + system CPU seconds)], and the name of the last task it ran (IDLE skipped)
+        self.cpu: dict[int, list[tuple[float, float]]] = {}
+        self.cpu_names: dict[int, str] = {}
+        self.created: dict[int, float] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         import psutil
 
         me = psutil.Process()
+        self.cpu_s = 0.0  # this thread's own CPU: the sampling's cost, which the in-memory baseline does not pay
+        names: dict[int, str] = {}
         while not self._stop_event.is_set():
+            sweep_started = time.thread_time()
+            # PSS (smaps_rollup) and the process titles every pss_every-th sweep only: a sweep with them cost
+            # ~60 ms of CPU for 20 Ray processes, one with RSS alone (statm) under 1 ms; the streamed run's
+            # two cores paid it and the in-memory baseline did not (issue 31).
+            full = len(self.samples) % self.pss_every == 0
             rss = pss = count = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    memory = proc.memory_full_info()
-                    name = "driver" if proc is me else Path(proc.cmdline()[0] if proc.cmdline() else proc.name()).name
+                    memory = proc.memory_full_info() if full else proc.memory_info()
+                    if full or proc.pid not in names:
+                        names[proc.pid] = "driver" if proc is me else Path(proc.cmdline()[0] if proc.cmdline() else proc.name()).name
+                    name = names[proc.pid]
                 except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                     continue
-                rss, pss, count = rss + memory.rss, pss + memory.pss, count + 1
+                if full:
+                    self._pss[proc.pid] = memory.pss
+                rss, pss, count = rss + memory.rss, pss + self._pss.get(proc.pid, memory.rss), count + 1
                 peak = self.peaks.get(proc.pid, ("", 0))[1]
                 self.peaks[proc.pid] = (name[:40], max(peak, memory.rss))  # the name of its latest task
                 with contextlib.suppress(psutil.Error):
                     self._read[proc.pid] = proc.io_counters().read_chars
+                    times = proc.cpu_times()
+                    self.cpu.setdefault(proc.pid, []).append((time.time(), times.user + times.system))
+                    self.created.setdefault(proc.pid, proc.create_time())
+                    if name != "ray::IDLE" or proc.pid not in self.cpu_names:
+                        self.cpu_names[proc.pid] = name[:40]
             self.samples.append((time.time(), rss, pss))
             if self.trace is not None:
                 record = {"time": time.time(), "rss": rss, "pss": pss, "processes": count,
@@ -86,6 +108,7 @@ class RssSampler(threading.Thread):
                         record["spilled_bytes"] = _store_stats()["spilled_bytes"]
                 with open(self.trace, "a") as f:
                     f.write(json.dumps(record) + "\n")
+            self.cpu_s += time.thread_time() - sweep_started
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -163,6 +186,23 @@ def _in_memory(npz: Path, args) -> dict[str, list[float]]:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_during(sampler: RssSampler, begin: float, end: float) -> dict[str, float]:
+    """CPU seconds (user + system) each kind of process spent between ``begin`` and ``end`` (wall clock),
+    summed by the name of the last task it ran: the trainer, the read+decode workers, the split
+    coordinator, Ray's own processes (raylet, GCS) and this driver. Sampled once a second, so each
+    figure is good to about a second's CPU at either end."""
+    spent: dict[str, float] = {}
+    for pid, series in sampler.cpu.items():
+        before = [c for t, c in series if t <= begin]
+        until = [c for t, c in series if t <= end]
+        if not until:
+            continue
+        start = before[-1] if before else (0.0 if sampler.created.get(pid, 0) >= begin else series[0][1])
+        name = sampler.cpu_names.get(pid, "?")
+        spent[name] = spent.get(name, 0.0) + max(until[-1] - start, 0.0)
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def _flatness(samples: list[tuple], begin: float, seconds: float, column: int) -> tuple[int, int]:
@@ -257,6 +297,8 @@ def main() -> None:
     # From the first batch on: the same rows over the epoch less the wait for its first batch.
     streamed_steady = streamed * seconds / max(seconds - first_wait, 1e-9)
     mib = 2**20
+    cpu = cpu_during(sampler, begin, begin + seconds)
+    rows_k = metrics["train_samples_per_s"] * seconds / 1000
     result = {
         "benchmark": "ingest",
         "data_bytes": manifest["bytes"],
@@ -276,15 +318,23 @@ def main() -> None:
         "in_memory_per_cpu_s_before_after": [side["samples_per_cpu_s"] for side in in_memory],
         "in_memory_spread": round(max(in_memory_rates) / min(in_memory_rates), 3) if in_memory_rates else None,
         "in_memory_rows": slice_rows,
+        # like with like: the streamed trainer's torch threads and the in-memory loop's
+        "torch_threads_streamed_in_memory": [metrics.get("torch_threads"), *(side.get("threads") for side in in_memory[:1])],
         "block_mib": args.block_mib,
         "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
         "data_wait_s": round(metrics["data_wait_s"], 2) if "data_wait_s" in metrics else None,
         "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,
         "data_wait_first_batch_s": round(metrics["data_wait_first_batch_s"], 2) if "data_wait_first_batch_s" in metrics else None,
+        "data_wait_by_tenth_s": metrics.get("data_wait_by_tenth_s"),  # the waits per tenth of the epoch's steps
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "streamed_over_in_memory": round(streamed / baseline, 3) if baseline else None,
         "streamed_samples_per_s_after_first_batch": round(streamed_steady, 1),
         "streamed_over_in_memory_after_first_batch": round(streamed_steady / baseline, 3) if baseline else None,
+        # CPU seconds per 1,000 training samples over the epoch, by process (the last task each ran), and
+        # the share of the machine's CPUs (--num-cpus) all of them used: where the second core went.
+        "cpu_s_per_1000_samples": {name: round(v / rows_k, 3) for name, v in cpu.items() if v >= 0.05},
+        "sampler_cpu_s": round(sampler.cpu_s, 2),
+        "cpu_busy_share": round(sum(cpu.values()) / (seconds * (os.cpu_count() or 1)), 3),
         "rss_total_mib_at_10pct": round(rss_10 / mib, 1),
         "rss_total_mib_peak_after_10pct": round(peak_after / mib, 1),
         "rss_peak_over_10pct": round(peak_after / rss_10, 3),

@@ -154,6 +154,7 @@ def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[s
     (the same rule, ``rules.sample_problem`` on the modality's ``decode``); a class folder's label is its
     top-level folder under ``root``."""
     record = modality_record(modality)
+    decode = record.decode_stored if hasattr(record, "decode_stored") else record.decode
     raw = batch[label_column] if label_column else [label_of_file(p, root) for p in batch["path"]]
     inputs, labels = [], []
     for data, raw_label in zip(batch[bytes_column], raw):
@@ -161,14 +162,17 @@ def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[s
         if label not in label_index:
             continue
         try:
-            inputs.append(record.decode(data, settings, limits))
+            inputs.append(decode(data, settings, limits))
         except Exception:  # listed in data_report.json by the check (skip mode)
             continue
         labels.append(label_index[label])
     key = record.inputs[0]
     if not inputs:
         return {key: np.zeros((0, *record.sample_shape(settings)), np.float32), "label": np.zeros(0, np.int64)}
-    return {key: np.stack(inputs), "label": np.asarray(labels, np.int64)}
+    stacked = np.stack(inputs)
+    # A modality that decodes each file only part of the way finishes the whole batch at once.
+    return {key: record.finish_batch(stacked) if hasattr(record, "decode_stored") else stacked,
+            "label": np.asarray(labels, np.int64)}
 
 
 def _bytes(value: Any) -> bytes:
@@ -191,6 +195,20 @@ class ImageModality(BaseModality):
         from raylm.data.images import decode_image
 
         return decode_image(_bytes(value), settings.size, *([limits] if limits is not None else []))
+
+    @staticmethod
+    def decode_stored(value: Any, settings: Any, limits: Any = None) -> np.ndarray:
+        """Training's per-file half of :meth:`decode` (the same checks): uint8 BGR pixels at the model's size,
+        4x smaller than the float32 image; :meth:`finish_batch` scales a stacked batch of them in one pass."""
+        from raylm.data.images import decode_resized
+
+        return decode_resized(_bytes(value), settings.size, *([limits] if limits is not None else []))
+
+    @staticmethod
+    def finish_batch(stacked: np.ndarray) -> np.ndarray:
+        from raylm.data.images import scale_rgb
+
+        return scale_rgb(stacked)
 
     def augment(self, batch: dict, seeds: np.ndarray, policy: Any, extra: dict) -> dict:
         from raylm.data.augment_ops import augment_images

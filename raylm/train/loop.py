@@ -50,9 +50,10 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def waiting_on(batches, waited: list[float]):
+def waiting_on(batches, waited: list[float], steps: list[float] | None = None):
     """``batches``, adding to ``waited[0]`` the seconds spent blocked on each next batch (the trainer's
-    wait on its data), of which ``waited[1]`` (added to): the wait for the first one (the pipeline's start)."""
+    wait on its data), of which ``waited[1]`` (added to): the wait for the first one (the pipeline's start);
+    each step's wait also appended to ``steps`` when given."""
     iterator = iter(batches)
     first = True
     while True:
@@ -60,11 +61,22 @@ def waiting_on(batches, waited: list[float]):
         batch = next(iterator, None)
         seconds = time.perf_counter() - asked
         waited[0] += seconds
+        if steps is not None and batch is not None:
+            steps.append(seconds)
         if first:
             waited[1], first = waited[1] + seconds, False
         if batch is None:
             return
         yield batch
+
+
+def wait_by_tenth(step_waits: list[float], joined: float = 0.0) -> list[float]:
+    """The waits of an epoch's steps summed per tenth of its steps (``joined``: a wait before the first step)."""
+    tenths = [0.0] * 10
+    for i, seconds in enumerate(step_waits):
+        tenths[i * 10 // len(step_waits)] += seconds
+    tenths[0] += joined
+    return [round(t, 3) for t in tenths]
 
 
 def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], inputs: tuple[str, ...]) -> torch.Tensor:
@@ -292,8 +304,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         batches = feed.batches(epoch)
         # Joining an epoch started early (feed.py) waits for its first batch: that wait counts as the data's.
         joined = time.perf_counter() - started
-        waited = [joined, joined]
-        for batch in waiting_on(batches, waited):
+        waited, step_waits = [joined, joined], []
+        for batch in waiting_on(batches, waited, step_waits):
             with _autocast(device, training.precision):
                 loss = F.cross_entropy(_forward(model, batch, inputs).float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
@@ -324,11 +336,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "data_wait_s": waited_sum / world,
             "data_wait_fraction": waited_sum / world / max(elapsed, 1e-9),
             "data_wait_first_batch_s": first_wait / world,  # of data_wait_s: the pipeline's start
+            # When it waited: this rank's waits summed per tenth of its steps (the first includes the start).
+            "data_wait_by_tenth_s": wait_by_tenth(step_waits, joined),
             **evaluate(model, validation_batches(), inputs, device, training.precision),
             "time": time.time(),
             "device": device.type,  # which accelerator trained it, for the record (and GPU tests)
             "workers": world,  # elastic runs (train.num_workers: [min, max]) change it on a restart
             "feed": "memory" if memory is not None else "ray_data",  # where the batches came from (memory_feed.py)
+            "torch_threads": torch.get_num_threads(),  # intra-op threads (Ray sets OMP_NUM_THREADS to the worker's CPUs)
         }
         if tracked or scheduled:  # a PBT trial's or a scheduled run's values, and who trained the epoch
             metrics |= {"hyperparameters": epoch_hyperparameters(cfg, tracked, scheduled), "trained_by": str(training.name)}

@@ -88,6 +88,10 @@ def test_an_epoch_over_a_set_several_times_the_store_stays_within_the_budget(cap
     # The trainer's wait on its data is measured (its size is a benchmark's business: benchmarks/ingest.py).
     assert 0 <= metrics["data_wait_first_batch_s"] <= metrics["data_wait_s"] <= metrics["train_seconds"]
     assert metrics["data_wait_fraction"] == pytest.approx(metrics["data_wait_s"] / metrics["train_seconds"])
+    # ... and where in the epoch: per tenth of the steps, adding up to the whole wait (one worker).
+    tenths = metrics["data_wait_by_tenth_s"]
+    assert len(tenths) == 10 and tenths[0] >= metrics["data_wait_first_batch_s"] - 0.001
+    assert sum(tenths) == pytest.approx(metrics["data_wait_s"], abs=0.01)
 
 
 def _summed_rss() -> int:

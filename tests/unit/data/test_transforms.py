@@ -84,3 +84,36 @@ def test_class_folder_needs_two_classes(tmp_path):
     (tmp_path / "only").mkdir()
     with pytest.raises(ValueError, match="at least 2 class folders"):
         list_class_folder(str(tmp_path), (".png",))
+
+
+def _reference_transform(bgr: np.ndarray, size: int) -> np.ndarray:
+    """preprocess_image as it was written before training's decode scaled whole batches (issue 31)."""
+    if bgr.shape[:2] != (size, size):
+        interp = cv2.INTER_AREA if max(bgr.shape[:2]) > size else cv2.INTER_LINEAR
+        bgr = cv2.resize(bgr, (size, size), interpolation=interp)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
+
+
+def test_training_decode_scales_whole_batches_bit_for_bit_as_serving_scales_one_image():
+    from raylm.data.images import preprocess_image
+    from raylm.data.modality import decode_accepted
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((64, 64, 3), (32, 32, 3), (17, 40, 3), (90, 12, 3))]
+    pngs = [cv2.imencode(".png", image)[1].tobytes() for image in images]
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn"])
+    batch = {"bytes": np.array(pngs + [b"not an image"], dtype=object), "label": np.array(["a", "b", "a", "b", "a"])}
+    out = decode_accepted(batch, modality="image", settings=cfg.data.image, label_index={"a": 0, "b": 1},
+                          bytes_column="bytes", label_column="label")
+    expected = np.stack([_reference_transform(image, cfg.data.image.size) for image in images])
+    assert out["image"].dtype == np.float32 and np.array_equal(out["image"], expected)  # the broken one left out
+    assert out["label"].tolist() == [0, 1, 0, 1]
+    for image in images:  # serving's path: one image at a time, the same function
+        assert np.array_equal(preprocess_image(image, 16), _reference_transform(image, 16))
+        assert np.array_equal(decode_image(cv2.imencode(".png", image)[1].tobytes(), 16), _reference_transform(image, 16))
+
+
+def test_a_png_whose_first_chunk_is_not_its_header_is_refused():
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    with pytest.raises(DecodeError, match="broken header"):
+        decode_image(png[:12] + b"tEXt" + png[16:], 32)

@@ -76,3 +76,14 @@ def test_evaluate_sums_loss_accuracy_and_count_over_batches():
     expected = sum(torch.nn.functional.cross_entropy(model(b["x"]), b["label"], reduction="sum").item() for b in batches) / 3
     assert out["val_loss"] == pytest.approx(expected)
     assert evaluate(model, [], ("x",), torch.device("cpu"), "fp32") == {"val_loss": 0.0, "val_accuracy": 0.0, "val_samples": 0}
+
+
+def test_the_trainers_waits_are_told_per_tenth_of_the_epochs_steps():
+    from raylm.train.loop import wait_by_tenth, waiting_on
+
+    waited, steps = [0.0, 0.0], []
+    assert list(waiting_on(iter(range(25)), waited, steps)) == list(range(25)) and len(steps) == 25
+    # 20 steps: two a tenth; a slow first step (the pipeline's start) and a stall at 3/4 of the epoch.
+    waits = [1.0, 0.0] + [0.0] * 12 + [0.5, 0.25] + [0.0] * 4
+    assert wait_by_tenth(waits, joined=0.5) == [1.5, 0, 0, 0, 0, 0, 0, 0.75, 0, 0]
+    assert wait_by_tenth([0.1, 0.2, 0.3]) == [0.1, 0, 0, 0.2, 0, 0, 0.3, 0, 0, 0]  # fewer steps than tenths
