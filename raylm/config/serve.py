@@ -19,20 +19,18 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
 # (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
-# Serve's proxy. Tried as the default and measured (benchmarks/serve_load.py, docs/fast.md):
-#   * Ray's throughput-optimized replicas behind the proxy (RAY_SERVE_THROUGHPUT_OPTIMIZED=1 with direct
-#     ingress held off, the `throughput_proxy` row): no gain where the time goes, the proxy's hop (its HTTP
-#     parse, the Ray call, the body fetched back by the replica: ~8 ms at c=1 either way);
-#   * HAProxy in front of direct-ingress replicas (1.3-1.8 ms outside the replica): the SIGKILL case fails
-#     with it (tests/integration/test_faults.py, seen again with the throughput settings): the requests in
-#     flight on the killed replica end as dropped connections at the client, not as 5xx (passed once since
-#     raylm/runtime.py lets HAProxy replay them: the whole suite not yet re-run with it); and a SIGTERM
-#     drain answered requests sent before the signal with 404 (read from Serve's HAProxy template, not
-#     traced: serve.delete drops the app's backend from HAProxy's config at once, and a request HAProxy
-#     reads after that reload matches no route; its default backend answers 404 while the replicas drain).
-# So "haproxy" is opt-in, and a user who exported Serve's variables keeps them.
+# HAProxy in front of direct-ingress replicas (~1.5 ms outside the replica at c=1, Serve's Python proxy ~8-10 ms;
+# benchmarks/serve_load.py). What kept it opt-in until now, and how it was settled:
+#   * a SIGKILLed replica's in-flight requests came back as dropped connections, not 5xx: raylm/runtime.py lets
+#     HAProxy replay them (RAY_SERVE_HAPROXY_RETRY_ON; a prediction has no side effect);
+#   * a SIGTERM drain answered requests sent before the signal with 404 (traced: the replica, told to stop,
+#     fails HAProxy's health check at once, HAProxy's backup -- Serve's proxy -- has no route, then the reload
+#     drops the route): raylm/serve/lifecycle.py closes HAProxy's door and waits for the requests in flight
+#     before anything is removed (raylm/serve/front_door.py).
+# Ray's throughput-optimized replicas behind the proxy gained nothing where the time goes (the proxy's hop).
+# A user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "auto": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -99,7 +97,7 @@ class ServeConfig(Section):
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
-                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
+                             "fastest mode that passes the serve suite: HAProxy), proxy, direct, haproxy; a "
                              "cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
     # Routing (docs/canary.md): Serve's user_config, so a redeploy that changes only these reconfigures the
