@@ -116,7 +116,7 @@ def test_ingress_modes_read_from_a_nodes_environment():
     from raylm.config.serve import INGRESS_ENV, ingress_of
 
     assert ingress_of({}) == "proxy"
-    assert ingress_of(INGRESS_ENV["auto"]) == "haproxy"
+    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
     assert ingress_of(INGRESS_ENV["proxy"]) == "proxy"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
         == "proxy (throughput-optimized)"
@@ -126,7 +126,7 @@ def test_ingress_modes_read_from_a_nodes_environment():
 
 
 def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files(monkeypatch, tmp_path):
-    """serve.ingress=auto leaves a mode the user exported alone (else HAProxy); each
+    """serve.ingress=auto leaves a mode the user exported alone (else Serve's proxy); each
     embedded Ray's HAProxy gets its own config/socket directory and side ports, also when a raylm parent's
     choice was inherited (the test session -> `raylm serve`), while a value the user exported is kept."""
     import os
@@ -140,11 +140,9 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     _set_ingress_env("auto")
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # the user's direct ingress stays
     del os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
-    _set_ingress_env("proxy")
-    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ
-    del os.environ["RAY_SERVE_ENABLE_HA_PROXY"], os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
-    del os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
     _set_ingress_env("auto")
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ
+    _set_ingress_env("haproxy")
     parent = {k: os.environ[k] for k in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT")}
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and parent["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path))
     # Serve's 30 s deregistration window (for an external balancer) cut to its own HAProxy's reload
@@ -153,6 +151,7 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     # replica ports of its own (Serve's 30000-31000 with SO_REUSEPORT was shared by every Ray on the machine)
     low, high = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert high < 30000 and high - low + 1 == 250
+    assert os.environ["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] != "8500"  # the fallback proxy's port too
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = "19101"  # exported by the user
     _set_ingress_env("haproxy")  # a child that inherited the parent's environment
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] != parent["RAY_SERVE_HAPROXY_SOCKET_PATH"]
