@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
 # Verbs whose work, once they return 0, is all written and closed (records are atomic files, the run's
 # storage committed, its tracking run ended) and that need nothing else of this process: ``entry``
 # then ends the Ray it started and leaves without the interpreter's teardown.
-EXIT_AT_ONCE = ("train",)
+EXIT_AT_ONCE = ("train", "serve")
 
 
 def entry() -> None:

@@ -121,7 +121,42 @@ def _haproxy_session_env() -> dict[str, str]:
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
             # Serve starts 4 threads; more threads than cores only adds switches beside the replicas.
-            "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1))}
+            "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
+            # HAProxy's backup server for each app is this Ray's Python proxy, on a fixed port (8500/9500) bound with
+            # SO_REUSEPORT: with two embedded Rays on one machine the kernel handed HAProxy's fallback requests to
+            # the other Ray's proxy, which answered 404 (traced: the six 404s of the SIGTERM test were in the test
+            # session's proxy log, at the moment the `raylm serve` child's HAProxy fell back, before its replica was UP).
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+            **_replica_port_ranges()}
+
+
+REPLICA_PORT_BLOCK = 250  # ports per embedded Ray: one per replica, freed ones quarantined 150 s by Serve
+REPLICA_PORT_LOW, REPLICA_PORT_HIGH = 10_000, 30_000  # below Serve's own 30000-31000 / 40000-41000 and the ephemeral range
+
+
+def _replica_port_ranges() -> dict[str, str]:
+    """A block of ports of its own for this Ray's direct-ingress replicas (HTTP and gRPC). Serve's default range is
+    the same for every Ray on a machine and its replicas bind with SO_REUSEPORT, so two embedded Rays (a test session
+    and the `raylm serve` it starts) each had a replica on port 30000 and the kernel shared the connections between
+    them: HAProxy's requests reached the other Ray's replica, which answered 404 for a route it does not have."""
+    import random
+    import socket
+
+    blocks = list(range(REPLICA_PORT_LOW, REPLICA_PORT_HIGH - 2 * REPLICA_PORT_BLOCK, 2 * REPLICA_PORT_BLOCK))
+    random.SystemRandom().shuffle(blocks)
+    for base in blocks:
+        try:
+            for port in (base, base + 1, base + REPLICA_PORT_BLOCK, base + REPLICA_PORT_BLOCK + 1):
+                with socket.socket() as sock:  # no SO_REUSEPORT: fails where any listener holds the port
+                    sock.bind(("", port))
+        except OSError:
+            continue
+        return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + REPLICA_PORT_BLOCK - 1),
+                "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + REPLICA_PORT_BLOCK),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 2 * REPLICA_PORT_BLOCK - 1)}
+    return {}
 
 
 def cluster_ingress() -> str:

@@ -18,19 +18,18 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
-# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL:
-# Serve's proxy. Tried as the default and measured (benchmarks/serve_load.py, docs/fast.md):
-#   * Ray's throughput-optimized replicas behind the proxy (RAY_SERVE_THROUGHPUT_OPTIMIZED=1 with direct
-#     ingress held off, the `throughput_proxy` row): no gain where the time goes, the proxy's hop (its HTTP
-#     parse, the Ray call, the body fetched back by the replica: ~8 ms at c=1 either way);
-#   * HAProxy in front of direct-ingress replicas (1.3-1.8 ms outside the replica): the SIGKILL case fails
-#     with it (tests/integration/test_faults.py, seen again with the throughput settings): the requests in
-#     flight on the killed replica end as dropped connections at the client, not as 5xx (passed once since
-#     raylm/runtime.py lets HAProxy replay them: the whole suite not yet re-run with it); and a SIGTERM
-#     drain answered requests sent before the signal with 404 (read from Serve's HAProxy template, not
-#     traced: serve.delete drops the app's backend from HAProxy's config at once, and a request HAProxy
-#     reads after that reload matches no route; its default backend answers 404 while the replicas drain).
-# So "haproxy" is opt-in, and a user who exported Serve's variables keeps them.
+# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL: still
+# Serve's proxy. HAProxy in front of direct-ingress replicas is ~1.5 ms outside the replica at c=1 (the proxy
+# ~8-10 ms; benchmarks/serve_load.py), and of what kept it opt-in two are settled:
+#   * a SIGTERM drain answered requests sent before the signal with 404 -- traced: another embedded Ray's Python
+#     proxy on the same fixed fallback port (SO_REUSEPORT), and after serve.delete the replica's DRAINING health
+#     check and the reload without the route: raylm/runtime.py gives each Ray its own ports, and
+#     raylm/serve/lifecycle.py closes HAProxy's door and waits for the requests in flight before anything goes;
+#   * but a SIGKILLed replica's in-flight request can still end as a dropped connection at the client, not the
+#     5xx docs/failures.md promises (tests/integration/test_faults.py failed with it again, 1 of 4 in flight,
+#     with RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response"), so "haproxy" stays opt-in.
+# Ray's throughput-optimized replicas behind the proxy gained nothing where the time goes (the proxy's hop).
+# A user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {
     "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},

@@ -11,6 +11,7 @@ back in its place at the operating-system level, so the signal reaches ``serve_u
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -18,9 +19,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 from raylm.config import ServeConfig
+from raylm.serve.front_door import FrontDoor
+
+log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 POLL_S = 0.2
+# Behind HAProxy: the door stays open until no request has been in flight for QUIET_S (a request a client sent
+# just before the signal may reach HAProxy a moment after it), at most KEEP_OPEN_MAX_S (or a quarter of the drain).
+QUIET_S = 0.5
+KEEP_OPEN_MAX_S = 2.0
+FRONT_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,18 @@ class StopSignals:
 def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,
                    signum: int = signal.SIGTERM) -> Stopped:
     """Remove ``app`` (Serve stops routing to it, each replica finishes its ongoing requests within
-    ``graceful_shutdown_timeout_s``), then, when this process started Ray, shut Ray down."""
+    ``graceful_shutdown_timeout_s``), then, when this process started Ray, shut Ray down. Behind the HAProxy of
+    the Ray this process started, new connections are refused and the requests in flight finish first."""
     import ray
     from ray import serve
 
     start = clock()
+    door = FrontDoor.of_this_process() if owns_ray else None
+    if door is not None and _drain_through(door, start, cfg.graceful_shutdown_s, clock):
+        # HAProxy (raylm/serve/front_door.py): its door is closed and nothing is in flight, so ending this Ray
+        # removes the app with it; serve.delete first would cost the replicas' draining period for nothing.
+        ray.shutdown()
+        return Stopped(signal.Signals(signum).name, clock() - start, True, True)
     deadline = start + cfg.graceful_shutdown_s + 2.0  # the controller's own loop on top of the replicas' drain
     serve.delete(app, _blocking=False)
     drained = False
@@ -86,6 +102,34 @@ def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callabl
         # HAProxy's manager ("Controller failed to shut down within 30.0s").
         ray.shutdown()
     return Stopped(signal.Signals(signum).name, drain_s, drained, owns_ray)
+
+
+def _drain_through(door: FrontDoor, start: float, limit_s: float, clock: Callable[[], float]) -> bool:
+    """Keep accepting until nothing has been in flight for QUIET_S (at most KEEP_OPEN_MAX_S), close the door,
+    wait for the requests in flight to finish (within ``limit_s`` of ``start``). Whether they all did; False also
+    when HAProxy's admin socket does not answer (the caller then removes the app the plain way)."""
+
+    def wait_quiet(until: float, quiet_s: float) -> bool:
+        quiet_since = None
+        while True:
+            now = clock()
+            if door.in_flight() == 0:
+                quiet_since = now if quiet_since is None else quiet_since
+                if now - quiet_since >= quiet_s:
+                    return True
+            else:
+                quiet_since = None
+            if now >= until:
+                return False
+            time.sleep(FRONT_POLL_S)
+
+    try:
+        wait_quiet(start + min(KEEP_OPEN_MAX_S, limit_s / 4), QUIET_S)
+        door.close()
+        return wait_quiet(start + limit_s, 0.0)
+    except (OSError, RuntimeError) as err:
+        log.warning("HAProxy's admin socket: %s; removing the app the plain way", err)
+        return False
 
 
 def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve",

@@ -150,6 +150,10 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     # Serve's 30 s deregistration window (for an external balancer) cut to its own HAProxy's reload
     assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
     assert os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"  # a dead replica's requests replayed
+    # replica ports of its own (Serve's 30000-31000 with SO_REUSEPORT was shared by every Ray on the machine)
+    low, high = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+    assert high < 30000 and high - low + 1 == 250
+    assert os.environ["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] != "8500"  # the fallback proxy's port too
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = "19101"  # exported by the user
     _set_ingress_env("haproxy")  # a child that inherited the parent's environment
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] != parent["RAY_SERVE_HAPROXY_SOCKET_PATH"]

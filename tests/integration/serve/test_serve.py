@@ -500,10 +500,13 @@ def test_serve_reads_the_serve_section_of_any_run_yaml(tmp_path):
         load_serve_config(str(bogus), [])
 
 
-def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_path):
+@pytest.mark.parametrize("ingress", ["auto", pytest.param("haproxy", marks=pytest.mark.slow)])
+def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_path, ingress):
     """Issue 25: a real SIGTERM to a real ``raylm serve`` (its own embedded Ray) while clients post:
     every request sent before the signal is answered 200, the process exits 0 with one line and no
-    Ray stack dump, the Ray it started is gone, and its console holds no line from Ray's loggers."""
+    Ray stack dump, the Ray it started is gone, and its console holds no line from Ray's loggers.
+    ``haproxy`` (opt-in, slow): the drain closes HAProxy's door and waits for the requests in flight
+    (raylm/serve/front_door.py), beside the test session's own Ray (ports of its own)."""
     import os
     import signal
     import subprocess
@@ -525,7 +528,7 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
         return subprocess.Popen(
             [sys.executable, "-m", "raylm.cli", "serve", "--artifact", served["artifacts"]["image-none"],
              "--log-dir", str(tmp_path / "logs"), f"serve.port={port}", "serve.replica_cpus=0.3", "serve.max_replicas=1",
-             f"serve.graceful_shutdown_s={limit_s}"],
+             f"serve.graceful_shutdown_s={limit_s}", f"serve.ingress={ingress}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     proc, retried = start(), False
