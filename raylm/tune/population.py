@@ -94,6 +94,9 @@ def _taking_turns(scheduler_class):
             self._limit, self._generator, self._epochs = limit, generator, epochs
             self._now = None  # the epoch of the perturbation being decided (see _quantiles)
             self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
+            self._created_all = generator.is_finished  # the generator's own answer (see _exploit)
+            self._to_restart: set[str] = set()  # exploited trials waiting for their actor to restart them
+            generator.is_finished = lambda: self._created_all() and not self._to_restart
 
         def on_trial_result(self, tune_controller, trial, result):
             if result.get("epoch", 0) >= self._epochs:
@@ -116,13 +119,31 @@ def _taking_turns(scheduler_class):
                 # and skipped every exploit. Each perturbed trial that was not exploited keeps its
                 # checkpoint, so that it can be copied once the others have caught up.
                 state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
-            if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
+            if decision == TrialScheduler.CONTINUE and perturbed and not self._all_created(tune_controller):
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 self._generator._live_trials.discard(trial.trial_id)
             if decision == TrialScheduler.PAUSE:
                 self._pausing.add(trial.trial_id)
             return decision
+
+        def _all_created(self, tune_controller) -> bool:
+            """Whether the whole population exists. Not the generator's ``is_finished()`` alone: it turns
+            true only when asked for a trial beyond the last while under its cap, so with the whole
+            population live (cap = population) it stayed false, and every trial was paused (saved, its
+            actor stopped, restarted) at every perturbation as if others waited for its slot."""
+            return self._created_all() or len(tune_controller.get_trials()) >= self._generator.total_samples
+
+        def _exploit(self, tune_controller, trial, trial_to_clone):
+            """Ray's exploit pauses the trial (its actor stops) and restarts it from the donor's
+            checkpoint. Tune keeps a stopping actor for reuse only while the search may still create
+            trials or one is staged; with the whole population live, neither holds, so every exploit
+            started a new process (torch and raylm imported again, ~10 s under load). The generator
+            answers "not finished" until the exploited trial is restarted, so the actor is cached and
+            the trial continues in it: reset_config (its mutated config), then load_checkpoint (the
+            donor's weights and optimizer state)."""
+            self._to_restart.add(trial.trial_id)
+            super()._exploit(tune_controller, trial, trial_to_clone)
 
         def _quantiles(self):
             """The lower and upper quantiles among the trials perturbed at the epoch the reporting
@@ -167,6 +188,7 @@ def _taking_turns(scheduler_class):
             trial = min(waiting, key=self._turn, default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
+                self._to_restart.discard(trial.trial_id)
             return trial
 
     return TakingTurns
