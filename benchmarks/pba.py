@@ -2,6 +2,10 @@
 
     python benchmarks/pba.py [--data digits|shapes] [--per-class N] [--train-fraction 0.15] [--trials 8] [--epochs 6]
                              [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
+                             [--concurrency 8 --cpus-per-worker 0.125] [--search-only]
+
+``--concurrency`` = ``--trials`` (fractional CPUs): the whole population live, no trial takes turns
+(docs/pbt.md); both searches run at the same settings. ``--search-only``: the walls, no final runs.
 
 The setting where augmentation helps at all (benchmarks/pba_setting.py, docs/pbt.md "Choosing the
 setting"): ``--data shapes --per-class 800 --train-fraction 0.1`` (384 training images); on digits
