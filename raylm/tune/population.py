@@ -99,6 +99,9 @@ def _taking_turns(scheduler_class):
             generator.is_finished = lambda: self._created_all() and not self._to_restart
 
         def on_trial_result(self, tune_controller, trial, result):
+            # A result means the trial runs again, however Tune restarted it (choose_trial_to_run, or
+            # Tune's own start of a paused trial on a cached actor): the sweep may end without it.
+            self._to_restart.discard(trial.trial_id)
             if result.get("epoch", 0) >= self._epochs:
                 # The last epoch: nothing is left to train after a copy or a pause, so no perturbation;
                 # the trial goes on to its compressed measurement.
