@@ -89,13 +89,19 @@ def _taking_turns(scheduler_class):
     from ray.tune.schedulers import TrialScheduler
 
     class TakingTurns(scheduler_class):
-        def __init__(self, *args, limit: int, generator, epochs: int, **kwargs):
+        def __init__(self, *args, limit: int, generator, epochs: int, population: int, **kwargs):
             super().__init__(*args, **kwargs)
-            self._limit, self._generator, self._epochs = limit, generator, epochs
+            self._limit, self._generator, self._epochs, self._population = limit, generator, epochs, population
             self._now = None  # the epoch of the perturbation being decided (see _quantiles)
             self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
+            self._created_all = generator.is_finished  # the generator's own answer (see _exploit)
+            self._to_restart: set[str] = set()  # exploited trials waiting for their actor to restart them
+            generator.is_finished = lambda: self._created_all() and not self._to_restart
 
         def on_trial_result(self, tune_controller, trial, result):
+            # A result means the trial runs again, however Tune restarted it (choose_trial_to_run, or
+            # Tune's own start of a paused trial on a cached actor): the sweep may end without it.
+            self._to_restart.discard(trial.trial_id)
             if result.get("epoch", 0) >= self._epochs:
                 # The last epoch: nothing is left to train after a copy or a pause, so no perturbation;
                 # the trial goes on to its compressed measurement.
@@ -116,13 +122,37 @@ def _taking_turns(scheduler_class):
                 # and skipped every exploit. Each perturbed trial that was not exploited keeps its
                 # checkpoint, so that it can be copied once the others have caught up.
                 state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
-            if decision == TrialScheduler.CONTINUE and perturbed and not self._generator.is_finished():
+            if decision == TrialScheduler.CONTINUE and perturbed and not self._all_created(tune_controller):
                 decision = TrialScheduler.PAUSE  # not all of the population exists yet: let the next one start
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 self._generator._live_trials.discard(trial.trial_id)
             if decision == TrialScheduler.PAUSE:
                 self._pausing.add(trial.trial_id)
             return decision
+
+        def _all_created(self, tune_controller) -> bool:
+            """Whether the whole population exists. Not the generator's ``is_finished()`` alone: it turns
+            true only when asked for a trial beyond the last while under its cap, so with the whole
+            population live (cap = population) it stayed false, and every trial was paused (saved, its
+            actor stopped, restarted) at every perturbation as if others waited for its slot."""
+            return self._created_all() or (self._all_live() and len(tune_controller.get_trials()) >= self._population)
+
+        def _all_live(self) -> bool:
+            """The slots hold the whole population (no turns): the two changes above apply only then;
+            taking turns keeps the behaviour its tests cover."""
+            return self._limit >= self._population
+
+        def _exploit(self, tune_controller, trial, trial_to_clone):
+            """Ray's exploit pauses the trial (its actor stops) and restarts it from the donor's
+            checkpoint. Tune keeps a stopping actor for reuse only while the search may still create
+            trials or one is staged; with the whole population live, neither holds, so every exploit
+            started a new process (torch and raylm imported again, ~10 s under load). The generator
+            answers "not finished" until the exploited trial is restarted, so the actor is cached and
+            the trial continues in it: reset_config (its mutated config), then load_checkpoint (the
+            donor's weights and optimizer state)."""
+            if self._all_live():
+                self._to_restart.add(trial.trial_id)
+            super()._exploit(tune_controller, trial, trial_to_clone)
 
         def _quantiles(self):
             """The lower and upper quantiles among the trials perturbed at the epoch the reporting
@@ -167,6 +197,7 @@ def _taking_turns(scheduler_class):
             trial = min(waiting, key=self._turn, default=None)
             if trial is not None:
                 self._generator._live_trials.add(trial.trial_id)
+                self._to_restart.discard(trial.trial_id)
             return trial
 
     return TakingTurns
@@ -189,7 +220,7 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
 
         return _taking_turns(PB2)(hyperparam_bounds={path: list(dim.values) for path, dim in mutable.items()},
                                   custom_explore_fn=_clipper(cfg), limit=limit, generator=generator,
-                                  epochs=cfg.train.epochs, **common)
+                                  epochs=cfg.train.epochs, population=cfg.tune.num_samples, **common)
     from ray.tune.schedulers import PopulationBasedTraining
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
@@ -197,4 +228,4 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
     return _taking_turns(PopulationBasedTraining)(
         hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
         resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
-        generator=generator, epochs=cfg.train.epochs, **common)
+        generator=generator, epochs=cfg.train.epochs, population=cfg.tune.num_samples, **common)
