@@ -96,7 +96,11 @@ def _taking_turns(scheduler_class):
             self._pausing: set[str] = set()  # trials told to pause whose save is still in flight
             self._created_all = generator.is_finished  # the generator's own answer (see _exploit)
             self._to_restart: set[str] = set()  # exploited trials waiting for their actor to restart them
-            generator.is_finished = lambda: self._created_all() and not self._to_restart
+            if self._all_live():
+                # Only with the whole population live: Tune saves the search generator with a sweep, and a
+                # taking-turns sweep resumed with this wrapper saved on it waited forever on the old one
+                # (tests/integration/tune/test_population_runs.py's interrupted sweep hung).
+                generator.is_finished = lambda: self._created_all() and not self._to_restart
 
         def on_trial_result(self, tune_controller, trial, result):
             # A result means the trial runs again, however Tune restarted it (choose_trial_to_run, or
