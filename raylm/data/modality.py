@@ -59,6 +59,12 @@ class Modality(Protocol):
         """Stored value (file bytes, a table cell) -> model input; ValueError with the reason. The acceptance
         rule of the data check, of training's decode stage and of serving."""
 
+    def decode_stored(self, value: Any, settings: Any, limits: Any = None) -> Any:
+        """Training's per-file decode: ``decode``, or the part of it that is per file (``finish_batch`` does the
+        rest on the stacked batch at once)."""
+
+    def finish_batch(self, stacked: np.ndarray) -> np.ndarray: ...
+
     def prepare_stage(self, cfg: RaylmConfig, label_column: str | None) -> tuple[Callable[..., dict], dict[str, Any]]:
         """The Ray Data batch UDF and its kwargs that turn rows into model inputs and label ids."""
 
@@ -105,6 +111,13 @@ class BaseModality:
 
     def settings(self, cfg: RaylmConfig) -> Any:
         return getattr(cfg.data, self.name)
+
+    def decode_stored(self, value: Any, settings: Any, limits: Any = None) -> Any:
+        return self.decode(value, settings, limits)  # all of the decode is per file unless a modality splits it
+
+    @staticmethod
+    def finish_batch(stacked: np.ndarray) -> np.ndarray:
+        return stacked
 
     @staticmethod
     def sample_shape(settings: Any) -> tuple[int, ...]:
@@ -154,7 +167,6 @@ def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[s
     (the same rule, ``rules.sample_problem`` on the modality's ``decode``); a class folder's label is its
     top-level folder under ``root``."""
     record = modality_record(modality)
-    decode = record.decode_stored if hasattr(record, "decode_stored") else record.decode
     raw = batch[label_column] if label_column else [label_of_file(p, root) for p in batch["path"]]
     inputs, labels = [], []
     for data, raw_label in zip(batch[bytes_column], raw):
@@ -162,17 +174,15 @@ def decode_accepted(batch: dict, *, modality: str, settings, label_index: dict[s
         if label not in label_index:
             continue
         try:
-            inputs.append(decode(data, settings, limits))
+            inputs.append(record.decode_stored(data, settings, limits))
         except Exception:  # listed in data_report.json by the check (skip mode)
             continue
         labels.append(label_index[label])
     key = record.inputs[0]
     if not inputs:
         return {key: np.zeros((0, *record.sample_shape(settings)), np.float32), "label": np.zeros(0, np.int64)}
-    stacked = np.stack(inputs)
     # A modality that decodes each file only part of the way finishes the whole batch at once.
-    return {key: record.finish_batch(stacked) if hasattr(record, "decode_stored") else stacked,
-            "label": np.asarray(labels, np.int64)}
+    return {key: record.finish_batch(np.stack(inputs)), "label": np.asarray(labels, np.int64)}
 
 
 def _bytes(value: Any) -> bytes:
