@@ -61,8 +61,11 @@ def waiting_on(batches, waited: list[float], steps: list[float] | None = None):
         batch = next(iterator, None)
         seconds = time.perf_counter() - asked
         waited[0] += seconds
-        if steps is not None and batch is not None:
-            steps.append(seconds)
+        if steps is not None:
+            if batch is not None:
+                steps.append(seconds)
+            elif steps:  # the wait to learn the epoch is over belongs to its last tenth (sums stay whole)
+                steps[-1] += seconds
         if first:
             waited[1], first = waited[1] + seconds, False
         if batch is None:

@@ -2,6 +2,7 @@
 written, which checkpoint a (re)start resumes from (raylm/train/loop.py)."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -83,6 +84,14 @@ def test_the_trainers_waits_are_told_per_tenth_of_the_epochs_steps():
 
     waited, steps = [0.0, 0.0], []
     assert list(waiting_on(iter(range(25)), waited, steps)) == list(range(25)) and len(steps) == 25
+
+    def slow_to_end():  # the feed's end takes a while to be known (Ray Data's split closing): it is a wait too
+        yield from range(3)
+        time.sleep(0.05)
+
+    waited, steps = [0.0, 0.0], []
+    assert list(waiting_on(slow_to_end(), waited, steps)) == [0, 1, 2] and len(steps) == 3
+    assert steps[-1] >= 0.05 and sum(steps) == pytest.approx(waited[0])
     # 20 steps: two a tenth; a slow first step (the pipeline's start) and a stall at 3/4 of the epoch.
     waits = [1.0, 0.0] + [0.0] * 12 + [0.5, 0.25] + [0.0] * 4
     assert wait_by_tenth(waits, joined=0.5) == [1.5, 0, 0, 0, 0, 0, 0, 0.75, 0, 0]
