@@ -79,6 +79,10 @@ class TuneConfig(Section):
     export: Literal["best", "pareto", "none"] = Field(
         "best", description="best: the top trial's artifact to <run>/compress/tune-best; pareto: every front member")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    max_trial_epochs: int | None = Field(
+        None, ge=1, description="fifo/asha, random search: sample trials until they have trained this many epochs in "
+                                "all (trial-epochs; a trial past the budget stops there), e.g. a PBT sweep's "
+                                "num_samples x epochs for a search at equal cost; tune.num_samples caps the trials")
     measure_on: str = Field(
         "auto", pattern=r"^[A-Za-z0-9_.:/-]+$",
         description="where every trial's latency is measured, one model at a time, so a sweep's rows compare: "
@@ -137,6 +141,8 @@ def check_population(cfg: Any) -> None:
     Skipped when ``tune.space`` is empty: a trial's own config (and the pipeline's retrain) carries the
     sweep's scheduler with an emptied space; the sweep itself refuses an empty space (check_space)."""
     tc = cfg.tune
+    if tc.space:
+        _check_trial_epoch_budget(cfg)
     if tc.scheduler not in POPULATION_SCHEDULERS or not tc.space:
         return
     name = tc.scheduler
@@ -168,3 +174,23 @@ def check_population(cfg: Any) -> None:
         raise ValueError(f"train.num_workers: tune.scheduler={name} runs trials that train in their own process "
                          "(one CPU worker: train.num_workers=1, train.use_gpu false/auto); multi-worker trials "
                          "cannot hand a checkpoint to Tune mid-sweep yet")
+
+
+def _check_trial_epoch_budget(cfg: Any) -> None:
+    """``tune.max_trial_epochs`` refusals (raylm/tune/budget.py): the budget stops trials and samples
+    more, which only Tune's random generator under fifo/asha takes part in."""
+    tc = cfg.tune
+    if tc.max_trial_epochs is None:
+        return
+    if tc.scheduler in POPULATION_SCHEDULERS:
+        raise ValueError(f"tune.max_trial_epochs: tune.scheduler={tc.scheduler} trains every trial of its population "
+                         f"to the end (tune.num_samples x train.epochs trial-epochs); set the budget on the "
+                         "fixed-policy search (fifo or asha) instead")
+    if tc.search != "random":
+        raise ValueError(f"tune.max_trial_epochs: needs tune.search=random (not {tc.search}): the budget decides "
+                         "when the random generator samples another trial")
+    most = tc.num_samples * cfg.train.epochs
+    if tc.max_trial_epochs > most:
+        raise ValueError(f"tune.max_trial_epochs: {tc.max_trial_epochs} is more than tune.num_samples x train.epochs = "
+                         f"{tc.num_samples} x {cfg.train.epochs} = {most} could ever train; raise tune.num_samples "
+                         "(it caps the trials a budgeted search samples)")

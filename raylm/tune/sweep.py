@@ -120,6 +120,7 @@ def _tuner_parts(cfg: RaylmConfig):
 
     tuning = cfg.tune
     limit = concurrency(cfg)
+    stopper = None
     objectives = list(tuning.objectives)
     modes = [OBJECTIVE_MODES[o] for o in objectives]
     if tuning.search == "optuna":
@@ -127,7 +128,13 @@ def _tuner_parts(cfg: RaylmConfig):
         search = _optuna_search(objectives[0] if single else objectives, modes[0] if single else modes, tuning.seed)
     else:
         # Tune applies max_concurrent_trials to a default generator only, not to one passed in.
-        search = BasicVariantGenerator(random_state=tuning.seed, max_concurrent=limit)
+        if tuning.max_trial_epochs is not None:  # sample until the trials trained the budget (tune/budget.py)
+            from raylm.tune.budget import BudgetedGenerator, EpochBudget
+
+            stopper = EpochBudget(tuning.max_trial_epochs, cfg.train.epochs)
+            search = BudgetedGenerator(random_state=tuning.seed, max_concurrent=limit, budget=stopper)
+        else:
+            search = BasicVariantGenerator(random_state=tuning.seed, max_concurrent=limit)
     if tuning.scheduler == "asha":
         # One more iteration than epochs: a trial's last report is its compressed measurement,
         # which ASHA must not cut off at max_t.
@@ -146,7 +153,7 @@ def _tuner_parts(cfg: RaylmConfig):
 
     return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tuning.num_samples,
                            max_concurrent_trials=limit if tuning.search == "optuna" else None, time_budget_s=tuning.time_budget_s,
-                           reuse_actors=trains_in_process(cfg))
+                           reuse_actors=trains_in_process(cfg)), stopper
 
 
 def grace_period(cfg: RaylmConfig) -> float:
@@ -323,7 +330,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe, run), resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
-        tune_config = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
+        tune_config, stopper = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
         trainable = _trainable(cfg, tune_dir, probe, run)
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
@@ -335,7 +342,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         tuner = tune.Tuner(
             trainable, param_space=tune_param_space(cfg), tune_config=tune_config,
             run_config=tune.RunConfig(name=posixpath.basename(experiment), storage_path=posixpath.dirname(experiment),
-                                      storage_filesystem=filesystem,
+                                      storage_filesystem=filesystem, stop=stopper,
                                       callbacks=[*result_loggers(), *progress], verbose=1 if verbose else 0,
                                       # A trial keeps its own checkpoints (train/); Tune's would be a second copy.
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))

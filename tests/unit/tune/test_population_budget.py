@@ -1,0 +1,94 @@
+"""``tune.max_trial_epochs`` (raylm/tune/budget.py): a fixed-policy search spends a PBT population's
+trial-epochs. Tune's own generator and stopper driven as Tune's controller drives them, no cluster:
+never an epoch past the budget, more trials sampled while it has room; refusals name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from raylm.config import ConfigError, load_config
+
+BASE = ["task.modality=image", "model.name=seed_cnn", "train.num_workers=1", "train.epochs=4",
+        "tune.space={train.lr: {uniform: [0.001, 0.01]}}"]
+
+
+def _generator(budget: int, epochs: int, samples: int, concurrent: int):
+    from ray.tune import Trainable, uniform
+
+    from raylm.tune.budget import BudgetedGenerator, EpochBudget
+
+    stopper = EpochBudget(budget, epochs)
+    generator = BudgetedGenerator(random_state=0, max_concurrent=concurrent, budget=stopper)
+    generator.add_configurations({"budget": {"run": type("Trial", (Trainable,), {}), "num_samples": samples,
+                                             "config": {"train.lr": uniform(0.001, 0.01)}}})
+    return generator, stopper
+
+
+def _drive(budget: int, epochs: int, samples: int, concurrent: int, asha_stops: dict[int, int] | None = None):
+    """Tune's loop, one epoch per running trial per round: create trials while the generator gives
+    them, report an epoch for each running trial, stop it where the stopper (or "ASHA", at the epoch
+    ``asha_stops`` gives for the n-th trial) says so. Returns {trial index: epochs trained}."""
+    generator, stopper = _generator(budget, epochs, samples, concurrent)
+    running: dict[str, int] = {}
+    index: dict[str, int] = {}
+    trained: dict[int, int] = {}
+    for _ in range(1000):
+        while (trial := generator.next_trial()) is not None:
+            index[trial.trial_id] = len(index)
+            running[trial.trial_id] = 0
+        if not running:
+            break
+        for trial_id in list(running):
+            running[trial_id] += 1
+            epoch = running[trial_id]
+            trained[index[trial_id]] = epoch
+            stop = stopper(trial_id, {"epoch": epoch, "val_accuracy": 0.5})
+            if not stop and epoch == epochs:
+                assert not stopper(trial_id, {"compressed": True, "epochs": epochs})  # the measurement
+                stop = True
+            if not stop and (asha_stops or {}).get(index[trial_id]) == epoch:
+                stop = True  # the scheduler's STOP comes after the stopper said continue
+            if stop:
+                del running[trial_id]
+                generator.on_trial_complete(trial_id)
+    assert generator.is_finished() or len(index) == samples
+    return trained
+
+
+@pytest.mark.parametrize("budget, epochs, concurrent", [(7, 3, 2), (20, 4, 8), (9, 3, 3), (1, 3, 2)])
+def test_the_trials_train_exactly_the_budget_and_more_are_sampled_to_spend_it(budget, epochs, concurrent):
+    trained = _drive(budget, epochs, samples=100, concurrent=concurrent)
+    assert sum(trained.values()) == budget
+    assert len(trained) >= -(-budget // epochs)  # as many trials as the budget needs at the least
+    assert all(1 <= e <= epochs for e in trained.values())
+
+
+def test_trials_asha_stops_early_free_their_reserved_epoch_for_new_trials():
+    # Every other trial is stopped by "ASHA" after 1 epoch with its 2nd epoch already reserved.
+    trained = _drive(12, 3, samples=100, concurrent=4, asha_stops={i: 1 for i in range(0, 100, 2)})
+    assert sum(trained.values()) == 12
+    assert len(trained) > 12 // 3  # the stops bought more trials than 12 epochs of full trials
+
+
+def test_the_trial_cap_still_holds_under_a_budget():
+    trained = _drive(100, 3, samples=4, concurrent=2)
+    assert len(trained) == 4 and sum(trained.values()) == 12
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tune.scheduler=pbt", "tune.max_trial_epochs=8"],
+     "tune.max_trial_epochs: tune.scheduler=pbt trains every trial of its population to the end"),
+    (["tune.search=optuna", "tune.max_trial_epochs=8"], "tune.max_trial_epochs: needs tune.search=random"),
+    (["tune.num_samples=2", "tune.max_trial_epochs=9"],
+     "tune.max_trial_epochs: 9 is more than tune.num_samples x train.epochs = 2 x 4 = 8 could ever train"),
+    (["tune.max_trial_epochs=0"], "tune.max_trial_epochs"),
+])
+def test_a_budget_is_refused_where_it_cannot_hold_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, BASE + overrides)
+    assert message in str(err.value)
+
+
+def test_a_budget_is_accepted_on_a_random_fixed_policy_search():
+    cfg = load_config(None, BASE + ["tune.scheduler=asha", "tune.num_samples=20", "tune.max_trial_epochs=80"])
+    assert cfg.tune.max_trial_epochs == 80
