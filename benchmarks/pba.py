@@ -3,6 +3,7 @@
     python benchmarks/pba.py [--data digits|shapes] [--per-class N] [--train-fraction 0.15] [--trials 8] [--epochs 6]
                              [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
                              [--concurrency 8 --cpus-per-worker 0.125] [--search-only]
+                             [--fixed-budget equal-trial-epochs|equal-trials]
 
 ``--concurrency`` = ``--trials`` (fractional CPUs): the whole population live, no trial takes turns
 (docs/pbt.md); both searches run at the same settings. ``--search-only``: the walls, no final runs.
@@ -17,8 +18,10 @@ rest. Four arms, each ending in a fresh training run of ``--final-epochs`` per s
 last epoch's accuracy on the whole validation split:
 
 (a) ``none``: no augmentation;
-(b) ``asha``: the best fixed policy of a random search + ASHA sweep (``--trials`` x ``--epochs``
-    at most: ASHA spends fewer trial-epochs, never more);
+(b) ``asha``: the best fixed policy of a random search + ASHA sweep. ``--fixed-budget
+    equal-trial-epochs`` (the default, the issue's setting): it samples trials until they have trained
+    PBT's ``--trials`` x ``--epochs`` trial-epochs (``tune.max_trial_epochs``; ASHA stops trials early, so
+    it tries more of them); ``equal-trials``: ``--trials`` trials, so fewer trial-epochs than PBT's;
 (c) ``pbt``: the schedule a PBT sweep learned (``--trials`` x ``--epochs``, the same trial-epochs
     as (b)'s budget), replayed (``augment.schedule``, stretched to ``--final-epochs``);
 (d) ``uniform``: every op at one fixed magnitude (``--magnitude`` of its range; RandAugment-style).
@@ -144,18 +147,38 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
         tune |= {"reduction_factor": 2}
     else:  # fifo: every trial trains all its epochs, the same trial-epochs as PBT's
         tune["scheduler"] = "fifo"
+    if scheduler != "pbt" and args.fixed_budget == "equal-trial-epochs":
+        # PBT's population trains every trial to the end: trials x epochs. The fixed search samples
+        # trials (the same first draws: the same seed) until its trials have trained as many.
+        budget = args.trials * args.epochs
+        tune |= {"max_trial_epochs": budget, "num_samples": budget}
     cfg = validate_config(merge(tree, {"tune": tune, "train": {"name": f"{scheduler}-search-{seed}"}}))
     started = time.perf_counter()
     result = sweep(cfg, verbose=False)
     wall = time.perf_counter() - started
     epochs = sum(int(r.get("epochs") or 0) for r in result.rows)
-    extra = {"trial_epochs": epochs, "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None,
-             "best_search_accuracy": result.best and result.best.get("val_accuracy")}
+    statuses = [r["status"] for r in result.rows]
+    extra = {"trial_epochs": epochs, "trials": len(statuses), "completed": statuses.count("completed"),
+             "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None,
+             "best_search_accuracy": result.best and result.best.get("val_accuracy"),
+             "measure_s": round(measure_seconds(result.tune_dir), 1)}
     if extra["schedule"]:  # what was learned, for the report: exploits along the lineage, first and last epoch's values
         learned = json.loads(Path(extra["schedule"]).read_text())
         extra["exploits"] = len(learned["exploits"])
         extra["first_last"] = [{k: round(v, 4) for k, v in learned["per_epoch"][i]["values"].items()} for i in (0, -1)]
     return result.best, wall, extra
+
+
+def measure_seconds(tune_dir: Path) -> float:
+    """Seconds the sweep's trials spent in their last Tune iteration (compress and measure), summed
+    over trials (they run side by side: slot-seconds, not wall), from Tune's per-trial result.json."""
+    total = 0.0
+    for log in tune_dir.glob("*/result.json"):
+        for line in log.read_text().splitlines():
+            result = json.loads(line)
+            if result.get("compressed"):
+                total += float(result.get("time_this_iter_s") or 0.0)
+    return total
 
 
 def final_run(args, tree: dict, arm: str, seed: int, changes: dict) -> float:
@@ -208,6 +231,9 @@ def main() -> int:
                         help="the searches' walls and trial-epochs only: no final runs (measuring the search cost)")
     parser.add_argument("--fixed-scheduler", choices=["asha", "fifo"], default="asha",
                         help="the scheduler of arm (b)'s random search (its arm keeps the name asha)")
+    parser.add_argument("--fixed-budget", choices=["equal-trial-epochs", "equal-trials"], default="equal-trial-epochs",
+                        help="arm (b)'s search: PBT's trial-epochs (trials x epochs; it samples more trials) or "
+                             "PBT's trial count (ASHA then trains fewer trial-epochs)")
     args = parser.parse_args()
 
     from raylm.runtime import ensure_ray
@@ -252,6 +278,7 @@ def main() -> int:
                 accuracy = final_run(args, tree, arm, seed, changes)
                 line = {"bench": "pba", "arm": arm, "seed": seed, "val_accuracy": round(accuracy, 4),
                         "search_s": None if search_s is None else round(search_s, 1), "search_trial_epochs": trial_epochs,
+                        "search_trials": extra.get("trials") if search_s is not None else None,
                         "final_s": round(time.perf_counter() - started, 1), "load_avg": _load()}
                 if arm in ("asha", "pbt"):
                     line |= {k: extra.get(k) for k in ("best_search_accuracy", "exploits", "first_last") if k in extra}
@@ -272,6 +299,10 @@ def main() -> int:
             summary["pbt_vs_asha_time"] = round(walls["pbt"] / walls["asha"], 2)
             epochs = {s: extra["trial_epochs"] for (s, _), (_, _, extra) in searched.items()}
             summary["search_trial_epochs"] = epochs
+            summary["search_trials"] = {s: extra["trials"] for (s, _), (_, _, extra) in searched.items()}
+            summary["search_trials_completed"] = {s: extra["completed"] for (s, _), (_, _, extra) in searched.items()}
+            summary["fixed_budget"] = args.fixed_budget
+            summary["search_measure_slot_s"] = {s: extra["measure_s"] for (s, _), (_, _, extra) in searched.items()}
             summary["fixed_scheduler"] = args.fixed_scheduler
             # Per trial-epoch: ASHA stops trials early, so its wall covers fewer epochs than PBT's.
             summary["pbt_vs_asha_time_per_trial_epoch"] = round(

@@ -54,7 +54,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
     # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
     from raylm.tracking import epoch_hook, log_metrics, tracked_run
-    from raylm.tune.population import is_population, population_trial_changes
+    from raylm.tune.population import is_population, measures_trials, population_trial_changes
 
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
     population = is_population(cfg)
@@ -77,14 +77,18 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
         where = checkpoint_location(best, cfg.train.storage_options)
         checkpoint = best.path if where.is_local else where.uri
-        measured = compress_and_measure(cfg, checkpoint).model_dump(mode="json")  # Tune's metrics: a dict
-        if not cfg.run_location.is_local:
-            # Records name where things are for everyone (the artifact's URI), not this node's scratch;
-            # the probe (another node maybe) reads it from storage, so it is published first.
-            measured["artifact"] = stored(measured["artifact"]).uri
-            if probe is not None:
-                publish_workspace(cfg.run_location)
-        measured = measure_trial(probe, cfg, measured, checkpoint)
+        if not measures_trials(cfg, params):  # nothing in this sweep reads an artifact (population.py)
+            measured = {"accuracy": trained["val_accuracy"]}  # no artifact, size or latency
+        else:
+            measured = compress_and_measure(cfg, checkpoint).model_dump(mode="json")  # Tune's metrics: a dict
+            if not cfg.run_location.is_local:
+                # Records name where things are for everyone (the artifact's URI), not this node's scratch;
+                # the probe (another node maybe) reads it from storage, so it is published first.
+                measured["artifact"] = stored(measured["artifact"]).uri
+                if probe is not None:
+                    publish_workspace(cfg.run_location)
+            measured = measure_trial(probe, cfg, measured, checkpoint)
+        # "compressed": the trial's final report (its row is "completed"), measured or not.
         final = {"val_accuracy": trained["val_accuracy"], "best_epoch": trained.get("epoch"),
                  "epochs": result.metrics.get("epoch"), **measured, "checkpoint": checkpoint, "compressed": True}
         # The trial's own record beside its checkpoints and artifact: readable without Tune's experiment state.

@@ -92,3 +92,19 @@ def test_a_budget_is_refused_where_it_cannot_hold_naming_the_key(overrides, mess
 def test_a_budget_is_accepted_on_a_random_fixed_policy_search():
     cfg = load_config(None, BASE + ["tune.scheduler=asha", "tune.num_samples=20", "tune.max_trial_epochs=80"])
     assert cfg.tune.max_trial_epochs == 80
+
+
+@pytest.mark.parametrize("overrides, measured", [
+    (["tune.scheduler=pbt", "tune.export=none"], False),  # accuracy alone, nothing exported: not compressed
+    (["tune.scheduler=pbt", "tune.export=best"], True),  # the best trial's artifact is exported
+    (["tune.scheduler=pbt", "tune.export=none", "tune.objectives=[accuracy, size_mb]"], True),
+    (["tune.scheduler=pbt", "tune.export=none", "compress.quantize.mode=dynamic"], True),  # compressed != dense
+    (["tune.scheduler=asha", "tune.export=none"], True),  # only a population skips it
+])
+def test_a_trial_is_compressed_and_measured_only_where_its_sweep_reads_it(overrides, measured):
+    from raylm.tune.population import measures_trials
+
+    cfg = load_config(None, BASE + overrides)
+    assert measures_trials(cfg, {"train.lr": 0.002}) is measured
+    pbt = load_config(None, BASE + ["tune.scheduler=pbt", "tune.export=none"])
+    assert measures_trials(pbt, {"compress.quantize.mode": "dynamic"})  # a searched recipe is measured
