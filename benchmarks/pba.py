@@ -153,7 +153,7 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
         budget = args.trials * args.epochs
         tune |= {"max_trial_epochs": budget, "num_samples": budget}
     cfg = validate_config(merge(tree, {"tune": tune, "train": {"name": f"{scheduler}-search-{seed}"}}))
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     result = sweep(cfg, verbose=False)
     wall = time.perf_counter() - started
     epochs = sum(int(r.get("epochs") or 0) for r in result.rows)
@@ -161,7 +161,7 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
     extra = {"trial_epochs": epochs, "trials": len(statuses), "completed": statuses.count("completed"),
              "schedule": str(result.files.get("schedule")) if result.files.get("schedule") else None,
              "best_search_accuracy": result.best and result.best.get("val_accuracy"),
-             "measure_s": round(measure_seconds(result.tune_dir), 1)}
+             "timeline": search_timeline(result.tune_dir, started_at)}
     if extra["schedule"]:  # what was learned, for the report: exploits along the lineage, first and last epoch's values
         learned = json.loads(Path(extra["schedule"]).read_text())
         extra["exploits"] = len(learned["exploits"])
@@ -169,16 +169,23 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
     return result.best, wall, extra
 
 
-def measure_seconds(tune_dir: Path) -> float:
-    """Seconds the sweep's trials spent in their last Tune iteration (compress and measure), summed
-    over trials (they run side by side: slot-seconds, not wall), from Tune's per-trial result.json."""
-    total = 0.0
+def search_timeline(tune_dir: Path, started_at: float) -> dict:
+    """Where a search's time went, from Tune's per-trial result.json: slot-seconds (summed over trials,
+    which run side by side) in epochs and in the last iteration (compress and measure), and the
+    seconds after the sweep's start at which the first and the last epoch were reported."""
+    epoch_s = measure_s = 0.0
+    stamps = []
     for log in tune_dir.glob("*/result.json"):
         for line in log.read_text().splitlines():
             result = json.loads(line)
             if result.get("compressed"):
-                total += float(result.get("time_this_iter_s") or 0.0)
-    return total
+                measure_s += float(result.get("time_this_iter_s") or 0.0)
+            elif "epoch" in result:
+                epoch_s += float(result.get("time_this_iter_s") or 0.0)
+                stamps.append(float(result.get("timestamp") or 0.0) - started_at)
+    return {"epoch_slot_s": round(epoch_s, 1), "measure_slot_s": round(measure_s, 1),
+            "first_epoch_at_s": round(min(stamps), 1) if stamps else None,
+            "last_epoch_at_s": round(max(stamps), 1) if stamps else None}
 
 
 def final_run(args, tree: dict, arm: str, seed: int, changes: dict) -> float:
@@ -302,7 +309,7 @@ def main() -> int:
             summary["search_trials"] = {s: extra["trials"] for (s, _), (_, _, extra) in searched.items()}
             summary["search_trials_completed"] = {s: extra["completed"] for (s, _), (_, _, extra) in searched.items()}
             summary["fixed_budget"] = args.fixed_budget
-            summary["search_measure_slot_s"] = {s: extra["measure_s"] for (s, _), (_, _, extra) in searched.items()}
+            summary["search_timeline"] = {s: extra["timeline"] for (s, _), (_, _, extra) in searched.items()}
             summary["fixed_scheduler"] = args.fixed_scheduler
             # Per trial-epoch: ASHA stops trials early, so its wall covers fewer epochs than PBT's.
             summary["pbt_vs_asha_time_per_trial_epoch"] = round(
