@@ -30,8 +30,8 @@ last epoch's accuracy on the whole validation split:
 the same process, one after the other (PBT first, so warm caches favour ASHA's); ``pbt_vs_asha_time``
 is their ratio; ``search_timeline`` says where each went (slot-seconds in epochs and in the last
 iteration's measurement, summed over trials, and when the first and last epochs were reported). Both
-sweeps rank on accuracy and export nothing, so PBT's trials are not compressed or measured (docs/pbt.md);
-ASHA's completed trials are (not a population: raylm/tune/population.py ``measures_trials``).
+sweeps rank on accuracy and export nothing, so neither compresses or measures its trials (docs/pbt.md;
+raylm/tune/trial.py ``measures_trials``).
 Searches run once (``tune.seed`` 0) unless ``--search-per-seed``; final runs per seed (``train.seed``). Prints JSON lines: one per arm and seed, then a summary with means, the
 issue's goals and the load average (this machine is shared: timings are noisy, ratios are
 same-run).

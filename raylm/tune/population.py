@@ -54,25 +54,6 @@ def population_trial_changes(cfg: RaylmConfig, resume_from: str | None) -> dict[
     return {"train.checkpoint_every": every, "train.resume_from": resume_from}
 
 
-def measures_trials(cfg: RaylmConfig, params: dict[str, Any]) -> bool:
-    """Whether a trial compresses and measures its best checkpoint after its last epoch. Not in a
-    population sweep that ranks on accuracy alone and exports nothing, over an identity compression
-    recipe (no ``compress.*`` searched or set): nothing there reads the artifact, its size or its
-    latencies, and the compressed model is the dense one, so the trial's ``accuracy`` is its best
-    checkpoint's validation accuracy (PBT ranks on it every epoch). Every trial of a population
-    trains to the end, so every trial paid the measurement: 8 trials at once, 100 slot-seconds of a
-    160-s search at load ~25 (benchmarks/pba.py's ``search_measure_slot_s``)."""
-    from raylm.tune.results import DENSE_RECIPE
-
-    if not is_population(cfg) or list(cfg.tune.objectives) != ["accuracy"] or cfg.tune.export != "none":
-        return True
-    if any(path.startswith("compress.") for path in params):
-        return True
-    recipe = cfg.to_dict()["compress"]
-    return any(recipe[section][key] != "none" for section, key in
-               (path.removeprefix("compress.").split(".") for path in DENSE_RECIPE))
-
-
 def copy_checkpoint(source: str, destination: str) -> None:
     """A raylm checkpoint directory copied file by file into ``destination`` (which may exist)."""
     shutil.copytree(Path(source), Path(destination), dirs_exist_ok=True)

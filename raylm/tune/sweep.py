@@ -378,7 +378,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     if verbose:
         print(format_table(rows, front, best), flush=True)
     # The answer (front, best, tables) is out; the plot (matplotlib's import and a render, ~3 s) comes after.
-    # A population sweep that measured no trial (population.measures_trials) has no front to draw.
+    # A sweep that measured no trial (trial.measures_trials) has no front to draw.
     measured = [r for r in rows if r.get("latency_ms") is not None]
     plot = plot_front(tune_dir / "pareto.png", measured, front) if measured else None
     if plot is not None:

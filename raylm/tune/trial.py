@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ray import tune
 
 if TYPE_CHECKING:
+    from raylm.config import RaylmConfig
     from raylm.data.decoded import DecodedSplits
 
 TRIAL_RECORD = "raylm_trial.json"
@@ -54,7 +55,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     # scratch directory on this node, published to ``<trials_dir>/<trial_id>/`` with a commit marker
     # (written last) when the trial ends, and deleted: the driver, on another node maybe, reads storage only.
     from raylm.tracking import epoch_hook, log_metrics, tracked_run
-    from raylm.tune.population import is_population, measures_trials, population_trial_changes
+    from raylm.tune.population import is_population, population_trial_changes
 
     cfg = trial_config(base, params, storage_path=trials_dir, name=trial_id)
     population = is_population(cfg)
@@ -77,7 +78,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
         where = checkpoint_location(best, cfg.train.storage_options)
         checkpoint = best.path if where.is_local else where.uri
-        if not measures_trials(cfg, params):  # nothing in this sweep reads an artifact (population.py)
+        if not measures_trials(cfg, params):  # nothing in this sweep reads an artifact
             measured = {"accuracy": trained["val_accuracy"]}  # no artifact, size or latency
         else:
             measured = compress_and_measure(cfg, checkpoint).model_dump(mode="json")  # Tune's metrics: a dict
@@ -102,6 +103,25 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, trial_dir / TRIAL_RECORD)
     return final
+
+
+def measures_trials(cfg: RaylmConfig, params: dict[str, Any]) -> bool:
+    """Whether a trial compresses and measures its best checkpoint after its last epoch. Not in a sweep
+    that ranks on accuracy alone and exports nothing, over an identity compression recipe (no
+    ``compress.*`` searched or set): nothing there reads the artifact, its size or its latencies, and
+    the compressed model is the dense one, so the trial's ``accuracy`` is its best checkpoint's
+    validation accuracy. Whatever the scheduler: a PBT population's trials all train to the end and
+    each paid it (100 slot-seconds of a 164-s search of 8 trials at load ~25); an ASHA search's
+    completed trials the same, so both searches of ``benchmarks/pba.py`` skip it alike."""
+    from raylm.tune.results import DENSE_RECIPE
+
+    if list(cfg.tune.objectives) != ["accuracy"] or cfg.tune.export != "none":
+        return True
+    if any(path.startswith("compress.") for path in params):
+        return True
+    recipe = cfg.to_dict()["compress"]
+    return any(recipe[section][key] != "none" for section, key in
+               (path.removeprefix("compress.").split(".") for path in DENSE_RECIPE))
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, decoded: DecodedSplits | None = None,

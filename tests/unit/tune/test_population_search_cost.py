@@ -99,10 +99,11 @@ def test_a_budget_is_accepted_on_a_random_fixed_policy_search():
     (["tune.scheduler=pbt", "tune.export=best"], True),  # the best trial's artifact is exported
     (["tune.scheduler=pbt", "tune.export=none", "tune.objectives=[accuracy, size_mb]"], True),
     (["tune.scheduler=pbt", "tune.export=none", "compress.quantize.mode=dynamic"], True),  # compressed != dense
-    (["tune.scheduler=asha", "tune.export=none"], True),  # only a population skips it
+    (["tune.scheduler=asha", "tune.export=none"], False),  # whatever the scheduler: ASHA's search alike
+    (["tune.scheduler=asha", "tune.export=best"], True),
 ])
 def test_a_trial_is_compressed_and_measured_only_where_its_sweep_reads_it(overrides, measured):
-    from raylm.tune.population import measures_trials
+    from raylm.tune.trial import measures_trials
 
     cfg = load_config(None, BASE + overrides)
     assert measures_trials(cfg, {"train.lr": 0.002}) is measured
