@@ -78,16 +78,22 @@ def bounded_stream(cfg: RaylmConfig) -> Iterator[None]:
     """
     from ray.data import DataContext
 
+    from raylm.data.pacing import PacedSchedulingLoop
+
     context = DataContext.get_current()
-    before = context.target_max_block_size, context.use_datasource_v2, context.execution_options
+    before = (context.target_max_block_size, context.use_datasource_v2, context.execution_options,
+              context.custom_execution_callback_classes)
     if cfg.data.block_mib:
         context.target_max_block_size = cfg.data.block_mib * 2**20
     context.use_datasource_v2 = False
     context.execution_options = _bounded(context.execution_options, stream_budget(cfg))
+    # A new list (a dataset's context is a shallow copy of this one): the executor's loop paced (pacing.py).
+    context.custom_execution_callback_classes = [*before[3], PacedSchedulingLoop]
     try:
         yield
     finally:
-        context.target_max_block_size, context.use_datasource_v2, context.execution_options = before
+        (context.target_max_block_size, context.use_datasource_v2, context.execution_options,
+         context.custom_execution_callback_classes) = before
 
 
 def ingest_options(cfg: RaylmConfig, *, training_cpus: float = 0) -> Any:
@@ -107,3 +113,4 @@ def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dic
     """``iter_torch_batches`` / ``to_tf`` arguments: each worker's shuffle buffer, seeded per epoch and rank."""
     size = cfg.data.shuffle_buffer or max(4 * cfg.train.batch_size, 256)
     return {"local_shuffle_buffer_size": size, "local_shuffle_seed": cfg.train.seed * 1000 + epoch * world + rank}
+
