@@ -19,7 +19,7 @@ import time
 
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
-MIN_STEP_S = 0.01  # at most 100 scheduling steps a second while nothing runs (the loop spun thousands)
+MIN_STEP_S = 0.025  # at most 40 scheduling steps a second while nothing runs (the loop spun thousands)
 
 
 class PacedSchedulingLoop(ExecutionCallback):
