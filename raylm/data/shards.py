@@ -126,14 +126,14 @@ def _import_stream_stages() -> None:
     import raylm.data.modality  # noqa: F401
 
 
-def warm_stream_workers(processes: int = 3) -> None:
+def warm_stream_workers(processes: int = 3) -> list[Any]:
     """Start now, before Ray Train's worker group, the Ray processes a streamed set's first epoch would
     otherwise wait on after it began: Ray Data's stats actor (created at a cluster's first execution)
     and ``processes`` workers that have imported the read+decode stage, left idle in Ray's worker pool
     for the split coordinator and the first read task (issue 31: at load 17 the read task waited 3 s
     for a new worker, the stats actor 2.6 s, inside the epoch). The workers run with the runtime
     environment Ray Train gives its controller, which the tasks it starts inherit: a worker is reused
-    only for a task of the same environment. Nothing is waited for."""
+    only for a task of the same environment. Nothing is waited for (the tasks' refs are returned)."""
     import ray
     from ray.data._internal.stats import get_or_create_stats_actor
     from ray.train.v2.api.data_parallel_trainer import (
@@ -146,8 +146,7 @@ def warm_stream_workers(processes: int = 3) -> None:
     env_vars.setdefault(RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
     get_or_create_stats_actor()
     warm = ray.remote(num_cpus=0, runtime_env={"env_vars": env_vars})(_import_stream_stages)
-    for _ in range(processes):
-        warm.remote()
+    return [warm.remote() for _ in range(processes)]
 
 
 def datasets_to_split(max_workers: int) -> list[str] | str:
