@@ -78,16 +78,22 @@ def bounded_stream(cfg: RaylmConfig) -> Iterator[None]:
     """
     from ray.data import DataContext
 
+    from raylm.data.pacing import PacedSchedulingLoop
+
     context = DataContext.get_current()
-    before = context.target_max_block_size, context.use_datasource_v2, context.execution_options
+    before = (context.target_max_block_size, context.use_datasource_v2, context.execution_options,
+              context.custom_execution_callback_classes)
     if cfg.data.block_mib:
         context.target_max_block_size = cfg.data.block_mib * 2**20
     context.use_datasource_v2 = False
     context.execution_options = _bounded(context.execution_options, stream_budget(cfg))
+    # A new list (a dataset's context is a shallow copy of this one): the executor's loop paced (pacing.py).
+    context.custom_execution_callback_classes = [*before[3], PacedSchedulingLoop]
     try:
         yield
     finally:
-        context.target_max_block_size, context.use_datasource_v2, context.execution_options = before
+        (context.target_max_block_size, context.use_datasource_v2, context.execution_options,
+         context.custom_execution_callback_classes) = before
 
 
 def ingest_options(cfg: RaylmConfig, *, training_cpus: float = 0) -> Any:
@@ -107,3 +113,46 @@ def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dic
     """``iter_torch_batches`` / ``to_tf`` arguments: each worker's shuffle buffer, seeded per epoch and rank."""
     size = cfg.data.shuffle_buffer or max(4 * cfg.train.batch_size, 256)
     return {"local_shuffle_buffer_size": size, "local_shuffle_seed": cfg.train.seed * 1000 + epoch * world + rank}
+
+
+
+def _import_stream_stages() -> None:
+    """What a read+decode task imports first (Ray Data, pyarrow's parquet, OpenCV, raylm's decoders)."""
+    import cv2  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import ray.data  # noqa: F401
+
+    import raylm.data.images  # noqa: F401
+    import raylm.data.modality  # noqa: F401
+
+
+def warm_stream_workers(processes: int = 3) -> list[Any]:
+    """Start now, before Ray Train's worker group, the Ray processes a streamed set's first epoch would
+    otherwise wait on after it began: Ray Data's stats actor (created at a cluster's first execution)
+    and ``processes`` workers that have imported the read+decode stage, left idle in Ray's worker pool
+    for the split coordinator and the first read task (issue 31: at load 17 the read task waited 3 s
+    for a new worker, the stats actor 2.6 s, inside the epoch). The workers run with the runtime
+    environment Ray Train gives its controller, which the tasks it starts inherit: a worker is reused
+    only for a task of the same environment. Nothing is waited for (the tasks' refs are returned)."""
+    import ray
+    from ray.data._internal.stats import get_or_create_stats_actor
+    from ray.train.v2.api.data_parallel_trainer import (
+        DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE,
+        RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR,
+        get_env_vars_to_propagate,
+    )
+
+    env_vars = get_env_vars_to_propagate()  # as DataParallelTrainer sets them on its controller
+    env_vars.setdefault(RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
+    get_or_create_stats_actor()
+    warm = ray.remote(num_cpus=0, runtime_env={"env_vars": env_vars})(_import_stream_stages)
+    return [warm.remote() for _ in range(processes)]
+
+
+def datasets_to_split(max_workers: int) -> list[str] | str:
+    """Ray Train ``DataConfig(datasets_to_split=...)``: the training set is always split between the
+    workers (``streaming_split``: each row to one worker once per epoch, through a coordinator actor
+    that runs Ray Data's executor beside the trainer); validation too with two or more workers. A single
+    worker reads validation whole (``Dataset.iterator()``: the executor on the worker, between epochs,
+    when nothing trains): one actor process less to start with the first epoch (issue 31)."""
+    return "all" if max_workers > 1 else ["train"]

@@ -63,7 +63,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     import ray.train
 
     from raylm.data import build_datasets
-    from raylm.data.shards import ingest_options
+    from raylm.data.shards import datasets_to_split, ingest_options
     from raylm.data.schedule import run_schedule
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
     from raylm.train.hooks import TrainHooks
@@ -156,6 +156,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         # Ray Train replaces each dataset's execution options with these: data.stream_memory's bound,
         # and Ray Data's CPUs without the training workers' (raylm/data/shards.py).
         dataset_config=ray.train.DataConfig(
+            datasets_to_split=datasets_to_split(training.max_workers),
             execution_options=ingest_options(cfg, training_cpus=training.max_workers * training.cpus_per_worker)),
     )
     return trainer, data
@@ -242,6 +243,10 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
         from raylm.train.in_process import InProcessTrainer, torch_threads
 
         trainer, data = build_trainer(cfg, on_epoch=on_epoch, in_driver=fits_in_driver(cfg), scan_run=True)
+        if not isinstance(trainer, InProcessTrainer) and getattr(trainer, "datasets", None):
+            from raylm.data.shards import warm_stream_workers
+
+            warm_stream_workers()  # a streamed set: its first epoch's processes start with the worker group
         try:
             if isinstance(trainer, InProcessTrainer):
                 with torch_threads(max(1, int(training.cpus_per_worker))):  # a worker's share, as Ray gives its actors

@@ -212,7 +212,7 @@ DATA_FLOORS = [
     {"data.rules", "data.limits"},
     {"data.modality", "data.images", "data.audio", "data.text", "data.augment_ops", "data.preview_tiles"},
     {"data", "data.check", "data.decoded", "data.materialize", "data.shards", "data.augment", "data.augment_preview",
-     "data.arrays"},
+     "data.arrays", "data.pacing"},
 ]
 DATA_FLOOR = {name: floor for floor, names in enumerate(DATA_FLOORS) for name in names}
 

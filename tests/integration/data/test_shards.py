@@ -98,7 +98,7 @@ def test_a_sharded_set_streams_through_two_workers_to_accuracy_a_constant_cannot
     from raylm.train import fit
 
     cfg = _config(image_shards, tmp_path, "train.epochs=3", "train.lr=0.003", "train.num_workers=2",
-                  "train.cpus_per_worker=0.5", "data.shuffle_buffer=64")
+                  "train.cpus_per_worker=0.5", "data.shuffle_buffer=64", "data.materialize=false")
     assert not cfg.data.materialize and not cfg.data.check
     outcome = fit(cfg)
     validation = pq.read_table(image_shards["splits"]["validation"]["path"]).column("label").to_pylist()

@@ -211,3 +211,37 @@ def test_shards_are_read_and_decoded_in_one_task(capped_ray, tmp_path, capsys):
     assert len(rows) == len(stored)  # every row once, in one split or the other
     expected = sorted(float(decode_image(data, 8).sum()) for data in stored)
     assert sorted(float(row["image"].sum()) for row in rows) == pytest.approx(expected)
+
+
+def _stages_imported() -> tuple[bool, int]:
+    import os
+    import sys
+
+    return "cv2" in sys.modules and "raylm.data.images" in sys.modules, os.getpid()
+
+
+@pytest.mark.integration
+def test_warmed_workers_are_the_ones_ray_trains_tasks_get(capped_ray):
+    """warm_stream_workers leaves workers that imported the read+decode stage in Ray's pool, in the runtime
+    environment Ray Train's controller (and so its split coordinator's read tasks) runs with: a task in
+    that environment lands on one of them instead of a new process that imports it all again."""
+    import ray
+    from ray.train.v2.api.data_parallel_trainer import get_env_vars_to_propagate
+
+    from raylm.data.shards import warm_stream_workers
+
+    ray.get(warm_stream_workers(), timeout=120)
+    assert ray.get_actor("datasets_stats_actor", namespace="_dataset_stats_actor")  # Ray Data's, created up front
+    env_vars = get_env_vars_to_propagate()
+    probe = ray.remote(num_cpus=0, runtime_env={"env_vars": env_vars | _controller_defaults()})(_stages_imported)
+    imported, pid = ray.get(probe.remote(), timeout=60)
+    assert imported, f"the task ran on a fresh worker (pid {pid}), not a warmed one"
+
+
+def _controller_defaults() -> dict[str, str]:
+    from ray.train.v2.api.data_parallel_trainer import (
+        DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE,
+        RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR,
+    )
+
+    return {RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR: DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE}
