@@ -112,6 +112,11 @@ def _set_ingress_env(ingress: str) -> None:
         # refusal marks it down, the next try goes to a live replica or to the fallback proxy; its health check
         # brings back a false positive within ~0.5 s.
         os.environ.setdefault("RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT", "1")
+        # Serve's HTTP request metrics in HAProxy mode come from one log line per request that HAProxy's manager
+        # actor parses in Python: on 2 cores that CPU is taken from the replica (benchmarks/serve_load.py,
+        # haproxy_no_metrics vs haproxy, two runs in both orders: c=32 1.37x and 1.53x the req/s). Off where raylm
+        # starts Ray; the replicas' own metrics (request counts, latencies, queue lengths) stay.
+        os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "0")
 
 
 def haproxy_binary() -> str | None:

@@ -30,7 +30,7 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 #     dead replica (leastconn, marked down only after 3 refusals = its 3 retries); raylm/runtime.py marks it down
 #     at the first refusal. What is left is HAProxy's keep-alive rule: a request it could not send on a reused
 #     server connection is answered by closing the client's connection without a response (HTTP's "not processed,
-#     retry" signal), not a 5xx (tests/integration/test_faults.py's SIGKILL case).
+#     retry" signal), and an answer the replica had begun is cut off: not a 5xx (test_faults.py's SIGKILL case).
 # Ray's throughput-optimized replicas behind the proxy gained nothing where the time goes (the proxy's hop).
 # A user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {

@@ -59,6 +59,7 @@ def assert_served_beats_chance(url: str, files: list[tuple[Path, str]]) -> float
 
 
 CLOSED_WITHOUT_RESPONSE = "closed without a response"
+ANSWER_CUT_OFF = "answer cut off"  # the status line and headers came, the body broke off (requests' ChunkedEncodingError)
 
 
 def _closed_without_response(err: BaseException) -> bool:
@@ -107,7 +108,9 @@ class LabelledLoad:
                     if status == 200:
                         label = response.json()["predictions"][0]["label"]
                 except requests.RequestException as err:  # a dropped connection or a hang: not an HTTP status
-                    status = CLOSED_WITHOUT_RESPONSE if _closed_without_response(err) else type(err).__name__
+                    status = (CLOSED_WITHOUT_RESPONSE if _closed_without_response(err) else
+                              ANSWER_CUT_OFF if isinstance(err, requests.exceptions.ChunkedEncodingError) else
+                              type(err).__name__)
                 with self.lock:
                     self.answers.append((sent, status, time.time() - sent, index, label))
                 i += 1

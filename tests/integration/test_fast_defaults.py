@@ -158,6 +158,7 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
     assert os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"  # a dead replica's requests replayed
     assert os.environ["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] == "1"  # ... on a live one: down at its first refusal
+    assert os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"  # no Python parse of a log line per request
     # replica ports of its own (Serve's 30000-31000 with SO_REUSEPORT was shared by every Ray on the machine)
     low, high = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert high < 30000 and high - low + 1 == 250
