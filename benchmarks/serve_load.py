@@ -10,7 +10,8 @@
     port), ``throughput_proxy`` (the same replica settings with direct ingress off: Serve's proxy on the
     one stable URL), ``haproxy_throughput`` (both:
     HAProxy's one URL with the throughput settings on the replicas), ``default`` (what raylm runs
-    untuned: serve.ingress=auto, see raylm/config/serve.py): concurrency 1/8/32 with
+    untuned: serve.ingress=auto -- HAProxy where its binary is, see raylm/config/serve.py), ``haproxy_no_metrics``
+    and ``haproxy_1thread`` (HAProxy without Serve's per-request metrics / with one thread): concurrency 1/8/32 with
     batching chosen from the artifact's latency curve, and the c=1 profile from the replica's
     Server-Timing header (read / preprocess / queue / model / replica; client minus replica = the
     HTTP hops and Serve's routing);
@@ -265,11 +266,16 @@ def _json_response(labels: list[str], probs: np.ndarray) -> bytes:
 MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
          "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
          "throughput_proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
-         "haproxy_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, "default": {}}
+         "haproxy_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+         # Where HAProxy mode's CPU goes besides the replica on 2 cores: Serve's per-request metrics line, parsed
+         # in Python by HAProxy's manager actor; HAProxy's threads (raylm starts min(4, cores)).
+         "haproxy_no_metrics": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
+         "haproxy_1thread": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1"}, "default": {}}
 # serve.ingress for ensure_ray: "default" is what raylm does untuned (serve.ingress=auto); the others pin their mode
 # (throughput's variables, exported above, are left alone by auto).
 MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto", "throughput_proxy": "auto",
-                "haproxy_throughput": "haproxy", "default": "auto"}
+                "haproxy_throughput": "haproxy", "haproxy_no_metrics": "haproxy", "haproxy_1thread": "haproxy",
+                "default": "auto"}
 PINNED = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.model_threads=1"]
 
 

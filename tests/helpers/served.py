@@ -58,6 +58,25 @@ def assert_served_beats_chance(url: str, files: list[tuple[Path, str]]) -> float
     return accuracy
 
 
+CLOSED_WITHOUT_RESPONSE = "closed without a response"
+ANSWER_CUT_OFF = "answer cut off"  # the status line and headers came, the body broke off (requests' ChunkedEncodingError)
+
+
+def _closed_without_response(err: BaseException) -> bool:
+    """The server closed a kept-alive connection before any byte of the answer (http.client's RemoteDisconnected,
+    inside urllib3's ProtocolError inside requests' ConnectionError): HTTP's sign that the request was not
+    processed. Not a refused connection, a reset, a timeout or a cut-off answer."""
+    import http.client
+
+    stack = [err]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, http.client.RemoteDisconnected):
+            return True
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+    return False
+
+
 class LabelledLoad:
     """``concurrency`` HTTP clients posting the validation ``files`` one a request, each client cycling
     through them from its own offset, back to back until stopped. Every answer is kept as ``(sent at,
@@ -89,7 +108,9 @@ class LabelledLoad:
                     if status == 200:
                         label = response.json()["predictions"][0]["label"]
                 except requests.RequestException as err:  # a dropped connection or a hang: not an HTTP status
-                    status = type(err).__name__
+                    status = (CLOSED_WITHOUT_RESPONSE if _closed_without_response(err) else
+                              ANSWER_CUT_OFF if isinstance(err, requests.exceptions.ChunkedEncodingError) else
+                              type(err).__name__)
                 with self.lock:
                     self.answers.append((sent, status, time.time() - sent, index, label))
                 i += 1

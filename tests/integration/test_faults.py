@@ -233,15 +233,16 @@ def _trained_image_artifact(tiny_config, name: str) -> str:
 
 def test_a_killed_replica_under_load_fails_only_its_requests_in_flight_and_is_replaced(serving, ray_local, tiny_config):
     """docs/failures.md's promise for a Serve replica: Serve starts another; requests in flight on the dead
-    one get an HTTP error status (5xx) within serve.request_timeout_s; the others are answered by the live
-    replica. So here: four clients post the validation images back to back; one replica's worker process
-    is SIGKILLed (its PID from Ray's State API); every failure must be a 5xx status (no hang, no dropped
+    one get an HTTP error status (5xx) within serve.request_timeout_s -- behind HAProxy, or the kept-alive
+    connection closed without a response, or an answer cut off (below); the others are answered by the live
+    replica. So here: four clients post the validation images back to back; one replica's worker process is
+    SIGKILLed (its PID from Ray's State API); every failure must be one of those (no hang, no refused or reset
     connection, no 4xx) on a request that was in flight at the kill, at most one a client; the replica is
     replaced; and the answers before, during and after are the trained model's, checked against the labels."""
     from ray import serve
 
     from raylm.serve import build_app, load_serve_config
-    from tests.helpers.served import LabelledLoad, chance_bar_of, validation_files
+    from tests.helpers.served import ANSWER_CUT_OFF, CLOSED_WITHOUT_RESPONSE, LabelledLoad, chance_bar_of, validation_files
 
     artifact = _trained_image_artifact(tiny_config, "replica-killed")
     cfg = load_serve_config(None, ["serve.min_replicas=2", "serve.max_replicas=2", "serve.replica_cpus=0.25",
@@ -266,9 +267,17 @@ def test_a_killed_replica_under_load_fails_only_its_requests_in_flight_and_is_re
         finally:
             load.stop_and_join()
         failed = [a for a in load.answers if a[1] != 200]
-        # Only requests in flight at the kill fail (sent before the replacement, still open at the kill),
-        # and each as an HTTP 5xx: a client has one request in flight at a time.
-        assert all(isinstance(a[1], int) and a[1] >= 500 for a in failed), failed
+        # Only requests in flight at the kill fail (sent before the replacement, still open at the kill), each
+        # as an HTTP 5xx (a client has one request in flight at a time). Behind HAProxy (serve.ingress auto or
+        # haproxy) a request replayed on a refused or closed connection is answered by a live replica, but one
+        # that HAProxy could not send on the client's reused server connection to the dead replica is answered
+        # by closing the client's kept-alive connection before any byte (traced: no log line, no retry; HAProxy's
+        # keep-alive rule, HTTP's "not processed, may retry" signal, docs/fast.md), and one whose answer the replica
+        # had begun is cut off (HAProxy forwards the headers as they come; Serve's proxy holds the whole answer)
+        # -- each visibly broken at the client, never a hang, a wrong answer or a 4xx.
+        behind_haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        assert all((isinstance(a[1], int) and a[1] >= 500)
+                   or (behind_haproxy and a[1] in (CLOSED_WITHOUT_RESPONSE, ANSWER_CUT_OFF)) for a in failed), failed
         assert all(a[0] <= replaced_at and a[0] + a[2] >= killed_at for a in failed), (killed_at, replaced_at, failed)
         assert len(failed) <= load.concurrency, failed
         # The same model answered throughout: one label per file, whichever replica and whenever; and it
