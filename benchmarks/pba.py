@@ -298,7 +298,10 @@ def main() -> int:
                 print(json.dumps(line), flush=True)
         mean = {arm: statistics.mean(l["val_accuracy"] for l in lines if l["arm"] == arm) for arm in args.arms
                 if any(l["arm"] == arm for l in lines)}
-        walls = {s: w for (s, _), (_, w, _) in searched.items()}
+        # With --search-per-seed: each scheduler's searches summed (one search each otherwise).
+        walls: dict[str, float] = {}
+        for (s, _), (_, w, _) in searched.items():
+            walls[s] = walls.get(s, 0.0) + w
         summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
                    "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
                    "final_epochs": args.final_epochs, "data": args.data, "per_class": args.per_class,
@@ -307,12 +310,18 @@ def main() -> int:
                    "load_avg": _load()}
         if {"pbt", "asha"} <= set(walls):
             summary["pbt_vs_asha_time"] = round(walls["pbt"] / walls["asha"], 2)
-            epochs = {s: extra["trial_epochs"] for (s, _), (_, _, extra) in searched.items()}
-            summary["search_trial_epochs"] = epochs
-            summary["search_trials"] = {s: extra["trials"] for (s, _), (_, _, extra) in searched.items()}
-            summary["search_trials_completed"] = {s: extra["completed"] for (s, _), (_, _, extra) in searched.items()}
+            epochs, trials, completed = {}, {}, {}
+            for (s, _), (_, _, extra) in searched.items():
+                epochs[s] = epochs.get(s, 0) + extra["trial_epochs"]
+                trials[s] = trials.get(s, 0) + extra["trials"]
+                completed[s] = completed.get(s, 0) + extra["completed"]
+            summary["search_trial_epochs"], summary["search_trials"], summary["search_trials_completed"] = epochs, trials, completed
+            summary["searches"] = len({seed for _, seed in searched})
+            summary["pbt_vs_asha_time_by_search"] = [
+                round(searched[("pbt", seed)][1] / searched[("asha", seed)][1], 2)
+                for seed in sorted({seed for _, seed in searched}) if ("pbt", seed) in searched and ("asha", seed) in searched]
             summary["fixed_budget"] = args.fixed_budget
-            summary["search_timeline"] = {s: extra["timeline"] for (s, _), (_, _, extra) in searched.items()}
+            summary["search_timeline"] = {f"{s}-{seed}": extra["timeline"] for (s, seed), (_, _, extra) in searched.items()}
             summary["fixed_scheduler"] = args.fixed_scheduler
             # Per trial-epoch: ASHA stops trials early, so its wall covers fewer epochs than PBT's.
             summary["pbt_vs_asha_time_per_trial_epoch"] = round(

@@ -115,7 +115,6 @@ def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dic
     return {"local_shuffle_buffer_size": size, "local_shuffle_seed": cfg.train.seed * 1000 + epoch * world + rank}
 
 
-
 def _import_stream_stages() -> None:
     """What a read+decode task imports first (Ray Data, pyarrow's parquet, OpenCV, raylm's decoders)."""
     import cv2  # noqa: F401
