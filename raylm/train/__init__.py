@@ -246,7 +246,7 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
         if not isinstance(trainer, InProcessTrainer) and getattr(trainer, "datasets", None):
             from raylm.data.shards import warm_stream_workers
 
-            warm_stream_workers()  # a streamed set: its first epoch's processes start with the worker group
+            warm_stream_workers()  # a set fed through Ray Data: its first epoch's processes start with the worker group
         try:
             if isinstance(trainer, InProcessTrainer):
                 with torch_threads(max(1, int(training.cpus_per_worker))):  # a worker's share, as Ray gives its actors
