@@ -17,8 +17,9 @@ from tests.helpers.tuning import _SWEEP
 def test_a_budgeted_sweep_samples_trials_until_they_trained_the_budget(ray_local, tiny_config):
     from raylm.tune import sweep
 
-    # 3 epochs per trial, a budget of 7 trial-epochs, 2 trials at a time: two full trials and a third
-    # stopped after its first epoch; the cap of 5 trials is never reached.
+    # 3 epochs per trial, a budget of 7 trial-epochs, 2 trials at a time: a third trial is sampled when the
+    # first ends, and the cap of 5 trials is never reached. How the 7 epochs split depends on which trial
+    # reports first (3 + 3 + 1, or 3 + 2 + 2 when the first runs ahead: seen under load).
     cfg = tiny_config("image", *(o for o in _SWEEP if not o.startswith("tune.max_concurrent")), "tune.max_concurrent_trials=2",
                       "tune.space={train.lr: {loguniform: [0.001, 0.01]}}", "tune.num_samples=5",
                       "tune.max_trial_epochs=7", "tune.measure_on=trial", "tune.export=none")
@@ -30,7 +31,9 @@ def test_a_budgeted_sweep_samples_trials_until_they_trained_the_budget(ray_local
     assert len(epochs) == 7, f"{len(epochs)} trial-epochs trained against a budget of 7: {result.rows}"
     assert sum(r["epochs"] for r in result.rows) == 7
     assert len(result.rows) == 3, result.rows  # more trials than the 2 that run at once
-    assert sorted(r["status"] for r in result.rows) == ["completed", "completed", "stopped"], result.rows
+    for row in result.rows:  # a trial ends complete at its 3 epochs, or stopped by the budget before them
+        assert (row["status"], row["epochs"] == 3) in {("completed", True), ("stopped", False)}, result.rows
+    assert "completed" in {r["status"] for r in result.rows}, result.rows
     assert result.best is not None and result.best["status"] == "completed"
 
 
