@@ -113,15 +113,13 @@ def measures_trials(cfg: RaylmConfig, params: dict[str, Any]) -> bool:
     validation accuracy. Whatever the scheduler: a PBT population's trials all train to the end and
     each paid it (100 slot-seconds of a 164-s search of 8 trials at load ~25); an ASHA search's
     completed trials the same, so both searches of ``benchmarks/pba.py`` skip it alike."""
-    from raylm.tune.results import DENSE_RECIPE
+    from raylm.compress.methods import compresses
 
     if list(cfg.tune.objectives) != ["accuracy"] or cfg.tune.export != "none":
         return True
-    if any(path.startswith("compress.") for path in params):
+    if any(path.startswith("compress.") for path in params):  # a searched recipe: its rows must compare
         return True
-    recipe = cfg.to_dict()["compress"]
-    return any(recipe[section][key] != "none" for section, key in
-               (path.removeprefix("compress.").split(".") for path in DENSE_RECIPE))
+    return compresses(cfg.compress, cfg.model.backend)  # the one definition of "changes the dense model"
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, decoded: DecodedSplits | None = None,
