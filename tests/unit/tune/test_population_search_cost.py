@@ -136,3 +136,36 @@ def test_a_budgeted_sweeps_console_counts_trial_epochs_of_the_budget(monkeypatch
     assert (budgeted.bar.completed, budgeted.bar.total, budgeted.bar.unit) == (7, 7, "trial-epochs")
     assert (plain.bar.completed, plain.bar.total, plain.bar.unit) == (3, 10, "trials")
     assert "completed 2  stopped 1" in budgeted._info()
+
+
+def test_a_resumed_budgeted_sweep_goes_on_from_the_count_at_its_checkpoint(tmp_path):
+    """Tune pickles the stopper once at the start (tuner.pkl) and the generator, which holds the same budget,
+    at each experiment checkpoint. A resumed sweep (a new driver process) unpickles both: they must be one
+    budget with the checkpoint's count, or the resumed sweep trains the whole budget again."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cloudpickle
+
+    generator, stopper = _generator(budget=7, epochs=3, samples=10, concurrent=2)
+    (tmp_path / "tuner.pkl").write_bytes(cloudpickle.dumps({"stop": stopper}))  # the run config, at the start
+    first, second = generator.next_trial(), generator.next_trial()
+    for trial, epochs in ((first, 3), (second, 1)):
+        for epoch in range(1, epochs + 1):
+            stopper(trial.trial_id, {"epoch": epoch})
+    assert stopper.trained == 4
+    (tmp_path / "searcher.pkl").write_bytes(cloudpickle.dumps(generator.get_state()))  # an experiment checkpoint
+    code = ("import json, pickle, sys\n"
+            "from pathlib import Path\n"
+            "d = Path(sys.argv[1])\n"
+            "stop = pickle.loads((d / 'tuner.pkl').read_bytes())['stop']\n"
+            "budget = pickle.loads((d / 'searcher.pkl').read_bytes())['budget']\n"
+            "print(json.dumps({'same': stop is budget, 'trained': stop.trained, 'room': stop.room()}))\n")
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         env=os.environ | {"PYTHONPATH": str(root)}, timeout=120, check=True).stdout
+    # 4 trained, the second trial's next epoch reserved: 2 left of 7
+    assert json.loads(out.strip().splitlines()[-1]) == {"same": True, "trained": 4, "room": 2}
