@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -153,6 +154,7 @@ def _haproxy_session_env() -> dict[str, str]:
     (/tmp/haproxy-serve: config, admin socket, server state) and fixed stats/metrics ports (8404, 9101)
     for the whole machine, so a second embedded Ray on it would rewrite the first one's HAProxy."""
     base = tempfile.mkdtemp(prefix="raylm-haproxy-")
+    atexit.register(_remove_haproxy_dir, base)
     return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
@@ -169,6 +171,19 @@ def _haproxy_session_env() -> dict[str, str]:
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
             "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
             **_replica_port_ranges()}
+
+
+def _remove_haproxy_dir(base: str) -> None:
+    """At exit of the process whose embedded Ray used ``base``: that Ray ends with it, so its HAProxy's files
+    go too (each embedded Ray made one directory under /tmp and left it behind). Ray is shut down first:
+    Serve's HAProxy writes its server state there while it stops."""
+    import shutil
+
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 REPLICA_PORT_BLOCK = 250  # ports per embedded Ray: one per replica, freed ones quarantined 150 s by Serve

@@ -11,16 +11,38 @@ the reservation is released when Tune tells the generator the trial completed. W
 in its report, Tune asks for its next step only after the stopper has answered (raylm's in-process
 trial trains an epoch per ``step()``), so no epoch is trained unreserved.
 
-The count lives in the driver (Tune's controller calls both parts there); a resumed budgeted sweep
-counts from its resume (the stopper is restored as it was pickled at the start).
+The count lives in the driver (Tune's controller calls both parts there). Tune pickles the two halves
+apart: the stopper once, with the run's config at the start (``tuner.pkl``), the generator (and the
+count it holds) at each experiment checkpoint. Restored, both unpickle to one object, which takes the
+newer count, so a resumed sweep goes on from the epochs counted at its last checkpoint instead of
+counting the budget again from zero (epochs trained after that checkpoint count again: a resumed
+sweep may end a few epochs short of the budget, never past it by more than those).
 """
 
 from __future__ import annotations
 
+import uuid
+import weakref
 from typing import Any
 
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.stopper import Stopper
+
+# This process's budgets by key: an unpickled copy of a budget already here becomes that budget.
+_LIVE: weakref.WeakValueDictionary[str, EpochBudget] = weakref.WeakValueDictionary()
+
+
+def _one_budget(key: str, state: dict[str, Any]) -> EpochBudget:
+    """Unpickling an :class:`EpochBudget`: the one with ``key`` in this process, brought up to ``state``'s
+    count when that is newer (a restored sweep's generator checkpoint after its start-time stopper)."""
+    budget = _LIVE.get(key)
+    if budget is None:
+        budget = EpochBudget.__new__(EpochBudget)
+        budget.__dict__.update(state)
+        _LIVE[key] = budget
+    elif state["trained"] > budget.trained:
+        budget.__dict__.update(state)
+    return budget
 
 
 class EpochBudget(Stopper):
@@ -28,8 +50,13 @@ class EpochBudget(Stopper):
 
     def __init__(self, budget: int, epochs: int):
         self.budget, self.epochs = int(budget), int(epochs)
+        self.key = uuid.uuid4().hex
+        _LIVE[self.key] = self
         self.trained = 0  # epochs reported by every trial so far
         self.reserved: set[str] = set()  # trials allowed to train one more epoch, not reported yet
+
+    def __reduce__(self):
+        return _one_budget, (self.key, {**self.__dict__, "reserved": set(self.reserved)})
 
     def room(self) -> int:
         return self.budget - self.trained - len(self.reserved)

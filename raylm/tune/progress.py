@@ -1,5 +1,7 @@
-"""The sweep's line on raylm's console: trials completed / stopped / failed of ``tune.num_samples``,
-how many run now, and the best compressed accuracy so far. A Tune callback runs in the driver."""
+"""The sweep's line on raylm's console: trials completed / stopped / failed of ``tune.num_samples``
+(or, for a budgeted search, ``tune.max_trial_epochs``: trial-epochs trained of the budget, since it samples
+trials until the budget is spent and ``num_samples`` is only a cap), how many run now, and the best
+compressed accuracy so far. A Tune callback runs in the driver."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from raylm.console import Bar, current
 
 
 class SweepProgress(Callback):
-    def __init__(self, num_samples: int) -> None:
-        self.num_samples = num_samples
+    def __init__(self, num_samples: int, epoch_budget: int | None = None) -> None:
+        self.num_samples, self.epoch_budget = num_samples, epoch_budget
+        self.epochs = 0  # trial-epochs reported (a budgeted sweep's progress)
         self.running: set[str] = set()
         self.counts = {"completed": 0, "stopped": 0, "error": 0}
         self.best: tuple[float, str] | None = None
@@ -26,7 +29,8 @@ class SweepProgress(Callback):
     @property
     def bar(self) -> Bar:
         if self._bar is None:
-            self._bar = current().bar("sweep", self.num_samples, "trials")
+            self._bar = (current().bar("sweep", self.epoch_budget, "trial-epochs") if self.epoch_budget
+                         else current().bar("sweep", self.num_samples, "trials"))
         return self._bar
 
     def _info(self) -> str:
@@ -36,7 +40,8 @@ class SweepProgress(Callback):
                 f"stopped {self.counts['stopped']}  {errors}{best}")
 
     def _show(self, say: bool) -> None:
-        self.bar.update(sum(self.counts.values()), self._info(), say=say)
+        done = self.epochs if self.epoch_budget else sum(self.counts.values())
+        self.bar.update(done, self._info(), say=say)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
@@ -47,6 +52,8 @@ class SweepProgress(Callback):
         if result.get("compressed") and isinstance(result.get("accuracy"), (int, float)):
             if self.best is None or result["accuracy"] > self.best[0]:
                 self.best = (float(result["accuracy"]), trial.trial_id)
+        if not result.get("compressed") and "epoch" in result:  # an epoch, as EpochBudget counts it (tune/budget.py)
+            self.epochs += 1
         self._show(False)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -324,7 +324,7 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     probe = start_probe(cfg)  # before any trial: a tune.measure_on nobody can host is refused here
     _warm_augment_clock(cfg)
     base = cfg.to_dict()
-    progress = [SweepProgress(cfg.tune.num_samples)] if verbose else []  # raylm's console line for the sweep
+    progress = [SweepProgress(cfg.tune.num_samples, cfg.tune.max_trial_epochs)] if verbose else []  # raylm's console line for the sweep
     experiment, filesystem = experiment_location(cfg, tune_dir)
     if resume is not None:
         tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe, run), resume_errored=True,

@@ -109,3 +109,63 @@ def test_a_trial_is_compressed_and_measured_only_where_its_sweep_reads_it(overri
     assert measures_trials(cfg, {"train.lr": 0.002}) is measured
     pbt = load_config(None, BASE + ["tune.scheduler=pbt", "tune.export=none"])
     assert measures_trials(pbt, {"compress.quantize.mode": "dynamic"})  # a searched recipe is measured
+
+
+def test_a_budgeted_sweeps_console_counts_trial_epochs_of_the_budget(monkeypatch):
+    """The sweep's line counts what the budget counts: trial-epochs of ``tune.max_trial_epochs`` (a
+    budgeted search ends when they are spent, whatever ``num_samples`` says), not trials of num_samples."""
+    import io
+    from types import SimpleNamespace
+
+    import raylm.console as console
+    from raylm.tune.progress import SweepProgress
+
+    out = io.StringIO()
+    monkeypatch.setattr(console, "_active", console.Console(out, io.StringIO(), live=False))
+    budgeted, plain = SweepProgress(num_samples=10, epoch_budget=7), SweepProgress(num_samples=10)
+    for progress in (budgeted, plain):
+        for index, epochs in enumerate((3, 3, 1)):  # 7 trial-epochs over three trials, the last stopped
+            trial = SimpleNamespace(trial_id=f"t{index}", last_result={})
+            progress.on_trial_start(0, [], trial)
+            for epoch in range(1, epochs + 1):
+                progress.on_trial_result(0, [], trial, {"epoch": epoch, "val_accuracy": 0.5})
+            if epochs == 3:  # its measurement: a report, not an epoch
+                trial.last_result = {"compressed": True, "accuracy": 0.9, "epochs": 3}
+                progress.on_trial_result(0, [], trial, trial.last_result)
+            progress.on_trial_complete(0, [], trial)
+    assert (budgeted.bar.completed, budgeted.bar.total, budgeted.bar.unit) == (7, 7, "trial-epochs")
+    assert (plain.bar.completed, plain.bar.total, plain.bar.unit) == (3, 10, "trials")
+    assert "completed 2  stopped 1" in budgeted._info()
+
+
+def test_a_resumed_budgeted_sweep_goes_on_from_the_count_at_its_checkpoint(tmp_path):
+    """Tune pickles the stopper once at the start (tuner.pkl) and the generator, which holds the same budget,
+    at each experiment checkpoint. A resumed sweep (a new driver process) unpickles both: they must be one
+    budget with the checkpoint's count, or the resumed sweep trains the whole budget again."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cloudpickle
+
+    generator, stopper = _generator(budget=7, epochs=3, samples=10, concurrent=2)
+    (tmp_path / "tuner.pkl").write_bytes(cloudpickle.dumps({"stop": stopper}))  # the run config, at the start
+    first, second = generator.next_trial(), generator.next_trial()
+    for trial, epochs in ((first, 3), (second, 1)):
+        for epoch in range(1, epochs + 1):
+            stopper(trial.trial_id, {"epoch": epoch})
+    assert stopper.trained == 4
+    (tmp_path / "searcher.pkl").write_bytes(cloudpickle.dumps(generator.get_state()))  # an experiment checkpoint
+    code = ("import json, pickle, sys\n"
+            "from pathlib import Path\n"
+            "d = Path(sys.argv[1])\n"
+            "stop = pickle.loads((d / 'tuner.pkl').read_bytes())['stop']\n"
+            "budget = pickle.loads((d / 'searcher.pkl').read_bytes())['budget']\n"
+            "print(json.dumps({'same': stop is budget, 'trained': stop.trained, 'room': stop.room()}))\n")
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         env=os.environ | {"PYTHONPATH": str(root)}, timeout=120, check=True).stdout
+    # 4 trained, the second trial's next epoch reserved: 2 left of 7
+    assert json.loads(out.strip().splitlines()[-1]) == {"same": True, "trained": 4, "room": 2}

@@ -1,0 +1,27 @@
+"""raylm/runtime.py pieces that need no Ray running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_embedded_rays_haproxy_directory_is_removed_when_its_process_exits():
+    """Each embedded Ray in HAProxy mode gets its own directory for HAProxy's config, sockets and server
+    state; it goes when the process that owns that Ray exits (it used to stay under /tmp, one per run)."""
+    code = ("import json, os\n"
+            "from raylm.runtime import _haproxy_session_env\n"
+            "env = _haproxy_session_env()\n"
+            "base = env['RAY_SERVE_HAPROXY_SERVER_STATE_BASE']\n"
+            "open(env['RAY_SERVE_HAPROXY_CONFIG_FILE_LOC'], 'w').write('global\\n')  # as Serve writes it\n"
+            "print(json.dumps({'base': base, 'there': os.path.isfile(env['RAY_SERVE_HAPROXY_CONFIG_FILE_LOC'])}))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["there"] and Path(seen["base"]).name.startswith("raylm-haproxy-")
+    assert not Path(seen["base"]).exists()
