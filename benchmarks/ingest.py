@@ -228,6 +228,8 @@ def main() -> None:
     parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
     parser.add_argument("--stream-memory", type=float, default=None,
                         help="data.stream_memory: share of the object store (<= 1) or MiB (> 1); default: raylm's")
+    parser.add_argument("--prefetch-batches", type=int, default=None,
+                        help="data.prefetch_batches: batches the trainer's iterator prepares ahead; default: raylm's")
     parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
     parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (raylm data synth)")
     parser.add_argument("--image-format", choices=["png", "bmp"], default="png", help="their encoding (raylm data synth)")
@@ -260,6 +262,7 @@ def main() -> None:
         import ray
 
         from raylm.config import load_config
+        from raylm.data.shards import prefetch_batches
         from raylm.train import fit
 
         sampler = RssSampler(trace=Path(args.trace) if args.trace else None)
@@ -270,6 +273,7 @@ def main() -> None:
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
             "train.log_every_n_steps=1000000", "data.materialize=false", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
             *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
+            *([f"data.prefetch_batches={args.prefetch_batches}"] if args.prefetch_batches is not None else []),
         ])
         outcome = fit(cfg)
         store_stats = _store_stats()
@@ -321,6 +325,7 @@ def main() -> None:
         # like with like: the streamed trainer's torch threads and the in-memory loop's
         "torch_threads_streamed_in_memory": [metrics.get("torch_threads"), *(side.get("threads") for side in in_memory[:1])],
         "block_mib": args.block_mib,
+        "prefetch_batches": prefetch_batches(cfg),
         "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
         "data_wait_s": round(metrics["data_wait_s"], 2) if "data_wait_s" in metrics else None,
         "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,
