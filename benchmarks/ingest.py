@@ -17,7 +17,8 @@ those processes have read and, every 5 s, the store's spilled bytes) and ``--plo
 
 Baseline (images): the same model, batch size, optimizer and thread count (1) on an in-memory tensor
 holding ``--slice`` of the training rows, decoded up front (``ingest_baseline.py``): a warm-up epoch and
-``--repeats`` timed ones in a fresh process before the streamed epoch and again after it; the baseline
+``--repeats`` timed ones in a fresh process before the streamed epoch and again after it (once Ray's
+processes have exited); the baseline
 is the median of those timed epochs (``in_memory_spread``: their max / min).
 
 Prints one JSON line: streamed samples/s and its ratio to the in-memory feed, over the whole epoch
@@ -188,6 +189,15 @@ def _in_memory(npz: Path, args) -> dict[str, list[float]]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _wait_for_descendants(timeout: float) -> int:
+    """Waits until this process's descendants (an embedded Ray's processes) have exited, at most ``timeout``
+    seconds; returns how many were still alive then."""
+    import psutil
+
+    _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=timeout)
+    return len(alive)
+
+
 def cpu_during(sampler: RssSampler, begin: float, end: float) -> dict[str, float]:
     """CPU seconds (user + system) each kind of process spent between ``begin`` and ``end`` (wall clock),
     summed by the name of the last task it ran: the trainer, the read+decode workers, the split
@@ -228,6 +238,8 @@ def main() -> None:
     parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
     parser.add_argument("--stream-memory", type=float, default=None,
                         help="data.stream_memory: share of the object store (<= 1) or MiB (> 1); default: raylm's")
+    parser.add_argument("--prefetch-batches", type=int, default=None,
+                        help="data.prefetch_batches: batches the trainer's iterator prepares ahead; default: raylm's")
     parser.add_argument("--trace", default=None, help="append every memory sample to this JSONL file as it is taken")
     parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (raylm data synth)")
     parser.add_argument("--image-format", choices=["png", "bmp"], default="png", help="their encoding (raylm data synth)")
@@ -260,6 +272,7 @@ def main() -> None:
         import ray
 
         from raylm.config import load_config
+        from raylm.data.shards import prefetch_batches
         from raylm.train import fit
 
         sampler = RssSampler(trace=Path(args.trace) if args.trace else None)
@@ -270,6 +283,7 @@ def main() -> None:
             f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
             "train.log_every_n_steps=1000000", "data.materialize=false", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
             *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
+            *([f"data.prefetch_batches={args.prefetch_batches}"] if args.prefetch_batches is not None else []),
         ])
         outcome = fit(cfg)
         store_stats = _store_stats()
@@ -282,6 +296,9 @@ def main() -> None:
                 timeline = {"error": repr(err)}
         sampler.stop()
         ray.shutdown()
+        # Ray's processes (raylet, GCS, workers) exit after shutdown() returns: the timed epochs after the
+        # streamed one waited for them (they were slower than those before it in every run of stop 38).
+        left_after_shutdown = _wait_for_descendants(timeout=60)
         if with_baseline:
             in_memory.append(_in_memory(npz, args))
 
@@ -318,9 +335,11 @@ def main() -> None:
         "in_memory_per_cpu_s_before_after": [side["samples_per_cpu_s"] for side in in_memory],
         "in_memory_spread": round(max(in_memory_rates) / min(in_memory_rates), 3) if in_memory_rates else None,
         "in_memory_rows": slice_rows,
+        "processes_alive_at_after_baseline": left_after_shutdown,  # Ray's, waited for up to 60 s after shutdown
         # like with like: the streamed trainer's torch threads and the in-memory loop's
         "torch_threads_streamed_in_memory": [metrics.get("torch_threads"), *(side.get("threads") for side in in_memory[:1])],
         "block_mib": args.block_mib,
+        "prefetch_batches": prefetch_batches(cfg),
         "stream_memory": cfg.data.stream_memory if "stream_memory" in type(cfg.data).model_fields else None,
         "data_wait_s": round(metrics["data_wait_s"], 2) if "data_wait_s" in metrics else None,
         "data_wait_fraction": round(metrics["data_wait_fraction"], 3) if "data_wait_fraction" in metrics else None,

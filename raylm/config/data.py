@@ -124,6 +124,9 @@ class DataConfig(Section):
         0.25, gt=0, description="the most of Ray's object store a streamed (not materialized) dataset's read -> "
         "decode -> augment -> split pipeline may hold: a share of the store (<= 1, e.g. 0.25) or MB (> 1, e.g. 64); "
         "Ray Data holds back reads beyond it instead of spilling to disk (raylm/data/shards.py, docs/large-data.md)")
+    prefetch_batches: int = Field(
+        0, ge=0, le=64, description="training batches each worker's Ray Data iterator prepares ahead of the one it "
+        "trains on (streamed and kept-and-split sets); 0 = as many as fit in 64 MiB of decoded samples, 2 to 8")
     check: bool = Field(
         True, description="decode every sample once before training and list the bad ones (raylm data check); "
         "false skips that pass for very large sets: bad samples are still left out, but not listed")

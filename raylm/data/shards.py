@@ -115,6 +115,27 @@ def local_shuffle(cfg: RaylmConfig, *, epoch: int, rank: int, world: int) -> dic
     return {"local_shuffle_buffer_size": size, "local_shuffle_seed": cfg.train.seed * 1000 + epoch * world + rank}
 
 
+# Decoded training batches a worker's iterator may hold ahead of the one it trains on (data.prefetch_batches=0).
+PREFETCH_BYTES = 64 * 2**20
+PREFETCH_RANGE = (2, 8)
+
+
+def prefetch_batches(cfg: RaylmConfig) -> int:
+    """``iter_torch_batches``' ``prefetch_batches`` for the training split: ``data.prefetch_batches``, or as many
+    batches as fit in PREFETCH_BYTES of decoded samples, within PREFETCH_RANGE. Ray Data's default (1) and raylm's
+    old 2 left a streamed trainer waiting on 8-15 % of its steps with a core free: each wait is for a block to
+    come from the split coordinator and be sliced, and a deeper queue absorbs it (benchmarks/ingest.py,
+    docs/large-data.md). 2 stays the floor for large inputs (a 224x224 float32 batch of 64 is 38 MB)."""
+    if cfg.data.prefetch_batches:
+        return cfg.data.prefetch_batches
+    from raylm.data.materialize import sample_bytes
+    from raylm.data.modality import modality_record
+
+    batch = sample_bytes(modality_record(cfg.task.modality), cfg) * cfg.train.batch_size
+    low, high = PREFETCH_RANGE
+    return max(low, min(high, PREFETCH_BYTES // max(batch, 1)))
+
+
 def _import_stream_stages() -> None:
     """What a read+decode task imports first (Ray Data, pyarrow's parquet, OpenCV, raylm's decoders)."""
     import cv2  # noqa: F401

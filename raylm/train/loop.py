@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from raylm.config import RaylmConfig, TrainConfig
 from raylm.data import MODEL_INPUTS
 from raylm.data.augment import set_epoch as set_augment_epoch
-from raylm.data.shards import local_shuffle
+from raylm.data.shards import local_shuffle, prefetch_batches
 from raylm.models import build_model
 from raylm.train.checkpoint import (
     drop_stale_optimizer_states,
@@ -231,13 +231,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                seed=training.seed, augment=epoch_augmenter(cfg), device=device)
     else:
         train_shard = ray.train.get_dataset_shard("train")
+        stream_prefetch = prefetch_batches(cfg)
         val_shard = ray.train.get_dataset_shard("validation")
 
     def epoch_batches(epoch: int):
         if memory is not None:
             return in_memory.batches(epoch)
         set_augment_epoch(loop_config.get("augment_run_id"), epoch)  # before this epoch's data is produced
-        return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=2,
+        return train_shard.iter_torch_batches(batch_size=training.batch_size, device=device, prefetch_batches=stream_prefetch,
                                               **local_shuffle(cfg, epoch=epoch, rank=rank, world=world))
 
     def validation_batches():
