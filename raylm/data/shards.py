@@ -122,10 +122,10 @@ PREFETCH_RANGE = (2, 8)
 
 def prefetch_batches(cfg: RaylmConfig) -> int:
     """``iter_torch_batches``' ``prefetch_batches`` for the training split: ``data.prefetch_batches``, or as many
-    batches as fit in PREFETCH_BYTES of decoded samples, within PREFETCH_RANGE. Ray Data's default (1) and raylm's
-    old 2 left a streamed trainer waiting on 8-15 % of its steps with a core free: each wait is for a block to
-    come from the split coordinator and be sliced, and a deeper queue absorbs it (benchmarks/ingest.py,
-    docs/large-data.md). 2 stays the floor for large inputs (a 224x224 float32 batch of 64 is 38 MB)."""
+    batches as fit in PREFETCH_BYTES of decoded samples, within PREFETCH_RANGE. With raylm's old fixed 2 the
+    image benchmark's streamed trainer waited on its data 8-15 % of the epoch; with 8 it waited 4-9 % (quiet and
+    loaded runs of benchmarks/ingest.py; its samples/s were not told apart by those runs, docs/large-data.md).
+    2 stays the floor for large inputs (a 224x224 float32 batch of 64 is 38 MB)."""
     if cfg.data.prefetch_batches:
         return cfg.data.prefetch_batches
     from raylm.data.materialize import sample_bytes

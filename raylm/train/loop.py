@@ -231,8 +231,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                seed=training.seed, augment=epoch_augmenter(cfg), device=device)
     else:
         train_shard = ray.train.get_dataset_shard("train")
-        stream_prefetch = prefetch_batches(cfg)
         val_shard = ray.train.get_dataset_shard("validation")
+        stream_prefetch = prefetch_batches(cfg)
 
     def epoch_batches(epoch: int):
         if memory is not None:

@@ -45,6 +45,12 @@ def _one_budget(key: str, state: dict[str, Any]) -> EpochBudget:
     return budget
 
 
+def is_epoch_report(result: dict[str, Any]) -> bool:
+    """Whether a trial's report is an epoch's (what the budget counts), not its compressed measurement
+    or Tune's own bookkeeping."""
+    return not result.get("compressed") and "epoch" in result
+
+
 class EpochBudget(Stopper):
     """Tune's stopper half of the budget; :class:`BudgetedGenerator` is the other half."""
 
@@ -71,8 +77,8 @@ class EpochBudget(Stopper):
         self.reserved.discard(trial_id)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if result.get("compressed") or "epoch" not in result:
-            return False  # the trial's measurement (or Tune's bookkeeping), not an epoch
+        if not is_epoch_report(result):
+            return False
         self.reserved.discard(trial_id)
         self.trained += 1
         if int(result["epoch"]) >= self.epochs:

@@ -10,6 +10,7 @@ from typing import Any
 from ray.tune import Callback
 
 from raylm.console import Bar, current
+from raylm.tune.budget import is_epoch_report
 
 
 class SweepProgress(Callback):
@@ -52,7 +53,7 @@ class SweepProgress(Callback):
         if result.get("compressed") and isinstance(result.get("accuracy"), (int, float)):
             if self.best is None or result["accuracy"] > self.best[0]:
                 self.best = (float(result["accuracy"]), trial.trial_id)
-        if not result.get("compressed") and "epoch" in result:  # an epoch, as EpochBudget counts it (tune/budget.py)
+        if is_epoch_report(result):
             self.epochs += 1
         self._show(False)
 
