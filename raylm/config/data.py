@@ -121,9 +121,10 @@ class DataConfig(Section):
         0, ge=0, le=1024, description="Ray Data's target block size (MiB) for this data; 0 = Ray's default (128). "
         "Blocks of a few MiB keep memory flat when the object store is small")
     stream_memory: float = Field(
-        0.25, gt=0, description="the most of Ray's object store a streamed (not materialized) dataset's read -> "
-        "decode -> augment -> split pipeline may hold: a share of the store (<= 1, e.g. 0.25) or MB (> 1, e.g. 64); "
-        "Ray Data holds back reads beyond it instead of spilling to disk (raylm/data/shards.py, docs/large-data.md)")
+        0.5, gt=0, description="the most of Ray's object store a streamed (not materialized) dataset's read -> "
+        "decode -> augment -> split pipeline may hold: a share of the store (<= 1, e.g. 0.5) or MB (> 1, e.g. 64); "
+        "Ray Data holds back reads beyond it instead of spilling to disk. A sweep's trials streaming at once share "
+        "a share between them (raylm/data/shards.py, docs/large-data.md)")
     prefetch_batches: int = Field(
         0, ge=0, le=64, description="training batches each worker's Ray Data iterator prepares ahead of the one it "
         "trains on (streamed and kept-and-split sets); 0 = as many as fit in 64 MiB of decoded samples, 2 to 8")

@@ -45,6 +45,16 @@ def stream_budget(cfg: RaylmConfig) -> int | None:
     return int(value * store) or None
 
 
+def shared_stream_memory(cfg: RaylmConfig, pipelines: int) -> RaylmConfig:
+    """``cfg`` for one of ``pipelines`` streams running at once on one Ray (a sweep's concurrent trials each
+    execute the dataset on their own): a ``data.stream_memory`` share of the store divided between them, so
+    that together they hold what one stream would. MiB (> 1) are the user's per-stream figure, kept."""
+    value = cfg.data.stream_memory
+    if pipelines <= 1 or value > 1:
+        return cfg
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"stream_memory": value / pipelines})})
+
+
 def _bounded(options: Any, budget: int | None, *, cpus: float | None = None) -> Any:
     """A copy of Ray Data ``ExecutionOptions`` limited to ``budget`` bytes of the object store and
     ``cpus`` CPUs (None: no change)."""

@@ -97,6 +97,14 @@ def concurrency(cfg: RaylmConfig) -> int:
     return fits
 
 
+def _limit_or_one(cfg: RaylmConfig) -> int:
+    """The trials at once of a resumed sweep (Tune keeps its own limit); 1 where the cluster no longer fits them."""
+    try:
+        return concurrency(cfg)
+    except ConfigError:
+        return 1
+
+
 def _check_state_api(cfg: RaylmConfig) -> None:
     """A trial ASHA stops is killed mid-training; Ray Train's placement-group cleaner then frees its
     workers' CPUs/GPUs, and it learns of the death through the State API (the dashboard). Without
@@ -200,12 +208,17 @@ def only_these_loggers():
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
-def _trainable(cfg: RaylmConfig, tune_dir: Path, probe, run=None):
+def _trainable(cfg: RaylmConfig, tune_dir: Path, probe, run=None, *, limit: int = 1):
     from ray import tune
 
+    from raylm.data.shards import shared_stream_memory
     from raylm.tracking import nested_under
     from raylm.train import trains_in_process
     from raylm.tune.trial import InProcessTrial, run_trial
+
+    # ``limit`` trials at once each stream the splits in an execution of their own: each gets its part of the
+    # data.stream_memory share, or together they would hold ``limit`` times it and spill.
+    cfg = shared_stream_memory(cfg, limit)
 
     # tune.with_parameters puts the decoded splits in the object store once for all trials.
     # Each trial's MLflow run (tracking on) is a child of the sweep's ``run``.
@@ -327,11 +340,12 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     progress = [SweepProgress(cfg.tune.num_samples, cfg.tune.max_trial_epochs)] if verbose else []  # raylm's console line for the sweep
     experiment, filesystem = experiment_location(cfg, tune_dir)
     if resume is not None:
-        tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe, run), resume_errored=True,
+        tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg, tune_dir, probe, run, limit=_limit_or_one(cfg)),
+                                   resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
         tune_config, stopper = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
-        trainable = _trainable(cfg, tune_dir, probe, run)
+        trainable = _trainable(cfg, tune_dir, probe, run, limit=concurrency(cfg))
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))

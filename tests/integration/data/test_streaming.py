@@ -176,7 +176,7 @@ def test_stream_memory_as_megabytes_or_a_share_of_the_store():
 
     base = ["task.modality=image", "model.name=seed_cnn", "data.name=digits", "data.block_mib=8"]
     assert stream_budget(load_config(None, [*base, "data.stream_memory=48"])) == 48 * 2**20
-    assert load_config(None, base).data.stream_memory == 0.25  # the default: a quarter of the store
+    assert load_config(None, base).data.stream_memory == 0.5  # the default: half the store
 
 
 @pytest.mark.integration
