@@ -17,9 +17,10 @@ those processes have read and, every 5 s, the store's spilled bytes) and ``--plo
 
 Baseline (images): the same model, batch size, optimizer and thread count (1) on an in-memory tensor
 holding ``--slice`` of the training rows, decoded up front (``ingest_baseline.py``): a warm-up epoch and
-``--repeats`` timed ones in a fresh process before the streamed epoch and again after it (once Ray's
-processes have exited); the baseline
-is the median of those timed epochs (``in_memory_spread``: their max / min).
+``--repeats`` timed ones in a fresh process pinned to each CPU in turn (the machine's vCPUs differ in
+speed: ``_in_memory``), before the streamed epoch and again after it (once Ray's processes have exited);
+the baseline is the median of those timed epochs (``in_memory_spread``: their max / min;
+``in_memory_by_cpu``: each CPU's median, beside ``trainer_share_by_cpu``, where the streamed trainer ran).
 
 Prints one JSON line: streamed samples/s and its ratio to the in-memory feed, over the whole epoch
 (``streamed_over_in_memory``: the pipeline's start included) and from the first batch on
@@ -65,6 +66,7 @@ class RssSampler(threading.Thread):
         self.cpu: dict[int, list[tuple[float, float]]] = {}
         self.cpu_names: dict[int, str] = {}
         self.created: dict[int, float] = {}
+        self.trainer_cpus: list[tuple[float, int]] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -97,6 +99,8 @@ class RssSampler(threading.Thread):
                     self._read[proc.pid] = proc.io_counters().read_chars
                     times = proc.cpu_times()
                     self.cpu.setdefault(proc.pid, []).append((time.time(), times.user + times.system))
+                    if name.startswith("ray::RayTrainWorker"):  # which CPU the trainer ran on last (the baseline is per CPU)
+                        self.trainer_cpus.append((time.time(), proc.cpu_num()))
                     self.created.setdefault(proc.pid, proc.create_time())
                     if name != "ray::IDLE" or proc.pid not in self.cpu_names:
                         self.cpu_names[proc.pid] = name[:40]
@@ -181,12 +185,28 @@ def _in_memory_slice(manifest: dict, fraction: float, size: int, out: Path) -> i
 
 def _in_memory(npz: Path, args) -> dict[str, list[float]]:
     """The in-memory feed's samples/s (and per CPU-second) over ``--repeats`` timed epochs after a warm-up
-    one, in a fresh process with the trainer's thread count (benchmarks/ingest_baseline.py)."""
+    one, in a fresh process with the trainer's thread count (benchmarks/ingest_baseline.py), once pinned
+    to each CPU this process may use (``samples_per_s`` holds them all, ``by_cpu`` each CPU's).
+
+    Why pinned: the development machine's two vCPUs can run the same loop at different speeds (stop 41,
+    ``taskset -c 0`` / ``-c 1`` alternated three times: 2,809-3,287 against 3,033-3,981 samples/s; twenty
+    minutes later the first pinned run here had them the other way round, 3,136 and 2,982), and a
+    single-threaded process mostly stays on the CPU it starts on: an unpinned baseline was one CPU's speed
+    or the other's by chance (2,600 in one process and 4,000 in the next, minutes apart), while the streamed
+    trainer moves between them (60/40 in two runs). Each CPU's epochs, in equal numbers, are the mix."""
     cmd = [sys.executable, "benchmarks/ingest_baseline.py", "--data", str(npz), "--repeats", str(args.repeats),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    merged: dict = {"samples_per_s": [], "samples_per_cpu_s": [], "by_cpu": {}}
+    for cpu in sorted(os.sched_getaffinity(0)):
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+                             preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu})).stdout
+        side = json.loads(out.strip().splitlines()[-1])
+        merged["samples_per_s"] += side["samples_per_s"]
+        merged["samples_per_cpu_s"] += side["samples_per_cpu_s"]
+        merged["by_cpu"][str(cpu)] = side["samples_per_s"]
+        merged["threads"] = side["threads"]
+    return merged
 
 
 def _wait_for_descendants(timeout: float) -> int:
@@ -213,6 +233,10 @@ def cpu_during(sampler: RssSampler, begin: float, end: float) -> dict[str, float
         name = sampler.cpu_names.get(pid, "?")
         spent[name] = spent.get(name, 0.0) + max(until[-1] - start, 0.0)
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
+def _shares(values: list[int]) -> dict[str, float]:
+    return {str(v): round(values.count(v) / len(values), 2) for v in sorted(set(values))}
 
 
 def _flatness(samples: list[tuple], begin: float, seconds: float, column: int) -> tuple[int, int]:
@@ -335,6 +359,10 @@ def main() -> None:
         "in_memory_epochs_before_after": [side["samples_per_s"] for side in in_memory],
         "in_memory_per_cpu_s_before_after": [side["samples_per_cpu_s"] for side in in_memory],
         "in_memory_spread": round(max(in_memory_rates) / min(in_memory_rates), 3) if in_memory_rates else None,
+        # each CPU's median over both sides, and the share of the epoch's samples the trainer was last seen on each
+        "in_memory_by_cpu": {cpu: round(float(np.median([v for side in in_memory for v in side["by_cpu"].get(cpu, [])])), 1)
+                             for cpu in (in_memory[0]["by_cpu"] if in_memory else {})},
+        "trainer_share_by_cpu": _shares([c for t, c in sampler.trainer_cpus if begin <= t <= begin + seconds]),
         "in_memory_rows": slice_rows,
         "processes_alive_at_after_baseline": left_after_shutdown,  # Ray's, waited for up to 60 s after shutdown
         # like with like: the streamed trainer's torch threads and the in-memory loop's
