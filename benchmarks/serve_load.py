@@ -2,7 +2,9 @@
 
   * in_process: the artifact's own ``Artifact.predict`` p50 at batch 1 (tokenized input), and
     tokenize + predict, in this process -- the floor every server is measured against;
-  * uvicorn: the same artifact and preprocessing behind plain FastAPI + uvicorn in one process;
+  * uvicorn: the same artifact and preprocessing behind plain FastAPI + uvicorn in one process, swept
+    before the modes and again after them (with the in-process floor): the ratios are against the mean of
+    both, so the machine's drift during the run does not tilt them (``c32_rps_vs_uvicorn_before_after``);
   * per ingress mode, each in its own Ray (the modes are env vars read when Serve starts):
     ``proxy`` (Serve's default proxy), ``direct`` (RAY_SERVE_ENABLE_DIRECT_INGRESS=1, requests posted
     to the replica's own port), ``haproxy`` (RAY_SERVE_ENABLE_HA_PROXY=1), ``throughput``
@@ -568,12 +570,15 @@ def main() -> None:
     results["in_process"] = in_process(artifact)
     log("in process", results["in_process"])
 
-    url, plain = _start_plain_server(artifact)
-    try:
-        results["uvicorn"] = sweep("uvicorn", f"{url}/predict", args)
-    finally:
-        plain.terminate()
-        plain.wait(30)
+    def plain_sweep(name: str) -> dict:
+        url, plain = _start_plain_server(artifact)
+        try:
+            return sweep(name, f"{url}/predict", args)
+        finally:
+            plain.terminate()
+            plain.wait(30)
+
+    results["uvicorn_before"] = plain_sweep("uvicorn")
 
     forwarded = ["--artifact", artifact, "--requests", str(args.requests), "--seconds", str(args.seconds),
                  "--ramp-seconds", str(args.ramp_seconds), "--malformed-requests", str(args.malformed_requests),
@@ -582,7 +587,19 @@ def main() -> None:
         results[mode] = _subprocess_json(forwarded + ["--mode", mode], MODES[mode], timeout=1800)
         log(mode, "done")
 
-    uvicorn = results["uvicorn"]
+    # The baseline again after the modes: the shared machine's speed drifts by a fifth within minutes (the ingest
+    # benchmark's in-memory epochs moved 3,170 -> 4,144 samples/s in one quiet quarter-hour), so a baseline taken only
+    # before the modes tilts every ratio by where the drift went. The ratios are against the mean of both sweeps;
+    # each side's own c=32 ratio is printed beside them.
+    results["uvicorn_after"] = plain_sweep("uvicorn (after)")
+    results["in_process_after"] = in_process(artifact)
+    before_after = [results[side]["predict_p50_ms"] for side in ("in_process", "in_process_after")]
+    results["in_process"]["predict_p50_ms_before_after"] = before_after
+    results["in_process"]["predict_p50_ms"] = round(float(np.mean(before_after)), 3)
+    sides = (results["uvicorn_before"], results["uvicorn_after"])
+    uvicorn = {f"c{c}": {key: float(np.mean([side[f"c{c}"][key] for side in sides])) for key in ("rps", "p50_ms", "p99_ms")}
+               for c in CONCURRENCY}
+    results["uvicorn"] = uvicorn
     ratios: dict = {}
     for mode in args.modes.split(","):
         batched = results[mode].get("batched")
@@ -592,7 +609,8 @@ def main() -> None:
                         "c1_p50_minus_in_process_predict_ms": round(batched["c1"]["p50_ms"] - results["in_process"]["predict_p50_ms"], 2),
                         "c1_p50_vs_uvicorn": round(batched["c1"]["p50_ms"] / uvicorn["c1"]["p50_ms"], 2),
                         "c32_rps_vs_uvicorn": round(batched["c32"]["rps"] / uvicorn["c32"]["rps"], 2),
-                        "c32_p99_vs_uvicorn": round(batched["c32"]["p99_ms"] / uvicorn["c32"]["p99_ms"], 2)}
+                        "c32_p99_vs_uvicorn": round(batched["c32"]["p99_ms"] / uvicorn["c32"]["p99_ms"], 2),
+                        "c32_rps_vs_uvicorn_before_after": [round(batched["c32"]["rps"] / side["c32"]["rps"], 2) for side in sides]}
     if "unbatched" in results.get("proxy", {}):
         for name in ("batched", "batched16"):
             ratios["proxy"][f"{name}_vs_unbatched_rps_c32"] = round(
