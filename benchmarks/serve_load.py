@@ -477,9 +477,10 @@ def run_mode(artifact: str, mode: str, args) -> dict:
     # "batched": the choice build_app makes from the artifact's latency curve; in the proxy mode also batching
     # forced on (16 rows, 5 ms) and off, whatever the curve says.
     variants = [("batched", [])]
+    if mode == "proxy" or args.batched16:
+        variants += [("batched16", ["serve.max_batch_size=16", "serve.batch_wait_timeout_s=0.005"])]
     if mode == "proxy":
-        variants += [("batched16", ["serve.max_batch_size=16", "serve.batch_wait_timeout_s=0.005"]),
-                     ("unbatched", ["serve.max_batch_size=1"])]
+        variants += [("unbatched", ["serve.max_batch_size=1"])]
     for name, extra in variants:
         serve.run(build_app([f"int8={artifact}"], load_serve_config(None, PINNED + extra)), name=name, route_prefix=f"/{name}")
         results[name] = sweep(f"{mode}/{name}", f"{_front_url(name, serve_port, mode)}/predict", args)
@@ -547,6 +548,7 @@ def main() -> None:
     parser.add_argument("--ramp-seconds", type=float, default=30, help="each phase of the autoscaling ramp; 0 = skip it")
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)
+    parser.add_argument("--batched16", action="store_true", help="every mode also with batching forced on (16 rows, 5 ms)")
     parser.add_argument("--workdir", default="/tmp/raylm_serve_load")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -582,7 +584,7 @@ def main() -> None:
 
     forwarded = ["--artifact", artifact, "--requests", str(args.requests), "--seconds", str(args.seconds),
                  "--ramp-seconds", str(args.ramp_seconds), "--malformed-requests", str(args.malformed_requests),
-                 "--malformed-seconds", str(args.malformed_seconds)]
+                 "--malformed-seconds", str(args.malformed_seconds), *(["--batched16"] if args.batched16 else [])]
     for mode in args.modes.split(","):
         results[mode] = _subprocess_json(forwarded + ["--mode", mode], MODES[mode], timeout=1800)
         log(mode, "done")
