@@ -121,13 +121,13 @@ def _check_state_api(cfg: RaylmConfig) -> None:
                           f"({type(err).__name__}): start Ray with the dashboard, or use tune.scheduler=fifo") from None
 
 
-def _tuner_parts(cfg: RaylmConfig):
+def _tuner_parts(cfg: RaylmConfig, limit: int):
+    """Tune's config for ``limit`` trials at once (:func:`concurrency`), and the epoch-budget stopper if any."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     tuning = cfg.tune
-    limit = concurrency(cfg)
     stopper = None
     objectives = list(tuning.objectives)
     modes = [OBJECTIVE_MODES[o] for o in objectives]
@@ -344,8 +344,9 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
                                    resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
-        tune_config, stopper = _tuner_parts(cfg)  # checks concurrency before decoding or writing anything
-        trainable = _trainable(cfg, tune_dir, probe, run, limit=concurrency(cfg))
+        limit = concurrency(cfg)  # checked before decoding or writing anything
+        tune_config, stopper = _tuner_parts(cfg, limit)
+        trainable = _trainable(cfg, tune_dir, probe, run, limit=limit)
         tune_dir.mkdir(parents=True, exist_ok=True)
         tmp = tune_dir / f".{SWEEP_CONFIG}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
