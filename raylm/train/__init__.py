@@ -3,6 +3,7 @@ returns where the checkpoints are."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from raylm.config import RaylmConfig
 from raylm.storage import StoragePath, is_uri
+
+log = logging.getLogger("raylm.train")
 
 if TYPE_CHECKING:
     from raylm.train.hooks import TrainHooks
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 class TrainOutcome:
     metrics: dict[str, Any]
     checkpoint: Path | str  # the latest checkpoint: a local Path, or a URI (str) with URI storage
-    best_checkpoint: Path | str  # highest val_accuracy among those kept
+    best_checkpoint: Path | str  # the best kept (raylm.train.checkpoint.checkpoint_rank: val_accuracy, then val_loss)
     run_dir: Path | str  # the run in storage: a local Path or a URI
     labels: list[str]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -122,6 +125,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     if scan_run is None:
         scan_run = not (in_process and storage.is_local)
     loop_config["resume_checkpoint"] = decide_resume(cfg, train_location, data, scan_run=scan_run)
+    _say_if_trained(cfg, loop_config["resume_checkpoint"])
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
@@ -184,6 +188,23 @@ def decide_resume(cfg: RaylmConfig, train_location: StoragePath, data, *, scan_r
         if newest is None:
             return resume.uri
     return newest[0] if newest else None
+
+
+def _say_if_trained(cfg: RaylmConfig, resume: str | None) -> None:
+    """One line when the checkpoint a run continues from is already at ``train.epochs``: the run trains no
+    epoch and answers with its checkpoints (a rerun of a finished run with the same ``train.name``)."""
+    if resume is None:
+        return
+    from raylm.train.checkpoint import CheckpointError, read_stored_meta
+
+    try:
+        epoch = int(read_stored_meta(StoragePath.of(resume, cfg.train.storage_options if is_uri(resume) else None))["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return
+    if epoch >= cfg.train.epochs:
+        log.warning("[raylm] %s is already trained to epoch %d (train.epochs=%d): nothing left to train; its "
+                    "checkpoints are the result (raise train.epochs to go on, or choose another train.name)",
+                    cfg.run_location.name, epoch, cfg.train.epochs)
 
 
 class TrainingFailed(RuntimeError):
@@ -257,10 +278,16 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
             raise TrainingFailed(_failure_message(cfg, err)) from err
     if result.error is not None:
         raise TrainingFailed(_failure_message(cfg, result.error)) from result.error
-    if result.checkpoint is None:
-        raise RuntimeError("training finished without a checkpoint")
-    best = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))[0]
-    from raylm.train.checkpoint import checkpoint_location, read_stored_meta
+    from raylm.train.checkpoint import best_kept, checkpoint_location, read_stored_meta, stored_reports
+
+    if result.checkpoint is None:  # a rerun of a run already at train.epochs reports nothing: its own checkpoints
+        stored = stored_reports(cfg.run_location.join("train"))
+        if not stored:
+            raise RuntimeError("training finished without a checkpoint")
+        as_ray = [(ray.train.Checkpoint(location.path, filesystem=location.fs), metrics) for location, metrics in stored]
+        result = ray.train.Result(metrics=stored[-1][1], checkpoint=as_ray[-1][0], path=cfg.run_location.path,
+                                  error=None, best_checkpoints=as_ray)
+    best = best_kept(result.best_checkpoints)[0]
 
     latest = checkpoint_location(result.checkpoint, cfg.train.storage_options)
     return TrainOutcome(

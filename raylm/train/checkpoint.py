@@ -17,6 +17,7 @@ with no remote code and with the builder arguments the builder declares.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,9 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: not a raylm checkpoint (no {META})") from None
+    except NotADirectoryError:  # a file: Ray Train's checkpoint_manager_snapshot.json, or raylm.json itself
+        raise CheckpointError(f"{directory}: not a raylm checkpoint (a file; a checkpoint is the directory "
+                              f"holding {META})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: corrupted ({type(err).__name__})") from None
     return parse_meta(meta, path)
@@ -218,6 +222,24 @@ def load_weights(directory: str | os.PathLike[str], model: torch.nn.Module) -> N
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
 
 
+def checkpoint_rank(metrics: dict[str, Any]) -> tuple[float, float, int]:
+    """How a run's checkpoints are ranked, best highest: val_accuracy, then the lower val_loss, then the
+    later epoch. Accuracy alone ties often on a small validation split (1.0 at every epoch of a text run
+    whose loss fell 1.00 -> 0.56 -> 0.22), and the first of the tied, the least trained, was served."""
+    accuracy, loss = metrics.get("val_accuracy"), metrics.get("val_loss")
+
+    def finite(value: Any) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+
+    return (float(accuracy) if finite(accuracy) else float("-inf"), -float(loss) if finite(loss) else float("-inf"),
+            int(metrics.get("epoch") or 0))
+
+
+def best_kept(kept: list[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
+    """The best ``(checkpoint, metrics)`` of ``kept`` by :func:`checkpoint_rank`."""
+    return max(kept, key=lambda entry: checkpoint_rank(entry[1]))
+
+
 def run_checkpoints(run: Path) -> list[Path]:
     """The raylm checkpoints a Ray Train run directory holds (Ray resumes from its latest one)."""
     return sorted(meta.parent for meta in run.glob(f"checkpoint_*/{META}"))
@@ -249,6 +271,14 @@ def stored_checkpoints(train: StoragePath) -> list[tuple[StoragePath, dict[str, 
         except CheckpointError:
             continue
     return found
+
+
+def stored_reports(train: StoragePath) -> list[tuple[StoragePath, dict[str, Any]]]:
+    """A run's checkpoints in storage, each with the metrics its epoch reported, oldest first: what a rerun
+    of a run already trained to ``train.epochs`` answers with (it has no epoch left to report)."""
+    found = [(location, {**meta.get("metrics", {}), "epoch": int(meta.get("epoch", 0))})
+             for location, meta in stored_checkpoints(train)]
+    return sorted(found, key=lambda entry: entry[1]["epoch"])
 
 
 def checkpoint_location(checkpoint: Any, options: dict[str, Any] | None = None) -> StoragePath:

@@ -64,7 +64,9 @@ class _PersistedReports(LocalTrainFnUtils):
 
     def _prune(self) -> None:
         latest = self.kept[-1][0]
-        ranked = sorted(self.kept, key=lambda pm: pm[1].get("val_accuracy", float("-inf")), reverse=True)
+        from raylm.train.checkpoint import checkpoint_rank
+
+        ranked = sorted(self.kept, key=lambda pm: checkpoint_rank(pm[1]), reverse=True)
         keep = {path for path, _ in ranked[:self.keep]} | {latest}
         for path, _ in self.kept:
             if path not in keep:
@@ -127,13 +129,18 @@ class InProcessTrainer:
             set_train_fn_utils(None)
             if scratch is not None:
                 scratch.cleanup()
-        if not reports.kept:
-            raise RuntimeError("training finished without a checkpoint")
-        latest_path, latest_metrics = reports.kept[-1]
+        kept = reports.kept
+        if not kept:  # a rerun of a run already at train.epochs trains nothing: the run's own checkpoints
+            from raylm.train.checkpoint import stored_reports
+
+            kept = stored_reports(train_dir)
+            if not kept:
+                raise RuntimeError("training finished without a checkpoint")
+        latest_path, latest_metrics = kept[-1]
 
         def checkpoint(p: StoragePath):
             return ray.train.Checkpoint(p.path, filesystem=p.fs)
 
         return ray.train.Result(metrics=latest_metrics, checkpoint=checkpoint(latest_path),
                                 path=train_dir.path, error=None,
-                                best_checkpoints=[(checkpoint(p), m) for p, m in reports.kept])
+                                best_checkpoints=[(checkpoint(p), m) for p, m in kept])

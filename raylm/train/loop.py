@@ -19,6 +19,7 @@ from raylm.data.augment import set_epoch as set_augment_epoch
 from raylm.data.shards import local_shuffle, prefetch_batches
 from raylm.models import build_model
 from raylm.train.checkpoint import (
+    checkpoint_rank,
     drop_stale_optimizer_states,
     ray_checkpoint,
     read_meta,
@@ -153,11 +154,12 @@ def replica_digests(model: torch.nn.Module) -> list[str]:
 
 def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool:
     """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
-    ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best val_accuracy so far.
+    ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best so far (its
+    val_accuracy, or an equal one at a lower val_loss: ``checkpoint_rank`` less the epoch).
     The same answer on every rank (the metrics are all-reduced)."""
-    epoch, accuracy = history[-1]["epoch"], history[-1]["val_accuracy"]
-    best_before = max((h["val_accuracy"] for h in history[:-1]), default=float("-inf"))
-    return epoch % training.checkpoint_every == 0 or epoch == training.epochs or accuracy > best_before
+    epoch = history[-1]["epoch"]
+    best_before = max((checkpoint_rank(h)[:2] for h in history[:-1]), default=(float("-inf"), float("-inf")))
+    return epoch % training.checkpoint_every == 0 or epoch == training.epochs or checkpoint_rank(history[-1])[:2] > best_before
 
 
 def newest_stored(train_uri: str, resume, options: dict[str, Any]) -> str | None:

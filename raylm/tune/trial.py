@@ -45,7 +45,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
     from raylm.data.decoded import sharing
     from raylm.storage import publish_workspace, run_workspace, stored
     from raylm.train import build_trainer
-    from raylm.train.checkpoint import checkpoint_location
+    from raylm.train.checkpoint import best_kept, checkpoint_location
     from raylm.tune.measure_on import measure_trial
     from raylm.tune.space import trial_config
 
@@ -75,7 +75,7 @@ def train_and_measure(params: dict[str, Any], *, base: dict[str, Any], trials_di
         result = trainer.fit()
         if result.error is not None:
             raise result.error
-        best, trained = max(result.best_checkpoints, key=lambda cm: cm[1].get("val_accuracy", float("-inf")))
+        best, trained = best_kept(result.best_checkpoints)
         where = checkpoint_location(best, cfg.train.storage_options)
         checkpoint = best.path if where.is_local else where.uri
         if not measures_trials(cfg, params):  # nothing in this sweep reads an artifact

@@ -89,6 +89,26 @@ def test_resume_continues_from_the_saved_epoch(ray_local, tiny_config, image_two
     assert resumed.history[:2] == first.history  # epochs 1-2 came from the checkpoint, not retrained
     assert all(row["time"] > started for row in resumed.history[2:])
     assert load_checkpoint(resumed.checkpoint).meta["epoch"] == 3
+    # Run again as it was (its own train/ already at train.epochs, in this process): nothing is trained, the
+    # run's checkpoints are the answer (was "training finished without a checkpoint" and a failed run).
+    kept = sorted(p.name for p in (resumed.run_dir / "train").iterdir())
+    again = fit(tiny_config("image", "train.epochs=3", "train.num_workers=1", "train.name=second",
+                            f"train.resume_from={first.checkpoint}"))
+    assert again.history == resumed.history and again.checkpoint == resumed.checkpoint
+    assert sorted(p.name for p in (resumed.run_dir / "train").iterdir()) == kept
+
+
+def test_a_finished_two_worker_run_run_again_trains_nothing(ray_local, image_two_workers):
+    """Ray Train leaves ``checkpoint_manager_snapshot.json`` in the run's ``train/``; read as a checkpoint it
+    crashed the rerun (NotADirectoryError). Rerun as it was, the run trains no epoch and answers with its own
+    checkpoints."""
+    cfg, first = image_two_workers
+    assert (first.run_dir / "train" / "checkpoint_manager_snapshot.json").is_file()
+    kept = sorted(p.name for p in (first.run_dir / "train").iterdir())
+    again = fit(cfg)
+    assert again.history == first.history
+    assert load_checkpoint(again.best_checkpoint).meta["epoch"] <= 2 and again.metrics["epoch"] == 2
+    assert sorted(p.name for p in (first.run_dir / "train").iterdir()) == kept
 
 
 def test_bad_config_exits_non_zero_naming_the_field(tmp_path):

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from raylm.models import build_model
-from raylm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint_atomic
+from raylm.storage import StoragePath
+from raylm.train.checkpoint import (
+    CheckpointError,
+    best_kept,
+    checkpoint_rank,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint_atomic,
+    stored_checkpoints,
+)
 
 
 @pytest.mark.parametrize("modality", ["image", "audio", "text"])
@@ -67,3 +76,26 @@ def test_only_the_latest_checkpoint_keeps_the_optimizer_state(tiny_config, tmp_p
     fresh = torch.optim.AdamW(model.parameters())
     assert restore_training_state(paths[0], model, fresh) == 1 and not fresh.state_dict()["state"]
     assert restore_training_state(paths[-1], model, fresh) == 3 and fresh.state_dict()["state"]
+
+
+def test_files_beside_the_checkpoints_are_not_checkpoints(tiny_config, tmp_path):
+    """Ray Train's ``checkpoint_manager_snapshot.json`` sits in a run's ``train/`` beside the checkpoints."""
+    cfg = tiny_config("image")
+    model = build_model(cfg, 2)
+    save_checkpoint_atomic(tmp_path / "checkpoint_000000", model, cfg, ["a", "b"], epoch=1)
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
+    assert [location.name for location, _ in stored_checkpoints(StoragePath.of(tmp_path))] == ["checkpoint_000000"]
+    with pytest.raises(CheckpointError, match="a file"):
+        read_meta(tmp_path / "checkpoint_000000" / "raylm.json")
+
+
+def test_tied_accuracy_ranks_the_lower_loss_then_the_later_epoch():
+    kept = [("e1", {"epoch": 1, "val_accuracy": 1.0, "val_loss": 1.004}),
+            ("e2", {"epoch": 2, "val_accuracy": 1.0, "val_loss": 0.562}),
+            ("e3", {"epoch": 3, "val_accuracy": 1.0, "val_loss": 0.215}),
+            ("e0", {"epoch": 4, "val_accuracy": 0.9, "val_loss": 0.1})]
+    assert best_kept(kept)[0] == "e3"
+    assert best_kept([("a", {"epoch": 1, "val_accuracy": 0.5}), ("b", {"epoch": 2, "val_accuracy": 0.5})])[0] == "b"
+    # a non-finite loss never wins a tie
+    assert checkpoint_rank({"epoch": 1, "val_accuracy": 0.5, "val_loss": float("nan")}) < checkpoint_rank(
+        {"epoch": 1, "val_accuracy": 0.5, "val_loss": 9.0})

@@ -42,6 +42,14 @@ def test_checkpoints_at_the_cadence_the_last_epoch_and_every_new_best(accuracies
     assert checkpoint_due(tc, _rows(*accuracies)) is due
 
 
+def test_an_equal_accuracy_at_a_lower_loss_is_a_new_best():
+    tc = _train("train.epochs=5", "train.checkpoint_every=3")
+    rows = [{"epoch": 1, "val_accuracy": 1.0, "val_loss": 1.0}, {"epoch": 2, "val_accuracy": 1.0, "val_loss": 0.5}]
+    assert checkpoint_due(tc, rows) is True
+    rows[1]["val_loss"] = 1.2
+    assert checkpoint_due(tc, rows) is False
+
+
 def _checkpoint(directory, epoch):
     """A saved checkpoint as Ray Train hands one to a restarted loop."""
     from ray.train import Checkpoint
