@@ -79,13 +79,22 @@ def entry() -> None:
     stopping Ray itself (~2 s); after that verb ``ray.shutdown()`` and ``os._exit`` end it instead.
     ``main`` (what tests and jobs/ call in a process that goes on) never exits."""
     argv = sys.argv[1:]
-    code = main(argv)
+    code = main(argv, keep_streams=True)
+    if "ray" in sys.modules:
+        import ray
+
+        # The Ray this process started (a cluster's driver only disconnects) stops while this process's
+        # stdout and stderr still go to the run's ray.log: Ray writes its last forwarded worker lines (the
+        # "[repeated 4x across cluster]" summaries of its log deduplicator) as it shuts down, and after
+        # the streams came back they reached the console of `raylm tune` and a 2-worker `raylm train`.
+        if ray.is_initialized():
+            ray.shutdown()
+    from raylm.runtime import restore_streams
+
+    restore_streams()
     if code == 0 and argv[:1] and argv[0] in EXIT_AT_ONCE:  # the verb is argv[0]: no options come before it
         import logging
 
-        import ray
-
-        ray.shutdown()  # the Ray this process started (a cluster's driver only disconnects)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -495,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, keep_streams: bool = False) -> int:
+    """Run one verb; the exit code. ``keep_streams``: leave stdout and stderr on the run's ray.log when it
+    returns (``entry`` stops Ray first, then puts them back)."""
     args = build_parser().parse_args(argv)
     from raylm import console
 
@@ -517,9 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         console.stop()
-        from raylm.runtime import restore_streams
+        if not keep_streams:
+            from raylm.runtime import restore_streams
 
-        restore_streams()
+            restore_streams()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def test_checkpoint_cadence_keeps_the_best_and_the_last():
 
 
 @pytest.mark.integration
-def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_log(ray_local, data_root, tmp_path):
+def test_data_check_compress_train_and_tune_consoles_hold_no_ray_lines_and_name_the_log(ray_local, data_root, tmp_path):
     """Issue 25 item 4: Ray's INFO/WARNING lines (Ray Data's executor, the token-auth warning, ...) go to
     the log file the console names once; the console keeps raylm's answer."""
     import json
@@ -64,6 +64,7 @@ def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_l
     import sys
 
     import torch
+    import yaml
 
     from tests.helpers.cli import RAY_LINE, _env
     from tests.helpers.paths import REPO
@@ -74,6 +75,12 @@ def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_l
     torch.manual_seed(0)
     checkpoint = save_checkpoint_atomic(cfg.run_dir / "train" / "checkpoint_untrained", build_model(cfg, 2).eval(),
                                         cfg, ["horizontal", "vertical"], epoch=0, data_fingerprint="test")
+    sweep_yaml = tmp_path / "sweep.yaml"  # the smallest sweep: lr alone, ranked on accuracy, nothing compressed
+    tree = yaml.safe_load((REPO / "jobs/configs/image.yaml").read_text())
+    tree["train"] |= {"epochs": 2, "num_workers": 1}
+    tree["tune"] = {"space": {"train.lr": {"loguniform": [0.001, 0.005]}}, "search": "random", "scheduler": "fifo",
+                    "num_samples": 2, "objectives": ["accuracy"], "export": "none"}
+    sweep_yaml.write_text(yaml.safe_dump(tree))
     common = [f"data.path={data_root['image']}", f"data.cache_dir={tmp_path / 'cache'}",
               f"train.storage_path={tmp_path / 'runs'}"]
     runs = {
@@ -82,6 +89,10 @@ def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_l
                      "compress.max_eval_samples=8"],
         "train": ["train", "--config", "jobs/configs/image.yaml", *common, f"data.cache_dir={tmp_path / 'cache-train'}",
                   "train.epochs=1", "train.name=quiet-train", "task.labels=[horizontal,vertical]"],
+        # Two in-process trials: the lines Ray forwards from their actors (and its "[repeated Nx across
+        # cluster]" summaries, written as Ray shuts down) reached the console after raylm's own last line.
+        "tune": ["tune", "--config", str(sweep_yaml), *common, f"data.cache_dir={tmp_path / 'cache-tune'}",
+                 "train.name=quiet-tune", "task.labels=[horizontal,vertical]"],
     }
     # The three drivers run side by side on the session's Ray (one after the other, each paid its Python,
     # torch and Ray client start alone: 44 s of the default suite); each is judged on its own console.
@@ -107,6 +118,9 @@ def test_data_check_compress_and_train_consoles_hold_no_ray_lines_and_name_the_l
         assert len(named) == 1, (verb, lines)
         log = named[0].removeprefix("Ray's logs: ").split(" (")[0]
         assert RAY_LINE.search(open(log).read()), (verb, log)  # Ray did speak: into the file
+        if verb == "tune":  # its answer is the table, after the sweep's last line
+            assert any(line.startswith("[sweep] done") and "completed 2" in line for line in lines), (verb, lines)
+            continue
         answer = done.stdout[done.stdout.index("{"):]
         assert json.loads(answer), (verb, done.stdout)
 
