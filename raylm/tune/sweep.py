@@ -12,9 +12,12 @@ import threading
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raylm.config import OBJECTIVE_MODES, ConfigError, RaylmConfig, validate_config
+
+if TYPE_CHECKING:
+    from raylm.capacity import Capacity
 
 SWEEP_CONFIG = "raylm_sweep.json"
 log = logging.getLogger(__name__)
@@ -61,8 +64,9 @@ def trial_resources(cfg: RaylmConfig) -> dict[str, float]:
     return {"CPU": cfg.train.cpus_per_worker if trains_in_process(cfg) else cfg.tune.trial_cpus}
 
 
-def concurrency(cfg: RaylmConfig) -> int:
-    """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold."""
+def concurrency(cfg: RaylmConfig, capacity: Capacity | None = None) -> int:
+    """Trials at once: what the cluster's CPUs (one kept for Ray Data) and GPUs hold (``capacity``: the
+    connected cluster's, read now, unless given)."""
     from raylm.capacity import read_capacity
     from raylm.train import trains_in_process
 
@@ -74,9 +78,10 @@ def concurrency(cfg: RaylmConfig) -> int:
         needs = "tune.trial_cpus + train.num_workers x train.cpus_per_worker"
     # What the cluster can grow to (nodes up + what its autoscaler can add): Tune queues the trials
     # that do not fit yet, and their pending demand makes the autoscaler add nodes.
-    capacity = read_capacity()
+    capacity = capacity or read_capacity()
     cpus, gpus = capacity.total_max("CPU"), capacity.total_max("GPU")
-    if math.isinf(cpus):  # an autoscaler whose node types are unknown: plan on what is up
+    growth_unknown = math.isinf(cpus)
+    if growth_unknown:  # an autoscaler whose node types are unknown: plan on what is up
         cpus, gpus = capacity.total_up("CPU"), capacity.total_up("GPU")
     if training.use_gpu is True and gpus < training.max_workers:
         # GPU workers scaled to zero: the autoscaler adds them (and their CPUs) once trials ask,
@@ -88,6 +93,16 @@ def concurrency(cfg: RaylmConfig) -> int:
     fits = math.floor((cpus - 1 + 1e-9) / per_trial)
     if training.use_gpu is not False and gpus >= training.max_workers:
         fits = min(fits, math.floor(gpus / training.max_workers))
+    if growth_unknown:
+        # Node types raylm cannot read (KubeRay; a head at num-cpus 0): nothing is refused for size, as for
+        # `raylm train`. Tune queues the trials that do not fit yet and their demand makes the autoscaler add
+        # nodes; without tune.max_concurrent_trials, as many run at once as the nodes up hold (at least one).
+        chosen = tuning.max_concurrent_trials or max(fits, 1)
+        if fits < chosen:
+            log.warning("the cluster's %g CPUs up fit %d trial(s) of %g CPUs (plus 1 for Ray Data); running %d at a "
+                        "time and leaving the rest to its autoscaler (its node types are unknown)",
+                        cpus, max(fits, 0), per_trial, chosen)
+        return chosen
     if tuning.max_concurrent_trials:
         if tuning.max_concurrent_trials > max(fits, 1):
             raise ConfigError(
