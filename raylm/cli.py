@@ -206,8 +206,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from contextlib import nullcontext
 
-    from raylm.storage import public_paths, run_workspace
+    from raylm.storage import StoragePath, is_uri, public_paths, run_workspace
 
+    if cfg is None and is_uri(str(args.resume)):
+        # A sweep in object storage (its run, or its tune/): continued in a scratch workspace filled from the
+        # bucket (the saved config, the trials' records), as the pipeline's rerun does; Tune restores its
+        # experiment from the bucket. (Was a Path: a local folder named "s3:" and "holds no raylm sweep".)
+        location = StoragePath.of(str(args.resume).rstrip("/"))
+        location = location.parent if location.name == "tune" else location
+        with run_workspace(location) as run_dir:
+            args.resume = str(run_dir)
+            return _tune(args, None, run_dir, public_paths)
     with run_workspace(cfg.run_location) if cfg is not None else nullcontext(sweep_dir(args.resume).parent) as run_dir:
         return _tune(args, cfg, run_dir, public_paths)
 

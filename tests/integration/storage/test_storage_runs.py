@@ -244,6 +244,22 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
     assert_beats_chance(accuracy, len(val["label"]))
     assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
 
+    # `raylm tune --resume <run URI>` continues the sweep from the bucket: this one is finished, so Tune
+    # restores it, trains nothing, and the answer is the same best trial (was: a local "s3:" folder and
+    # "holds no raylm sweep").
+    from raylm.cli import main
+
+    def trained() -> tuple[list[str], list[dict]]:  # the trials' checkpoints in the bucket and their records
+        keys = sorted(k for k in s3_server.objects(bucket, f"runs/{name}/tune/trials/") if "/train/checkpoint_" in k)
+        return keys, [StoragePath.of(f"{run_uri}/tune/trials/{r['trial_id']}/{TRIAL_RECORD}").read_json() for r in done]
+
+    before = trained()
+    assert main(["tune", "--resume", run_uri]) == 0
+    assert trained() == before
+    summary = StoragePath.of(f"{run_uri}/tune/trials.json").read_json()
+    assert result.best["trial_id"] in json.dumps(summary)
+    assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
+
 
 def _trials_committed(s3_server, bucket: str, prefix: str) -> dict[str, float]:
     """{trial id: its marker's time} of the trials under ``prefix`` whose commit lists their record (finished)."""
