@@ -100,6 +100,19 @@ def resolve_source(cfg: RaylmConfig) -> tuple[str, bool]:
     return shared_demo(cfg, Path(DATASETS.get(cfg.task.modality, cfg.data.name)(cfg))), True
 
 
+def cache_root(cfg: RaylmConfig):
+    """Where the shared ``_cache/`` of a URI storage lives: ``train.storage_path``; for a sweep's trial, which
+    writes under ``<storage_path>/<run>/tune/trials`` (raylm/tune/sweep.py ``trials_location``), the sweep's
+    own ``storage_path``, where the sweep already published the demo set (each S3 sweep uploaded a second
+    copy among its trials' directories)."""
+    from raylm.storage import StoragePath
+
+    root = StoragePath.of(cfg.train.storage_path, cfg.train.storage_options)
+    if root.name == "trials" and root.parent.name == "tune":
+        return root.parent.parent.parent
+    return root
+
+
 def shared_demo(cfg: RaylmConfig, local: Path) -> str:
     """A generated demo set where every node can read it: as is with local storage; with URI storage
     its copy under ``<storage_path>/_cache/<its path below data.cache_dir>``, uploaded and committed
@@ -110,8 +123,7 @@ def shared_demo(cfg: RaylmConfig, local: Path) -> str:
         return str(local)
     cache = Path(cfg.data.cache_dir).expanduser().resolve()
     root = local if local.is_dir() else local.parent
-    dest = StoragePath.of(cfg.train.storage_path, cfg.train.storage_options).join(
-        "_cache", root.resolve().relative_to(cache).as_posix())
+    dest = cache_root(cfg).join("_cache", root.resolve().relative_to(cache).as_posix())
     if committed(dest) is None:
         publish(root, dest)
     return dest.uri if local.is_dir() else dest.join(local.name).uri
