@@ -89,8 +89,9 @@ def entry() -> None:
         # the streams came back they reached the console of `raylm tune` and a 2-worker `raylm train`.
         if ray.is_initialized():
             ray.shutdown()
-    from raylm.runtime import restore_streams
+    from raylm.runtime import remove_session_files, restore_streams
 
+    remove_session_files()  # this process's HAProxy files: os._exit below runs no atexit handler
     restore_streams()
     if code == 0 and argv[:1] and argv[0] in EXIT_AT_ONCE:  # the verb is argv[0]: no options come before it
         import logging
@@ -131,8 +132,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from raylm.config.serve import ingress_of
-    from raylm.runtime import cluster_ingress, ensure_ray, started_ray, verb_log_dir
+    from raylm.runtime import check_port_free, cluster_ingress, ensure_ray, started_ray, verb_log_dir, will_start_ray
     from raylm.serve.lifecycle import StopSignals, serve_until_stopped
+
+    if will_start_ray():  # this process's own Ray and Serve: the port must be free now (a cluster's Serve holds it)
+        check_port_free(cfg.host, cfg.port, "serve.port")
 
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else verb_log_dir("serve")
     out = _console(args, log_dir, log_dir=log_dir)

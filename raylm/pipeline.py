@@ -366,6 +366,10 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
         from raylm.tune import check_space
 
         check_space(cfg)
+    from raylm.runtime import check_port_free, will_start_ray
+
+    if stop == "serve" and will_start_ray():  # the serve stage's port, free before minutes of sweep and training
+        check_port_free(cfg.serve.host, cfg.serve.port, "serve.port")
     # With URI storage the stages write into a local scratch of the run, committed to storage after
     # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
     # data.path resolved once per run: every stage's build_datasets and the smoke request take the record.

@@ -154,7 +154,9 @@ def _haproxy_session_env() -> dict[str, str]:
     (/tmp/haproxy-serve: config, admin socket, server state) and fixed stats/metrics ports (8404, 9101)
     for the whole machine, so a second embedded Ray on it would rewrite the first one's HAProxy."""
     base = tempfile.mkdtemp(prefix="raylm-haproxy-")
-    atexit.register(_remove_haproxy_dir, base)
+    if not _haproxy_dirs:
+        atexit.register(remove_session_files)
+    _haproxy_dirs.append(base)
     return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
@@ -173,17 +175,24 @@ def _haproxy_session_env() -> dict[str, str]:
             **_replica_port_ranges()}
 
 
-def _remove_haproxy_dir(base: str) -> None:
-    """At exit of the process whose embedded Ray used ``base``: that Ray ends with it, so its HAProxy's files
-    go too (each embedded Ray made one directory under /tmp and left it behind). Ray is shut down first:
+_haproxy_dirs: list[str] = []  # this process's embedded Rays' HAProxy directories (_haproxy_session_env)
+
+
+def remove_session_files() -> None:
+    """At exit of the process whose embedded Ray used them (atexit; and ``raylm.cli.entry`` before its
+    ``os._exit``, which runs no atexit handler: every `raylm train` and `raylm serve` left one directory
+    under /tmp): that Ray ends with the process, so its HAProxy's files go too. Ray is shut down first:
     Serve's HAProxy writes its server state there while it stops."""
     import shutil
 
+    if not _haproxy_dirs:
+        return
     if "ray" in sys.modules:
         import ray
 
         ray.shutdown()
-    shutil.rmtree(base, ignore_errors=True)
+    while _haproxy_dirs:
+        shutil.rmtree(_haproxy_dirs.pop(), ignore_errors=True)
 
 
 REPLICA_PORT_BLOCK = 250  # ports per embedded Ray: one per replica, freed ones quarantined 150 s by Serve
@@ -333,6 +342,40 @@ def _cluster_address() -> tuple[str | None, int | None]:
     port = _free_port()
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     return f"{ray.util.get_node_ip_address()}:{port}", port
+
+
+def will_start_ray() -> bool:
+    """Whether :func:`ensure_ray` would start an embedded Ray (no RAY_ADDRESS, no ``ray start`` cluster on
+    this machine, none connected): then nothing of Ray's holds a port yet. Reads, sets nothing."""
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return False
+    try:
+        return not canonicalize_bootstrap_address(None)
+    except Exception:  # an unreadable ray_current_cluster file: ray.init decides
+        return False
+
+
+def check_port_free(host: str, port: int, field: str) -> None:
+    """A ConfigError naming ``field`` when ``host:port`` cannot be bound (another program listens there):
+    said before Ray starts, not as Serve's HAProxy or proxy actor failing after it (a 25-line stack)."""
+    import errno
+    import socket
+
+    from raylm.config import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT is free to Serve too
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise ConfigError(f"{field}={port}: {host}:{port} is {'already in use' if err.errno == errno.EADDRINUSE else 'not allowed'} "
+                                  f"({err.strerror}); stop what listens there or choose another {field}") from None
+            raise
 
 
 def _free_port() -> int:

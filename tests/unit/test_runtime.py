@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,3 +27,26 @@ def test_an_embedded_rays_haproxy_directory_is_removed_when_its_process_exits():
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["there"] and Path(seen["base"]).name.startswith("raylm-haproxy-")
     assert not Path(seen["base"]).exists()
+
+
+def test_a_busy_serve_port_is_a_config_error_naming_the_field():
+    """`raylm serve` / the pipeline check the port before starting Ray (was a 25-line HAProxy stack after it)."""
+    import socket
+
+    from raylm.config import ConfigError
+    from raylm.runtime import check_port_free
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"serve.port={port}: 127.0.0.1:{port} is already in use"):
+            check_port_free("127.0.0.1", port, "serve.port")
+    check_port_free("127.0.0.1", port, "serve.port")  # closed: free again
+
+
+def test_only_an_embedded_ray_to_start_checks_ports(monkeypatch):
+    from raylm.runtime import will_start_ray
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a cluster's Serve may hold serve.port itself
+    assert will_start_ray() is False

@@ -531,6 +531,13 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
              f"serve.graceful_shutdown_s={limit_s}", f"serve.ingress={ingress}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
+    def haproxy_dirs() -> set[str]:  # each embedded Ray's HAProxy files (raylm/runtime.py _haproxy_session_env)
+        import glob
+        import tempfile
+
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), "raylm-haproxy-*")))
+
+    dirs_before = haproxy_dirs()
     proc, retried = start(), False
     try:
         deadline = time.monotonic() + 300
@@ -582,6 +589,8 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
     assert not failed, (failed, stderr[-2000:])
     assert proc.returncode == 0, (stdout[-2000:], stderr[-3000:])
     assert "SIGTERM received" not in stderr and "logging.cc" not in stderr, stderr[-3000:]
+    # its HAProxy directory went with it (`raylm serve` ends in os._exit, which runs no atexit handler: one was left per run)
+    assert not haproxy_dirs() - dirs_before, haproxy_dirs() - dirs_before
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("raylm serve: SIGTERM: stopped taking requests; in-flight requests finished") \
         and last.endswith("Ray shut down"), stdout
