@@ -69,6 +69,32 @@ def skip_invalid_csv_row(row) -> str:
     return "skip"
 
 
+def json_object(line: str) -> dict | None:
+    """One JSONL line as the object it holds; None when it is not one (a broken line, a list, a bare
+    value). The check lists such lines and training skips them, as pyarrow's CSV reader skips a malformed
+    CSV row: both readers parse the lines with this one function (pandas' and pyarrow's JSON readers
+    failed the whole file on one bad line: a 40-line Ray stack instead of a listed row)."""
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_lines_table(batch):
+    """Ray Data UDF after ``read_text`` (one row per non-empty line): the lines' objects as a table, the
+    lines that hold none dropped. A column whose values mix types (a label 3 on one line, "pos" on
+    another) keeps its strings and writes the others as JSON text (pyarrow needs one type a column)."""
+    import pyarrow as pa
+
+    rows = [obj for obj in map(json_object, batch["text"].to_pylist()) if obj is not None]
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.Table.from_pylist([{k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in row.items()}
+                                     for row in rows])
+
+
 def csv_parse_options(invalid_row_handler=skip_invalid_csv_row):
     import pyarrow.csv
 
@@ -95,11 +121,21 @@ def _table_chunks(path: str, fmt: str, columns: list[str], invalid: list[str]) -
         for record_batch in reader:
             yield {c: record_batch.column(c).to_pylist() for c in columns}
     else:
-        import pandas
-
-        with pandas.read_json(path, lines=True, chunksize=_TABLE_CHUNK) as reader:
-            for frame in reader:
-                yield {c: frame[c].tolist() if c in frame else [None] * len(frame) for c in columns}
+        rows: list[dict] = []
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                obj = json_object(line)
+                if obj is None:
+                    invalid.append(f"line {number} is not a JSON object: {line.strip()[:80]!r}")
+                    continue
+                rows.append(obj)
+                if len(rows) == _TABLE_CHUNK:
+                    yield {c: [row.get(c) for row in rows] for c in columns}
+                    rows = []
+        if rows or invalid:
+            yield {c: [row.get(c) for row in rows] for c in columns}
 
 
 def check_table_batch(batch: dict, *, modality: str, settings: Any, fmt: str, value_column: str, label_column: str,
