@@ -55,6 +55,7 @@ def run_workspace(location: StoragePath) -> Iterator[Path]:
     try:
         yield scratch
     except BaseException:
+        _log_traceback(scratch)
         try:  # what the failed or interrupted command did (its logs, its status) still reaches storage
             publish_workspace(location)
         except Exception as err:  # noqa: BLE001 - the command's own error matters more
@@ -65,6 +66,22 @@ def run_workspace(location: StoragePath) -> Iterator[Path]:
     finally:
         del _OPEN[location.uri]
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _log_traceback(scratch: Path) -> None:
+    """The failing command's traceback appended to the run's ``logs/ray.log`` in the scratch, before it is
+    committed and deleted: the console says "traceback in the run's logs/ray.log", and with URI storage
+    raylm.cli printed it only after the scratch was gone (the committed ray.log had none). Only where
+    the console keeps that file (not with -v, where the traceback reaches the console itself)."""
+    import traceback
+
+    ray_log = scratch / "logs" / "ray.log"
+    if ray_log.is_file():
+        try:
+            with open(ray_log, "a", encoding="utf-8") as out:
+                traceback.print_exc(file=out)
+        except OSError:
+            pass
 
 
 @contextmanager
