@@ -295,6 +295,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     keep = cfg.pipeline.keep_serving
     if keep == "auto":
         keep = embedded and interactive
+    if record.stages.serve is not None and embedded and not keep:
+        # The URL printed above answered the smoke request, and stops answering as this process ends.
+        served = cfg.run_location.join("compress", cfg.compress.variant or "pipeline")
+        out.line(f"serving stopped: the app ran on this process's own Ray, which ends with it (not a terminal, "
+                 f"so pipeline.keep_serving=auto did not keep it; pipeline.keep_serving=true keeps it; "
+                 f"raylm serve --artifact {served.local_path if served.is_local else served.uri} serves it again)")
     if record.stages.serve is not None and keep:
         # An embedded Ray (and the app on it) ends with this process; a cluster's Serve app outlives it.
         # The stop handlers replace Ray Train's SIGINT handler too (it aborts a training run that has ended).
