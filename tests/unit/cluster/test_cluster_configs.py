@@ -176,6 +176,26 @@ def test_kuberay_validator_rejects_an_unknown_gcs_fault_tolerance_backend():
     assert error is not None and "gcsFaultToleranceOptions/backend" in error and "etcd" in error
 
 
+def test_kuberay_validator_refuses_a_field_the_crd_does_not_declare():
+    """What kubectl's strict field validation refuses: a typo passed the schema check before."""
+    doc = _load(KUBERAY / "raycluster.yaml")
+    doc["spec"]["workerGroupSpec"] = doc["spec"]["workerGroupSpecs"]  # the typo beside the real key
+    assert _kuberay_validator().document_errors(doc) == "RayCluster at spec/workerGroupSpec: unknown field (not in the CRD's schema)"
+    doc = _load(KUBERAY / "raycluster.yaml")
+    doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    assert "headGroupSpec/template/spec/containers/0/imagePullPolicyy: unknown field" in _kuberay_validator().document_errors(doc)
+    doc = _load(KUBERAY / "raycluster.yaml")
+    doc["metadata"]["labels"] = {"team": "ml"}  # free-form maps stay free
+    assert _kuberay_validator().document_errors(doc) is None
+
+
+def test_kuberay_validator_says_when_no_document_was_a_kuberay_one(tmp_path):
+    (tmp_path / "other.yaml").write_text("apiVersion: ray.io/v1\nkind: RayFoo\n")
+    result = subprocess.run([sys.executable, str(KUBERAY_VALIDATOR), str(tmp_path / "other.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no KubeRay document" in result.stdout and "0 failing" not in result.stdout
+
+
 def test_kuberay_manifests_carry_the_required_keys():
     kinds = {doc["kind"]: doc for name in KUBERAY_FILES for doc in _docs(KUBERAY / name)}
     assert {"RayCluster", "RayJob", "RayService", "PersistentVolumeClaim"} <= set(kinds)
