@@ -125,7 +125,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     if scan_run is None:
         scan_run = not (in_process and storage.is_local)
     loop_config["resume_checkpoint"] = decide_resume(cfg, train_location, data, scan_run=scan_run)
-    _say_if_trained(cfg, loop_config["resume_checkpoint"])
+    _say_if_trained(cfg, loop_config["resume_checkpoint"], train_location)
     if in_process:
         from raylm.train.in_process import InProcessTrainer
 
@@ -190,9 +190,10 @@ def decide_resume(cfg: RaylmConfig, train_location: StoragePath, data, *, scan_r
     return newest[0] if newest else None
 
 
-def _say_if_trained(cfg: RaylmConfig, resume: str | None) -> None:
+def _say_if_trained(cfg: RaylmConfig, resume: str | None, train_location: StoragePath) -> None:
     """One line when the checkpoint a run continues from is already at ``train.epochs``: the run trains no
-    epoch and answers with its checkpoints (a rerun of a finished run with the same ``train.name``)."""
+    epoch. Its own (a rerun of a finished run with the same ``train.name``): its checkpoints are the answer.
+    Another run's (``train.resume_from``): there is nothing of this run's to answer with."""
     if resume is None:
         return
     from raylm.train.checkpoint import CheckpointError, read_stored_meta
@@ -201,10 +202,15 @@ def _say_if_trained(cfg: RaylmConfig, resume: str | None) -> None:
         epoch = int(read_stored_meta(StoragePath.of(resume, cfg.train.storage_options if is_uri(resume) else None))["epoch"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return
-    if epoch >= cfg.train.epochs:
+    if epoch < cfg.train.epochs:
+        return
+    if resume.startswith(train_location.uri.rstrip("/") + "/"):
         log.warning("[raylm] %s is already trained to epoch %d (train.epochs=%d): nothing left to train; its "
                     "checkpoints are the result (raise train.epochs to go on, or choose another train.name)",
                     cfg.run_location.name, epoch, cfg.train.epochs)
+    else:
+        log.warning("[raylm] train.resume_from=%s is already at epoch %d (train.epochs=%d): nothing left to train "
+                    "(raise train.epochs to train on from it)", resume, epoch, cfg.train.epochs)
 
 
 class TrainingFailed(RuntimeError):
