@@ -373,8 +373,9 @@ def check_port_free(host: str, port: int, field: str) -> None:
             sock.bind((host, port))
         except OSError as err:
             if err.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise ConfigError(f"{field}={port}: {host}:{port} is {'already in use' if err.errno == errno.EADDRINUSE else 'not allowed'} "
-                                  f"({err.strerror}); stop what listens there or choose another {field}") from None
+                why = "already in use" if err.errno == errno.EADDRINUSE else "not allowed"
+                raise ConfigError(f"{field}={port}: {host}:{port} is {why} ({err.strerror}); "
+                                  f"stop what listens there or choose another {field}") from None
             raise
 
 

@@ -80,7 +80,8 @@ def main(paths: list[str]) -> int:
     for line in failures:
         print(line)
     if not checked:
-        print(f"no KubeRay document (kind {', '.join(sorted(SCHEMAS))}, apiVersion ray.io/v1) in {' '.join(paths) or 'no files'}")
+        kinds = ", ".join(sorted(SCHEMAS))
+        print(f"no KubeRay document (kind {kinds}, apiVersion ray.io/v1) in {' '.join(paths) or 'no files'}")
         return 1
     print(f"{checked} KubeRay documents checked, {len(failures)} failing")
     return 1 if failures else 0

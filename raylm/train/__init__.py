@@ -199,7 +199,8 @@ def _say_if_trained(cfg: RaylmConfig, resume: str | None, train_location: Storag
     from raylm.train.checkpoint import CheckpointError, read_stored_meta
 
     try:
-        epoch = int(read_stored_meta(StoragePath.of(resume, cfg.train.storage_options if is_uri(resume) else None))["epoch"])
+        location = StoragePath.of(resume, cfg.train.storage_options if is_uri(resume) else None)
+        epoch = int(read_stored_meta(location)["epoch"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return
     if epoch < cfg.train.epochs:

@@ -159,7 +159,8 @@ def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool
     The same answer on every rank (the metrics are all-reduced)."""
     epoch = history[-1]["epoch"]
     best_before = max((checkpoint_rank(h)[:2] for h in history[:-1]), default=(float("-inf"), float("-inf")))
-    return epoch % training.checkpoint_every == 0 or epoch == training.epochs or checkpoint_rank(history[-1])[:2] > best_before
+    beats = checkpoint_rank(history[-1])[:2] > best_before
+    return epoch % training.checkpoint_every == 0 or epoch == training.epochs or beats
 
 
 def newest_stored(train_uri: str, resume, options: dict[str, Any]) -> str | None:
