@@ -192,7 +192,40 @@ def remove_session_files() -> None:
 
         ray.shutdown()
     while _haproxy_dirs:
-        shutil.rmtree(_haproxy_dirs.pop(), ignore_errors=True)
+        base = _haproxy_dirs.pop()
+        _stop_leftover_haproxy(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop_leftover_haproxy(base: str, timeout_s: float = 5.0) -> list[int]:
+    """End the HAProxy processes of this process's embedded Ray still alive after it shut down (their command
+    line names their config under ``base``, a directory of this Ray's own): a reloaded HAProxy (``-sf``) whose
+    parent had gone kept ``serve.port`` and answered 500 after `raylm serve` exited (2 of 5 SIGTERMs of a
+    canary app in a new-user trial, stop 42). By PID, only processes naming ``base``; the PIDs ended."""
+    if "ray" not in sys.modules:  # no Ray in this process: it started no HAProxy
+        return []
+    try:
+        import psutil  # Ray's vendored copy, importable once ray is
+    except ImportError:
+        return []
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and any(base in part for part in proc.info.get("cmdline") or ()):
+            found.append(proc)
+    for proc in found:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(found, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    if found:
+        log.warning("ended %d HAProxy process(es) left after Ray shut down: %s", len(found), [p.pid for p in found])
+    return [p.pid for p in found]
 
 
 REPLICA_PORT_BLOCK = 250  # ports per embedded Ray: one per replica, freed ones quarantined 150 s by Serve

@@ -50,3 +50,27 @@ def test_only_an_embedded_ray_to_start_checks_ports(monkeypatch):
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a cluster's Serve may hold serve.port itself
     assert will_start_ray() is False
+
+
+def test_a_haproxy_left_after_ray_shut_down_is_ended_with_its_directory(tmp_path, monkeypatch):
+    """A reloaded HAProxy whose parent had gone outlived `raylm serve` and kept its port (stop 42): at exit the
+    processes naming this Ray's own HAProxy directory are ended, and only those."""
+    import ray  # noqa: F401 - as in a process whose Ray started HAProxy
+
+    import raylm.runtime as runtime
+
+    base = tmp_path / "raylm-haproxy-test"
+    base.mkdir()
+    other = tmp_path / "raylm-haproxy-other"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    ours = subprocess.Popen([*sleeper, "-f", str(base / "haproxy.cfg")])
+    theirs = subprocess.Popen([*sleeper, "-f", str(other / "haproxy.cfg")])
+    try:
+        monkeypatch.setattr(runtime, "_haproxy_dirs", [str(base)])
+        runtime.remove_session_files()
+        assert ours.wait(timeout=30) is not None and not base.exists()
+        assert theirs.poll() is None  # another Ray's HAProxy is not touched
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait(timeout=30)
