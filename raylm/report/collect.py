@@ -130,7 +130,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
         stage = f"train({meta['epoch']}/{total})" if total else "train"
     accuracies = [stages.evaluate and stages.evaluate.accuracy, stages.compress and stages.compress.accuracy,
                   ((meta or {}).get("metrics") or {}).get("val_accuracy")]
-    accuracies += [r.accuracy for r in (sweep.trials if sweep else []) if r.status == "completed"]
+    # A trial's compressed accuracy and its dense checkpoint's (val_accuracy): a sweep's best may be a dense row.
+    accuracies += [a for r in (sweep.trials if sweep else []) if r.status == "completed" for a in (r.accuracy, r.val_accuracy)]
     found = [a for a in accuracies if isinstance(a, (int, float))]
     return RunSummary(name=run_dir.name, path=str(run_dir), kind=kind, stage=stage,
                       best_accuracy=float(max(found)) if found else None,

@@ -200,8 +200,11 @@ def sweep_table(tune_dir: Path) -> str:
     except (OSError, ValueError, RecordError):
         return ""
     rows = saved["trials"]
-    front = [r for r in rows if r["trial_id"] in set(saved["pareto_front"])]
-    best = next((r for r in rows if r["trial_id"] == saved["best"]), None)
+    # The front and the best may be dense rows ("<trial>-dense"), which trials.json does not list as rows:
+    # looked up among the rows the table prints, or no dense row was ever marked.
+    printed = rows + [dense_row(r) for r in rows if r["status"] == "completed" and r.get("dense_accuracy") is not None]
+    front = [r for r in printed if r["trial_id"] in set(saved["pareto_front"])]
+    best = next((r for r in printed if r["trial_id"] == saved["best"]), None)
     return format_table(rows, front, best) if rows else ""
 
 

@@ -151,3 +151,16 @@ def test_a_hardware_with_a_single_candidate_is_named_too():
 def test_a_row_recorded_before_dense_references_is_not_the_end_of_the_rows():
     legacy = {k: v for k, v in _row("old", 0.8, 2.0, 1.0).items() if not k.startswith("dense_")}
     assert [r["trial_id"] for r in candidates([legacy, _row("a", 0.88, 5.0, 1.0)])] == ["old", "a-dense", "a"]
+
+
+def test_the_saved_table_marks_a_dense_row_on_the_front_and_as_the_best(tmp_path):
+    """trials.json lists compressed rows only; its front and best may name "<trial>-dense" (stop 42: never marked)."""
+    from raylm.tune.results import sweep_table, write_results
+
+    rows = [_row("t0", 0.85, 5.0, 1.0, gain=False) | {"epochs": 2, "val_accuracy": 0.9, "size_ratio": 0.25, "latency_ratio": 0.5},
+            _row("t1", 0.80, 4.0, 1.0) | {"epochs": 2, "val_accuracy": 0.8, "size_ratio": 0.25, "latency_ratio": 0.4}]
+    dense = dense_row(rows[0])
+    write_results(tmp_path, rows, [dense, rows[1]], dense, ["accuracy", "latency_ms"])
+    marks = {line.split()[0]: line for line in sweep_table(tmp_path).splitlines()[1:]}
+    assert marks["t0-dense"].endswith("* best") and marks["t1"].endswith("*")
+    assert not marks["t0"].endswith("*") and not marks["t1-dense"].endswith("*")
