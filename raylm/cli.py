@@ -127,7 +127,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         cfg = promoted(cfg) if args.promote else rolled_back(cfg)
     said: list[str] = []
-    artifacts = list(args.artifact or []) + _registered_tiers(args)  # --model models:/...: downloaded first
+    registered = _registered_tiers(args)  # --model models:/...: downloaded first
+    artifacts = list(args.artifact or []) + registered
+    if registered:  # a registered tier's version is the registry's (docs/canary.md rule 2), unless serve.versions says
+        from raylm.serve.loading import resolve_tiers
+
+        numbers = {name: version for spec in registered for name in resolve_tiers([spec])
+                   for version in [Path(spec.partition("=")[2] or spec).name]}
+        cfg = cfg.model_copy(update={"versions": numbers | dict(cfg.versions)})
     app = build_app(artifacts, cfg, say=said.append)  # artifacts and config checked before Ray starts
     from ray import serve
 
@@ -164,7 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _registered_tiers(args: argparse.Namespace) -> list[str]:
     """``--model [TIER=]models:/<name>/<version>`` -> ``TIER=<local copy>``: the registered version's files,
     downloaded from the MLflow server (``tracking.mlflow.uri`` from --config/overrides, else
-    ``MLFLOW_TRACKING_URI``), then served and verified like any other artifact directory."""
+    ``MLFLOW_TRACKING_URI``) into ``.../mlflow/<name>/<version number>``, then served and verified like any
+    other artifact directory (the directory's name is the tier's version)."""
     if not args.model:
         if not args.artifact:
             raise ConfigError("--artifact or --model: name at least one artifact directory or registered model version")

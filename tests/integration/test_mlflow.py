@@ -157,6 +157,10 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
         assert [p["label"] for p in registry_predictions] == run.answers[:16]
         for mine, theirs in zip(registry_predictions, file_predictions):
             assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
+        # ... and its Open Inference version is the registry's ("1"), not the artifact's content hash.
+        (tier,) = [t["tier"] for t in requests.get(f"http://127.0.0.1:{port}/registered/models", timeout=60).json()["tiers"]]
+        metadata = requests.get(f"http://127.0.0.1:{port}/registered/v2/models/{tier}", timeout=60).json()
+        assert metadata["versions"] == [registered.rsplit("/", 1)[1]], metadata
     finally:
         serve.shutdown()
 
