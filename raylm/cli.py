@@ -33,10 +33,20 @@ def _name_log(args: argparse.Namespace, out, log_dir) -> None:
         out.note(f"Ray's logs: {log_dir / RAY_LOG} (-v to show them)")
 
 
+def load_run_config(args: argparse.Namespace):
+    """The verb's config, validated, and the files it names that only this driver reads (``augment.schedule``)
+    checked: all before Ray starts."""
+    from raylm.data.schedule import check_schedule
+
+    cfg = load_config(args.config, args.overrides)
+    check_schedule(cfg)
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from raylm.runtime import load_torch_first
 
-    cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    cfg = load_run_config(args)  # validated before Ray starts
     load_torch_first(cfg.model.backend)
     from raylm.storage import run_workspace
 
@@ -205,7 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.resume is None:
         if args.config is None:
             raise ConfigError("--config: needed to start a sweep (or --resume DIR to continue one)")
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_run_config(args)
         check_space(cfg)  # bad spaces are rejected before Ray starts
     elif args.overrides or args.config:
         raise ConfigError("--resume: continues a sweep with its own saved config; drop --config and overrides")
@@ -275,7 +285,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     from raylm.storage import public_paths, run_workspace
 
-    cfg = load_config(args.config, args.overrides)  # validated before Ray starts
+    cfg = load_run_config(args)  # validated before Ray starts
     from raylm.runtime import load_torch_first
 
     load_torch_first(cfg.model.backend)

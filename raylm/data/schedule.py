@@ -47,6 +47,36 @@ def read_schedule(path: str | Path) -> dict[str, Any]:
     return schedule
 
 
+def check_schedule(cfg) -> None:
+    """``augment.schedule`` read and every epoch's values validated now, before Ray starts (a missing file
+    surfaced after Ray had started and the data decoded; a bad value as a bare pydantic error naming
+    neither the file nor the epoch): each key one this run follows (``augment.<modality>.*`` or
+    ``train.lr``), each value within its field's range. ScheduleError names the file, epoch and key."""
+    if not cfg.augment.schedule:
+        return
+    from pydantic import ValidationError
+
+    where = Path(cfg.augment.schedule).expanduser()
+    schedule = read_schedule(where)
+    modality = cfg.task.modality
+    policy = getattr(cfg.augment, modality)
+    for entry in schedule["per_epoch"]:
+        epoch, values = entry.get("epoch", "?"), entry["values"]
+        for key, value in values.items():
+            if not (key.startswith(f"augment.{modality}.") or key == "train.lr"):
+                raise ScheduleError(f"augment.schedule: {where} epoch {epoch}: {key} is not an augment.{modality}.* "
+                                    "key or train.lr (what a run follows)")
+            if key == "train.lr" and not (isinstance(value, (int, float)) and value > 0):
+                raise ScheduleError(f"augment.schedule: {where} epoch {epoch}: train.lr must be a number > 0, got {value!r}")
+        try:
+            type(policy).model_validate(policy.model_dump() | policy_updates(values, modality))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ScheduleError(f"augment.schedule: {where} epoch {epoch}: augment.{modality}.{field}: "
+                                f"{first['msg']} (got {first.get('input')!r})") from None
+
+
 def stretched(schedule: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
     """``epochs`` dicts of ``{dotted key: value}``: epoch ``e`` takes learned epoch ``floor(e * S / epochs)``."""
     learned = [dict(entry["values"]) for entry in schedule["per_epoch"]]
