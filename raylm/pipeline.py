@@ -248,7 +248,9 @@ def _stage_compress(cfg: RaylmConfig, record: PipelineRecord) -> CompressStage:
 def _verdict(pipeline: PipelineConfig, out: Objectives, *, dense: bool, first: bool) -> tuple[bool, str]:
     """Whether the pipeline serves this attempt, and why (the accuracy guard, then the gain gate)."""
     within = out.accuracy_drop_pts <= pipeline.max_accuracy_drop
-    if dense:
+    if dense and first:  # the sweep chose a dense point (e.g. tune.objectives: [accuracy] ranks it first)
+        verdict, why = True, "the dense model: the sweep's choice (a dense point), nothing compressed to try"
+    elif dense:
         verdict, why = True, "the dense model: nothing compressed passed"
     elif within and out.gain:
         verdict, why = True, f"{out.gain_reason}, {out.accuracy_drop_pts:+.2f} pts"

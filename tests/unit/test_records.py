@@ -143,6 +143,8 @@ def test_the_compress_stage_judges_an_attempt_by_its_objectives():
     no_gain = measured.model_copy(update={"gain": False, "gain_reason": "no gain: size 0.98x"})
     assert _verdict(budget, no_gain, dense=False, first=False) == (False, "no gain: size 0.98x")
     assert _verdict(budget, lossy, dense=True, first=False) == (True, "the dense model: nothing compressed passed")
+    # the first attempt dense: the sweep chose it, nothing compressed was tried (was "nothing compressed passed")
+    assert _verdict(budget, lossy, dense=True, first=True)[1].startswith("the dense model: the sweep's choice")
     over = PipelineConfig(max_accuracy_drop=1.0, serve_over_budget=True)
     assert _verdict(over, lossy, dense=False, first=True)[1].startswith("served over budget (pipeline.serve_over_budget=true)")
     assert not _verdict(over, lossy, dense=False, first=False)[0]  # only the first attempt is served over budget
