@@ -3,7 +3,7 @@
     python benchmarks/pba.py [--data digits|shapes] [--per-class N] [--train-fraction 0.15] [--trials 8] [--epochs 6]
                              [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
                              [--concurrency 8 --cpus-per-worker 0.125] [--search-only]
-                             [--fixed-budget equal-trial-epochs|equal-trials]
+                             [--fixed-budget equal-trial-epochs|equal-trials] [--explore scale|pba]
 
 ``--concurrency`` = ``--trials`` (fractional CPUs): the whole population live, no trial takes turns
 (docs/pbt.md); both searches run at the same settings. ``--search-only``: the walls, no final runs.
@@ -145,7 +145,7 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
             "objectives": ["accuracy"], "export": "none", "max_concurrent_trials": args.concurrency,
             "measure_on": "trial"}
     if scheduler == "pbt":
-        tune |= {"perturbation_interval": args.interval, "quantile_fraction": 0.25}
+        tune |= {"perturbation_interval": args.interval, "quantile_fraction": 0.25, "explore": args.explore}
     elif args.fixed_scheduler == "asha":
         tune |= {"reduction_factor": 2}
     else:  # fifo: every trial trains all its epochs, the same trial-epochs as PBT's
@@ -239,6 +239,9 @@ def main() -> int:
     parser.add_argument("--arms", nargs="+", default=["none", "asha", "pbt", "uniform"])
     parser.add_argument("--search-only", action="store_true",
                         help="the searches' walls and trial-epochs only: no final runs (measuring the search cost)")
+    parser.add_argument("--explore", choices=["scale", "pba"], default="scale",
+                        help="the PBT arm's tune.explore: scale (Ray's PBT, sampled starts) or pba (PBA's: "
+                             "augmentations start at zero and step in tenths of their range)")
     parser.add_argument("--fixed-scheduler", choices=["asha", "fifo"], default="asha",
                         help="the scheduler of arm (b)'s random search (its arm keeps the name asha)")
     parser.add_argument("--fixed-budget", choices=["equal-trial-epochs", "equal-trials"], default="equal-trial-epochs",
@@ -304,7 +307,7 @@ def main() -> int:
             walls[s] = walls.get(s, 0.0) + w
         summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
                    "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
-                   "final_epochs": args.final_epochs, "data": args.data, "per_class": args.per_class,
+                   "final_epochs": args.final_epochs, "explore": args.explore, "data": args.data, "per_class": args.per_class,
                    "train_rows": sum(1 for _ in train_dir.rglob("*.png")), "border": args.border,
                    "warm_up_s": None if warm_s is None else round(warm_s, 1), "search_s": {k: round(v, 1) for k, v in walls.items()},
                    "load_avg": _load()}

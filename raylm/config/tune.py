@@ -63,6 +63,11 @@ class TuneConfig(Section):
     quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt/pb2: the bottom fraction copies the top fraction")
     resample_probability: float = Field(0.25, ge=0, le=1, description="pbt: chance a mutated value is drawn anew "
                                                                       "from tune.space instead of scaled by 0.8/1.2")
+    explore: Literal["scale", "pba"] = Field(
+        "scale", description="pbt: how a mutation moves a value. scale: Ray's PBT (x0.8 or x1.2); pba: Population "
+                             "Based Augmentation's (Ho et al. 2019): augment.* values start at the low end of their "
+                             "range and step 0-3 tenths of it up or down, other keys scale; either way "
+                             "resample_probability draws a value anew")
     objectives: list[Objective] = Field(
         default_factory=lambda: ["accuracy"],
         description="accuracy (max), latency_ms (min, p50 at compress.serving_batch_size), size_mb (min); "
@@ -143,6 +148,13 @@ def check_population(cfg: Any) -> None:
     tc = cfg.tune
     if tc.space:
         _check_trial_epoch_budget(cfg)
+    if tc.explore != "scale" and tc.space:
+        if tc.scheduler != "pbt":
+            raise ValueError(f"tune.explore: {tc.explore} is how PBT mutates a trial's values; it needs "
+                             f"tune.scheduler=pbt (not {tc.scheduler})")
+        if not any(path.startswith("augment.") and dim.kind in ("uniform", "randint") for path, dim in tc.space.items()):
+            raise ValueError(f"tune.explore: {tc.explore} starts and steps augment.* values, and tune.space has no "
+                             "augment.* key with a range (uniform or randint)")
     if tc.scheduler not in POPULATION_SCHEDULERS or not tc.space:
         return
     name = tc.scheduler

@@ -75,6 +75,59 @@ def _clipper(cfg: RaylmConfig):
     return explore
 
 
+def _steps_additively(path: str, dim) -> bool:
+    """``tune.explore: pba`` moves this key in tenths of its range (an augmentation with a range)."""
+    return path.startswith("augment.") and dim.kind in ("uniform", "randint")
+
+
+def starting_values(cfg: RaylmConfig) -> dict[str, Any]:
+    """``tune.explore: pba``: the values every trial starts from instead of a draw: each augment.* key with
+    a range at its low end. PBA starts every probability and magnitude at zero and lets the population
+    raise them, so the learned schedule is a curriculum from unaugmented data up."""
+    if cfg.tune.scheduler != "pbt" or cfg.tune.explore != "pba":
+        return {}
+    return {path: (float if dim.kind == "uniform" else int)(dim.values[0])
+            for path, dim in cfg.tune.space.items() if _steps_additively(path, dim)}
+
+
+def _draw(dim) -> Any:
+    """A fresh value from a ``tune.space`` dimension, from Python's random module (seeded by tune.seed)."""
+    if dim.kind == "uniform":
+        return random.uniform(*dim.values)
+    if dim.kind == "loguniform":
+        low, high = dim.values
+        return math.exp(random.uniform(math.log(low), math.log(high)))
+    if dim.kind == "randint":
+        return random.randrange(*dim.values)
+    return random.choice(list(dim.values))
+
+
+def _pba_explorer(cfg: RaylmConfig):
+    """PBA's explore step (arcelien/pba, its CIFAR-10 search): with ``tune.resample_probability`` a value
+    is drawn anew; otherwise an augment.* value moves 0, 1, 2 or 3 tenths of its range, up or down with
+    equal chance (a value at zero can grow, which PBT's x0.8 / x1.2 never lets it), and other keys
+    (lr, weight decay) scale by 0.8 or 1.2 as in PBT. Ray's own explore runs first with its factors at
+    1.0 and no resampling, so it only moves ``choice`` keys to a neighbouring choice."""
+    tc = cfg.tune
+    space = {path: dim for path, dim in tc.space.items() if dim.kind != "grid"}
+    clip = _clipper(cfg)
+
+    def explore(config: dict[str, Any]) -> dict[str, Any]:
+        for path, dim in space.items():
+            if path not in config:
+                continue
+            if random.random() < tc.resample_probability:
+                config[path] = _draw(dim)
+            elif _steps_additively(path, dim):
+                low, high = dim.values
+                config[path] = config[path] + random.choice((-1, 1)) * random.randint(0, 3) * (high - low) / 10
+            elif dim.kind != "choice":
+                config[path] = config[path] * random.choice((0.8, 1.2))
+        return clip(config)
+
+    return explore
+
+
 def _taking_turns(scheduler_class):
     """``scheduler_class`` (PBT or PB2) running at most ``limit`` trials at a time, the population in turns.
 
@@ -229,7 +282,9 @@ def population_scheduler(cfg: RaylmConfig, *, limit: int, generator):
 
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
               "randint": lambda v: tune.randint(*v), "choice": lambda v: list(v)}
+    explore = dict(resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg))
+    if tc.explore == "pba":
+        explore = dict(resample_probability=0.0, perturbation_factors=(1.0, 1.0), custom_explore_fn=_pba_explorer(cfg))
     return _taking_turns(PopulationBasedTraining)(
-        hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()},
-        resample_probability=tc.resample_probability, custom_explore_fn=_clipper(cfg), limit=limit,
-        generator=generator, epochs=cfg.train.epochs, population=cfg.tune.num_samples, **common)
+        hyperparam_mutations={p: makers[d.kind](d.values) for p, d in mutable.items()}, limit=limit,
+        generator=generator, epochs=cfg.train.epochs, population=cfg.tune.num_samples, **explore, **common)

@@ -78,7 +78,9 @@ def tune_param_space(cfg: RaylmConfig) -> dict[str, Any]:
     makers = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
               "randint": lambda v: tune.randint(*v), "choice": lambda v: tune.choice(list(v)),
               "grid": lambda v: tune.grid_search(list(v))}
-    return {path: makers[dim.kind](dim.values) for path, dim in cfg.tune.space.items()}
+    from raylm.tune.population import starting_values
+
+    return {path: makers[dim.kind](dim.values) for path, dim in cfg.tune.space.items()} | starting_values(cfg)
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], *, storage_path: str, name: str) -> RaylmConfig:

@@ -82,3 +82,62 @@ def test_waiting_trials_take_turns_fewest_epochs_first_then_best_score_first(tmp
         order.append(chosen.trial_id)
         chosen.status = Trial.TERMINATED  # out of the waiting set, not counted as busy
     assert order == ["behind", "best", "mid", "weak"]
+
+
+def _pba_scheduler(tmp_path):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from raylm.tune.population import population_scheduler
+
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", "train.num_workers=1", "train.epochs=6",
+                             f"train.storage_path={tmp_path}", "tune.scheduler=pbt", "tune.explore=pba",
+                             "tune.perturbation_interval=2", "tune.resample_probability=0.2", "tune.seed=3",
+                             "tune.space={augment.image.rotate_p: {uniform: [0, 0.8]}, "
+                             "augment.image.max_rotation: {uniform: [0.0, 180.0]}, train.lr: {loguniform: [0.001, 0.005]}, "
+                             "train.batch_size: {choice: [16, 32, 64]}}"])
+    return cfg, population_scheduler(cfg, limit=2, generator=BasicVariantGenerator(max_concurrent=2))
+
+
+def test_pba_explore_starts_augmentations_at_zero_and_steps_them_in_tenths_of_their_range(tmp_path):
+    """tune.explore=pba (PBA's explore, arcelien/pba): trials start unaugmented; an explore moves an
+    augmentation 0-3 tenths of its range, so a value at zero can grow (PBT's x0.8 / x1.2 keeps it at
+    zero); lr still scales by 0.8 / 1.2; a choice moves to a neighbour; resamples stay in range."""
+    from ray.tune.experiment import Trial
+    from ray.tune.search.sample import Domain
+
+    from raylm.tune.space import tune_param_space
+
+    cfg, scheduler = _pba_scheduler(tmp_path)
+    space = tune_param_space(cfg)
+    assert space["augment.image.rotate_p"] == 0.0 and space["augment.image.max_rotation"] == 0.0
+    assert isinstance(space["train.lr"], Domain) and isinstance(space["train.batch_size"], Domain)  # still drawn
+
+    donor = Trial("raylm_trial", trial_id="donor", stub=True)
+    start = {"augment.image.rotate_p": 0.0, "augment.image.max_rotation": 0.0, "train.lr": 0.002, "train.batch_size": 32}
+    moves = {"augment.image.rotate_p": set(), "augment.image.max_rotation": set(), "train.lr": set(), "train.batch_size": set()}
+    for _ in range(400):
+        donor.config = dict(start)
+        new, _ = scheduler._get_new_config(Trial("raylm_trial", trial_id="t", stub=True), donor)
+        assert 0.0 <= new["augment.image.rotate_p"] <= 0.8 and 0.0 <= new["augment.image.max_rotation"] <= 180.0
+        assert 0.001 <= new["train.lr"] <= 0.005 and new["train.batch_size"] in (16, 32, 64)
+        for key in moves:
+            moves[key].add(round(new[key], 6))
+    # From zero: 0 (a step down, clipped, or 0 steps) or 1, 2, 3 tenths up, plus a few resamples anywhere.
+    steps = {round(v / 18.0, 6) for v in moves["augment.image.max_rotation"]}
+    assert {0.0, 1.0, 2.0, 3.0} <= steps
+    off_grid = [v for v in steps if v != int(v)]
+    assert 0 < len(off_grid) < 160, "resample_probability 0.2 of 400 explores draws some values anew, not most"
+    assert {0.0024, 0.0016} <= moves["train.lr"]  # x1.2, x0.8
+    assert {16, 64} <= moves["train.batch_size"]  # a neighbour of 32
+
+
+def test_pba_explore_is_refused_without_pbt_or_an_augmentation_range():
+    from raylm.config import ConfigError
+
+    base = ["task.modality=image", "model.name=seed_cnn", "train.num_workers=1", "train.epochs=4", "tune.explore=pba"]
+    with pytest.raises(ConfigError, match=r"tune.explore: pba is how PBT mutates a trial's values; it needs "
+                                          r"tune.scheduler=pbt \(not asha\)"):
+        load_config(None, [*base, "tune.scheduler=asha", "tune.space={augment.image.rotate_p: {uniform: [0, 1]}}"])
+    with pytest.raises(ConfigError, match=r"tune.explore: pba starts and steps augment.\* values, and tune.space has "
+                                          r"no augment.\* key with a range"):
+        load_config(None, [*base, "tune.scheduler=pbt", "tune.space={train.lr: {loguniform: [0.001, 0.01]}}"])
