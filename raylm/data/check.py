@@ -113,8 +113,14 @@ def _table_chunks(path: str, fmt: str, columns: list[str], invalid: list[str]) -
         import pyarrow.csv
 
         def note(row) -> str:
-            invalid.append(f"a line with {row.actual_columns} fields where the header has {row.expected_columns}: "
-                           f"{row.text[:80]!r}")
+            lines = row.text.splitlines()
+            if len(lines) > 1:  # quoted fields may span lines, so an unclosed quote runs on to the end
+                invalid.append(f"{len(lines)} lines read as one row of {row.actual_columns} fields (the header has "
+                               f"{row.expected_columns}) from {lines[0][:80]!r}: a quote opened there and never "
+                               "closed? Every line up to the file's end or the next quote is in it")
+            else:
+                invalid.append(f"a line with {row.actual_columns} fields where the header has {row.expected_columns}: "
+                               f"{row.text[:80]!r}")
             return "skip"
 
         reader = pyarrow.csv.open_csv(path, parse_options=csv_parse_options(note))

@@ -122,6 +122,18 @@ def test_a_csv_line_with_the_wrong_number_of_fields_is_listed_without_a_row_numb
     assert csv_parse_options().invalid_row_handler is skip_invalid_csv_row
 
 
+def test_a_csv_quote_never_closed_is_listed_as_the_lines_it_swallowed(tmp_path):
+    """A quote opened and never closed runs on over the next lines (quoted fields may span lines): the
+    check names the line it opened on and how many lines went into that one broken row."""
+    path = tmp_path / "t.csv"
+    path.write_text('text,label\ngood movie,pos\n"bad film,neg\nfine,pos\nbad,neg\n')
+    (summary,) = _table(str(path), "csv")
+    assert summary["counts"] == {"pos": 1}
+    assert [b["reason"] for b in summary["bad"]] == [
+        "3 lines read as one row of 1 fields (the header has 2) from '\"bad film,neg': a quote opened there and never "
+        "closed? Every line up to the file's end or the next quote is in it"]
+
+
 def test_a_jsonl_row_without_the_label_key_is_an_empty_label(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n')
