@@ -552,8 +552,8 @@ def main(argv: list[str] | None = None, *, keep_streams: bool = False) -> int:
     except RaylmError as err:  # a field, file or checkpoint the user can fix: the message names it
         console.current().error(str(err))
         return 2
-    except KeyboardInterrupt:
-        console.current().error("interrupted")
+    except KeyboardInterrupt as err:  # a stage that saved its state says how to continue (raylm.errors.Interrupted)
+        console.current().error(str(err) or "interrupted")
         return 130
     except Exception as err:
         if console.current().out is sys.stdout:  # Ray's stream is on the console: so is the traceback

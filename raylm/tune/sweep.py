@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import posixpath
+import signal
 import threading
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -397,12 +398,22 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     # Resumed: the loggers come back from tuner.pkl, and a sweep written before result_loggers()
     # listed JSON there has only Tune's defaults to write its result.json.
     try:
-        with only_these_loggers() if resume is None else nullcontext():
+        with only_these_loggers() if resume is None else nullcontext(), _tune_ctrl_c() as ctrl_c:
             grid = tuner.fit()
     finally:
         if probe is not None:
             ray.kill(probe)
 
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if ctrl_c["seen"] or unfinished:
+        # Tune catches Ctrl-C itself: it saves the experiment and returns as if the sweep were done. What
+        # it returns is no result: no tables or schedule from it, and the run is recorded interrupted
+        # (raylm/report/runs.py), with how to go on.
+        from raylm.errors import Interrupted
+
+        raise Interrupted(f"sweep interrupted ({unfinished} of the {len(grid)} trials started unfinished), its state "
+                          f"saved; continue it with: raylm tune --resume {cfg.run_location} (a pipeline: run its "
+                          "command again)")
     objectives = list(cfg.tune.objectives)
     rows = trial_rows(grid, list(cfg.tune.space))
     if filesystem is not None:  # Tune names a trial's directory by its path in the bucket: records name URIs
@@ -435,6 +446,28 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
     if mixed is not None:
         raise mixed
     return SweepResult(tune_dir, objectives, rows, front, best, files, exported)
+
+
+@contextmanager
+def _tune_ctrl_c():
+    """``{"seen": bool}``, set when the block ends: whether Tune's own Ctrl-C handler fired in it. Tune
+    installs that handler in ``fit`` and puts the previous one back only when it fires (a finished fit
+    leaves it installed), so the previous handler back in place means a Ctrl-C (or SIGUSR1) ended the
+    fit. Trial statuses alone missed it: an interrupted grid sweep of one trial at a time (the S3 resume
+    test's) counted no started trial unfinished. The previous handler is put back either way."""
+    seen = {"seen": False}
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":
+        yield seen  # Tune installs no handler here
+        return
+    before = signal.getsignal(signal.SIGINT)
+    usr1 = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    try:
+        yield seen
+    finally:
+        seen["seen"] = signal.getsignal(signal.SIGINT) is before
+        signal.signal(signal.SIGINT, before)
+        if usr1 is not None:  # Tune installs the same handler for SIGUSR1 and leaves it too
+            signal.signal(signal.SIGUSR1, usr1)
 
 
 def _log_sweep(run, files: dict[str, Path], best: dict[str, Any] | None, objectives: list[str]) -> None:

@@ -33,11 +33,11 @@ def _finished_trials(tune_dir: Path) -> set[str]:
 
 def interrupt_sweep_driver(config_path: Path, ready: Callable[[], bool], what: str, *, cwd: Path,
                            env: dict[str, str] | None = None, deadline_s: float = 300, poll_s: float = 0.2,
-                           wait_s: float = 180) -> int:
+                           wait_s: float = 180) -> tuple[int, str]:
     """``raylm tune --config config_path`` as a second driver on the test's Ray (``RAY_ADDRESS``: the
     test's, unless ``env`` names one), Ctrl-C'd once ``ready()`` (polled every ``poll_s``, ``what`` names
     it in the timeout message). The driver is frozen (SIGSTOP) the moment it is ready, then sent SIGINT
-    (tests/helpers/signals.py), so it starts no further trial before the signal. Its return code."""
+    (tests/helpers/signals.py), so it starts no further trial before the signal. Its return code and stderr."""
     import ray
 
     from tests.helpers.signals import freeze, signal_frozen
@@ -53,7 +53,7 @@ def interrupt_sweep_driver(config_path: Path, ready: Callable[[], bool], what: s
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(poll_s)
         freeze(proc)
-        return signal_frozen(proc, signal.SIGINT, timeout_s=wait_s)
+        return signal_frozen(proc, signal.SIGINT, timeout_s=wait_s), proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -296,8 +296,9 @@ def test_an_interrupted_sweep_on_s3_resumes_from_the_bucket(ray_with_s3, s3_serv
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     env = dict(os.environ, RAYLM_SCRATCH_DIR=str(first / "scratch"))
     trials = f"runs/{name}/tune/trials/"
-    interrupt_sweep_driver(path, lambda: bool(_trials_committed(s3_server, bucket, trials)), "a finished trial",
-                           cwd=first, env=env, deadline_s=300, poll_s=0.5, wait_s=120)
+    rc, stderr = interrupt_sweep_driver(path, lambda: bool(_trials_committed(s3_server, bucket, trials)),
+                                        "a finished trial", cwd=first, env=env, deadline_s=300, poll_s=0.5, wait_s=120)
+    assert rc == 130 and f"raylm tune --resume s3://{bucket}/runs/{name}" in stderr, stderr[-3000:]
     finished = _trials_committed(s3_server, bucket, trials)
     assert 1 <= len(finished) < 4 and not list((first / "scratch").iterdir())
 

@@ -57,8 +57,12 @@ def test_an_interrupted_pbt_sweep_continues_from_its_perturbation_checkpoints(ra
     tune_dir = cfg.run_dir / "tune"
     # A second driver on the test's cluster, interrupted (Ctrl-C) once PBT has paused a trial at a
     # perturbation (one trial at a time: the first is paused after epoch 1 so that the second starts).
-    interrupt_sweep_driver(path, lambda: bool(_perturbed(tune_dir)), "a perturbation checkpoint", cwd=REPO,
-                           deadline_s=600)
+    rc, stderr = interrupt_sweep_driver(path, lambda: bool(_perturbed(tune_dir)), "a perturbation checkpoint",
+                                        cwd=REPO, deadline_s=600)
+    # Recorded as interrupted, with the command that continues it (Tune returns from a Ctrl-C as if done).
+    assert rc == 130, stderr[-3000:]
+    assert f"continue it with: raylm tune --resume {cfg.run_dir}" in stderr, stderr[-3000:]
+    assert json.loads((cfg.run_dir / "logs" / "status.json").read_text())["state"] == "interrupted"
     interrupted = time.time()
     # Trials PBT had paused at a perturbation when the driver was interrupted: Tune holds their checkpoint.
     paused = {_trial_id(p.parent) for p in _perturbed(tune_dir)}

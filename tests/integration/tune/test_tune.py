@@ -215,15 +215,18 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
 
     from raylm.tune import sweep
 
-    # Six trials of eight epochs (a few seconds each on 2 cores, about one with two epochs: CI once
-    # finished all six before Ctrl-C landed): some still unfinished when it does.
+    # Six trials of eight epochs, two at a time: the driver, frozen when the first finishes, starts no
+    # other, so some are still unfinished when Ctrl-C lands.
     cfg = tiny_config("image", *_SWEEP, "train.epochs=8", "tune.space={train.lr: {grid: [0.01, 0.005, 0.002]}}",
-                      "tune.num_samples=2", "tune.export=none", "train.name=interrupted")
+                      "tune.num_samples=2", "tune.max_concurrent_trials=2", "tune.export=none", "train.name=interrupted")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     trials = cfg.run_dir / "tune" / "trials"
     # A second driver on the test's cluster, interrupted (Ctrl-C) once its first trial finished.
-    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    # TUNE_GLOBAL_CHECKPOINT_S=0: Tune syncs its experiment (each trial's result.json, polled below) at
+    # every step, not every few seconds; with the default the first finished trial showed up only after
+    # all six had finished.
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, TUNE_GLOBAL_CHECKPOINT_S="0")
     proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -234,10 +237,15 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
             time.sleep(0.1)
         # Frozen first, then Ctrl-C: the driver cannot start (or finish) another trial in between.
         freeze(proc)
-        signal_frozen(proc, signal.SIGINT, timeout_s=120)
+        rc = signal_frozen(proc, signal.SIGINT, timeout_s=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    # Recorded as interrupted, with the command that continues it (Tune returns from a Ctrl-C as if done).
+    stderr = proc.stderr.read()
+    assert rc == 130 and f"continue it with: raylm tune --resume {cfg.run_dir}" in stderr, stderr[-3000:]
+    assert json.loads((cfg.run_dir / "logs" / "status.json").read_text())["state"] == "interrupted"
+    assert not (cfg.run_dir / "tune" / "trials.csv").exists()  # no table from an unfinished sweep
     finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(cfg.run_dir / "tune")}
     assert 1 <= len(finished) < 6
 
