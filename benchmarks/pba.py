@@ -4,6 +4,7 @@
                              [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
                              [--concurrency 8 --cpus-per-worker 0.125] [--search-only]
                              [--fixed-budget equal-trial-epochs|equal-trials] [--explore scale|pba]
+                             [--select-on held-out|validation]
 
 ``--concurrency`` = ``--trials`` (fractional CPUs): the whole population live, no trial takes turns
 (docs/pbt.md); both searches run at the same settings. ``--search-only``: the walls, no final runs.
@@ -13,8 +14,10 @@ setting"): ``--data shapes --per-class 800 --train-fraction 0.1`` (384 training 
 no augmented arm beat no augmentation.
 
 An image demo (``digits`` or ``shapes``, ``seed_cnn``: jobs/configs/image_pbt.yaml's model) split once
-(seed 0) into the whole validation split (20 %) and a training set of ``--train-fraction`` of the
-rest. Four arms, each ending in a fresh training run of ``--final-epochs`` per seed, scored by its
+(seed 0) into the whole validation split (20 %), a training set of ``--train-fraction`` of the
+rest, and a search validation split of the validation's size from what is left: the searches rank
+their trials on it (``--select-on held-out``, PBA's protocol), the final runs are scored on the
+validation split alone. Four arms, each ending in a fresh training run of ``--final-epochs`` per seed, scored by its
 last epoch's accuracy on the whole validation split:
 
 (a) ``none``: no augmentation;
@@ -83,9 +86,13 @@ def _load() -> str:
 
 
 def reduced_split(cache: Path, fraction: float, work: Path, name: str = "digits",
-                  per_class: int | None = None) -> tuple[Path, Path]:
-    """(train dir, validation dir) of class folders: 20 % of each class for validation (all of it is
-    scored), ``fraction`` of the remaining files for training; file lists drawn with seed 0."""
+                  per_class: int | None = None) -> tuple[Path, Path, Path]:
+    """(train dir, validation dir, search validation dir) of class folders: 20 % of each class for
+    validation (all of it is scored), ``fraction`` of the remaining files for training, and as many
+    files as the validation's from those left for the searches to rank trials on (PBA's held-out
+    search validation: a search that ranks on the scored split picks the luckiest of its draws on the
+    very images that score it, and a random search draws more of them than a population has trials);
+    file lists drawn with seed 0."""
     from raylm.config import load_config
     from raylm.data import demo
 
@@ -93,18 +100,23 @@ def reduced_split(cache: Path, fraction: float, work: Path, name: str = "digits"
     if per_class:  # the demo's size (shapes draws any number; digits has at most ~180 per class)
         overrides.append(f"data.samples_per_class={per_class}")
     source = Path(getattr(demo, name)(load_config(None, overrides)))
-    train_dir, val_dir = work / "train", work / "validation"
+    train_dir, val_dir, search_dir = work / "train", work / "validation", work / "search-validation"
     rng = random.Random(0)
     for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         files = sorted(p for p in label_dir.iterdir() if p.is_file())
         rng.shuffle(files)
         n_val = round(0.2 * len(files))
         rest = files[n_val:]
-        for target, chosen in ((val_dir, files[:n_val]), (train_dir, rest[:max(1, round(fraction * len(rest)))])):
+        n_train = max(1, round(fraction * len(rest)))
+        left = rest[n_train:]
+        if len(left) < n_val:
+            raise SystemExit(f"{label_dir.name}: {len(left)} files left for the search validation, {n_val} wanted: "
+                             "lower --train-fraction or raise --per-class")
+        for target, chosen in ((val_dir, files[:n_val]), (train_dir, rest[:n_train]), (search_dir, left[:n_val])):
             (target / label_dir.name).mkdir(parents=True, exist_ok=True)
             for f in chosen:
                 shutil.copy2(f, target / label_dir.name / f.name)
-    return train_dir, val_dir
+    return train_dir, val_dir, search_dir
 
 
 def base_tree(args, train_dir: Path, val_dir: Path, storage: Path) -> dict:
@@ -239,6 +251,9 @@ def main() -> int:
     parser.add_argument("--arms", nargs="+", default=["none", "asha", "pbt", "uniform"])
     parser.add_argument("--search-only", action="store_true",
                         help="the searches' walls and trial-epochs only: no final runs (measuring the search cost)")
+    parser.add_argument("--select-on", choices=["held-out", "validation"], default="held-out",
+                        help="what the searches rank trials on: a held-out search validation split (PBA's protocol) "
+                             "or the scored validation split itself (the figures before stop 43)")
     parser.add_argument("--explore", choices=["scale", "pba"], default="scale",
                         help="the PBT arm's tune.explore: scale (Ray's PBT, sampled starts) or pba (PBA's: "
                              "augmentations start at zero and step in tenths of their range)")
@@ -254,8 +269,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="raylm-pba-"))
     lines = []
     try:
-        train_dir, val_dir = reduced_split(work / "cache", args.train_fraction, work / "data", args.data, args.per_class)
+        train_dir, val_dir, search_val_dir = reduced_split(work / "cache", args.train_fraction, work / "data", args.data,
+                                                           args.per_class)
         tree = base_tree(args, train_dir, val_dir, work / "runs")
+        # What the searches rank their trials on: the held-out search validation (default) or the scored split.
+        search_tree = base_tree(args, train_dir, search_val_dir if args.select_on == "held-out" else val_dir,
+                                work / "runs")
         for attempt in range(8):  # on a machine at load 100 Ray's raylet may miss its 30 s start-up window
             try:
                 ensure_ray()
@@ -266,13 +285,13 @@ def main() -> int:
                 ray.shutdown()
                 if attempt == 7 or "timed out during startup" not in str(err):
                     raise
-        warm_s = warm_up(args, tree) if args.warm_up and {"pbt", "asha"} & set(args.arms) else None
+        warm_s = warm_up(args, search_tree) if args.warm_up and {"pbt", "asha"} & set(args.arms) else None
         searched: dict[tuple[str, int], tuple[dict, float, dict]] = {}
         for seed in args.seeds:
             search_seed = seed if args.search_per_seed else args.seeds[0]
             for scheduler in ("pbt", "asha"):  # PBT first: warm caches favour ASHA's time
                 if scheduler in args.arms and (scheduler, search_seed) not in searched:
-                    searched[(scheduler, search_seed)] = search(args, tree, scheduler, search_seed)
+                    searched[(scheduler, search_seed)] = search(args, search_tree, scheduler, search_seed)
             for arm in [] if args.search_only else args.arms:
                 changes: dict = {}
                 search_s = trial_epochs = None
@@ -307,7 +326,7 @@ def main() -> int:
             walls[s] = walls.get(s, 0.0) + w
         summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
                    "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
-                   "final_epochs": args.final_epochs, "explore": args.explore, "data": args.data, "per_class": args.per_class,
+                   "final_epochs": args.final_epochs, "explore": args.explore, "select_on": args.select_on, "data": args.data, "per_class": args.per_class,
                    "train_rows": sum(1 for _ in train_dir.rglob("*.png")), "border": args.border,
                    "warm_up_s": None if warm_s is None else round(warm_s, 1), "search_s": {k: round(v, 1) for k, v in walls.items()},
                    "load_avg": _load()}
