@@ -12,6 +12,7 @@ class RunSummary(Record):
     stage: str  # the last stage reached; train(<epoch>/<epochs>) for a training run
     best_accuracy: float | None = None
     url: str | None = None
+    serving: str = "-"  # up | down: whether the url's /healthz answers now (raylm.report.runs.serving_state)
     modified: float  # seconds since the epoch
     state: str = "-"  # finished | failed | interrupted | running (logs/status.json), - when unknown
     shadow: str | None = None  # live serving: the canary's share and the shadow's agreement (raylm/serve/shadow.py)

@@ -79,7 +79,7 @@ def list_runs(storage_path: str | Path) -> list[RunSummary]:
 
     location = StoragePath.of(storage_path)
     if location.is_local:
-        return _list_local_runs(location.local_path)
+        return _with_serving_state(_list_local_runs(location.local_path))
     runs = []
     for run in location.iterdir():
         if run.name.startswith("_"):  # _cache/: shared data, not a run
@@ -93,7 +93,47 @@ def list_runs(storage_path: str | Path) -> list[RunSummary]:
         written = (committed(run) and marker.fs.get_file_info(marker.path).mtime)
         row.modified = written.timestamp() if written else 0.0
         runs.append(row)
-    return sorted(runs, key=lambda r: -r.modified)
+    return _with_serving_state(sorted(runs, key=lambda r: -r.modified))
+
+
+def serving_state(url: str | None, timeout_s: float = 0.5) -> str:
+    """``up`` when the served URL's ``/healthz`` answers as a raylm app does (200, or 503 naming a moved
+    artifact: the loaded model still answers); ``down`` when nothing, or something else, answers there
+    from this machine within ``timeout_s`` (the app was deleted, or the Ray that ran it ended: a pipeline's
+    embedded Ray ends with its process); ``-`` for a run that never served. A run record keeps the URL
+    it served at; only asking it tells whether it still does."""
+    if not url:
+        return "-"
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout_s) as answer:
+            body = answer.read(4096)
+    except urllib.error.HTTPError as err:
+        if err.code != 503:
+            return "down"
+        body = err.read(4096)
+    except (OSError, ValueError):  # refused, timed out, not an http URL
+        return "down"
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return "down"
+    return "up" if isinstance(health, dict) and "modality" in health else "down"
+
+
+def _with_serving_state(runs: list[RunSummary]) -> list[RunSummary]:
+    """Every served run's URL asked at once (a refused port answers at once, an unreachable host after
+    the timeout)."""
+    served = [r for r in runs if r.url]
+    if served:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(16, len(served))) as pool:
+            for run, state in zip(served, pool.map(lambda r: serving_state(r.url), served)):
+                run.serving = state
+    return runs
 
 
 def _list_local_runs(storage_path: Path) -> list[RunSummary]:
@@ -110,8 +150,8 @@ def _list_local_runs(storage_path: Path) -> list[RunSummary]:
 
 
 def format_runs(runs: list[RunSummary]) -> str:
-    header = ("run", "kind", "stage", "state", "best acc", "served at", "modified", "live (canary / shadow)")
+    header = ("run", "kind", "stage", "state", "best acc", "served at", "serving", "modified", "live (canary / shadow)")
     rows = [(r.name, r.kind, r.stage, r.state, f"{r.best_accuracy:.3f}" if r.best_accuracy is not None else "-",
-             r.url or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)), r.shadow or "-") for r in runs]
+             r.url or "-", r.serving, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)), r.shadow or "-") for r in runs]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -195,6 +195,8 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root, ray_
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
     piped_url = json.loads((root / "runs" / NAME / "pipeline.json").read_text())["stages"]["serve"]["url"]
     assert rows[NAME][1:4] == ["pipeline", "serve", "finished"] and piped_url in rows[NAME]
+    # The piped pipeline's embedded Ray ended with it: its URL no longer answers, and the row says so.
+    assert rows[NAME][rows[NAME].index(piped_url) + 1] == "down"
     assert rows["stopped"][1] == "train" and rows["stopped"][2].startswith("train") and "interrupted" in rows["stopped"]
 
 

@@ -1,0 +1,67 @@
+"""``raylm runs``' serving column (raylm/report/runs.py ``serving_state``): a run record keeps the URL it
+served at; whether anything still answers there is asked over real HTTP (a stand-in server on loopback
+answering as a raylm app's /healthz does, or not)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def _server(status: int, body: bytes):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            code = status if self.path == "/app/healthz" else 404
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if code != 404 else b'{"detail": "Not Found"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (200, json.dumps({"status": "ok", "modality": "text", "tiers": ["int8"]}).encode(), "up"),
+    (503, json.dumps({"status": "unhealthy", "modality": "text", "reason": "moved"}).encode(), "up"),  # still answers
+    (200, b"<html>some other server</html>", "down"),
+    (200, json.dumps({"status": "ok"}).encode(), "down"),  # not a raylm app's health
+    (500, b"{}", "down"),
+])
+def test_the_served_url_is_asked_whether_it_still_serves(status, body, expected):
+    from raylm.report.runs import serving_state
+
+    server = _server(status, body)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/app"
+        assert serving_state(url) == expected
+        assert serving_state(url + "/") == expected
+        assert serving_state(f"http://127.0.0.1:{server.server_address[1]}/elsewhere") == "down"  # a 404 there
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_url_nothing_listens_on_is_down_and_no_url_is_a_dash():
+    from raylm.report.runs import format_runs, serving_state, _with_serving_state
+    from raylm.records import RunSummary
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert serving_state(f"http://127.0.0.1:{port}") == "down"
+    assert serving_state(None) == "-" and serving_state("not a url") == "down"
+    runs = _with_serving_state([RunSummary(name="a", path="/a", kind="pipeline", stage="serve", modified=0.0,
+                                           url=f"http://127.0.0.1:{port}"),
+                                RunSummary(name="b", path="/b", kind="train", stage="train", modified=0.0)])
+    lines = format_runs(runs).splitlines()
+    assert lines[0].split()[6:9] == ["served", "at", "serving"]  # after "best acc"
+    assert lines[1].split()[5:7] == [f"http://127.0.0.1:{port}", "down"] and lines[2].split()[5:7] == ["-", "-"]
