@@ -38,6 +38,7 @@ def certificate(stages: dict[str, Any], artifact_meta: dict[str, Any]) -> dict[s
     dense = compress.get("dense") or {}
     lineage = artifact_meta.get("lineage") or {}
     model_file = artifact_meta.get("model_file")
+    ratios = (artifact_meta.get("report") or {}).get("ratios") or {}
     values = {
         "accuracy": evaluate["accuracy"], "validation_samples": evaluate["samples"],
         "size_mb": evaluate["size_mb"], "p50_ms": compress["latency_ms"],
@@ -45,6 +46,8 @@ def certificate(stages: dict[str, Any], artifact_meta: dict[str, Any]) -> dict[s
         "accuracy_drop_pts": evaluate["accuracy_drop_pts"],
         "dense_accuracy": dense.get("accuracy"), "dense_size_mb": dense.get("size_mb"),
         "dense_p50_ms": dense.get("latency_ms"), "dense_runtime": dense.get("runtime"),
+        # The gate's ratio (paired: both models timed in alternation), not the two p50s' quotient.
+        "latency_ratio": ratios.get("latency_ratio"), "latency_ratio_timing": ratios.get("latency_ratio_timing"),
         "recipe": compress["recipe"], "runtime": artifact_meta.get("runtime"),
         "data_fingerprint": lineage.get("data_fingerprint"), "config_hash": lineage.get("config_hash"),
         "model_file": model_file, "model_sha256": (artifact_meta.get("files") or {}).get(model_file),

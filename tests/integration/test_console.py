@@ -110,6 +110,11 @@ def test_report_is_self_contained_and_holds_every_section(piped_run, ray_local):
     record = json.loads((run_dir / "pipeline.json").read_text())
     assert record["stages"]["serve"]["url"] in html and "raylm serve --artifact" in html
     assert record["stages"]["compress"]["artifact"] in html  # the certificate names the artifact it certifies
+    # Its latency ratio is the one the compression gate decided on (paired), not the two p50s' quotient.
+    ratios = json.loads((Path(record["stages"]["compress"]["artifact"]) / "artifact.json").read_text()).get(
+        "report", {}).get("ratios") or {}
+    assert (f"x{ratios['latency_ratio']:.3g} (paired)" if ratios.get("latency_ratio_timing") == "paired"
+            else "(timed apart)") in html
 
     # `raylm report` rewrites it at any time, from the files alone.
     report.unlink()

@@ -133,6 +133,10 @@ def test_a_pipeline_is_a_parent_run_with_a_child_per_trial_and_registers_what_it
     assert float(tags["raylm.accuracy_drop_pts"]) == stages["evaluate"]["accuracy_drop_pts"]
     assert float(tags["raylm.p50_ms"]) == stages["compress"]["latency_ms"]
     assert tags["raylm.recipe"] == stages["compress"]["recipe"]
+    # The gate's latency ratio, as it decided (paired where both models were timed in alternation).
+    ratios = artifact_meta["report"]["ratios"]
+    assert (float(tags["raylm.latency_ratio"]), tags["raylm.latency_ratio_timing"]) == (
+        ratios["latency_ratio"], ratios["latency_ratio_timing"])
     assert tags["raylm.data_fingerprint"] == artifact_meta["lineage"]["data_fingerprint"]
     assert tags["raylm.model_sha256"] == artifact_meta["files"][artifact_meta["model_file"]]
 
