@@ -68,5 +68,10 @@ class SweepProgress(Callback):
         self._show(True)
 
     def on_experiment_end(self, trials, **info) -> None:
+        # Ended with a trial still running (none completes after Tune's loop stops) or never started:
+        # Tune's loop stopped on a Ctrl-C, not because the sweep was done.
+        from ray.tune.experiment import Trial
+
+        stopped = bool(self.running) or any(t.status in (Trial.PENDING, Trial.PAUSED) for t in trials)
         self.running.clear()
-        self.bar.finish(self._info().replace("running 0  ", ""))
+        self.bar.finish(self._info().replace("running 0  ", ""), ok=not stopped)

@@ -411,9 +411,10 @@ def _sweep(cfg: RaylmConfig | None, *, resume: str | os.PathLike[str] | None, ex
         # (raylm/report/runs.py), with how to go on.
         from raylm.errors import Interrupted
 
-        raise Interrupted(f"sweep interrupted ({unfinished} of the {len(grid)} trials started unfinished), its state "
-                          f"saved; continue it with: raylm tune --resume {cfg.run_location} (a pipeline: run its "
-                          "command again)")
+        # No count of unfinished trials: after Tune's clean-up a trial stopped mid-run reads TERMINATED
+        # like one that finished (a user's interrupted sweep of 4 said "0 of 4 unfinished" with 2 left).
+        raise Interrupted(f"sweep interrupted, its state saved; continue it with: raylm tune --resume "
+                          f"{cfg.run_location} (a pipeline: run its command again)")
     objectives = list(cfg.tune.objectives)
     rows = trial_rows(grid, list(cfg.tune.space))
     if filesystem is not None:  # Tune names a trial's directory by its path in the bucket: records name URIs

@@ -228,7 +228,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
     # all six had finished.
     env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, TUNE_GLOBAL_CHECKPOINT_S="0")
     proc = subprocess.Popen([sys.executable, "-m", "raylm.cli", "tune", "--config", str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while not _finished_trials(cfg.run_dir / "tune"):
@@ -242,8 +242,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_loca
         if proc.poll() is None:
             proc.kill()
     # Recorded as interrupted, with the command that continues it (Tune returns from a Ctrl-C as if done).
-    stderr = proc.stderr.read()
+    stderr, stdout = proc.stderr.read(), proc.stdout.read()
     assert rc == 130 and f"continue it with: raylm tune --resume {cfg.run_dir}" in stderr, stderr[-3000:]
+    assert "[sweep] stopped after" in stdout + stderr and "[sweep] done in" not in stdout + stderr, stdout[-3000:]
     assert json.loads((cfg.run_dir / "logs" / "status.json").read_text())["state"] == "interrupted"
     assert not (cfg.run_dir / "tune" / "trials.csv").exists()  # no table from an unfinished sweep
     finished = {t: (trials / t / "raylm_trial.json").stat().st_mtime_ns for t in _finished_trials(cfg.run_dir / "tune")}
