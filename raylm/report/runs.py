@@ -149,9 +149,16 @@ def _list_local_runs(storage_path: Path) -> list[RunSummary]:
     return sorted(runs, key=lambda r: -r.modified)
 
 
+def _live(run: RunSummary) -> str:
+    """The canary / shadow line the replicas last wrote; only "last:" when the app no longer answers."""
+    if not run.shadow:
+        return "-"
+    return f"last: {run.shadow}" if run.serving == "down" else run.shadow
+
+
 def format_runs(runs: list[RunSummary]) -> str:
     header = ("run", "kind", "stage", "state", "best acc", "served at", "serving", "modified", "live (canary / shadow)")
     rows = [(r.name, r.kind, r.stage, r.state, f"{r.best_accuracy:.3f}" if r.best_accuracy is not None else "-",
-             r.url or "-", r.serving, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)), r.shadow or "-") for r in runs]
+             r.url or "-", r.serving, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)), _live(r)) for r in runs]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

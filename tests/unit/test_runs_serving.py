@@ -62,6 +62,8 @@ def test_a_url_nothing_listens_on_is_down_and_no_url_is_a_dash():
     runs = _with_serving_state([RunSummary(name="a", path="/a", kind="pipeline", stage="serve", modified=0.0,
                                            url=f"http://127.0.0.1:{port}"),
                                 RunSummary(name="b", path="/b", kind="train", stage="train", modified=0.0)])
+    runs[0].shadow = "fp32 31.2% int8 68.8% of 154"  # what the stopped app's replicas last wrote
     lines = format_runs(runs).splitlines()
     assert lines[0].split()[6:9] == ["served", "at", "serving"]  # after "best acc"
     assert lines[1].split()[5:7] == [f"http://127.0.0.1:{port}", "down"] and lines[2].split()[5:7] == ["-", "-"]
+    assert lines[1].endswith("last: fp32 31.2% int8 68.8% of 154") and lines[2].endswith("-")
