@@ -159,4 +159,10 @@ def detect_format(path: str, declared: str) -> str:
         if entries and all(e.suffix == ".parquet" for e in entries if e.is_file()) and any(e.is_file() for e in entries):
             return "parquet"
         return "folder"
-    raise ValueError(f"data.format: cannot tell the format of {path}; set data.format")
+    from raylm.config import ConfigError  # a field the user can fix: one line, exit 2 (no traceback)
+
+    if Path(path).is_file():
+        raise ConfigError(f"data.path: {path} is one file of no table format (csv, jsonl, parquet); give a folder "
+                          "of class folders (data.path=<folder>, one subfolder per label) or a table, or set "
+                          "data.format")
+    raise ConfigError(f"data.format: cannot tell the format of {path}; set data.format")

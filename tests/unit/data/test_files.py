@@ -92,8 +92,15 @@ def test_formats_by_name_then_by_content(tmp_path):
     (table / "x.png").write_bytes(b"x")
     assert detect_format(str(table), "auto") == "folder"
     assert detect_format(str(tmp_path / "table" / "sub"), "auto") == "folder"  # empty
-    with pytest.raises(ValueError, match=r"^data.format: cannot tell the format of .*nothing.bin; set data.format$"):
+    from raylm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.format: cannot tell the format of .*nothing.bin; set data.format$"):
         detect_format(str(tmp_path / "nothing.bin"), "auto")
+    clip = tmp_path / "noise_00.wav"  # one sample where a folder of class folders was meant
+    clip.write_bytes(b"RIFF")
+    with pytest.raises(ConfigError, match=r"^data.path: .*noise_00.wav is one file of no table format \(csv, jsonl, "
+                                          r"parquet\); give a folder of class folders"):
+        detect_format(str(clip), "auto")
 
 
 def test_a_stored_class_folder_is_listed_through_the_s3_api(s3_bucket):
