@@ -128,8 +128,10 @@ def summarize(run_dir: Path) -> RunSummary | None:
     if stage == "train" and meta:
         total = (meta.get("config") or {}).get("train", {}).get("epochs")
         stage = f"train({meta['epoch']}/{total})" if total else "train"
+    # Every epoch's: the newest checkpoint's history holds them all (its own epoch need not be the best).
+    history = [h.get("val_accuracy") for h in (meta or {}).get("history") or [] if isinstance(h, dict)]
     accuracies = [stages.evaluate and stages.evaluate.accuracy, stages.compress and stages.compress.accuracy,
-                  ((meta or {}).get("metrics") or {}).get("val_accuracy")]
+                  ((meta or {}).get("metrics") or {}).get("val_accuracy"), *history]
     # A trial's compressed accuracy and its dense checkpoint's (val_accuracy): a sweep's best may be a dense row.
     accuracies += [a for r in (sweep.trials if sweep else []) if r.status == "completed" for a in (r.accuracy, r.val_accuracy)]
     found = [a for a in accuracies if isinstance(a, (int, float))]
