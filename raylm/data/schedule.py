@@ -42,8 +42,23 @@ def read_schedule(path: str | Path) -> dict[str, Any]:
     if not isinstance(schedule, dict) or schedule.get("version") != SCHEDULE_VERSION:
         raise ScheduleError(f"augment.schedule: {where} is not a raylm schedule (version {SCHEDULE_VERSION})")
     per_epoch = schedule.get("per_epoch")
-    if not isinstance(per_epoch, list) or not per_epoch or not all(isinstance(e.get("values"), dict) for e in per_epoch):
-        raise ScheduleError(f"augment.schedule: {where} has no per-epoch values")
+    if not isinstance(per_epoch, list) or not per_epoch:
+        raise ScheduleError(f"augment.schedule: {where} has no per-epoch values (per_epoch: a list of "
+                            '{"epoch": n, "values": {...}}, one per epoch from 1)')
+    for index, entry in enumerate(per_epoch):
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+            raise ScheduleError(f"augment.schedule: {where} per_epoch[{index}] is {json.dumps(entry)[:80]}, not "
+                                '{"epoch": n, "values": {...}}')
+    # Entries are replayed in list order; an epoch label that disagrees with its place would be followed at
+    # another epoch than the file says (a user's schedule listed epochs 3, 1, 2 and trained 3's values first).
+    labels = [entry.get("epoch") for entry in per_epoch]
+    if labels != list(range(1, len(per_epoch) + 1)):
+        raise ScheduleError(f"augment.schedule: {where} per_epoch lists epochs {labels[:12]}; it needs one entry per "
+                            f"epoch, in order, from 1 (1..{len(per_epoch)})")
+    declared = schedule.get("epochs", len(per_epoch))
+    if declared != len(per_epoch):
+        raise ScheduleError(f"augment.schedule: {where} says epochs={declared!r} but per_epoch has {len(per_epoch)} "
+                            "entries")
     return schedule
 
 

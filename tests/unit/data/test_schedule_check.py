@@ -35,6 +35,24 @@ def test_every_epochs_values_are_checked_naming_file_epoch_and_key(tmp_path):
         check_schedule(_cfg(tmp_path / "missing.json"))
 
 
+@pytest.mark.parametrize("per_epoch, epochs, message", [
+    ([{"epoch": 1, "values": {}}, {"epoch": 3, "values": {}}], 3,
+     r"per_epoch lists epochs \[1, 3\]; it needs one entry per epoch, in order, from 1 \(1..2\)"),
+    ([{"epoch": 3, "values": {}}, {"epoch": 1, "values": {}}, {"epoch": 2, "values": {}}], 3,
+     r"per_epoch lists epochs \[3, 1, 2\]; it needs one entry per epoch, in order"),
+    ([{"epoch": 1, "values": {}}, {"epoch": 2, "values": {}}], 3, r"says epochs=3 but per_epoch has 2 entries"),
+    ([1, 2], 2, r"per_epoch\[0\] is 1, not \{\"epoch\": n, \"values\": \{...\}\}"),
+    ([{"epoch": 1, "values": [0.1]}], 1, r"per_epoch\[0\] is \{\"epoch\": 1, \"values\": \[0.1\]\}"),
+])
+def test_a_hand_written_schedule_follows_its_epochs_or_is_refused(tmp_path, per_epoch, epochs, message):
+    """Entries are replayed in list order: gaps, a different order or a wrong count would train other
+    values at an epoch than the file says, so they are refused, as is an entry that is no object."""
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"version": 1, "scheduler": "hand", "epochs": epochs, "per_epoch": per_epoch}))
+    with pytest.raises(ScheduleError, match=message):
+        check_schedule(_cfg(path))
+
+
 def test_train_refuses_a_bad_schedule_before_ray_starts(tmp_path):
     bad = _schedule(tmp_path, {"augment.image.rotate_p": 5.0})
     done = subprocess.run([sys.executable, "-m", "raylm.cli", "train", "--config", "jobs/configs/image_pbt.yaml",
