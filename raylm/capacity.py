@@ -256,8 +256,14 @@ def training_bundles(num_workers: int, cpus_per_worker: float, use_gpu: bool) ->
     return [dict(worker) for _ in range(num_workers)] + [{"CPU": 1.0}]
 
 
-def check_training_fits(capacity: Capacity, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
-    """Refuse, naming the key, a training run that never fits what the cluster can grow to."""
+def check_training_fits(capacity: Capacity, num_workers: int, cpus_per_worker: float, use_gpu: bool,
+                        min_workers: int | None = None) -> None:
+    """Refuse, naming the key, a training run that never fits what the cluster can grow to. ``min_workers``
+    (an elastic run, ``train.num_workers: [min, max]``; ``num_workers`` is its max): named as the user
+    wrote it. The maximum must fit too: Ray Train's elastic group grows to what is free, and a group that
+    took every CPU would leave Ray Data none to stream on (a wait forever)."""
+    given = f"[{min_workers}, {num_workers}]" if min_workers is not None and min_workers != num_workers else str(num_workers)
+    elastic = "" if given == str(num_workers) else f" (its maximum, {num_workers} workers)"
     worker = {"CPU": cpus_per_worker} | ({"GPU": 1.0} if use_gpu else {})
     if capacity.fits_ever([worker]) is False:
         if use_gpu and capacity.total_max("GPU") < 1:
@@ -272,13 +278,14 @@ def check_training_fits(capacity: Capacity, num_workers: int, cpus_per_worker: f
         grown = "" if not capacity.can_grow else " it can grow to"
         if left >= 1:  # enough CPUs in total, but no way to place each worker whole on one node
             raise CapacityError(
-                f"train.num_workers={num_workers} x train.cpus_per_worker={cpus_per_worker:g}: the workers (each on one "
+                f"train.num_workers={given}{elastic} x train.cpus_per_worker={cpus_per_worker:g}: the workers (each on one "
                 f"node) and 1 CPU for Ray Data do not fit on the nodes of this cluster ({capacity.describe()}): "
                 "lower train.cpus_per_worker or train.num_workers")
         raise CapacityError(
-            f"train.num_workers={num_workers} x train.cpus_per_worker={cpus_per_worker:g} leaves {left:g} of the "
+            f"train.num_workers={given}{elastic} x train.cpus_per_worker={cpus_per_worker:g} leaves {left:g} of the "
             f"{total:g} CPUs{grown} for Ray Data, which needs at least 1 ({capacity.describe()}): lower "
-            "train.num_workers or train.cpus_per_worker (fractions are fine), or add nodes")
+            f"train.num_workers{' (its maximum)' if elastic else ''} or train.cpus_per_worker (fractions are fine), "
+            "or add nodes")
 
 
 def gpu_auto(capacity: Capacity, num_workers: int) -> tuple[bool, str | None]:

@@ -264,7 +264,7 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
     training = cfg.train
     capacity = check_run_paths(cfg)  # node-local paths on a multi-node cluster: refused before any Ray work
     use_gpu = resolve_use_gpu(training.use_gpu, training.min_workers)
-    check_training_fits(capacity, training.max_workers, training.cpus_per_worker, use_gpu)
+    check_training_fits(capacity, training.max_workers, training.cpus_per_worker, use_gpu, min_workers=training.min_workers)
     with resources_for(training_bundles(training.max_workers, training.cpus_per_worker, use_gpu),
                        timeout_s=training.wait_for_resources_s,
                        enough=training_bundles(training.min_workers, training.cpus_per_worker, use_gpu)):  # elastic: start on min

@@ -44,6 +44,12 @@ def test_without_an_autoscaler_only_what_is_up_counts():
     assert not cap.multi_node
     with pytest.raises(CapacityError, match=r"leaves 0 of the 2 CPUs for Ray Data"):
         check_training_fits(cap, 2, 1.0, False)
+    # An elastic run is named as written, and told it is its maximum that does not fit.
+    with pytest.raises(CapacityError, match=r"^train\.num_workers=\[1, 2\] \(its maximum, 2 workers\) x "
+                                            r"train\.cpus_per_worker=1 leaves 0 of the 2 CPUs for Ray Data.*lower "
+                                            r"train\.num_workers \(its maximum\)"):
+        check_training_fits(cap, 2, 1.0, False, min_workers=1)
+    check_training_fits(cap, 1, 1.0, False, min_workers=1)  # [1, 1]: fits
 
 
 def test_unknown_node_types_refuse_nothing_for_size_but_count_as_multi_node():
