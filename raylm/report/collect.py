@@ -97,6 +97,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         "sweep": sweep, "trials": trials, "histories": trial_histories(run_dir, trials),
         "retrain": newest_checkpoint_meta(run_dir / "train"), "artifact_dir": artifact_dir, "artifact": artifact,
         "session": read_json(run_dir / "logs" / "ray_session.json"),
+        "status": read_json(run_dir / "logs" / "status.json"),  # how the run's command ended (raylm.report.runs)
         "schedule": read_json(run_dir / "tune" / "schedule.json"),  # a PBT sweep's learned schedule (docs/pbt.md)
         "preview_png": run_dir / PREVIEW_PNG if (run_dir / PREVIEW_PNG).is_file() else None,
         "preview_text": (run_dir / PREVIEW_TXT).read_text() if (run_dir / PREVIEW_TXT).is_file() else None,

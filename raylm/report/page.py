@@ -236,11 +236,31 @@ def _stages_section(run: dict[str, Any]) -> str:
     return "<h2>Stages</h2>" + _table(["stage", "seconds", "accuracy", "MB", "p50 ms"], rows) + logs
 
 
+def _state_section(run: dict[str, Any]) -> str:
+    """How the run's command ended, when it did not finish: failed (with its error) or interrupted. A
+    failed run's report otherwise said only that it had nothing to report."""
+    status = run.get("status")
+    if not isinstance(status, dict):
+        return ""
+    from raylm.report.runs import run_state
+
+    state = run_state(run["run_dir"]) if hasattr(run["run_dir"], "joinpath") else status.get("state", "-")
+    if state == "finished":
+        return ""
+    error = f": {status['error']}" if state == "failed" and status.get("error") else ""
+    how = {"interrupted": " (stopped before it ended; rerun its command to continue)",
+           "running": " (still running)"}.get(state, "")
+    return (f"<p><b>{escape(str(status.get('command', 'run')))} {escape(state)}</b>{escape(how)}"
+            f"{escape(error)}</p><p class=muted>logs: {escape(str(run['run_dir']))}/logs</p>")
+
+
 def render(run: dict[str, Any]) -> str:
     kind = "pipeline" if run["stages"] else "sweep" if run["sweep"] else "training run"
-    parts = [_stages_section(run), _certificate_section(run), _attempts_section(run), _serving_section(run), _sweep_section(run),
+    parts = [_state_section(run), _stages_section(run), _certificate_section(run), _attempts_section(run), _serving_section(run), _sweep_section(run),
              _schedule_section(run), _curves_section(run), _confusion_section(run), _preview_section(run)]
     body = "".join(p for p in parts if p) or "<p>This run has nothing to report yet.</p>"
+    if parts[0] and not any(parts[1:]):
+        body += "<p>Nothing else to report: no stage of it wrote a result.</p>"
     title = f"raylm {kind} {run['name']}"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
