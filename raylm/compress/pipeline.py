@@ -308,5 +308,9 @@ def summary_text(report: CompressReport, serving_batch_size: int) -> str:
     ratios = report.ratios
     table = format_table([(f"dense fp32 {report.dense.runtime or ''}".rstrip(), report.dense),
                           (report.variant, report.compressed)], (1, serving_batch_size))
-    return (f"{table}\nvs dense: {ratios.accuracy_drop_pts:+.2f} pts accuracy drop, size {ratios.size_ratio:.3f}x, "
-            f"p50 {ratios.latency_ratio:.3f}x at batch {serving_batch_size}: {ratios.gain.reason}")
+    # The verdict's p50 ratio is the gate's: paired (both models timed in alternation) where measured so;
+    # the table's two p50s were timed one after the other, and their quotient can point the other way.
+    timing = (" (paired: the two models timed in alternation; the table's p50s were timed apart)"
+              if ratios.latency_ratio_timing == "paired" else "")
+    return (f"{table}\nvs dense: accuracy {-ratios.accuracy_drop_pts:+.2f} pts, size {ratios.size_ratio:.3f}x, "
+            f"p50 {ratios.latency_ratio:.3f}x at batch {serving_batch_size}{timing}: {ratios.gain.reason}")

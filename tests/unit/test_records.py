@@ -148,3 +148,16 @@ def test_the_compress_stage_judges_an_attempt_by_its_objectives():
     over = PipelineConfig(max_accuracy_drop=1.0, serve_over_budget=True)
     assert _verdict(over, lossy, dense=False, first=True)[1].startswith("served over budget (pipeline.serve_over_budget=true)")
     assert not _verdict(over, lossy, dense=False, first=False)[0]  # only the first attempt is served over budget
+
+
+def test_the_compress_verdict_says_its_latency_ratio_is_the_paired_one_and_signs_the_accuracy_change():
+    """A user read the table's two p50s (0.50 vs 0.32 ms) against the verdict's 1.05x: the verdict's ratio
+    is the gate's paired one, and says so; "-4.64 pts accuracy drop" read as a double negative."""
+    from raylm.compress.pipeline import summary_text
+
+    report = read_record(CompressReport, OLD_RUN / "compress" / "report.json")
+    verdict = summary_text(report, 16).splitlines()[-1]
+    assert verdict.startswith("vs dense: accuracy -0.27 pts, size 0.398x, p50 1.033x at batch 16 (paired: the two "
+                              "models timed in alternation; the table's p50s were timed apart): ")
+    gained = report.model_copy(update={"ratios": report.ratios.model_copy(update={"accuracy_drop_pts": -4.64})})
+    assert "vs dense: accuracy +4.64 pts" in summary_text(gained, 16)
