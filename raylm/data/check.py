@@ -292,6 +292,9 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+_ANNOUNCED: set[str] = set()  # the checks (cache keys) whose count this process printed with no raylm console
+
+
 def check_data(cfg: RaylmConfig, source: str | DataSource, fmt: str | None = None, *, report_dir: Path | None,
                enforce_policy: bool = True) -> dict[str, Any]:
     """Check ``source`` (and ``data.validation_path``) once; reuse the outcome while the files and
@@ -320,11 +323,19 @@ def check_data(cfg: RaylmConfig, source: str | DataSource, fmt: str | None = Non
     if where is not None:
         _write_json(where, {k: v for k, v in report.items() if k != "files"})
     summary = format_summary(report, where)
-    if any(getattr(h, "raylm_console", False) for h in logging.getLogger("raylm").handlers):
+    # Said once per command: a pipeline's sweep, compress attempts, evaluate and serve each check the same
+    # files (the user saw the line 8 times). Under raylm's console the lines said live on its log handler
+    # (a new one per command); without one, for this process.
+    console = next((h for h in logging.getLogger("raylm").handlers if getattr(h, "raylm_console", False)), None)
+    said = console.__dict__.setdefault("raylm_said", set()) if console is not None else _ANNOUNCED
+    if cached.name in said:
+        log.debug(summary)
+    elif console is not None:
         # Under raylm's console (`raylm train`/`tune`) stderr is <run>/logs/ray.log; its handler shows warnings.
         log.log(logging.WARNING if report["bad_count"] or report["ignored"] else logging.INFO, summary)
     else:
         print(summary, file=sys.stderr, flush=True)
+    said.add(cached.name)
     if enforce_policy:
         enforce(report, cfg, where)
     return report

@@ -194,3 +194,25 @@ def test_a_messy_review_table_trains_without_a_phantom_class(ray_local, messy, t
     with_optimizer = [p.parent for p in (outcome.run_dir / "train").glob("checkpoint_*/optimizer.pt")]
     assert with_optimizer == [outcome.checkpoint]
     assert len(list((outcome.run_dir / "train").glob("checkpoint_*/model.safetensors"))) == 2
+
+
+@pytest.mark.integration
+def test_the_data_count_is_said_once_per_command(ray_local, messy, tmp_path):
+    """A pipeline checks the same files in its sweep, each compress attempt, evaluate and serve: the
+    count goes to the console once per command (a user saw it 8 times), and again in the next command."""
+    import io
+
+    from raylm import console
+
+    cfg = messy_config(messy, "image-folder", tmp_path)
+    path = str(messy["image-folder"].path)
+    for command in range(2):
+        err = io.StringIO()
+        console.start(io.StringIO(), err, live=False)
+        try:
+            for _ in range(3):
+                check_data(cfg, path, "folder", report_dir=None)
+        finally:
+            console.stop()
+        counts = [line for line in err.getvalue().splitlines() if "[raylm data] checked" in line]
+        assert len(counts) == 1, (command, err.getvalue())
