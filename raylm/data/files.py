@@ -54,6 +54,7 @@ def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
         if not entry.is_dir():
             ignored.append({"file": str(entry), "reason": "not inside a class folder"})
             continue
+        found = len(files)
         for folder, dirs, names in os.walk(entry):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for file in sorted(n for n in names if not n.startswith(".")):
@@ -62,6 +63,9 @@ def scan_class_folder(root: str, extensions: tuple[str, ...]) -> ClassFolder:
                     files.append(path)
                 else:
                     ignored.append({"file": path, "reason": f"not a {'/'.join(extensions)} file"})
+        if len(files) == found:  # said, or the class silently vanishes from the run's labels
+            ignored.append({"file": f"{entry}{os.sep}", "reason": f"a class folder with no {'/'.join(extensions)} "
+                                                                  "file: not a class of this run"})
     return _class_folder(root, files, ignored, extensions)
 
 

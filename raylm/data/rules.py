@@ -64,6 +64,10 @@ def format_summary(report: dict[str, Any], where: Path | None) -> str:
         line += " skipped" if report["on_bad_input"] == "skip" else ""
     if report["ignored"]:
         line += f", {len(report['ignored'])} files ignored by the layout rule"
+    # A class whose every sample was bad is no class of the run: it leaves the labels, which changes the model.
+    lost = sorted({b["label"] for b in report["bad"] if b.get("label")} - set(report["classes"]))
+    if lost:
+        line += f"; no sample of {', '.join(lost)} accepted: not a class of this run"
     return line + (f"; listed in {where}" if where is not None and (report["bad_count"] or report["ignored"]) else "")
 
 

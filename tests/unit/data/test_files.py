@@ -45,6 +45,9 @@ def test_every_matching_file_below_a_class_folder_belongs_to_it(tmp_path):
     assert folder.files == [str(root / p) for p in ("a/1.png", "a/deep/er/2.PNG", "b/3.jpg")]
     assert folder.ignored == [{"file": str(root / "b/notes.txt"), "reason": "not a .png/.jpg file"},
                               {"file": str(root / "c/readme.md"), "reason": "not a .png/.jpg file"},
+                              # c holds no image: said, not silently dropped from the labels
+                              {"file": str(root / "c") + "/", "reason": "a class folder with no .png/.jpg file: "
+                                                                        "not a class of this run"},
                               {"file": str(root / "loose.png"), "reason": "not inside a class folder"}]
     assert list_class_folder(str(root), (".png", ".jpg")) == (folder.labels, folder.files)
     assert [label_of_file(f, str(root)) for f in folder.files] == ["a", "a", "b"]
@@ -185,3 +188,19 @@ def test_a_stored_folders_ignored_files_and_refusal_name_everything(s3_bucket):
     assert str(err.value) == (f"data.path: s3://{s3_bucket}/one must hold at least 2 class folders of .png/.jpg "
                               "files (found 1 with such files, 1 files)")
     assert detect_format(f"s3://{s3_bucket}/tab", "auto") == "parquet"  # the _COMMITTED marker is not a file of it
+
+
+def test_a_class_whose_every_sample_was_bad_is_said_to_leave_the_runs_classes():
+    """A user's folder held a class of 5 broken clips: the count listed the others and the class was
+    silently gone from the model's labels."""
+    from raylm.data.rules import format_summary
+
+    report = {"checked": 110, "accepted": 103, "classes": {"high_tone": 41, "low_tone": 41, "noise": 21},
+              "bad_count": 7, "on_bad_input": "skip", "ignored": [],
+              "bad": [{"file": f"only_bad/{i}.wav", "label": "only_bad", "reason": "empty (0 bytes)"} for i in range(5)]
+                     + [{"file": f"noise/{i}.wav", "label": "noise", "reason": "empty (0 bytes)"} for i in range(2)]}
+    assert format_summary(report, None) == (
+        "[raylm data] checked 110 samples: 103 accepted (high_tone 41, low_tone 41, noise 21), 7 bad skipped; "
+        "no sample of only_bad accepted: not a class of this run")
+    report["bad"] = report["bad"][5:]
+    assert "not a class of this run" not in format_summary(report, None)
