@@ -324,7 +324,7 @@ class TierServer(RoutedReplica, VersionedRoutes):
     async def _predict(self, request: Request) -> Response:
         timing = {"start": time.perf_counter()}
         self._check_key(request)
-        body = json_body(await self._read_body(request))
+        body = json_body(await self._read_body(request), request.headers.get("content-type"), self._modality)
         if not isinstance(body, dict):
             raise HTTPException(422, f"body: expected a JSON object with field '{self._modality}', got {type(body).__name__}")
         try:

@@ -33,10 +33,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def json_body(body: bytes) -> Any:
+def json_body(body: bytes, content_type: str | None = None, field: str | None = None) -> Any:
+    """The body parsed as JSON, whatever its content type (curl -d sends JSON as form data); when it
+    is not JSON and was sent as something else (a WAV file posted as audio/wav), the 400 says what to
+    send instead of only where the parser stopped."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:  # also ints past Python's digit limit
-        raise HTTPException(400, f"malformed JSON: {str(err)[:200]}") from None
+        sent = (content_type or "").split(";")[0].strip().lower()
+        hint = ""
+        if sent and "json" not in sent:
+            example = f'{{"{field}": ...}}' if field else "an object"
+            hint = (f" (the body was sent as {sent}; this route takes JSON, content-type application/json: "
+                    f"{example}, binary inputs as base64 strings)")
+        raise HTTPException(400, f"malformed JSON{hint}: {str(err)[:200]}") from None
     except RecursionError:  # json's C parser recurses once per nesting level
         raise HTTPException(400, "malformed JSON: nested too deeply") from None

@@ -86,6 +86,8 @@ def request_corpus(audio_key: dict[str, str] | None = None) -> list[tuple[str, s
         ("NaN samples", "audio", audio(wav(np.full(800, np.nan, np.float32), 8000, "FLOAT")), key, 422, "non-finite"),
         ("samples near float32 max", "audio", audio(wav(huge_samples(4000), 8000, "FLOAT")), key, 422, "finite"),
         ("aiff", "audio", audio(wav(np.zeros(800, np.float32), 8000, "PCM_16", "AIFF")), key, 422, "accepted format"),
+        ("a wav posted raw", "audio", wav(np.zeros(800, np.float32), 8000), key | {"content-type": "audio/wav"}, 400,
+         'the body was sent as audio/wav; this route takes JSON, content-type application/json: {"audio": ...}'),
         ("nested text", "text", b"[" * 3000, {}, 400, "nested too deeply"),
         ("text wrong type", "text", b'{"text": [1, 2]}', {}, 422, "text"),
     ]
