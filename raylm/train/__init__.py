@@ -203,9 +203,13 @@ def _say_if_trained(cfg: RaylmConfig, resume: str | None, train_location: Storag
         epoch = int(read_stored_meta(location)["epoch"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return
+    own = resume.startswith(train_location.uri.rstrip("/") + "/")
     if epoch < cfg.train.epochs:
+        # On the console, not only in the workers' log: the first epoch line would otherwise read N+1/M.
+        log.info("[raylm] resuming %s after epoch %d of %d (from %s)", cfg.run_location.name, epoch, cfg.train.epochs,
+                 "its last checkpoint" if own else f"train.resume_from={resume}", extra={"console": True})
         return
-    if resume.startswith(train_location.uri.rstrip("/") + "/"):
+    if own:
         log.warning("[raylm] %s is already trained to epoch %d (train.epochs=%d): nothing left to train; its "
                     "checkpoints are the result (raise train.epochs to go on, or choose another train.name)",
                     cfg.run_location.name, epoch, cfg.train.epochs)
