@@ -36,7 +36,14 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
     from raylm.train.checkpoint import CheckpointError, read_meta
 
     if config is not None:
-        return load_config(config, overrides)
+        cfg = load_config(config, overrides)
+        # The artifact belongs beside the checkpoint's run (as without --config), not in a new run named
+        # after the config: <storage>/<run>/train/checkpoint_* gives both, unless the overrides name them.
+        where = Path(checkpoint).expanduser().resolve()
+        named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
+        if where.parent.name == "train" and not named:
+            cfg = cfg.override({"train.storage_path": str(where.parent.parent.parent), "train.name": where.parent.parent.name})
+        return cfg
     try:
         meta = read_meta(Path(checkpoint).expanduser())
     except CheckpointError as err:

@@ -161,3 +161,17 @@ def test_the_compress_verdict_says_its_latency_ratio_is_the_paired_one_and_signs
                               "models timed in alternation; the table's p50s were timed apart): ")
     gained = report.model_copy(update={"ratios": report.ratios.model_copy(update={"accuracy_drop_pts": -4.64})})
     assert "vs dense: accuracy +4.64 pts" in summary_text(gained, 16)
+
+
+def test_compress_with_a_config_writes_beside_the_checkpoints_run(tmp_path):
+    """``raylm compress --checkpoint <run>/train/checkpoint_* --config ...`` put its artifact in a new run
+    named after the config (image-resnet_small-<time>); it belongs to the checkpoint's run, unless named."""
+    from raylm.compress.pipeline import compress_config
+
+    checkpoint = tmp_path / "runs" / "rn" / "train" / "checkpoint_000001"
+    checkpoint.mkdir(parents=True)
+    cfg = compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", ["model.name=resnet_small"])
+    assert cfg.run_dir == tmp_path / "runs" / "rn" and cfg.model.name == "resnet_small"
+    named = compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", [f"train.storage_path={tmp_path}/other",
+                                                                                    "train.name=mine"])
+    assert named.run_dir == tmp_path / "other" / "mine"
