@@ -37,9 +37,11 @@ def load_run_config(args: argparse.Namespace):
     """The verb's config, validated, and the files it names that only this driver reads (``augment.schedule``)
     checked: all before Ray starts."""
     from raylm.data.schedule import check_schedule
+    from raylm.hf_sources import check_hub_sources
 
     cfg = load_config(args.config, args.overrides)
     check_schedule(cfg)
+    check_hub_sources(cfg)
     return cfg
 
 

@@ -27,6 +27,34 @@ def tokenizer_source(cfg) -> str:
     return cfg.data.text.tokenizer or cfg.model.pretrained or bundled_text_model_dir()
 
 
+def check_hub_sources(cfg) -> None:
+    """A text run's ``model.pretrained`` / ``data.text.tokenizer`` that is no local directory is a hub
+    name every Ray Data worker and trainer loads; asked about here once first (in the Hugging Face
+    cache, else one request to the hub with no retries), so a name that cannot be had (no network, a
+    typo) is one line naming the field before Ray starts, not an 87-line worker error a minute in."""
+    if cfg.task.modality != "text":
+        return
+    for field, source, probe in (("data.text.tokenizer", cfg.data.text.tokenizer, "tokenizer_config.json"),
+                                 ("model.pretrained", cfg.model.pretrained, "config.json")):
+        if not source or os.path.isdir(os.path.expanduser(str(source))):
+            continue
+        from huggingface_hub import HfApi, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(str(source), probe), str):
+            continue  # downloaded before: the run loads it from the cache
+        try:
+            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+                raise ConnectionError("HF_HUB_OFFLINE is set and it is not in the local cache")
+            HfApi().model_info(str(source), timeout=10)
+        except Exception as err:  # offline, unknown repo, gated: all the same to the user
+            from raylm.config import ConfigError
+
+            reason = (str(err).strip().splitlines() or [""])[0][:160]
+            raise ConfigError(f"{field}: {source} is no local directory, not in the Hugging Face cache, and the hub "
+                              f"did not answer for it ({type(err).__name__}: {reason}); where the hub is out of reach, "
+                              "give the directory of a downloaded model") from None
+
+
 def offline_if_local(source: str) -> dict[str, Any]:
     """Loading arguments that never run code from ``source``, and never reach the hub for a directory
     (a checkpoint's or artifact's own files)."""
