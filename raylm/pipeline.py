@@ -154,8 +154,22 @@ def _stage_train(cfg: RaylmConfig, record: PipelineRecord) -> TrainStage:
     from raylm.train import fit
 
     outcome = fit(_chosen_config(cfg, record.stages.tune.params))
+    best = _checkpoint_metrics(str(outcome.best_checkpoint), cfg)
     return TrainStage(checkpoint=str(outcome.best_checkpoint),
-                      metrics=TrainMetrics(**{k: outcome.metrics.get(k) for k in TrainMetrics.model_fields}))
+                      metrics=TrainMetrics(**{k: outcome.metrics.get(k) for k in TrainMetrics.model_fields}),
+                      best=TrainMetrics(**{k: best.get(k) for k in TrainMetrics.model_fields}) if best else None)
+
+
+def _checkpoint_metrics(checkpoint: str, cfg: RaylmConfig) -> dict | None:
+    """The epoch metrics a checkpoint was saved with (its raylm.json), None when unreadable."""
+    from raylm.storage import StoragePath, is_uri
+    from raylm.train.checkpoint import CheckpointError, read_stored_meta
+
+    try:
+        meta = read_stored_meta(StoragePath.of(checkpoint, cfg.train.storage_options if is_uri(checkpoint) else None))
+    except (CheckpointError, OSError):
+        return None
+    return (meta.get("metrics") or {}) | {"epoch": meta.get("epoch")}
 
 
 def _recipes(cfg: RaylmConfig, record: PipelineRecord) -> list[tuple[str, RaylmConfig]]:

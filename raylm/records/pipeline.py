@@ -48,9 +48,17 @@ class TrainMetrics(Record):
 
 
 class TrainStage(Record):
-    checkpoint: str
-    metrics: TrainMetrics
+    checkpoint: str  # the best kept checkpoint: what compress starts from
+    metrics: TrainMetrics  # the last epoch's
     seconds: float | None = None  # the stage's wall time, set when it ends
+    best: TrainMetrics | None = None  # the checkpoint's own epoch (absent in records before stop 43)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_best(self, handler: Any) -> dict[str, object]:
+        out = handler(self)  # an older record written back stays as it was
+        if out.get("best") is None:
+            out.pop("best", None)
+        return out
 
 
 class DenseReference(Record):

@@ -175,3 +175,18 @@ def test_compress_with_a_config_writes_beside_the_checkpoints_run(tmp_path):
     named = compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", [f"train.storage_path={tmp_path}/other",
                                                                                     "train.name=mine"])
     assert named.run_dir == tmp_path / "other" / "mine"
+
+
+def test_the_retrain_row_shows_the_epoch_compress_starts_from():
+    """The retrain row showed the last epoch's accuracy (0.955) above a dense model of 1.000 measured on
+    the best kept epoch: with the best epoch recorded, the row names it and shows its accuracy."""
+    from raylm.pipeline import format_summary
+    from raylm.records.pipeline import TrainMetrics
+
+    record = read_record(PipelineRecord, OLD_RUN / "pipeline.json")
+    record.run_dir = "x"
+    last = record.stages.train.metrics
+    record.stages.train.best = TrainMetrics(epoch=last.epoch - 2, val_accuracy=0.9987)
+    (row,) = [line for line in format_summary(record).splitlines() if line.startswith("retrain")]
+    assert row.startswith(f"retrain ({last.epoch} ep, best {last.epoch - 2}, dense)") and "0.999" in row
+    assert "best" in record.stages.train.model_dump(mode="json")
