@@ -94,4 +94,10 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip() + "\n\nbreaks: " + ", ".join(BREAKS))
+        sys.exit(0)
+    unknown = [name for name in sys.argv[1:] if name not in BREAKS]
+    if unknown:
+        sys.exit(f"unknown break(s) {unknown}; one of: {', '.join(BREAKS)}")
     main(sys.argv[1:])

@@ -74,6 +74,9 @@ def partial_result(trace: Path, data_bytes: int, store_bytes: int) -> dict:
 
 if __name__ == "__main__":
     # TRACE RESULT OUT, or TRACE --partial DATA_BYTES STORE_BYTES OUT
+    if {"-h", "--help"} & set(sys.argv[1:]) or len(sys.argv) not in (4, 6):
+        print(__doc__.strip() + "\n    python benchmarks/ingest_plot.py TRACE.jsonl --partial DATA_BYTES STORE_BYTES OUT.png")
+        sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
     if sys.argv[2] == "--partial":
         trace, data_bytes, store_bytes, out = sys.argv[1], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
         plot_trace(Path(trace), partial_result(Path(trace), data_bytes, store_bytes), Path(out))

@@ -60,3 +60,10 @@ def pipeline_start(begin: float, *, first: int = 4) -> dict[str, Any]:
         summary[name] = {"count": len(entries), "first": entries[:first]}
     # Names that run around the epoch's start first, the rest (setup, validation) after.
     return dict(sorted(summary.items(), key=lambda kv: abs(kv[1]["first"][0]["created"] or 0)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(__doc__.strip() + "\n\n(a module: benchmarks/ingest.py --timeline calls it; nothing to run on its own)")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)

@@ -53,4 +53,7 @@ def main(extra: list[str]) -> dict:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
     print(json.dumps(main(sys.argv[1:])))

@@ -172,6 +172,9 @@ def score(results_dir: Path, modules: list[str], start: int) -> None:
 
 
 if __name__ == "__main__":
+    if not sys.argv[1:] or {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0 if sys.argv[1:] else 2)
     verb, *rest = sys.argv[1:]
     if verb == "skip":
         skip(Path(rest[0]), rest[1:])
