@@ -214,11 +214,8 @@ class _ConsoleFormat(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno < logging.WARNING:  # a marked line: it names itself ("[raylm data] ...")
             return record.getMessage()
-        # A message that names itself ("[raylm] ...", "[raylm data] ...") keeps its name once.
-        message = record.getMessage()
-        if message.startswith("[raylm"):
-            message = message.split("] ", 1)[-1]
-        return f"raylm: {record.levelname}: {message}"
+        # "raylm: WARNING: [raylm] ..." named raylm twice; a part's tag ("[raylm data] ...") stays.
+        return f"raylm: {record.levelname}: {record.getMessage().removeprefix('[raylm] ')}"
 
 
 class _ConsoleStream:
