@@ -108,7 +108,9 @@ def serving_state(url: str | None, timeout_s: float = 0.5) -> str:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout_s) as answer:
+        # A record names the app's /predict; its health is beside it, at the app's route prefix.
+        base = url.rstrip("/").removesuffix("/predict")
+        with urllib.request.urlopen(base + "/healthz", timeout=timeout_s) as answer:
             body = answer.read(4096)
     except urllib.error.HTTPError as err:
         if err.code != 503:

@@ -44,6 +44,7 @@ def test_the_served_url_is_asked_whether_it_still_serves(status, body, expected)
         url = f"http://127.0.0.1:{server.server_address[1]}/app"
         assert serving_state(url) == expected
         assert serving_state(url + "/") == expected
+        assert serving_state(url + "/predict") == expected  # what a pipeline record names
         assert serving_state(f"http://127.0.0.1:{server.server_address[1]}/elsewhere") == "down"  # a 404 there
     finally:
         server.shutdown()

@@ -234,6 +234,10 @@ def test_hostile_corpus_gets_4xx_with_reasons_and_never_5xx(served):
 
 
 def test_models_listing_shows_no_server_paths(served):
+    from raylm.report.runs import serving_state
+
+    # `raylm runs` asks a recorded URL (an app's /predict) whether it still serves: a live app is up.
+    assert serving_state(f"{served['url']}/image/predict", timeout_s=10) == "up"
     listing = requests.get(f"{served['url']}/image/models", timeout=30)
     assert listing.status_code == 200
     assert str(Path(served["artifacts"]["image-none"]).parent) not in listing.text
