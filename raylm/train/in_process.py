@@ -35,7 +35,11 @@ class _PersistedReports(LocalTrainFnUtils):
     def __init__(self, datasets: dict[str, Any], train_dir: StoragePath, keep: int, on_report: OnReport | None):
         super().__init__(experiment_name=train_dir.name, dataset_shards=datasets)
         self.train_dir, self.keep, self.on_report = train_dir, keep, on_report
-        self.kept: list[tuple[StoragePath, dict[str, Any]]] = []  # oldest first
+        from raylm.train.checkpoint import stored_reports
+
+        # Oldest first; a resumed run's earlier checkpoints included, so train.keep_checkpoints holds for the
+        # run, not per process (a killed run's rerun kept its 3 old checkpoints beside 3 new).
+        self.kept: list[tuple[StoragePath, dict[str, Any]]] = stored_reports(train_dir)
         # A resumed run numbers on after the checkpoints already there, never over them.
         taken = [int(p.name.removeprefix("checkpoint_")) for p in train_dir.iterdir()
                  if p.name.startswith("checkpoint_") and p.name.removeprefix("checkpoint_").isdigit()]
