@@ -37,14 +37,17 @@ def curves(histories: dict[str, list[dict[str, Any]]], statuses: dict[str, str],
         style = "--" if statuses.get(trial_id) == "stopped" else "-"
         acc_ax.plot(epochs, [h.get("val_accuracy") for h in history], style, marker=".", alpha=0.7, label=label)
         loss_ax.plot(epochs, [h.get("train_loss") for h in history], style, marker=".", alpha=0.7)
+    # A training run alone is "the run", not a retrain, and has no trials ASHA stopped.
+    name = "retrain" if histories else "run"
     if retrain:
         epochs = [h.get("epoch") for h in retrain]
-        acc_ax.plot(epochs, [h.get("val_accuracy") for h in retrain], "k-", marker="o", linewidth=2.5, label="retrain")
-        loss_ax.plot(epochs, [h.get("train_loss") for h in retrain], "k-", marker="o", linewidth=2.5, label="retrain train")
-        loss_ax.plot(epochs, [h.get("val_loss") for h in retrain], "k:", marker="o", linewidth=2, label="retrain val")
+        acc_ax.plot(epochs, [h.get("val_accuracy") for h in retrain], "k-", marker="o", linewidth=2.5, label=name)
+        loss_ax.plot(epochs, [h.get("train_loss") for h in retrain], "k-", marker="o", linewidth=2.5, label=f"{name} train")
+        loss_ax.plot(epochs, [h.get("val_loss") for h in retrain], "k:", marker="o", linewidth=2, label=f"{name} val")
         loss_ax.legend(fontsize=7)
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="training loss (dashed: stopped by ASHA)")
+    stopped = any(status == "stopped" for status in statuses.values())
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="training loss" + (" (dashed: stopped by ASHA)" if stopped else ""))
     acc_ax.legend(fontsize=7, ncol=2)
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
