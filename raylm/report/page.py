@@ -7,6 +7,7 @@ import json
 import shlex
 import time
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from raylm.data.modality import MODALITIES
@@ -244,7 +245,8 @@ def _state_section(run: dict[str, Any]) -> str:
         return ""
     from raylm.report.runs import run_state
 
-    state = run_state(run["run_dir"]) if hasattr(run["run_dir"], "joinpath") else status.get("state", "-")
+    # A local run's "running" is checked against its pid; a URI run's status is read as written.
+    state = run_state(run["run_dir"]) if isinstance(run["run_dir"], Path) else status.get("state", "-")
     if state == "finished":
         return ""
     error = f": {status['error']}" if state == "failed" and status.get("error") else ""

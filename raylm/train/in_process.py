@@ -133,13 +133,11 @@ class InProcessTrainer:
             set_train_fn_utils(None)
             if scratch is not None:
                 scratch.cleanup()
+        # The run's checkpoints, earlier ones included: a rerun of a run already at train.epochs trains
+        # nothing and answers with them.
         kept = reports.kept
-        if not kept:  # a rerun of a run already at train.epochs trains nothing: the run's own checkpoints
-            from raylm.train.checkpoint import stored_reports
-
-            kept = stored_reports(train_dir)
-            if not kept:
-                raise RuntimeError("training finished without a checkpoint")
+        if not kept:
+            raise RuntimeError("training finished without a checkpoint")
         latest_path, latest_metrics = kept[-1]
 
         def checkpoint(p: StoragePath):
