@@ -293,10 +293,42 @@ def load_torch_first(backend: str | None) -> None:
         import torch  # noqa: F401
 
 
+# How many earlier log directories of one verb stay in the temp dir (the newest), and how long one stays
+# whatever the count: a directory touched within the hour may belong to a command still running.
+KEEP_VERB_LOGS = 10
+KEEP_VERB_LOGS_YOUNGER_S = 3600.0
+
+
 def verb_log_dir(verb: str) -> Path:
     """Where a verb with no run directory of its own (``raylm serve``, ``raylm data check``) sends Ray's
-    lines: a new directory in the temp dir, beside Ray's own session logs; the console names it."""
-    return Path(tempfile.mkdtemp(prefix=f"raylm-{verb}-{time.strftime('%Y%m%d-%H%M%S')}-"))
+    lines: a new directory in the temp dir, beside Ray's own session logs; the console names it.
+
+    Each call would leave one more directory behind (a data check a day makes hundreds), so the verb's
+    earlier ones beyond the newest KEEP_VERB_LOGS are removed, never one modified within the hour."""
+    prefix = f"raylm-{verb}-"
+    made = Path(tempfile.mkdtemp(prefix=f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-"))
+    _prune_verb_logs(made.parent, prefix, keep=made)
+    return made
+
+
+def _prune_verb_logs(parent: Path, prefix: str, keep: Path) -> None:
+    import shutil
+
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile by another raylm process
+            return 0.0
+
+    try:
+        earlier = [p for p in parent.glob(f"{prefix}*") if p != keep and p.is_dir() and not p.is_symlink()
+                   and p.stat().st_uid == os.getuid()]
+    except OSError:
+        return
+    now = time.time()
+    for old in sorted(earlier, key=mtime, reverse=True)[KEEP_VERB_LOGS:]:
+        if now - mtime(old) > KEEP_VERB_LOGS_YOUNGER_S:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def send_logs_to(log_dir: Path, *, verbose: bool = False):

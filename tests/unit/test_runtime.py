@@ -75,3 +75,35 @@ def test_a_haproxy_left_after_ray_shut_down_is_ended_and_only_ours(tmp_path):
         for proc in (ours, theirs):
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_a_verbs_log_directories_beyond_the_newest_ten_are_removed_unless_recent(tmp_path, monkeypatch):
+    """`raylm data check` and `raylm serve` make a log directory per call in the temp dir; the verb's old
+    ones beyond the newest KEEP_VERB_LOGS go, a recent one stays whatever the count, other verbs' stay."""
+    import tempfile
+    import time
+
+    from raylm import runtime
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    now = time.time()
+    for i in range(14):  # 14 old data checks, a day + i minutes old (the oldest last)
+        d = tmp_path / f"raylm-data-check-old{i:02d}"
+        (d).mkdir()
+        (d / "ray.log").write_text("x")
+        os.utime(d, (now - 86400 - 60 * i, now - 86400 - 60 * i))
+    recent = tmp_path / "raylm-data-check-recent"
+    recent.mkdir()
+    os.utime(recent, (now - 60, now - 60))  # 11th newest before the call: kept, a command may still run
+    other = tmp_path / "raylm-serve-old"
+    other.mkdir()
+    os.utime(other, (now - 86400 * 30, now - 86400 * 30))
+
+    made = runtime.verb_log_dir("data-check")
+
+    left = sorted(p.name for p in tmp_path.glob("raylm-data-check-*"))
+    assert made.is_dir() and made.name in left
+    assert recent.name in left and other.exists()
+    olds = [n for n in left if n.startswith("raylm-data-check-old")]
+    # the newest ten besides the new one are `recent` and old00..old08; old09.. go
+    assert olds == [f"raylm-data-check-old{i:02d}" for i in range(9)]
