@@ -43,6 +43,8 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
         named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
         if where.parent.name == "train" and not named:
             cfg = cfg.override({"train.storage_path": str(where.parent.parent.parent), "train.name": where.parent.parent.name})
+        if "://" not in str(checkpoint):  # a URI's checkpoint is read after Ray starts (storage); a local one now
+            _check_same_model(cfg, where)
         return cfg
     try:
         meta = read_meta(Path(checkpoint).expanduser())
@@ -52,6 +54,29 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
         return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
+
+
+def _check_same_model(cfg: RaylmConfig, checkpoint: Path) -> None:
+    """--config's model against the one the checkpoint was trained as, before Ray starts: the weights were
+    refused only at their load, after Ray's start, with a run directory made for nothing."""
+    from raylm.train.checkpoint import CheckpointError, checkpoint_config
+
+    try:
+        trained = checkpoint_config(checkpoint)
+    except CheckpointError as err:
+        raise CompressError(f"--checkpoint: {err}") from None
+    _refuse_another_model(cfg, trained, checkpoint)
+
+
+def _refuse_another_model(cfg: RaylmConfig, trained: RaylmConfig, checkpoint: Path) -> None:
+    for field, mine, theirs in (("task.modality", cfg.task.modality, trained.task.modality),
+                                ("model.name", cfg.model.name, trained.model.name),
+                                ("model.backend", cfg.model.backend, trained.model.backend),
+                                ("model.kwargs", cfg.model.kwargs, trained.model.kwargs)):
+        if mine != theirs:
+            raise CompressError(f"{field}: the config says {mine!r} but checkpoint {checkpoint} was trained "
+                                f"with {theirs!r}; drop --config to compress with the checkpoint's own config, "
+                                f"or set {field}={theirs!r}")
 
 
 def variant_name(cfg: RaylmConfig) -> str:
@@ -74,13 +99,7 @@ def variant_name(cfg: RaylmConfig) -> str:
 def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
     """``cfg`` with the checkpoint's model section and tokenizer, after checking they agree."""
     trained = loaded.config
-    for field, mine, theirs in (("task.modality", cfg.task.modality, trained.task.modality),
-                                ("model.name", cfg.model.name, trained.model.name),
-                                ("model.backend", cfg.model.backend, trained.model.backend),
-                                ("model.kwargs", cfg.model.kwargs, trained.model.kwargs)):
-        if mine != theirs:
-            raise CompressError(f"{field}: the config says {mine!r} but checkpoint {checkpoint} was trained "
-                                f"with {theirs!r}")
+    _refuse_another_model(cfg, trained, checkpoint)
     if cfg.task.labels is not None and list(cfg.task.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: {cfg.task.labels} differ from the checkpoint's {loaded.labels}")
     # The preprocessing the model was trained with wins: a different image size or MFCC

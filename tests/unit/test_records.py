@@ -168,13 +168,40 @@ def test_compress_with_a_config_writes_beside_the_checkpoints_run(tmp_path):
     named after the config (image-resnet_small-<time>); it belongs to the checkpoint's run, unless named."""
     from raylm.compress.pipeline import compress_config
 
-    checkpoint = tmp_path / "runs" / "rn" / "train" / "checkpoint_000001"
-    checkpoint.mkdir(parents=True)
+    checkpoint = _checkpoint_meta(tmp_path / "runs" / "rn" / "train" / "checkpoint_000001", "resnet_small")
     cfg = compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", ["model.name=resnet_small"])
     assert cfg.run_dir == tmp_path / "runs" / "rn" and cfg.model.name == "resnet_small"
     named = compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", [f"train.storage_path={tmp_path}/other",
-                                                                                    "train.name=mine"])
+                                                                                    "train.name=mine", "model.name=resnet_small"])
     assert named.run_dir == tmp_path / "other" / "mine"
+
+
+def _checkpoint_meta(directory, model_name: str, modality: str = "image"):
+    """A checkpoint directory holding only its ``raylm.json`` (what compress reads before Ray starts)."""
+    import json
+
+    from raylm.config import load_config
+    from raylm.train.checkpoint import FORMAT, META
+
+    cfg = load_config(REPO / "jobs" / "configs" / f"{modality}.yaml", [f"model.name={model_name}"])
+    directory.mkdir(parents=True)
+    (directory / META).write_text(json.dumps({"format": FORMAT, "config": cfg.model_dump(mode="json"),
+                                              "labels": ["a", "b"]}))
+    return directory
+
+
+@pytest.mark.parametrize("overrides, named", [(["model.name=resnet_small"], "model.name"),
+                                              (["model.kwargs.channels=[8,16,32]"], "model.kwargs")])
+def test_compress_with_a_config_of_another_model_is_refused_before_ray_naming_the_field(tmp_path, overrides, named):
+    """--config of another model than the checkpoint's was refused only when the weights were loaded,
+    after Ray's start, with an empty run directory made; now before, naming the field and the way out."""
+    from raylm.compress.pipeline import CompressError, compress_config
+
+    checkpoint = _checkpoint_meta(tmp_path / "runs" / "rn" / "train" / "checkpoint_000001", "seed_cnn")
+    assert compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", []).model.name == "seed_cnn"
+    with pytest.raises(CompressError, match=rf"^{named}: the config says .* trained with .*drop --config"):
+        compress_config(checkpoint, REPO / "jobs" / "configs" / "image.yaml", overrides)
+    assert not (tmp_path / "runs" / "rn" / "compress").exists()
 
 
 def test_the_retrain_row_shows_the_epoch_compress_starts_from():
