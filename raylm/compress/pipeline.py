@@ -269,10 +269,8 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
     Returns the report (also stored in the artifact): the dense parent and the variant
     measured on the same validation rows, their ratios and the parity check.
     """
-    from raylm.compress.gate import variant_ratios
-    from raylm.compress.measure import collect, format_table, measure, paired_latency_ratio
-    from raylm.compress.prune import sparsity_stats
-    from raylm.data import build_datasets
+    from raylm.data import decode_splits
+    from raylm.data.decoded import shared_for, sharing
     from raylm.runtime import ensure_ray, quiet_data_progress
     from raylm.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -282,10 +280,24 @@ def compress_report(cfg: RaylmConfig, checkpoint: str | Path, *, verbose: bool =
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
     cfg = _matched_config(cfg, checkpoint, loaded)
-    recipe, variant = cfg.compress, variant_name(cfg)
+    variant = variant_name(cfg)
 
     ensure_ray()
     quiet_data_progress()
+    # Decoded once for the whole command: the fine-tune's trainer starts from the same splits (it decoded
+    # them again, ~1-3 s and a second data check); inside a sweep's trial they are the sweep's already.
+    decoded = shared_for(cfg) or decode_splits(cfg)
+    with sharing(decoded):
+        return _compressed_and_measured(cfg, checkpoint, loaded, variant, verbose)
+
+
+def _compressed_and_measured(cfg: RaylmConfig, checkpoint: Path, loaded, variant: str, verbose: bool) -> CompressReport:
+    from raylm.compress.gate import variant_ratios
+    from raylm.compress.measure import collect, format_table, measure, paired_latency_ratio
+    from raylm.compress.prune import sparsity_stats
+    from raylm.data import build_datasets
+
+    recipe = cfg.compress
     data = build_datasets(cfg)
     if list(data.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: the data's labels {data.labels} differ from the checkpoint's {loaded.labels}")

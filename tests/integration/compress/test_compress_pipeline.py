@@ -173,3 +173,20 @@ def test_sparse_int8_artifact_is_smaller_with_the_dense_layouts_logits(trained, 
     val = collect(build_datasets(cfg).validation, ("image",))
     reference = onnx_session(dense_layout).run(["logits"], {"image": val["image"]})[0]
     np.testing.assert_array_equal(artifact.predict({"image": val["image"]}), reference)
+
+
+def test_a_fine_tuning_compress_decodes_the_data_once(trained, tiny_config, monkeypatch):
+    """`raylm compress` with fine-tune epochs decoded (and checked) the data twice: once to measure, once
+    more in the fine-tune's trainer. The splits are decoded once and the trainer starts from them."""
+    import raylm.data
+
+    checkpoint = trained("image")  # before the count: the fixture decodes to train it
+    calls = []
+    real = raylm.data.decode_splits
+    monkeypatch.setattr(raylm.data, "decode_splits", lambda cfg, **kw: calls.append(cfg.compress.finetune_epochs) or real(cfg, **kw))
+    cfg = tiny_config("image", "compress.prune.method=structured", "compress.prune.structured_ratio=0.5",
+                      "compress.finetune_epochs=1", *FAST)
+    report = compress(cfg, checkpoint, verbose=False)
+    assert report["variant"] == "structured50-ft1-fp32"
+    assert any((cfg.run_dir / "compress" / ".finetune" / report["variant"]).glob("checkpoint_*"))  # it fine-tuned
+    assert calls == [1]
