@@ -102,68 +102,93 @@ def csv_parse_options(invalid_row_handler=skip_invalid_csv_row):
     return pyarrow.csv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid_row_handler)
 
 
-def _table_chunks(path: str, fmt: str, columns: list[str], invalid: list[str]) -> Iterator[dict[str, list]]:
-    """The file's rows in chunks of ``columns``, read by the same libraries Ray Data reads them with."""
+def _table_chunks(path: str, fmt: str, columns: list[str]) -> Iterator[tuple[dict[str, list], list[int], list[tuple[int | None, str]]]]:
+    """The file's rows in chunks of ``columns``, read by the same libraries Ray Data reads them with, with
+    each row's number (CSV: its record after the header, 1-based; JSONL: its line) and the unreadable
+    rows met in the chunk as ``(number, reason)``."""
     if fmt == "parquet":
         import pyarrow.parquet
 
+        first = 1
         for record_batch in pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=_TABLE_CHUNK, columns=columns):
-            yield record_batch.to_pydict()
+            yield record_batch.to_pydict(), list(range(first, first + record_batch.num_rows)), []
+            first += record_batch.num_rows
     elif fmt == "csv":
         import pyarrow.csv
 
+        invalid: list[tuple[int | None, str]] = []
+
         def note(row) -> str:
+            # pyarrow numbers a row (the header is 1) only when it reads on one thread, as here.
+            number = row.number - 1 if row.number is not None else None
             lines = row.text.splitlines()
             if len(lines) > 1:  # quoted fields may span lines, so an unclosed quote runs on to the end
-                invalid.append(f"{len(lines)} lines read as one row of {row.actual_columns} fields (the header has "
-                               f"{row.expected_columns}) from {lines[0][:80]!r}: a quote opened there and never "
-                               "closed? Every line up to the file's end or the next quote is in it")
+                invalid.append((number, f"{len(lines)} lines read as one row of {row.actual_columns} fields (the header "
+                                        f"has {row.expected_columns}) from {lines[0][:80]!r}: a quote opened there and "
+                                        "never closed? Every line up to the file's end or the next quote is in it"))
             else:
-                invalid.append(f"a line with {row.actual_columns} fields where the header has {row.expected_columns}: "
-                               f"{row.text[:80]!r}")
+                invalid.append((number, f"a line with {row.actual_columns} fields where the header has "
+                                        f"{row.expected_columns}: {row.text[:80]!r}"))
             return "skip"
 
-        reader = pyarrow.csv.open_csv(path, parse_options=csv_parse_options(note))
+        reader = pyarrow.csv.open_csv(path, read_options=pyarrow.csv.ReadOptions(use_threads=False),
+                                      parse_options=csv_parse_options(note))
+        number, held = 0, None
         for record_batch in reader:
-            yield {c: record_batch.column(c).to_pylist() for c in columns}
+            if held is not None:
+                yield held
+            # The reader parses a block ahead: the skipped rows noted so far may lie in the next block.
+            skipped = {n for n, _ in invalid}
+            numbers = []
+            while len(numbers) < record_batch.num_rows:  # the readable rows' numbers: those not skipped
+                number += 1
+                if number not in skipped:
+                    numbers.append(number)
+            here = [(n, why) for n, why in invalid if n is None or n <= number]
+            invalid[:] = [(n, why) for n, why in invalid if n is not None and n > number]
+            held = {c: record_batch.column(c).to_pylist() for c in columns}, numbers, here
+        # The last chunk takes the unreadable rows after its last readable one (an unclosed quote runs to the end).
+        chunk, numbers, here = held if held is not None else ({c: [] for c in columns}, [], [])
+        if held is not None or invalid:
+            yield chunk, numbers, here + invalid
     else:
         rows: list[dict] = []
+        numbers: list[int] = []
+        invalid = []
         with open(path, encoding="utf-8", errors="replace") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 obj = json_object(line)
                 if obj is None:
-                    invalid.append(f"line {number} is not a JSON object: {line.strip()[:80]!r}")
+                    invalid.append((number, f"line {number} is not a JSON object: {line.strip()[:80]!r}"))
                     continue
                 rows.append(obj)
+                numbers.append(number)
                 if len(rows) == _TABLE_CHUNK:
-                    yield {c: [row.get(c) for row in rows] for c in columns}
-                    rows = []
+                    yield {c: [row.get(c) for row in rows] for c in columns}, numbers, invalid
+                    rows, numbers, invalid = [], [], []
         if rows or invalid:
-            yield {c: [row.get(c) for row in rows] for c in columns}
+            yield {c: [row.get(c) for row in rows] for c in columns}, numbers, invalid
 
 
 def check_table_batch(batch: dict, *, modality: str, settings: Any, fmt: str, value_column: str, label_column: str,
                       label_index: dict[str, int] | None, stop_at_first: bool,
                       limits: Any = None) -> Iterator[dict[str, list[str]]]:
-    """Ray Data UDF over table file names: one summary row per chunk of rows, with row numbers."""
+    """Ray Data UDF over table file names: one summary row per chunk of rows, bad rows in file order with their numbers."""
     for path in batch["path"]:
-        row = 0
-        invalid: list[str] = []
-        for chunk in _table_chunks(path, fmt, [value_column, label_column], invalid):
+        for chunk, numbers, invalid in _table_chunks(path, fmt, [value_column, label_column]):
             counts, bad = Counter(), []
-            for value, raw_label in zip(chunk[value_column], chunk[label_column]):
-                row += 1
+            for row, value, raw_label in zip(numbers, chunk[value_column], chunk[label_column]):
                 label = label_text(raw_label)
                 reason = acceptance_problem(modality, value, label, settings, label_index, limits)
                 if reason:
                     bad.append({"file": path, "row": row, "label": label, "reason": reason})
                 else:
                     counts[label] += 1
-            bad += [{"file": path, "row": None, "label": "", "reason": reason} for reason in invalid]
-            yield _summary(counts, bad, len(chunk[value_column]) + len(invalid))
-            invalid.clear()
+            bad += [{"file": path, "row": row, "label": "", "reason": reason} for row, reason in invalid]
+            bad.sort(key=lambda b: b["row"] if b["row"] is not None else float("inf"))
+            yield _summary(counts, bad, len(numbers) + len(invalid))
             if bad and stop_at_first:
                 return
 

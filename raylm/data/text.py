@@ -15,6 +15,15 @@ __all__ = ["bundled_text_model_dir", "load_tokenizer", "offline_if_local", "text
 def text_item(value, settings=None, limits=None) -> str:
     """A stored text (a table cell, a request item) as the model's input; ValueError when it is empty.
     The text modality's ``decode``: the acceptance rule of the check, of training and of serving."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # pyarrow reads a CSV column holding one non-UTF-8 cell as binary, every cell bytes: str() of them
+        # trained on "b'...'" and let b'' pass as a text. Each cell is decoded; the one that is not UTF-8 is refused.
+        raw = bytes(value)
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at {err.start}: "
+                             f"{raw[max(err.start - 20, 0):err.start + 20]!r})") from None
     if value is None or not str(value).strip():
         raise ValueError("empty text")
     return str(value)
@@ -30,7 +39,7 @@ def tokenize_batch(batch: dict, *, tokenizer_source: str, max_length: int, label
     for text, raw_label in zip(batch[text_column], batch[label_column]):
         label = label_text(raw_label)
         if sample_problem(text_item, text, label, None, label_index) is None:
-            texts.append(str(text))
+            texts.append(text_item(text))
             labels.append(label_index[label])
     encoded = tokenize(texts, tokenizer_source, max_length) if texts else {
         "input_ids": np.zeros((0, max_length), np.int64), "attention_mask": np.zeros((0, max_length), np.int64)}

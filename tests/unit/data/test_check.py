@@ -109,17 +109,68 @@ def test_the_check_stops_at_the_chunk_of_the_first_bad_row_only_when_asked(tmp_p
     assert [s["checked"] for s in _table(path, "jsonl")] == [256, 256, 88]
 
 
-def test_a_csv_line_with_the_wrong_number_of_fields_is_listed_without_a_row_number(tmp_path):
+def test_a_csv_line_with_the_wrong_number_of_fields_is_listed_with_its_row_number(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_text('text,label\nfine,pos\n"one, quoted\nacross lines",neg\nthree,fields,here\nlast,neg\n')
+    path.write_text('text,label\nfine,pos\n"one, quoted\nacross lines",neg\nthree,fields,here\n ,neg\nlast,neg\n')
     (summary,) = _table(str(path), "csv")
-    assert summary["checked"] == 4  # three rows read and one line skipped
+    assert summary["checked"] == 5  # four rows read and one line skipped
     assert summary["counts"] == {"pos": 1, "neg": 2}  # the quoted field spans two lines and stays one row
-    assert summary["bad"] == [{"file": str(path), "row": None, "label": "",
-                               "reason": "a line with 3 fields where the header has 2: 'three,fields,here'"}]
+    # Rows are records after the header: the skipped line is row 3, and the blank text after it row 4 (it
+    # was numbered 3 when skipped lines were not counted).
+    assert summary["bad"] == [{"file": str(path), "row": 3, "label": "",
+                               "reason": "a line with 3 fields where the header has 2: 'three,fields,here'"},
+                              {"file": str(path), "row": 4, "label": "neg", "reason": "empty text"}]
     assert skip_invalid_csv_row(object()) == "skip"
     assert csv_parse_options().newlines_in_values is True
     assert csv_parse_options().invalid_row_handler is skip_invalid_csv_row
+
+
+def test_csv_row_numbers_hold_across_pyarrows_blocks_and_the_first_bad_row_stops_a_fail_check(tmp_path):
+    """A file of several 1 MB blocks: skipped lines and bad rows keep their numbers in every block, and
+    with ``fail`` the check stops at the block of the first bad row, whichever kind it is."""
+    lines = ["text,label"]
+    for k in range(1, 60_001):
+        if k in (10, 30_000, 59_990):
+            lines.append(f"row {k},pos,extra")  # a wrong field count
+        elif k == 40_000:
+            lines.append(" ,pos")  # blank text
+        else:
+            lines.append(f"row number {k} of a longer csv file,{'pos' if k % 2 else 'neg'}")
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    summaries = _table(str(path), "csv")
+    assert len(summaries) > 2 and sum(s["checked"] for s in summaries) == 60_000
+    assert [(b["row"], b["reason"].split(":")[0]) for s in summaries for b in s["bad"]] == [
+        (10, "a line with 3 fields where the header has 2"), (30_000, "a line with 3 fields where the header has 2"),
+        (40_000, "empty text"), (59_990, "a line with 3 fields where the header has 2")]
+    stopped = _table(str(path), "csv", stop_at_first=True)
+    assert len(stopped) == 1 and [b["row"] for b in stopped[0]["bad"]] == [10]
+
+
+def test_a_csv_cell_that_is_not_utf8_is_refused_alone_and_the_others_read_as_text(tmp_path):
+    """One non-UTF-8 cell makes pyarrow read the whole column as bytes: str() of them trained on "b'...'"
+    and passed b'' and b'   ' as texts. That cell is refused naming why; blank ones are still refused."""
+    from raylm.data.text import bundled_text_model_dir, tokenize, tokenize_batch
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'text,label\ngood food,pos\nCaf\xe9 au lait,pos\n,neg\n   ,neg\nrainy day,neg\n')
+    (summary,) = _table(str(path), "csv")
+    assert summary["counts"] == {"pos": 1, "neg": 1}
+    assert [(b["row"], b["reason"].split(" (")[0]) for b in summary["bad"]] == [
+        (2, "not UTF-8 text"), (3, "empty text"), (4, "empty text")]
+    # Training's decode stage: the same rows kept, as the texts themselves.
+    import pyarrow.csv
+
+    table = pyarrow.csv.read_csv(path, parse_options=csv_parse_options())
+    assert str(table.schema.field("text").type) == "binary"  # what made every cell bytes
+    source = str(bundled_text_model_dir())
+    batch = {"text": table.column("text").to_numpy(zero_copy_only=False),
+             "label": table.column("label").to_numpy(zero_copy_only=False)}
+    encoded = tokenize_batch(batch, tokenizer_source=source, max_length=16, label_index={"pos": 0, "neg": 1},
+                             text_column="text", label_column="label")
+    expected = tokenize(["good food", "rainy day"], source, 16)
+    assert encoded["label"].tolist() == [0, 1]
+    assert (encoded["input_ids"] == expected["input_ids"]).all()
 
 
 def test_a_csv_quote_never_closed_is_listed_as_the_lines_it_swallowed(tmp_path):
