@@ -188,11 +188,18 @@ def grace_period(cfg: RaylmConfig) -> float:
     ``epochs + 1`` iterations divided by powers of ``tune.reduction_factor``: the top rung is the
     last report, so no trial is stopped after its last epoch and before its measurement, and the
     lowest is at 2 epochs or more where the budget leaves room for a rung there (one epoch on a
-    small validation split is mostly noise), else at the budget / reduction_factor."""
+    small validation split is mostly noise), else at the budget / reduction_factor; where even that
+    one would be decided at the last epoch, the budget is the only rung."""
     tuning = cfg.tune
     if tuning.grace_period is not None:
         return tuning.grace_period
     budget = cfg.train.epochs + 1
+    # ASHA decides a rung at the first report at or past it: a rung above epochs - 1 is decided at the
+    # last epoch, and a trial stopped there trained its whole budget and was never measured (2 of 3 trials
+    # of `train.epochs=2` at the default factor 2: the rung at 1.5 fell on epoch 2). No room below it: the
+    # only rung is the budget (ASHA stops nothing).
+    if math.ceil(budget / tuning.reduction_factor - 1e-9) >= cfg.train.epochs:
+        return float(budget)
     lowest = min(2.0, budget / tuning.reduction_factor)
     grace = float(budget)
     while grace / tuning.reduction_factor >= lowest - 1e-9:

@@ -4,6 +4,7 @@ exports that load; an interrupted sweep resumed without rerunning finished trial
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -75,6 +76,27 @@ def test_asha_rungs_sit_at_fractions_of_the_budget(tiny_config):
     # A short budget still gets a rung below the top: 3 epochs, factor 4 -> 1 (4 / 4).
     assert grace_period(tiny_config("image", space, "train.epochs=3", "tune.reduction_factor=4")) == 1
     assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.grace_period=1")) == 1
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_asha_never_decides_a_rung_at_a_trials_last_epoch(tiny_config, factor):
+    """A rung decided at the last epoch stops a trial that trained its whole budget, before its
+    measurement: `train.epochs=2` at factor 2 had a rung at 1.5 (decided at epoch 2), and 2 of 3 trials
+    ended "stopped" after 2 of 2 epochs, unmeasured. Ray's own ASHA rungs for each short budget."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from raylm.tune.sweep import grace_period
+
+    space = "tune.space={train.lr: {choice: [0.01]}}"
+    for epochs in range(1, 13):
+        grace = grace_period(tiny_config("image", space, f"train.epochs={epochs}", f"tune.reduction_factor={factor}"))
+        asha = ASHAScheduler(time_attr="training_iteration", metric="a", mode="max", max_t=epochs + 1,
+                             grace_period=grace, reduction_factor=factor)
+        decided_at = [math.ceil(rung - 1e-9) for bracket in asha._brackets for rung, _ in bracket._rungs]
+        assert epochs not in decided_at, (epochs, factor, decided_at)
+        assert all(at <= epochs - 1 or at == epochs + 1 for at in decided_at), (epochs, factor, decided_at)
+        if epochs >= 2 * factor:  # room for early stopping: a rung before the last epoch
+            assert min(decided_at) <= epochs - 1
 
 
 # ------------------------------------------------------------------ real sweeps
