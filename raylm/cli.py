@@ -120,13 +120,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from raylm.compress.pipeline import compress_config, summary_text
     from raylm.runtime import ensure_ray
 
+    from raylm.storage import run_workspace
+
     cfg = compress_config(args.checkpoint, args.config, args.overrides)  # validated before Ray starts
-    out = _console(args, cfg.run_dir)
-    _name_log(args, out, cfg.run_dir / "logs")
-    ensure_ray()
-    report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
+    # URI storage: logs and the artifact in a local scratch of the run, committed to storage at the end.
+    with run_workspace(cfg.run_location) as run_dir:
+        out = _console(args, run_dir)
+        _name_log(args, out, cfg.run_location.join("logs"))
+        ensure_ray()
+        report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
     out.line(summary_text(report, cfg.compress.serving_batch_size))
-    out.line(json.dumps(report.ratios.model_dump(mode="json") | {"artifact": report.artifact}, indent=2))
+    artifact = cfg.run_location.join("compress", report.variant)  # where it is now: the bucket's URI, or the local path
+    out.line(json.dumps(report.ratios.model_dump(mode="json") | {"artifact": artifact.uri if not artifact.is_local
+                                                                  else report.artifact}, indent=2))
     return 0
 
 

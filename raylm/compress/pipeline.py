@@ -31,50 +31,70 @@ class CompressError(RaylmError):
 
 
 def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
-    """``--config`` plus overrides; without ``--config``, the checkpoint's own training config."""
+    """``--config`` plus overrides; without ``--config``, the checkpoint's own training config. Either way
+    checked against the checkpoint's ``raylm.json`` (read from storage for a URI) before Ray starts."""
     from raylm.config import ConfigError, load_config
-    from raylm.train.checkpoint import CheckpointError, read_meta
+    from raylm.storage import is_uri
 
     if config is not None:
         cfg = load_config(config, overrides)
+        meta = _checkpoint_meta(checkpoint, cfg.train.storage_options)
         # The artifact belongs beside the checkpoint's run (as without --config), not in a new run named
         # after the config: <storage>/<run>/train/checkpoint_* gives both, unless the overrides name them.
-        where = Path(checkpoint).expanduser().resolve()
+        # A URI stays a string: a Path turned s3://bucket into a local folder named "s3:".
+        text = str(checkpoint).rstrip("/") if is_uri(checkpoint) else str(Path(checkpoint).expanduser().resolve())
+        storage, run, folder, _ = ["", "", "", *text.rsplit("/", 3)][-4:]
         named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
-        if where.parent.name == "train" and not named:
-            cfg = cfg.override({"train.storage_path": str(where.parent.parent.parent), "train.name": where.parent.parent.name})
-        if "://" not in str(checkpoint):  # a URI's checkpoint is read after Ray starts (storage); a local one now
-            _check_same_model(cfg, where)
+        in_storage = not is_uri(checkpoint) or bool(storage.partition("://")[2].strip("/"))  # s3://bucket/train/x: no run
+        if folder == "train" and storage and in_storage and not named:
+            cfg = cfg.override({"train.storage_path": storage, "train.name": run})
+        _refuse_another_model(cfg, _model_fields(meta["config"]), checkpoint)
         return cfg
-    try:
-        meta = read_meta(Path(checkpoint).expanduser())
-    except CheckpointError as err:
-        raise CompressError(f"--checkpoint: {err}") from None
+    meta = _checkpoint_meta(checkpoint, {})
     try:
         return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
 
 
-def _check_same_model(cfg: RaylmConfig, checkpoint: Path) -> None:
-    """--config's model against the one the checkpoint was trained as, before Ray starts: the weights were
-    refused only at their load, after Ray's start, with a run directory made for nothing."""
-    from raylm.train.checkpoint import CheckpointError, checkpoint_config
+def _checkpoint_meta(checkpoint: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's ``raylm.json``, local or in object storage (credentials from the environment)."""
+    from raylm.storage import StoragePath, is_uri
+    from raylm.train.checkpoint import META, CheckpointError, parse_meta, read_meta
 
     try:
-        trained = checkpoint_config(checkpoint)
+        if not is_uri(checkpoint):
+            return read_meta(Path(checkpoint).expanduser())
+        where = StoragePath.of(str(checkpoint).rstrip("/"), options).join(META)
+        try:
+            raw = where.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"{checkpoint}: not a raylm checkpoint (no {META})") from None
+        except OSError as err:
+            raise CheckpointError(f"{checkpoint}: could not be read ({str(err).splitlines()[0][:200]})") from None
+        try:
+            return parse_meta(json.loads(raw), where.uri)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            raise CheckpointError(f"{where.uri}: corrupted ({type(err).__name__})") from None
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
-    _refuse_another_model(cfg, trained, checkpoint)
 
 
-def _refuse_another_model(cfg: RaylmConfig, trained: RaylmConfig, checkpoint: Path) -> None:
-    for field, mine, theirs in (("task.modality", cfg.task.modality, trained.task.modality),
-                                ("model.name", cfg.model.name, trained.model.name),
-                                ("model.backend", cfg.model.backend, trained.model.backend),
-                                ("model.kwargs", cfg.model.kwargs, trained.model.kwargs)):
-        if mine != theirs:
-            raise CompressError(f"{field}: the config says {mine!r} but checkpoint {checkpoint} was trained "
+def _model_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a checkpoint's architecture, from a saved config (``raylm.json``'s)."""
+    task, model = config.get("task") or {}, config.get("model") or {}
+    return {"task.modality": task.get("modality"), "model.name": model.get("name"),
+            "model.backend": model.get("backend", "torch"), "model.kwargs": model.get("kwargs") or {}}
+
+
+def _refuse_another_model(cfg: RaylmConfig, trained: dict[str, Any], checkpoint: str | Path) -> None:
+    """--config's model against the one the checkpoint was trained as: refused before Ray starts (the
+    weights were refused only at their load, after Ray's start, with a run directory made for nothing)."""
+    mine = {"task.modality": cfg.task.modality, "model.name": cfg.model.name, "model.backend": cfg.model.backend,
+            "model.kwargs": dict(cfg.model.kwargs)}
+    for field, theirs in trained.items():
+        if mine[field] != theirs:
+            raise CompressError(f"{field}: the config says {mine[field]!r} but checkpoint {checkpoint} was trained "
                                 f"with {theirs!r}; drop --config to compress with the checkpoint's own config, "
                                 f"or set {field}={theirs!r}")
 
@@ -99,7 +119,7 @@ def variant_name(cfg: RaylmConfig) -> str:
 def _matched_config(cfg: RaylmConfig, checkpoint: Path, loaded) -> RaylmConfig:
     """``cfg`` with the checkpoint's model section and tokenizer, after checking they agree."""
     trained = loaded.config
-    _refuse_another_model(cfg, trained, checkpoint)
+    _refuse_another_model(cfg, _model_fields(trained.to_dict()), checkpoint)
     if cfg.task.labels is not None and list(cfg.task.labels) != list(loaded.labels):
         raise CompressError(f"task.labels: {cfg.task.labels} differ from the checkpoint's {loaded.labels}")
     # The preprocessing the model was trained with wins: a different image size or MFCC

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers.ports import free_port as _free_port
 from tests.helpers.oracles import assert_beats_chance
@@ -259,6 +260,27 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
     summary = StoragePath.of(f"{run_uri}/tune/trials.json").read_json()
     assert result.best["trial_id"] in json.dumps(summary)
     assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
+
+    # `raylm compress --checkpoint <checkpoint URI>` writes its artifact beside that run in the bucket (it went
+    # to a local folder "s3:/<bucket>/..."), with --config and with the checkpoint's own config; a --config
+    # of another model is refused before any work, from the raylm.json read in the bucket.
+    from raylm.compress.pipeline import CompressError, compress_config
+
+    checkpoint = result.best["checkpoint"]
+    best_uri = checkpoint.rsplit("/train/", 1)[0]  # <run>/tune/trials/<trial>: that trial's own run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    with pytest.raises(CompressError, match="model.name: the config says 'resnet_small'"):
+        compress_config(checkpoint, config, ["model.name=resnet_small"])
+    fast = ["compress.latency_runs=3", "compress.latency_warmup=1"]
+    assert main(["compress", "--checkpoint", checkpoint, "--config", str(config), "compress.quantize.mode=dynamic", *fast]) == 0
+    assert main(["compress", "--checkpoint", checkpoint, "compress.variant=own-config", *fast]) == 0
+    keys = s3_server.objects(bucket, f"{best_uri.removeprefix(f's3://{bucket}/')}/compress/")
+    for variant in ("int8-dynamic", "own-config"):
+        assert any(k.endswith(f"/compress/{variant}/artifact.json") for k in keys), (checkpoint, sorted(keys))
+        assert load_artifact(localize(f"{best_uri}/compress/{variant}")).predict({n: val[n] for n in inputs}).shape[0] == len(val["label"])
+    assert not (cwd / "s3:").exists() and not (tmp_path / "s3:").exists()
+    assert not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
 
 
 def _trials_committed(s3_server, bucket: str, prefix: str) -> dict[str, float]:
