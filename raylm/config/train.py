@@ -72,14 +72,15 @@ class TrainConfig(Section):
         from urllib.parse import urlsplit
 
         from raylm.storage import StorageURIError, check_uri, is_uri
-        from raylm.storage.location import check_options
+        from raylm.storage.location import check_local_path, check_options
 
         for key, value in (("storage_path", self.storage_path), ("resume_from", self.resume_from)):
-            if value is not None and is_uri(value):
-                try:
-                    check_uri(value)
-                except StorageURIError as err:
-                    raise ValueError(f"train.{key}: {err}") from None
+            if value is None:
+                continue
+            try:
+                check_uri(value) if is_uri(value) else check_local_path(value)
+            except StorageURIError as err:
+                raise ValueError(f"train.{key}: {err}") from None
         if self.storage_options:
             if not is_uri(self.storage_path):
                 raise ValueError("train.storage_options: only for a URI train.storage_path (s3://, gs://)")

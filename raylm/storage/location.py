@@ -24,6 +24,7 @@ from raylm.errors import RaylmError
 # Schemes pyarrow resolves with an options-taking filesystem class; others (hdfs, abfs, ...) from the URI alone.
 _OPTION_CLASSES = {"s3": "S3FileSystem", "gs": "GcsFileSystem", "gcs": "GcsFileSystem"}
 KNOWN_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+GCS_RETRY_S = 20  # seconds a GCS call retries (RAYLM_GCS_RETRY_S, or train.storage_options.retry_time_limit)
 
 
 class StorageURIError(RaylmError):
@@ -37,6 +38,9 @@ def is_uri(path: str | os.PathLike[str]) -> bool:
 def check_uri(uri: str, options: dict[str, Any] | None = None) -> None:
     """Refuse a malformed URI, an unknown scheme or options its filesystem does not take; no network."""
     parts = urlsplit(uri)
+    written = uri.split("://", 1)[0]
+    if written != written.lower() and written.lower() in KNOWN_SCHEMES:  # urlsplit lowercases it; pyarrow does not
+        raise StorageURIError(f"{uri!r}: write the scheme in lowercase ({written.lower()}://...)")
     if parts.scheme not in KNOWN_SCHEMES:
         raise StorageURIError(f"unknown scheme {parts.scheme!r} in {uri!r} (one of {', '.join(KNOWN_SCHEMES)}, "
                               "or a local path)")
@@ -46,6 +50,15 @@ def check_uri(uri: str, options: dict[str, Any] | None = None) -> None:
         raise StorageURIError(f"{uri!r}: put filesystem settings in train.storage_options, not in the URI")
     if options:
         check_options(parts.scheme, options)
+
+
+def check_local_path(path: str) -> None:
+    """Refuse a local path that is a mistyped URI (``s3:/bucket/x``, ``gs:bucket``): it would become a
+    folder named ``s3:`` in the working directory, and the run would never reach the bucket."""
+    head = str(path).split("/", 1)[0]
+    if head.endswith(":") and head[:-1].lower() in KNOWN_SCHEMES and head[:-1].lower() != "file":
+        raise StorageURIError(f"{path!r} reads as a local folder named {head!r}; a URI is "
+                              f"{head[:-1].lower()}://<bucket>/<prefix> (two slashes)")
 
 
 def check_options(scheme: str, options: dict[str, Any]) -> None:
@@ -65,8 +78,17 @@ def _option_filesystem(scheme: str, options: tuple[tuple[str, Any], ...]):
     if cls_name is None:
         raise StorageURIError(f"storage options are supported for {', '.join(sorted(_OPTION_CLASSES))} URIs, "
                               f"not {scheme}://")
+    kwargs = dict(options)
+    if cls_name == "GcsFileSystem":
+        # GCS's client retries for 15 minutes by default: with no credentials on a machine outside Google
+        # Cloud, the first call (reading the run's commit) hung that long with nothing printed. pyarrow takes
+        # a timedelta only; a config gives seconds.
+        from datetime import timedelta
+
+        limit = kwargs.get("retry_time_limit", float(os.environ.get("RAYLM_GCS_RETRY_S", GCS_RETRY_S)))
+        kwargs["retry_time_limit"] = timedelta(seconds=limit) if isinstance(limit, (int, float)) else limit
     try:
-        return getattr(pyarrow.fs, cls_name)(**dict(options))
+        return getattr(pyarrow.fs, cls_name)(**kwargs)
     except TypeError as err:
         raise StorageURIError(f"{cls_name} does not take these options: {err}") from None
 
@@ -121,7 +143,7 @@ class StoragePath:
 
         if self.is_local:
             return pyarrow.fs.LocalFileSystem()
-        if self.options:
+        if self.options or self.scheme in ("gs", "gcs"):  # GCS: always built here, for its retry limit
             return _option_filesystem(self.scheme, self.options)
         parts = urlsplit(self.uri)
         return _uri_filesystem(f"{parts.scheme}://{parts.netloc}")
@@ -163,6 +185,25 @@ class StoragePath:
 
     def _info(self):
         return self.fs.get_file_info(self.path)
+
+    def check_reachable(self) -> None:
+        """Before any work on a URI: the store answers and the bucket exists. A wrong endpoint, missing
+        credentials or a missing bucket otherwise showed late (a missing bucket when the run's first commit
+        failed, after Ray's start and the training) or as a raw pyarrow traceback."""
+        import pyarrow.fs
+
+        if self.is_local:
+            return
+        bucket = urlsplit(self.uri).netloc
+        try:
+            info = self.fs.get_file_info(bucket)
+        except OSError as err:
+            reason = " ".join(str(err).split())[:300]
+            raise StorageURIError(f"{self.uri}: the store did not answer: {reason} (check the endpoint, the network "
+                                  "and the credentials: AWS_* / GOOGLE_APPLICATION_CREDENTIALS, or "
+                                  "train.storage_options)") from None
+        if info.type == pyarrow.fs.FileType.NotFound:
+            raise StorageURIError(f"{self.uri}: bucket {bucket!r} does not exist (create it, or fix its name)")
 
     def exists(self) -> bool:
         import pyarrow.fs

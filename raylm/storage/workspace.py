@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from raylm.storage.commit import cached_tree, fetch, publish
-from raylm.storage.location import StoragePath, is_uri
+from raylm.storage.location import StoragePath, StorageURIError, is_uri
 
 log = logging.getLogger(__name__)
 RAY_OWNED = ("train",)  # Ray Train's checkpoints: written straight to the storage, never via the scratch
@@ -47,6 +47,10 @@ def run_workspace(location: StoragePath) -> Iterator[Path]:
     if location.uri in _OPEN:
         yield _OPEN[location.uri][1]
         return
+    try:
+        location.check_reachable()
+    except StorageURIError as err:
+        raise StorageURIError(f"train.storage_path: {err}") from None
     root = Path(tempfile.mkdtemp(prefix="raylm-scratch-", dir=os.environ.get("RAYLM_SCRATCH_DIR")))
     scratch = root / location.name
     scratch.mkdir()

@@ -4,6 +4,9 @@ round trips, trees, and the commit marker readers trust."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from raylm.storage import MARKER, NotCommitted, StoragePath, cached_tree, commit
 
 
 from tests.helpers.paths import CONFIGS
+
+REPO = Path(__file__).resolve().parents[3]
 
 _IMAGE_YAML = CONFIGS / "image.yaml"
 
@@ -89,6 +94,11 @@ def test_uri_config_is_checked_before_ray_and_never_becomes_a_local_path(tmp_pat
                        ("train.storage_options={region: x}", "train.storage_options: only for a URI")):
         with pytest.raises(ConfigError, match=field):
             load_config(_IMAGE_YAML, [bad])
+    # Mistyped URIs: one slash became a local folder "s3:", an upper-case scheme reached pyarrow.
+    with pytest.raises(ConfigError, match="train.storage_path: 's3:/bucket/runs' reads as a local folder named 's3:'"):
+        load_config(_IMAGE_YAML, ["train.storage_path=s3:/bucket/runs"])
+    with pytest.raises(ConfigError, match=r"train.storage_path: 'S3://bucket/runs': write the scheme in lowercase"):
+        load_config(_IMAGE_YAML, ["train.storage_path=S3://bucket/runs"])
     with pytest.raises(ConfigError, match="train.storage_options: S3FileSystem does not take"):
         load_config(_IMAGE_YAML, ["train.storage_path=s3://bucket/runs", "train.storage_options={bogus: 1}"])
     cfg = load_config(_IMAGE_YAML, ["train.storage_path=s3://bucket/runs", "train.name=r1"])
@@ -119,3 +129,44 @@ def test_run_workspace_commits_on_failure_reenters_and_leaves_nothing_local(s3_b
         (local / "pipeline.json").write_text("{}")
     assert set(committed(run)) == {"pipeline.json"} and not run.join("logs/status.json").exists()
     assert not list(scratch.iterdir())
+
+
+def test_a_missing_bucket_or_a_store_that_does_not_answer_is_refused_before_any_work(s3_bucket, s3_server, tmp_path,
+                                                                                     monkeypatch):
+    """The run's workspace is the first thing a verb opens, before Ray: a missing bucket was found only
+    when the run's first commit failed (after the training), an unreachable endpoint was a raw traceback."""
+    from raylm.storage import StorageURIError, run_workspace
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("RAYLM_SCRATCH_DIR", str(scratch))
+    with pytest.raises(StorageURIError, match=r"^train.storage_path: s3://no-such-bucket-x/runs/r: bucket "
+                                              r"'no-such-bucket-x' does not exist"):
+        with run_workspace(StoragePath.of("s3://no-such-bucket-x/runs/r")):
+            pytest.fail("the workspace of a missing bucket was opened")
+    with run_workspace(StoragePath.of(f"s3://{s3_bucket}/runs/r")):  # the bucket there: opened
+        pass
+    from tests.helpers.ports import free_port
+
+    # Nothing listens there (another bucket name: a process builds a bucket's filesystem once, from the environment).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageURIError, match=r"^train.storage_path: s3://.*: the store did not answer: .*endpoint"):
+        with run_workspace(StoragePath.of(f"s3://{s3_bucket}-unreachable/runs/other")):
+            pytest.fail("the workspace of an unreachable store was opened")
+    assert not list(scratch.iterdir())
+
+
+def test_gcs_without_credentials_is_refused_within_its_retry_limit_not_after_fifteen_minutes(tmp_path):
+    """`train.storage_path=gs://...` with no credentials hung with nothing printed (GCS's client retries
+    15 minutes by default). raylm bounds the retries (RAYLM_GCS_RETRY_S, 20 s; here 1 s) and says why."""
+    code = ("from raylm.storage import StoragePath, StorageURIError\n"
+            "try:\n"
+            "    StoragePath.of('gs://raylm-no-credentials/runs/r').check_reachable()\n"
+            "except StorageURIError as err:\n"
+            "    print('refused:', err)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCE_"))}
+    proc = subprocess.run([sys.executable, "-c", code], env=env | {"RAYLM_GCS_RETRY_S": "1", "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "refused: gs://raylm-no-credentials/runs/r: the store did not answer" in proc.stdout, proc.stderr[-2000:]
+    # A retry limit in the config is seconds (pyarrow takes a timedelta only).
+    load_config(_IMAGE_YAML, ["train.storage_path=gs://b/runs", "train.storage_options={retry_time_limit: 5}"])
