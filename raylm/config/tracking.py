@@ -39,6 +39,15 @@ class MlflowConfig(Section):
         if scheme not in MLFLOW_SCHEMES:
             raise ValueError(f"must be a URI with one of the schemes {', '.join(MLFLOW_SCHEMES)} "
                              "(e.g. http://127.0.0.1:5000)")
+        if scheme in ("http", "https"):
+            from urllib.parse import urlsplit
+
+            try:
+                host, _ = urlsplit(value).hostname, urlsplit(value).port
+            except ValueError as err:  # a port that is not a number
+                raise ValueError(f"{value!r}: {err}") from None
+            if not host:
+                raise ValueError(f"{value!r} names no host (e.g. http://127.0.0.1:5000)")
         return value.rstrip("/")
 
     @field_validator("experiment")

@@ -43,12 +43,22 @@ class TrackedRun:
 _OPEN: dict[str, TrackedRun] = {}  # run location URI -> the run open in this process (nested stages share it)
 
 
+# MLflow's HTTP client retries 7 times with a backoff factor of 2 (and a 120 s timeout): a server that
+# went down held each epoch's logging call ~4 minutes, and one down at the start held the run as long
+# before it failed. Two quick retries (about 3 s); an exported value is kept.
+HTTP_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+DOWN_RETRY_S = 30.0  # after a failed call, epochs queue their metrics this long before the server is tried again
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str):
     """An ``MlflowClient`` for ``uri`` (tracking and registry alike), one per process."""
     # raylm's console owns stdout (a verb's answer): no tqdm bars, no "View run" line when a run ends.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for key, value in HTTP_RETRY_ENV.items():
+        os.environ.setdefault(key, value)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -155,6 +165,30 @@ def tracked_run(cfg: RaylmConfig, kind: str, *, stopped: tuple[type[BaseExceptio
             log.warning("mlflow: run %s not marked %s: %s", run.run_id, status, err)
 
 
+def check_server(cfg: RaylmConfig) -> None:
+    """A tracking server that does not answer is refused before Ray starts (``ConfigError`` naming the
+    field): with it down the run used to wait minutes in MLflow's retries, then fail with nothing trained."""
+    import urllib.error
+    import urllib.request
+
+    from raylm.config import ConfigError
+
+    uri = cfg.tracking.mlflow.uri
+    if uri is None or not uri.startswith(("http://", "https://")):
+        return  # a store MLflow opens itself (file, sqlite, a database) or Databricks: nothing to ask here
+    try:
+        urllib.request.urlopen(f"{uri}/health", timeout=CHECK_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answers (an auth proxy, a server without /health): the run's own calls say more
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"tracking.mlflow.uri: no MLflow server answers at {uri} ({reason}); start one "
+                          "(docs/mlflow.md) or leave tracking.mlflow.uri unset") from None
+
+
+CHECK_TIMEOUT_S = 5.0
+
+
 def run_of(cfg: RaylmConfig) -> TrackedRun | None:
     """The MLflow run ``cfg``'s run directory already has (after its stages closed it), else None."""
     if cfg.tracking.mlflow.uri is None:
@@ -191,10 +225,29 @@ def log_metrics(run: TrackedRun | None, metrics: dict[str, Any], *, step: int = 
               if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
     if not values:
         return
+    # Metrics a down server missed wait here (this process) and go with the next batch that reaches it;
+    # for DOWN_RETRY_S after a failure an epoch only queues, so training does not wait on the server.
+    queued = _UNSENT.setdefault(run.run_id, [])
+    queued.extend(values)
+    if time.monotonic() < _DOWN_UNTIL.get(run.uri, 0.0):
+        log.warning("mlflow: metrics at step %d queued for run %s (the server was down %.0f s ago; %d values waiting)",
+                    step, run.run_id, DOWN_RETRY_S - (_DOWN_UNTIL[run.uri] - time.monotonic()), len(queued))
+        return
     try:
-        client(run.uri).log_batch(run.run_id, metrics=values)
+        while queued:
+            client(run.uri).log_batch(run.run_id, metrics=queued[:_METRICS_PER_CALL])
+            del queued[:_METRICS_PER_CALL]
     except Exception as err:  # noqa: BLE001 - see log_epoch
-        log.warning("mlflow: metrics at step %d not logged to run %s: %s", step, run.run_id, err)
+        _DOWN_UNTIL[run.uri] = time.monotonic() + DOWN_RETRY_S
+        log.warning("mlflow: metrics at step %d not logged to run %s yet (%d values queued, sent with a later "
+                    "epoch's): %s", step, run.run_id, len(queued), " ".join(str(err).split())[:300])
+        return
+    _DOWN_UNTIL.pop(run.uri, None)
+
+
+_UNSENT: dict[str, list] = {}  # run id -> metrics not logged yet (this process)
+_DOWN_UNTIL: dict[str, float] = {}  # tracking URI -> monotonic time before which it is not tried again
+_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 def log_files(run: TrackedRun | None, paths: list[Path | str], artifact_path: str | None = None) -> list[str]:

@@ -49,6 +49,7 @@ def test_tracking_is_off_by_default_and_bad_settings_name_the_field(tiny_config)
         assert run is None
     assert not (cfg.run_dir / "mlflow_run.json").exists()
     for override, field in [("tracking.mlflow.uri=localhost:5000", "tracking.mlflow.uri"),
+                            ("tracking.mlflow.uri=http://", "tracking.mlflow.uri"),  # reached Ray, then InvalidUrl
                             ("tracking.mlflow.experiment=' '", "tracking.mlflow.experiment"),
                             ("tracking.mlflow.model_name=a/b", "tracking.mlflow.model_name"),
                             ("tracking.mlflow.bogus=1", "tracking.mlflow.bogus")]:
@@ -66,6 +67,42 @@ def test_serve_model_needs_a_server_and_an_existing_version(mlflow_server, monke
     assert "models:/nothing/1" in capsys.readouterr().err
     assert main(["serve", "--model", "nothing/1", f"tracking.mlflow.uri={mlflow_server.uri}"]) == 2
     assert "not models:/<name>/<version>" in capsys.readouterr().err
+
+
+def test_a_tracking_server_that_does_not_answer_is_refused_before_ray_starts(capsys):
+    """With the server down the run waited ~4 minutes in MLflow's retries, then failed with nothing trained."""
+    from raylm.cli import main
+
+    down = f"http://127.0.0.1:{free_port()}"
+    config = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "image.yaml"
+    assert main(["train", "--config", str(config), f"tracking.mlflow.uri={down}"]) == 2
+    err = capsys.readouterr().err
+    assert f"tracking.mlflow.uri: no MLflow server answers at {down}" in err
+    assert "Started a local Ray instance" not in err
+
+
+def test_epoch_metrics_a_down_server_missed_are_queued_and_sent_with_a_later_epoch(mlflow_server, tracking, caplog):
+    """A server down mid-training held each epoch ~4 minutes (MLflow's retries) and its metrics were lost:
+    now the failed epoch's metrics wait, the next epochs only queue for a while (no call), and they all reach
+    the run once the server answers."""
+    from raylm.tracking import runs as tracking_runs
+
+    _, client, experiment = tracking
+    run_id = client.create_run(client.create_experiment(experiment)).info.run_id
+    down = tracking_runs.TrackedRun(f"http://127.0.0.1:{free_port()}", run_id, "0")
+    up = tracking_runs.TrackedRun(mlflow_server.uri, run_id, "0")
+    try:
+        tracking_runs.log_epoch(down, {"epoch": 1, "val_accuracy": 0.5, "time": 1.0})
+        tracking_runs.log_epoch(down, {"epoch": 2, "val_accuracy": 0.6, "time": 2.0})
+        assert "not logged to run" in caplog.text and "queued for run" in caplog.text  # epoch 2 did not call
+        assert not client.get_metric_history(run_id, "val_accuracy")
+        tracking_runs.log_epoch(up, {"epoch": 3, "val_accuracy": 0.7, "time": 3.0})
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_accuracy"))
+        assert history == [(1, 0.5), (2, 0.6), (3, 0.7)]
+        assert not tracking_runs._UNSENT[run_id]
+    finally:
+        tracking_runs._UNSENT.pop(run_id, None)
+        tracking_runs._DOWN_UNTIL.pop(down.uri, None)
 
 
 # ----------------------------------------------------------------------------- with Ray
