@@ -552,10 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The verb's arguments; ``key=value`` overrides anywhere on the line. argparse hands the positional
+    overrides only the run before the first flag: ``raylm train a=1 --config x.yaml b=2`` refused ``b=2`` as
+    "unrecognized arguments", naming a valid key as if it were the mistake."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None, *, keep_streams: bool = False) -> int:
     """Run one verb; the exit code. ``keep_streams``: leave stdout and stderr on the run's ray.log when it
     returns (``entry`` stops Ray first, then puts them back)."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     from raylm import console
 
     try:

@@ -115,3 +115,16 @@ def test_a_sweep_space_that_breaks_a_backend_rule_is_refused():
                              "tune.space={compress.prune.sparsity: {choice: [0.0, 0.5]}}"])
     with pytest.raises(ConfigError, match="tune.space.compress.prune.sparsity: choice value 0.5 .*finetune_epochs"):
         check_space(cfg)
+
+
+def test_overrides_may_come_before_and_after_the_flags_in_their_order():
+    """`raylm train a=1 --config x.yaml b=2` refused `b=2` as an "unrecognized argument" (argparse gives the
+    positional overrides only the run before the first flag), naming a valid key as the mistake."""
+    from raylm.cli import _parse, build_parser
+
+    args = _parse(build_parser(), ["train", "train.epochs=1", "--config", "x.yaml", "train.lr=0.1", "train.epochs=2"])
+    assert args.config == "x.yaml" and args.overrides == ["train.epochs=1", "train.lr=0.1", "train.epochs=2"]
+    with pytest.raises(SystemExit):  # a flag no verb has is still an error
+        _parse(build_parser(), ["train", "--config", "x.yaml", "--epochs", "3"])
+    with pytest.raises(SystemExit):  # and so is a key=value for a verb that takes none
+        _parse(build_parser(), ["runs", "/tmp", "a=1"])
