@@ -13,7 +13,7 @@ from raylm.config import ConfigError, RaylmConfig, ServeConfig, merge, parse_ove
 
 def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
     """``["int8=/a/b", "/a/c"]`` -> {tier: {"path", "meta"}}; all tiers must be one model's variants."""
-    from raylm.artifacts import ArtifactError, read_meta
+    from raylm.artifacts import ArtifactError, read_meta, verify_files
     from raylm.storage import NotCommitted, is_uri, localize
 
     if not artifacts:
@@ -26,7 +26,11 @@ def resolve_tiers(artifacts: list[str]) -> dict[str, dict[str, Any]]:
         # A URI stays the tier's path (each replica reads it through its node's cache); a local path is resolved.
         path = path if is_uri(path) else str(Path(path).expanduser().resolve())
         try:
-            meta = read_meta(localize(path))
+            local = localize(path)
+            meta = read_meta(local)
+            # Its files as listed (present, sha256): a replica found a missing or corrupted one only after
+            # Ray's start, and the console said "Deploying application raylm failed" without why.
+            verify_files(local, meta)
         except (ArtifactError, NotCommitted, FileNotFoundError) as err:
             raise ConfigError(f"--artifact: {err}") from None
         name = name or meta.get("recipe", {}).get("variant") or path.rstrip("/").rsplit("/", 1)[-1]

@@ -334,11 +334,25 @@ def test_cluster_serve_config_is_a_valid_serve_deploy_file():
     assert schema.applications[0].import_path == "raylm.serve.app:app_builder"
 
 
-def test_cli_rejects_bad_artifacts_before_starting_anything(capsys):
+def test_cli_rejects_bad_artifacts_before_starting_anything(served, capsys, tmp_path):
+    """A damaged or missing listed file was found by the replica after Ray's start, and the console said
+    only "Deploying application raylm failed"; the command now names the file before deploying anything."""
+    import shutil
+
     from raylm.cli import main
 
     assert main(["serve", "--artifact", "/nonexistent"]) == 2
     assert "not a raylm artifact" in capsys.readouterr().err
+    damaged, missing = tmp_path / "damaged", tmp_path / "missing"
+    for copy in (damaged, missing):
+        shutil.copytree(served["artifacts"]["image-none"], copy)
+    model_file = json.loads((damaged / "artifact.json").read_text())["model_file"]
+    (damaged / model_file).write_bytes((damaged / model_file).read_bytes()[:-8] + bytes(8))
+    (missing / model_file).unlink()
+    for copy, reason in ((damaged, "sha256"), (missing, "missing")):
+        assert main(["serve", "--artifact", str(copy), "serve.port=1"]) == 2  # port 1: had it deployed, a config error
+        err = capsys.readouterr().err
+        assert f"--artifact: {copy / model_file}" in err and reason in err, err
 
 
 def _timing(response) -> dict[str, float]:
