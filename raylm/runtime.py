@@ -64,6 +64,16 @@ def ensure_ray(*, ingress: str = "auto", **init_kwargs) -> None:
         runtime_env.setdefault("env_vars", {}).update(env_vars)
     try:
         ray.init(runtime_env=runtime_env, **init_kwargs)
+    except ConnectionError as err:
+        if pinned_port is not None:  # an embedded Ray of our own: nothing the user's environment explains
+            raise
+        from raylm.errors import RaylmError
+
+        # Ray writes the cause ("Unauthenticated ... token is missing or incorrect") to its log only.
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its token "
+                "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, as on the head) in this environment")
+        raise RaylmError(f"{err}{hint} (docs/cluster.md)") from None
     finally:
         if pinned_port is not None:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
