@@ -2,7 +2,7 @@
 
     RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
         --runtime-env jobs/runtime_env.yaml -- python jobs/pipeline.py --config jobs/configs/image_tune.yaml \
-        train.storage_path=/mnt/raylm/runs train.name=image-pipeline serve.host=0.0.0.0
+        train.storage_path=/mnt/raylm/runs train.storage_shared=true train.name=image-pipeline serve.host=0.0.0.0
 
 Every stage writes under <train.storage_path>/<train.name>/ and records its outputs in pipeline.json;
 re-enter without redoing earlier stages: ... python jobs/pipeline.py --config ... train.name=image-pipeline --from compress

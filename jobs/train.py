@@ -2,7 +2,7 @@
 
     RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
         --runtime-env jobs/runtime_env.yaml -- python jobs/train.py --config jobs/configs/image.yaml \
-        train.epochs=3 train.use_gpu=true train.storage_path=/mnt/raylm/runs
+        train.epochs=3 train.use_gpu=true train.storage_path=/mnt/raylm/runs train.storage_shared=true
 
 Locally (embedded Ray): python jobs/train.py --config jobs/configs/image.yaml
 Prints the run directory, checkpoints and final metrics as JSON; a bad config fails before Ray

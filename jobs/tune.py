@@ -2,7 +2,7 @@
 
     RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
         --runtime-env jobs/runtime_env.yaml -- python jobs/tune.py --config jobs/configs/image_tune.yaml \
-        train.storage_path=/mnt/raylm/runs train.name=image-sweep train.use_gpu=true tune.num_samples=32
+        train.storage_path=/mnt/raylm/runs train.storage_shared=true train.name=image-sweep train.use_gpu=true tune.num_samples=32
 
 Continue an interrupted sweep (finished trials are kept):
     ... -- python jobs/tune.py --resume /mnt/raylm/runs/image-sweep

@@ -22,7 +22,7 @@ from raylm.config.tracking import TrackingConfig
 from raylm.config.train import ModelConfig, TrainConfig
 from raylm.config.tune import PipelineConfig, TuneConfig, check_population
 from raylm.errors import RaylmError
-from raylm.storage import StoragePath, scratch_dir
+from raylm.storage import StoragePath, is_uri, scratch_dir
 from raylm.registry import COMPRESSION_METHODS, DATASETS, MODELS
 
 
@@ -48,6 +48,11 @@ class RaylmConfig(Section):
             if self.data.name is None:
                 object.__setattr__(self.data, "name", DATASETS.default(modality))
             DATASETS.check(modality, self.data.name, "any", field="data.name")
+        if (self.train.storage_shared and "cache_dir" not in self.data.model_fields_set
+                and not is_uri(self.train.storage_path)):
+            # A shared mount declared: the demo sets are generated there too, where every node reads them
+            # (the default ~/.cache/raylm is the driver's disk, which the paths check no longer refuses then).
+            object.__setattr__(self.data, "cache_dir", str(Path(self.train.storage_path).expanduser() / ".cache"))
         self._check_compress_for_backend()
         check_population(self)
         if self.train.name is None:

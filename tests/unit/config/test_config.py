@@ -128,3 +128,15 @@ def test_overrides_may_come_before_and_after_the_flags_in_their_order():
         _parse(build_parser(), ["train", "--config", "x.yaml", "--epochs", "3"])
     with pytest.raises(SystemExit):  # and so is a key=value for a verb that takes none
         _parse(build_parser(), ["runs", "/tmp", "a=1"])
+
+
+def test_a_declared_shared_mount_holds_the_demo_sets_unless_a_cache_dir_is_given():
+    """With train.storage_shared=true the paths check no longer refuses the demo cache, whose default
+    (~/.cache/raylm) is the driver's disk: tasks on other nodes could not read the demo set. It now
+    defaults under the shared storage path; a data.cache_dir given, a URI storage or no mount keep theirs."""
+    from raylm.config import load_config
+
+    shared = ["train.storage_path=/mnt/raylm/runs", "train.storage_shared=true"]
+    assert load_config(CONFIGS / "image_tune.yaml", shared).data.cache_dir == "/mnt/raylm/runs/.cache"
+    assert load_config(CONFIGS / "image_tune.yaml", [*shared, "data.cache_dir=/data/c"]).data.cache_dir == "/data/c"
+    assert load_config(CONFIGS / "image_tune.yaml", ["train.storage_path=/mnt/raylm/runs"]).data.cache_dir == "~/.cache/raylm"
