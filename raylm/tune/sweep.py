@@ -80,6 +80,12 @@ def concurrency(cfg: RaylmConfig, capacity: Capacity | None = None) -> int:
     # What the cluster can grow to (nodes up + what its autoscaler can add): Tune queues the trials
     # that do not fit yet, and their pending demand makes the autoscaler add nodes.
     capacity = capacity or read_capacity()
+    if training.use_gpu is True:
+        # A trial's workers that no node this cluster has or can add holds (no GPU anywhere, no autoscaler to
+        # add one): refused here as `raylm train` refuses it, not left to fail every trial one by one.
+        from raylm.capacity import check_training_fits
+
+        check_training_fits(capacity, 1, training.cpus_per_worker, True)
     cpus, gpus = capacity.total_max("CPU"), capacity.total_max("GPU")
     growth_unknown = math.isinf(cpus)
     if growth_unknown:  # an autoscaler whose node types are unknown: plan on what is up

@@ -115,8 +115,16 @@ def test_concurrency_is_what_the_cluster_holds(ray_local, tiny_config):
     assert concurrency(tiny_config("image", space, "train.num_workers=1", "model.backend=keras")) == 1
     with pytest.raises(ConfigError, match="one trial needs 2.25 CPUs"):
         concurrency(tiny_config("image", space, "train.num_workers=2", "train.cpus_per_worker=1"))
-    # GPU workers the autoscaler has not started yet: not counted against the sweep.
-    assert concurrency(tiny_config("image", space, "train.use_gpu=true", "tune.max_concurrent_trials=2")) == 2
+    # GPU workers the autoscaler has not started yet: not counted against the sweep ...
+    from raylm.capacity import Capacity, CapacityError, NodeType, read_capacity
+
+    gpu_type = NodeType("gpu", {"CPU": 8.0, "GPU": 1.0}, max_workers=4)
+    grows = Capacity(nodes_up=read_capacity().nodes_up, node_types=[gpu_type], autoscaler=True)
+    assert concurrency(tiny_config("image", space, "train.use_gpu=true", "tune.max_concurrent_trials=2"), grows) == 2
+    # ... but with no GPU and none to add (this machine), a GPU sweep is refused like `raylm train`: it said
+    # "leaving the GPU workers to the autoscaler" on a cluster without one, and every trial failed.
+    with pytest.raises(CapacityError, match="train.use_gpu=true: this cluster has no GPU and no GPU node type to add"):
+        concurrency(tiny_config("image", space, "train.use_gpu=true", "tune.max_concurrent_trials=2"))
 
 
 @pytest.mark.integration
