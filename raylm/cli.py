@@ -249,18 +249,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
         location = location.parent if location.name == "tune" else location
         with run_workspace(location) as run_dir:
             args.resume = str(run_dir)
-            return _tune(args, None, run_dir, public_paths)
+            return _tune(args, None, run_dir, public_paths, location)
     with run_workspace(cfg.run_location) if cfg is not None else nullcontext(sweep_dir(args.resume).parent) as run_dir:
-        return _tune(args, cfg, run_dir, public_paths)
+        return _tune(args, cfg, run_dir, public_paths, cfg.run_location if cfg is not None else StoragePath.of(run_dir))
 
 
-def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths) -> int:
+def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths, location) -> int:
+    """The sweep in ``run_dir`` (a scratch copy with URI storage); ``location``: the run where it is kept,
+    which the printed commands name (a scratch path is gone when the command ends)."""
     from raylm.report.runs import run_status
     from raylm.tune import sweep
     from raylm.tune.results import sweep_table
 
     out = _console(args, run_dir)
-    _name_log(args, out, cfg.run_location.join("logs") if cfg is not None else run_dir / "logs")
+    _name_log(args, out, location.join("logs"))
     with run_status(run_dir, "tune"):
         result = sweep(cfg, resume=args.resume, export=args.export)
     out.line(sweep_table(result.tune_dir))
@@ -274,7 +276,7 @@ def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths) -> int:
     if result.exported:
         tiers = " ".join(f"--artifact {name}={path}" for name, path in public_paths(result.exported).items())
         out.line(f"serve it: raylm serve {tiers}")
-    out.line(f"report: raylm report {cfg.run_location if cfg is not None else run_dir}")
+    out.line(f"report: raylm report {location}")
     return 0 if result.best is not None else 1
 
 

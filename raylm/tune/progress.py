@@ -74,4 +74,16 @@ class SweepProgress(Callback):
 
         stopped = bool(self.running) or any(t.status in (Trial.PENDING, Trial.PAUSED) for t in trials)
         self.running.clear()
+        # Counted from every trial, not from this process's events: a resumed sweep's finished trials
+        # fire none (its line read "completed 0" above a table of 2 completed).
+        self.counts = {"completed": 0, "stopped": 0, "error": 0}
+        for trial in trials:
+            if trial.status == Trial.ERROR:
+                self.counts["error"] += 1
+            elif trial.status == Trial.TERMINATED:
+                last = trial.last_result or {}
+                self.counts["completed" if last.get("compressed") else "stopped"] += 1
+                if last.get("compressed") and isinstance(last.get("accuracy"), (int, float)) and (
+                        self.best is None or last["accuracy"] > self.best[0]):
+                    self.best = (float(last["accuracy"]), trial.trial_id)
         self.bar.finish(self._info().replace("running 0  ", ""), ok=not stopped)

@@ -182,7 +182,7 @@ def test_pipeline_on_s3_leaves_no_run_state_on_local_disk(ray_with_s3, s3_server
 
 
 def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with_s3, s3_server, nodes_scratch, tiny_config,
-                                                                      tmp_path, monkeypatch):
+                                                                      tmp_path, monkeypatch, capfd):
     """With URI storage each trial trains and compresses in a directory on its node and publishes it to
     <run>/tune/trials/<id>/ (commit marker last), then deletes it. The driver ranks the trials and
     exports the best one with every trial's node-local directory gone: only the bucket has them."""
@@ -211,7 +211,7 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
                       "train.epochs=2", "tune.space={train.lr: {grid: [0.01, 1.0e-7]}}", "tune.num_samples=1",
                       "tune.max_concurrent_trials=1", "tune.export=best", "tune.measure_on=driver",
                       "compress.latency_runs=3", "compress.latency_warmup=1")
-    result = sweep(cfg, verbose=False)
+    result = sweep(cfg, verbose=True)  # its progress line is in tuner.pkl: the resume below shows it
 
     # Every trial made its directory in the nodes' scratch and removed it after publishing.
     assert not list(nodes_scratch.iterdir()) and nodes_scratch.stat().st_mtime_ns > touched
@@ -255,8 +255,16 @@ def test_a_sweep_on_s3_reads_its_trials_from_the_bucket_not_their_nodes(ray_with
         return keys, [StoragePath.of(f"{run_uri}/tune/trials/{r['trial_id']}/{TRIAL_RECORD}").read_json() for r in done]
 
     before = trained()
+    capfd.readouterr()
     assert main(["tune", "--resume", run_uri]) == 0
     assert trained() == before
+    # What it printed names the run in the bucket, not the scratch copy deleted when the command ended, and
+    # counts the trials the resumed sweep restored (it said "completed 0" above a table of 2).
+    printed = "".join(capfd.readouterr())
+    assert f"report: raylm report {run_uri}" in printed and f"Ray's logs: {run_uri}/logs/ray.log" in printed, printed
+    raylm_lines = [line for line in printed.splitlines() if line.startswith(("report:", "Ray's logs:", "serve it:", "[sweep]"))]
+    assert not [line for line in raylm_lines if "raylm-scratch" in line], raylm_lines
+    assert [line for line in raylm_lines if line.startswith("[sweep]") and "completed 2" in line], raylm_lines
     summary = StoragePath.of(f"{run_uri}/tune/trials.json").read_json()
     assert result.best["trial_id"] in json.dumps(summary)
     assert not (cwd / "s3:").exists() and not _local_dirs_named(name, cwd, scratch, Path.home() / "raylm_runs")
