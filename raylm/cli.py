@@ -39,9 +39,11 @@ def load_run_config(args: argparse.Namespace):
     from raylm.data.schedule import check_schedule
     from raylm.hf_sources import check_hub_sources
 
+    from raylm.data.check import check_layout
     from raylm.tracking.runs import check_server
 
     cfg = load_config(args.config, args.overrides)
+    check_layout(cfg)
     check_schedule(cfg)
     check_hub_sources(cfg)
     check_server(cfg)

@@ -25,6 +25,8 @@ from raylm.data.check import (
     table_columns,
 )
 
+from tests.helpers.paths import REPO
+
 
 def _png() -> bytes:
     return cv2.imencode(".png", np.full((12, 10, 3), 200, np.uint8))[1].tobytes()
@@ -371,3 +373,27 @@ def test_the_plan_of_a_class_folder_lists_its_files_and_asks_for_no_columns(tmp_
     (entry,) = check._plan(cfg, resolve(cfg, extensions=(".png",)))
     assert entry["format"] == "folder" and "value_column" not in entry
     assert sorted(entry["files"]) == [str(tmp_path / "images" / label / "0.png") for label in ("h", "v")]
+
+
+def test_a_local_data_path_of_the_wrong_kind_or_without_the_columns_is_refused_before_ray(tmp_path):
+    """A folder for text data, or a table without the configured columns, was refused 15-40 s after Ray's
+    start, with a run directory made for nothing; `load_run_config` (every training verb) refuses it first."""
+    import argparse
+
+    from raylm.cli import load_run_config
+    from raylm.data.check import DataError
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\nhi there,a\nbye now,b\n")
+
+    def run_config(config: str, *overrides: str):
+        return load_run_config(argparse.Namespace(config=str(REPO / "jobs" / "configs" / config), overrides=list(overrides)))
+
+    with pytest.raises(DataError, match=r"^data.format: text data must be csv, jsonl or parquet, not a folder"):
+        run_config("text.yaml", f"data.path={tmp_path / 'imgs'}")
+    with pytest.raises(DataError, match=r"^data.label_column: .* has no column 'sentiment'; its columns are 'text', 'label'"):
+        run_config("text.yaml", f"data.path={table}", "data.label_column=sentiment")
+    with pytest.raises(DataError, match=r"^data.image_column: .* has no column 'image'"):
+        run_config("image.yaml", f"data.path={table}")
+    assert run_config("text.yaml", f"data.path={table}").data.path == str(table)
