@@ -56,6 +56,9 @@ def first_bad_message(bad: dict[str, Any]) -> str:
             "data.on_bad_input=skip leaves bad ones out and lists them in <run>/data_report.json)")
 
 
+FEW_SAMPLES = 10  # a class with fewer accepted samples is named in the check's summary
+
+
 def format_summary(report: dict[str, Any], where: Path | None) -> str:
     classes = ", ".join(f"{label} {n}" for label, n in report["classes"].items())
     line = (f"[raylm data] checked {report['checked']} samples: {report['accepted']} accepted ({classes}), "
@@ -68,6 +71,14 @@ def format_summary(report: dict[str, Any], where: Path | None) -> str:
     lost = sorted({b["label"] for b in report["bad"] if b.get("label")} - set(report["classes"]))
     if lost:
         line += f"; no sample of {', '.join(lost)} accepted: not a class of this run"
+    # A class of a handful of samples (a stray label, a typo) still becomes an output of the model, which can
+    # hardly learn it and whose validation split may hold none of it: said, not refused.
+    few = {label: n for label, n in report["classes"].items() if n < FEW_SAMPLES}
+    if few:
+        named = ", ".join(f"{label} has {n} sample" + "s" * (n != 1) for label, n in few.items())
+        line += (f"; WARNING: {named}: "
+                 f"fewer than {FEW_SAMPLES}, the model can hardly learn {'it' if len(few) == 1 else 'them'} "
+                 "(a stray or mistyped label? fix it, or leave the rows out)")
     return line + (f"; listed in {where}" if where is not None and (report["bad_count"] or report["ignored"]) else "")
 
 
