@@ -193,8 +193,8 @@ COMPRESSION_METHODS = Registry[Any]("compression method", ["raylm.compress.metho
     ("quantize", "static", "torch"): QuantizeSpec(exports=("onnx",)),
     # static, with the Convs whose int8 kernel is slower than fp32 kept fp32 when timing says so (static_int8.py).
     ("quantize", "static-selective", "torch"): QuantizeSpec(exports=("onnx",)),
-    # Any Keras int8 mode is quantization-aware training and a full-int8 TFLite model (tfmot has one scheme).
-    ("quantize", "dynamic", "keras"): QuantizeSpec(exports=("tflite",)),
+    # A Keras int8 mode is quantization-aware training and a full-int8 TFLite model (tfmot has one scheme):
+    # no dynamic-range mode, so `dynamic` is refused there (it was an alias that named artifacts int8-dynamic).
     ("quantize", "static", "keras"): QuantizeSpec(exports=("tflite",)),
     ("quantize", "static-selective", "keras"): QuantizeSpec(exports=("tflite",)),
     # A smaller student trained on the dense model's logits (compress.distill), before pruning and int8.

@@ -325,7 +325,7 @@ def compress_keras_checkpoint(cfg: RaylmConfig, checkpoint: str | os.PathLike[st
 # TFLite model (tfmot has one int8 scheme); static-selective also converts the model with its convs
 # float and serves the faster (raylm.compress.keras_int8). Declared in raylm.registry for the config.
 COMPRESSION_METHODS.register("prune", "magnitude", "keras")(Pruner(tag=magnitude_tag, apply=prune))
-for _mode in ("dynamic", "static", "static-selective"):
+for _mode in ("static", "static-selective"):
     COMPRESSION_METHODS.register("quantize", _mode, "keras")(
         Quantizer(apply=quantization_aware, calibrated=True))
 COMPRESSION_METHODS.register("export", "tflite", "keras")(Exporter(

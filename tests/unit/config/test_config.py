@@ -101,6 +101,9 @@ def test_override_and_from_saved_replace_hand_written_surgery():
     (["model.backend=keras", "compress.export=onnx"], "compress.export: unknown compression method 'onnx' .*known: tflite"),
     (["compress.prune.method=random"], "compress.prune.method: unknown .*'random'.*known: magnitude, none, structured"),
     (["compress.quantize.mode=int4"], "compress.quantize.mode: unknown .*'int4'.*known: dynamic, none, static"),
+    # tfmot has one int8 scheme (full int8 after quantization-aware training): no dynamic-range mode to name
+    (["model.backend=keras", "compress.quantize.mode=dynamic"],
+     "compress.quantize.mode: unknown .*'dynamic' .*backend keras.*known: none, static, static-selective"),
 ])
 def test_backend_rules_are_refused_before_ray_starts(overrides, field):
     with pytest.raises(ConfigError, match=field):
