@@ -1,4 +1,5 @@
-"""Compress a Keras checkpoint with tfmot and export a full-int8 TFLite artifact.
+"""Compress a Keras checkpoint with tfmot and export a full-int8 TFLite artifact: ``raylm compress``,
+which reads the backend from the checkpoint (this script is kept for the commands that name it).
 
     RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . \
         --runtime-env jobs/runtime_env.yaml -- python jobs/compress_keras.py \
@@ -9,34 +10,16 @@ Locally (embedded Ray): the same command from `python jobs/compress_keras.py` on
 image needs the keras extra (pip install -e ".[keras]"); TF_USE_LEGACY_KERAS=1 comes from
 jobs/runtime_env.yaml.
 
-Prints the measured report (one row per variant: dense, pruned, int8) and the artifact's path.
+Prints the measured table (one row per variant: dense, pruned, int8), the verdict and the artifact's
+path; TensorFlow's and Ray's own lines go to the run's logs/ray.log (-v shows them).
 """
 
-import argparse
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
-from raylm.config import ConfigError, load_config  # noqa: E402
+from raylm.cli import main  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--config", required=True)
-parser.add_argument("--checkpoint", required=True, help="a keras checkpoint directory written by raylm train")
-parser.add_argument("overrides", nargs="*", metavar="key=value")
-args = parser.parse_args()
-try:
-    cfg = load_config(args.config, args.overrides)
-    if cfg.model.backend != "keras":
-        raise ConfigError("model.backend: this job compresses keras checkpoints (got torch)")
-except ConfigError as err:
-    print(f"compress_keras: {err}", file=sys.stderr)
-    sys.exit(2)
-
-from raylm.compress.keras import compress_keras_checkpoint  # noqa: E402
-from raylm.runtime import ensure_ray  # noqa: E402
-
-ensure_ray()
-result = compress_keras_checkpoint(cfg, args.checkpoint)
-print(json.dumps({"artifact": str(result.artifact), "sparsity": result.sparsity, "report": result.report}, indent=2))
+if __name__ == "__main__":
+    sys.exit(main(["compress", *sys.argv[1:]]))

@@ -364,8 +364,10 @@ def summary_text(report: CompressReport, serving_batch_size: int) -> str:
     from raylm.compress.measure import format_table
 
     ratios = report.ratios
-    table = format_table([(f"dense fp32 {report.dense.runtime or ''}".rstrip(), report.dense),
-                          (report.variant, report.compressed)], (1, serving_batch_size))
+    rows = [(f"dense fp32 {report.dense.runtime or ''}".rstrip(), report.dense)]
+    # Keras: every intermediate variant (pruned, then int8), each converted and measured from its own file.
+    rows += [(row.variant or "?", row) for row in (report.variants or [])[1:-1]]
+    table = format_table(rows + [(report.variant, report.compressed)], (1, serving_batch_size))
     # The verdict's p50 ratio is the gate's: paired (both models timed in alternation) where measured so;
     # the table's two p50s were timed one after the other, and their quotient can point the other way.
     timing = (" (paired: the two models timed in alternation; the table's p50s were timed apart)"

@@ -145,6 +145,16 @@ def test_pruning_reaches_the_requested_sparsity_after_strip(compressed):
     assert pruned["gzip_bytes"] < 0.6 * dense["gzip_bytes"]  # ...and compress away
 
 
+def test_the_compress_table_shows_every_keras_variant(compressed):
+    """`raylm compress` (and jobs/compress_keras.py, now the same verb) prints dense, pruned and int8 rows."""
+    from raylm.compress.pipeline import summary_text
+    from raylm.records import CompressReport
+
+    table = summary_text(CompressReport.model_validate(compressed.summary), 4)
+    names = [line.split()[0] for line in table.splitlines()[1:] if line and not line.startswith(("vs dense", "-"))]
+    assert names[:3] == ["dense", "pruned", compressed.summary["variant"]], table
+
+
 def test_int8_tflite_runs_and_agrees_with_keras(compressed):
     from raylm.artifacts import load_artifact
 
