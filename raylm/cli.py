@@ -453,8 +453,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, run_dir: Path, public_paths) -> int:
     from raylm.report import write_report
 
+    from raylm.report.collect import PREVIEW_PNG, PREVIEW_TXT
+
     out = _console(args, run_dir)
-    out.line(str(public_paths(str(write_report(run_dir, preview=not args.no_preview)))))
+    preview = not args.no_preview
+    if preview and not (run_dir / PREVIEW_PNG).is_file() and not (run_dir / PREVIEW_TXT).is_file():
+        out.note("raylm report: drawing the augmentation preview once (it reads training samples: Ray starts; "
+                 "--no-preview skips it)")
+    out.line(str(public_paths(str(write_report(run_dir, preview=preview)))))
     return 0
 
 

@@ -5,8 +5,10 @@ size, and printed with its numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,11 +74,23 @@ def choose(cfg: RaylmConfig, record: ModalityRecord, samples: int | None) -> Mat
 
 
 _announced: set[str] = set()  # the reasons already on this process's console
+_QUIET = {"on": False}  # a side read (the report's augmentation preview): its choice goes to the log only
 
 
 def announce(choice: MaterializeChoice) -> None:
     """On the console of ``raylm train``/``tune``/``pipeline`` once (an INFO line marked for it); the
     same choice again (a pipeline decodes for the sweep, the retrain and compression) only in the log."""
-    first = choice.reason not in _announced
+    first = choice.reason not in _announced and not _QUIET["on"]
     _announced.add(choice.reason)
     log.info("[raylm data] %s", choice.reason, extra={"console": first})
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Decodes in the block announce their choice in the log only: ``raylm report`` reads a few samples for
+    its preview, and a "[raylm data] data.materialize=..." line on its console said nothing about the report."""
+    before, _QUIET["on"] = _QUIET["on"], True
+    try:
+        yield
+    finally:
+        _QUIET["on"] = before

@@ -46,10 +46,13 @@ def make_preview(run_dir: Path) -> Path | None:
     cfg = _run_config(run_dir)
     if cfg is None:
         return None
+    from raylm.data import materialize
+
     ensure_ray()
     quiet_data_progress()
     try:
-        result = preview(cfg, run_dir / PREVIEW_PNG)
+        with materialize.quietly():
+            result = preview(cfg, run_dir / PREVIEW_PNG)
     except Exception as err:  # the report is still worth writing without it
         log.warning("augmentation preview skipped: %s: %s", type(err).__name__, err)
         return None

@@ -194,6 +194,13 @@ def test_runs_lists_a_finished_and_an_interrupted_run(piped_run, data_root, ray_
     page = _Page()
     page.feed((train_dir.parent / "report.html").read_text())
     assert page.headings == ["Training curves"] and len(page.images) == 1
+    # With its preview: said before Ray starts for it, and the preview's data read adds no "[raylm data]" line.
+    reported = _cli("report", str(train_dir.parent), timeout=180)
+    assert reported.returncode == 0, reported.stderr
+    assert "drawing the augmentation preview once" in reported.stderr and "[raylm data]" not in reported.stderr, reported.stderr
+    page = _Page()
+    page.feed((train_dir.parent / "report.html").read_text())
+    assert "Augmentation preview" in page.headings and len(page.images) == 2, page.headings
 
     listed = _cli("runs", str(root / "runs"), timeout=120)
     assert listed.returncode == 0, listed.stderr
