@@ -171,8 +171,23 @@ def format_validation_error(err: ValidationError) -> str:
         if e["type"] == "value_error" and (not field or msg.startswith(f"{field}.")):  # a rule naming its fields
             lines.append(f"  {msg}")
         else:
-            lines.append(f"  {field or '<config>'}: {e['msg']}{got}")
+            hint = _did_you_mean(e["loc"]) if e["type"] == "extra_forbidden" else ""
+            lines.append(f"  {field or '<config>'}: {e['msg']}{got}{hint}")
     return "invalid raylm config:\n" + "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For a key no section has (``train.epoch``): the nearest key of its section, if one is near."""
+    import difflib
+
+    section: Any = RaylmConfig
+    for part in loc[:-1]:
+        field = getattr(section, "model_fields", {}).get(part)
+        section = field.annotation if field is not None else None
+        if not (isinstance(section, type) and issubclass(section, Section)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {'.'.join(map(str, (*loc[:-1], close[0])))}?)" if close else ""
 
 
 def validate_config(tree: dict[str, Any]) -> RaylmConfig:

@@ -143,3 +143,15 @@ def test_a_declared_shared_mount_holds_the_demo_sets_unless_a_cache_dir_is_given
     assert load_config(CONFIGS / "image_tune.yaml", shared).data.cache_dir == "/mnt/raylm/runs/.cache"
     assert load_config(CONFIGS / "image_tune.yaml", [*shared, "data.cache_dir=/data/c"]).data.cache_dir == "/data/c"
     assert load_config(CONFIGS / "image_tune.yaml", ["train.storage_path=/mnt/raylm/runs"]).data.cache_dir == "~/.cache/raylm"
+
+
+def test_a_mistyped_key_is_answered_with_the_nearest_key_of_its_section():
+    from raylm.config import ConfigError, load_config
+
+    for typo, meant in (("train.epoch=2", "train.epochs"), ("compress.prune.sparsty=0.5", "compress.prune.sparsity"),
+                        ("trian.epochs=2", "train")):
+        with pytest.raises(ConfigError, match=rf"Extra inputs are not permitted.* \(did you mean {meant}\?\)"):
+            load_config(CONFIGS / "image.yaml", [typo])
+    with pytest.raises(ConfigError) as err:  # nothing near: no guess
+        load_config(CONFIGS / "image.yaml", ["train.zzz=1"])
+    assert "did you mean" not in str(err.value)
