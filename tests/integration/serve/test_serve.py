@@ -388,9 +388,12 @@ def test_batching_is_chosen_from_the_artifacts_latency_curve():
 
     auto = load_serve_config(None, [])
     size, wait, why = choose_batching(meta(2.0, 8.0), auto)  # 16 rows in 4x the time of one: batch
-    assert (size, wait) == (16, 0.002) and "4.00x" in why
+    assert (size, wait) == (16, 0.002) and "4.000x" in why
     size, wait, why = choose_batching(meta(1.0, 15.0), auto)  # 16 rows cost 15 single calls: do not wait for them
-    assert (size, wait) == (1, 0.0) and "1.07x" in why
+    assert (size, wait) == (1, 0.0) and "1.066x" in why
+    # Just under the bar reads under it (at two decimals 1.2497 read "1.25x rows/s < 1.25x").
+    assert "1.250x rows/s < 1.25x" not in choose_batching(meta(1.0, 16 / 1.2497), auto)[2]
+    assert "1.250x rows/s >= 1.25x" in choose_batching(meta(1.0, 16 / 1.2501), auto)[2]
     size, wait, why = choose_batching(meta(1.0, 15.0), load_serve_config(None, ["serve.max_batch_size=4"]))
     assert (size, wait) == (4, 0.0) and "max_batch_size=4" in why
     assert choose_batching({"report": {}}, auto)[:2] == (16, 0.005)
