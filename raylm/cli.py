@@ -148,8 +148,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.promote or args.rollback:  # the same command and config, redeployed with the canary promoted / removed
         from raylm.serve.routing import promoted, rolled_back
 
+        before = cfg
         cfg = promoted(cfg) if args.promote else rolled_back(cfg)
-    said: list[str] = []
+        # The routing line below is printed only while a canary or shadow routes: say what changed.
+        change = (f"--promote: canary {before.canary.tier} is the default tier now, no canary" if args.promote else
+                  f"--rollback: canary {before.canary.tier} removed; every request naming no tier goes to the default")
+        said: list[str] = [f"raylm serve: routing: {change}"]
+    else:
+        said = []
     registered = _registered_tiers(args)  # --model models:/...: downloaded first
     artifacts = list(args.artifact or []) + registered
     if registered:  # a registered tier's version is the registry's (docs/canary.md rule 2), unless serve.versions says
