@@ -11,6 +11,7 @@ class RunSummary(Record):
     kind: str  # pipeline | sweep | train, or the command of a run that failed before writing anything
     stage: str  # the last stage reached; train(<epoch>/<epochs>) for a training run
     best_accuracy: float | None = None
+    served_accuracy: float | None = None  # a pipeline that evaluated: its served artifact's, measured from the file
     url: str | None = None
     serving: str = "-"  # up | down: whether the url's /healthz answers now (raylm.report.runs.serving_state)
     modified: float  # seconds since the epoch

@@ -138,6 +138,7 @@ def summarize(run_dir: Path) -> RunSummary | None:
     found = [a for a in accuracies if isinstance(a, (int, float))]
     return RunSummary(name=run_dir.name, path=str(run_dir), kind=kind, stage=stage,
                       best_accuracy=float(max(found)) if found else None,
+                      served_accuracy=stages.evaluate.accuracy if stages.evaluate else None,
                       url=stages.serve.url if stages.serve else None, modified=_modified(run_dir),
                       shadow=_live_serving(Path(run_dir) / "serve"))
 

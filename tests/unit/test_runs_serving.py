@@ -65,7 +65,7 @@ def test_a_url_nothing_listens_on_is_down_and_no_url_is_a_dash():
                                 RunSummary(name="b", path="/b", kind="train", stage="train", modified=0.0)])
     runs[0].shadow = "fp32 31.2% int8 68.8% of 154"  # what the stopped app's replicas last wrote
     lines = format_runs(runs).splitlines()
-    assert lines[0].split()[6:9] == ["served", "at", "serving"]  # after "best acc"
+    assert lines[0].split()[4:8] == ["accuracy", "served", "at", "serving"]
     assert lines[1].split()[5:7] == [f"http://127.0.0.1:{port}", "down"] and lines[2].split()[5:7] == ["-", "-"]
     assert lines[1].endswith("last: fp32 31.2% int8 68.8% of 154") and lines[2].endswith("-")
 
@@ -82,3 +82,15 @@ def test_a_training_runs_best_accuracy_is_its_best_epochs_not_its_newest(tmp_pat
                                                        "config": {"train": {"epochs": 3}}}))
     row = summarize(tmp_path / "run")
     assert (row.kind, row.stage, row.best_accuracy) == ("train", "train(3/3)", 0.94)
+
+
+def test_a_pipelines_accuracy_in_the_table_is_its_served_models():
+    """A user read `best acc 0.937` (the dense retrain's) for a pipeline that served a model of 0.932."""
+    from raylm.records import RunSummary
+    from raylm.report.runs import format_runs
+
+    runs = [RunSummary(name="p", path="/p", kind="pipeline", stage="serve", modified=0.0, best_accuracy=0.937,
+                       served_accuracy=0.932),
+            RunSummary(name="t", path="/t", kind="train", stage="train(3/3)", modified=0.0, best_accuracy=0.94)]
+    lines = format_runs(runs).splitlines()
+    assert lines[1].split()[4] == "0.932" and lines[2].split()[4] == "0.940"
