@@ -153,5 +153,8 @@ def _live_serving(summary_dir: Path) -> str | None:
 
 
 def _modified(run_dir: Path) -> float:
-    paths = [run_dir / PIPELINE_RECORD, run_dir / "logs" / "status.json", run_dir / SWEEP_RESULTS, run_dir]
-    return max(p.stat().st_mtime for p in paths if p.exists())
+    """When the run last did something: its records and stage folders, not the run folder itself, whose
+    time moves when `raylm report` writes report.html there (that reordered `raylm runs`)."""
+    paths = [run_dir / PIPELINE_RECORD, run_dir / "logs" / "status.json", run_dir / SWEEP_RESULTS,
+             run_dir / "train", run_dir / "tune", run_dir / "compress"]
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=run_dir.stat().st_mtime)

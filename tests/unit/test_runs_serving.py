@@ -94,3 +94,18 @@ def test_a_pipelines_accuracy_in_the_table_is_its_served_models():
             RunSummary(name="t", path="/t", kind="train", stage="train(3/3)", modified=0.0, best_accuracy=0.94)]
     lines = format_runs(runs).splitlines()
     assert lines[1].split()[4] == "0.932" and lines[2].split()[4] == "0.940"
+
+
+def test_writing_a_runs_report_does_not_make_it_the_newest(tmp_path):
+    """`raylm report <run>` wrote report.html into the run folder, whose time was the run's `modified`:
+    the table's order changed each time a report was written."""
+    import os
+
+    from raylm.report.collect import summarize
+
+    run = tmp_path / "r"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "status.json").write_text('{"command": "train", "state": "failed"}')
+    os.utime(run / "logs" / "status.json", (1_000_000, 1_000_000))
+    (run / "report.html").write_text("<html></html>")  # the folder's own time is now
+    assert summarize(run).modified == 1_000_000
