@@ -11,7 +11,7 @@ Writes <train.storage_path>/<train.name>/compress/<variant>/ and prints the repo
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["compress", *sys.argv[1:]]))
+    entry(["compress", *sys.argv[1:]])

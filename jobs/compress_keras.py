@@ -19,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
-from raylm.cli import main  # noqa: E402
+from raylm.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["compress", *sys.argv[1:]]))
+    entry(["compress", *sys.argv[1:]])

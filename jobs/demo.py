@@ -7,7 +7,7 @@
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    entry(["demo", *sys.argv[1:]])

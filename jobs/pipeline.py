@@ -12,7 +12,7 @@ Locally (embedded Ray; serves until Ctrl-C): python jobs/pipeline.py --config jo
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["pipeline", *sys.argv[1:]]))
+    entry(["pipeline", *sys.argv[1:]])

@@ -15,7 +15,7 @@ or serve deploy cluster/serve-config.yaml.
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    entry(["serve", *sys.argv[1:]])

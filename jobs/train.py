@@ -11,7 +11,7 @@ starts, naming the field. Clusters and the token: docs/cluster.md.
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    entry(["train", *sys.argv[1:]])

@@ -11,7 +11,7 @@ Locally (embedded Ray): python jobs/tune.py --config jobs/configs/image_tune.yam
 
 import sys
 
-from raylm.cli import main
+from raylm.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["tune", *sys.argv[1:]]))
+    entry(["tune", *sys.argv[1:]])

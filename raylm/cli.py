@@ -88,14 +88,15 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
 EXIT_AT_ONCE = ("train", "serve")
 
 
-def entry() -> None:
-    """``raylm`` as a program (the console script, ``python -m raylm.cli``).
+def entry(argv: list[str] | None = None) -> None:
+    """``raylm`` as a program (the console script, ``python -m raylm.cli``, and ``jobs/*.py`` with their
+    verb: ``entry(["train", *sys.argv[1:]])``, so that a submitted job's log ends with raylm's answer too).
 
     After ``raylm train`` the interpreter's own teardown (module and thread finalizers, Ray's core
     worker, torch) took 2-9 s after the answer was printed on the shared 2-core machine, more than
     stopping Ray itself (~2 s); after that verb ``ray.shutdown()`` and ``os._exit`` end it instead.
-    ``main`` (what tests and jobs/ call in a process that goes on) never exits."""
-    argv = sys.argv[1:]
+    ``main`` (what tests call in a process that goes on) never exits."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     code = main(argv, keep_streams=True)
     if "ray" in sys.modules:
         import ray

@@ -29,7 +29,8 @@ def image_header(data: bytes, limits: InputLimits = _DEFAULT_LIMITS) -> tuple[st
         width, height = _pillow_size(data, fmt, limits)
     if width * height > limits.max_image_pixels:
         raise DecodeError(f"the {fmt} image declares {width}x{height} pixels, more than "
-                          f"max_image_pixels={limits.max_image_pixels}")
+                          f"max_image_pixels={limits.max_image_pixels} (data.limits.max_image_pixels; "
+                          "serve.limits when serving)")
     return fmt, width, height
 
 
