@@ -145,8 +145,12 @@ def test_train_job_succeeds_and_a_bad_config_job_fails_naming_the_field(token_cl
     assert record is not None and record["epoch"] == 1, record
     assert_beats_chance(record["metrics"]["val_accuracy"], record["metrics"]["val_samples"])
     logs = _ray(env, "job", "logs", "--address", address, "raylm-train-ok", timeout=60).stdout
-    printed = json.JSONDecoder().raw_decode(logs[logs.index('{\n  "run_dir"'):])[0]  # the job's JSON outcome, as a user reads it
+    start = logs.index('{\n  "run_dir"')
+    printed, length = json.JSONDecoder().raw_decode(logs[start:])  # the job's JSON outcome, as a user reads it
     assert printed["run_dir"] == str(cfg.run_dir) and printed["metrics"]["val_accuracy"] == record["metrics"]["val_accuracy"]
+    # The answer is the log's end: jobs/ scripts stop their Ray before the streams come back (worker lines
+    # forwarded late, "(SplitCoordinator pid=...) Starting execution...", followed the answer).
+    assert not logs[start + length:].strip(), logs[start + length:][:2000]
 
     assert bad.returncode != 0
     assert _job_status(address, env, "raylm-train-bad") == "FAILED"
