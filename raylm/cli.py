@@ -271,6 +271,7 @@ def _tune(args: argparse.Namespace, cfg, run_dir: Path, public_paths, location) 
     from raylm.tune.results import sweep_table
 
     out = _console(args, run_dir)
+    out.line(f"raylm tune  {location}")  # as `raylm train` names its run first
     _name_log(args, out, location.join("logs"))
     with run_status(run_dir, "tune"):
         result = sweep(cfg, resume=args.resume, export=args.export)

@@ -118,8 +118,9 @@ def test_data_check_compress_train_and_tune_consoles_hold_no_ray_lines_and_name_
         assert len(named) == 1, (verb, lines)
         log = named[0].removeprefix("Ray's logs: ").split(" (")[0]
         assert RAY_LINE.search(open(log).read()), (verb, log)  # Ray did speak: into the file
-        if verb == "tune":  # its answer is the table, after the sweep's last line
+        if verb == "tune":  # its answer is the table, after the sweep's last line; its run named first, as train's
             assert any(line.startswith("[sweep] done") and "completed 2" in line for line in lines), (verb, lines)
+            assert done.stdout.startswith("raylm tune  "), (verb, done.stdout[:500])
             continue
         answer = done.stdout[done.stdout.index("{"):]
         assert json.loads(answer), (verb, done.stdout)
