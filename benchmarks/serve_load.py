@@ -481,6 +481,9 @@ def run_mode(artifact: str, mode: str, args) -> dict:
         variants += [("batched16", ["serve.max_batch_size=16", "serve.batch_wait_timeout_s=0.005"])]
     if mode == "proxy":
         variants += [("unbatched", ["serve.max_batch_size=1"])]
+    if args.access_log_ab:  # the same app with Serve's per-request access log turned the other way
+        variants += [("access_log_flipped", ["serve.access_log=" + ("false" if load_serve_config(None, PINNED).access_log
+                                                                   else "true")])]
     for name, extra in variants:
         serve.run(build_app([f"int8={artifact}"], load_serve_config(None, PINNED + extra)), name=name, route_prefix=f"/{name}")
         results[name] = sweep(f"{mode}/{name}", f"{_front_url(name, serve_port, mode)}/predict", args)
@@ -549,6 +552,8 @@ def main() -> None:
     parser.add_argument("--malformed-requests", type=int, default=10_000)
     parser.add_argument("--malformed-seconds", type=float, default=120)
     parser.add_argument("--batched16", action="store_true", help="every mode also with batching forced on (16 rows, 5 ms)")
+    parser.add_argument("--access-log-ab", action="store_true",
+                        help="every mode also with serve.access_log the other way (Serve's per-request log line)")
     parser.add_argument("--workdir", default="/tmp/raylm_serve_load")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -584,7 +589,8 @@ def main() -> None:
 
     forwarded = ["--artifact", artifact, "--requests", str(args.requests), "--seconds", str(args.seconds),
                  "--ramp-seconds", str(args.ramp_seconds), "--malformed-requests", str(args.malformed_requests),
-                 "--malformed-seconds", str(args.malformed_seconds), *(["--batched16"] if args.batched16 else [])]
+                 "--malformed-seconds", str(args.malformed_seconds), *(["--batched16"] if args.batched16 else []),
+                 *(["--access-log-ab"] if args.access_log_ab else [])]
     for mode in args.modes.split(","):
         results[mode] = _subprocess_json(forwarded + ["--mode", mode], MODES[mode], timeout=1800)
         log(mode, "done")
@@ -613,6 +619,10 @@ def main() -> None:
                         "c32_rps_vs_uvicorn": round(batched["c32"]["rps"] / uvicorn["c32"]["rps"], 2),
                         "c32_p99_vs_uvicorn": round(batched["c32"]["p99_ms"] / uvicorn["c32"]["p99_ms"], 2),
                         "c32_rps_vs_uvicorn_before_after": [round(batched["c32"]["rps"] / side["c32"]["rps"], 2) for side in sides]}
+        flipped = results[mode].get("access_log_flipped")
+        if flipped:  # run right after "batched" in the same Ray: the access log's own cost
+            ratios[mode]["access_log_flipped_vs_batched_rps_c32"] = round(flipped["c32"]["rps"] / batched["c32"]["rps"], 3)
+            ratios[mode]["access_log_flipped_c32_rps_vs_uvicorn"] = round(flipped["c32"]["rps"] / uvicorn["c32"]["rps"], 2)
     if "unbatched" in results.get("proxy", {}):
         for name in ("batched", "batched16"):
             ratios["proxy"][f"{name}_vs_unbatched_rps_c32"] = round(

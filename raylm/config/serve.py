@@ -98,6 +98,7 @@ class ServeConfig(Section):
     graceful_shutdown_timeout_s: float | None = Field(None, ge=0, description="Serve's per-replica drain (scale-down, "
                                                       "redeploy, stop); default: serve.graceful_shutdown_s")
     health_check_period_s: float = Field(10, gt=0)
+    access_log: bool = Field(True, description="Serve's access log line per request in each replica's log file")
     request_timeout_s: float = Field(30, gt=0, description="Serve's HTTP proxies end a request after this long")
     ingress: Ingress = Field("auto", description="how requests reach replicas where raylm starts Ray: auto (the "
                              "fastest mode that passes the serve suite: haproxy when its binary is there, else "
