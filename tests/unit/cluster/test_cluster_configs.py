@@ -209,6 +209,10 @@ def test_kuberay_manifests_carry_the_required_keys():
     assert str(limits["nvidia.com/gpu"]) == "1"
     head_limits = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert "nvidia.com/gpu" not in head_limits
+    # A head that takes no work pulls the CPU image, a GPU worker the CUDA one (the head pulled ~2.5 GB of CUDA).
+    for spec in (cluster, kinds["RayJob"]["spec"]["rayClusterSpec"]):
+        assert spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith("-cpu")
+        assert spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"].endswith("-gpu")
     assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
