@@ -460,7 +460,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, run_dir: Path, public_paths) -> int:
     from raylm.report import write_report
-
     from raylm.report.collect import PREVIEW_PNG, PREVIEW_TXT
 
     out = _console(args, run_dir)

@@ -33,51 +33,32 @@ class CompressError(RaylmError):
 def compress_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> RaylmConfig:
     """``--config`` plus overrides; without ``--config``, the checkpoint's own training config. Either way
     checked against the checkpoint's ``raylm.json`` (read from storage for a URI) before Ray starts."""
-    from raylm.config import ConfigError, load_config
-    from raylm.storage import is_uri
+    from urllib.parse import urlsplit
 
-    if config is not None:
-        cfg = load_config(config, overrides)
-        meta = _checkpoint_meta(checkpoint, cfg.train.storage_options)
+    from raylm.config import ConfigError, load_config
+    from raylm.storage import StoragePath, is_uri
+    from raylm.train.checkpoint import CheckpointError, read_stored_meta
+
+    cfg = load_config(config, overrides) if config is not None else None
+    # A URI stays a StoragePath, never a local Path (one turned s3://bucket into a local folder named "s3:").
+    where = StoragePath.of(checkpoint, cfg.train.storage_options if cfg is not None and is_uri(checkpoint) else None)
+    try:
+        meta = read_stored_meta(where)
+    except CheckpointError as err:
+        raise CompressError(f"--checkpoint: {err}") from None
+    if cfg is not None:
         # The artifact belongs beside the checkpoint's run (as without --config), not in a new run named
         # after the config: <storage>/<run>/train/checkpoint_* gives both, unless the overrides name them.
-        # A URI stays a string: a Path turned s3://bucket into a local folder named "s3:".
-        text = str(checkpoint).rstrip("/") if is_uri(checkpoint) else str(Path(checkpoint).expanduser().resolve())
-        storage, run, folder, _ = ["", "", "", *text.rsplit("/", 3)][-4:]
+        run = where.parent.parent
         named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
-        in_storage = not is_uri(checkpoint) or bool(storage.partition("://")[2].strip("/"))  # s3://bucket/train/x: no run
-        if folder == "train" and storage and in_storage and not named:
-            cfg = cfg.override({"train.storage_path": storage, "train.name": run})
+        if where.parent.name == "train" and (where.is_local or urlsplit(run.uri).path.strip("/")) and not named:
+            cfg = cfg.override({"train.storage_path": run.parent.uri, "train.name": run.name})
         _refuse_another_model(cfg, _model_fields(meta["config"]), checkpoint)
         return cfg
-    meta = _checkpoint_meta(checkpoint, {})
     try:
         return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
-
-
-def _checkpoint_meta(checkpoint: str | Path, options: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's ``raylm.json``, local or in object storage (credentials from the environment)."""
-    from raylm.storage import StoragePath, is_uri
-    from raylm.train.checkpoint import META, CheckpointError, parse_meta, read_meta
-
-    try:
-        if not is_uri(checkpoint):
-            return read_meta(Path(checkpoint).expanduser())
-        where = StoragePath.of(str(checkpoint).rstrip("/"), options).join(META)
-        try:
-            raw = where.read_bytes()
-        except FileNotFoundError:
-            raise CheckpointError(f"{checkpoint}: not a raylm checkpoint (no {META})") from None
-        except OSError as err:
-            raise CheckpointError(f"{checkpoint}: could not be read ({str(err).splitlines()[0][:200]})") from None
-        try:
-            return parse_meta(json.loads(raw), where.uri)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-            raise CheckpointError(f"{where.uri}: corrupted ({type(err).__name__})") from None
-    except CheckpointError as err:
-        raise CompressError(f"--checkpoint: {err}") from None
 
 
 def _model_fields(config: dict[str, Any]) -> dict[str, Any]:

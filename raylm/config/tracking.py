@@ -42,11 +42,12 @@ class MlflowConfig(Section):
         if scheme in ("http", "https"):
             from urllib.parse import urlsplit
 
+            parts = urlsplit(value)
             try:
-                host, _ = urlsplit(value).hostname, urlsplit(value).port
-            except ValueError as err:  # a port that is not a number
+                parts.port  # noqa: B018 - read for its check: a port that is not a number raises here
+            except ValueError as err:
                 raise ValueError(f"{value!r}: {err}") from None
-            if not host:
+            if not parts.hostname:
                 raise ValueError(f"{value!r} names no host (e.g. http://127.0.0.1:5000)")
         return value.rstrip("/")
 

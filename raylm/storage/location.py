@@ -53,7 +53,7 @@ def check_uri(uri: str, options: dict[str, Any] | None = None) -> None:
 
 
 def check_local_path(path: str) -> None:
-    """Refuse a local path that is a mistyped URI (``s3:/bucket/x``, ``gs:bucket``): it would become a
+    """Refuse a local path that is a mistyped URI (``s3:/bucket/x``, one slash): it would become a
     folder named ``s3:`` in the working directory, and the run would never reach the bucket."""
     head = str(path).split("/", 1)[0]
     if head.endswith(":") and head[:-1].lower() in KNOWN_SCHEMES and head[:-1].lower() != "file":
@@ -192,7 +192,7 @@ class StoragePath:
         failed, after Ray's start and the training) or as a raw pyarrow traceback."""
         import pyarrow.fs
 
-        if self.is_local:
+        if self.scheme not in ("s3", "gs", "gcs"):  # a local path, or a store whose netloc is no bucket (hdfs)
             return
         bucket = urlsplit(self.uri).netloc
         try:
