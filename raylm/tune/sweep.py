@@ -170,6 +170,11 @@ def _tuner_parts(cfg: RaylmConfig, limit: int):
     if tuning.scheduler == "asha":
         # One more iteration than epochs: a trial's last report is its compressed measurement,
         # which ASHA must not cut off at max_t.
+        if cfg.train.epochs in asha_decided_at(cfg.train.epochs, grace_period(cfg), tuning.reduction_factor):
+            log.warning("tune.grace_period=%g with tune.reduction_factor=%g puts an ASHA rung on epoch %d, the last: "
+                        "a trial stopped there trained its whole budget and is never measured (leave "
+                        "tune.grace_period unset: raylm derives one that never does)", grace_period(cfg),
+                        tuning.reduction_factor, cfg.train.epochs)
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
                                   max_t=cfg.train.epochs + 1, grace_period=grace_period(cfg),
                                   reduction_factor=tuning.reduction_factor)
@@ -205,12 +210,22 @@ def grace_period(cfg: RaylmConfig) -> float:
     # of `train.epochs=2` at the default factor 2: the rung at 1.5 fell on epoch 2). No room below it: the
     # only rung is the budget (ASHA stops nothing).
     if math.ceil(budget / tuning.reduction_factor - 1e-9) >= cfg.train.epochs:
-        return float(budget)
+        return float(budget)  # asha_decided_at(...) is then [budget]
     lowest = min(2.0, budget / tuning.reduction_factor)
     grace = float(budget)
     while grace / tuning.reduction_factor >= lowest - 1e-9:
         grace /= tuning.reduction_factor
     return grace
+
+
+def asha_decided_at(epochs: int, grace: float, reduction_factor: float) -> list[int]:
+    """The iterations at which Ray's ASHA decides its rungs for ``epochs`` epochs plus the measurement
+    (``max_t = epochs + 1``): rungs ``grace * factor**k`` below ``max_t``, each at the first report at or past it."""
+    budget = epochs + 1
+    if not 0 < grace <= budget:
+        return []
+    count = int(math.log(budget / grace) / math.log(reduction_factor) + 1)
+    return sorted({math.ceil(grace * reduction_factor ** k - 1e-9) for k in range(count)})
 
 
 def result_loggers() -> list:

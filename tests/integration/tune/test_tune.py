@@ -78,6 +78,17 @@ def test_asha_rungs_sit_at_fractions_of_the_budget(tiny_config):
     assert grace_period(tiny_config("image", space, "train.epochs=8", "tune.grace_period=1")) == 1
 
 
+def test_a_hand_set_grace_period_with_a_rung_on_the_last_epoch_is_warned(tiny_config, caplog):
+    from raylm.tune.sweep import _tuner_parts
+
+    space = "tune.space={train.lr: {choice: [0.01]}}"
+    _tuner_parts(tiny_config("image", space, "tune.search=random", "tune.scheduler=asha", "train.epochs=8", "tune.grace_period=1"), 1)
+    assert "puts an ASHA rung on epoch 8, the last" in caplog.text  # rungs 1, 2, 4, 8 (factor 2)
+    caplog.clear()
+    _tuner_parts(tiny_config("image", space, "tune.search=random", "tune.scheduler=asha", "train.epochs=8", "tune.grace_period=3"), 1)
+    assert "ASHA rung" not in caplog.text  # rungs 3, 6
+
+
 @pytest.mark.parametrize("factor", [2, 3, 4])
 def test_asha_never_decides_a_rung_at_a_trials_last_epoch(tiny_config, factor):
     """A rung decided at the last epoch stops a trial that trained its whole budget, before its
@@ -85,7 +96,7 @@ def test_asha_never_decides_a_rung_at_a_trials_last_epoch(tiny_config, factor):
     ended "stopped" after 2 of 2 epochs, unmeasured. Ray's own ASHA rungs for each short budget."""
     from ray.tune.schedulers import ASHAScheduler
 
-    from raylm.tune.sweep import grace_period
+    from raylm.tune.sweep import asha_decided_at, grace_period
 
     space = "tune.space={train.lr: {choice: [0.01]}}"
     for epochs in range(1, 13):
@@ -93,6 +104,11 @@ def test_asha_never_decides_a_rung_at_a_trials_last_epoch(tiny_config, factor):
         asha = ASHAScheduler(time_attr="training_iteration", metric="a", mode="max", max_t=epochs + 1,
                              grace_period=grace, reduction_factor=factor)
         decided_at = [math.ceil(rung - 1e-9) for bracket in asha._brackets for rung, _ in bracket._rungs]
+        assert sorted(decided_at) == asha_decided_at(epochs, grace, factor)  # raylm's reading of Ray's rungs
+        for hand_set in [g for g in (1, 2, 3) if g <= epochs + 1]:  # a tune.grace_period set by hand (warned on the last epoch)
+            ray_rungs = ASHAScheduler(time_attr="training_iteration", metric="a", mode="max", max_t=epochs + 1,
+                                      grace_period=hand_set, reduction_factor=factor)._brackets[0]._rungs
+            assert sorted(math.ceil(r - 1e-9) for r, _ in ray_rungs) == asha_decided_at(epochs, hand_set, factor)
         assert epochs not in decided_at, (epochs, factor, decided_at)
         assert all(at <= epochs - 1 or at == epochs + 1 for at in decided_at), (epochs, factor, decided_at)
         if epochs >= 2 * factor:  # room for early stopping: a rung before the last epoch
