@@ -236,9 +236,18 @@ def check_layout(cfg: RaylmConfig) -> None:
     from raylm.data.files import detect_format
     from raylm.data.sources import table_files
 
+    from raylm.storage import StoragePath, StorageURIError
+
     record = modality_record(cfg.task.modality)
-    for path, declared in ((cfg.data.path, cfg.data.format), (cfg.data.validation_path, "auto")):
-        if path is None or "://" in path:
+    for key, path, declared in (("data.path", cfg.data.path, cfg.data.format),
+                                ("data.validation_path", cfg.data.validation_path, "auto")):
+        if path is not None and "://" in path:  # a bucket that is not there, or a store that does not answer
+            try:
+                StoragePath.of(path).check_reachable()
+            except StorageURIError as err:
+                raise DataError(f"{key}: {err}") from None
+            continue
+        if path is None:
             continue
         fmt = detect_format(path, declared)
         if fmt == "folder":

@@ -397,3 +397,19 @@ def test_a_local_data_path_of_the_wrong_kind_or_without_the_columns_is_refused_b
     with pytest.raises(DataError, match=r"^data.image_column: .* has no column 'image'"):
         run_config("image.yaml", f"data.path={table}")
     assert run_config("text.yaml", f"data.path={table}").data.path == str(table)
+
+
+def test_a_data_path_in_a_bucket_that_is_not_there_is_refused_before_ray(s3_bucket):
+    """A data.path URI whose bucket does not exist (or whose store does not answer) failed after Ray's
+    start with a raw OSError; it is refused first, naming data.path."""
+    import argparse
+
+    from raylm.cli import load_run_config
+    from raylm.data.check import DataError
+
+    def run_config(*overrides: str):
+        return load_run_config(argparse.Namespace(config=str(REPO / "jobs" / "configs" / "text.yaml"), overrides=list(overrides)))
+
+    with pytest.raises(DataError, match=r"^data.path: s3://no-such-bucket-y/t.csv: bucket 'no-such-bucket-y' does not exist"):
+        run_config("data.path=s3://no-such-bucket-y/t.csv")
+    assert run_config(f"data.path=s3://{s3_bucket}/t.csv").data.path == f"s3://{s3_bucket}/t.csv"  # the bucket is there
