@@ -235,7 +235,6 @@ def check_layout(cfg: RaylmConfig) -> None:
     small machine) with a run directory made for nothing; the full check still runs in the run."""
     from raylm.data.files import detect_format
     from raylm.data.sources import table_files
-
     from raylm.storage import StoragePath, StorageURIError
 
     record = modality_record(cfg.task.modality)

@@ -49,6 +49,9 @@ _OPEN: dict[str, TrackedRun] = {}  # run location URI -> the run open in this pr
 HTTP_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 DOWN_RETRY_S = 30.0  # after a failed call, epochs queue their metrics this long before the server is tried again
+_UNSENT: dict[str, list] = {}  # run id -> metrics not logged yet (this process)
+_DOWN_UNTIL: dict[str, float] = {}  # tracking URI -> monotonic time before which it is not tried again
+_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 @functools.lru_cache(maxsize=8)
@@ -244,10 +247,6 @@ def log_metrics(run: TrackedRun | None, metrics: dict[str, Any], *, step: int = 
         return
     _DOWN_UNTIL.pop(run.uri, None)
 
-
-_UNSENT: dict[str, list] = {}  # run id -> metrics not logged yet (this process)
-_DOWN_UNTIL: dict[str, float] = {}  # tracking URI -> monotonic time before which it is not tried again
-_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 def log_files(run: TrackedRun | None, paths: list[Path | str], artifact_path: str | None = None) -> list[str]:

@@ -170,13 +170,14 @@ def _tuner_parts(cfg: RaylmConfig, limit: int):
     if tuning.scheduler == "asha":
         # One more iteration than epochs: a trial's last report is its compressed measurement,
         # which ASHA must not cut off at max_t.
-        if cfg.train.epochs in asha_decided_at(cfg.train.epochs, grace_period(cfg), tuning.reduction_factor):
+        grace = grace_period(cfg)
+        if cfg.train.epochs in asha_decided_at(cfg.train.epochs, grace, tuning.reduction_factor):
             log.warning("tune.grace_period=%g with tune.reduction_factor=%g puts an ASHA rung on epoch %d, the last: "
                         "a trial stopped there trained its whole budget and is never measured (leave "
-                        "tune.grace_period unset: raylm derives one that never does)", grace_period(cfg),
+                        "tune.grace_period unset: raylm derives one that never does)", grace,
                         tuning.reduction_factor, cfg.train.epochs)
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
-                                  max_t=cfg.train.epochs + 1, grace_period=grace_period(cfg),
+                                  max_t=cfg.train.epochs + 1, grace_period=grace,
                                   reduction_factor=tuning.reduction_factor)
     elif tuning.scheduler in ("pbt", "pb2"):
         from raylm.tune.population import population_scheduler
@@ -205,16 +206,15 @@ def grace_period(cfg: RaylmConfig) -> float:
     if tuning.grace_period is not None:
         return tuning.grace_period
     budget = cfg.train.epochs + 1
-    # ASHA decides a rung at the first report at or past it: a rung above epochs - 1 is decided at the
-    # last epoch, and a trial stopped there trained its whole budget and was never measured (2 of 3 trials
-    # of `train.epochs=2` at the default factor 2: the rung at 1.5 fell on epoch 2). No room below it: the
-    # only rung is the budget (ASHA stops nothing).
-    if math.ceil(budget / tuning.reduction_factor - 1e-9) >= cfg.train.epochs:
-        return float(budget)  # asha_decided_at(...) is then [budget]
     lowest = min(2.0, budget / tuning.reduction_factor)
     grace = float(budget)
     while grace / tuning.reduction_factor >= lowest - 1e-9:
         grace /= tuning.reduction_factor
+    # ASHA decides a rung at the first report at or past it: a rung decided at the last epoch stops a trial
+    # that trained its whole budget, never measured (2 of 3 trials of `train.epochs=2` at the default factor
+    # 2: the rung at 1.5 fell on epoch 2). No room below it: the only rung is the budget (ASHA stops nothing).
+    if cfg.train.epochs in asha_decided_at(cfg.train.epochs, grace, tuning.reduction_factor):
+        return float(budget)
     return grace
 
 
