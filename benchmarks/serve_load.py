@@ -272,12 +272,18 @@ MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, "hapro
          # Where HAProxy mode's CPU goes besides the replica on 2 cores: Serve's per-request metrics line, parsed
          # in Python by HAProxy's manager actor; HAProxy's threads (raylm starts min(4, cores)).
          "haproxy_no_metrics": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
-         "haproxy_1thread": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1"}, "default": {}}
+         "haproxy_1thread": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1"},
+         # HAProxy with the replica-side half of the throughput-optimized settings only: user code on the replica's
+         # own event loop (no hop to a second loop per request), Serve's log lines to files only, buffered.
+         "haproxy_main_loop": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"},
+         "haproxy_lean": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+                          "RAY_SERVE_LOG_TO_STDERR": "0", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000"},
+         "default": {}}
 # serve.ingress for ensure_ray: "default" is what raylm does untuned (serve.ingress=auto); the others pin their mode
 # (throughput's variables, exported above, are left alone by auto).
 MODE_INGRESS = {"proxy": "proxy", "direct": "direct", "haproxy": "haproxy", "throughput": "auto", "throughput_proxy": "auto",
                 "haproxy_throughput": "haproxy", "haproxy_no_metrics": "haproxy", "haproxy_1thread": "haproxy",
-                "default": "auto"}
+                "haproxy_lean": "haproxy", "haproxy_main_loop": "haproxy", "default": "auto"}
 PINNED = ["serve.min_replicas=1", "serve.max_replicas=1", "serve.model_threads=1"]
 
 
