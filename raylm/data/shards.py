@@ -179,6 +179,65 @@ def warm_stream_workers(processes: int = 3) -> list[Any]:
     return [warm.remote() for _ in range(processes)]
 
 
+def train_data_config(cfg: RaylmConfig, *, max_workers: int, training_cpus: float) -> Any:
+    """Ray Train's ``DataConfig`` for a run: which splits are split between workers
+    (:func:`datasets_to_split`), Ray Data's options (:func:`ingest_options`), and for the PyTorch loop
+    the validation split scored row for row (:class:`ExactValidationSplit`)."""
+    from ray.train import DataConfig
+
+    options = {"datasets_to_split": datasets_to_split(max_workers),
+               "execution_options": ingest_options(cfg, training_cpus=training_cpus)}
+    # Keras' strategy runs a collective per evaluation step, so its workers need equal shards.
+    return exact_validation_split()(**options) if cfg.model.backend == "torch" else DataConfig(**options)
+
+
+def exact_validation_split() -> type:
+    """The :class:`ExactValidationSplit` class, defined on first use (it subclasses ``ray.train.DataConfig``,
+    and importing ray.train here would slow every config check)."""
+    if "ExactValidationSplit" in globals():
+        return globals()["ExactValidationSplit"]
+    from ray.train import DataConfig
+
+    class ExactValidationSplit(DataConfig):
+        """Ray Train's ``DataConfig``, but the validation split is divided between the workers unevenly
+        (``streaming_split(equal=False)``): every row scored once. Ray's equal split trims each worker's
+        share to the smallest, dropping up to ``world_size - 1`` rows from every evaluation. An uneven
+        split is safe only because validation runs no collective per batch: the PyTorch loop evaluates
+        the unwrapped module (no DDP buffer broadcast) and all-reduces the sums once (train/loop.py
+        ``evaluate``). Training stays equal: DDP's gradient all-reduce needs the same step count."""
+
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            split = set(datasets) if self._datasets_to_split == "all" else set(self._datasets_to_split)
+            if world_size < 2 or VALIDATION not in datasets or VALIDATION not in split:
+                return super().configure(datasets, world_size, worker_handles, worker_node_ids, **kwargs)
+            rest = {name: ds for name, ds in datasets.items() if name != VALIDATION}
+            output = (super().configure(rest, world_size, worker_handles, worker_node_ids, **kwargs) if rest
+                      else [{} for _ in range(world_size)])
+            ds = datasets[VALIDATION]
+            if ds.name is None:
+                ds.set_name(VALIDATION)
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options(VALIDATION)
+            hints = worker_node_ids if self._enable_shard_locality else None
+            for rank, shard in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                output[rank][VALIDATION] = shard
+            return output
+
+    # Pickled by reference to Ray Train's DatasetManager actor, which finds it through __getattr__ below.
+    ExactValidationSplit.__qualname__ = "ExactValidationSplit"
+    globals()["ExactValidationSplit"] = ExactValidationSplit
+    return ExactValidationSplit
+
+
+VALIDATION = "validation"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExactValidationSplit":
+        return exact_validation_split()
+    raise AttributeError(name)
+
+
 def datasets_to_split(max_workers: int) -> list[str] | str:
     """Ray Train ``DataConfig(datasets_to_split=...)``: the training set is always split between the
     workers (``streaming_split``: each row to one worker once per epoch, through a coordinator actor

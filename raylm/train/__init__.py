@@ -66,7 +66,7 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
     import ray.train
 
     from raylm.data import build_datasets
-    from raylm.data.shards import datasets_to_split, ingest_options
+    from raylm.data.shards import train_data_config
     from raylm.data.schedule import run_schedule
     from raylm.runtime import WORKER_ENV_VARS, check_cpu_budget, quiet_data_progress, resolve_use_gpu
     from raylm.train.hooks import TrainHooks
@@ -159,9 +159,8 @@ def build_trainer(cfg: RaylmConfig, *, run_config_overrides: dict[str, Any] | No
         datasets=datasets,
         # Ray Train replaces each dataset's execution options with these: data.stream_memory's bound,
         # and Ray Data's CPUs without the training workers' (raylm/data/shards.py).
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split=datasets_to_split(training.max_workers),
-            execution_options=ingest_options(cfg, training_cpus=training.max_workers * training.cpus_per_worker)),
+        dataset_config=train_data_config(cfg, max_workers=training.max_workers,
+                                         training_cpus=training.max_workers * training.cpus_per_worker),
     )
     return trainer, data
 

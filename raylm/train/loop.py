@@ -88,7 +88,10 @@ def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], inputs: tup
 
 
 def evaluate(model: torch.nn.Module, batches, inputs: tuple[str, ...], device: torch.device, precision: str) -> dict[str, float]:
-    """Loss and accuracy summed over this worker's batches, then over all workers."""
+    """Loss and accuracy summed over this worker's batches, then over all workers. The workers' validation
+    shares differ by up to a batch (shards.ExactValidationSplit), so no collective may run per batch: the
+    DDP wrapper's forward would broadcast buffers each call and wait forever for a rank already done."""
+    model = getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     model.eval()
     loss_sum = correct = count = 0.0
     with torch.no_grad(), _autocast(device, precision):
@@ -152,14 +155,22 @@ def replica_digests(model: torch.nn.Module) -> list[str]:
     return [str(g) for g in gathered]
 
 
+LOSS_TIE = 1e-6  # relative: val_loss differences below this are float32 noise (checkpoint_due)
+
+
 def checkpoint_due(training: TrainConfig, history: list[dict[str, Any]]) -> bool:
     """Whether the epoch just ended (the last of ``history``) writes a checkpoint: every
     ``train.checkpoint_every`` epochs, the last epoch, and any epoch that beats the best so far (its
-    val_accuracy, or an equal one at a lower val_loss: ``checkpoint_rank`` less the epoch).
+    val_accuracy, or an equal one at a val_loss lower by more than LOSS_TIE of it: ``checkpoint_rank`` less
+    the epoch).
     The same answer on every rank (the metrics are all-reduced)."""
     epoch = history[-1]["epoch"]
     best_before = max((checkpoint_rank(h)[:2] for h in history[:-1]), default=(float("-inf"), float("-inf")))
-    beats = checkpoint_rank(history[-1])[:2] > best_before
+    accuracy, neg_loss = checkpoint_rank(history[-1])[:2]
+    # A loss lower only at float32's resolution (the same weights summed in another order, or an update too
+    # small to matter: 0.7861410 -> 0.7861408 at lr 1e-9) is a tie, not a better model worth a checkpoint.
+    margin = LOSS_TIE * abs(best_before[1]) if math.isfinite(best_before[1]) else 0.0
+    beats = accuracy > best_before[0] or (accuracy == best_before[0] and neg_loss > best_before[1] + margin)
     return epoch % training.checkpoint_every == 0 or epoch == training.epochs or beats
 
 

@@ -117,7 +117,7 @@ def test_keras_checkpoint_every_keeps_the_best_and_the_last_only(trained, data_r
     outcome = fit(cfg)
     written = sorted(json.loads(p.read_text())["epoch"] for p in (cfg.run_dir / "train").glob("checkpoint_*/raylm.json"))
     due = [row["epoch"] for i, row in enumerate(outcome.history) if checkpoint_due(cfg.train, outcome.history[:i + 1])]
-    assert written == due == [1, 4], (written, [row["val_accuracy"] for row in outcome.history])
+    assert written == due == [1, 4], (written, [(row["val_accuracy"], row["val_loss"]) for row in outcome.history])
     assert [row["epoch"] for row in outcome.history] == [1, 2, 3, 4]  # every epoch still reported
 
 

@@ -48,6 +48,12 @@ def test_an_equal_accuracy_at_a_lower_loss_is_a_new_best():
     assert checkpoint_due(tc, rows) is True
     rows[1]["val_loss"] = 1.2
     assert checkpoint_due(tc, rows) is False
+    # Lower only at float32's resolution (a Keras run at lr 1e-9: 0.7861410 -> 0.7861408) is a tie.
+    rows = [{"epoch": 1, "val_accuracy": 0.5, "val_loss": 0.786141037940979},
+            {"epoch": 2, "val_accuracy": 0.5, "val_loss": 0.7861407995223999}]
+    assert checkpoint_due(tc, rows) is False
+    rows[0]["val_loss"] = float("nan")  # a finite loss beats a non-finite one at the same accuracy
+    assert checkpoint_due(tc, rows) is True
 
 
 def _checkpoint(directory, epoch):
