@@ -58,10 +58,15 @@ class FrontDoor:
         return in_flight_of(self.command("show stat"))
 
     def close(self) -> None:
-        """Stop accepting connections on the serving port; connections already accepted are served to the end."""
-        answer = self.command(f"disable frontend {FRONTEND}").strip()
-        if answer and "disabled" not in answer.lower() and "already" not in answer.lower():
-            raise RuntimeError(f"HAProxy refused 'disable frontend {FRONTEND}': {answer[:200]}")
+        """Stop accepting connections on the serving port and end the keep-alive ones after their current
+        response. ``shutdown frontend`` stops the frontend (its listeners are closed: new connections are
+        refused), and HAProxy answers on a stopped frontend's connections with ``Connection: close``, so a
+        client that reuses its connection is told to reconnect, and its next connection is refused.
+        ``disable frontend`` only paused the listeners: keep-alive clients went on sending on their open
+        connections for as long as the drain allowed, then met the removed app (404) or a cut connection."""
+        answer = self.command(f"shutdown frontend {FRONTEND}").strip()
+        if answer and not any(word in answer.lower() for word in ("stopped", "terminated", "already", "shutdown")):
+            raise RuntimeError(f"HAProxy refused 'shutdown frontend {FRONTEND}': {answer[:200]}")
 
 
 def in_flight_of(show_stat: str) -> int:

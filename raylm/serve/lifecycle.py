@@ -44,7 +44,8 @@ class Stopped:
 
     def line(self, app: str, limit_s: float, who: str = "raylm serve") -> str:
         drain = (f"in-flight requests finished and app {app!r} removed in {self.drain_s:.1f} s" if self.drained else
-                 f"app {app!r} not removed within serve.graceful_shutdown_s={limit_s:g}: stopped anyway")
+                 f"requests still in flight or app {app!r} not removed within serve.graceful_shutdown_s={limit_s:g}: "
+                 "stopped anyway")
         tail = "; Ray shut down" if self.ray_shut_down else "; the cluster's Ray keeps running"
         return f"{who}: {self.signal_name}: stopped taking requests; {drain}{tail}"
 
@@ -82,11 +83,13 @@ def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callabl
 
     start = clock()
     door = FrontDoor.of_this_process() if owns_ray else None
-    if door is not None and _drain_through(door, start, cfg.graceful_shutdown_s, clock):
-        # HAProxy (raylm/serve/front_door.py): its door is closed and nothing is in flight, so ending this Ray
-        # removes the app with it; serve.delete first would cost the replicas' draining period for nothing.
+    drained = _drain_through(door, start, cfg.graceful_shutdown_s, clock) if door is not None else None
+    if drained is not None:
+        # HAProxy (raylm/serve/front_door.py): its door is closed and nothing is in flight (or the drain's time is
+        # up), so ending this Ray removes the app with it; serve.delete first would cost the replicas' draining
+        # period for nothing, and after the limit its fallback proxy answered what still came with 404.
         ray.shutdown()
-        return Stopped(signal.Signals(signum).name, clock() - start, True, True)
+        return Stopped(signal.Signals(signum).name, clock() - start, drained, True)
     deadline = start + cfg.graceful_shutdown_s + 2.0  # the controller's own loop on top of the replicas' drain
     serve.delete(app, _blocking=False)
     drained = False
@@ -104,10 +107,10 @@ def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callabl
     return Stopped(signal.Signals(signum).name, drain_s, drained, owns_ray)
 
 
-def _drain_through(door: FrontDoor, start: float, limit_s: float, clock: Callable[[], float]) -> bool:
+def _drain_through(door: FrontDoor, start: float, limit_s: float, clock: Callable[[], float]) -> bool | None:
     """Keep accepting until nothing has been in flight for QUIET_S (at most KEEP_OPEN_MAX_S), close the door,
-    wait for the requests in flight to finish (within ``limit_s`` of ``start``). Whether they all did; False also
-    when HAProxy's admin socket does not answer (the caller then removes the app the plain way)."""
+    wait for the requests in flight to finish (within ``limit_s`` of ``start``). Whether they all did; None when
+    HAProxy's admin socket does not answer (the caller then removes the app the plain way)."""
 
     def wait_quiet(until: float, quiet_s: float) -> bool:
         quiet_since = None
@@ -129,7 +132,7 @@ def _drain_through(door: FrontDoor, start: float, limit_s: float, clock: Callabl
         return wait_quiet(start + limit_s, 0.0)
     except (OSError, RuntimeError) as err:
         log.warning("HAProxy's admin socket: %s; removing the app the plain way", err)
-        return False
+        return None
 
 
 def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve",
