@@ -303,12 +303,13 @@ def _try_report(out, run_dir: Path, *, preview: bool) -> Path | None:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     import ray
 
-    from raylm.pipeline import PipelineError, format_summary, run_pipeline
+    from raylm.pipeline import PipelineError, check_entry, format_summary, run_pipeline
     from raylm.report.runs import run_status
 
     from raylm.storage import public_paths, run_workspace
 
     cfg = load_run_config(args)  # validated before Ray starts
+    start = check_entry(cfg, args.start, args.stop)  # before the run's directory and status exist
     from raylm.runtime import load_torch_first
 
     load_torch_first(cfg.model.backend)
@@ -320,7 +321,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                  f"{'' if args.verbose else ', -v to show them'})")
         try:
             with run_status(run_dir, "pipeline"):
-                record = run_pipeline(cfg, start=args.start, stop=args.stop)
+                record = run_pipeline(cfg, start=start, stop=args.stop)
         except PipelineError as err:
             out.error(str(err))
             report = _try_report(out, run_dir, preview=False)  # what the stages that ran did, and why it stopped

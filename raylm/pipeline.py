@@ -363,12 +363,11 @@ def _same_run_config(recorded: dict[str, Any] | None, current: dict[str, Any]) -
     return {k: v for k, v in recorded.items() if k != "tracking"} == {k: v for k, v in current.items() if k != "tracking"}
 
 
-def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> PipelineRecord:
-    """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
-    ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
-    from raylm.data import data_source, reusing
-    from raylm.storage import run_workspace
-
+def check_entry(cfg: RaylmConfig, start: str | None, stop: str) -> str:
+    """The stage to start from (``start=None``: where an earlier run of the same config stopped), refused with
+    a ConfigError when the stages are out of order, an earlier stage the run needs is not recorded, the sweep's
+    space is wrong, or the serve port is taken. Reads the run's record only: the CLI calls it before the run's
+    directory and status exist, so a mistyped command neither creates a run nor marks a finished one failed."""
     if start is None:
         start = reentry_stage(cfg, _committed_record(cfg), stop) if stop in STAGES else STAGES[0]
     if start not in STAGES or stop not in STAGES or STAGES.index(start) > STAGES.index(stop):
@@ -386,6 +385,17 @@ def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "ser
 
     if stop == "serve" and will_start_ray():  # the serve stage's port, free before minutes of sweep and training
         check_port_free(cfg.serve.host, cfg.serve.port, "serve.port")
+    return start
+
+
+def run_pipeline(cfg: RaylmConfig, *, start: str | None = None, stop: str = "serve", verbose: bool = True) -> PipelineRecord:
+    """Run stages ``start``..``stop``; earlier stages' outputs come from ``<run_dir>/pipeline.json``.
+    ``start=None``: re-enter where an earlier run of the same config stopped (:func:`reentry_stage`)."""
+    from raylm.data import data_source, reusing
+    from raylm.storage import run_workspace
+
+    start = check_entry(cfg, start, stop)
+    record = _committed_record(cfg)
     # With URI storage the stages write into a local scratch of the run, committed to storage after
     # every stage and deleted at the end (raylm/storage/workspace.py); local storage: the run directory.
     # data.path resolved once per run: every stage's build_datasets and the smoke request take the record.

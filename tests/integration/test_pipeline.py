@@ -82,3 +82,24 @@ def test_reentry_needs_the_earlier_stages(ray_local, tiny_config):
         run_pipeline(cfg, start="compress", verbose=False)
     with pytest.raises(ConfigError, match="stages run in the order"):
         run_pipeline(cfg, start="serve", stop="train", verbose=False)
+
+
+def test_a_mistyped_reentry_neither_creates_a_run_nor_marks_a_finished_one_failed(tmp_path, capsys):
+    """The stage checks run before the run's directory and status exist (a new user's `--from serve --to compress`
+    turned a finished run's state into failed in `raylm runs`; `--from compress` of a run that never ran left
+    a directory that `raylm runs` listed as a failed pipeline)."""
+    from raylm.cli import main
+    from raylm.report.runs import run_state, run_status
+
+    common = ["pipeline", "--config", "jobs/configs/image_tune.yaml", f"train.storage_path={tmp_path}",
+              f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(common + ["train.name=never", "--from", "compress"]) == 2
+    assert "has no 'tune' stage" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+    with run_status(tmp_path / "done", "pipeline"):
+        pass
+    assert run_state(tmp_path / "done") == "finished"
+    assert main(common + ["train.name=done", "--from", "serve", "--to", "compress"]) == 2
+    assert "stages run in the order" in capsys.readouterr().err
+    assert run_state(tmp_path / "done") == "finished"
