@@ -372,11 +372,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
+    from raylm.data.check import check_layout
+
     cfg = load_config(args.config, args.overrides)
+    check_layout(cfg)  # before Ray starts
+    if args.samples < 1 or args.epochs < 1:
+        raise ConfigError(f"--samples and --epochs: at least 1 each, got {args.samples} and {args.epochs}")
     from raylm.data.augment_preview import preview
     from raylm.runtime import ensure_ray, quiet_data_progress, verb_log_dir
 
     log_dir = verb_log_dir("augment-preview")  # a preview makes no run directory
+    # The data check's report (data_report.json) goes beside the preview's logs, not into a run directory
+    # made for it under train.storage_path (~/raylm_runs/<name> by default, then listed by `raylm runs`).
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"storage_path": str(log_dir), "name": "preview"})})
     out = _console(args, log_dir, log_dir=log_dir)
     _name_log(args, out, log_dir)
     ensure_ray()
@@ -390,13 +398,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     """The data check training runs first, alone: prints the report; exit 1 when the data is refused."""
     cfg = load_config(args.config, args.overrides)
     from raylm.data import resolve_source
-    from raylm.data.check import DataError, check_data, enforce
+    from raylm.data.check import DataError, check_data, check_layout, enforce
     from raylm.data.files import detect_format
     from raylm.runtime import ensure_ray, quiet_data_progress, verb_log_dir
 
-    source, is_demo = resolve_source(cfg)
-    if is_demo:
+    if cfg.data.path is None:
         raise ConfigError("data.path: the data check is for your own data; set data.path=<folder or table>")
+    try:  # the wrong kind of path, an empty folder, missing columns: refused (exit 1) before Ray starts
+        source, _ = resolve_source(cfg)
+        check_layout(cfg)
+    except DataError as err:
+        print(f"raylm: {err}", file=sys.stderr)
+        return 1
     log_dir = verb_log_dir("data-check")  # a check makes no run directory
     out = _console(args, log_dir, log_dir=log_dir)
     _name_log(args, out, log_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -253,10 +254,28 @@ def check_layout(cfg: RaylmConfig) -> None:
             if not record.extensions:
                 raise DataError(f"data.format: {cfg.task.modality} data must be csv, jsonl or parquet, not a folder "
                                 f"({path})")
+            _require_two_classes(key, path, record.extensions)
             continue
         for file in table_files(path, fmt):
             _require_columns(file, fmt, {record.value_column_key: record.value_column(cfg),
                                          "data.label_column": cfg.data.label_column})
+
+
+def _require_two_classes(key: str, root: str, extensions: tuple[str, ...]) -> None:
+    """A class folder's first two classes with a file of the modality each (the layout rule of
+    ``data.files.scan_class_folder``), found without listing the whole folder: an empty folder, or one of
+    files of another kind, is refused before Ray starts."""
+    classes = 0
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if any(name.lower().endswith(extensions) and not name.startswith(".")
+               for _, _, names in os.walk(entry.path) for name in names):
+            classes += 1
+            if classes == 2:
+                return
+    raise DataError(f"{key}: {root} must hold at least 2 class folders of {'/'.join(extensions)} files "
+                    f"(found {classes} with such files)")
 
 
 def _plan(cfg: RaylmConfig, source: DataSource) -> list[dict[str, Any]]:

@@ -152,6 +152,7 @@ def test_augment_preview_of_a_folder_with_a_corrupt_file_skips_it(ray_local, mes
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[1] > 4 * 32
     assert "2 bad skipped" in capfd.readouterr().err
+    assert not (tmp_path / "runs").exists()  # a preview is not a run: its data report sits beside its logs
 
 
 @pytest.mark.integration

@@ -397,6 +397,44 @@ def test_a_local_data_path_of_the_wrong_kind_or_without_the_columns_is_refused_b
     with pytest.raises(DataError, match=r"^data.image_column: .* has no column 'image'"):
         run_config("image.yaml", f"data.path={table}")
     assert run_config("text.yaml", f"data.path={table}").data.path == str(table)
+    # A folder with one class of audio files, or none: the image run's class folders are not there.
+    (tmp_path / "wavs" / "low").mkdir(parents=True)
+    (tmp_path / "wavs" / "low" / "0.wav").write_bytes(b"RIFF")
+    (tmp_path / "wavs" / "high").mkdir()
+    with pytest.raises(DataError, match=r"^data.path: .*wavs must hold at least 2 class folders of .wav/.flac/.ogg files \(found 1"):
+        run_config("audio.yaml", f"data.path={tmp_path / 'wavs'}")
+    with pytest.raises(DataError, match=r"^data.path: .*wavs must hold at least 2 class folders of .png/.jpg/.*files \(found 0"):
+        run_config("image.yaml", f"data.path={tmp_path / 'wavs'}")
+    (tmp_path / "wavs" / "high" / "sub").mkdir()
+    (tmp_path / "wavs" / "high" / "sub" / "1.WAV").write_bytes(b"RIFF")  # below a class folder, any case: counted
+    assert run_config("audio.yaml", f"data.path={tmp_path / 'wavs'}").data.path == str(tmp_path / "wavs")
+
+
+def test_data_check_and_augment_preview_refuse_a_wrong_path_before_ray(tmp_path, monkeypatch, capsys):
+    """A new user's `raylm data check` on one WAV file answered after 29 s of Ray's start (`raylm train` in 2.5 s)."""
+    import raylm.runtime
+    from raylm.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the data.path check")
+
+    monkeypatch.setattr(raylm.runtime, "ensure_ray", no_ray)
+    (tmp_path / "low").mkdir()
+    wav = tmp_path / "low" / "0.wav"
+    wav.write_bytes(b"RIFF")
+    common = ["--config", str(REPO / "jobs" / "configs" / "audio.yaml"), f"train.storage_path={tmp_path / 'runs'}"]
+    assert main(["data", "check", *common, f"data.path={wav}"]) == 2  # a config error: no table, no folder
+    assert "data.path" in capsys.readouterr().err
+    assert main(["data", "check", *common, f"data.path={tmp_path}"]) == 1
+    assert "at least 2 class folders of .wav/.flac/.ogg files (found 1" in capsys.readouterr().err
+    assert main(["augment", "preview", *common, f"data.path={tmp_path}", "--out", str(tmp_path / "p.png")]) == 2
+    assert "at least 2 class folders" in capsys.readouterr().err
+    (tmp_path / "high").mkdir()
+    (tmp_path / "high" / "1.wav").write_bytes(b"RIFF")
+    assert main(["augment", "preview", *common, f"data.path={tmp_path}", "--out", str(tmp_path / "p.png"),
+                 "--samples", "0"]) == 2
+    assert "--samples and --epochs: at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_data_path_in_a_bucket_that_is_not_there_is_refused_before_ray(s3_bucket):
