@@ -140,6 +140,22 @@ def test_concurrent_requests_are_batched(served):
     assert max(sizes) <= 8  # serve.max_batch_size
 
 
+def test_a_dynamic_int8_tier_answers_each_text_as_if_alone(served):
+    """Dynamic int8 scales activations over the whole batch: a text's label moved with its companions (a new
+    user's 9 of 90 identical requests). A list, and texts merged by Serve's batching, answer as alone."""
+    from raylm.data.text import tokenize
+
+    texts = ["the film was great", "dreadful and poor", "an ok film, not great", "x" * 40, "the best of the year"]
+    artifact = served["load"](served["artifacts"]["text-dynamic"])
+    feeds = tokenize(texts, str(Path(artifact.path) / "tokenizer"), 16)
+    alone = np.concatenate([artifact.runner.predict({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(len(texts))])
+    assert not np.allclose(artifact.runner.predict(feeds), alone, atol=1e-6, rtol=0)  # the batch moves the answers
+    np.testing.assert_array_equal(artifact.predict(feeds), alone)
+    listed = _post(served, "text", {"text": texts, "tier": "int8"})
+    assert listed.status_code == 200, listed.text
+    np.testing.assert_allclose(_probs(listed), _softmax(alone), atol=1e-6)
+
+
 def test_tier_selection_by_field_header_and_default(served):
     from raylm.data.text import tokenize
 
