@@ -46,19 +46,23 @@ def compress_config(checkpoint: str | Path, config: str | Path | None, overrides
         meta = read_stored_meta(where)
     except CheckpointError as err:
         raise CompressError(f"--checkpoint: {err}") from None
+    # The artifact belongs beside the checkpoint's run, wherever the checkpoint is now: not in a new run named
+    # after --config, nor in the run its raylm.json recorded (a copied checkpoint wrote into the original's
+    # run, which may be another user's). <storage>/<run>/train/checkpoint_* gives both; a checkpoint outside
+    # that layout, its own folder's parent. Overrides that name them win.
+    run = where.parent.parent if where.parent.name == "train" else where.parent
+    named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
+    location = ({"train.storage_path": run.parent.uri, "train.name": run.name}
+                if not named and (where.is_local or urlsplit(run.uri).path.strip("/")) else {})
     if cfg is not None:
-        # The artifact belongs beside the checkpoint's run (as without --config), not in a new run named
-        # after the config: <storage>/<run>/train/checkpoint_* gives both, unless the overrides name them.
-        run = where.parent.parent
-        named = any(o.split("=", 1)[0].strip() in ("train.name", "train.storage_path") for o in overrides)
-        if where.parent.name == "train" and (where.is_local or urlsplit(run.uri).path.strip("/")) and not named:
-            cfg = cfg.override({"train.storage_path": run.parent.uri, "train.name": run.name})
+        cfg = cfg.override(location) if location else cfg
         _refuse_another_model(cfg, _model_fields(meta["config"]), checkpoint)
         return cfg
     try:
-        return RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
+        cfg = RaylmConfig.from_saved(meta["config"], labels=meta["labels"], changes=overrides)
     except ConfigError as err:  # e.g. the training data moved: name it, and the way out
         raise ConfigError(f"{err}\n  (the checkpoint's own config was used: pass --config or data.path=...)") from None
+    return cfg.override(location) if location else cfg
 
 
 def _model_fields(config: dict[str, Any]) -> dict[str, Any]:

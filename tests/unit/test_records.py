@@ -179,6 +179,25 @@ def test_compress_with_a_config_writes_beside_the_checkpoints_run(tmp_path):
     assert named.run_dir == tmp_path / "other" / "mine"
 
 
+def test_compress_of_a_copied_checkpoint_writes_beside_the_copy(tmp_path):
+    """Without --config the checkpoint's recorded train.storage_path / train.name were used: a copy of another
+    user's run compressed into the original's run directory. The copy's own run now, wherever it is."""
+    import shutil
+
+    from raylm.compress.pipeline import compress_config
+
+    original = _checkpoint_meta(tmp_path / "theirs" / "rn" / "train" / "checkpoint_000001", "seed_cnn")
+    recorded = compress_config(original, None, [])
+    copy = tmp_path / "mine" / "copied"
+    shutil.copytree(original.parent.parent, copy)
+    assert compress_config(copy / "train" / "checkpoint_000001", None, []).run_dir == copy
+    loose = tmp_path / "loose" / "ckpt"  # outside the <run>/train/ layout: beside its folder
+    shutil.copytree(original, loose)
+    assert compress_config(loose, None, []).run_dir == tmp_path / "loose"
+    assert compress_config(loose, None, [f"train.storage_path={tmp_path}/x", "train.name=y"]).run_dir == tmp_path / "x" / "y"
+    assert recorded.run_dir == tmp_path / "theirs" / "rn"
+
+
 def _checkpoint_meta(directory, model_name: str, modality: str = "image"):
     """A checkpoint directory holding only its ``raylm.json`` (what compress reads before Ray starts)."""
     import json
