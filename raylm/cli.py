@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from raylm.config.serve import ingress_of
     from raylm.runtime import check_port_free, cluster_ingress, ensure_ray, started_ray, verb_log_dir, will_start_ray
-    from raylm.serve.lifecycle import StopSignals, serve_until_stopped
+    from raylm.serve.lifecycle import StopSignals, serve_until_stopped, serving_address
 
     if will_start_ray():  # this process's own Ray and Serve: the port must be free now (a cluster's Serve holds it)
         check_port_free(cfg.host, cfg.port, "serve.port")
@@ -190,7 +190,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  f"(serve.ingress={cfg.ingress} applies only where raylm starts Ray)")
     serve.start(http_options=cfg.http_options())
     serve.run(app, name=args.name, route_prefix=args.route_prefix, blocking=False)
-    out.line(json.dumps({"url": f"http://{cfg.host}:{cfg.port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
+    host, port = serving_address(cfg)
+    if port != cfg.port:
+        out.note(f"raylm serve: the cluster's Serve listens on port {port} (serve.port={cfg.port} applies only where "
+                 f"Serve starts)")
+    out.line(json.dumps({"url": f"http://{host}:{port}{args.route_prefix.rstrip('/')}/predict", "app": args.name}))
     if args.detach:
         return 0
     out.note(f"serving until SIGTERM or Ctrl-C (in-flight requests get serve.graceful_shutdown_s={cfg.graceful_shutdown_s:g})")

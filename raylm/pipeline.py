@@ -317,14 +317,15 @@ def _stage_serve(cfg: RaylmConfig, record: PipelineRecord) -> ServeStage:
     from ray import serve
 
     from raylm.serve import build_app
+    from raylm.serve.lifecycle import serving_address
 
     serving = cfg.serve
     compressed = record.stages.compress
     app = build_app([f"{compressed.recipe}={compressed.artifact}"], serving)
     serve.start(http_options=serving.http_options())
     serve.run(app, name="raylm", route_prefix="/", blocking=False)
-    host = "127.0.0.1" if serving.host in ("0.0.0.0", "::") else serving.host
-    url = f"http://{host}:{serving.port}/predict"
+    host, port = serving_address(serving)  # a cluster's running Serve keeps its own port
+    url = f"http://{host}:{port}/predict"
     sample = _smoke_sample(cfg)
     if sample is None:
         return ServeStage(url=url, app="raylm", smoke="skipped: the data source holds no raw items to send")

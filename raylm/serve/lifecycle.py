@@ -135,6 +135,26 @@ def _drain_through(door: FrontDoor, start: float, limit_s: float, clock: Callabl
         return None
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def serving_address(cfg: ServeConfig) -> tuple[str, int]:
+    """Where the running Serve's HTTP proxies listen. Serve takes its HTTP options when it starts: on a cluster
+    whose Serve already runs, ``serve.port`` / ``serve.host`` are ignored (Serve logs a warning), and the URL
+    printed from them pointed at a port nothing listened on. A wildcard bind is shown as the config's host,
+    or localhost."""
+    try:
+        from ray.serve.context import _get_global_client  # the connected client's copy of the controller's options
+
+        http = _get_global_client().http_config
+        host, port = http.host, int(http.port)
+    except Exception:  # no Serve client here (or Ray changed the private API): what the config asked for
+        return cfg.host, cfg.port
+    if host in WILDCARD_HOSTS:
+        host = cfg.host if cfg.host not in WILDCARD_HOSTS else "127.0.0.1"
+    return host, port
+
+
 def serve_until_stopped(app: str, cfg: ServeConfig, *, owns_ray: bool, who: str = "raylm serve",
                         signals: StopSignals | None = None) -> str:
     """Serve until SIGTERM/SIGINT, then drain and stop; returns the one line that says how it ended."""

@@ -140,6 +140,17 @@ def test_concurrent_requests_are_batched(served):
     assert max(sizes) <= 8  # serve.max_batch_size
 
 
+def test_the_url_printed_is_where_the_running_serve_listens(served):
+    """On a cluster whose Serve already runs, serve.port is ignored (Serve takes its HTTP options when it starts):
+    `raylm serve --detach` printed port 8000 while the app was on the cluster's port."""
+    from raylm.serve import load_serve_config
+    from raylm.serve.lifecycle import serving_address
+
+    port = int(served["url"].rsplit(":", 1)[1])
+    assert serving_address(load_serve_config(None, ["serve.port=8000"])) == ("127.0.0.1", port)
+    assert serving_address(load_serve_config(None, ["serve.port=8000", "serve.host=0.0.0.0"])) == ("127.0.0.1", port)
+
+
 def test_a_dynamic_int8_tier_answers_each_text_as_if_alone(served):
     """Dynamic int8 scales activations over the whole batch: a text's label moved with its companions (a new
     user's 9 of 90 identical requests). A list, and texts merged by Serve's batching, answer as alone."""
