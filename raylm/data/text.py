@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 # Where the tokenizer comes from is shared with the text models, one layer down; the names stay
@@ -10,6 +12,9 @@ from raylm.hf_sources import bundled_text_model_dir, load_encoder, load_tokenize
 
 __all__ = ["bundled_text_model_dir", "load_tokenizer", "offline_if_local", "text_item", "text_special_ids",
            "tokenize", "tokenize_batch", "tokenizer_source"]
+
+
+INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}  # control, format (zero-width), separators: Unicode categories
 
 
 def text_item(value, settings=None, limits=None) -> str:
@@ -24,9 +29,11 @@ def text_item(value, settings=None, limits=None) -> str:
         except UnicodeDecodeError as err:
             raise ValueError(f"not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at {err.start}: "
                              f"{raw[max(err.start - 20, 0):err.start + 20]!r})") from None
-    if value is None or not str(value).strip():
-        raise ValueError("empty text")
-    return str(value)
+    text = "" if value is None else str(value)
+    if not any(unicodedata.category(ch) not in INVISIBLE for ch in text):
+        # Zero-width and control characters alone (U+200B, U+0001) are no text either: they were answered 200.
+        raise ValueError("empty text" if not text.strip() else "empty text (only invisible or control characters)")
+    return text
 
 
 def tokenize_batch(batch: dict, *, tokenizer_source: str, max_length: int, label_index: dict[str, int],

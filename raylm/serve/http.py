@@ -46,6 +46,9 @@ def json_body(body: bytes, content_type: str | None = None, field: str | None = 
             example = f'{{"{field}": ...}}' if field else "an object"
             hint = (f" (the body was sent as {sent}; this route takes JSON, content-type application/json: "
                     f"{example}, binary inputs as base64 strings)")
-        raise HTTPException(400, f"malformed JSON{hint}: {str(err)[:200]}") from None
+        reason = str(err)[:200]
+        if "int_max_str_digits" in reason:  # Python's own advice to a programmer, not to an HTTP client
+            reason = "a number with more digits than JSON numbers may have here (4300)"
+        raise HTTPException(400, f"malformed JSON{hint}: {reason}") from None
     except RecursionError:  # json's C parser recurses once per nesting level
         raise HTTPException(400, "malformed JSON: nested too deeply") from None

@@ -154,9 +154,11 @@ def parse_infer(body: bytes, header_length: str | None, modality: str) -> tuple[
             raise V2Error(f"{where}: no data and no binary_data_size")
         if tensor.name != modality:
             raise V2Error(f"{where}: unknown input; this model takes one input named {modality!r}")
+        if found is not None:  # was answered for the last one alone
+            raise V2Error(f"{where}: a second input named {modality!r}; this model takes one")
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or tensor.shape[0] != len(values):
-            raise V2Error(f"{where}: expected datatype BYTES and shape [{len(values)}], "
-                          f"got {tensor.datatype} {tensor.shape}")
+            raise V2Error(f"{where}: datatype {tensor.datatype} and shape {tensor.shape} for {len(values)} elements; "
+                          f"this input takes datatype BYTES and shape [N], N its element count ([{len(values)}] here)")
         found = values
     if not found:
         raise V2Error(f"inputs: no input named {modality!r}, or it has no elements")

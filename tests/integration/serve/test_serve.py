@@ -196,6 +196,7 @@ BAD_TEXT = [
     ("not an object", ["hello"], None, 422, "JSON object"),
     ("empty text", {"text": ""}, None, 422, "text"),
     ("blank text", {"text": "   "}, None, 422, "empty text"),
+    ("invisible text", {"text": "\u200b\u200b\u0001"}, None, 422, "only invisible or control characters"),
     ("empty list", {"text": []}, None, 422, "at least 1 item"),
     ("over-long text", {"text": "word " * 100}, None, 422, "max_text_chars"),
     ("oversized payload", {"text": ["word"] * 2000}, None, 413, "max_payload_bytes"),
