@@ -364,6 +364,42 @@ def _same_run_config(recorded: dict[str, Any] | None, current: dict[str, Any]) -
     return {k: v for k, v in recorded.items() if k != "tracking"} == {k: v for k, v in current.items() if k != "tracking"}
 
 
+def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config tree as ``{"tune.num_samples": 6, ...}``."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_dotted(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+SWEEP_SECTIONS = ("task", "data", "model", "train", "augment", "compress", "tune")  # what a sweep's trials read
+
+
+def _refuse_a_changed_resume(cfg: RaylmConfig) -> None:
+    """A rerun continues the run's interrupted sweep from its saved config (``_stage_tune``): a changed override
+    (``tune.num_samples=6`` -> ``3``) was silently ignored. Refused before Ray starts, naming the keys and both
+    ways on. Sections the sweep does not read (``pipeline``, ``serve``, ``tracking``) may change."""
+    from raylm.tune.sweep import SWEEP_CONFIG
+
+    saved_file = cfg.run_location.join("tune", SWEEP_CONFIG)
+    try:
+        saved = json.loads(saved_file.read_bytes()) if saved_file.exists() else None
+    except (OSError, ValueError):
+        return  # unreadable: the sweep's own resume says what is wrong with it
+    if not isinstance(saved, dict):
+        return
+    current = cfg.to_dict()
+    was, now = (_dotted({k: tree.get(k) for k in SWEEP_SECTIONS}) for tree in (saved, current))
+    changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ConfigError(f"tune: this run's sweep ({saved_file.parent.uri}) was started with another "
+                          f"config ({shown}{', ...' if len(changed) > 5 else ''}); rerun the same command to continue "
+                          "it, or give another train.name to start a new sweep")
+
+
 def check_entry(cfg: RaylmConfig, start: str | None, stop: str) -> str:
     """The stage to start from (``start=None``: where an earlier run of the same config stopped), refused with
     a ConfigError when the stages are out of order, an earlier stage the run needs is not recorded, the sweep's
@@ -382,6 +418,7 @@ def check_entry(cfg: RaylmConfig, start: str | None, stop: str) -> str:
         from raylm.tune import check_space
 
         check_space(cfg)
+        _refuse_a_changed_resume(cfg)
     from raylm.runtime import check_port_free, will_start_ray
 
     if stop == "serve" and will_start_ray():  # the serve stage's port, free before minutes of sweep and training

@@ -103,3 +103,26 @@ def test_a_mistyped_reentry_neither_creates_a_run_nor_marks_a_finished_one_faile
     assert main(common + ["train.name=done", "--from", "serve", "--to", "compress"]) == 2
     assert "stages run in the order" in capsys.readouterr().err
     assert run_state(tmp_path / "done") == "finished"
+
+
+def test_a_rerun_with_changed_sweep_settings_is_refused_not_silently_resumed(tmp_path):
+    """A rerun continues the run's interrupted sweep from its saved config: `tune.num_samples=3` after an
+    interrupted `=6` ran 6 trials without a word. Refused before Ray, naming the key; the same command, or a
+    change the sweep does not read (serve.*), continues."""
+    import json
+
+    from raylm.config import load_config
+    from raylm.pipeline import check_entry
+    from raylm.tune.sweep import SWEEP_CONFIG
+
+    def cfg(*overrides):
+        return load_config("jobs/configs/image_tune.yaml",
+                           [f"train.storage_path={tmp_path}", "train.name=r", "tune.num_samples=6", *overrides])
+
+    (tmp_path / "r" / "tune").mkdir(parents=True)
+    (tmp_path / "r" / "tune" / SWEEP_CONFIG).write_text(json.dumps(cfg().to_dict()))
+    assert check_entry(cfg(), "tune", "tune") == "tune"
+    assert check_entry(cfg("serve.port=8123"), "tune", "tune") == "tune"
+    with pytest.raises(ConfigError, match=r"^tune: this run's sweep .* another config \(tune.num_samples: 6 -> 3\); "
+                                          r"rerun the same command .* another train.name"):
+        check_entry(cfg("tune.num_samples=3"), "tune", "tune")
