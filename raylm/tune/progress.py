@@ -19,8 +19,10 @@ class SweepProgress(Callback):
         self.epochs = 0  # trial-epochs reported (a budgeted sweep's progress)
         self.running: set[str] = set()
         self.counts = {"completed": 0, "stopped": 0, "error": 0}
+        self.interrupted = 0  # trials a Ctrl-C ended mid-training (not ASHA's "stopped")
         self.best: tuple[float, str] | None = None
         self._bar: Bar | None = None
+        self._counted_restored = False
 
     # Tune pickles its run config (callbacks included) into tuner.pkl for --resume; the bar holds
     # the console's streams, so it is made on first use in whichever process shows it.
@@ -37,12 +39,42 @@ class SweepProgress(Callback):
     def _info(self) -> str:
         best = f"best acc {self.best[0]:.3f} ({self.best[1]})" if self.best else "best acc -"
         errors = f"error {self.counts['error']}  " if self.counts["error"] else ""
+        cut = f"interrupted {self.interrupted}  " if self.interrupted else ""
         return (f"running {len(self.running)}  completed {self.counts['completed']}  "
-                f"stopped {self.counts['stopped']}  {errors}{best}")
+                f"stopped {self.counts['stopped']}  {errors}{cut}{best}")
 
     def _show(self, say: bool) -> None:
         done = self.epochs if self.epoch_budget else sum(self.counts.values())
         self.bar.update(done, self._info(), say=say)
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        # A resumed sweep's trials that had already ended fire no event: counted once, at its first step
+        # (its line began "completed 1 stopped 0" though the sweep had stopped two trials before).
+        if not self._counted_restored:
+            self._counted_restored = True
+            if any(t.status in ("TERMINATED", "ERROR") for t in trials):
+                self._count(trials)
+                self._show(False)
+
+    def _count(self, trials, cut_short: set[str] = frozenset()) -> None:
+        """completed / stopped (by the scheduler) / error from the trials' states; ``cut_short``: the trials
+        running when a Ctrl-C ended the sweep, which Tune marks terminated too."""
+        self.counts = {"completed": 0, "stopped": 0, "error": 0}
+        self.interrupted = 0
+        for trial in trials:
+            if trial.status == "ERROR":
+                self.counts["error"] += 1
+            elif trial.status == "TERMINATED":
+                last = trial.last_result or {}
+                if last.get("compressed"):
+                    self.counts["completed"] += 1
+                elif trial.trial_id in cut_short:
+                    self.interrupted += 1
+                else:
+                    self.counts["stopped"] += 1
+                if last.get("compressed") and isinstance(last.get("accuracy"), (int, float)) and (
+                        self.best is None or last["accuracy"] > self.best[0]):
+                    self.best = (float(last["accuracy"]), trial.trial_id)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
@@ -73,17 +105,9 @@ class SweepProgress(Callback):
         from ray.tune.experiment import Trial
 
         stopped = bool(self.running) or any(t.status in (Trial.PENDING, Trial.PAUSED) for t in trials)
+        cut_short = set(self.running) if stopped else set()
         self.running.clear()
         # Counted from every trial, not from this process's events: a resumed sweep's finished trials
         # fire none (its line read "completed 0" above a table of 2 completed).
-        self.counts = {"completed": 0, "stopped": 0, "error": 0}
-        for trial in trials:
-            if trial.status == Trial.ERROR:
-                self.counts["error"] += 1
-            elif trial.status == Trial.TERMINATED:
-                last = trial.last_result or {}
-                self.counts["completed" if last.get("compressed") else "stopped"] += 1
-                if last.get("compressed") and isinstance(last.get("accuracy"), (int, float)) and (
-                        self.best is None or last["accuracy"] > self.best[0]):
-                    self.best = (float(last["accuracy"]), trial.trial_id)
+        self._count(trials, cut_short)
         self.bar.finish(self._info().replace("running 0  ", ""), ok=not stopped)

@@ -169,3 +169,34 @@ def test_a_resumed_budgeted_sweep_goes_on_from_the_count_at_its_checkpoint(tmp_p
                          env=os.environ | {"PYTHONPATH": str(root)}, timeout=120, check=True).stdout
     # 4 trained, the second trial's next epoch reserved: 2 left of 7
     assert json.loads(out.strip().splitlines()[-1]) == {"same": True, "trained": 4, "room": 2}
+
+
+def test_the_sweep_line_tells_interrupted_trials_from_stopped_ones_and_counts_restored_ones(monkeypatch):
+    """A Ctrl-C's trials, which Tune marks terminated, were counted as "stopped" (ASHA's word); a resumed sweep's
+    line began "completed 1 stopped 0" though the sweep had stopped two trials before."""
+    import io
+    from types import SimpleNamespace
+
+    import raylm.console as console
+    from raylm.tune.progress import SweepProgress
+
+    out = io.StringIO()
+    monkeypatch.setattr(console, "_active", console.Console(out, io.StringIO(), live=False))
+
+    def trial(name, status, compressed=False):
+        return SimpleNamespace(trial_id=name, status=status,
+                               last_result={"compressed": True, "accuracy": 0.8} if compressed else {"epoch": 1})
+
+    progress = SweepProgress(num_samples=6)
+    done, asha, cut = trial("a", "TERMINATED", True), trial("b", "TERMINATED"), trial("c", "RUNNING")
+    for t in (done, asha, cut):
+        progress.on_trial_start(0, [], t)
+    progress.on_trial_complete(0, [], done)
+    progress.on_trial_complete(0, [], asha)
+    cut.status = "TERMINATED"  # what Tune leaves after the Ctrl-C
+    progress.on_experiment_end([done, asha, cut, trial("d", "PENDING")])
+    assert "completed 1  stopped 1  interrupted 1" in progress._info()
+
+    resumed = SweepProgress(num_samples=6)  # a new driver: the ended trials fire no event
+    resumed.on_step_begin(0, [done, asha, trial("c", "PENDING")])
+    assert "completed 1  stopped 1  " in resumed._info() and "best acc 0.800 (a)" in resumed._info()
