@@ -370,8 +370,12 @@ def _track_report(cfg, report: Path | None) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from raylm.demo import run_demo
+    from raylm.runtime import verb_log_dir
 
-    run_demo(storage_path=args.storage_path, epochs=args.epochs)
+    log_dir = verb_log_dir("demo")  # three runs: Ray's lines of all three in one file, named once
+    out = _console(args, log_dir, log_dir=log_dir)
+    _name_log(args, out, log_dir)
+    run_demo(storage_path=args.storage_path, epochs=args.epochs, say=out.line)
     return 0
 
 
@@ -548,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--to", dest="stop", default="serve", choices=["tune", "train", "compress", "evaluate", "serve"],
                       help="stop after this stage (e.g. evaluate, and serve with a RayService)")
     pipe.set_defaults(run=cmd_pipeline)
-    demo = verbs.add_parser("demo", help="train one model per modality on the bundled demo data")
+    demo = verbs.add_parser("demo", parents=[loud], help="train one model per modality on the bundled demo data")
     demo.add_argument("--storage-path", default="~/raylm_runs")
     demo.add_argument("--epochs", type=int, default=None, help="override every config's train.epochs")
     demo.set_defaults(run=cmd_demo)

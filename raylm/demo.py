@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from raylm.config import load_config
@@ -10,7 +11,11 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
 DEMO_CONFIGS = ("image.yaml", "text.yaml", "audio.yaml")
 
 
-def run_demo(storage_path: str = "~/raylm_runs", epochs: int | None = None, config_dir: Path = CONFIG_DIR) -> list[dict]:
+def run_demo(storage_path: str = "~/raylm_runs", epochs: int | None = None, config_dir: Path = CONFIG_DIR,
+             say: Callable[[str], None] = print) -> list[dict]:
+    """Train the three demo runs one after another; ``say`` gets each run's line and the table. Each run has
+    its status (``raylm runs`` shows it finished, failed or interrupted) like a ``raylm train`` run."""
+    from raylm.report.runs import run_status
     from raylm.runtime import ensure_ray
     from raylm.train import fit
 
@@ -19,14 +24,17 @@ def run_demo(storage_path: str = "~/raylm_runs", epochs: int | None = None, conf
     ensure_ray()
     rows = []
     for cfg in configs:
-        outcome = fit(cfg)
+        say(f"raylm demo: {cfg.task.modality} {cfg.model.name} on {cfg.data.name or cfg.data.path}, "
+            f"{cfg.train.epochs} epochs  {cfg.run_location}")
+        with run_status(cfg.run_dir, "train"):
+            outcome = fit(cfg)
         rows.append({
             "modality": cfg.task.modality, "model": cfg.model.name, "dataset": cfg.data.name or cfg.data.path,
             "epochs": outcome.metrics["epoch"], "train_loss": outcome.metrics["train_loss"],
             "val_accuracy": outcome.metrics["val_accuracy"], "chance": 1 / len(outcome.labels),
             "checkpoint": str(outcome.checkpoint),
         })
-    print(format_table(rows))
+    say(format_table(rows))
     return rows
 
 
