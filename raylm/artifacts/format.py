@@ -121,6 +121,11 @@ def write_meta(directory: Path, meta: dict[str, Any]) -> None:
 def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / META
     if not path.is_file():
+        if not Path(directory).exists():
+            raise ArtifactError(f"{directory}: does not exist")
+        if (Path(directory) / "raylm.json").is_file():  # a training checkpoint (raylm.train.checkpoint.META)
+            raise ArtifactError(f"{directory}: a training checkpoint, not an artifact; make one with "
+                                f"raylm compress --checkpoint {directory}")
         raise ArtifactError(f"{directory}: not a raylm artifact (no {META})")
     try:
         meta = json.loads(path.read_text())

@@ -27,7 +27,7 @@ def test_every_named_error_is_a_raylm_error():
 
 @pytest.mark.parametrize("argv, message", [
     (["compress", "--checkpoint", "/nonexistent/checkpoint_000001"], "--checkpoint: .*not a raylm checkpoint"),
-    (["serve", "--artifact", "/nonexistent/artifact"], "not a raylm artifact"),
+    (["serve", "--artifact", "/nonexistent/artifact"], "/nonexistent/artifact: does not exist"),
     (["train", "--config", "/nonexistent.yaml"], "/nonexistent.yaml"),
 ])
 def test_the_cli_exits_2_with_the_message(argv, message, capsys):

@@ -342,7 +342,7 @@ def test_bad_serving_config_is_a_clear_error(served, monkeypatch):
 
     with pytest.raises(ConfigError, match="serve.max_batch_size"):
         load_serve_config(None, ["serve.max_batch_size=0"])
-    with pytest.raises(ConfigError, match="not a raylm artifact"):
+    with pytest.raises(ConfigError, match="/nonexistent: does not exist"):
         app_builder({"artifact": "/nonexistent"})
     with pytest.raises(ConfigError, match="differs from"):
         app_builder({"artifact": f"t={served['artifacts']['text-none']},i={served['artifacts']['image-none']}"})
@@ -370,7 +370,13 @@ def test_cli_rejects_bad_artifacts_before_starting_anything(served, capsys, tmp_
     from raylm.cli import main
 
     assert main(["serve", "--artifact", "/nonexistent"]) == 2
-    assert "not a raylm artifact" in capsys.readouterr().err
+    assert "/nonexistent: does not exist" in capsys.readouterr().err
+    checkpoint = tmp_path / "run" / "train" / "checkpoint_000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "raylm.json").write_text("{}")
+    assert main(["serve", "--artifact", str(checkpoint)]) == 2
+    assert f"a training checkpoint, not an artifact; make one with raylm compress --checkpoint {checkpoint}" \
+        in capsys.readouterr().err
     damaged, missing = tmp_path / "damaged", tmp_path / "missing"
     for copy in (damaged, missing):
         shutil.copytree(served["artifacts"]["image-none"], copy)
