@@ -170,9 +170,11 @@ def check_population(cfg: Any) -> None:
         raise ValueError(f"tune.space: tune.scheduler={name} needs at least one mutable key with a distribution "
                          "(uniform, loguniform, randint, choice; grid values are never mutated), e.g. "
                          "augment.image.rotate_p: {uniform: [0, 1]}")
-    if tc.perturbation_interval > cfg.train.epochs:
-        raise ValueError(f"tune.perturbation_interval: {tc.perturbation_interval} epochs is longer than train.epochs="
-                         f"{cfg.train.epochs}: no trial would ever be perturbed")
+    if tc.perturbation_interval >= cfg.train.epochs:  # none happens at a trial's last epoch (nothing would follow)
+        longer = "longer than" if tc.perturbation_interval > cfg.train.epochs else "as long as"
+        raise ValueError(f"tune.perturbation_interval: {tc.perturbation_interval} epochs is {longer} train.epochs="
+                         f"{cfg.train.epochs}: no trial would ever be perturbed (none is at a trial's last epoch; "
+                         "the sweep would be a random search)")
     if tc.search != "random":
         raise ValueError(f"tune.search: {tc.search} proposes whole trials; tune.scheduler={name} evolves its population "
                          "itself (use tune.search=random)")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from raylm.config import ConfigError, RaylmConfig, SearchDimension, _set_dotted, merge, validate_config
+from raylm.config import ConfigError, Modality, RaylmConfig, SearchDimension, _set_dotted, merge, validate_config
 
 # A sweep's trials must share these: they decide where a trial writes and what it learns.
 _FIXED = ("task", "tune", "pipeline", "train.name", "train.storage_path", "train.resume_from", "serve")
@@ -60,6 +60,12 @@ def check_space(cfg: RaylmConfig) -> None:
         for fixed in _FIXED:
             if path == fixed or path.startswith(fixed + "."):
                 raise ConfigError(f"tune.space.{path}: {fixed} is fixed for a whole sweep and cannot be searched")
+        parts = path.split(".")
+        if parts[0] == "augment" and len(parts) > 2 and parts[1] in typing.get_args(Modality) and parts[1] != cfg.task.modality:
+            # Validated (the section exists) but never read: searched for nothing, and a PBT schedule holding it
+            # was refused by the retrain that replays it.
+            raise ConfigError(f"tune.space.{path}: {parts[1]} augmentation, but this sweep trains "
+                              f"{cfg.task.modality} data (augment.{cfg.task.modality}.*)")
         _field_kind(path)
         for value in _candidates(dim):
             tree: dict[str, Any] = {}

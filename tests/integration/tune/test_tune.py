@@ -36,6 +36,9 @@ from tests.helpers.tuning import _SWEEP, _finished_trials, brute_force_front, fr
     ("{train.storage_path: {choice: [a, b]}}", "train.storage_path is fixed for a whole sweep"),
     ("{compress.prune: {choice: [a]}}", "is a whole section"),
     ("{train.lr.x: {choice: [1]}}", "'train.lr' is a value, not a section"),
+    # another modality's augmentation validates but is never read: searched for nothing, then refused on replay
+    ("{augment.audio.noise_p: {uniform: [0, 0.5]}}",
+     "tune.space.augment.audio.noise_p: audio augmentation, but this sweep trains image data (augment.image.*)"),
 ])
 def test_bad_spaces_are_rejected_naming_the_field(tiny_config, space, message):
     from raylm.tune import check_space

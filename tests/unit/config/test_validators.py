@@ -176,7 +176,11 @@ PBT = ["tune.scheduler=pbt", "train.num_workers=1", "train.epochs=4"]
      "  tune.space: tune.scheduler=pbt needs at least one mutable key with a distribution (uniform, loguniform, "
      "randint, choice; grid values are never mutated), e.g. augment.image.rotate_p: {uniform: [0, 1]}"),
     (["tune.space={train.lr: {uniform: [0.1, 0.2]}}", "tune.perturbation_interval=5"],
-     "  tune.perturbation_interval: 5 epochs is longer than train.epochs=4: no trial would ever be perturbed"),
+     "  tune.perturbation_interval: 5 epochs is longer than train.epochs=4: no trial would ever be perturbed "
+     "(none is at a trial's last epoch; the sweep would be a random search)"),
+    (["tune.space={train.lr: {uniform: [0.1, 0.2]}}", "tune.perturbation_interval=4"],  # none at the last epoch
+     "  tune.perturbation_interval: 4 epochs is as long as train.epochs=4: no trial would ever be perturbed "
+     "(none is at a trial's last epoch; the sweep would be a random search)"),
     (["tune.space={train.lr: {uniform: [0.1, 0.2]}}", "tune.search=optuna"],
      "  tune.search: optuna proposes whole trials; tune.scheduler=pbt evolves its population itself (use "
      "tune.search=random)"),
@@ -201,7 +205,7 @@ def test_population_sweeps_refuse_what_they_cannot_evolve(overrides, line):
 def test_population_sweeps_that_can_evolve_are_accepted():
     for space in ("{train.lr: {uniform: [0.1, 0.2]}, augment.image.rotate_p: {choice: [0, 1]}}",
                   "{train.lr: {uniform: [0.1, 0.2]}, compress.prune.sparsity: {grid: [0.0]}}"):
-        _cfg(*PBT, f"tune.space={space}", "tune.perturbation_interval=4", "train.storage_path=file:///tmp/x")
+        _cfg(*PBT, f"tune.space={space}", "tune.perturbation_interval=3", "train.storage_path=file:///tmp/x")
     _cfg(*PBT[1:], "tune.scheduler=pb2", "tune.space={train.weight_decay: {loguniform: [0.0001, 0.1]}}")
     _cfg("tune.scheduler=asha", "tune.space={model.name: {choice: [seed_cnn]}}")  # not a population
     _cfg("tune.scheduler=pbt")  # no space: a trial's own config
