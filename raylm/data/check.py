@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 REPORT = "data_report.json"
 FORMAT = "raylm.data_report/1"
+# The acceptance rules' revision, part of a cached check's key: a check cached under older rules is redone
+# (2: a JSONL byte-order mark is not part of the first object; a text of zero-width/control characters is empty).
+RULES = 2
 _CHECK_BATCH = 16  # small batches: the first bad file reaches the driver within seconds
 _TABLE_CHUNK = 256
 
@@ -76,7 +79,9 @@ def json_object(line: str) -> dict | None:
     CSV row: both readers parse the lines with this one function (pandas' and pyarrow's JSON readers
     failed the whole file on one bad line: a 40-line Ray stack instead of a listed row)."""
     try:
-        value = json.loads(line)
+        # The first line of a file saved with a byte-order mark (Windows editors) starts with U+FEFF: not JSON,
+        # so the whole file was refused ("the first line is not a JSON object").
+        value = json.loads(line.removeprefix("\ufeff"))
     except (json.JSONDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -156,7 +161,7 @@ def _table_chunks(path: str, fmt: str, columns: list[str]) -> Iterator[tuple[dic
         rows: list[dict] = []
         numbers: list[int] = []
         invalid = []
-        with open(path, encoding="utf-8", errors="replace") as lines:
+        with open(path, encoding="utf-8-sig", errors="replace") as lines:  # a byte-order mark is not text
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
@@ -203,7 +208,7 @@ def table_columns(path: str, fmt: str) -> list[str]:
         import pyarrow.csv
 
         return list(pyarrow.csv.open_csv(path, parse_options=csv_parse_options()).schema.names)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is no part of the object
         first = next((line for line in f if line.strip()), "{}")
     try:
         return list(json.loads(first))
@@ -313,7 +318,7 @@ def _dataset(entry: dict[str, Any], cfg: RaylmConfig, stop_at_first: bool):
 
 
 def _cache_key(cfg: RaylmConfig, plan: list[dict[str, Any]]) -> str:
-    identity = {"format": FORMAT, "modality": cfg.task.modality, "labels": cfg.task.labels,
+    identity = {"format": FORMAT, "rules": RULES, "modality": cfg.task.modality, "labels": cfg.task.labels,
                 "settings": modality_record(cfg.task.modality).settings(cfg).model_dump(),
                 "limits": cfg.data.limits.model_dump(mode="json"),
                 "columns": [cfg.data.text.text_column, cfg.data.image_column, cfg.data.audio_column, cfg.data.label_column],

@@ -195,6 +195,23 @@ def test_a_jsonl_row_without_the_label_key_is_an_empty_label(tmp_path):
                        "bad": [{"file": str(path), "row": 2, "label": "", "reason": "empty label"}]}
 
 
+def test_a_jsonl_file_saved_with_a_byte_order_mark_is_read_whole(tmp_path):
+    """A Windows editor's UTF-8 BOM before the first object refused the whole file ("the first line is not a
+    JSON object"); the check, the columns and training's line reader all take it as the object it is."""
+    import pyarrow as pa
+
+    from raylm.data.check import json_lines_table, table_columns
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "a", "label": "pos"}\r\n{"text": "b", "label": "neg"}\r\n')
+    assert table_columns(str(path), "jsonl") == ["text", "label"]
+    (summary,) = _table(str(path), "jsonl")
+    assert summary == {"checked": 2, "counts": {"pos": 1, "neg": 1}, "bad": []}
+    lines = path.read_bytes().decode("utf-8").splitlines()  # what read_text hands the UDF: the BOM kept
+    table = json_lines_table({"text": pa.array(lines)})
+    assert table.column("label").to_pylist() == ["pos", "neg"]
+
+
 def test_table_columns_for_each_format_and_a_missing_column_names_the_key(tmp_path):
     rows = [{"review": "x", "stars": "5"}]
     for fmt in ("parquet", "csv", "jsonl"):
