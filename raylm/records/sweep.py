@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from raylm.records.base import ParamValue, Record, VersionedRecord
 
@@ -63,3 +63,23 @@ class SweepResults(VersionedRecord):
         out = self.model_dump(mode="json")
         out["trials"] = [row.model_dump(mode="json", exclude_unset=True) for row in self.trials]
         return out
+
+
+# What makes a trial's recipe the dense model: no pruning, no quantization.
+DENSE_RECIPE = {"compress.distill.method": "none", "compress.prune.method": "none", "compress.quantize.mode": "none"}
+
+
+def dense_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The trial's own dense model (fp32 ONNX Runtime) as a candidate of its own."""
+    params = {k: v for k, v in row["params"].items() if not k.startswith("compress.")} | DENSE_RECIPE
+    return {**row, "trial_id": f"{row['trial_id']}-dense", "kind": "dense", "params": params,
+            "accuracy": row["dense_accuracy"], "size_mb": row["dense_size_mb"], "latency_ms": row["dense_latency_ms"],
+            "accuracy_drop_pts": 0.0, "size_ratio": 1.0, "latency_ratio": 1.0, "gain": None,
+            "gain_reason": "dense reference", "artifact": None, "variant": "dense"}
+
+
+def with_dense_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials' rows and, after them, each completed trial's dense model as a row of its own
+    (``<trial>-dense``): the candidates the table prints, the front and the best may name, ``trials.csv``
+    lists and the report shows. ``trials.json`` keeps the trials only (its dense columns give the rest)."""
+    return rows + [dense_row(r) for r in rows if r["status"] == "completed" and r.get("dense_accuracy") is not None]

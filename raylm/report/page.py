@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.data.modality import MODALITIES
+from raylm.records.sweep import with_dense_rows
 from raylm.report import plots
 
 _CSS = """
@@ -70,10 +71,11 @@ def _sweep_section(run: dict[str, Any]) -> str:
     uri = plots.pareto(run["trials"], front, chosen, dense_reference(run),
                        evaluate if evaluate.get("accuracy") is not None else None)
     params = list((run["trials"][0].get("params") or {})) if run["trials"] else []
+    # The trials and their dense models (<trial>-dense): the front and the chosen may be either.
     rows = [[r.get("trial_id"), *((r.get("params") or {}).get(p) for p in params), r.get("status"), r.get("epochs"),
              r.get("accuracy"), r.get("size_mb"), r.get("latency_ms"),
              ("front " if r.get("trial_id") in front else "") + ("chosen" if r.get("trial_id") == chosen else "")]
-            for r in run["trials"]]
+            for r in with_dense_rows(run["trials"])]
     dense = dense_reference(run)
     if dense:
         rows.append([_Html("<b>dense</b>"), *([""] * len(params)), "", "", dense.get("accuracy"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from raylm.atomic import atomic_directory, atomic_write_text
 from raylm.config import OBJECTIVE_MODES, ConfigError
+from raylm.records.sweep import DENSE_RECIPE, dense_row, with_dense_rows  # noqa: F401  (one place: the records)
 from raylm.records import RecordError, SweepResults, SweepRow, parse_record
 
 _STATUS_ORDER = {"completed": 0, "stopped": 1, "error": 2, "pending": 3}
@@ -55,19 +56,6 @@ def trial_rows(result_grid, space_paths: list[str]) -> list[dict[str, Any]]:
 
 _DENSE_KEYS = ("dense_accuracy", "dense_size_mb", "dense_latency_ms", "accuracy_drop_pts", "size_ratio",
                "latency_ratio", "gain", "gain_reason")
-# What makes a trial's recipe the dense model: no pruning, no quantization.
-DENSE_RECIPE = {"compress.distill.method": "none", "compress.prune.method": "none", "compress.quantize.mode": "none"}
-
-
-def dense_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The trial's own dense model (fp32 ONNX Runtime) as a candidate of its own."""
-    params = {k: v for k, v in row["params"].items() if not k.startswith("compress.")} | DENSE_RECIPE
-    return {**row, "trial_id": f"{row['trial_id']}-dense", "kind": "dense", "params": params,
-            "accuracy": row["dense_accuracy"], "size_mb": row["dense_size_mb"], "latency_ms": row["dense_latency_ms"],
-            "accuracy_drop_pts": 0.0, "size_ratio": 1.0, "latency_ratio": 1.0, "gain": None,
-            "gain_reason": "dense reference", "artifact": None, "variant": "dense"}
-
-
 def candidates(rows: list[dict[str, Any]], max_accuracy_drop: float | None = None) -> list[dict[str, Any]]:
     """What a sweep may choose from: each completed trial's dense model, and its compressed model
     where that passed the gain gate (and, given a budget, lost at most ``max_accuracy_drop`` points
@@ -180,7 +168,7 @@ def format_table(rows: list[dict[str, Any]], front: list[dict[str, Any]], best: 
     front_ids = {r["trial_id"] for r in front}
     best_id = best["trial_id"] if best is not None else None
     lines = []
-    for r in rows + [dense_row(r) for r in rows if r["status"] == "completed" and r.get("dense_accuracy") is not None]:
+    for r in with_dense_rows(rows):
         mark = ("*" if r["trial_id"] in front_ids else "") + (" best" if r["trial_id"] == best_id else "")
         versus = "-" if r.get("size_ratio") is None or r["kind"] == "dense" else (
             f"{-r['accuracy_drop_pts']:+.1f}pt {r['size_ratio']:.2f}x {r['latency_ratio']:.2f}x"
@@ -202,7 +190,7 @@ def sweep_table(tune_dir: Path) -> str:
     rows = saved["trials"]
     # The front and the best may be dense rows ("<trial>-dense"), which trials.json does not list as rows:
     # looked up among the rows the table prints, or no dense row was ever marked.
-    printed = rows + [dense_row(r) for r in rows if r["status"] == "completed" and r.get("dense_accuracy") is not None]
+    printed = with_dense_rows(rows)
     front = [r for r in printed if r["trial_id"] in set(saved["pareto_front"])]
     best = next((r for r in printed if r["trial_id"] == saved["best"]), None)
     return format_table(rows, front, best) if rows else ""
@@ -210,13 +198,17 @@ def sweep_table(tune_dir: Path) -> str:
 
 def write_results(tune_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
                   best: dict[str, Any] | None, objectives: list[str]) -> dict[str, Path]:
-    """``trials.csv`` (one line per trial, params as columns), ``trials.json`` (rows, front, best)."""
-    params = list(rows[0]["params"]) if rows else []
+    """``trials.csv`` (one line per candidate: each trial's compressed model and its dense one, params as
+    columns), ``trials.json`` (the trials' rows, front, best)."""
+    listed = with_dense_rows(rows)
+    params = list(dict.fromkeys(k for r in listed for k in r["params"]))  # a dense row's recipe keys too
     front_ids = {r["trial_id"] for r in front}
-    fields = ["trial_id", *params, "status", "epochs", "val_accuracy", "accuracy", "latency_ms", "size_mb",
+    fields = ["trial_id", "kind", *params, "status", "epochs", "val_accuracy", "accuracy", "latency_ms", "size_mb",
               *_DENSE_KEYS, "pareto", "measured_on", "artifact", "error"]
     buffer = []
-    for r in rows:
+    # One line per candidate, as the table prints them: a trial's compressed model and its dense one
+    # (<trial>-dense), which may be on the front or the best (it had no line: the best was not in the file).
+    for r in listed:
         buffer.append({**{k: r.get(k) for k in fields if k not in params}, **r["params"],
                        "pareto": r["trial_id"] in front_ids,
                        "measured_on": describe(r["measured_on"]) if r.get("measured_on") else None})

@@ -164,3 +164,12 @@ def test_the_saved_table_marks_a_dense_row_on_the_front_and_as_the_best(tmp_path
     marks = {line.split()[0]: line for line in sweep_table(tmp_path).splitlines()[1:]}
     assert marks["t0-dense"].endswith("* best") and marks["t1"].endswith("*")
     assert not marks["t0"].endswith("*") and not marks["t1-dense"].endswith("*")
+    # trials.csv lists the same candidates, marked the same (a dense best had no line there: a new user's find)
+    import csv
+
+    with open(tmp_path / "trials.csv", newline="") as f:
+        listed = {row["trial_id"]: row for row in csv.DictReader(f)}
+    assert {k: (v["kind"], v["pareto"]) for k, v in listed.items()} == {
+        "t0": ("compressed", "False"), "t1": ("compressed", "True"), "t0-dense": ("dense", "True"),
+        "t1-dense": ("dense", "False")}
+    assert listed["t0-dense"]["compress.quantize.mode"] == "none"
