@@ -121,8 +121,13 @@ class RaylmConfig(Section):
         return self.model_dump(mode="json")
 
 
+SPACE_PREFIX = "tune.space."  # tune.space's keys are dotted paths themselves (``train.lr``)
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
+    # ``tune.space.train.lr={loguniform: [...]}`` sets the space's one key "train.lr" (split at every dot it was
+    # "tune.space.train.lr: Extra inputs are not permitted", though train.lr is a key the space takes).
+    keys = ["tune", "space", dotted[len(SPACE_PREFIX):]] if dotted.startswith(SPACE_PREFIX) else dotted.split(".")
     node = tree
     for key in keys[:-1]:
         child = node.setdefault(key, {})

@@ -22,6 +22,16 @@ def test_overrides_are_typed_and_nested():
     assert parse_overrides(["task.labels=[a, b]"]) == {"task": {"labels": ["a", "b"]}}
 
 
+def test_one_key_of_the_sweeps_space_is_overridden_by_its_dotted_path():
+    """``tune.space.train.lr=...`` was split at every dot: "tune.space.train.lr: Extra inputs are not permitted"."""
+    base = load_config(CONFIGS / "image_tune.yaml")
+    cfg = load_config(CONFIGS / "image_tune.yaml", ["tune.space.train.lr={loguniform: [0.001, 0.01]}"])
+    assert (cfg.tune.space["train.lr"].kind, tuple(cfg.tune.space["train.lr"].values)) == ("loguniform", (0.001, 0.01))
+    assert set(cfg.tune.space) == set(base.tune.space) | {"train.lr"}  # the other keys stay
+    assert parse_overrides(["tune.space.augment.image.rotate_p={uniform: [0, 1]}"]) == {
+        "tune": {"space": {"augment.image.rotate_p": {"uniform": [0, 1]}}}}
+
+
 def test_run_dir_is_under_storage_path(tmp_path):
     cfg = load_config(CONFIGS / "image.yaml", [f"train.storage_path={tmp_path}", "train.name=r1"])
     assert cfg.run_dir == tmp_path / "r1"
