@@ -512,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     loud = argparse.ArgumentParser(add_help=False)
     loud.add_argument("-v", "--verbose", action="store_true",
-                      help="show Ray's own log stream on the console (default: <run>/logs/ray.log)")
+                      help="show Ray's own log stream on the console (default: <run>/logs/ray.log for a run; "
+                           "verbs that make no run, e.g. serve, data check, augment preview and demo, write it to "
+                           "raylm-<verb>-*/ray.log in the temp dir; the path is printed once)")
     train = verbs.add_parser("train", parents=[loud], help="data-parallel training under Ray Train")
     _add_config_args(train)
     train.set_defaults(run=cmd_train)

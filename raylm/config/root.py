@@ -171,8 +171,10 @@ def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"])
-        got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
         msg = e["msg"].removeprefix("Value error, ")
+        # the value, unless the message already shows it ("no such file or directory: /x (got '/x')")
+        got = (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict)
+               and str(e["input"]) not in msg else "")
         if e["type"] == "value_error" and (not field or msg.startswith(f"{field}.")):  # a rule naming its fields
             lines.append(f"  {msg}")
         else:

@@ -23,6 +23,16 @@ class SearchDimension(Section):
     choice: list[Any] | None = None
     grid: list[Any] | None = Field(None, description="every value is tried (x tune.num_samples)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _two_bounds(cls, data: Any) -> Any:
+        # A range of one value was "tune.space.train.lr.uniform.1: Field required".
+        for kind in ("uniform", "loguniform", "randint"):
+            value = data.get(kind) if isinstance(data, dict) else None
+            if value is not None and (not isinstance(value, (list, tuple)) or len(value) != 2):
+                raise ValueError(f"{kind}: needs [low, high], got {value!r}")
+        return data
+
     @model_validator(mode="after")
     def _one_kind(self) -> SearchDimension:
         given = [k for k in type(self).model_fields if getattr(self, k) is not None]

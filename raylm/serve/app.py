@@ -47,6 +47,18 @@ from raylm.serve.schemas import (ERRORS, TIER_HEADER, V2_ERRORS, ModelsResponse,
 
 log = logging.getLogger("ray.serve")
 
+
+def _raylm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raylm")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "0+unknown"
+
+
+RAYLM_VERSION = _raylm_version()  # v2's server metadata: the server's version (the protocol's is in the path)
+
 # A replica keeps every tier it has loaded: the tiers are the operator's fixed list, and an LRU
 # smaller than that list reloaded an artifact on every request of a client cycling through them.
 MAX_TIERS_PER_REPLICA = -1
@@ -403,7 +415,7 @@ class TierServer(RoutedReplica, VersionedRoutes):
 
     @api.get("/v2", response_model=v2.ServerMetadata)
     async def v2_server(self) -> dict[str, Any]:
-        return {"name": "raylm", "version": "2", "extensions": ["binary_tensor_data"]}
+        return {"name": "raylm", "version": RAYLM_VERSION, "extensions": ["binary_tensor_data"]}  # the server's own
 
     @api.get("/v2/health/live", response_model=v2.Live)
     async def v2_live(self) -> dict[str, bool]:
