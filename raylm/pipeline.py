@@ -364,16 +364,6 @@ def _same_run_config(recorded: dict[str, Any] | None, current: dict[str, Any]) -
     return {k: v for k, v in recorded.items() if k != "tracking"} == {k: v for k, v in current.items() if k != "tracking"}
 
 
-def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A config tree as ``{"tune.num_samples": 6, ...}``."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_dotted(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 SWEEP_SECTIONS = ("task", "data", "model", "train", "augment", "compress", "tune")  # what a sweep's trials read
 
 
@@ -390,11 +380,13 @@ def _refuse_a_changed_resume(cfg: RaylmConfig) -> None:
         return  # unreadable: the sweep's own resume says what is wrong with it
     if not isinstance(saved, dict):
         return
+    from raylm.tracking.runs import flat_params
+
     current = cfg.to_dict()
-    was, now = (_dotted({k: tree.get(k) for k in SWEEP_SECTIONS}) for tree in (saved, current))
+    was, now = (flat_params({k: tree.get(k) for k in SWEEP_SECTIONS}) for tree in (saved, current))
     changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
     if changed:
-        shown = ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        shown = ", ".join(f"{k}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in changed[:5])
         raise ConfigError(f"tune: this run's sweep ({saved_file.parent.uri}) was started with another "
                           f"config ({shown}{', ...' if len(changed) > 5 else ''}); rerun the same command to continue "
                           "it, or give another train.name to start a new sweep")
