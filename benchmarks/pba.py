@@ -4,7 +4,7 @@
                              [--interval 2] [--final-epochs 12] [--seeds 0 1 2] [--search-per-seed] [--border replicate]
                              [--concurrency 8 --cpus-per-worker 0.125] [--search-only]
                              [--fixed-budget equal-trial-epochs|equal-trials] [--explore scale|pba]
-                             [--select-on held-out|validation]
+                             [--select-on held-out|validation] [--population pbt|pb2] [--keep-work]
 
 ``--concurrency`` = ``--trials`` (fractional CPUs): the whole population live, no trial takes turns
 (docs/pbt.md); both searches run at the same settings. ``--search-only``: the walls, no final runs.
@@ -156,8 +156,10 @@ def search(args, tree: dict, scheduler: str, seed: int) -> tuple[dict, float, di
     tune = {"space": SPACES[args.data], "search": "random", "scheduler": scheduler, "num_samples": args.trials, "seed": seed,
             "objectives": ["accuracy"], "export": "none", "max_concurrent_trials": args.concurrency,
             "measure_on": "trial"}
-    if scheduler == "pbt":
-        tune |= {"perturbation_interval": args.interval, "quantile_fraction": 0.25, "explore": args.explore}
+    if scheduler == "pbt":  # the population arm: PBT, or PB2 (its GP-bandit explore) with --population pb2
+        tune |= {"scheduler": args.population, "perturbation_interval": args.interval, "quantile_fraction": 0.25}
+        if args.population == "pbt":
+            tune["explore"] = args.explore
     elif args.fixed_scheduler == "asha":
         tune |= {"reduction_factor": 2}
     else:  # fifo: every trial trains all its epochs, the same trial-epochs as PBT's
@@ -257,6 +259,9 @@ def main() -> int:
     parser.add_argument("--explore", choices=["scale", "pba"], default="scale",
                         help="the PBT arm's tune.explore: scale (Ray's PBT, sampled starts) or pba (PBA's: "
                              "augmentations start at zero and step in tenths of their range)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the data, runs and Tune folders (path printed)")
+    parser.add_argument("--population", choices=["pbt", "pb2"], default="pbt",
+                        help="the population arm's scheduler: PBT, or PB2 (GP-bandit explore; needs GPy)")
     parser.add_argument("--fixed-scheduler", choices=["asha", "fifo"], default="asha",
                         help="the scheduler of arm (b)'s random search (its arm keeps the name asha)")
     parser.add_argument("--fixed-budget", choices=["equal-trial-epochs", "equal-trials"], default="equal-trial-epochs",
@@ -326,7 +331,7 @@ def main() -> int:
             walls[s] = walls.get(s, 0.0) + w
         summary = {"bench": "pba", "summary": True, "mean_val_accuracy": {k: round(v, 4) for k, v in mean.items()},
                    "seeds": args.seeds, "train_fraction": args.train_fraction, "trials": args.trials, "epochs": args.epochs,
-                   "final_epochs": args.final_epochs, "explore": args.explore, "select_on": args.select_on, "data": args.data, "per_class": args.per_class,
+                   "final_epochs": args.final_epochs, "population": args.population, "explore": args.explore, "select_on": args.select_on, "data": args.data, "per_class": args.per_class,
                    "train_rows": sum(1 for _ in train_dir.rglob("*.png")), "border": args.border,
                    "warm_up_s": None if warm_s is None else round(warm_s, 1), "search_s": {k: round(v, 1) for k, v in walls.items()},
                    "load_avg": _load()}
@@ -354,7 +359,10 @@ def main() -> int:
                 mean["pbt"] > mean.get("none", 0.0)
         print(json.dumps(summary), flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep_work:  # the searches' Tune folders (per-trial result.json, pbt_policy logs), for a look afterwards
+            print(json.dumps({"bench": "pba", "work": str(work)}), flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
