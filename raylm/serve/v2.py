@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,9 +104,14 @@ class ErrorBody(BaseModel):
     error: str
 
 
+# The v2 metadata's "platform" per artifact file (Triton's names where it has one; raylm/artifacts/format.py
+# RUNTIME_OF_FILE lists the files an artifact can carry).
+PLATFORM_OF_SUFFIX = {".onnx": "onnxruntime_onnx", ".tflite": "tensorflow_tflite", ".safetensors": "pytorch_safetensors"}
+
+
 def model_metadata(tier: str, meta: dict[str, Any], version: str = "1") -> dict[str, Any]:
     """The model's one version: the registry's, or the artifact's content hash (raylm/serve/versions.py)."""
-    runtime = "onnxruntime_onnx" if meta["model_file"].endswith(".onnx") else "pytorch_safetensors"
+    runtime = PLATFORM_OF_SUFFIX[Path(meta["model_file"]).suffix]
     return {"name": tier, "versions": [version], "platform": runtime,
             "inputs": [{"name": meta["task"]["modality"], "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(meta["labels"])]},

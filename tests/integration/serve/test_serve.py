@@ -487,6 +487,7 @@ def test_open_inference_protocol_with_tritons_client(served):
     assert text.is_server_live() and text.is_server_ready()
     assert text.is_model_ready("int8") and text.is_model_ready("fp32")
     meta = text.get_model_metadata("int8")
+    assert meta["platform"] == "onnxruntime_onnx" and text.get_model_metadata("fp32")["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label"]
 

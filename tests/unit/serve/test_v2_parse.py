@@ -40,3 +40,13 @@ def test_a_json_number_past_pythons_digit_limit_is_a_400_without_pythons_advice(
         json_body(b'{"text": ' + b"9" * 5000 + b"}", "application/json", "text")
     assert err.value.status_code == 400
     assert "more digits than JSON numbers may have" in err.value.detail and "sys." not in err.value.detail
+
+
+@pytest.mark.parametrize("model_file, platform", [("model.onnx", "onnxruntime_onnx"), ("model.tflite", "tensorflow_tflite"),
+                                                  ("model.safetensors", "pytorch_safetensors"),
+                                                  ("model.sparse.safetensors", "pytorch_safetensors")])
+def test_the_metadata_names_the_runtime_of_the_artifact_file(model_file, platform):
+    from raylm.serve.v2 import model_metadata
+
+    meta = {"model_file": model_file, "task": {"modality": "image"}, "labels": ["a", "b"]}
+    assert model_metadata("int8", meta)["platform"] == platform  # a TFLite file was "pytorch_safetensors"
