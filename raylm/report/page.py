@@ -232,8 +232,9 @@ def _stages_section(run: dict[str, Any]) -> str:
     stages = run["stages"]
     if not stages:
         return ""
-    rows = [[name, s.get("seconds"), s.get("accuracy", (s.get("metrics") or {}).get("val_accuracy")), s.get("size_mb"),
-             s.get("latency_ms")] for name, s in stages.items()]
+    # train: the accuracy of the checkpoint the next stages start from (its epoch, "best"), not the last epoch's
+    rows = [[name, s.get("seconds"), s.get("accuracy", (s.get("best") or s.get("metrics") or {}).get("val_accuracy")),
+             s.get("size_mb"), s.get("latency_ms")] for name, s in stages.items()]
     session = run["session"] or {}
     logs = f"<p class=muted>logs: {escape(str(run['run_dir'] / 'logs'))}; Ray session logs: {escape(str(session.get('logs_dir', '-')))}</p>"
     return "<h2>Stages</h2>" + _table(["stage", "seconds", "accuracy", "MB", "p50 ms"], rows) + logs

@@ -33,3 +33,17 @@ def test_an_interrupted_run_says_how_to_continue_and_a_finished_one_says_nothing
     assert "<b>train interrupted</b>" in html and "rerun its command to continue" in html  # its process is gone
     finished = render(read_run(_run(tmp_path / "b", {"command": "train", "state": "finished"})))
     assert "finished" not in finished.split("</h1>", 1)[1] and "nothing to report yet" in finished
+
+
+def test_the_stages_table_shows_the_train_checkpoint_the_run_went_on_with():
+    from pathlib import Path
+
+    from raylm.report.page import _stages_section
+
+    train = {"checkpoint": "ckpt-epoch-4", "seconds": 12.0, "metrics": {"epoch": 5, "val_accuracy": 0.8962},
+             "best": {"epoch": 4, "val_accuracy": 0.918}}
+    html = _stages_section({"stages": {"train": train}, "session": None, "run_dir": Path("/runs/r")})
+    assert "0.918" in html and "0.8962" not in html  # the last epoch's accuracy was shown beside epoch 4's checkpoint
+    older = _stages_section({"stages": {"train": {k: v for k, v in train.items() if k != "best"}}, "session": None,
+                             "run_dir": Path("/runs/r")})
+    assert "0.8962" in older  # a record from before "best" existed still shows what it has
