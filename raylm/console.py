@@ -171,6 +171,10 @@ def start(out: TextIO, err: TextIO, *, live: bool) -> Console:
     raylm_log.handlers = [h for h in raylm_log.handlers if not getattr(h, "raylm_console", False)]
     handler.raylm_console = True  # type: ignore[attr-defined]
     raylm_log.addHandler(handler)
+    if raylm_log.getEffectiveLevel() > logging.INFO:
+        # Python's default (WARNING, from the root) dropped the marked INFO lines before any handler saw
+        # them: "resuming <run> after epoch N" never reached a `raylm train` console.
+        raylm_log.setLevel(logging.INFO)
     # Progress lines from layers below the console (raylm.capacity: waiting for the autoscaler).
     lines = logging.StreamHandler(_ConsoleLines(_active))
     lines.setLevel(logging.INFO)

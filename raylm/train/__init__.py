@@ -237,6 +237,20 @@ def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
             f"{latest}; cause: {type(error).__name__}: {cause[:300]}")
 
 
+def _interrupted_message(cfg: RaylmConfig) -> str:
+    from raylm.train.checkpoint import stored_checkpoints
+
+    epochs = []
+    for _, meta in stored_checkpoints(cfg.run_location.join("train")):
+        try:
+            epochs.append(int(meta["epoch"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    where = (f"its newest checkpoint is epoch {max(epochs)} of {cfg.train.epochs}; rerun the same command "
+             f"(train.name={cfg.run_location.name}) to continue from it") if epochs else "no checkpoint was saved"
+    return f"training {cfg.run_location.name} interrupted: {where}"
+
+
 def _path_or_uri(location: StoragePath) -> Path | str:
     return location.local_path if location.is_local else location.uri
 
@@ -286,6 +300,13 @@ def _fit(cfg: RaylmConfig, on_epoch: Callable[[dict[str, Any]], None] | None = N
                 result = trainer.fit()
         except ray.train.TrainingFailedError as err:  # Train V2 raises what 2.x returned in result.error
             raise TrainingFailed(_failure_message(cfg, err)) from err
+        except SystemExit as err:
+            # Ctrl-C: Ray Train V2's own SIGINT handler aborts the worker group (the epoch in progress may
+            # still end and save), then the driver's ray.get raises SystemExit(1): the CLI exited 1 with no
+            # word. An Interrupted says how to continue, and the CLI exits 130 as for any Ctrl-C.
+            from raylm.errors import Interrupted
+
+            raise Interrupted(_interrupted_message(cfg)) from err
     if result.error is not None:
         raise TrainingFailed(_failure_message(cfg, result.error)) from result.error
     from raylm.train.checkpoint import best_kept, checkpoint_location, read_stored_meta, stored_reports

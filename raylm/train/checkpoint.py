@@ -291,6 +291,16 @@ def checkpoint_location(checkpoint: Any, options: dict[str, Any] | None = None) 
     return StoragePath.of(f"{scheme}://{checkpoint.path}", options)
 
 
+def newest_checkpoint(checkpoints: list[Any], options: dict[str, Any] | None = None):
+    """Of ``ray.train.Checkpoint`` s (None entries skipped), the one whose ``raylm.json`` records the highest
+    epoch; None if none is given. Ray's controller hands a rerun of a run with the same name the last
+    checkpoint it *registered*, which can be older than the newest whole one in storage (the driver's
+    ``decide_resume``): a Ctrl-C lands between a checkpoint's upload and its registration."""
+    found = [(int(read_stored_meta(checkpoint_location(c, options)).get("epoch", 0)), i, c)
+             for i, c in enumerate(checkpoints) if c is not None]
+    return max(found, key=lambda f: (f[0], -f[1]))[2] if found else None  # a tie: the first given
+
+
 def ray_checkpoint(uri: str, options: dict[str, Any] | None = None):
     """A ``ray.train.Checkpoint`` for a stored checkpoint (local path or URI, with the run's storage options)."""
     import ray.train

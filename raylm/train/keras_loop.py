@@ -130,11 +130,14 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
     keras.utils.set_random_seed(training.seed)  # identical init on every rank
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     start_epoch, history = 0, []
-    resume = ray.train.get_checkpoint()
-    if resume is None and loop_config.get("resume_checkpoint"):  # the driver's choice (train/__init__.py)
-        from raylm.train.checkpoint import ray_checkpoint
+    # The newer of Ray's (a restarted worker group's, or the last one its controller registered before a
+    # Ctrl-C) and the driver's choice, the newest whole checkpoint in storage (train/__init__.py).
+    from raylm.train.checkpoint import newest_checkpoint, ray_checkpoint
 
-        resume = ray_checkpoint(loop_config["resume_checkpoint"], training.storage_options)
+    chosen = loop_config.get("resume_checkpoint")
+    resume = newest_checkpoint([ray.train.get_checkpoint(),
+                                ray_checkpoint(chosen, training.storage_options) if chosen else None],
+                               training.storage_options)
     with strategy.scope():
         model = compile_model(build_model(cfg, len(labels)), training.lr, training.weight_decay)
         if resume is not None:

@@ -389,6 +389,49 @@ def test_an_interrupted_sweep_driver_resumes_from_the_cli_without_rerunning_fini
     _cpus_free_again(total, 60)
 
 
+# ------------------------------------------------------------------ Ctrl-C of raylm train
+
+
+def _saved_epochs(train_dir: Path) -> list[int]:
+    from raylm.storage import StoragePath
+    from raylm.train.checkpoint import stored_checkpoints
+
+    return sorted(int(meta["epoch"]) for _, meta in stored_checkpoints(StoragePath.of(str(train_dir))))
+
+
+def test_ctrl_c_of_raylm_train_exits_130_naming_its_checkpoint_and_the_same_command_continues_there(
+        ray_local, tiny_config, tmp_path):
+    """Ray Train V2's SIGINT handler aborts the worker group and the driver's ray.get then raises
+    SystemExit(1): `raylm train` exited 1 with no word of what was kept. Now 130 and a line naming the
+    newest checkpoint; the rerun continues from the newest whole checkpoint in storage."""
+    import subprocess
+
+    cfg = tiny_config("image", "train.epochs=40", "train.name=ctrl-c")
+    train_dir, config_path = cfg.run_dir / "train", tmp_path / "train.yaml"
+    driver = raylm_cli("train", config=cfg, config_path=config_path, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not _saved_epochs(train_dir) and driver.poll() is None:
+            assert time.monotonic() < deadline, "timed out waiting for the first checkpoint"
+            time.sleep(0.05)
+        assert driver.poll() is None, "training ended before the signal: " + driver.stderr.read()[-3000:]
+        driver.send_signal(signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, (stdout + stderr)[-3000:]
+    saved = _saved_epochs(train_dir)
+    assert saved and max(saved) < 40, saved
+    assert f"training ctrl-c interrupted: its newest checkpoint is epoch {max(saved)} of 40" in stderr, stderr[-3000:]
+
+    rerun = raylm_cli("train", config=cfg, config_path=config_path, stdout=subprocess.PIPE)
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, (stdout + stderr)[-3000:]
+    assert f"resuming ctrl-c after epoch {max(saved)} of 40" in stdout + stderr, (stdout + stderr)[-3000:]
+    assert max(_saved_epochs(train_dir)) == 40
+
+
 # ------------------------------------------------------------------ pipeline SIGKILLed in a stage
 
 

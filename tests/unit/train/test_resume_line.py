@@ -39,3 +39,24 @@ def test_a_finished_run_says_nothing_is_left_and_names_itself_once(tmp_path, cap
         _say_if_trained(cfg, checkpoint, cfg.run_location.join("train"))
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert _ConsoleFormat().format(record).startswith("raylm: WARNING: img is already trained to epoch 40")
+
+
+def test_a_keras_rerun_continues_from_the_newest_whole_checkpoint_not_the_last_one_ray_registered(tmp_path):
+    """Ctrl-C landed after epochs 3 and 4 were saved but before Ray's controller registered them: its
+    snapshot hands a rerun epoch 2's checkpoint, the driver found epoch 4's in storage. The Keras loop took
+    Ray's and trained epochs 3 and 4 again (the torch loop already took the newest)."""
+    import ray.train
+
+    from raylm.train.checkpoint import newest_checkpoint, write_meta
+
+    cfg = load_config(None, ["task.modality=image", "model.name=seed_cnn", f"train.storage_path={tmp_path}"])
+    saved = {}
+    for epoch in (2, 4):
+        saved[epoch] = tmp_path / f"checkpoint_epoch{epoch}"
+        saved[epoch].mkdir()
+        write_meta(saved[epoch], cfg, ["a", "b"], epoch=epoch)
+    registered, in_storage = (ray.train.Checkpoint(str(saved[e])) for e in (2, 4))
+    assert newest_checkpoint([registered, in_storage]).path == str(saved[4])
+    assert newest_checkpoint([in_storage, registered]).path == str(saved[4])
+    assert newest_checkpoint([registered, None]).path == str(saved[2])  # a restart in a fresh run: Ray's alone
+    assert newest_checkpoint([None, None]) is None
