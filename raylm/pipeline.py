@@ -128,8 +128,28 @@ def _smoke_sample(cfg: RaylmConfig, source: DataSource | None = None) -> tuple[d
     import pyarrow.parquet
 
     read = {"csv": pyarrow.csv.read_csv, "jsonl": pyarrow.json.read_json, "parquet": pyarrow.parquet.read_table}[source.format]
-    row = read(files[0]).slice(0, 1).to_pylist()[0]
-    return {record.name: record.to_request(row[record.value_column(cfg)])}, str(row[cfg.data.label_column])
+    table = read(files[0])
+    column = record.value_column(cfg)
+    for row in table.slice(0, 1000).select([column, cfg.data.label_column]).to_pylist():
+        value, label = row[column], _as_text(row[cfg.data.label_column])
+        if cfg.task.modality == "text":
+            # One non-UTF-8 byte anywhere makes pyarrow read a CSV's whole text column as binary (the data
+            # check skips that row, training reads the others): the request carries the text, as str.
+            value = _as_text(value)
+            if value is not None and not value.strip():
+                value = None
+        if value and label:  # the first row the data check would accept: not empty, labelled, decodable
+            return {record.name: record.to_request(value)}, label
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None if value is None else str(value)
 
 
 def _stage_tune(cfg: RaylmConfig, record: PipelineRecord) -> TuneStage:
