@@ -162,6 +162,7 @@ def tracked_run(cfg: RaylmConfig, kind: str, *, stopped: tuple[type[BaseExceptio
         raise
     finally:
         del _OPEN[key]
+        flush_metrics(run)  # this process's queue (a trial's or an in-process run's epochs, a compressed measurement)
         try:
             client(run.uri).set_terminated(run.run_id, status)
         except Exception as err:  # noqa: BLE001 - the stage's own outcome matters more than the run's status
@@ -207,9 +208,43 @@ def log_epoch(run: TrackedRun, metrics: dict[str, Any]) -> None:
                 at=float(metrics.get("time") or time.time()))
 
 
-def epoch_hook(run: TrackedRun | None):
-    """``build_trainer(on_epoch=...)`` for ``run``: :func:`log_epoch` bound to it (picklable); None when off."""
-    return None if run is None else functools.partial(log_epoch, run)
+class EpochHook:
+    """``build_trainer(on_epoch=...)`` for a run (picklable: it travels to the worker ranked 0): each epoch
+    :func:`log_epoch`; ``close()`` when training ends sends what a down server left queued in that process,
+    or says how much was not sent (it used to be dropped without a word under a FINISHED run)."""
+
+    def __init__(self, run: TrackedRun) -> None:
+        self.run = run
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        log_epoch(self.run, metrics)
+
+    def close(self) -> None:
+        flush_metrics(self.run)
+
+
+def epoch_hook(run: TrackedRun | None) -> EpochHook | None:
+    """The epoch hook for ``run``; None when tracking is off."""
+    return None if run is None else EpochHook(run)
+
+
+def flush_metrics(run: TrackedRun) -> None:
+    """Send ``run``'s queued metrics now, whatever the retry window; on failure a warning counts what is lost
+    (the values stay in raylm's own records: each checkpoint's history)."""
+    queued = _UNSENT.get(run.run_id)
+    if not queued:
+        return
+    try:
+        while queued:
+            client(run.uri).log_batch(run.run_id, metrics=queued[:_METRICS_PER_CALL])
+            del queued[:_METRICS_PER_CALL]
+    except Exception as err:  # noqa: BLE001 - the stage's own outcome matters more than the run's metrics
+        log.warning("mlflow: %d metric values of run %s were not sent: the server did not answer when the stage "
+                    "ended (%s); raylm's own records keep them (the checkpoints' history, trials.json)",
+                    len(queued), run.run_id, " ".join(str(err).split())[:200])
+        queued.clear()
+        return
+    _DOWN_UNTIL.pop(run.uri, None)
 
 
 def nested_under(cfg: RaylmConfig, run: TrackedRun | None) -> RaylmConfig:
@@ -256,6 +291,11 @@ def log_files(run: TrackedRun | None, paths: list[Path | str], artifact_path: st
     logged = []
     for path in map(Path, paths):
         if path.is_file():
-            client(run.uri).log_artifact(run.run_id, str(path), artifact_path)
+            try:
+                client(run.uri).log_artifact(run.run_id, str(path), artifact_path)
+            except Exception as err:  # noqa: BLE001 - a server down as a stage ends cost the whole pipeline
+                log.warning("mlflow: %s not logged to run %s (%s); it stays in the run directory",
+                            path.name, run.run_id, " ".join(str(err).split())[:200])
+                continue
             logged.append(path.name)
     return logged

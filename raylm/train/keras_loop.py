@@ -196,3 +196,5 @@ def keras_train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
         if rank == 0:
             drop_stale_optimizer_states(ray.train.get_checkpoint(), epoch + 1)
+    if rank == 0 and hasattr(loop_config.get("on_epoch"), "close"):  # tracking: send what a down server left queued
+        loop_config["on_epoch"].close()

@@ -386,3 +386,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             drop_stale_optimizer_states(ray.train.get_checkpoint(), epoch + 1)
         else:
             ray.train.report(metrics, checkpoint=None)
+    if rank == 0 and hasattr(loop_config.get("on_epoch"), "close"):  # tracking: send what a down server left queued
+        loop_config["on_epoch"].close()

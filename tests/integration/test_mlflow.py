@@ -105,6 +105,41 @@ def test_epoch_metrics_a_down_server_missed_are_queued_and_sent_with_a_later_epo
         tracking_runs._DOWN_UNTIL.pop(down.uri, None)
 
 
+def test_epochs_queued_when_training_ends_are_sent_then_or_counted_as_lost(mlflow_server, tracking, caplog, tmp_path):
+    """Epochs queued in the retry window after a failure were never sent when training ended inside it, under
+    a FINISHED run and with no word (a user's server was back 40 s before the last epoch); a file logged as a
+    stage ended with the server down failed the whole pipeline. Now the end of training sends the queue, or
+    says how many values were not sent; a file that cannot be logged is a warning."""
+    from raylm.tracking import runs as tracking_runs
+
+    _, client, experiment = tracking
+    run_id = client.create_run(client.create_experiment(experiment)).info.run_id
+    up = tracking_runs.TrackedRun(mlflow_server.uri, run_id, "0")
+    down = tracking_runs.TrackedRun(f"http://127.0.0.1:{free_port()}", run_id, "0")
+    hook = tracking_runs.epoch_hook(up)
+    try:
+        tracking_runs._DOWN_UNTIL[up.uri] = float("inf")  # a failure a moment ago: epochs only queue
+        for epoch in (1, 2, 3):
+            hook({"epoch": epoch, "val_accuracy": epoch / 10, "time": float(epoch)})
+        assert not client.get_metric_history(run_id, "val_accuracy")
+        hook.close()  # training ended: the server answers again
+        assert sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_accuracy")) == [
+            (1, 0.1), (2, 0.2), (3, 0.3)]
+
+        tracking_runs._DOWN_UNTIL[down.uri] = float("inf")
+        tracking_runs.log_epoch(down, {"epoch": 4, "val_accuracy": 0.4, "time": 4.0})
+        tracking_runs.epoch_hook(down).close()
+        assert f"metric values of run {run_id} were not sent" in caplog.text and not tracking_runs._UNSENT[run_id]
+        report = tmp_path / "report.html"
+        report.write_text("<html></html>")
+        assert tracking_runs.log_files(down, [report]) == []
+        assert "report.html not logged to run" in caplog.text
+    finally:
+        tracking_runs._UNSENT.pop(run_id, None)
+        for run in (up, down):
+            tracking_runs._DOWN_UNTIL.pop(run.uri, None)
+
+
 # ----------------------------------------------------------------------------- with Ray
 
 
