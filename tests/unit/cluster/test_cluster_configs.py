@@ -130,6 +130,23 @@ def test_aws_head_takes_no_work():
     assert "--num-cpus=0" in " ".join(raw["head_start_ray_commands"])
 
 
+@pytest.mark.parametrize("name", LAUNCHER_YAMLS)
+def test_launcher_heads_take_no_work_and_the_ports_the_firewall_comment_names_are_fixed(name):
+    """local.yaml's comment told an operator to open 8076 between the machines while its start commands left
+    the object manager's port random (aws.yaml fixed it), and its head took work that docs/cluster.md says
+    launcher heads do not."""
+    raw = _load(CLUSTER / name)
+    head, workers = " ".join(raw["head_start_ray_commands"]), " ".join(raw["worker_start_ray_commands"])
+    assert "--num-cpus=0" in head
+    for start in (head, workers):
+        assert "--object-manager-port=8076" in start
+    if "--node-manager-port=" in head + workers:
+        assert head.count("--node-manager-port=8077") == workers.count("--node-manager-port=8077") == 1
+    comment = (CLUSTER / name).read_text().split("cluster_name:")[0]
+    if "8076" in comment:
+        assert "8077" in comment or "--node-manager-port" not in head
+
+
 def test_aws_security_group_opens_nothing_beyond_the_launchers_ssh_rule():
     raw = _load(CLUSTER / "aws.yaml")
     extra_rules = raw["provider"]["security_group"].get("IpPermissions", [])
