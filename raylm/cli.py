@@ -135,7 +135,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         _name_log(args, out, cfg.run_location.join("logs"))
         ensure_ray()
         report = compress_checkpoint(cfg, args.checkpoint, verbose=False)
-    out.line(summary_text(report, cfg.compress.serving_batch_size))
+    out.line(summary_text(report, cfg.compress.serving_batch_size, cfg.pipeline.max_accuracy_drop))
     artifact = cfg.run_location.join("compress", report.variant)  # where it is now: the bucket's URI, or the local path
     out.line(json.dumps(report.ratios.model_dump(mode="json") | {"artifact": artifact.uri if not artifact.is_local
                                                                   else report.artifact}, indent=2))

@@ -344,8 +344,10 @@ def _compressed_and_measured(cfg: RaylmConfig, checkpoint: Path, loaded, variant
     return report
 
 
-def summary_text(report: CompressReport, serving_batch_size: int) -> str:
-    """The dense and compressed rows side by side, and the verdict (``raylm compress`` prints it)."""
+def summary_text(report: CompressReport, serving_batch_size: int, max_accuracy_drop: float | None = None) -> str:
+    """The dense and compressed rows side by side, and the verdict (``raylm compress`` prints it). With
+    ``max_accuracy_drop`` (``pipeline.max_accuracy_drop``) a drop past it is said: the gain gate judges size
+    and latency only, and `raylm compress` alone said "passed" of an artifact 9 points worse."""
     from raylm.compress.measure import format_table
 
     ratios = report.ratios
@@ -357,5 +359,10 @@ def summary_text(report: CompressReport, serving_batch_size: int) -> str:
     # the table's two p50s were timed one after the other, and their quotient can point the other way.
     timing = (" (paired: the two models timed in alternation; the table's p50s were timed apart)"
               if ratios.latency_ratio_timing == "paired" else "")
-    return (f"{table}\nvs dense: accuracy {-ratios.accuracy_drop_pts:+.2f} pts, size {ratios.size_ratio:.3f}x, "
+    text = (f"{table}\nvs dense: accuracy {-ratios.accuracy_drop_pts:+.2f} pts, size {ratios.size_ratio:.3f}x, "
             f"p50 {ratios.latency_ratio:.3f}x at batch {serving_batch_size}{timing}: {ratios.gain.reason}")
+    if max_accuracy_drop is not None and ratios.accuracy_drop_pts > max_accuracy_drop:
+        text += (f"\naccuracy: {ratios.accuracy_drop_pts:.2f} pts below the dense model, past "
+                 f"pipeline.max_accuracy_drop={max_accuracy_drop:g} (the pipeline would not serve it; the gain gate "
+                 "above judges size and latency only)")
+    return text

@@ -164,6 +164,12 @@ def test_the_compress_verdict_says_its_latency_ratio_is_the_paired_one_and_signs
                               "models timed in alternation; the table's p50s were timed apart): ")
     gained = report.model_copy(update={"ratios": report.ratios.model_copy(update={"accuracy_drop_pts": -4.64})})
     assert "vs dense: accuracy +4.64 pts" in summary_text(gained, 16)
+    # `raylm compress` alone said "passed" of an artifact 9 points worse: the pipeline's guard is named
+    lossy = report.model_copy(update={"ratios": report.ratios.model_copy(update={"accuracy_drop_pts": 9.09})})
+    assert summary_text(lossy, 16, 1.0).splitlines()[-1] == (
+        "accuracy: 9.09 pts below the dense model, past pipeline.max_accuracy_drop=1 (the pipeline would not serve "
+        "it; the gain gate above judges size and latency only)")
+    assert "max_accuracy_drop" not in summary_text(report, 16, 1.0)  # -0.27 pts: within it
 
 
 def test_compress_with_a_config_writes_beside_the_checkpoints_run(tmp_path):
