@@ -499,6 +499,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from raylm.storage import is_uri
 
     raw = args.storage_path or TrainConfig().storage_path
+    if not is_uri(raw) and "=" in raw:  # the other verbs' override spelling, taken as the path
+        key, _, value = raw.partition("=")
+        if key.strip() not in ("train.storage_path", "storage_path"):
+            raise ConfigError(f"raylm runs takes a storage path (raylm runs <dir or URI>), not the override {raw!r}")
+        raw = value
     storage = raw if is_uri(raw) else Path(raw).expanduser()
     if not is_uri(raw) and not storage.is_dir():
         raise ConfigError(f"storage_path: {storage} is not a directory")

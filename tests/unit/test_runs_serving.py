@@ -109,3 +109,14 @@ def test_writing_a_runs_report_does_not_make_it_the_newest(tmp_path):
     os.utime(run / "logs" / "status.json", (1_000_000, 1_000_000))
     (run / "report.html").write_text("<html></html>")  # the folder's own time is now
     assert summarize(run).modified == 1_000_000
+
+
+def test_raylm_runs_takes_the_storage_path_override_spelling_too(tmp_path, capsys):
+    """`raylm runs train.storage_path=<dir>` (how every other verb is given it) read the whole override as the
+    path: "train.storage_path=/x is not a directory". Another key is refused naming the verb's argument."""
+    from raylm.cli import main
+
+    assert main(["runs", f"train.storage_path={tmp_path}"]) == 0
+    assert f"no raylm runs under {tmp_path}" in capsys.readouterr().out
+    assert main(["runs", "train.epochs=3"]) == 2
+    assert "raylm runs takes a storage path" in capsys.readouterr().err
