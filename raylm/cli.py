@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = verbs.add_parser("serve", parents=[loud], help="serve ARTIFACT tiers of one model over HTTP with Ray Serve")
     srv.add_argument("--artifact", action="append", metavar="[TIER=]DIR",
                      help="an artifact directory; repeat for tiers (first = default unless serve.default_tier)")
-    srv.add_argument("--model", action="append", metavar="[TIER=]models:/NAME/VERSION",
+    srv.add_argument("--model", action="append", metavar="[TIER=]models:/NAME/VERSION or models:/NAME@ALIAS",
                      help="a registered MLflow model version (tracking.mlflow.uri or MLFLOW_TRACKING_URI); "
                           "tiers after the --artifact ones")
     srv.add_argument("--config", help="YAML whose 'serve' section is used")
