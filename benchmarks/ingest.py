@@ -259,6 +259,8 @@ def main() -> None:
     parser.add_argument("--modality", choices=sorted(_MODELS), default="image",
                         help="image (default); audio (WAV -> MFCC) or text (tokenizer): no in-memory baseline")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers sharing the one training CPU (the split: data.stream_memory with several)")
     parser.add_argument("--block-mib", type=int, default=8, help="data.block_mib (0 = Ray's default, 128 MiB)")
     parser.add_argument("--stream-memory", type=float, default=None,
                         help="data.stream_memory: share of the object store (<= 1) or MiB (> 1); default: raylm's")
@@ -304,7 +306,8 @@ def main() -> None:
         _start_ray(args.ray_start_tries, num_cpus=args.num_cpus, object_store_memory=store, configure_logging=False)
         cfg = load_config(None, [
             f"model.name={_MODELS[args.modality]}", *train_overrides(manifest), "train.epochs=1", f"train.batch_size={args.batch_size}",
-            f"train.lr={args.lr}", "train.num_workers=1", "train.cpus_per_worker=1", f"train.storage_path={tmp}/runs",
+            f"train.lr={args.lr}", f"train.num_workers={args.workers}", f"train.cpus_per_worker={1 / args.workers:g}",
+            f"train.storage_path={tmp}/runs",
             "train.log_every_n_steps=1000000", "data.materialize=false", f"data.cache_dir={tmp}/cache", f"data.block_mib={args.block_mib}",
             *([f"data.stream_memory={args.stream_memory}"] if args.stream_memory is not None else []),
             *([f"data.prefetch_batches={args.prefetch_batches}"] if args.prefetch_batches is not None else []),
@@ -345,6 +348,7 @@ def main() -> None:
         "benchmark": "ingest",
         "data_bytes": manifest["bytes"],
         "modality": args.modality,
+        "train_workers": args.workers,
         "image": f"{args.image_size}x{args.image_size} {args.image_format}" if args.modality == "image" else None,
         "epoch_started": begin,
         "object_store_bytes": store,

@@ -118,7 +118,8 @@ class DataConfig(Section):
     shuffle_buffer: int = Field(
         0, ge=0, description="rows in each training worker's local shuffle buffer; 0 = max(4 x train.batch_size, 256)")
     block_mib: int = Field(
-        0, ge=0, le=1024, description="Ray Data's target block size (MiB) for this data; 0 = Ray's default (128). "
+        0, ge=0, le=1024, description="Ray Data's target block size (MiB) for this data; 0 = Ray's default (128), "
+        "or smaller where data.stream_memory holds fewer than two blocks per training worker and stage. "
         "Blocks of a few MiB keep memory flat when the object store is small")
     stream_memory: float = Field(
         0.5, gt=0, description="the most of Ray's object store a streamed (not materialized) dataset's read -> "
@@ -150,9 +151,13 @@ class DataConfig(Section):
     @classmethod
     def _stream_memory_holds_blocks(cls, value: float, info) -> float:
         # Below two blocks a read and a decode cannot both hold one: the pipeline creeps a block at a
-        # time. (A share is resolved against the store once Ray runs: raylm/data/shards.py.)
-        block_mib = info.data.get("block_mib") or 128
-        if value > 1 and value < 2 * block_mib:
+        # time. (A share is resolved against the store once Ray runs: raylm/data/shards.py.) block_mib=0
+        # fits the block size to the budget there (auto_block_bytes).
+        block_mib = info.data.get("block_mib")
+        if not block_mib and 1 < value < 2:  # the fitted blocks' floor: 1 MiB (raylm/data/shards.py MIN_AUTO_BLOCK)
+            raise ValueError(f"{value:g} MB holds fewer than two blocks of 1 MiB, the smallest data.block_mib=0 fits "
+                             "to the budget; give at least 2, or a share of the object store (<= 1)")
+        if block_mib and value > 1 and value < 2 * block_mib:
             raise ValueError(f"{value:g} MB holds fewer than two blocks of data.block_mib ({block_mib} MiB); "
                              "give at least twice the block size, or a share of the object store (<= 1)")
         return value

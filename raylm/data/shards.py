@@ -55,6 +55,23 @@ def shared_stream_memory(cfg: RaylmConfig, pipelines: int) -> RaylmConfig:
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"stream_memory": value / pipelines})})
 
 
+# data.block_mib=0: Ray's block size, unless the stream's budget holds fewer than this many blocks per
+# consumer of the split (each training worker) plus the read and decode stages.
+BLOCKS_PER_CONSUMER = 2
+MIN_AUTO_BLOCK = 2**20
+
+
+def auto_block_bytes(budget: int | None, workers: int, ray_default: int | None) -> int | None:
+    """The target block size for ``data.block_mib=0``: Ray's default, or smaller where the ``data.stream_memory``
+    budget would hold fewer than BLOCKS_PER_CONSUMER blocks for each of ``workers`` split consumers and the two
+    stages before them. With 2 training workers, Ray's 128 MiB blocks and a 200 MB object store (budget 100 MB),
+    502 MiB of a 578 MiB epoch spilled; with 1 worker, or 8 MiB blocks, none (docs/large-data.md)."""
+    if budget is None or not ray_default:
+        return ray_default
+    fitted = budget // (BLOCKS_PER_CONSUMER * (max(1, workers) + 2))
+    return max(MIN_AUTO_BLOCK, min(ray_default, fitted))
+
+
 def _bounded(options: Any, budget: int | None, *, cpus: float | None = None) -> Any:
     """A copy of Ray Data ``ExecutionOptions`` limited to ``budget`` bytes of the object store and
     ``cpus`` CPUs (None: no change)."""
@@ -95,6 +112,9 @@ def bounded_stream(cfg: RaylmConfig) -> Iterator[None]:
               context.custom_execution_callback_classes)
     if cfg.data.block_mib:
         context.target_max_block_size = cfg.data.block_mib * 2**20
+    else:
+        context.target_max_block_size = auto_block_bytes(stream_budget(cfg), cfg.train.max_workers,
+                                                         context.target_max_block_size)
     context.use_datasource_v2 = False
     context.execution_options = _bounded(context.execution_options, stream_budget(cfg))
     # A new list (a dataset's context is a shallow copy of this one): the executor's loop paced (pacing.py).

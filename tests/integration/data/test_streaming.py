@@ -162,12 +162,14 @@ def test_audio_and_text_shards_stream_within_the_budget(capped_ray, tmp_path, mo
 
 @pytest.mark.parametrize("value, message", [
     ("0", "data.stream_memory: Input should be greater than 0"),
-    ("100", "data.stream_memory: Value error, 100 MB holds fewer than two blocks of data.block_mib (128 MiB)"),
+    ("100", "data.stream_memory: Value error, 100 MB holds fewer than two blocks of data.block_mib (64 MiB)"),
     ("lots", "data.stream_memory: Input should be a valid number"),
 ])
 def test_stream_memory_errors_name_the_field(value, message):
+    # data.block_mib=0 (the default) fits the blocks to the budget instead (test_stream_share.py)
     with pytest.raises(ConfigError) as raised:
-        load_config(None, ["task.modality=image", "model.name=seed_cnn", "data.name=digits", f"data.stream_memory={value}"])
+        load_config(None, ["task.modality=image", "model.name=seed_cnn", "data.name=digits", "data.block_mib=64",
+                           f"data.stream_memory={value}"])
     assert message in str(raised.value)
 
 

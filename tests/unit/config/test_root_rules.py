@@ -118,7 +118,10 @@ def test_errors_name_the_missing_field_without_a_value_and_the_whole_config_when
 def test_a_streaming_budget_just_over_one_is_megabytes_not_a_share():
     """data.stream_memory <= 1 is a share of the object store; above 1 it is MB and must hold two blocks."""
     assert _refusal(*IMAGE, "data.stream_memory=1.5") == (
-        "  data.stream_memory: Value error, 1.5 MB holds fewer than two blocks of data.block_mib (128 MiB); give at "
+        "  data.stream_memory: Value error, 1.5 MB holds fewer than two blocks of 1 MiB, the smallest data.block_mib=0 "
+        "fits to the budget; give at least 2, or a share of the object store (<= 1)")
+    assert _refusal(*IMAGE, "data.block_mib=8", "data.stream_memory=15") == (
+        "  data.stream_memory: Value error, 15 MB holds fewer than two blocks of data.block_mib (8 MiB); give at "
         "least twice the block size, or a share of the object store (<= 1)")
     assert load_config(None, [*IMAGE, "data.stream_memory=1"]).data.stream_memory == 1
 

@@ -40,7 +40,7 @@ def _one_line(*overrides: str) -> str:
     (["train.num_workers=[3, 2]"], "  train.num_workers: Value error, [min, max]: min 3 exceeds max 2 (got [3, 2])"),
     (["train.num_workers=[0, 2]"],
      "  train.num_workers: Value error, Input should be greater than or equal to 1 (got [0, 2])"),
-    (["data.stream_memory=255"],
+    (["data.block_mib=128", "data.stream_memory=255"],
      "  data.stream_memory: Value error, 255 MB holds fewer than two blocks of data.block_mib (128 MiB); give at "
      "least twice the block size, or a share of the object store (<= 1)"),
     (["data.block_mib=64", "data.stream_memory=127"],
