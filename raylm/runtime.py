@@ -207,6 +207,28 @@ def remove_session_files() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def abandon_embedded_ray() -> list[int]:
+    """This process's embedded Ray lost its GCS and raylet (a stop signal to the whole process group during a
+    deploy): what is left of it is ended without asking Ray (``ray.shutdown`` would wait for the dead GCS):
+    the processes it started that are still alive, and HAProxy by its command line. The HAProxy PIDs ended."""
+    import psutil  # Ray's vendored copy, importable once ray is
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    ended = []
+    while _haproxy_dirs:
+        base = _haproxy_dirs.pop()
+        ended += _stop_leftover_haproxy(base, timeout_s=2.0)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    return ended
+
+
 def _stop_leftover_haproxy(base: str, timeout_s: float = 5.0) -> list[int]:
     """End the HAProxy processes of this process's embedded Ray still alive after it shut down (their command
     line names their config under ``base``, a directory of this Ray's own): a reloaded HAProxy (``-sf``) whose

@@ -53,13 +53,18 @@ class Stopped:
 class StopSignals:
     """SIGTERM and SIGINT caught from now on (install it right after ``ray.init``, before deploying, so a
     signal during start-up also ends in a drain); a second one while draining ends the process at once
-    (exit 1)."""
+    (exit 1). ``owns_ray``: this process started the Ray it deploys on; a signal during start-up then
+    also watches that Ray's own processes (see :meth:`_watch_start_up`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owns_ray: bool = False) -> None:
         self.received: list[int] = []
         self._arrived = threading.Event()
+        self._serving = threading.Event()
+        self._wakeup = None
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        if owns_ray:
+            self._watch_start_up_from_now()
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.received:  # asked twice: the operator does not want to wait for the drain
@@ -67,10 +72,88 @@ class StopSignals:
         self.received.append(signum)
         self._arrived.set()
 
+    def _watch_start_up_from_now(self) -> None:
+        """A stop signal sent to the whole process group (a terminal's or systemd's) during the deploy also ends
+        this process's GCS and raylet (they leave SIGINT blocked, not SIGTERM): the deploy's next call to them
+        then waited ~60 s for a reconnect, exited 1 with a stack, and a second Ctrl-C left Serve's HAProxy on
+        ``serve.port``. Python runs ``_on_signal`` only when the main thread is back in Python (10 s late, seen),
+        but its C handler writes the signal's number to a wakeup fd at once: a thread reads it, and while the
+        deploy runs watches those processes; once they are gone there is nothing to drain: HAProxy is ended, a
+        line says so, and the process exits 1. ``serving()`` ends the watch."""
+        import socket
+
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        self._wakeup = (reader, writer, signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False))
+        threading.Thread(target=self._watch_start_up, args=(reader,), daemon=True, name="raylm-start-up-stop").start()
+
+    def _watch_start_up(self, reader) -> None:
+        import os
+
+        try:
+            got = reader.recv(1)
+        except OSError:  # closed by serving()
+            return
+        if not got or got[0] not in STOP_SIGNALS or self._serving.is_set():
+            return
+        signum = got[0]
+        while not self._serving.wait(STARTUP_POLL_S):
+            if _ray_daemons_alive():
+                continue
+            from raylm.runtime import abandon_embedded_ray
+
+            ended = abandon_embedded_ray()
+            print(f"raylm serve: {signal.Signals(signum).name} during start-up ended this process's Ray too (its GCS "
+                  f"and raylet); nothing was serving yet{f', HAProxy ended (pids {ended})' if ended else ''}; exiting",
+                  file=_console_err(), flush=True)
+            os._exit(1)
+
+    def serving(self) -> None:
+        """The app is deployed: from now on a signal drains it (no start-up watch). In the main thread."""
+        self._serving.set()
+        if self._wakeup is not None:
+            reader, writer, before = self._wakeup
+            self._wakeup = None
+            signal.set_wakeup_fd(before)
+            import socket
+
+            try:
+                reader.shutdown(socket.SHUT_RDWR)  # wakes the watch's recv (a close alone may not)
+            except OSError:
+                pass
+            writer.close()
+            reader.close()
+
     def wait(self) -> int:
+        self.serving()
         while not self._arrived.wait(3600):
             pass
         return self.received[0]
+
+
+STARTUP_POLL_S = 0.5
+
+
+def _ray_daemons_alive() -> bool:
+    """Whether this process's children include a live GCS and raylet (the Ray it started)."""
+    try:
+        import psutil  # Ray's vendored copy, importable once ray is
+    except ImportError:
+        return True
+    names = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                names.add(child.name())
+        except psutil.Error:
+            continue
+    return {"gcs_server", "raylet"} <= names
+
+
+def _console_err():
+    from raylm.console import current
+
+    return current().err
 
 
 def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,

@@ -680,3 +680,50 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(served, tmp_pa
     while ray_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not ray_processes(), "the Ray that raylm serve started outlived it"
+
+
+def test_sigterm_to_the_process_group_during_the_deploy_ends_it_with_a_line_and_frees_the_port(served, tmp_path):
+    """A stop signal to the whole group (a terminal's, systemd's) while `raylm serve` deploys also ends the GCS and
+    raylet it started: the deploy then waited ~60 s on them, exited 1 with a stack, and a second Ctrl-C left Serve's
+    HAProxy holding the port. Now: either the deploy finished first and the app drains (exit 0), or the watch sees
+    Ray's own processes gone and says so (exit 1); the port is free after, nothing of its Ray is left."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raylm.cli", "serve", "--artifact", served["artifacts"]["image-none"],
+         "--log-dir", str(tmp_path / "logs"), f"serve.port={port}", "serve.replica_cpus=0.3", "serve.max_replicas=1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, seen = time.monotonic() + 300, ""
+        while "raylm serve: ingress" not in seen:  # Ray is up, the deploy begins
+            assert time.monotonic() < deadline and proc.poll() is None, seen[-3000:]
+            seen += proc.stderr.readline()
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = seen + stderr
+    drained = "raylm serve: SIGTERM: stopped taking requests" in stdout
+    if not drained:
+        assert proc.returncode == 1, (stdout[-2000:], stderr[-3000:])
+        assert ("raylm serve: SIGTERM during start-up ended this process's Ray too (its GCS and raylet); nothing was "
+                "serving yet") in stderr, stderr[-3000:]
+    else:
+        assert proc.returncode == 0, (stdout[-2000:], stderr[-3000:])
+    print("drained" if drained else "start-up stopped")
+    deadline = time.monotonic() + 30
+    while True:  # nothing listens on the port any more (HAProxy was left on it)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, f"something still listens on {port}"
+        time.sleep(0.5)
