@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ensure_ray(ingress=cfg.ingress)
     owns_ray = started_ray()
     # From here on, Ray's SIGTERM handler is replaced by a drain (and, during the deploy, a watch on this Ray).
-    signals = None if args.detach else StopSignals(owns_ray=owns_ray)
+    signals = None if args.detach else StopSignals(owns_ray=owns_ray, say=out.note)
     if owns_ray:
         out.note(f"raylm serve: ingress {cfg.ingress} ({ingress_of(dict(os.environ))})")
     else:  # a cluster's Serve runs the mode its nodes were started with

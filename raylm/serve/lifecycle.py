@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ class StopSignals:
     (exit 1). ``owns_ray``: this process started the Ray it deploys on; a signal during start-up then
     also watches that Ray's own processes (see :meth:`_watch_start_up`)."""
 
-    def __init__(self, owns_ray: bool = False) -> None:
+    def __init__(self, owns_ray: bool = False, say: Callable[[str], None] | None = None) -> None:
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.received: list[int] = []
         self._arrived = threading.Event()
         self._serving = threading.Event()
@@ -103,9 +105,9 @@ class StopSignals:
             from raylm.runtime import abandon_embedded_ray
 
             ended = abandon_embedded_ray()
-            print(f"raylm serve: {signal.Signals(signum).name} during start-up ended this process's Ray too (its GCS "
-                  f"and raylet); nothing was serving yet{f', HAProxy ended (pids {ended})' if ended else ''}; exiting",
-                  file=_console_err(), flush=True)
+            self._say(f"raylm serve: {signal.Signals(signum).name} during start-up ended this process's Ray too (its "
+                      f"GCS and raylet); nothing was serving yet{f', HAProxy ended (pids {ended})' if ended else ''}; "
+                      "exiting")
             os._exit(1)
 
     def serving(self) -> None:
@@ -149,11 +151,6 @@ def _ray_daemons_alive() -> bool:
             continue
     return {"gcs_server", "raylet"} <= names
 
-
-def _console_err():
-    from raylm.console import current
-
-    return current().err
 
 
 def drain_and_stop(app: str, cfg: ServeConfig, *, owns_ray: bool, clock: Callable[[], float] = time.monotonic,
