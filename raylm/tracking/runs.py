@@ -235,9 +235,7 @@ def flush_metrics(run: TrackedRun) -> None:
     if not queued:
         return
     try:
-        while queued:
-            client(run.uri).log_batch(run.run_id, metrics=queued[:_METRICS_PER_CALL])
-            del queued[:_METRICS_PER_CALL]
+        _send(run, queued)
     except Exception as err:  # noqa: BLE001 - the stage's own outcome matters more than the run's metrics
         log.warning("mlflow: %d metric values of run %s were not sent: the server did not answer when the stage "
                     "ended (%s); raylm's own records keep them (the checkpoints' history, trials.json)",
@@ -272,9 +270,7 @@ def log_metrics(run: TrackedRun | None, metrics: dict[str, Any], *, step: int = 
                     step, run.run_id, DOWN_RETRY_S - (_DOWN_UNTIL[run.uri] - time.monotonic()), len(queued))
         return
     try:
-        while queued:
-            client(run.uri).log_batch(run.run_id, metrics=queued[:_METRICS_PER_CALL])
-            del queued[:_METRICS_PER_CALL]
+        _send(run, queued)
     except Exception as err:  # noqa: BLE001 - see log_epoch
         _DOWN_UNTIL[run.uri] = time.monotonic() + DOWN_RETRY_S
         log.warning("mlflow: metrics at step %d not logged to run %s yet (%d values queued, sent with a later "
@@ -282,6 +278,13 @@ def log_metrics(run: TrackedRun | None, metrics: dict[str, Any], *, step: int = 
         return
     _DOWN_UNTIL.pop(run.uri, None)
 
+
+
+def _send(run: TrackedRun, queued: list) -> None:
+    """``queued`` into ``run``, in log_batch-sized calls; what was sent leaves the list (a failure keeps the rest)."""
+    while queued:
+        client(run.uri).log_batch(run.run_id, metrics=queued[:_METRICS_PER_CALL])
+        del queued[:_METRICS_PER_CALL]
 
 
 def log_files(run: TrackedRun | None, paths: list[Path | str], artifact_path: str | None = None) -> list[str]:

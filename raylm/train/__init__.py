@@ -221,7 +221,8 @@ class TrainingFailed(RuntimeError):
     """A run that stopped for good: more worker-group failures than ``train.max_failures`` allows."""
 
 
-def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
+def _saved_epochs(cfg: RaylmConfig) -> list[tuple[int, str]]:
+    """(epoch, URI) of the run's stored checkpoints whose ``raylm.json`` names an epoch."""
     from raylm.train.checkpoint import stored_checkpoints
 
     saved = []
@@ -230,6 +231,11 @@ def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
             saved.append((int(meta["epoch"]), checkpoint.uri))
         except (KeyError, TypeError, ValueError):
             continue
+    return saved
+
+
+def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
+    saved = _saved_epochs(cfg)
     latest = (f"the latest checkpoint, epoch {max(saved)[0]}, is {max(saved)[1]} (train.resume_from= continues it)"
               if saved else "no checkpoint was saved")
     cause = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
@@ -238,14 +244,7 @@ def _failure_message(cfg: RaylmConfig, error: BaseException) -> str:
 
 
 def _interrupted_message(cfg: RaylmConfig) -> str:
-    from raylm.train.checkpoint import stored_checkpoints
-
-    epochs = []
-    for _, meta in stored_checkpoints(cfg.run_location.join("train")):
-        try:
-            epochs.append(int(meta["epoch"]))
-        except (KeyError, TypeError, ValueError):
-            continue
+    epochs = [epoch for epoch, _ in _saved_epochs(cfg)]
     where = (f"its newest checkpoint is epoch {max(epochs)} of {cfg.train.epochs}; rerun the same command "
              f"(train.name={cfg.run_location.name}) to continue from it") if epochs else "no checkpoint was saved"
     return f"training {cfg.run_location.name} interrupted: {where}"
