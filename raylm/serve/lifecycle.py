@@ -92,13 +92,15 @@ class StopSignals:
     def _watch_start_up(self, reader) -> None:
         import os
 
-        try:
-            got = reader.recv(1)
-        except OSError:  # closed by serving()
-            return
-        if not got or got[0] not in STOP_SIGNALS or self._serving.is_set():
-            return
-        signum = got[0]
+        signum = None
+        while signum is None:  # the wakeup fd carries every signal Python handles: wait for a stop signal
+            try:
+                got = reader.recv(1)
+            except OSError:  # closed by serving()
+                return
+            if not got or self._serving.is_set():
+                return
+            signum = got[0] if got[0] in STOP_SIGNALS else None
         while not self._serving.wait(STARTUP_POLL_S):
             if _ray_daemons_alive():
                 continue
