@@ -182,14 +182,15 @@ def _shrink_vocabulary(cfg: RaylmConfig, teacher: torch.nn.Module, train, rows: 
     # What the accuracy below cannot show: a validation split drawn like the training one uses (almost) only
     # the kept ids, while served text with other words reads [UNK] there (a user's new sentences: 5 of 9 right,
     # the dense model 9 of 9, at "-0.00 pts"). Said with the share of validation tokens it does cover.
-    kept = used_token_ids(np.asarray(train_ids), list(tokenizer.all_special_ids)).numpy()
+    keep = used_token_ids(np.asarray(train_ids), list(tokenizer.all_special_ids))
+    kept = keep.numpy()
     val_ids = np.asarray(rows.val["input_ids"])
     outside = float(np.mean(~np.isin(val_ids, kept))) if val_ids.size else 0.0
     log.warning("compress.vocabulary=train keeps %d of %d token ids (the training split's); %.1f %% of the validation "
                 "split's tokens are outside them, so its accuracy cannot show what text with other words loses (they "
                 "read [UNK]): keep compress.vocabulary=full where served text is not like the training text",
                 len(kept), tokenizer.vocab_size, 100 * outside)
-    return shrink_vocabulary(teacher, train_ids, tokenizer)
+    return shrink_vocabulary(teacher, train_ids, tokenizer, keep)
 
 
 def _distill(cfg: RaylmConfig, teacher: torch.nn.Module, train, rows: _Rows, num_classes: int) -> torch.nn.Module:

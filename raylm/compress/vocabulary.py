@@ -48,15 +48,16 @@ def used_token_ids(input_ids: np.ndarray, special_ids: list[int]) -> torch.Tenso
     return torch.from_numpy(np.union1d(np.unique(input_ids), np.asarray(special_ids, dtype=input_ids.dtype)))
 
 
-def shrink_vocabulary(model: nn.Module, input_ids: np.ndarray, tokenizer) -> nn.Module:
+def shrink_vocabulary(model: nn.Module, input_ids: np.ndarray, tokenizer, keep: torch.Tensor | None = None) -> nn.Module:
     """A copy of a HF text classifier (``model.hf``) whose input embedding keeps the rows of the ids
-    ``input_ids`` uses (see the module's docstring); its logits on rows of those ids are unchanged."""
+    ``input_ids`` uses (see the module's docstring); its logits on rows of those ids are unchanged.
+    ``keep``: those ids, when the caller has them already (``used_token_ids``)."""
     hf = getattr(model, "hf", None)
     if hf is None:
         raise ValueError("compress.vocabulary=train: only Hugging Face text models (model.name=hf) have a vocabulary")
     if tokenizer.unk_token_id is None:
         raise ValueError("compress.vocabulary=train: the tokenizer has no [UNK] token for the ids it drops")
     shrunk = copy.deepcopy(model).eval()
-    keep = used_token_ids(np.asarray(input_ids), list(tokenizer.all_special_ids))
+    keep = keep if keep is not None else used_token_ids(np.asarray(input_ids), list(tokenizer.all_special_ids))
     shrunk.hf.set_input_embeddings(RemappedEmbedding(shrunk.hf.get_input_embeddings(), keep, tokenizer.unk_token_id))
     return shrunk
